@@ -1,0 +1,77 @@
+"""The ``qilu`` command line: one entry point, one subcommand per role.
+
+Each subcommand lives with the stage it runs and exposes ``register(subparsers)``; this module
+only wires them together, builds the settings once and maps the error tree to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from qilu import __version__, log
+from qilu.errors import ConfigError, QiluError, ServiceError
+from qilu.settings import Settings, load
+
+logger = logging.getLogger(__name__)
+
+# module path -> it registers one or more subcommands
+COMMAND_MODULES: tuple[str, ...] = (
+    "qilu.services.cli",
+    "qilu.demo",
+    "storage.cli",
+    "stream.cli",
+    "edge_agent.cli",
+    "api.cli",
+    "qilu.check",
+)
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qilu",
+        description=(
+            "Qilu Telemetry: edge agents -> Kafka -> PostgreSQL/TimescaleDB -> coverage API. "
+            "Settings come from QILU_* environment variables (see README)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"qilu {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load()
+    except ConfigError as exc:
+        print(f"qilu: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    log.setup(args.log_level or settings.log_level)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)  # noqa: TRY400 - the message is the whole story
+        return 2
+    except ServiceError as exc:
+        logger.error("%s", exc)  # noqa: TRY400
+        return 3
+    except QiluError as exc:
+        logger.error("%s", exc)  # noqa: TRY400
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

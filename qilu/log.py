@@ -1,0 +1,17 @@
+"""Logging set-up for processes nobody watches: one line per event, module loggers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # client libraries are chatty at INFO about every reconnect; their errors still show
+    for noisy in ("kafka", "uvicorn.access", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
