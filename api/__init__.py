@@ -1,0 +1,1 @@
+"""The HTTP API: a thin layer over storage/ (one router per resource, no SQL here)."""

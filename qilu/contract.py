@@ -1,0 +1,182 @@
+"""The one shared contract: a reading, and the versioned wire envelope that carries a batch.
+
+Every stage imports these definitions; none redefines them. The wire format and its
+compatibility rules are recorded in docs/adr/0001-wire-format.md.
+
+A reading is (device id, metric, UTC timestamp, value, quality). An envelope is a batch of
+readings from one edge agent, identified by (agent id, boot id, sequence number): the sequence
+increases by one per envelope within a boot, so the backend can see gaps and duplicates.
+
+On the wire an envelope is one msgpack map whose readings are stored column-wise::
+
+    {"v": 1, "a": agent_id, "b": boot_id, "s": seq, "t": sent_at_us,
+     "d": [device_id, ...], "m": [metric, ...], "ts": [ts_us, ...],
+     "x": [value, ...], "q": [quality, ...]}
+
+All five columns have the same length. Timestamps are integer microseconds since the Unix
+epoch, UTC. Readers ignore keys they do not know (forward compatible within a major version);
+a different ``v`` is rejected with the reason ``unsupported_version``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgpack
+
+from qilu.errors import DecodeError
+
+WIRE_VERSION = 1
+MAX_ENVELOPE_BYTES = 1_000_000  # Kafka's default message.max.bytes is ~1 MB
+_US = 1_000_000
+
+
+class Sector(enum.StrEnum):
+    CHARGING = "charging"
+    SUBSTATION = "substation"
+    RANCH = "ranch"
+
+
+class Quality(enum.IntEnum):
+    """OPC-UA style quality, coarse: good, uncertain (estimated, stale), bad (sensor fault)."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+def to_us(ts: datetime) -> int:
+    """Timezone-aware datetime -> integer microseconds since the epoch (UTC)."""
+    if ts.tzinfo is None:
+        raise ValueError("naive datetime: readings carry timezone-aware UTC timestamps only")
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
+
+
+def from_us(ts_us: int) -> datetime:
+    return datetime.fromtimestamp(ts_us // _US, UTC).replace(microsecond=ts_us % _US)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measurement of one metric of one device at one instant."""
+
+    device_id: str
+    metric: str
+    ts_us: int
+    value: float
+    quality: Quality = Quality.GOOD
+
+    @property
+    def ts(self) -> datetime:
+        return from_us(self.ts_us)
+
+    @classmethod
+    def at(
+        cls,
+        device_id: str,
+        metric: str,
+        ts: datetime,
+        value: float,
+        quality: Quality = Quality.GOOD,
+    ) -> Reading:
+        return cls(device_id, metric, to_us(ts), float(value), quality)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A batch of readings from one agent, column-wise, as it travels through Kafka."""
+
+    agent_id: str
+    boot_id: str
+    seq: int
+    sent_at_us: int
+    devices: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    ts_us: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    qualities: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def add(self, r: Reading) -> None:
+        self.devices.append(r.device_id)
+        self.metrics.append(r.metric)
+        self.ts_us.append(r.ts_us)
+        self.values.append(r.value)
+        self.qualities.append(int(r.quality))
+
+    def extend(self, readings: Sequence[Reading]) -> None:
+        for r in readings:
+            self.add(r)
+
+    def readings(self) -> Iterator[Reading]:
+        for d, m, t, v, q in zip(
+            self.devices, self.metrics, self.ts_us, self.values, self.qualities, strict=True
+        ):
+            yield Reading(d, m, t, v, Quality(q) if q in _QUALITIES else Quality.BAD)
+
+    def encode(self) -> bytes:
+        return _packb(
+            {
+                "v": WIRE_VERSION,
+                "a": self.agent_id,
+                "b": self.boot_id,
+                "s": self.seq,
+                "t": self.sent_at_us,
+                "d": self.devices,
+                "m": self.metrics,
+                "ts": self.ts_us,
+                "x": self.values,
+                "q": self.qualities,
+            }
+        )
+
+
+_QUALITIES = frozenset(int(q) for q in Quality)
+_packb = msgpack.Packer(use_bin_type=True, use_single_float=False).pack
+_COLUMNS = ("d", "m", "ts", "x", "q")
+
+
+def decode(data: bytes) -> Envelope:
+    """Bytes from the wire -> Envelope, or DecodeError with a machine-readable reason.
+
+    Structural checks only (types, lengths, version). Whether each reading is acceptable
+    (finite value, plausible time, known device) is the consumer's validation, per reading.
+    """
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise DecodeError("oversized", f"{len(data)} bytes > {MAX_ENVELOPE_BYTES}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise DecodeError("malformed", str(exc)) from exc
+    except ValueError as exc:  # truncated input and invalid UTF-8 surface as ValueError
+        raise DecodeError("malformed", str(exc)) from exc
+    if not isinstance(obj, dict):
+        raise DecodeError("malformed", f"top level is {type(obj).__name__}, not a map")
+    version = obj.get("v")
+    if version != WIRE_VERSION:
+        raise DecodeError("unsupported_version", f"envelope version {version!r}")
+    agent, boot, seq, sent = obj.get("a"), obj.get("b"), obj.get("s"), obj.get("t")
+    if not isinstance(agent, str) or not agent:
+        raise DecodeError("malformed", "agent id 'a' missing or not a string")
+    if not isinstance(boot, str) or not boot:
+        raise DecodeError("malformed", "boot id 'b' missing or not a string")
+    if type(seq) is not int or seq < 0:
+        raise DecodeError("malformed", "sequence 's' missing or not a non-negative integer")
+    if type(sent) is not int:
+        raise DecodeError("malformed", "sent-at 't' missing or not an integer")
+    cols = [obj.get(k) for k in _COLUMNS]
+    if not all(isinstance(c, list) for c in cols):
+        raise DecodeError("malformed", "reading columns d, m, ts, x, q must all be arrays")
+    n = len(cols[0])  # type: ignore[arg-type]
+    if any(len(c) != n for c in cols):  # type: ignore[arg-type]
+        raise DecodeError("malformed", "reading columns have different lengths")
+    return Envelope(agent, boot, seq, sent, *cols)  # type: ignore[arg-type]

@@ -1,0 +1,168 @@
+"""``qilu run``: the whole platform on this machine, a simulated province streaming through it.
+
+Steps: start the local servers, migrate, load a generated registry, create topics, then run
+the ingest consumer, the simulated edge agents and the API as child processes, and print the
+coverage table (targets x cities) from the API every few seconds. Ctrl-C stops the children
+cleanly; the servers keep running (``qilu services down`` stops them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, date, datetime
+from typing import Any
+
+from qilu.catalog import load_catalog
+from qilu.registry import generate
+from qilu.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="start everything and stream a simulated province (the README's first command)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--seed", type=int, default=1, help="registry and simulation seed (default 1)")
+    p.add_argument("--scale", type=float, default=0.02,
+                   help="province scale, 1.0 = ~240k piles (default 0.02: ~5k devices)")  # fmt: skip
+    p.add_argument("--every", type=float, default=10.0, help="seconds between coverage tables")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="stop after this many seconds (default: run until Ctrl-C)")  # fmt: skip
+    p.set_defaults(handler=_run)
+
+    p = sub.add_parser("coverage", help="print the coverage table (targets x cities) from the API")
+    p.add_argument("--url", default=None, help="API base URL (default http://127.0.0.1:8080)")
+    p.set_defaults(handler=_coverage)
+
+
+def _coverage(args: argparse.Namespace, settings: Settings) -> int:
+    url = args.url or f"http://{settings.api.host}:{settings.api.port}"
+    table = _coverage_table(url)
+    if not table:
+        logger.error("no answer from the API at %s (is `qilu api` running?)", url)
+        return 1
+    sys.stdout.write(table)
+    return 0
+
+
+def _step(n: int, total: int, text: str) -> None:
+    sys.stderr.write(f"[{n}/{total}] {text}\n")
+    sys.stderr.flush()
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from qilu.services import Services
+    from storage import migrate
+    from storage.db import connect
+    from storage.registry_store import load_registry
+    from stream.topics import ensure_topics
+
+    total = 5
+    _step(1, total, "starting Kafka, PostgreSQL, Mosquitto and the TimescaleDB engine "
+                    "(first run installs them: a few minutes)")  # fmt: skip
+    Services(settings.services, settings.db).up()
+    _step(2, total, "applying database migrations")
+    with connect(settings.db) as conn:
+        migrate.apply(conn)
+        _step(3, total, f"loading the simulated registry (seed {args.seed}, scale {args.scale})")
+        reg = generate(args.seed, args.scale)
+        load_registry(conn, reg)
+    _step(4, total, f"creating Kafka topics; {len(reg.sites):,} sites, {len(reg.devices):,} devices")
+    ensure_topics(settings.kafka)
+    _step(5, total, "starting ingest, edge agents and the API")
+    base = [sys.executable, "-m", "qilu.cli"]
+    children = {
+        "ingest": subprocess.Popen([*base, "ingest"]),
+        "agents": subprocess.Popen(
+            [*base, "agent", "--seed", str(args.seed), "--scale", str(args.scale)]
+        ),
+        "api": subprocess.Popen([*base, "api"]),
+    }
+    url = f"http://{settings.api.host}:{settings.api.port}"
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    next_table = started + 5.0
+    code = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    logger.error("%s exited with code %s; stopping", name, proc.returncode)
+                    stopping, code = True, 1
+            if args.duration and time.monotonic() - started >= args.duration:
+                break
+            if time.monotonic() >= next_table:
+                next_table = time.monotonic() + args.every
+                table = _coverage_table(url)
+                if table:
+                    sys.stdout.write(table)
+                    sys.stdout.flush()
+    finally:
+        sys.stderr.write("stopping ingest, agents and API (servers keep running: "
+                         "`qilu services down` stops them)\n")  # fmt: skip
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in children.items():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in 20 s; killing it", name)
+                proc.kill()
+    sys.stderr.write(f"API was at {url}/docs\n")
+    return code
+
+
+def _coverage_table(url: str) -> str:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/coverage", timeout=5) as resp:  # noqa: S310
+            data = json.load(resp)
+    except (urllib.error.URLError, TimeoutError, ConnectionError):
+        return ""
+    return format_coverage(data)
+
+
+def format_coverage(data: list[dict[str, Any]]) -> str:
+    """The API's coverage answer as a targets x cities text table."""
+    cities = load_catalog().cities
+    name_w, cell_w = 32, 8
+    head = "target".ljust(name_w) + "goal".rjust(12) + "province".rjust(10)
+    head += "".join(c.name_en[:7].rjust(cell_w) for c in cities)
+    when = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+    lines = [f"\ncoverage at {when} (connected assets; * = threshold met)", head]
+    for t in data:
+        ratio = t["kind"] == "ratio"
+
+        def fmt(v: float | None, ratio: bool = ratio) -> str:
+            if v is None:
+                return "-"
+            return f"{v:.0%}" if ratio else f"{v:,.0f}"
+
+        due = date.fromisoformat(t["due"]).year
+        goal = f"{t['comparator']}{fmt(t['threshold'])} {due}"
+        row = t["target_id"][:name_w - 1].ljust(name_w) + goal.rjust(12)
+        row += (fmt(t["value"]) + ("*" if t["met"] else " ")).rjust(10)
+        by_code = {c["city_code"]: c for c in t["cities"]}
+        row += "".join(fmt(by_code[c.code]["value"]).rjust(cell_w) for c in cities)
+        lines.append(row)
+    return "\n".join(lines) + "\n"

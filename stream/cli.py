@@ -1,0 +1,78 @@
+"""Commands of the stream stage: ``qilu topics`` and ``qilu ingest``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import Any
+
+from prometheus_client import start_http_server
+from psycopg_pool import ConnectionPool
+
+from qilu.settings import Settings
+from storage.db import connect
+from storage.registry_store import load_device_index
+from storage.writer import ReadingsSink
+from stream.ingest import IngestConsumer
+from stream.topics import ensure_topics
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("topics", help="create the Kafka topics if they are missing")
+    p.set_defaults(handler=_topics)
+    p = sub.add_parser(
+        "ingest",
+        help="run the ingest consumer (Kafka -> database)",
+        description=(
+            "Consumes envelopes from the sector topics, stores valid readings exactly once and "
+            "dead-letters the rest. Offsets are committed after the database commits. Several "
+            "processes with the same group id share the partitions."
+        ),
+    )
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9101)")
+    p.set_defaults(handler=_ingest)
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    ensure_topics(settings.kafka)
+    return 0
+
+
+def build_consumer(settings: Settings, stop: threading.Event) -> tuple[IngestConsumer, ConnectionPool]:
+    pool = ConnectionPool(
+        settings.db.conninfo(),
+        min_size=settings.db.pool_min,
+        max_size=settings.db.pool_max,
+        kwargs={"prepare_threshold": None},
+        check=ConnectionPool.check_connection,
+        open=False,
+    )
+    pool.open(wait=False)
+
+    def load_index() -> Any:
+        with connect(settings.db) as conn:
+            return load_device_index(conn)
+
+    sink = ReadingsSink(pool, max_rows_per_statement=settings.db.max_rows_per_statement)
+    consumer = IngestConsumer(settings.kafka, settings.ingest, sink, load_index, stop=stop)
+    return consumer, pool
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    port = args.metrics_port if args.metrics_port is not None else settings.ingest.metrics_port
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer, pool = build_consumer(settings, stop)
+    try:
+        consumer.run()
+    finally:
+        pool.close()
+    return 0

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the ingest consumer (numbers go here, not to the log)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS = Counter(
+    "qilu_ingest_records_total", "Kafka records consumed, by outcome", ["outcome"]
+)
+READINGS = Counter(
+    "qilu_ingest_readings_total",
+    "Readings seen by ingest: stored, duplicate (already stored) or rejected",
+    ["outcome"],
+)
+DEAD_LETTERS = Counter(
+    "qilu_ingest_dead_letters_total", "Dead-letter records produced, by reason", ["reason"]
+)
+FLUSH_SECONDS = Histogram(
+    "qilu_ingest_flush_seconds",
+    "Database transaction time per flushed batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+RETRIES = Counter(
+    "qilu_ingest_retries_total", "Batches retried after a database or broker failure", ["cause"]
+)
+LAG = Gauge("qilu_ingest_lag_records", "Records behind the partition end", ["topic", "partition"])
+LAST_COMMIT = Gauge(
+    "qilu_ingest_last_commit_timestamp_seconds", "Unix time of the last offset commit"
+)

@@ -1,0 +1,49 @@
+"""Topic names and their creation. One topic per sector, one dead-letter topic.
+
+Records are keyed by agent id: an agent's envelopes stay in one partition, in order, and every
+device belongs to exactly one agent, so one device's readings stay in order too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qilu.contract import Sector
+from qilu.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+
+def readings_topic(kafka: KafkaSettings, sector: Sector) -> str:
+    return f"{kafka.topic_prefix}.readings.{sector.value}"
+
+
+def readings_topics(kafka: KafkaSettings) -> list[str]:
+    return [readings_topic(kafka, s) for s in Sector]
+
+
+def deadletter_topic(kafka: KafkaSettings) -> str:
+    return f"{kafka.topic_prefix}.deadletter"
+
+
+def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Create the platform's topics if missing; returns the ones created now."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = [*readings_topics(kafka), deadletter_topic(kafka)]
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(t, kafka.partitions, 1) for t in missing], timeout_ms=30_000
+                )
+            except TopicAlreadyExistsError:
+                logger.debug("topics created concurrently by another process")
+            logger.info("created topics %s", ", ".join(missing))
+        return missing
+    finally:
+        admin.close()
