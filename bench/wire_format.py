@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -53,14 +54,28 @@ def cols(e: Envelope) -> Columns:
 
 def json_rows(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Columns]]:
     def enc() -> bytes:
-        return orjson.dumps({"v": 1, "a": e.agent_id, "b": e.boot_id, "s": e.seq, "r": [
-            {"d": d, "m": m, "t": t, "x": x, "q": q} for d, m, t, x, q in zip(*cols(e), strict=True)
-        ]})  # fmt: skip
+        return orjson.dumps(
+            {
+                "v": 1,
+                "a": e.agent_id,
+                "b": e.boot_id,
+                "s": e.seq,
+                "r": [
+                    {"d": d, "m": m, "t": t, "x": x, "q": q}
+                    for d, m, t, x, q in zip(*cols(e), strict=True)
+                ],
+            }
+        )
 
     def dec(b: bytes) -> Columns:
         rows = orjson.loads(b)["r"]
-        return ([r["d"] for r in rows], [r["m"] for r in rows], [r["t"] for r in rows],
-                [r["x"] for r in rows], [r["q"] for r in rows])  # fmt: skip
+        return (
+            [r["d"] for r in rows],
+            [r["m"] for r in rows],
+            [r["t"] for r in rows],
+            [r["x"] for r in rows],
+            [r["q"] for r in rows],
+        )
 
     return enc, dec
 
@@ -68,8 +83,19 @@ def json_rows(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Colum
 def json_columns(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Columns]]:
     def enc() -> bytes:
         d, m, t, x, q = cols(e)
-        return orjson.dumps({"v": 1, "a": e.agent_id, "b": e.boot_id, "s": e.seq,
-                             "d": d, "m": m, "ts": t, "x": x, "q": q})  # fmt: skip
+        return orjson.dumps(
+            {
+                "v": 1,
+                "a": e.agent_id,
+                "b": e.boot_id,
+                "s": e.seq,
+                "d": d,
+                "m": m,
+                "ts": t,
+                "x": x,
+                "q": q,
+            }
+        )
 
     def dec(b: bytes) -> Columns:
         o = orjson.loads(b)
@@ -80,8 +106,15 @@ def json_columns(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Co
 
 def msgpack_rows(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Columns]]:
     def enc() -> bytes:
-        return msgpack.packb({"v": 1, "a": e.agent_id, "b": e.boot_id, "s": e.seq,
-                              "r": list(zip(*cols(e), strict=True))})  # fmt: skip
+        return msgpack.packb(
+            {
+                "v": 1,
+                "a": e.agent_id,
+                "b": e.boot_id,
+                "s": e.seq,
+                "r": list(zip(*cols(e), strict=True)),
+            }
+        )
 
     def dec(b: bytes) -> Columns:
         rows = msgpack.unpackb(b)["r"]
@@ -99,8 +132,15 @@ def msgpack_columns(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes],
 
 
 def arrow_ipc(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Columns]]:
-    schema = pa.schema([("d", pa.string()), ("m", pa.string()), ("ts", pa.int64()),
-                        ("x", pa.float64()), ("q", pa.int8())])  # fmt: skip
+    schema = pa.schema(
+        [
+            ("d", pa.string()),
+            ("m", pa.string()),
+            ("ts", pa.int64()),
+            ("x", pa.float64()),
+            ("q", pa.int8()),
+        ]
+    )
 
     def enc() -> bytes:
         batch = pa.record_batch(list(cols(e)), schema=schema)
@@ -111,8 +151,13 @@ def arrow_ipc(e: Envelope) -> tuple[Callable[[], bytes], Callable[[bytes], Colum
 
     def dec(b: bytes) -> Columns:
         t = pa.ipc.open_stream(b).read_all()
-        return (t.column(0).to_pylist(), t.column(1).to_pylist(), t.column(2).to_pylist(),
-                t.column(3).to_pylist(), t.column(4).to_pylist())  # fmt: skip
+        return (
+            t.column(0).to_pylist(),
+            t.column(1).to_pylist(),
+            t.column(2).to_pylist(),
+            t.column(3).to_pylist(),
+            t.column(4).to_pylist(),
+        )
 
     return enc, dec
 
@@ -147,18 +192,28 @@ def main() -> None:
     for name, make in CANDIDATES.items():
         enc, dec = make(env)
         blob = enc()
-        assert dec(blob) == cols(env), name  # round trip must be exact
+        if dec(blob) != cols(env):
+            raise SystemExit(f"{name}: round trip is not exact")
         e_s, d_s = best_of(enc, a.rounds), best_of(lambda: dec(blob), a.rounds)  # noqa: B023
-        row = {"encoding": name, "bytes_per_reading": len(blob) / a.batch,
-               "encode_ns_per_reading": e_s / a.batch * 1e9,
-               "decode_ns_per_reading": d_s / a.batch * 1e9}  # fmt: skip
+        row = {
+            "encoding": name,
+            "bytes_per_reading": len(blob) / a.batch,
+            "encode_ns_per_reading": e_s / a.batch * 1e9,
+            "decode_ns_per_reading": d_s / a.batch * 1e9,
+        }
         results.append(row)
-        print(f"{name:28}{row['bytes_per_reading']:15.1f}{row['encode_ns_per_reading']:13.0f}"
-              f"{row['decode_ns_per_reading']:13.0f}")  # fmt: skip
+        print(
+            f"{name:28}{row['bytes_per_reading']:15.1f}{row['encode_ns_per_reading']:13.0f}"
+            f"{row['decode_ns_per_reading']:13.0f}"
+        )
     out = Path(__file__).parent / "results" / "wire_format.json"
-    out.write_text(json.dumps({"batch": a.batch, "python": platform.python_version(),
-                               "machine": platform.machine(), "cpu_count": __import__("os").cpu_count(),
-                               "results": results}, indent=2) + "\n")  # fmt: skip
+    meta = {
+        "batch": a.batch,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    out.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

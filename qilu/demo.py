@@ -35,11 +35,19 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--seed", type=int, default=1, help="registry and simulation seed (default 1)")
-    p.add_argument("--scale", type=float, default=0.02,
-                   help="province scale, 1.0 = ~240k piles (default 0.02: ~5k devices)")  # fmt: skip
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=0.02,
+        help="province scale, 1.0 = ~240k piles (default 0.02: ~5k devices)",
+    )
     p.add_argument("--every", type=float, default=10.0, help="seconds between coverage tables")
-    p.add_argument("--duration", type=float, default=0.0,
-                   help="stop after this many seconds (default: run until Ctrl-C)")  # fmt: skip
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("coverage", help="print the coverage table (targets x cities) from the API")
@@ -62,7 +70,8 @@ def _step(n: int, total: int, text: str) -> None:
     sys.stderr.flush()
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _prepare(args: argparse.Namespace, settings: Settings) -> None:
+    """Servers up, schema current, registry loaded, topics there: steps 1 to 4."""
     from qilu.services import Services
     from storage import migrate
     from storage.db import connect
@@ -70,8 +79,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from stream.topics import ensure_topics
 
     total = 5
-    _step(1, total, "starting Kafka, PostgreSQL, Mosquitto and the TimescaleDB engine "
-                    "(first run installs them: a few minutes)")  # fmt: skip
+    _step(
+        1,
+        total,
+        "starting Kafka, PostgreSQL, Mosquitto and the TimescaleDB engine "
+        "(first run installs them: a few minutes)",
+    )
     Services(settings.services, settings.db).up()
     _step(2, total, "applying database migrations")
     with connect(settings.db) as conn:
@@ -79,9 +92,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         _step(3, total, f"loading the simulated registry (seed {args.seed}, scale {args.scale})")
         reg = generate(args.seed, args.scale)
         load_registry(conn, reg)
-    _step(4, total, f"creating Kafka topics; {len(reg.sites):,} sites, {len(reg.devices):,} devices")
+    _step(
+        4, total, f"creating Kafka topics; {len(reg.sites):,} sites, {len(reg.devices):,} devices"
+    )
     ensure_topics(settings.kafka)
-    _step(5, total, "starting ingest, edge agents and the API")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    _prepare(args, settings)
+    _step(5, 5, "starting ingest, edge agents and the API")
     base = [sys.executable, "-m", "qilu.cli"]
     children = {
         "ingest": subprocess.Popen([*base, "ingest"]),
@@ -118,8 +137,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                     sys.stdout.write(table)
                     sys.stdout.flush()
     finally:
-        sys.stderr.write("stopping ingest, agents and API (servers keep running: "
-                         "`qilu services down` stops them)\n")  # fmt: skip
+        sys.stderr.write(
+            "stopping ingest, agents and API (servers keep running: "
+            "`qilu services down` stops them)\n"
+        )
         for proc in children.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -160,7 +181,7 @@ def format_coverage(data: list[dict[str, Any]]) -> str:
 
         due = date.fromisoformat(t["due"]).year
         goal = f"{t['comparator']}{fmt(t['threshold'])} {due}"
-        row = t["target_id"][:name_w - 1].ljust(name_w) + goal.rjust(12)
+        row = t["target_id"][: name_w - 1].ljust(name_w) + goal.rjust(12)
         row += (fmt(t["value"]) + ("*" if t["met"] else " ")).rjust(10)
         by_code = {c["city_code"]: c for c in t["cities"]}
         row += "".join(fmt(by_code[c.code]["value"]).rjust(cell_w) for c in cities)

@@ -51,23 +51,46 @@ G, C, S, A = MetricKind.GAUGE, MetricKind.COUNTER, MetricKind.STATE, MetricKind.
 
 # OCPP 1.6 ChargePointStatus, as integer codes on the wire
 CONNECTOR_STATES = (
-    "Available", "Preparing", "Charging", "SuspendedEVSE", "SuspendedEV",
-    "Finishing", "Reserved", "Unavailable", "Faulted",
-)  # fmt: skip
+    "Available",
+    "Preparing",
+    "Charging",
+    "SuspendedEVSE",
+    "SuspendedEV",
+    "Finishing",
+    "Reserved",
+    "Unavailable",
+    "Faulted",
+)
 
 DEVICE_KINDS: tuple[DeviceKind, ...] = (
     DeviceKind(
-        "charging_pile", Sector.CHARGING, "Charging pile", "充电桩", 30, 120,
+        "charging_pile",
+        Sector.CHARGING,
+        "Charging pile",
+        "充电桩",
+        30,
+        120,
         (
-            MetricSpec("connector_status", "", S, 0, len(CONNECTOR_STATES) - 1,
-                       "OCPP connector status code (index into CONNECTOR_STATES)"),
+            MetricSpec(
+                "connector_status",
+                "",
+                S,
+                0,
+                len(CONNECTOR_STATES) - 1,
+                "OCPP connector status code (index into CONNECTOR_STATES)",
+            ),
             MetricSpec("power_kw", "kW", G, 0, 1000, "active charging power"),
             MetricSpec("energy_kwh", "kWh", C, 0, 1e9, "energy register, import"),
             MetricSpec("fault", "", A, 0, 1, "1 while the pile reports an error code"),
         ),
     ),
     DeviceKind(
-        "transformer", Sector.SUBSTATION, "Main transformer", "主变压器", 5, 30,
+        "transformer",
+        Sector.SUBSTATION,
+        "Main transformer",
+        "主变压器",
+        5,
+        30,
         (
             MetricSpec("oil_temp_c", "degC", G, -40, 160, "top-oil temperature"),
             MetricSpec("winding_temp_c", "degC", G, -40, 200, "hot-spot winding temperature"),
@@ -75,15 +98,24 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
         ),
     ),
     DeviceKind(
-        "bus_meter", Sector.SUBSTATION, "Bus voltage meter", "母线电压表", 5, 30,
+        "bus_meter",
+        Sector.SUBSTATION,
+        "Bus voltage meter",
+        "母线电压表",
+        5,
+        30,
         (
             MetricSpec("voltage_kv", "kV", G, 0, 1200, "bus line voltage"),
             MetricSpec("frequency_hz", "Hz", G, 45, 55, "grid frequency"),
         ),
     ),
     DeviceKind(
-        "gis_monitor", Sector.SUBSTATION, "GIS gas and partial-discharge monitor",
-        "GIS气体与局放监测", 10, 60,
+        "gis_monitor",
+        Sector.SUBSTATION,
+        "GIS gas and partial-discharge monitor",
+        "GIS气体与局放监测",
+        10,
+        60,
         (
             MetricSpec("sf6_pressure_mpa", "MPa", G, 0, 1.2, "SF6 gas density, 20 degC"),
             MetricSpec("pd_pc", "pC", G, 0, 100_000, "partial discharge apparent charge"),
@@ -92,7 +124,12 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
         ),
     ),
     DeviceKind(
-        "collar", Sector.RANCH, "Cattle collar", "牛只项圈", 300, 900,
+        "collar",
+        Sector.RANCH,
+        "Cattle collar",
+        "牛只项圈",
+        300,
+        900,
         (
             MetricSpec("body_temp_c", "degC", G, 30, 45, "body temperature"),
             MetricSpec("activity", "steps/h", G, 0, 5000, "activity index"),
@@ -101,7 +138,12 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
         ),
     ),
     DeviceKind(
-        "barn_climate", Sector.RANCH, "Barn climate sensor", "牛舍环境传感器", 60, 300,
+        "barn_climate",
+        Sector.RANCH,
+        "Barn climate sensor",
+        "牛舍环境传感器",
+        60,
+        300,
         (
             MetricSpec("temp_c", "degC", G, -40, 60, "air temperature"),
             MetricSpec("humidity_pct", "%", G, 0, 100, "relative humidity"),
@@ -110,20 +152,30 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
         ),
     ),
     DeviceKind(
-        "water_trough", Sector.RANCH, "Water trough", "饮水槽", 60, 300,
+        "water_trough",
+        Sector.RANCH,
+        "Water trough",
+        "饮水槽",
+        60,
+        300,
         (
             MetricSpec("level_pct", "%", G, 0, 100, "water level"),
             MetricSpec("flow_l_min", "L/min", G, 0, 500, "inflow"),
         ),
     ),
     DeviceKind(
-        "feed_silo", Sector.RANCH, "Feed silo", "饲料仓", 300, 900,
+        "feed_silo",
+        Sector.RANCH,
+        "Feed silo",
+        "饲料仓",
+        300,
+        900,
         (
             MetricSpec("level_pct", "%", G, 0, 100, "fill level"),
             MetricSpec("feed_kg", "kg", G, 0, 100_000, "feed mass"),
         ),
     ),
-)  # fmt: skip
+)
 
 KINDS: dict[str, DeviceKind] = {k.key: k for k in DEVICE_KINDS}
 

@@ -1,13 +1,13 @@
 """The platform's error tree: each class tells the caller what to do.
 
-    QiluError                      root; never raised directly
-    ├── ConfigError                refuse to start; the message names the offending key
-    ├── RetryableError             transient (network, server restart): retry with backoff
-    │   └── BackpressureError      the sink is saturated: pause, retry after ``retry_after`` s
-    ├── CollectorError             fatal for one collector; the others keep running
-    ├── DecodeError                one wire record cannot be decoded: dead-letter it
-    ├── PartialWriteError          some records were rejected: ``rejected`` says which and why
-    └── ServiceError               a local server could not be installed or started
+QiluError                      root; never raised directly
+├── ConfigError                refuse to start; the message names the offending key
+├── RetryableError             transient (network, server restart): retry with backoff
+│   └── BackpressureError      the sink is saturated: pause, retry after ``retry_after`` s
+├── CollectorError             fatal for one collector; the others keep running
+├── DecodeError                one wire record cannot be decoded: dead-letter it
+├── PartialWriteError          some records were rejected: ``rejected`` says which and why
+└── ServiceError               a local server could not be installed or started
 """
 
 from __future__ import annotations

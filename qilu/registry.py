@@ -64,9 +64,12 @@ SECTOR_PREFIX = {Sector.CHARGING: "CHG", Sector.SUBSTATION: "SUB", Sector.RANCH:
 
 
 def _spread(total: int, rng: random.Random, weights: list[float]) -> list[int]:
-    """Split ``total`` across cities proportionally to weights, deterministically."""
+    """Split ``total`` across cities by weight, deterministically; every city gets at least
+    one when there are enough to go round."""
+    base = 1 if total >= len(weights) else 0
+    rest = total - base * len(weights)
     wsum = sum(weights)
-    counts = [int(total * w / wsum) for w in weights]
+    counts = [base + int(rest * w / wsum) for w in weights]
     for _ in range(total - sum(counts)):
         counts[rng.choices(range(len(weights)), weights)[0]] += 1
     return counts
@@ -96,8 +99,14 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
             public = rng.random() < 0.8
             networked = rng.random() < (0.97 if public else 0.6)
             sid = f"CHG-{city.code}-{i + 1:05d}"
-            site = Site(sid, Sector.CHARGING, city.code, f"{city.name_en} charging station {i + 1}",
-                        public=public, networked=networked)  # fmt: skip
+            site = Site(
+                sid,
+                Sector.CHARGING,
+                city.code,
+                f"{city.name_en} charging station {i + 1}",
+                public=public,
+                networked=networked,
+            )
             add_site(site, [("charging_pile", rng.randint(4, 12))])
 
     # substations by voltage class; 220 kV+ are often GIS, most GIS have one-key control
@@ -109,10 +118,14 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
                 n_sub += 1
                 gis = kv >= 220 and rng.random() < 0.45
                 site = Site(
-                    f"SUB-{city.code}-{n_sub:05d}", Sector.SUBSTATION, city.code,
-                    f"{city.name_en} {kv} kV substation {n_sub}", voltage_kv=kv, gis=gis,
+                    f"SUB-{city.code}-{n_sub:05d}",
+                    Sector.SUBSTATION,
+                    city.code,
+                    f"{city.name_en} {kv} kV substation {n_sub}",
+                    voltage_kv=kv,
+                    gis=gis,
                     one_key_control=gis and rng.random() < 0.85,
-                )  # fmt: skip
+                )
                 kinds = [("transformer", rng.randint(2, 3)), ("bus_meter", 2)]
                 if gis:
                     kinds.append(("gis_monitor", 1))
@@ -121,19 +134,23 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
     # ranches: at least one per city; smart ones carry collars
     ranches = max(16, round(RANCHES * scale))
     collars = max(5, round(COLLARS_PER_RANCH * scale))
-    counts = [1] * 16
-    for idx, extra in enumerate(_spread(ranches - 16, rng, weights)):
-        counts[idx] += extra
+    counts = _spread(ranches, rng, weights)
     for city, count in zip(cities, counts, strict=True):
         for i in range(count):
             smart = rng.random() < 0.75
             site = Site(
-                f"RAN-{city.code}-{i + 1:05d}", Sector.RANCH, city.code,
-                f"{city.name_en} ranch {i + 1}", smart=smart,
+                f"RAN-{city.code}-{i + 1:05d}",
+                Sector.RANCH,
+                city.code,
+                f"{city.name_en} ranch {i + 1}",
+                smart=smart,
                 agri_base=smart and rng.random() < 0.5,
-            )  # fmt: skip
-            kinds = [("barn_climate", rng.randint(2, 5)), ("water_trough", rng.randint(2, 5)),
-                     ("feed_silo", rng.randint(1, 3))]  # fmt: skip
+            )
+            kinds = [
+                ("barn_climate", rng.randint(2, 5)),
+                ("water_trough", rng.randint(2, 5)),
+                ("feed_silo", rng.randint(1, 3)),
+            ]
             if smart:
                 kinds.insert(0, ("collar", rng.randint(collars // 2, collars * 3 // 2)))
             add_site(site, kinds)

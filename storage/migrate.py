@@ -83,10 +83,9 @@ def sync_reference_data(conn: psycopg.Connection[TupleRow]) -> None:
             " name_en = EXCLUDED.name_en, name_zh = EXCLUDED.name_zh,"
             " interval_s = EXCLUDED.interval_s, expected_interval = EXCLUDED.expected_interval",
             [
-                (k.key, k.sector.value, k.name_en, k.name_zh, k.interval_s,
-                 k.expected_interval_s)
+                (k.key, k.sector.value, k.name_en, k.name_zh, k.interval_s, k.expected_interval_s)
                 for k in DEVICE_KINDS
-            ],  # fmt: skip
+            ],
         )
         existing = dict(cur.execute("SELECT key, metric_id FROM metrics").fetchall())
         next_id = max(existing.values(), default=0) + 1

@@ -13,9 +13,18 @@ from qilu.registry import Registry
 logger = logging.getLogger(__name__)
 
 _SITE_COLS = (
-    "site_id", "sector", "city_code", "name", "public", "networked", "voltage_kv", "gis",
-    "one_key_control", "smart", "agri_base",
-)  # fmt: skip
+    "site_id",
+    "sector",
+    "city_code",
+    "name",
+    "public",
+    "networked",
+    "voltage_kv",
+    "gis",
+    "one_key_control",
+    "smart",
+    "agri_base",
+)
 
 
 def load_registry(conn: psycopg.Connection[TupleRow], reg: Registry) -> tuple[int, int]:
@@ -30,9 +39,20 @@ def load_registry(conn: psycopg.Connection[TupleRow], reg: Registry) -> tuple[in
         with cur.copy(f"COPY _sites ({cols}) FROM STDIN") as copy:
             for s in reg.sites:
                 copy.write_row(
-                    (s.site_id, s.sector.value, s.city_code, s.name, s.public, s.networked,
-                     s.voltage_kv, s.gis, s.one_key_control, s.smart, s.agri_base)
-                )  # fmt: skip
+                    (
+                        s.site_id,
+                        s.sector.value,
+                        s.city_code,
+                        s.name,
+                        s.public,
+                        s.networked,
+                        s.voltage_kv,
+                        s.gis,
+                        s.one_key_control,
+                        s.smart,
+                        s.agri_base,
+                    )
+                )
         with cur.copy("COPY _devices (device_id, site_id, kind) FROM STDIN") as copy:
             for d in reg.devices:
                 copy.write_row((d.device_id, d.site_id, d.kind))
@@ -60,8 +80,7 @@ class DeviceIndex:
 
 def load_device_index(conn: psycopg.Connection[TupleRow]) -> DeviceIndex:
     devices = {
-        r[0]: (r[1], r[2])
-        for r in conn.execute("SELECT device_id, device_pk, kind FROM devices")
+        r[0]: (r[1], r[2]) for r in conn.execute("SELECT device_id, device_pk, kind FROM devices")
     }
     metrics = dict(conn.execute("SELECT key, metric_id FROM metrics").fetchall())
     return DeviceIndex(devices, metrics)

@@ -91,9 +91,14 @@ class ReadingsSink:
                     hi = lo + self._chunk
                     cur.execute(
                         _INSERT,
-                        (rows.device_pk[lo:hi], rows.metric_id[lo:hi], rows.ts_us[lo:hi],
-                         rows.value[lo:hi], rows.quality[lo:hi]),
-                    )  # fmt: skip
+                        (
+                            rows.device_pk[lo:hi],
+                            rows.metric_id[lo:hi],
+                            rows.ts_us[lo:hi],
+                            rows.value[lo:hi],
+                            rows.quality[lo:hi],
+                        ),
+                    )
                     inserted += cur.rowcount
                 devs = sorted(last)
                 for lo in range(0, len(devs), self._chunk):

@@ -43,7 +43,9 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_consumer(settings: Settings, stop: threading.Event) -> tuple[IngestConsumer, ConnectionPool]:
+def build_consumer(
+    settings: Settings, stop: threading.Event
+) -> tuple[IngestConsumer, ConnectionPool]:
     pool = ConnectionPool(
         settings.db.conninfo(),
         min_size=settings.db.pool_min,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECORDS = Counter(
-    "qilu_ingest_records_total", "Kafka records consumed, by outcome", ["outcome"]
-)
+RECORDS = Counter("qilu_ingest_records_total", "Kafka records consumed, by outcome", ["outcome"])
 READINGS = Counter(
     "qilu_ingest_readings_total",
     "Readings seen by ingest: stored, duplicate (already stored) or rejected",

@@ -36,20 +36,28 @@ def get_coverage(
             continue
         out.append(
             CoverageOut(
-                target_id=tc.target.id, kind=tc.target.kind.value,
-                comparator=tc.target.comparator, threshold=tc.target.threshold,
-                due=tc.target.due, as_of=tc.as_of, value=tc.value,
-                numerator=tc.province.numerator, denominator=tc.province.denominator,
+                target_id=tc.target.id,
+                kind=tc.target.kind.value,
+                comparator=tc.target.comparator,
+                threshold=tc.target.threshold,
+                due=tc.target.due,
+                as_of=tc.as_of,
+                value=tc.value,
+                numerator=tc.province.numerator,
+                denominator=tc.province.denominator,
                 met=tc.met,
                 cities=[
                     CityCoverageOut(
-                        city_code=c.city_code, name_en=names[c.city_code].name_en,
-                        name_zh=names[c.city_code].name_zh, numerator=c.numerator,
-                        denominator=c.denominator, value=c.value(tc.target.kind),
+                        city_code=c.city_code,
+                        name_en=names[c.city_code].name_en,
+                        name_zh=names[c.city_code].name_zh,
+                        numerator=c.numerator,
+                        denominator=c.denominator,
+                        value=c.value(tc.target.kind),
                     )
                     for c in tc.cities
                     if city is None or c.city_code == city
                 ],
             )
-        )  # fmt: skip
+        )
     return out

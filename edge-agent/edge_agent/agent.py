@@ -30,8 +30,12 @@ from stream.topics import readings_topic
 
 logger = logging.getLogger(__name__)
 
-READINGS_IN = Counter("qilu_agent_readings_in_total", "Readings handed over by collectors", ["agent"])
-READINGS_SENT = Counter("qilu_agent_readings_sent_total", "Readings acknowledged by Kafka", ["agent"])
+READINGS_IN = Counter(
+    "qilu_agent_readings_in_total", "Readings handed over by collectors", ["agent"]
+)
+READINGS_SENT = Counter(
+    "qilu_agent_readings_sent_total", "Readings acknowledged by Kafka", ["agent"]
+)
 SEND_ERRORS = Counter("qilu_agent_send_errors_total", "Failed send attempts (retried)", ["agent"])
 QUEUE_DEPTH = Gauge("qilu_agent_queue_envelopes", "Envelopes waiting to be sent", ["agent"])
 

@@ -31,12 +31,25 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=1, help="registry and simulation seed (default 1)")
     p.add_argument("--scale", type=float, default=0.02, help="registry scale (default 0.02)")
-    p.add_argument("--sector", action="append", choices=[s.value for s in Sector], default=None,
-                   help="only these sectors (repeatable; default all)")  # fmt: skip
-    p.add_argument("--city", action="append", default=None,
-                   help="only these city codes, e.g. 370200 (repeatable; default all 16)")  # fmt: skip
-    p.add_argument("--silence", choices=["random", "none"], default="random",
-                   help="simulate devices that never report or go silent (default random)")  # fmt: skip
+    p.add_argument(
+        "--sector",
+        action="append",
+        choices=[s.value for s in Sector],
+        default=None,
+        help="only these sectors (repeatable; default all)",
+    )
+    p.add_argument(
+        "--city",
+        action="append",
+        default=None,
+        help="only these city codes, e.g. 370200 (repeatable; default all 16)",
+    )
+    p.add_argument(
+        "--silence",
+        choices=["random", "none"],
+        default="random",
+        help="simulate devices that never report or go silent (default random)",
+    )
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9102)")
     p.set_defaults(handler=_run)
 
@@ -52,8 +65,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if port:
         start_http_server(port, addr="127.0.0.1")
     producer = new_producer(settings.kafka, f"{settings.kafka.client_id}-agents")
-    agents = build_agents(reg, plan, producer, settings.kafka, settings.agent, seed=args.seed,
-                          silence=args.silence)  # fmt: skip
+    agents = build_agents(
+        reg, plan, producer, settings.kafka, settings.agent, seed=args.seed, silence=args.silence
+    )
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -10,9 +10,9 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from kafka import KafkaProducer
 
-from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from edge_agent.agent import Agent
 from qilu.contract import Sector
 from qilu.devices import KINDS

@@ -1,0 +1,13 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY qilu qilu
+COPY collectors collectors
+COPY stream stream
+COPY storage storage
+COPY api api
+COPY dashboards dashboards
+COPY edge-agent edge-agent
+RUN pip install --no-cache-dir .
+USER nobody
+ENTRYPOINT []
