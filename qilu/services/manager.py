@@ -1,0 +1,276 @@
+"""The manager: install-if-missing, start detached, wait until answering, stop, report.
+
+Every operation is idempotent and bounded in time. ``up``/``down`` hold an exclusive lock
+on ``<state>/.lock`` so two commands never start the same server twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import signal
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from qilu.errors import ServiceError
+from qilu.services import proc, render
+from qilu.services.base import Context, ProbeError, Progress, Server, ServiceStatus, State
+from qilu.services.registry import ALL_SERVICES, SERVER_TYPES
+from qilu.services.tools import TAIL_LINES, Apt
+from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings
+
+logger = logging.getLogger(__name__)
+
+START_MARKER = "==== qilu services: starting"
+LOCK_TIMEOUT_S = 1800.0  # a first install of everything on a slow mirror
+PROBE_SLICE_S = 5.0
+KILL_WAIT_S = 15.0
+
+
+def _log_progress(message: str) -> None:
+    logger.info("%s", message)
+
+
+class Services:
+    """Start, stop and inspect the local servers (see ``ALL_SERVICES``)."""
+
+    def __init__(
+        self,
+        settings: ServicesSettings,
+        db: DatabaseSettings | None = None,
+        *,
+        progress: Progress | None = None,
+        repo_root: Path = REPO_ROOT,
+    ) -> None:
+        self.ctx = Context(settings=settings, db=db or DatabaseSettings(), repo_root=repo_root)
+        self.progress: Progress = progress or _log_progress
+        self._apt = Apt(self.ctx.logs_dir / "apt.log")
+        self._servers = {name: cls(self.ctx, self._apt) for name, cls in SERVER_TYPES.items()}
+
+    # ------------------------------------------------------------------ lookup
+
+    def server(self, name: str) -> Server:
+        try:
+            return self._servers[name]
+        except KeyError:
+            raise ServiceError(
+                f"unknown service {name!r}; known: {', '.join(ALL_SERVICES)}"
+            ) from None
+
+    def _select(self, names: Iterable[str] | None) -> list[Server]:
+        wanted = list(names) if names else list(ALL_SERVICES)
+        for name in wanted:
+            self.server(name)  # validates
+        return [self._servers[n] for n in ALL_SERVICES if n in wanted]
+
+    def _pidfile(self, srv: Server) -> proc.PidFile:
+        return proc.PidFile(self.ctx.run_dir, srv.name)
+
+    def pid(self, name: str) -> int | None:
+        """The pid of the running server, or None."""
+        rec = self._pidfile(self.server(name)).live()
+        return rec.pid if rec is not None else None
+
+    # ------------------------------------------------------------------ public API
+
+    def up(self, names: Sequence[str] | None = None) -> None:
+        """Install what is missing, start what is not running, wait until all answer."""
+        servers = self._select(names)
+        with self._locked():
+            for srv in servers:
+                self._up_one(srv)
+
+    def start(self, name: str) -> None:
+        """``up`` for one server (e.g. after :meth:`kill`)."""
+        self.up([name])
+
+    def down(self, names: Sequence[str] | None = None) -> None:
+        """Stop gracefully (SIGTERM; SIGINT = fast shutdown for postgres), SIGKILL after
+        the server's stop timeout. Stopping a stopped server does nothing."""
+        servers = self._select(names)
+        with self._locked():
+            for srv in reversed(servers):
+                self._down_one(srv)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the server and all its child processes, no clean-up (fault
+        tests). With SIGKILL, return once the main process is gone."""
+        srv = self.server(name)
+        rec = self._pidfile(srv).live()
+        if rec is None:
+            raise ServiceError(f"{name}: not running, nothing to kill")
+        sent = proc.signal_tree(rec.pid, sig)
+        logger.info("%s: sent signal %s to %s", name, sig, sent)
+        if sig == signal.SIGKILL and not proc.wait_gone(rec.pid, rec.start_ticks, KILL_WAIT_S):
+            raise ServiceError(f"{name}: pid {rec.pid} survived SIGKILL for {KILL_WAIT_S:.0f} s")
+
+    def status(self, names: Sequence[str] | None = None) -> list[ServiceStatus]:
+        """Cheap status (pid alive + port accepts), no protocol round trip."""
+        out = []
+        for srv in self._select(names):
+            rec = self._pidfile(srv).live()
+            if rec is not None:
+                accepts = proc.tcp_accepts(self.ctx.host, srv.port)
+                state = State.RUNNING if accepts else State.NOT_ANSWERING
+            elif not srv.installed():
+                state = State.NOT_INSTALLED
+            else:
+                state = State.STOPPED
+            out.append(
+                ServiceStatus(
+                    name=srv.name,
+                    state=state,
+                    pid=rec.pid if rec is not None else None,
+                    address=srv.address,
+                    data_dir=srv.data_dir,
+                    log_file=srv.log_file,
+                )
+            )
+        return out
+
+    def log_tail(self, name: str, lines: int = TAIL_LINES) -> str:
+        srv = self.server(name)
+        try:
+            text = srv.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(render.tail_lines(text, lines))
+
+    # ------------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.ctx.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx.logs_dir.mkdir(exist_ok=True)
+        self.ctx.run_dir.mkdir(exist_ok=True)
+        with (self.ctx.state_dir / ".lock").open("a") as f:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            told = False
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not told:
+                        self.progress("waiting for another `qilu services` command to finish...")
+                        told = True
+                    if time.monotonic() > deadline:
+                        raise ServiceError(
+                            f"another `qilu services` command held {f.name} for "
+                            f"{LOCK_TIMEOUT_S:.0f} s; is one stuck?"
+                        ) from None
+                    time.sleep(0.5)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _up_one(self, srv: Server) -> None:
+        pidfile = self._pidfile(srv)
+        rec = pidfile.live()
+        if rec is not None:
+            try:
+                srv.probe(PROBE_SLICE_S)
+            except ProbeError as exc:
+                if srv.busy_ok and proc.tcp_accepts(self.ctx.host, srv.port):
+                    self.progress(
+                        f"{srv.name}: already running (pid {rec.pid}) on {srv.address}; "
+                        "busy with another client"
+                    )
+                    return
+                logger.info("%s: running but not answering yet (%s); waiting", srv.name, exc)
+                self._wait_ready(srv, rec, self.ctx.settings.start_timeout_s)
+            self.progress(f"{srv.name}: already running (pid {rec.pid}) on {srv.address}")
+            return
+        pidfile.remove()
+        self._check_ports(srv)
+        if not srv.installed():
+            srv.install(self.progress)
+        srv.configure(self.progress)
+        self.progress(f"{srv.name}: starting on {srv.address}...")
+        with srv.log_file.open("a") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"\n{START_MARKER} {srv.name} at {stamp} ====\n")
+        pid = proc.launch_detached(srv.command(), srv.log_file)
+        rec = pidfile.write(pid)
+        started = time.monotonic()
+        self._wait_ready(srv, rec, self.ctx.settings.start_timeout_s)
+        srv.after_start(self.progress)
+        self.progress(
+            f"{srv.name}: running (pid {pid}) on {srv.address}, "
+            f"ready in {time.monotonic() - started:.1f} s"
+        )
+
+    def _check_ports(self, srv: Server) -> None:
+        host = self.ctx.host
+        for field, port in srv.ports().items():
+            if not proc.port_free(host, port):
+                owner = proc.listener_pid(host, port)
+                raise ServiceError(
+                    render.port_taken_message(
+                        srv.name, host, port, owner, render.port_env_key(field)
+                    )
+                )
+
+    def _start_log_tail(self, srv: Server) -> str:
+        try:
+            text = srv.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        lines = render.tail_lines(render.since_last_marker(text, START_MARKER), TAIL_LINES)
+        return "\n    ".join(lines) or "(empty)"
+
+    def _wait_ready(self, srv: Server, rec: proc.PidRecord, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        while True:
+            if not rec.alive():
+                self._pidfile(srv).remove()
+                raise ServiceError(
+                    f"{srv.name}: exited during start-up; last lines of {srv.log_file}:\n"
+                    f"    {self._start_log_tail(srv)}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                srv.probe(max(1.0, min(PROBE_SLICE_S, remaining)))
+            except ProbeError as exc:
+                last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                logger.debug("%s: not ready: %s", srv.name, last)
+                time.sleep(0.5)
+            else:
+                return
+        tail = self._start_log_tail(srv)
+        self._stop(srv, rec)
+        raise ServiceError(
+            f"{srv.name}: did not answer within {timeout_s:.0f} s (last probe: {last}); "
+            f"stopped it. Last lines of {srv.log_file}:\n    {tail}\n"
+            "Raise QILU_SERVICES__START_TIMEOUT_S if the machine is just slow."
+        )
+
+    def _down_one(self, srv: Server) -> None:
+        pidfile = self._pidfile(srv)
+        rec = pidfile.live()
+        if rec is None:
+            pidfile.remove()
+            self.progress(f"{srv.name}: not running")
+            return
+        self.progress(f"{srv.name}: stopping (pid {rec.pid})...")
+        self._stop(srv, rec)
+        pidfile.remove()
+        self.progress(f"{srv.name}: stopped")
+
+    def _stop(self, srv: Server, rec: proc.PidRecord) -> None:
+        proc.send(rec.pid, srv.stop_signal)
+        if proc.wait_gone(rec.pid, rec.start_ticks, srv.stop_timeout_s):
+            return
+        self.progress(
+            f"{srv.name}: still running after {srv.stop_timeout_s:.0f} s; sending SIGKILL"
+        )
+        proc.signal_tree(rec.pid, signal.SIGKILL)
+        if not proc.wait_gone(rec.pid, rec.start_ticks, KILL_WAIT_S):
+            raise ServiceError(f"{srv.name}: pid {rec.pid} survived SIGKILL")
