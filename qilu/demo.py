@@ -166,8 +166,8 @@ def _coverage_table(url: str) -> str:
 def format_coverage(data: list[dict[str, Any]]) -> str:
     """The API's coverage answer as a targets x cities text table."""
     cities = load_catalog().cities
-    name_w, cell_w = 32, 8
-    head = "target".ljust(name_w) + "goal".rjust(12) + "province".rjust(10)
+    name_w, goal_w, prov_w, cell_w = 33, 17, 12, 8
+    head = "target".ljust(name_w) + "goal".rjust(goal_w) + "province".rjust(prov_w)
     head += "".join(c.name_en[:7].rjust(cell_w) for c in cities)
     when = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
     lines = [f"\ncoverage at {when} (connected assets; * = threshold met)", head]
@@ -177,12 +177,12 @@ def format_coverage(data: list[dict[str, Any]]) -> str:
         def fmt(v: float | None, ratio: bool = ratio) -> str:
             if v is None:
                 return "-"
-            return f"{v:.0%}" if ratio else f"{v:,.0f}"
+            return f"{v:.1%}" if ratio else f"{v:,.0f}"
 
         due = date.fromisoformat(t["due"]).year
         goal = f"{t['comparator']}{fmt(t['threshold'])} {due}"
-        row = t["target_id"][: name_w - 1].ljust(name_w) + goal.rjust(12)
-        row += (fmt(t["value"]) + ("*" if t["met"] else " ")).rjust(10)
+        row = t["target_id"][: name_w - 1].ljust(name_w) + goal.rjust(goal_w)
+        row += (fmt(t["value"]) + ("*" if t["met"] else " ")).rjust(prov_w)
         by_code = {c["city_code"]: c for c in t["cities"]}
         row += "".join(fmt(by_code[c.code]["value"]).rjust(cell_w) for c in cities)
         lines.append(row)

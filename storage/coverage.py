@@ -67,7 +67,7 @@ def _and(parts: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
 
 
-def build_query(m: Measure, now: datetime) -> tuple[sql.Composable, dict[str, Any]]:
+def build_query(m: Measure, now: datetime) -> tuple[sql.Composed, dict[str, Any]]:
     """SQL returning (city_code, denominator, numerator) for one measure."""
     params: dict[str, Any] = {"now": now}
     site_where = _attr_filters(m.where, "=", params, "w") + _attr_filters(m.min, ">=", params, "m")

@@ -87,7 +87,7 @@ def sync_reference_data(conn: psycopg.Connection[TupleRow]) -> None:
                 for k in DEVICE_KINDS
             ],
         )
-        existing = dict(cur.execute("SELECT key, metric_id FROM metrics").fetchall())
+        existing: dict[str, int] = dict(cur.execute("SELECT key, metric_id FROM metrics").fetchall())
         next_id = max(existing.values(), default=0) + 1
         for kind in DEVICE_KINDS:
             for m in kind.metrics:

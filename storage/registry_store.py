@@ -82,5 +82,5 @@ def load_device_index(conn: psycopg.Connection[TupleRow]) -> DeviceIndex:
     devices = {
         r[0]: (r[1], r[2]) for r in conn.execute("SELECT device_id, device_pk, kind FROM devices")
     }
-    metrics = dict(conn.execute("SELECT key, metric_id FROM metrics").fetchall())
+    metrics: dict[str, int] = dict(conn.execute("SELECT key, metric_id FROM metrics").fetchall())
     return DeviceIndex(devices, metrics)

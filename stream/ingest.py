@@ -27,15 +27,15 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import TopicPartition
 
-from qilu.contract import decode
-from qilu.errors import DecodeError, RetryableError
+from qilu.contract import Envelope, decode
+from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.settings import IngestSettings, KafkaSettings
 from storage.registry_store import DeviceIndex
 from storage.writer import ReadingsSink
 from stream import metrics
 from stream.deadletter import DeadLetter
 from stream.topics import deadletter_topic, readings_topics
-from stream.validate import Validator
+from stream.validate import Rows, Validator
 
 logger = logging.getLogger(__name__)
 INDEX_REFRESH_S = 30.0
@@ -112,7 +112,9 @@ class IngestConsumer:
                 )
         return out
 
-    def _revalidate_after_refresh(self, env, now_us, rows, rejected):  # type: ignore[no-untyped-def]
+    def _revalidate_after_refresh(
+        self, env: Envelope, now_us: int, rows: Rows, rejected: list[Rejection]
+    ) -> tuple[Rows, list[Rejection]]:
         """A device unknown to us may have been registered since we loaded the index."""
         if time.monotonic() - self._index_loaded < INDEX_REFRESH_S:
             return rows, rejected

@@ -47,3 +47,30 @@ def ensure_topics(kafka: KafkaSettings) -> list[str]:
         return missing
     finally:
         admin.close()
+
+
+def group_lag(kafka: KafkaSettings, group_id: str, topics: list[str]) -> int:
+    """Records in ``topics`` not yet committed by ``group_id`` (uncommitted partitions count
+    from the start of the log)."""
+    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id)
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id)
+    try:
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(parts)
+        starts = consumer.beginning_offsets(parts)
+        committed = admin.list_group_offsets({group_id: parts}).get(group_id, {})
+        lag = 0
+        for tp in parts:
+            done = committed.get(tp)
+            pos = done.offset if done is not None and done.offset >= 0 else starts[tp]
+            lag += max(0, ends[tp] - pos)
+        return lag
+    finally:
+        consumer.close()
+        admin.close()

@@ -56,11 +56,19 @@ async def send_acknowledged(producer: KafkaProducer, topic: str, key: bytes, val
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
+    def settle(exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+
     def ok(_: Any) -> None:
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        loop.call_soon_threadsafe(settle, None)
 
     def failed(exc: BaseException) -> None:
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+        loop.call_soon_threadsafe(settle, exc)
 
     future = producer.send(topic, key=key, value=value)
     future.add_callback(ok)

@@ -26,7 +26,7 @@ from qilu.settings import Settings
 from storage.db import connect
 from storage.registry_store import load_registry
 from stream.deadletter import decode_headers
-from stream.topics import deadletter_topic, readings_topic, readings_topics
+from stream.topics import deadletter_topic, group_lag, readings_topic, readings_topics
 from tests.helpers import scalar, wait_for
 
 pytestmark = pytest.mark.integration
@@ -224,29 +224,7 @@ def test_coverage_matches_ground_truth_and_survives_redelivery(
 
 
 def _group_caught_up(settings: Settings) -> bool:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
-    try:
-        committed = admin.list_consumer_group_offsets(settings.ingest.group_id)
-        ends = consumer.end_offsets(list(committed)) if committed else {}
-        total_end = sum(
-            consumer.end_offsets(
-                [tp for t in readings_topics(settings.kafka) for tp in _partitions(consumer, t)]
-            ).values()
-        )
-        done = sum(o.offset for o in committed.values())
-        return bool(ends) and done == total_end
-    finally:
-        consumer.close()
-        admin.close()
-
-
-def _partitions(consumer: KafkaConsumer, topic: str) -> list:  # type: ignore[type-arg]
-    from kafka.structs import TopicPartition
-
-    return [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    return group_lag(settings.kafka, settings.ingest.group_id, readings_topics(settings.kafka)) == 0
 
 
 def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
