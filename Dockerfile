@@ -9,5 +9,7 @@ COPY api api
 COPY dashboards dashboards
 COPY edge-agent edge-agent
 RUN pip install --no-cache-dir .
+# agents keep their durable buffers here (a volume in docker-compose.yml)
+RUN mkdir -p /var/lib/qilu && chown nobody /var/lib/qilu
 USER nobody
 ENTRYPOINT []

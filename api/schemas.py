@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
 
 
 class SourceOut(BaseModel):
@@ -17,16 +20,42 @@ class SourceOut(BaseModel):
 class TargetOut(BaseModel):
     id: str = Field(examples=["charging-public-piles-2024"])
     sector: str = Field(examples=["charging"])
-    name_en: str
-    name_zh: str
+    name_en: str = Field(examples=["Public charging piles connected to the provincial platform"])
+    name_zh: str = Field(examples=["接入全省充电一张网的公共充电桩"])
     kind: str = Field(description="count or ratio", examples=["count"])
     comparator: str = Field(examples=[">"])
     threshold: float = Field(examples=[180000])
-    due: date
+    due: date = Field(examples=["2024-12-31"])
     binding: bool
     fidelity: str = Field(description="direct, or proxy when only part is measurable here")
     note: str
     source: SourceOut
+
+
+class JudgementOut(BaseModel):
+    """How the status was judged (docs/api.md, "Status against the due date")."""
+
+    status: str = Field(
+        description="met, on_track, at_risk, behind, or no_data", examples=["at_risk"]
+    )
+    basis: str = Field(
+        description="threshold (met or past due), trajectory, no_history, or no_data",
+        examples=["trajectory"],
+    )
+    today: date = Field(description="the day judged, China Standard Time")
+    days_left: int = Field(description="days until the due date; negative once passed")
+    baseline_day: date | None = Field(description="first observed day of the trajectory")
+    baseline_value: float | None
+    expected_now: float | None = Field(description="the trajectory's value today")
+    shortfall: float | None = Field(
+        description="(expected - value) / (threshold - baseline): 0.05 = 5 % of the way behind"
+    )
+    explanation: str = Field(
+        examples=[
+            "13 towards > 180,000 by 2024-12-31, 40 days left; the linear trajectory from 9 "
+            "on 2024-09-30 expects 123,000 today; shortfall 68.3% of the way"
+        ]
+    )
 
 
 class CityCoverageOut(BaseModel):
@@ -36,24 +65,187 @@ class CityCoverageOut(BaseModel):
     numerator: int = Field(description="assets counted (connected, matching the target)")
     denominator: int = Field(description="assets registered that the target applies to")
     value: float | None = Field(description="count, or ratio 0..1; null when nothing applies")
+    judgement: JudgementOut | None = Field(
+        description="status of this city against the threshold (ratio targets only: a count "
+        "threshold is province-wide)"
+    )
 
 
 class CoverageOut(BaseModel):
-    target_id: str
-    kind: str
-    comparator: str
-    threshold: float
-    due: date
-    as_of: datetime
-    value: float | None = Field(description="province-wide value")
+    target_id: str = Field(examples=["charging-public-piles-2024"])
+    sector: str = Field(examples=["charging"])
+    kind: str = Field(examples=["count"])
+    comparator: str = Field(examples=[">"])
+    threshold: float = Field(examples=[180000])
+    due: date = Field(examples=["2024-12-31"])
+    as_of: datetime = Field(description="when the snapshot was computed")
+    area: list[str] = Field(
+        description="what the top-level figures cover: ['370000'] for the province, else the "
+        "city codes the caller may see",
+        examples=[["370000"]],
+    )
+    value: float | None = Field(description="value over the area")
     numerator: int
     denominator: int
-    met: bool = Field(description="province-wide value satisfies the threshold")
+    met: bool = Field(description="the value satisfies the threshold")
+    judgement: JudgementOut
     cities: list[CityCoverageOut]
+
+
+class SeriesPointOut(BaseModel):
+    day: date
+    numerator: int
+    denominator: int
+    value: float | None
+    met: bool
+
+
+class CoverageSeriesOut(BaseModel):
+    target_id: str = Field(examples=["substation-220kv-monitoring-2024"])
+    city_code: str = Field(description="370000 = province", examples=["370000"])
+    start: date
+    end: date
+    threshold: float
+    comparator: str
+    due: date
+    points: list[SeriesPointOut] = Field(description="one per day with a stored value")
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+class DeviceOut(BaseModel):
+    device_id: str = Field(examples=["CHG-370200-0001-01"])
+    site_id: str = Field(examples=["CHG-370200-0001"])
+    kind: str = Field(examples=["charging_pile"])
+    sector: str = Field(examples=["charging"])
+    city_code: str = Field(examples=["370200"])
+    state: str = Field(description="online, offline or never_seen", examples=["online"])
+    last_seen: datetime | None = Field(description="newest valid reading; null if never seen")
+    expected_interval_s: float = Field(
+        description="silent longer than this = offline", examples=[120]
+    )
+
+
+class SiteOut(BaseModel):
+    site_id: str = Field(examples=["SUB-370100-0003"])
+    name: str
+    sector: str = Field(examples=["substation"])
+    city_code: str = Field(examples=["370100"])
+    attributes: dict[str, bool | int] = Field(
+        examples=[{"voltage_kv": 500, "gis": True, "one_key_control": True}]
+    )
+    state: str = Field(
+        description="online (a device online), offline (seen, none online now), never_seen"
+    )
+    devices: int
+    online: int
+    offline: int
+    never_seen: int
+    last_seen: datetime | None
+
+
+class ReadingOut(BaseModel):
+    """One raw reading (n = 1, min = max = avg = last = the value) or one rollup bucket."""
+
+    ts: datetime = Field(description="reading time, or bucket start")
+    metric: str = Field(examples=["power_kw"])
+    n: int = Field(description="readings in the bucket (1 for raw)")
+    min: float
+    max: float
+    avg: float
+    last: float = Field(description="value of the newest reading in the bucket")
+    quality: int | None = Field(description="raw readings only")
+
+
+class ReadingsPageOut(BaseModel):
+    device_id: str
+    resolution: str = Field(examples=["1m"])
+    start: datetime
+    end: datetime
+    items: list[ReadingOut]
+    next_cursor: str | None
+
+
+class GapOut(BaseModel):
+    agent_id: str = Field(examples=["agent-charging-370200"])
+    boot_id: str
+    gap_no: int | None = Field(
+        description="counts up within a boot; (agent, boot, gap_no) is unique"
+    )
+    device_id: str | None = Field(description="null when many or unknown devices lost data")
+    city_code: str | None
+    sector: str | None
+    start_ts: datetime
+    end_ts: datetime
+    dropped_readings: int
+    reason: str = Field(examples=["buffer_full"])
+    received_at: datetime
+
+
+class PipelineOut(BaseModel):
+    newest_reading: datetime | None = Field(description="newest valid reading of any device")
+    freshness_s: float | None = Field(description="seconds between that reading and as_of")
+    devices: int
+    online: int
+    never_seen: int
+    lag_records: int | None = Field(
+        description="Kafka records not yet committed by the ingest consumer group"
+    )
+    lag_checked_at: datetime | None
+    lag_note: str
+    snapshot_computed_in_s: float
+    history_note: str
+
+
+class CityOut(BaseModel):
+    code: str = Field(examples=["370200"])
+    name_en: str = Field(examples=["Qingdao"])
+    name_zh: str = Field(examples=["青岛"])
+    lat: float
+    lon: float
+
+
+class TargetNameOut(BaseModel):
+    id: str
+    name_en: str
+    name_zh: str
+
+
+class StatusOut(BaseModel):
+    """Everything the status page shows, in one answer (also pushed as SSE ``status``)."""
+
+    version: int = Field(description="snapshot number, increasing")
+    as_of: datetime
+    refresh_s: float
+    cities: list[CityOut]
+    targets: list[TargetNameOut]
+    coverage: list[CoverageOut]
+    pipeline: PipelineOut
+
+
+class ApiKeyOut(BaseModel):
+    key_id: str = Field(examples=["3f9a0c1b7d2e"])
+    name: str
+    scopes: list[str]
+    cities: list[str]
+    sectors: list[str]
+    rate_per_s: float | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
 
 
 class Problem(BaseModel):
     """Error body of every non-2xx answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"error": "not_found", "detail": "unknown target 'x'"}]}
+    )
 
     error: str = Field(examples=["not_found"])
     detail: str = Field(examples=["unknown target 'x'"])

@@ -1,32 +1,278 @@
-"""Coverage answers with a short cache: many clients, one database computation per interval."""
+"""The coverage snapshot: computed in the background, served from memory.
+
+At province scale the coverage computation takes seconds; no request may wait for it. A
+:class:`Refresher` thread recomputes a :class:`Snapshot` every ``api.coverage_cache_s`` seconds
+(coverage per target x city via ``storage.coverage.compute``, the trajectory baselines from
+``coverage_daily``, pipeline health) and swaps it in atomically. Requests read the newest
+snapshot and never touch the database for it; before the first snapshot exists they answer 503
+with ``Retry-After``. Server-sent-event streams are woken when a new snapshot is published.
+
+Answers built from a snapshot are memoised on it (per caller area and filter), so most requests
+cost a dictionary lookup and a write of ready-made JSON bytes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
 
-from psycopg_pool import ConnectionPool
+import psycopg
+from prometheus_client import Gauge, Histogram
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qilu.catalog import Catalog
-from storage import coverage
+from qilu.settings import KafkaSettings, Settings
+from storage import coverage, queries_api
+
+logger = logging.getLogger(__name__)
+
+REFRESH_SECONDS = Histogram(
+    "qilu_api_snapshot_refresh_seconds",
+    "Time to recompute the coverage snapshot",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SNAPSHOT_TIME = Gauge(
+    "qilu_api_snapshot_timestamp_seconds", "Unix time the served coverage snapshot was computed"
+)
 
 
-class CoverageService:
-    def __init__(self, pool: ConnectionPool, catalog: Catalog, cache_s: float) -> None:
-        self.pool, self.catalog, self._cache_s = pool, catalog, cache_s
-        self._lock = threading.Lock()
-        self._cached: tuple[float, list[coverage.TargetCoverage]] | None = None
+@dataclass(frozen=True, slots=True)
+class PipelineHealth:
+    newest_reading: datetime | None
+    devices: int
+    online: int
+    never_seen: int
+    lag_records: int | None
+    lag_checked_at: datetime | None
+    lag_note: str
 
-    def current(self) -> list[coverage.TargetCoverage]:
-        with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < self._cache_s:
-                return self._cached[1]
-            with self.pool.connection() as conn:
-                rows = coverage.compute(conn, self.catalog, datetime.now(UTC))
-            self._cached = (time.monotonic(), rows)
-            return rows
+
+@dataclass(slots=True)
+class Snapshot:
+    version: int
+    as_of: datetime
+    computed_in_s: float
+    coverage: list[coverage.TargetCoverage]
+    baselines: dict[tuple[str, str], tuple[date, float]]
+    history_note: str  # "" or why there is no history (e.g. coverage_daily missing)
+    health: PipelineHealth
+    memo: dict[Any, bytes] = field(default_factory=dict)
+
+    def answer(self, key: Any, build: Callable[[], bytes]) -> bytes:
+        """The memoised answer for ``key`` (built once per snapshot)."""
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = build()
+        return hit
+
+
+LagProbe = Callable[[], int]
+
+
+class Refresher:
+    """Owns the background thread that keeps the snapshot fresh."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        catalog: Catalog,
+        settings: Settings,
+        lag_probe: LagProbe | None = None,
+        warm: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self.pool, self.catalog = pool, catalog
+        self._interval = settings.api.coverage_cache_s
+        self._lag_interval = settings.api.lag_refresh_s
+        self._lag_probe = lag_probe
+        self._warm = warm
+        self._snapshot: Snapshot | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lag_thread: threading.Thread | None = None
+        self._lag: tuple[int | None, datetime | None, str] = (
+            (None, None, "not measured yet")
+            if lag_probe is not None
+            else (None, None, "consumer lag is not measured by this API process")
+        )
+        self._failing = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._waiters_lock = threading.Lock()
+
+    # -- reading side (any thread, no I/O) ---------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def subscribe(self) -> asyncio.Event:
+        """An event set (on the caller's loop) whenever a new snapshot is published."""
+        ev = asyncio.Event()
+        with self._waiters_lock:
+            self._waiters.append((asyncio.get_running_loop(), ev))
+        return ev
+
+    def unsubscribe(self, ev: asyncio.Event) -> None:
+        with self._waiters_lock:
+            self._waiters = [(lp, e) for lp, e in self._waiters if e is not ev]
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._waiters)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="coverage-refresher", daemon=True)
+        self._thread.start()
+        if self._lag_probe is not None:
+            # its own thread: a slow or absent broker never delays the coverage snapshot
+            self._lag_thread = threading.Thread(target=self._run_lag, name="lag-probe", daemon=True)
+            self._lag_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in (self._thread, self._lag_thread):
+            if t is not None:
+                t.join(timeout=30)
+
+    def _run_lag(self) -> None:
+        while not self._stop.is_set():
+            self._refresh_lag()
+            self._stop.wait(self._lag_interval)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.refresh_once()
+            except (psycopg.Error, PoolTimeout) as exc:
+                if not self._failing:
+                    logger.warning("coverage snapshot refresh failing (will retry): %s", exc)
+                    self._failing = True
+            else:
+                if self._failing:
+                    logger.info("coverage snapshot refresh recovered")
+                    self._failing = False
+            elapsed = time.monotonic() - started
+            self._stop.wait(max(0.05, self._interval - elapsed))
+
+    # -- the heavy part ----------------------------------------------------------------------
+    def refresh_once(self) -> Snapshot:
+        now = datetime.now(UTC)
+        t0 = time.perf_counter()
+        history_note = ""
+        with self.pool.connection() as conn:
+            rows = coverage.compute(conn, self.catalog, now)
+            try:
+                baselines = queries_api.first_observations(conn)
+            except queries_api.RelationMissingError as exc:
+                baselines, history_note = {}, f"no coverage history: {exc}"
+            live = queries_api.liveness_summary(conn, now)
+        lag, lag_at, lag_note = self._lag
+        snap = Snapshot(
+            version=(self._snapshot.version + 1) if self._snapshot else 1,
+            as_of=now,
+            computed_in_s=time.perf_counter() - t0,
+            coverage=rows,
+            baselines=baselines,
+            history_note=history_note,
+            health=PipelineHealth(
+                live.newest_reading,
+                live.devices,
+                live.online,
+                live.never_seen,
+                lag,
+                lag_at,
+                lag_note,
+            ),
+        )
+        if self._warm is not None:
+            self._warm(snap)
+        REFRESH_SECONDS.observe(snap.computed_in_s)
+        self.publish(snap)
+        return snap
+
+    def publish(self, snap: Snapshot) -> None:
+        """Serve ``snap`` from now on and wake the event streams."""
+        SNAPSHOT_TIME.set(snap.as_of.timestamp())
+        self._snapshot = snap
+        self._publish()
+
+    def _refresh_lag(self) -> None:
+        if self._lag_probe is None:
+            return
+        try:
+            self._lag = (self._lag_probe(), datetime.now(UTC), "")
+        except Exception as exc:  # noqa: BLE001 - any broker client failure only blanks the figure
+            if self._lag[0] is not None or self._lag[1] is None:
+                logger.warning("ingest lag not measurable (Kafka): %s", exc)
+            self._lag = (None, datetime.now(UTC), f"Kafka unreachable: {type(exc).__name__}")
+
+    def _publish(self) -> None:
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for loop, ev in waiters:
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:  # that loop is closed: its stream is gone
+                self.unsubscribe(ev)
 
     def ping(self) -> None:
         with self.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
+
+
+class KafkaLag:
+    """Records of the readings topics not yet committed by the ingest consumer group.
+
+    The broker clients stay open between probes (one connection, not one per probe) and are
+    rebuilt after a failure."""
+
+    def __init__(self, kafka: KafkaSettings, group_id: str) -> None:
+        self._kafka, self._group = kafka, group_id
+        self._clients: tuple[Any, Any] | None = None
+
+    def __call__(self) -> int:
+        from kafka import KafkaConsumer
+        from kafka.admin import KafkaAdminClient
+        from kafka.structs import TopicPartition
+
+        from stream.topics import readings_topics
+
+        if self._clients is None:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self._kafka.bootstrap, client_id="qilu-api-lag"
+            )
+            consumer = KafkaConsumer(
+                bootstrap_servers=self._kafka.bootstrap, client_id="qilu-api-lag"
+            )
+            self._clients = (admin, consumer)
+        admin, consumer = self._clients
+        try:
+            parts = [
+                TopicPartition(t, p)
+                for t in readings_topics(self._kafka)
+                for p in consumer.partitions_for_topic(t) or ()
+            ]
+            ends = consumer.end_offsets(parts)
+            starts = consumer.beginning_offsets(parts)
+            done = admin.list_group_offsets({self._group: parts}).get(self._group, {})
+        except Exception:
+            self.close()
+            raise
+        lag = 0
+        for tp in parts:
+            meta = done.get(tp)
+            pos = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+            lag += max(0, ends[tp] - pos)
+        return lag
+
+    def close(self) -> None:
+        if self._clients is not None:
+            for c in self._clients:
+                c.close()
+            self._clients = None

@@ -11,4 +11,7 @@ from __future__ import annotations
 # collector type name -> "module:Class"
 COLLECTOR_TYPES: dict[str, str] = {
     "simulated": "collectors.simulated.collector:SimulatedCollector",
+    "ocpp": "collectors.ocpp.collector:OcppCollector",
+    "modbus": "collectors.modbus.collector:ModbusCollector",
+    "mqtt": "collectors.mqtt.collector:MqttCollector",
 }

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from qilu.contract import Reading
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[None]]
+# (collector name, available, reason): the agent logs and counts transitions only
+AvailabilityListener = Callable[[str, bool, str], None]
 
 
 class Collector(abc.ABC):
@@ -22,6 +24,17 @@ class Collector(abc.ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._availability: AvailabilityListener | None = None
+
+    def on_availability(self, listener: AvailabilityListener) -> None:
+        """The agent registers here to learn when the collector's source goes down or up."""
+        self._availability = listener
+
+    def available(self, up: bool, reason: str = "") -> None:
+        """Report the source reachable (``up``) or not; call it freely, per poll if you like:
+        the listener sees every call and acts on transitions only."""
+        if self._availability is not None:
+            self._availability(self.name, up, reason)
 
     @abc.abstractmethod
     def validate(self) -> None:

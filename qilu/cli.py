@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.cli",
     "edge_agent.cli",
     "api.cli",
+    "dashboards.cli",
     "qilu.check",
 )
 

@@ -16,6 +16,16 @@ On the wire an envelope is one msgpack map whose readings are stored column-wise
 All five columns have the same length. Timestamps are integer microseconds since the Unix
 epoch, UTC. Readers ignore keys they do not know (forward compatible within a major version);
 a different ``v`` is rejected with the reason ``unsupported_version``.
+
+Optional key ``"g"`` (added within v1): gap records, readings the agent had to drop (buffer
+full, too old, corrupted buffer), column-wise like the readings::
+
+    "g": {"b": [boot_id, ...], "n": [gap_no, ...], "d": [device_id or nil, ...],
+          "s": [start_ts_us, ...], "e": [end_ts_us, ...], "c": [dropped, ...],
+          "r": [reason, ...]}
+
+An agent sends gaps in envelopes of their own (no readings), so a v1 reader that ignores
+``"g"`` sees an empty envelope and loses nothing else.
 """
 
 from __future__ import annotations
@@ -89,6 +99,24 @@ class Reading:
         return cls(device_id, metric, to_us(ts), float(value), quality)
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Readings an agent dropped: ``dropped`` of them between ``start_us`` and ``end_us``.
+
+    ``device_id`` is None when the gap covers many devices (or unknown ones, e.g. a corrupted
+    buffer page). (agent id, ``boot_id``, ``gap_no``) identifies a gap; ``boot_id`` is the boot
+    that recorded the loss and ``gap_no`` counts up within that boot.
+    """
+
+    boot_id: str
+    gap_no: int
+    device_id: str | None
+    start_us: int
+    end_us: int
+    dropped: int
+    reason: str
+
+
 @dataclass(slots=True)
 class Envelope:
     """A batch of readings from one agent, column-wise, as it travels through Kafka."""
@@ -102,6 +130,7 @@ class Envelope:
     ts_us: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     qualities: list[int] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -124,25 +153,61 @@ class Envelope:
             yield Reading(d, m, t, v, Quality(q) if q in _QUALITIES else Quality.BAD)
 
     def encode(self) -> bytes:
-        return _packb(
-            {
-                "v": WIRE_VERSION,
-                "a": self.agent_id,
-                "b": self.boot_id,
-                "s": self.seq,
-                "t": self.sent_at_us,
-                "d": self.devices,
-                "m": self.metrics,
-                "ts": self.ts_us,
-                "x": self.values,
-                "q": self.qualities,
+        obj: dict[str, object] = {
+            "v": WIRE_VERSION,
+            "a": self.agent_id,
+            "b": self.boot_id,
+            "s": self.seq,
+            "t": self.sent_at_us,
+            "d": self.devices,
+            "m": self.metrics,
+            "ts": self.ts_us,
+            "x": self.values,
+            "q": self.qualities,
+        }
+        if self.gaps:
+            g = self.gaps
+            obj["g"] = {
+                "b": [x.boot_id for x in g],
+                "n": [x.gap_no for x in g],
+                "d": [x.device_id for x in g],
+                "s": [x.start_us for x in g],
+                "e": [x.end_us for x in g],
+                "c": [x.dropped for x in g],
+                "r": [x.reason for x in g],
             }
-        )
+        return _packb(obj)
 
 
 _QUALITIES = frozenset(int(q) for q in Quality)
 _packb = msgpack.Packer(use_bin_type=True, use_single_float=False).pack
 _COLUMNS = ("d", "m", "ts", "x", "q")
+_GAP_COLUMNS = ("b", "n", "d", "s", "e", "c", "r")
+
+
+def _decode_gaps(raw: object) -> list[Gap]:
+    if not isinstance(raw, dict):
+        raise DecodeError("malformed", "gaps 'g' is not a map")
+    cols: list[list[object]] = []
+    for k in _GAP_COLUMNS:
+        col = raw.get(k)
+        if not isinstance(col, list):
+            raise DecodeError("malformed", "gap columns b, n, d, s, e, c, r must all be arrays")
+        cols.append(col)
+    if any(len(col) != len(cols[0]) for col in cols):
+        raise DecodeError("malformed", "gap columns have different lengths")
+    gaps = []
+    for boot, no, dev, start, end, count, reason in zip(*cols, strict=True):
+        if not (isinstance(boot, str) and boot and isinstance(reason, str) and reason):
+            raise DecodeError("malformed", "gap boot id and reason must be non-empty strings")
+        if not (dev is None or (isinstance(dev, str) and dev)):
+            raise DecodeError("malformed", "gap device id must be a string or nil")
+        if not (type(no) is int and type(start) is int and type(end) is int):
+            raise DecodeError("malformed", "gap number and times must be integers")
+        if type(count) is not int or count < 0:
+            raise DecodeError("malformed", "gap count must be a non-negative integer")
+        gaps.append(Gap(boot, no, dev, start, end, count, reason))
+    return gaps
 
 
 def decode(data: bytes) -> Envelope:
@@ -179,4 +244,7 @@ def decode(data: bytes) -> Envelope:
     n = len(cols[0])  # type: ignore[arg-type]
     if any(len(c) != n for c in cols):  # type: ignore[arg-type]
         raise DecodeError("malformed", "reading columns have different lengths")
-    return Envelope(agent, boot, seq, sent, *cols)  # type: ignore[arg-type]
+    gaps = _decode_gaps(obj["g"]) if "g" in obj else []
+    env = Envelope(agent, boot, seq, sent, *cols)  # type: ignore[arg-type]
+    env.gaps = gaps
+    return env

@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     children = {
         "ingest": subprocess.Popen([*base, "ingest"]),
         "agents": subprocess.Popen(
-            [*base, "agent", "--seed", str(args.seed), "--scale", str(args.scale)]
+            [*base, "agent", "province", "--seed", str(args.seed), "--scale", str(args.scale)]
         ),
         "api": subprocess.Popen([*base, "api"]),
     }

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qilu.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DB_PASSWORD = "postgres"  # noqa: S105 - the development default, refused outside development
+DEV_JWT_SECRET = "qilu-development-jwt-secret-not-for-production"  # noqa: S105 - refused by
+# the API outside development (api.app.check_settings)
 
 
 class Environment(enum.StrEnum):
@@ -45,6 +48,7 @@ class ServicesSettings(BaseModel):
     postgres_port: int = 15432
     mosquitto_port: int = 11883
     timescale_port: int = 15433
+    prometheus_port: int = 19090
     start_timeout_s: float = 90.0
 
 
@@ -81,11 +85,27 @@ class DatabaseSettings(BaseModel):
         )
 
 
+class StorageSettings(BaseModel):
+    """Retention and the maintenance schedule (docs/storage.md)."""
+
+    raw_retention_days: int = Field(default=30, ge=1)  # readings
+    rollup_1m_retention_days: int = Field(default=90, ge=1)
+    rollup_1h_retention_days: int = Field(default=730, ge=1)  # readings_1h and site_liveness_1h
+    partitions_ahead_hours: int = Field(default=48, ge=2)  # postgres mode
+    # postgres mode: rollup refresh cycle; both modes: how often today's coverage_daily rows
+    # (the snapshot storage.coverage.latest serves) are recomputed
+    refresh_interval_s: float = Field(default=60.0, gt=0)
+    coverage_snapshot_interval_s: float = Field(default=30.0, gt=0)
+    # run the maintenance (partitions, rollups, coverage snapshot) inside `qilu ingest` too
+    maintain_in_ingest: bool = True
+
+
 class IngestSettings(BaseModel):
     group_id: str = "qilu-ingest"
     max_batch_records: int = 500
     poll_timeout_ms: int = 200
     metrics_port: int = 9101
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from elsewhere
     # readings whose timestamp is this far in the future (or before 2000) are dead-lettered
     max_future_skew_s: float = 300.0
 
@@ -95,12 +115,54 @@ class AgentSettings(BaseModel):
     batch_max_readings: int = 500
     batch_max_delay_s: float = 1.0
     metrics_port: int = 9102
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from elsewhere
 
 
 class ApiSettings(BaseModel):
+    """The HTTP API (docs/api.md): access control, limits, the background coverage snapshot."""
+
     host: str = "127.0.0.1"
     port: int = 8080
-    coverage_cache_s: float = 2.0
+    # the coverage snapshot is recomputed in the background every this many seconds
+    coverage_cache_s: float = Field(default=2.0, gt=0)
+    lag_refresh_s: float = Field(default=10.0, gt=0)  # Kafka consumer lag for the status page
+    # bearer JWTs: HMAC key ("" = JWTs refused), one fixed algorithm, issuer and audience
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "qilu"
+    jwt_audience: str = "qilu-api"
+    jwt_leeway_s: float = Field(default=0.0, ge=0)
+    # scopes of requests without credentials; unset = coverage:read in development, else none
+    anonymous_scopes: list[Literal["coverage:read", "telemetry:read"]] | None = None
+    status_public: bool = True  # the status page at / and its data need no key
+    key_cache_s: float = Field(default=2.0, ge=0)  # a revoked key stops working within this
+    rate_per_s: float = Field(default=50.0, gt=0)  # per key (or per address when anonymous)
+    rate_burst: float = Field(default=100.0, ge=1)
+    max_request_bytes: int = Field(default=65_536, ge=0)
+    cors_origins: list[str] = Field(default_factory=list)  # empty = CORS off
+    page_max: int = Field(default=1000, ge=1)
+    export_max_days: float = Field(default=31.0, gt=0)
+    export_concurrency: int = Field(default=2, ge=1)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if 0 < len(v.get_secret_value().encode()) < 32:
+            raise ValueError("an HMAC key needs at least 32 bytes (RFC 7518 3.2); empty = no JWTs")
+        return v
+
+
+class GrafanaSettings(BaseModel):
+    """Where ``qilu dashboards sync`` pushes, and how that Grafana reaches its data sources."""
+
+    url: str = "http://127.0.0.1:3000"
+    token: SecretStr = SecretStr("")  # a service-account token, sent as a bearer token
+    timeout_s: float = Field(default=10.0, gt=0)
+    # the database as Grafana sees it ("" = QILU_DB__HOST:QILU_DB__PORT), the read-only role
+    db_url: str = ""
+    db_user: str = "qilu_grafana"
+    db_password: SecretStr = SecretStr("")
+    prometheus_url: str = "http://127.0.0.1:19090"
 
 
 class Settings(BaseSettings):
@@ -115,9 +177,11 @@ class Settings(BaseSettings):
     services: ServicesSettings = Field(default_factory=ServicesSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

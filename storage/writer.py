@@ -1,41 +1,147 @@
 """The readings writer: a batching sink. Add per record, flush per batch, one transaction.
 
 The ingest consumer commits Kafka offsets only after :meth:`ReadingsSink.flush` returned, i.e.
-after the database transaction committed. The natural key (device, metric, time) makes a
-redelivered batch a no-op (``ON CONFLICT DO NOTHING``); liveness moves only forward
-(``GREATEST``), so it is idempotent too. A lost connection raises RetryableError (the pool
-replaces the connection); a saturated database raises BackpressureError. Nothing is dropped:
-the pending batch stays in the sink until a flush succeeds or the caller discards it.
+after the database transaction committed. The natural key (device, metric, time) is the
+primary key, so a reading is stored at most once; liveness moves only forward, so a
+redelivered batch changes nothing. Nothing is dropped: the pending batch stays in the sink
+until a flush succeeds or the caller discards it.
+
+Two ways to move a batch (docs/adr/0008-ingest-write-path.md has the measurements):
+
+* ``copy`` (the default): the batch goes in as one binary ``COPY`` straight into
+  ``readings``, inside a savepoint. If the primary key refuses it (some rows are stored
+  already: a redelivery), the savepoint is rolled back and the batch is copied into a
+  session-local staging table and inserted with ``INSERT ... SELECT ... ON CONFLICT DO
+  NOTHING``; the sink stays on that path while batches carry duplicates.
+* ``unnest``: array parameters, ``max_rows_per_statement`` rows per statement, ``ON
+  CONFLICT DO NOTHING``. For engines without COPY or with small protocol messages (the
+  TimescaleDB test engine).
+
+In the same transaction: ``device_liveness`` (newest reading per device) and, in postgres
+mode, the ranges the rollup refresh must recompute (``rollup_invalidations``).
+
+Errors: a lost connection or a database restart raises RetryableError (the pool replaces the
+broken connection by itself); a saturated database (statement timeout, too many connections,
+no free pooled connection, lock timeout, disk or memory full) raises BackpressureError.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import operator
+import struct
 import time
+import weakref
 from dataclasses import dataclass
+from itertools import repeat
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qilu.errors import BackpressureError, RetryableError
+from qilu.settings import StorageMode
 from stream.validate import Rows
 
 logger = logging.getLogger(__name__)
 
-_INSERT = (
+
+class WriteMethod(enum.StrEnum):
+    COPY = "copy"
+    UNNEST = "unnest"
+
+
+# --- binary COPY ------------------------------------------------------------------------------
+# PostgreSQL's binary COPY: a header, then per row the field count and (length, value) pairs,
+# big-endian; timestamptz is int64 microseconds since 2000-01-01 UTC.
+PG_EPOCH_US = 946_684_800_000_000
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = b"\xff\xff"
+_ROW = struct.Struct(">hiiihiqidih")  # 5 fields: int4, int2, timestamptz, float8, int2
+
+
+def copy_payload(rows: Rows) -> bytes:
+    """The whole batch as one binary COPY stream; the per-row work runs in C (map + pack)."""
+    ts = map(operator.sub, rows.ts_us, repeat(PG_EPOCH_US))
+    body = b"".join(
+        map(
+            _ROW.pack,
+            repeat(5),
+            repeat(4),
+            rows.device_pk,
+            repeat(2),
+            rows.metric_id,
+            repeat(8),
+            ts,
+            repeat(8),
+            rows.value,
+            repeat(2),
+            rows.quality,
+        )
+    )
+    return COPY_HEADER + body + COPY_TRAILER
+
+
+_COPY_READINGS = (
+    "COPY readings (device_pk, metric_id, ts, value, quality) FROM STDIN (FORMAT BINARY)"
+)
+# The slow path, for batches holding rows already stored (a redelivery): stage the batch in a
+# session-local table, then one set-based insert that skips the duplicates. Key order: fewer
+# index page misses, and concurrent writers of overlapping batches take row locks in the same
+# order, so they cannot deadlock.
+_CREATE_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS qilu_stage ("
+    " device_pk int4 NOT NULL, metric_id int2 NOT NULL, ts timestamptz NOT NULL,"
+    " value float8 NOT NULL, quality int2 NOT NULL) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = (
+    "COPY qilu_stage (device_pk, metric_id, ts, value, quality) FROM STDIN (FORMAT BINARY)"
+)
+_INSERT_STAGE = (
+    "INSERT INTO readings (device_pk, metric_id, ts, value, quality)"
+    " SELECT device_pk, metric_id, ts, value, quality FROM qilu_stage"
+    " ORDER BY device_pk, metric_id, ts ON CONFLICT DO NOTHING"
+)
+
+# --- unnest (engines without COPY) -------------------------------------------------------------
+_INSERT_UNNEST = (
     "INSERT INTO readings (device_pk, metric_id, ts, value, quality)"
     " SELECT d, m, 'epoch'::timestamptz + t * interval '1 microsecond', v, q"
     " FROM unnest(%s::int4[], %s::int2[], %s::int8[], %s::float8[], %s::int2[]) AS u(d, m, t, v, q)"
     " ON CONFLICT DO NOTHING"
 )
+
+# --- both methods --------------------------------------------------------------------------
+# Newest reading per device, moving only forward (a redelivery writes nothing); device order,
+# so concurrent writers lock liveness rows in the same order.
 _LIVENESS = (
     "INSERT INTO device_liveness (device_pk, last_seen)"
     " SELECT d, 'epoch'::timestamptz + t * interval '1 microsecond'"
     " FROM unnest(%s::int4[], %s::int8[]) AS u(d, t) ORDER BY d"
-    " ON CONFLICT (device_pk) DO UPDATE"
-    " SET last_seen = GREATEST(device_liveness.last_seen, EXCLUDED.last_seen)"
+    " ON CONFLICT (device_pk) DO UPDATE SET last_seen = EXCLUDED.last_seen"
+    " WHERE device_liveness.last_seen < EXCLUDED.last_seen"
 )
+# postgres mode: what the batch touched, for the rollup refresh (migration 003)
+_WATERMARK = (
+    "SELECT CASE WHEN isfinite(watermark)"
+    " THEN (extract(epoch FROM watermark) * 1000000)::int8 END"
+    " FROM rollup_state WHERE name = 'readings_1m'"
+)
+_INVALIDATE = (
+    "INSERT INTO rollup_invalidations (device_pk, lo, hi)"
+    " SELECT d, 'epoch'::timestamptz + lo * interval '1 microsecond',"
+    " 'epoch'::timestamptz + hi * interval '1 microsecond'"
+    " FROM unnest(%s::int4[], %s::int8[], %s::int8[]) AS u(d, lo, hi)"
+)
+_ENSURE_PARTITIONS = (
+    "SELECT qilu_ensure_partitions('readings',"
+    " 'epoch'::timestamptz + %s * interval '1 microsecond',"
+    " 'epoch'::timestamptz + %s * interval '1 microsecond')"
+)
+_HOUR_US = 3_600_000_000
+
 # server-side conditions that mean "the database is overloaded, come back later"
 _SATURATED = (
     pgerrors.TooManyConnections,
@@ -43,7 +149,10 @@ _SATURATED = (
     pgerrors.LockNotAvailable,
     pgerrors.DiskFull,
     pgerrors.OutOfMemory,
+    pgerrors.ConfigurationLimitExceeded,
 )
+# transient conflicts between concurrent writers: simply try again
+_CONFLICT = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +167,37 @@ class WriteResult:
 
 
 class ReadingsSink:
-    def __init__(self, pool: ConnectionPool, *, max_rows_per_statement: int = 0) -> None:
+    """Batches readings and writes each batch in one transaction.
+
+    ``mode`` is the storage mode of the database (postgres mode needs partitions and rollup
+    invalidations, see migrations 002 and 003). ``method`` defaults to ``unnest`` when
+    ``max_rows_per_statement`` is set, ``copy`` otherwise.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        mode: StorageMode = StorageMode.POSTGRES,
+        max_rows_per_statement: int = 0,
+        method: WriteMethod | None = None,
+        pool_timeout_s: float = 5.0,
+        statement_timeout_ms: int = 60_000,
+    ) -> None:
+        if mode is StorageMode.AUTO:
+            raise ValueError("ReadingsSink needs the resolved storage mode, not auto")
         self._pool = pool
+        self._mode = mode
         self._chunk = max_rows_per_statement if max_rows_per_statement > 0 else 1 << 30
+        self.method = method or (
+            WriteMethod.UNNEST if max_rows_per_statement > 0 else WriteMethod.COPY
+        )
+        self._pool_timeout_s = pool_timeout_s
+        self._statement_timeout = str(statement_timeout_ms)
         self._pending = Rows()
+        self._staged: weakref.WeakSet[psycopg.Connection[TupleRow]] = weakref.WeakSet()
+        self._staging = False  # the last batch held duplicates: stage until one does not
+        self._partition_hours: set[int] = set()  # hours known to have a partition
 
     def add(self, rows: Rows) -> None:
         self._pending.extend(rows)
@@ -80,35 +216,153 @@ class ReadingsSink:
         start = time.perf_counter()
         if not rows:
             return WriteResult(0, 0, 0.0)
-        last: dict[int, int] = {}
-        for d, t in zip(rows.device_pk, rows.ts_us, strict=True):
-            if t > last.get(d, -1):
-                last[d] = t
-        inserted = 0
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                for lo in range(0, len(rows), self._chunk):
-                    hi = lo + self._chunk
-                    cur.execute(
-                        _INSERT,
-                        (
-                            rows.device_pk[lo:hi],
-                            rows.metric_id[lo:hi],
-                            rows.ts_us[lo:hi],
-                            rows.value[lo:hi],
-                            rows.quality[lo:hi],
-                        ),
-                    )
-                    inserted += cur.rowcount
-                devs = sorted(last)
-                for lo in range(0, len(devs), self._chunk):
-                    part = devs[lo : lo + self._chunk]
-                    cur.execute(_LIVENESS, (part, [last[d] for d in part]))
+            try:
+                if self._mode is StorageMode.POSTGRES:
+                    self._ensure_partitions(rows)
+                inserted = self._write(rows)
+            except pgerrors.CheckViolation as exc:
+                # "no partition of relation readings found for row": retention dropped a
+                # partition this process had seen, and a very late reading arrived for it
+                if self._mode is not StorageMode.POSTGRES:
+                    raise
+                logger.info("creating a missing partition after: %s", str(exc).strip())
+                self._partition_hours.clear()
+                self._ensure_partitions(rows)
+                inserted = self._write(rows)
         except _SATURATED as exc:
             raise BackpressureError(f"database saturated: {exc}", retry_after=1.0) from exc
         except PoolTimeout as exc:
             raise BackpressureError(f"no database connection free: {exc}", 1.0) from exc
+        except _CONFLICT as exc:
+            raise RetryableError(f"write conflict, retrying: {exc}") from exc
         except psycopg.OperationalError as exc:
             raise RetryableError(f"database unavailable: {exc}") from exc
         self._pending = Rows()
         return WriteResult(len(rows), inserted, time.perf_counter() - start)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _ensure_partitions(self, rows: Rows) -> None:
+        lo, hi = min(rows.ts_us), max(rows.ts_us)
+        hours = range(lo // _HOUR_US, hi // _HOUR_US + 1)
+        if all(h in self._partition_hours for h in hours):
+            return
+        with self._pool.connection(timeout=self._pool_timeout_s) as conn:
+            conn.execute(_ENSURE_PARTITIONS, (lo, hi))
+        if len(hours) <= 24 * 32:
+            self._partition_hours.update(hours)
+
+    def _write(self, rows: Rows) -> int:
+        with self._pool.connection(timeout=self._pool_timeout_s) as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (self._statement_timeout,)
+                )
+                if self.method is WriteMethod.COPY:
+                    inserted = self._write_copy(conn, cur, rows)
+                else:
+                    inserted = self._write_unnest(cur, rows)
+                self._write_liveness(cur, rows)
+                if self._mode is StorageMode.POSTGRES:
+                    self._write_invalidations(cur, rows)
+            return inserted
+
+    def _write_copy(
+        self, conn: psycopg.Connection[TupleRow], cur: psycopg.Cursor[TupleRow], rows: Rows
+    ) -> int:
+        payload = copy_payload(rows)
+        if not self._staging:
+            try:
+                # a savepoint: a refused COPY leaves nothing behind
+                with conn.transaction(), cur.copy(_COPY_READINGS) as copy:
+                    copy.write(payload)
+            except pgerrors.UniqueViolation:
+                # part of the batch is stored already: a redelivery. Stage it instead, and
+                # keep staging while batches carry duplicates (a replay comes in a run).
+                self._staging = True
+                logger.debug("batch holds readings stored already; staging to skip them")
+            else:
+                return len(rows)
+        if conn not in self._staged:
+            cur.execute(_CREATE_STAGE)
+            self._staged.add(conn)
+        with cur.copy(_COPY_STAGE) as copy:
+            copy.write(payload)
+        cur.execute(_INSERT_STAGE)
+        inserted = cur.rowcount
+        if inserted == len(rows):
+            self._staging = False  # no duplicates any more: back to the direct COPY
+        return inserted
+
+    def _write_unnest(self, cur: psycopg.Cursor[TupleRow], rows: Rows) -> int:
+        inserted = 0
+        for lo in range(0, len(rows), self._chunk):
+            hi = lo + self._chunk
+            cur.execute(
+                _INSERT_UNNEST,
+                (
+                    rows.device_pk[lo:hi],
+                    rows.metric_id[lo:hi],
+                    rows.ts_us[lo:hi],
+                    rows.value[lo:hi],
+                    rows.quality[lo:hi],
+                ),
+            )
+            inserted += cur.rowcount
+        return inserted
+
+    def _write_liveness(self, cur: psycopg.Cursor[TupleRow], rows: Rows) -> None:
+        last = newest_per_device(rows)
+        devs = sorted(last)
+        for lo in range(0, len(devs), self._chunk):
+            part = devs[lo : lo + self._chunk]
+            cur.execute(_LIVENESS, (part, [last[d] for d in part]))
+
+    def _write_invalidations(self, cur: psycopg.Cursor[TupleRow], rows: Rows) -> None:
+        row = cur.execute(_WATERMARK).fetchone()
+        watermark = row[0] if row and row[0] is not None else None
+        ranges = touched_ranges(rows, watermark)
+        for lo in range(0, len(ranges), self._chunk):
+            part = ranges[lo : lo + self._chunk]
+            cur.execute(
+                _INVALIDATE, ([r[0] for r in part], [r[1] for r in part], [r[2] for r in part])
+            )
+
+
+def newest_per_device(rows: Rows) -> dict[int, int]:
+    """device_pk -> newest timestamp (us) of the batch."""
+    last: dict[int, int] = {}
+    get = last.get
+    for d, t in zip(rows.device_pk, rows.ts_us, strict=True):
+        if t > get(d, -1):
+            last[d] = t  # noqa: PERF403 - a max per key, not a plain mapping
+    return last
+
+
+def touched_ranges(rows: Rows, watermark_us: int | None) -> list[tuple[int | None, int, int]]:
+    """What the rollup refresh must recompute for this batch, as (device or None, lo, hi).
+
+    Rows at or after the minute watermark give one range for all devices (the advance of the
+    watermark materializes those minutes anyway; the range matters only if the refresh passed
+    them while this transaction was open). Older rows (late data) give one range per device,
+    so a device uploading a backlog costs a recomputation of that device only.
+    """
+    lo, hi = min(rows.ts_us), max(rows.ts_us)
+    if watermark_us is None or lo >= watermark_us:
+        return [(None, lo, hi)]
+    late: dict[int, tuple[int, int]] = {}
+    live_lo, live_hi = None, None
+    for d, t in zip(rows.device_pk, rows.ts_us, strict=True):
+        if t >= watermark_us:
+            live_lo = t if live_lo is None or t < live_lo else live_lo
+            live_hi = t if live_hi is None or t > live_hi else live_hi
+            continue
+        got = late.get(d)
+        if got is None:
+            late[d] = (t, t)
+        elif t < got[0] or t > got[1]:
+            late[d] = (min(t, got[0]), max(t, got[1]))
+    out: list[tuple[int | None, int, int]] = [(d, a, b) for d, (a, b) in sorted(late.items())]
+    if live_lo is not None and live_hi is not None:
+        out.append((None, live_lo, live_hi))
+    return out

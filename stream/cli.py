@@ -6,15 +6,21 @@ import argparse
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 
-from qilu.settings import Settings
+from qilu.catalog import load_catalog
+from qilu.errors import ConfigError
+from qilu.settings import Settings, StorageMode
+from storage import maintain
+from storage import mode as modes
 from storage.db import connect
 from storage.registry_store import load_device_index
 from storage.writer import ReadingsSink
+from stream.gaps import GapSink
 from stream.ingest import IngestConsumer
 from stream.topics import ensure_topics
 
@@ -43,9 +49,29 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def storage_mode(settings: Settings) -> StorageMode:
+    """The mode the database was migrated in; refuses an unmigrated database."""
+    with connect(settings.db) as conn:
+        mode = modes.recorded(conn)
+        if mode is None:
+            raise ConfigError(
+                "db.name",
+                f"database {settings.db.name!r} has not been migrated; run `qilu migrate`",
+            )
+        if mode is StorageMode.POSTGRES:
+            # the coming hours' partitions, so the first batches do not wait for them
+            maintain.ensure_partitions(conn, settings.storage, datetime.now(UTC))
+        elif settings.db.max_rows_per_statement == 0:
+            # an engine that lost its community module on restart: see storage.mode
+            modes.ensure_timescale_features(conn)
+        conn.commit()
+    return mode
+
+
 def build_consumer(
-    settings: Settings, stop: threading.Event
+    settings: Settings, stop: threading.Event, mode: StorageMode | None = None
 ) -> tuple[IngestConsumer, ConnectionPool]:
+    mode = mode or storage_mode(settings)
     pool = ConnectionPool(
         settings.db.conninfo(),
         min_size=settings.db.pool_min,
@@ -60,8 +86,12 @@ def build_consumer(
         with connect(settings.db) as conn:
             return load_device_index(conn)
 
-    sink = ReadingsSink(pool, max_rows_per_statement=settings.db.max_rows_per_statement)
-    consumer = IngestConsumer(settings.kafka, settings.ingest, sink, load_index, stop=stop)
+    sink = ReadingsSink(pool, mode=mode, max_rows_per_statement=settings.db.max_rows_per_statement)
+    gaps = GapSink(pool)
+    consumer = IngestConsumer(
+        settings.kafka, settings.ingest, sink, load_index, stop=stop, gaps=gaps
+    )
+    logger.info("storage mode %s; writing batches with %s", mode, sink.method)
     return consumer, pool
 
 
@@ -72,9 +102,17 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    consumer, pool = build_consumer(settings, stop)
+    mode = storage_mode(settings)
+    consumer, pool = build_consumer(settings, stop, mode)
+    maintainer = None
+    if settings.storage.maintain_in_ingest:
+        maintainer = maintain.Maintainer(settings.db, settings.storage, mode, load_catalog(), stop)
+        maintainer.start()
     try:
         consumer.run()
     finally:
+        stop.set()
+        if maintainer is not None:
+            maintainer.join(timeout=30)
         pool.close()
     return 0

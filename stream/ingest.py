@@ -34,6 +34,7 @@ from storage.registry_store import DeviceIndex
 from storage.writer import ReadingsSink
 from stream import metrics
 from stream.deadletter import DeadLetter
+from stream.gaps import GapSink
 from stream.topics import deadletter_topic, readings_topics
 from stream.validate import Rows, Validator
 
@@ -71,8 +72,10 @@ class IngestConsumer:
         *,
         stop: threading.Event | None = None,
         topics: list[str] | None = None,
+        gaps: GapSink | None = None,
     ) -> None:
         self._kafka, self._cfg, self._sink = kafka, ingest, sink
+        self._gaps = gaps  # agents' gap records (stream/gaps.py), flushed with the readings
         self._load_index = load_index
         self._stop = stop or threading.Event()
         self._topics = topics or readings_topics(kafka)
@@ -99,6 +102,8 @@ class IngestConsumer:
             except DecodeError as exc:
                 out.dead_letters.append(DeadLetter(key, value, exc.reason, exc.detail, source))
                 continue
+            if env.gaps and self._gaps is not None:
+                self._gaps.add(env)
             rows, rejected = self._validator.validate(env, now_us)
             if rejected and any(r.reason == "unknown_device" for r in rejected):
                 rows, rejected = self._revalidate_after_refresh(env, now_us, rows, rejected)
@@ -183,6 +188,8 @@ class IngestConsumer:
     def _abort_batch(self, consumer: KafkaConsumer, firsts: dict[TopicPartition, int]) -> None:
         """Forget the batch and rewind the partitions we still own to its first record."""
         self._sink.discard()
+        if self._gaps is not None:
+            self._gaps.discard()
         owned = consumer.assignment()
         for tp, offset in firsts.items():
             if tp in owned:
@@ -206,6 +213,8 @@ class IngestConsumer:
         delay, down_since = 0.2, None
         while True:
             try:
+                if self._gaps is not None:
+                    self._gaps.flush()  # idempotent: safe to repeat if the readings fail
                 result = self._sink.flush()
             except RetryableError as exc:
                 if down_since is None:

@@ -1,21 +1,21 @@
-from __future__ import annotations
+"""``/healthz`` (the process answers) and ``/readyz`` (database reachable, snapshot present)."""
 
-import logging
+from __future__ import annotations
 
 import psycopg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CoverageDep
+from api.deps import Ctx
 from api.schemas import Health
 
 router = APIRouter(tags=["health"])
-logger = logging.getLogger(__name__)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
-def healthz() -> Health:
+async def healthz() -> Health:
     return Health(status="ok")
 
 
@@ -23,12 +23,18 @@ def healthz() -> Health:
     "/readyz",
     response_model=Health,
     responses={503: {"model": Health}},
-    summary="Readiness: the database answers",
+    summary="Readiness: the database answers and the first coverage snapshot exists",
 )
-def readyz(svc: CoverageDep) -> Health | JSONResponse:
+async def readyz(ctx: Ctx) -> Health | JSONResponse:
+    checks: dict[str, str] = {}
     try:
-        svc.ping()
+        await run_in_threadpool(ctx.refresher.ping)
+        checks["database"] = "ok"
     except (psycopg.Error, PoolTimeout) as exc:
-        body = Health(status="unavailable", checks={"database": str(exc)[:200]})
-        return JSONResponse(body.model_dump(), status_code=503)
-    return Health(status="ok", checks={"database": "ok"})
+        checks["database"] = str(exc)[:200] or type(exc).__name__
+    snap = ctx.refresher.snapshot
+    checks["snapshot"] = f"version {snap.version} at {snap.as_of:%H:%M:%S}" if snap else "pending"
+    if checks["database"] != "ok" or snap is None:
+        body = Health(status="unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "2"})
+    return Health(status="ok", checks=checks)

@@ -125,10 +125,13 @@ def _bump(h: float, centre: float, width: float) -> float:
 
 
 def _smooth_window(h: float, start: float, end: float, edge: float = 0.75) -> float:
-    """~1 inside [start, end) on the 24 h circle (may wrap midnight), ~0 outside, soft edges."""
-    up = 1.0 / (1.0 + math.exp(-((h - start + 12.0) % 24.0 - 12.0) / (edge / 4.0)))
-    down = 1.0 / (1.0 + math.exp(((h - end + 12.0) % 24.0 - 12.0) / (edge / 4.0)))
-    return up * down if start < end else max(up, down)
+    """~1 inside [start, end) on the 24 h circle (may wrap midnight), ~0 outside; the steps
+    take about ``edge`` hours."""
+    since, length = (h - start) % 24.0, (end - start) % 24.0
+    inside = min(since, length - since)  # distance to the nearer edge, when inside
+    outside = min(since - length, 24.0 - since)  # the same, when outside
+    depth = inside if since < length else -outside
+    return 1.0 / (1.0 + math.exp(-depth * 4.0 / edge))
 
 
 # Shandong grid daily load (share of the daily peak): night trough near 04:00, a morning peak
@@ -240,7 +243,7 @@ DC_RATINGS_KW = (60.0, 80.0, 120.0)
 AC_KW = 7.0
 FAULT_SHARE = 0.012  # a pile goes Faulted instead of starting a session
 CHARGE_FAULT_SHARE = 0.006  # a session ends in a fault
-# Each state lasts longer than two reporting intervals (30 s), so every state is reported
+# Every state lasts at least 60 s, longer than the widest gap between two reports (~31 s)
 MIN_IDLE_US = 90 * US
 RAMP_US = 60 * US
 
@@ -312,8 +315,8 @@ class Pile(_Base):
             taper_share, end_share = 0.1, 0.5
         end = start + int(duration_min * 60 * US)
         taper = end - int(duration_min * 60 * US * taper_share)
-        times = [start, start + RAMP_US, taper, end]
-        powers = [0.0, power, power, power * end_share]
+        times = [start, start + RAMP_US, taper, end]  # ramp from 10 %, hold, taper
+        powers = [0.1 * power, power, power, power * end_share]
         if self._draw() < CHARGE_FAULT_SHARE:
             cut = times[1] + int(self._draw() * (end - times[1]))
             self.mode = _SESSION_FAULT
@@ -540,7 +543,8 @@ class Collar(_Base):
         j = noise_index(self.key, t_us)
         fever = self._fever(t_us)
         sick = 1.0 - 0.25 * fever  # a feverish cow moves and ruminates less
-        temp = (self.temp + 0.25 * AMBIENT_DAY[(m + 150) % MINUTES_PER_DAY] + fever
+        # body temperature peaks in the early evening, 3.5 h after the air
+        temp = (self.temp + 0.25 * AMBIENT_DAY[(m - 210) % MINUTES_PER_DAY] + fever
                 + 0.08 * NOISE[j])  # fmt: skip
         act = self.act * ACTIVITY[m] * sick * math.exp(0.25 * NOISE[j ^ 1])
         rum = self.rum * RUMINATION[m] * sick + 2.5 * NOISE[j ^ 2]

@@ -1,4 +1,12 @@
-"""``qilu agent``: run edge agents with simulated collectors."""
+"""``qilu agent``: run an edge agent from its TOML file, check a file, or simulate a province.
+
+    qilu agent run --config agent.toml      one agent: its collectors, its durable buffer
+    qilu agent check-config agent.toml      validate without starting anything (exit 2 if bad)
+    qilu agent province --scale 0.02        one simulated agent per (sector, city), for demos
+
+On a Pi the systemd unit runs ``python -m edge_agent run --config ...`` instead: the same
+agent without the platform's server-side imports (smaller RSS).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,12 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import start_http_server
-
-from edge_agent.agent import new_producer
-from edge_agent.province import build_agents, plan_agents, run_agents
 from qilu.contract import Sector
 from qilu.errors import ConfigError
-from qilu.registry import generate
 from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,38 +28,95 @@ logger = logging.getLogger(__name__)
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "agent",
-        help="run simulated edge agents (one per sector and city) that send to Kafka",
+        help="edge agent: run from a TOML file, check a file, or simulate a province",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmds = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND", required=True)
+
+    r = cmds.add_parser(
+        "run",
+        help="run one agent from its configuration file",
         description=(
-            "Runs one edge agent per (sector, city) over the registry generated from --seed and "
-            "--scale (load the same registry into the database with `qilu registry generate`)."
+            "Runs the collectors of the file, keeps every reading in the durable buffer until "
+            "Kafka acknowledged it, and serves Prometheus metrics. Environment variables "
+            "QILU_EDGE__<SECTION>__<KEY> override the file. Sample: edge-agent/agent.sample.toml."
         ),
     )
-    p.add_argument("--seed", type=int, default=1, help="registry and simulation seed (default 1)")
-    p.add_argument("--scale", type=float, default=0.02, help="registry scale (default 0.02)")
-    p.add_argument(
+    r.add_argument("--config", required=True, type=Path, help="the agent's TOML file")
+    r.set_defaults(handler=_run)
+
+    c = cmds.add_parser(
+        "check-config",
+        help="validate a configuration file (and environment overrides) and print a summary",
+    )
+    c.add_argument("config", type=Path, help="the agent's TOML file")
+    c.set_defaults(handler=_check)
+
+    v = cmds.add_parser(
+        "province",
+        help="run simulated agents, one per sector and city (the demo's data source)",
+        description=(
+            "Runs one edge agent per (sector, city) over the registry generated from --seed and "
+            "--scale (load the same registry into the database with `qilu registry generate`). "
+            "Each agent has its own durable buffer under --state-dir."
+        ),
+    )
+    v.add_argument("--seed", type=int, default=1, help="registry and simulation seed (default 1)")
+    v.add_argument("--scale", type=float, default=0.02, help="registry scale (default 0.02)")
+    v.add_argument(
         "--sector",
         action="append",
         choices=[s.value for s in Sector],
         default=None,
         help="only these sectors (repeatable; default all)",
     )
-    p.add_argument(
+    v.add_argument(
         "--city",
         action="append",
         default=None,
         help="only these city codes, e.g. 370200 (repeatable; default all 16)",
     )
-    p.add_argument(
+    v.add_argument(
         "--silence",
         choices=["random", "none"],
         default="random",
         help="simulate devices that never report or go silent (default random)",
     )
-    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9102)")
-    p.set_defaults(handler=_run)
+    v.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9102)")
+    v.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the agents keep their buffers (default <services state dir>/agents)",
+    )
+    v.set_defaults(handler=_province)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    del settings
+    from edge_agent import config, runtime
+
+    return runtime.run(config.load(args.config))
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    del settings
+    from edge_agent import config, runtime
+
+    cfg = config.load(args.config)
+    collectors = runtime.build_collectors(cfg)
+    sys.stdout.write("\n".join(runtime.describe(cfg, collectors)) + "\n")
+    return 0
+
+
+def _province(args: argparse.Namespace, settings: Settings) -> int:
+    from prometheus_client import start_http_server
+
+    from edge_agent.agent import close_producer, new_producer
+    from edge_agent.province import build_agents, plan_agents, run_agents
+    from qilu.registry import generate
+
     reg = generate(args.seed, args.scale)
     known = {s.city_code for s in reg.sites}
     for c in args.city or []:
@@ -64,9 +126,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     port = args.metrics_port if args.metrics_port is not None else settings.agent.metrics_port
     if port:
         start_http_server(port, addr="127.0.0.1")
-    producer = new_producer(settings.kafka, f"{settings.kafka.client_id}-agents")
+    state = args.state_dir or settings.services.state_dir / "agents"
+    producer = new_producer(settings.kafka.bootstrap, f"{settings.kafka.client_id}-agents")
     agents = build_agents(
-        reg, plan, producer, settings.kafka, settings.agent, seed=args.seed, silence=args.silence
+        reg,
+        plan,
+        lambda: producer,
+        settings.kafka.topic_prefix,
+        settings.agent,
+        state_dir=state,
+        seed=args.seed,
+        silence=args.silence,
     )
 
     async def main() -> None:
@@ -79,5 +149,5 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(main())
     finally:
-        producer.close(timeout=10)
+        close_producer(producer, 10.0)
     return 0

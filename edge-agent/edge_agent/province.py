@@ -1,7 +1,7 @@
 """A simulated province: one agent per (sector, city) over a generated registry, in one process.
 
-Each logical agent has its own identity, boot id and sequence, as separate Pi gateways would;
-they share one Kafka producer (one process, one set of broker connections).
+Each logical agent has its own identity, boot id, sequence and durable buffer, as separate Pi
+gateways would; they share one Kafka producer (one process, one set of broker connections).
 """
 
 from __future__ import annotations
@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
-from kafka import KafkaProducer
-
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, Delivery, ProducerFactory
+from edge_agent.buffer import Buffer
 from qilu.contract import Sector
-from qilu.devices import KINDS
 from qilu.registry import Registry
-from qilu.settings import AgentSettings, KafkaSettings
+from qilu.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
+PROVINCE_BUFFER_BYTES = 64 << 20  # per simulated agent
+PROVINCE_BUFFER_AGE_S = 86_400.0
 
 
 def agent_id_for(sector: Sector, city_code: str) -> str:
@@ -42,14 +43,17 @@ def plan_agents(
 def build_agents(
     reg: Registry,
     plan: dict[str, list[str]],
-    producer: KafkaProducer,
-    kafka: KafkaSettings,
+    producer: ProducerFactory,
+    topic_prefix: str,
     cfg: AgentSettings,
     *,
+    state_dir: Path,
     seed: int,
     silence: str = "random",
 ) -> list[Agent]:
-    sector_of = {d.device_id: KINDS[d.kind].sector for d in reg.devices}
+    delivery = Delivery(
+        batch_max_readings=cfg.batch_max_readings, batch_max_delay_s=cfg.batch_max_delay_s
+    )
     agents = []
     for agent_id, sites in sorted(plan.items()):
         collector = SimulatedCollector(
@@ -57,7 +61,19 @@ def build_agents(
             SimulatedConfig(sites=sites, seed=seed, silence=silence),  # type: ignore[arg-type]
             reg,
         )
-        agents.append(Agent(agent_id, [collector], sector_of, producer, kafka, cfg))
+        buffer = Buffer(
+            state_dir / f"{agent_id}.db",
+            agent_id,
+            max_bytes=PROVINCE_BUFFER_BYTES,
+            max_age_s=PROVINCE_BUFFER_AGE_S,
+            fsync="os",  # a demo on a developer machine: kill -9 safe, no fsync per tick
+        )
+        agents.append(
+            Agent(
+                agent_id, [collector], buffer, producer, topic_prefix, delivery,
+                replace_producer=False,  # one producer shared by all agents of the process
+            )
+        )  # fmt: skip
     return agents
 
 

@@ -44,10 +44,11 @@ class Mosquitto(Server):
         return {"mosquitto_port": self.ctx.settings.mosquitto_port}
 
     def installed(self) -> bool:
-        return _binary() is not None
+        # mosquitto-clients too: the MQTT collector's tests publish with mosquitto_pub
+        return _binary() is not None and shutil.which("mosquitto_pub") is not None
 
     def install(self, progress: Progress) -> None:
-        self.apt.install(["mosquitto"], why="mosquitto", progress=progress)
+        self.apt.install(["mosquitto", "mosquitto-clients"], why="mosquitto", progress=progress)
         if not self.installed():
             raise ServiceError("mosquitto: the package is installed but no mosquitto binary")
 

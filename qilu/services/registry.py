@@ -6,10 +6,11 @@ from qilu.services.base import Server
 from qilu.services.kafka import Kafka
 from qilu.services.mosquitto import Mosquitto
 from qilu.services.postgres import Postgres
+from qilu.services.prometheus import Prometheus
 from qilu.services.timescale import Timescale
 
 SERVER_TYPES: dict[str, type[Server]] = {
-    cls.name: cls for cls in (Kafka, Postgres, Mosquitto, Timescale)
+    cls.name: cls for cls in (Kafka, Postgres, Mosquitto, Timescale, Prometheus)
 }
 
 ALL_SERVICES: tuple[str, ...] = tuple(SERVER_TYPES)

@@ -1,23 +1,25 @@
 """Contract tier: the agent against an injected fake Kafka producer (no sockets).
 
 The fake acknowledges or fails each record through the same future interface kafka-python
-gives (add_callback / add_errback), so the agent's delivery rules are checked exactly:
-an envelope counts as sent only when its own record was acknowledged, and a failed record is
-sent again, in order, with the same bytes.
+gives (add_callback / add_errback), so the agent's delivery rules are checked exactly: a
+reading leaves the durable buffer only when its own record was acknowledged, a failed record
+is sent again with the same bytes, and after a restart the unacknowledged envelopes go out
+again unchanged (same boot id and sequence) before anything new.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, Delivery
+from edge_agent.buffer import Buffer
 from kafka.errors import KafkaTimeoutError
 
 from collectors.base import Collector, ReadingSink
-from qilu.contract import Reading, Sector, decode
-from qilu.settings import AgentSettings, KafkaSettings
+from qilu.contract import Reading, decode
 
 
 class FakeFuture:
@@ -41,23 +43,26 @@ class FakeFuture:
 
 
 class FakeProducer:
-    """Fails the first ``failures`` sends, acknowledges the rest."""
+    """Fails the sends for which ``fail(attempt_no, value)`` is true, acknowledges the rest.
 
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
+    Called from the agent's send thread, like kafka-python; settles from a timer thread."""
+
+    def __init__(self, fail: Callable[[int, bytes], bool] = lambda i, v: False) -> None:
+        self.fail = fail
         self.attempts: list[tuple[str, bytes, bytes]] = []
         self.acked: list[bytes] = []
 
-    def send(self, topic: str, key: bytes, value: bytes) -> FakeFuture:
+    def send(self, topic: str, *, key: bytes, value: bytes) -> FakeFuture:
+        import threading
+
+        n = len(self.attempts)
         self.attempts.append((topic, key, value))
         fut = FakeFuture()
-        loop = asyncio.get_running_loop()
-        if self.failures > 0:
-            self.failures -= 1
-            loop.call_soon(fut.fail, KafkaTimeoutError("broker unreachable"))
+        if self.fail(n, value):
+            threading.Timer(0.01, fut.fail, (KafkaTimeoutError("broker unreachable"),)).start()
         else:
             self.acked.append(value)
-            loop.call_soon(fut.succeed)
+            threading.Timer(0.01, fut.succeed).start()
         return fut
 
 
@@ -67,54 +72,97 @@ class ListCollector(Collector):
     def __init__(self, readings: Sequence[Reading]) -> None:
         super().__init__("list")
         self.readings = list(readings)
+        self.handed_over = 0
 
     def validate(self) -> None:
         pass
 
     async def collect(self, sink: ReadingSink) -> None:
-        await sink(self.readings)
+        for i in range(0, len(self.readings), 3):
+            await sink(self.readings[i : i + 3])
+            self.handed_over += len(self.readings[i : i + 3])
         await asyncio.Event().wait()
 
 
-def run(producer: FakeProducer, readings: list[Reading]) -> Agent:
-    agent = Agent(
+def make(tmp: Path, producer: FakeProducer, readings: list[Reading]) -> Agent:
+    buffer = Buffer(tmp / "buf.db", "agent-t", max_bytes=16 << 20, max_age_s=3600, fsync="os")
+    return Agent(
         "agent-t",
         [ListCollector(readings)],
-        {r.device_id: Sector.CHARGING for r in readings},
-        producer,  # type: ignore[arg-type]
-        KafkaSettings(topic_prefix="t"),
-        AgentSettings(batch_max_readings=4, batch_max_delay_s=0.05),
+        buffer,
+        lambda: producer,
+        "t",
+        Delivery(batch_max_readings=4, batch_max_delay_s=0.05, retry_initial_s=0.05),
     )
 
+
+def run(agent: Agent, seconds: float = 0.6) -> None:
     async def main() -> None:
         stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.3, stop.set)
+        asyncio.get_running_loop().call_later(seconds, stop.set)
         await agent.run(stop)
 
     asyncio.run(main())
-    return agent
 
 
 def readings(n: int) -> list[Reading]:
     return [Reading(f"pile-{i}", "power_kw", 1_763_900_000_000_000 + i, float(i)) for i in range(n)]
 
 
-def test_every_reading_is_acknowledged_once_in_order() -> None:
+def pending(tmp: Path) -> int:
+    b = Buffer(tmp / "buf.db", "agent-t", max_bytes=16 << 20, max_age_s=3600)
+    b.open()
+    try:
+        return b.pending
+    finally:
+        b.close()
+
+
+def test_every_reading_is_acknowledged_once(tmp_path: Path) -> None:
     producer = FakeProducer()
-    agent = run(producer, readings(10))
+    agent = make(tmp_path, producer, readings(10))
+    run(agent)
     envs = [decode(v) for v in producer.acked]
-    assert [e.seq for e in envs] == [0, 1, 2]
-    assert [len(e) for e in envs] == [4, 4, 2]
-    assert [r for e in envs for r in e.readings()] == readings(10)
+    assert sorted(e.seq for e in envs) == list(range(len(envs)))
+    assert all(len(e) <= 4 for e in envs)
+    assert sorted(r.ts_us for e in envs for r in e.readings()) == [r.ts_us for r in readings(10)]
     assert {t for t, _, _ in producer.attempts} == {"t.readings.charging"}
     assert {k for _, k, _ in producer.attempts} == {b"agent-t"}
-    assert agent.sent_envelopes == 3
+    assert agent.sent_readings == 10
+    assert pending(tmp_path) == 0
 
 
-def test_failed_sends_are_retried_with_the_same_bytes() -> None:
-    producer = FakeProducer(failures=2)
-    agent = run(producer, readings(3))
-    assert len(producer.attempts) == 3
-    assert producer.attempts[0][2] == producer.attempts[1][2] == producer.attempts[2][2]
-    assert producer.acked == [producer.attempts[2][2]]
-    assert agent.sent_envelopes == 1
+def test_failed_sends_are_retried_with_the_same_bytes(tmp_path: Path) -> None:
+    producer = FakeProducer(fail=lambda i, v: i < 2)
+    agent = make(tmp_path, producer, readings(3))
+    run(agent, 1.5)
+    values = [v for _, _, v in producer.attempts]
+    assert values[0] == values[1] == values[2]
+    assert producer.acked == [values[2]]
+    assert agent.sent_readings == 3
+    assert pending(tmp_path) == 0
+
+
+def test_a_reading_leaves_only_when_its_own_record_was_acknowledged(tmp_path: Path) -> None:
+    # the broker never acknowledges the envelope holding pile-5: every other one is acked
+    def holds_pile_5(_: int, value: bytes) -> bool:
+        return "pile-5" in decode(value).devices
+
+    producer = FakeProducer(fail=holds_pile_5)
+    agent = make(tmp_path, producer, readings(12))
+    run(agent, 1.0)
+    stuck = [decode(v) for _, _, v in producer.attempts if holds_pile_5(0, v)]
+    assert len(stuck) >= 2  # retried
+    assert len({(e.boot_id, e.seq) for e in stuck}) == 1  # the same envelope each time
+    acked = {r for v in producer.acked for r in decode(v).readings()}
+    assert len(acked) + len(stuck[0]) == 12
+    assert pending(tmp_path) == len(stuck[0])  # exactly its readings stayed in the buffer
+
+    # restart with a healthy broker: the same envelope (same boot id and sequence) goes first
+    healthy = FakeProducer()
+    again = make(tmp_path, healthy, [])
+    run(again, 0.5)
+    first = decode(healthy.attempts[0][2])
+    assert (first.boot_id, first.seq) == (stuck[0].boot_id, stuck[0].seq)
+    assert healthy.attempts[0][2] == producer.attempts[-1][2]
+    assert pending(tmp_path) == 0

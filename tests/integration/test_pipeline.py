@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import math
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
-from edge_agent.agent import Agent, new_producer
+from edge_agent.agent import Agent, Delivery, close_producer, new_producer
+from edge_agent.buffer import Buffer
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
 
 from api.app import create_app
+from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from collectors.simulated.models import SilencePlan
 from qilu.contract import Envelope, Reading, Sector
-from qilu.devices import KINDS
 from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings
 from storage.db import connect
@@ -106,8 +108,12 @@ def ground_truth() -> tuple[Registry, frozenset[str]]:
 
 def run_agents(settings: Settings, reg: Registry, dead: frozenset[str], seconds: float) -> int:
     """Run one simulated agent per sector for a while; returns envelopes acknowledged."""
-    producer = new_producer(settings.kafka, "test-agents")
-    sector_of = {d.device_id: KINDS[d.kind].sector for d in reg.devices}
+    producer = new_producer(settings.kafka.bootstrap, "test-agents")
+    buffers = tempfile.TemporaryDirectory(prefix="qilu-agent-buffers-")
+    delivery = Delivery(
+        batch_max_readings=settings.agent.batch_max_readings,
+        batch_max_delay_s=settings.agent.batch_max_delay_s,
+    )
     agents = []
     for sector in Sector:
         sites = [s.site_id for s in reg.sites if s.sector is sector]
@@ -121,10 +127,16 @@ def run_agents(settings: Settings, reg: Registry, dead: frozenset[str], seconds:
             Agent(
                 f"agent-{sector.value}",
                 [collector],
-                sector_of,
-                producer,
-                settings.kafka,
-                settings.agent,
+                Buffer(
+                    Path(buffers.name) / f"{sector.value}.db",
+                    f"agent-{sector.value}",
+                    max_bytes=64 << 20,
+                    max_age_s=3600,
+                ),
+                lambda: producer,
+                settings.kafka.topic_prefix,
+                delivery,
+                replace_producer=False,  # one producer shared by the three agents
             )
         )
 
@@ -136,7 +148,8 @@ def run_agents(settings: Settings, reg: Registry, dead: frozenset[str], seconds:
     try:
         asyncio.run(main())
     finally:
-        producer.close(timeout=10)
+        close_producer(producer, 10.0)
+        buffers.cleanup()
     return sum(a.sent_envelopes for a in agents)
 
 

@@ -390,5 +390,5 @@ def test_cli_rejects_unknown_names() -> None:
 
 
 def test_registry_order() -> None:
-    assert ALL_SERVICES == ("kafka", "postgres", "mosquitto", "timescale")
+    assert ALL_SERVICES == ("kafka", "postgres", "mosquitto", "timescale", "prometheus")
     assert set(SERVER_TYPES) == set(ALL_SERVICES)

@@ -200,9 +200,15 @@ def test_first_poll_backfills_exactly_one_report_per_live_device(reg: Registry) 
         assert [r.metric for r in readings] == [m.key for m in kind.metrics]
         (ts,) = {r.ts_us for r in readings}
         assert now - kind.interval_s * (1 + 2 * JITTER_SHARE) * S < ts <= now
-    # the next poll continues from there: no device reports twice within one interval
-    following = f.poll(now + 5 * S)
-    assert all(r.ts_us > now for r in following)
+    # the next poll continues from there: the following report comes about one interval later
+    first_ts = {device_id: readings[0].ts_us for device_id, readings in by_device.items()}
+    following = f.poll(now + 5 * MIN)
+    assert following
+    for r in following:
+        assert r.ts_us > now
+        if r.device_id in first_ts:
+            interval = KINDS[live[r.device_id].kind].interval_s * S
+            assert r.ts_us - first_ts[r.device_id] >= interval * (1 - 2 * JITTER_SHARE)
 
 
 # --------------------------------------------------------------------------- realism

@@ -1,0 +1,220 @@
+"""Turning a snapshot into public answers for one caller's area (pure, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import TypeAdapter
+
+from api import judge
+from api.auth import Principal
+from api.schemas import (
+    CityCoverageOut,
+    CityOut,
+    CoverageOut,
+    JudgementOut,
+    PipelineOut,
+    StatusOut,
+    TargetNameOut,
+)
+from api.service import Snapshot
+from qilu.catalog import Catalog, Target, TargetKind
+from storage.coverage import CityFigure, TargetCoverage
+from storage.queries_api import Area
+
+PROVINCE = "370000"
+_COVERAGE_LIST = TypeAdapter(list[CoverageOut])
+
+
+def visible_target(p: Principal | Area, t: Target) -> bool:
+    """A target whose assets span every sector is hidden from sector-limited callers."""
+    area = p.area if isinstance(p, Principal) else p
+    if area.sectors is None:
+        return True
+    return t.sector != "all" and t.sector in area.sectors
+
+
+def judgement_out(j: judge.Judgement) -> JudgementOut:
+    return JudgementOut(
+        status=j.status.value,
+        basis=j.basis.value,
+        today=j.today,
+        days_left=j.days_left,
+        baseline_day=j.baseline_day,
+        baseline_value=j.baseline_value,
+        expected_now=j.expected_now,
+        shortfall=j.shortfall,
+        explanation=j.explanation,
+    )
+
+
+def _not_judged(t: Target, now: datetime, why: str) -> JudgementOut:
+    today = judge.today_cst(now)
+    return JudgementOut(
+        status=judge.Status.NO_DATA.value,
+        basis=judge.Basis.NO_DATA.value,
+        today=today,
+        days_left=(t.due - today).days,
+        baseline_day=None,
+        baseline_value=None,
+        expected_now=None,
+        shortfall=None,
+        explanation=why,
+    )
+
+
+def coverage_out(
+    snap: Snapshot, catalog: Catalog, tc: TargetCoverage, area: Area, city: str | None
+) -> CoverageOut:
+    t = tc.target
+    names = {c.code: c for c in catalog.cities}
+    visible = [c for c in tc.cities if area.cities is None or c.city_code in area.cities]
+    if area.cities is None:
+        top, codes = tc.province, [PROVINCE]
+    else:
+        top = CityFigure(
+            "+".join(c.city_code for c in visible),
+            sum(c.numerator for c in visible),
+            sum(c.denominator for c in visible),
+        )
+        codes = [c.city_code for c in visible]
+    value = top.value(t.kind)
+    if area.cities is None or t.kind is TargetKind.RATIO:
+        base_key = codes[0] if len(codes) == 1 else None
+        base = snap.baselines.get((t.id, base_key)) if base_key else None
+        top_j = judgement_out(judge.judge(t, value, snap.as_of, base))
+    else:
+        top_j = _not_judged(
+            t, snap.as_of, "a count threshold is province-wide: not judged for part of it"
+        )
+    cities = []
+    for c in visible:
+        if city is not None and c.city_code != city:
+            continue
+        v = c.value(t.kind)
+        cj = None
+        if t.kind is TargetKind.RATIO:
+            cj = judgement_out(
+                judge.judge(t, v, snap.as_of, snap.baselines.get((t.id, c.city_code)))
+            )
+        cities.append(
+            CityCoverageOut(
+                city_code=c.city_code,
+                name_en=names[c.city_code].name_en,
+                name_zh=names[c.city_code].name_zh,
+                numerator=c.numerator,
+                denominator=c.denominator,
+                value=v,
+                judgement=cj,
+            )
+        )
+    return CoverageOut(
+        target_id=t.id,
+        sector=t.sector,
+        kind=t.kind.value,
+        comparator=t.comparator,
+        threshold=t.threshold,
+        due=t.due,
+        as_of=tc.as_of,
+        area=codes,
+        value=value,
+        numerator=top.numerator,
+        denominator=top.denominator,
+        met=value is not None and t.met(value),
+        judgement=top_j,
+        cities=cities,
+    )
+
+
+def coverage_list(
+    snap: Snapshot, catalog: Catalog, area: Area, target: str | None, city: str | None
+) -> list[CoverageOut]:
+    return [
+        coverage_out(snap, catalog, tc, area, city)
+        for tc in snap.coverage
+        if visible_target(area, tc.target) and (target is None or tc.target.id == target)
+    ]
+
+
+def coverage_json(
+    snap: Snapshot, catalog: Catalog, area: Area, target: str | None, city: str | None
+) -> bytes:
+    return _COVERAGE_LIST.dump_json(coverage_list(snap, catalog, area, target, city))
+
+
+def coverage_answer(
+    snap: Snapshot, catalog: Catalog, area: Area, target: str | None, city: str | None
+) -> bytes:
+    """``GET /v1/coverage`` as JSON bytes, built once per snapshot and area."""
+    return snap.answer(
+        ("coverage", area, target, city),
+        lambda: coverage_json(snap, catalog, area, target, city),
+    )
+
+
+def one_answer(
+    snap: Snapshot, catalog: Catalog, area: Area, target_id: str, city: str | None
+) -> bytes:
+    """``GET /v1/coverage/{target_id}`` as JSON bytes (the target must exist)."""
+
+    def build() -> bytes:
+        tc = next(tc for tc in snap.coverage if tc.target.id == target_id)
+        return coverage_out(snap, catalog, tc, area, city).model_dump_json().encode()
+
+    return snap.answer(("one", area, target_id, city), build)
+
+
+def status_answer(snap: Snapshot, catalog: Catalog, area: Area, refresh_s: float) -> bytes:
+    return snap.answer(
+        ("status", area),
+        lambda: status_out(snap, catalog, area, refresh_s).model_dump_json().encode(),
+    )
+
+
+def warm(snap: Snapshot, catalog: Catalog, refresh_s: float) -> None:
+    """Build the whole-province answers before the snapshot is served, so that requests
+    (with no area limit) only look them up."""
+    whole = Area()
+    status_answer(snap, catalog, whole, refresh_s)
+    coverage_answer(snap, catalog, whole, None, None)
+    for code in catalog.city_codes:
+        coverage_answer(snap, catalog, whole, None, code)
+    for t in catalog.targets:
+        coverage_answer(snap, catalog, whole, t.id, None)
+        one_answer(snap, catalog, whole, t.id, None)
+
+
+def status_out(snap: Snapshot, catalog: Catalog, area: Area, refresh_s: float) -> StatusOut:
+    h = snap.health
+    cov = coverage_list(snap, catalog, area, None, None)
+    shown = {c.target_id for c in cov}
+    return StatusOut(
+        version=snap.version,
+        as_of=snap.as_of,
+        refresh_s=refresh_s,
+        cities=[
+            CityOut(code=c.code, name_en=c.name_en, name_zh=c.name_zh, lat=c.lat, lon=c.lon)
+            for c in catalog.cities
+            if area.cities is None or c.code in area.cities
+        ],
+        targets=[
+            TargetNameOut(id=t.id, name_en=t.name_en, name_zh=t.name_zh)
+            for t in catalog.targets
+            if t.id in shown
+        ],
+        coverage=cov,
+        pipeline=PipelineOut(
+            newest_reading=h.newest_reading,
+            freshness_s=(snap.as_of - h.newest_reading).total_seconds()
+            if h.newest_reading
+            else None,
+            devices=h.devices,
+            online=h.online,
+            never_seen=h.never_seen,
+            lag_records=h.lag_records,
+            lag_checked_at=h.lag_checked_at,
+            lag_note=h.lag_note,
+            snapshot_computed_in_s=snap.computed_in_s,
+            history_note=snap.history_note,
+        ),
+    )

@@ -1,0 +1,176 @@
+"""Edge-agent footprint: CPU share and peak RSS at 1,000 and 10,000 readings/s, one core.
+
+Runs the real agent process (``python -m edge_agent run``, what the systemd unit starts)
+pinned to one core with ``taskset``, durable buffering on (SQLite WAL, fsync per commit),
+sending to the local Kafka with acks from all in-sync replicas. The readings come from an
+in-process rate generator (bench/edge_support.py), whose cost is included. After a warm-up,
+CPU time (user + system, all threads, from /proc) is measured over a window; peak RSS is the
+kernel's high-water mark (VmHWM) over the whole run, start-up included.
+
+Also measures what each import costs in RSS (fresh interpreters), because the 40 MB target is
+mostly interpreter and libraries.
+
+    python bench/edge_footprint.py [--rates 1000 10000] [--warmup 10] [--window 30] [--cpu 1]
+
+Needs Kafka (``qilu services up``). Writes bench/results/edge_footprint.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from edge_support import (
+    REPO,
+    agent_config,
+    cpu_seconds,
+    create_topics,
+    delete_topics,
+    free_port,
+    scrape,
+    start_agent,
+    status_kb,
+)
+
+RESULTS = REPO / "bench" / "results"
+IMPORT_STEPS = [
+    ("python", ""),
+    ("asyncio", "asyncio"),
+    ("+ sqlite3, msgpack, tomllib", "sqlite3,msgpack,tomllib"),
+    ("+ prometheus_client", "prometheus_client"),
+    ("+ kafka (kafka-python)", "kafka"),
+    ("+ edge_agent runtime", "edge_agent.runtime"),
+    ("+ pydantic (not imported by the agent)", "pydantic"),
+]
+
+
+def import_costs() -> list[dict[str, object]]:
+    """RSS after importing each step cumulatively, in a fresh interpreter per step."""
+    out = []
+    mods: list[str] = []
+    for label, step in IMPORT_STEPS:
+        mods += [m for m in step.split(",") if m]
+        code = (
+            "import importlib, warnings\nwarnings.simplefilter('ignore')\n"
+            f"for m in {mods!r}: importlib.import_module(m)\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+        )
+        kb = int(subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True))
+        out.append({"step": label, "rss_mb": round(kb / 1024, 1)})
+    for prev, cur in zip([None, *out[:-1]], out, strict=True):
+        cur["adds_mb"] = round(float(cur["rss_mb"]) - float(prev["rss_mb"]), 1) if prev else None  # type: ignore[arg-type,index]
+    return out
+
+
+def measure(rate: float, args: argparse.Namespace, prefix: str) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="qilu-edge-bench-") as tmp:
+        folder = Path(tmp)
+        port = free_port()
+        cfg = agent_config(
+            folder,
+            rate=rate,
+            bootstrap=args.bootstrap,
+            prefix=prefix,
+            metrics_port=port,
+            fsync=args.fsync,
+            tick_s=args.tick,
+        )
+        proc = start_agent(cfg, folder / "agent.log", cpu=args.cpu)
+        try:
+            deadline = time.monotonic() + 30
+            while not scrape(port) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(args.warmup)
+            m0, c0, t0 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
+            peak_rss = 0
+            while time.monotonic() - t0 < args.window:
+                time.sleep(1)
+                peak_rss = max(peak_rss, status_kb(proc.pid, "VmRSS"))
+            m1, c1, t1 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
+            hwm = status_kb(proc.pid, "VmHWM")
+            threads = status_kb(proc.pid, "Threads")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        log = (folder / "agent.log").read_text()[-2000:]
+    dt = t1 - t0
+    cpu_share = (c1 - c0) / dt * 100
+    sent = m1.get("qilu_agent_readings_sent_total", 0) - m0.get("qilu_agent_readings_sent_total", 0)
+    got = m1.get("qilu_agent_readings_in_total", 0) - m0.get("qilu_agent_readings_in_total", 0)
+    res: dict[str, object] = {
+        "rate": rate,
+        "window_s": round(dt, 1),
+        "readings_in_per_s": round(got / dt),
+        "readings_sent_per_s": round(sent / dt),
+        "buffer_readings_at_end": m1.get("qilu_agent_buffer_readings"),
+        "cpu_pct_of_one_core": round(cpu_share, 2),
+        "cpu_pct_per_1000_readings_s": round(cpu_share / (rate / 1000), 2),
+        "peak_rss_mb": round(hwm / 1024, 1),
+        "steady_rss_mb": round(peak_rss / 1024, 1),
+        "threads": threads,
+    }
+    if "Traceback" in log:
+        res["agent_log_tail"] = log
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", type=float, nargs="+", default=[1000.0, 10_000.0])
+    ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument("--window", type=float, default=30.0)
+    ap.add_argument("--cpu", type=int, default=1, help="core to pin the agent to (taskset)")
+    ap.add_argument("--fsync", default="batch", choices=["batch", "os"], help="buffer.fsync")
+    ap.add_argument(
+        "--tick", type=float, default=0.05, help="seconds between the generator's hand-overs"
+    )
+    ap.add_argument(
+        "--bootstrap", default=os.environ.get("QILU_KAFKA__BOOTSTRAP", "127.0.0.1:19092")
+    )
+    args = ap.parse_args()
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    create_topics(args.bootstrap, prefix)
+    try:
+        runs = []
+        for rate in args.rates:
+            print(
+                f"rate {rate:,.0f} readings/s: warm-up {args.warmup:.0f} s, "
+                f"window {args.window:.0f} s ...",
+                flush=True,
+            )
+            r = measure(rate, args, prefix)
+            print(json.dumps(r), flush=True)
+            runs.append(r)
+    finally:
+        delete_topics(args.bootstrap, prefix)
+    imports = import_costs()
+    for row in imports:
+        print(f"  {row['step']:<42} {row['rss_mb']:>6} MB  (+{row['adds_mb']})")
+    out = {
+        "benchmark": "edge_footprint",
+        "command": "python bench/edge_footprint.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy)",
+        "python": platform.python_version(),
+        "pinned_cpu": args.cpu,
+        "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
+        "handover_every_s": args.tick,
+        "targets": {"peak_rss_mb": 40, "cpu_pct_per_1000_readings_s": 3},
+        "runs": runs,
+        "import_rss": imports,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "edge_footprint.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

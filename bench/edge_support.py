@@ -1,0 +1,176 @@
+"""Shared parts of the edge-agent benchmarks (imported by the agent process itself, so light).
+
+``RateCollector`` produces charging-pile readings at a fixed rate, handing them over every
+``tick_s``; the agent loads it as ``type = "edge_support:RateCollector"`` with ``bench/`` on
+``PYTHONPATH``. Its cost (building the Reading objects) is part of what the benchmarks measure:
+a real collector spends at least that much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from collectors.base import Collector, ReadingSink
+from qilu.contract import Reading
+
+REPO = Path(__file__).resolve().parent.parent
+# the environment edge-agent/qilu-agent.service gives the agent: one malloc arena (the agent's
+# threads mostly wait; per-thread arenas cost RSS, ~1.5 MB measured), no .pyc writes
+UNIT_ENV = {"MALLOC_ARENA_MAX": "1", "PYTHONDONTWRITEBYTECODE": "1", "MALLOC_TRIM_THRESHOLD_": "131072", "MALLOC_MMAP_THRESHOLD_": "32768"}
+
+
+class RateCollector(Collector):
+    type_name = "rate"
+
+    def __init__(self, name: str, raw: Mapping[str, Any]) -> None:
+        super().__init__(name)
+        self.rate = float(raw["rate"])
+        self.devices = [f"CHG-370100-00001-{i:04d}" for i in range(int(raw.get("devices", 500)))]
+        self.tick_s = float(raw.get("tick_s", 0.05))
+
+    @classmethod
+    def from_config(cls, name: str, raw: Mapping[str, Any]) -> RateCollector:
+        return cls(name, raw)
+
+    def validate(self) -> None:
+        pass
+
+    async def collect(self, sink: ReadingSink) -> None:
+        devices, n_dev = self.devices, len(self.devices)
+        began, i = time.monotonic(), 0
+        while True:
+            due = int((time.monotonic() - began) * self.rate)
+            if due > i:
+                now = time.time_ns() // 1000
+                await sink(
+                    [
+                        Reading(devices[j % n_dev], "power_kw", now + j % n_dev, float(j % 120))
+                        for j in range(i, due)
+                    ]
+                )
+                i = due
+            await asyncio.sleep(self.tick_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_config(
+    folder: Path,
+    *,
+    rate: float,
+    bootstrap: str,
+    prefix: str,
+    metrics_port: int,
+    fsync: str = "batch",
+    backlog_rate: float = 0.0,
+    max_bytes: int = 256 << 20,
+    tick_s: float = 0.05,
+) -> Path:
+    path = folder / "agent.toml"
+    path.write_text(
+        f"""
+[agent]
+id = "bench-agent"
+metrics_port = {metrics_port}
+[kafka]
+bootstrap = "{bootstrap}"
+topic_prefix = "{prefix}"
+[buffer]
+path = "{folder / "buffer.db"}"
+max_bytes = {max_bytes}
+fsync = "{fsync}"
+[delivery]
+backlog_rate = {backlog_rate}
+[collectors.rate]
+type = "edge_support:RateCollector"
+rate = {rate}
+tick_s = {tick_s}
+"""
+    )
+    return path
+
+
+def start_agent(config: Path, log: Path, *, cpu: int | None = None) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "edge_agent",
+        "--log-level",
+        "WARNING",
+        "run",
+        "--config",
+        str(config),
+    ]
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "bench"), str(REPO)]),
+        **UNIT_ENV,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=out)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text -> {metric name: value summed over labels}."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def create_topics(bootstrap: str, prefix: str) -> None:
+    from qilu.settings import KafkaSettings
+    from stream.topics import ensure_topics
+
+    ensure_topics(KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix))
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    from qilu.settings import KafkaSettings
+    from stream.topics import deadletter_topic, readings_topics
+
+    ks = KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([*readings_topics(ks), deadletter_topic(ks)])
+    finally:
+        admin.close()

@@ -1,0 +1,901 @@
+"""Ingest benchmark: sustained readings/s into the deduplicating table, the raw-COPY ceiling,
+produce-to-commit latency at a fixed rate, and query latency with 100 million readings stored.
+
+One command, everything on 127.0.0.1, in a database and on topics of its own:
+
+  1. a fresh bench database (postgres mode on the local PostgreSQL), migrated, with a whole
+     province's registry (--scale 1.0: ~275,000 devices);
+  2. Kafka is filled with a province-like stream: one agent per sector and city, each sending an
+     envelope per second (or per 500 readings) with every device's metrics at its kind's
+     reporting interval (qilu.registry.generate + qilu.contract.Envelope);
+  3. the real ingest consumers (`qilu ingest`, --consumers processes) drain it; sustained
+     readings/s stored is read from their Prometheus counters over the steady part of the run;
+  4. the raw ceiling: the same rows, exported with psql, are loaded again with `psql \\copy`
+     into the same (emptied) table with the same indexes; the ratio ingest / COPY is printed;
+  5. latency: envelopes produced at a fixed --rate readings/s (default 20,000) with current
+     timestamps; a record counts as stored when the consumer group's committed offset passes
+     it (offsets are committed only after the database transaction), p50/p99 of the time from
+     send to that moment;
+  6. 100 million readings (--big-rows) are written straight in SQL for 24 hours of a subset of
+     the charging piles, rolled up by the real refresh, and then timed: the coverage query for
+     all targets x cities (storage.coverage.compute) and a 24-hour 1-minute series for one
+     device from readings_1m, p50/p99 over many runs.
+
+Writes bench/results/ingest.json and bench/results/ingest.png. Drops the bench database and
+topics at the end unless --keep. Needs the local servers (`qilu services up kafka postgres`)
+and, for phase 6, about 25 GB free on the disk of the PostgreSQL data (checked first).
+
+    .venv/bin/python bench/ingest.py                        # everything, ~30-60 min on 2 cores
+    .venv/bin/python bench/ingest.py --skip-big --readings 3000000   # the ingest figures only
+    .venv/bin/python bench/ingest.py --profile              # + a cProfile of one consumer
+
+Figures from a 2-core machine that also runs the broker, the database and the load generator
+are for the whole pipeline on one box; other work on the machine makes them lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from psycopg import sql  # noqa: E402
+
+from qilu.catalog import load_catalog  # noqa: E402
+from qilu.contract import Envelope, Sector  # noqa: E402
+from qilu.devices import KINDS  # noqa: E402
+from qilu.registry import Registry, generate  # noqa: E402
+from qilu.settings import Settings, StorageMode, load  # noqa: E402
+from storage import coverage, maintain, migrate, verify  # noqa: E402
+from storage.db import connect  # noqa: E402
+from storage.registry_store import load_registry  # noqa: E402
+from stream.topics import deadletter_topic, ensure_topics, readings_topic, readings_topics  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+ENVELOPE_READINGS = 500  # agent.batch_max_readings
+BIG_BYTES_PER_ROW = 230  # heap + primary key + rollups, measured on PostgreSQL 15, with margin
+
+
+def say(msg: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+# -- the province stream ----------------------------------------------------------------------
+@dataclass
+class Agent:
+    agent_id: str
+    sector: Sector
+    seq: int = 0
+    env: Envelope | None = None
+
+
+@dataclass
+class ProvinceStream:
+    """Every device reports all its metrics once per its kind's interval, at a fixed phase;
+    one agent per sector and city batches them into envelopes like the edge agent does."""
+
+    reg: Registry
+    seed: int = 1
+    fraction: float = 1.0  # share of the devices that report (to hit a target rate)
+    agents: list[Agent] = field(default_factory=list)
+    # kind -> second within the cycle -> [(device id, agent index, phase in us within the s)]
+    schedule: dict[str, dict[int, list[tuple[str, int, int]]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.seed)
+        sites = self.reg.site_map()
+        index: dict[tuple[Sector, str], int] = {}
+        for dev in self.reg.devices:
+            if rng.random() >= self.fraction:
+                continue
+            site = sites[dev.site_id]
+            key = (site.sector, site.city_code)
+            if key not in index:
+                index[key] = len(self.agents)
+                self.agents.append(
+                    Agent(f"bench-{site.sector.value}-{site.city_code}", site.sector)
+                )
+            interval = max(1, round(KINDS[dev.kind].interval_s))
+            phase_us = rng.randrange(interval * 1_000_000)
+            slot = self.schedule.setdefault(dev.kind, {}).setdefault(phase_us // 1_000_000, [])
+            slot.append((dev.device_id, index[key], phase_us % 1_000_000))
+
+    @property
+    def rate(self) -> float:
+        """Readings per second of the whole stream."""
+        total = 0.0
+        for kind, slots in self.schedule.items():
+            spec = KINDS[kind]
+            n = sum(len(v) for v in slots.values())
+            total += n * len(spec.metrics) / max(1, round(spec.interval_s))
+        return total
+
+    def second(self, t0_us: int, s: int, sent_at_us: int) -> Iterator[tuple[Agent, Envelope]]:
+        """The envelopes of second ``s`` after ``t0_us``: full ones as they fill, then the
+        rest of every agent's batch (an agent flushes at least once a second)."""
+        rnd = random.random
+        for kind, slots in self.schedule.items():
+            spec = KINDS[kind]
+            interval = max(1, round(spec.interval_s))
+            due = slots.get(s % interval)
+            if not due:
+                continue
+            base = t0_us + s * 1_000_000
+            metrics = [(m.key, m.low, m.high - m.low) for m in spec.metrics]
+            for device_id, a, frac in due:
+                agent = self.agents[a]
+                env = agent.env
+                if env is None:
+                    env = agent.env = Envelope(agent.agent_id, "bench", agent.seq, sent_at_us)
+                    agent.seq += 1
+                ts = base + frac
+                for key, low, span in metrics:
+                    env.devices.append(device_id)
+                    env.metrics.append(key)
+                    env.ts_us.append(ts)
+                    env.values.append(low + rnd() * span)
+                    env.qualities.append(0)
+                if len(env.devices) >= ENVELOPE_READINGS:
+                    agent.env = None
+                    yield agent, env
+        for agent in self.agents:
+            if agent.env is not None and agent.env.devices:
+                env, agent.env = agent.env, None
+                yield agent, env
+
+
+def new_producer(settings: Settings) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        acks="all",
+        linger_ms=20,
+        batch_size=1 << 20,
+        max_request_size=4 << 20,
+    )
+
+
+def fill_kafka(settings: Settings, stream: ProvinceStream, readings: int) -> dict[str, Any]:
+    """Produce ``readings`` worth of the stream, timestamps ending a few seconds ago."""
+    seconds = max(1, round(readings / stream.rate))
+    t0 = (time.time_ns() // 1000) - (seconds + 5) * 1_000_000
+    producer = new_producer(settings)
+    sent_readings = envelopes = size = 0
+    started = last = time.monotonic()
+    try:
+        for s in range(seconds):
+            for agent, env in stream.second(t0, s, t0 + (s + 1) * 1_000_000):
+                value = env.encode()
+                producer.send(
+                    readings_topic(settings.kafka, agent.sector),
+                    key=agent.agent_id.encode(),
+                    value=value,
+                )
+                sent_readings += len(env.devices)
+                envelopes += 1
+                size += len(value)
+            if time.monotonic() - last > 5:
+                last = time.monotonic()
+                say(
+                    f"  filling Kafka: {sent_readings:,} readings in {envelopes:,} envelopes "
+                    f"({sent_readings / (last - started):,.0f} readings/s)"
+                )
+        producer.flush()
+    finally:
+        producer.close()
+    took = time.monotonic() - started
+    say(
+        f"  Kafka holds {sent_readings:,} readings in {envelopes:,} envelopes "
+        f"({size / 1e6:,.0f} MB, {seconds} s of province time) after {took:,.0f} s"
+    )
+    return {
+        "readings": sent_readings,
+        "envelopes": envelopes,
+        "bytes": size,
+        "province_seconds": seconds,
+        "fill_seconds": round(took, 1),
+    }
+
+
+# -- the consumers ------------------------------------------------------------------------------
+class Consumers:
+    """`qilu ingest` processes on the bench database and topics, scraped for their counters."""
+
+    def __init__(self, settings: Settings, n: int, batch_records: int, group: str) -> None:
+        self.settings, self.n, self.batch_records, self.group = settings, n, batch_records, group
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+
+    def env(self, port: int) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "QILU_DB__NAME": s.db.name,
+            "QILU_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+            "QILU_INGEST__GROUP_ID": self.group,
+            "QILU_INGEST__MAX_BATCH_RECORDS": str(self.batch_records),
+            "QILU_INGEST__METRICS_PORT": str(port),
+            "QILU_STORAGE__MAINTAIN_IN_INGEST": "false",
+            "QILU_LOG_LEVEL": "WARNING",
+        }
+
+    def start(self) -> None:
+        for _ in range(self.n):
+            port = free_port()
+            self.ports.append(port)
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "qilu.cli", "ingest", "--metrics-port", str(port)],
+                    cwd=ROOT,
+                    env=self.env(port),
+                )
+            )
+
+    def stored(self) -> float:
+        """Readings stored so far, summed over the consumers (NaN until all answer)."""
+        total = 0.0
+        for port in self.ports:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                return float("nan")
+            m = re.search(r'^qilu_ingest_readings_total\{outcome="stored"\} (\S+)$', text, re.M)
+            total += float(m.group(1)) if m else 0.0
+        return total
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"an ingest process exited with status {p.returncode}")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+
+def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> dict[str, Any]:
+    """Sample the stored counter every second until everything is stored."""
+    samples: list[tuple[float, float]] = []
+    started = last_say = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        time.sleep(1.0)
+        consumers.check_alive()
+        got = consumers.stored()
+        if math.isnan(got):  # not up yet
+            continue
+        now = time.monotonic()
+        samples.append((now - started, got))
+        if now - last_say >= 5:
+            last_say = now
+            rate = (samples[-1][1] - samples[-6][1]) / 5 if len(samples) > 5 else 0
+            say(f"  stored {got:,.0f} of {expected:,} ({rate:,.0f} readings/s over 5 s)")
+        if got >= expected:
+            break
+    # the steady part: from 10 % to 90 % of the readings (excludes start-up and the tail)
+    lo = next((t, n) for t, n in samples if n >= 0.1 * expected)
+    hi = next(((t, n) for t, n in samples if n >= 0.9 * expected), samples[-1])
+    rate = (hi[1] - lo[1]) / (hi[0] - lo[0]) if hi[0] > lo[0] else 0.0
+    return {
+        "readings_per_s": round(rate),
+        "stored": int(samples[-1][1]) if samples else 0,
+        "window_s": round(hi[0] - lo[0], 1),
+        "samples": [(round(t, 1), int(n)) for t, n in samples],
+    }
+
+
+def profile_one_consumer(settings: Settings, group: str, seconds: float) -> str:
+    """Run one consumer in this process under cProfile; returns the top of the profile."""
+    from stream.cli import build_consumer
+
+    stop = threading.Event()
+    s = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"group_id": group})}
+    )
+    consumer, pool = build_consumer(s, stop)
+    timer = threading.Timer(seconds, stop.set)
+    prof = cProfile.Profile()
+    timer.start()
+    try:
+        prof.runcall(consumer.run)
+    finally:
+        timer.cancel()
+        pool.close()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+# -- the raw ceiling ----------------------------------------------------------------------------
+def psql(settings: Settings, command: str) -> float:
+    env = {**os.environ, "PGPASSWORD": settings.db.password.get_secret_value()}
+    args = [
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        settings.db.host,
+        "-p",
+        str(settings.db.port),
+        "-U",
+        settings.db.user,
+        "-d",
+        settings.db.name,
+        "-c",
+        command,
+    ]
+    started = time.monotonic()
+    subprocess.run(args, env=env, check=True)
+    return time.monotonic() - started
+
+
+def raw_copy(settings: Settings, rows: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="qilu-bench-") as tmp:
+        path = Path(tmp) / "readings.tsv"
+        say(f"  exporting the {rows:,} stored rows with psql \\copy ...")
+        psql(
+            settings,
+            f"\\copy (SELECT device_pk, metric_id, ts, value, quality FROM readings)"  # noqa: S608
+            f" TO '{path}'",
+        )
+        with connect(settings.db) as conn:
+            conn.execute("TRUNCATE readings")
+            conn.commit()
+            conn.execute("CHECKPOINT")
+        say(
+            f"  loading them again with psql \\copy into the emptied table"
+            f" ({path.stat().st_size / 1e6:,.0f} MB) ..."
+        )
+        took = psql(
+            settings, f"\\copy readings (device_pk, metric_id, ts, value, quality) FROM '{path}'"
+        )
+    with connect(settings.db) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    loaded = int(row[0]) if row else 0
+    return {"rows": loaded, "seconds": round(took, 2), "readings_per_s": round(loaded / took)}
+
+
+# -- latency at a fixed rate --------------------------------------------------------------------
+class CommitWatcher:
+    """Records when each produced record is covered by the group's committed offset (the
+    consumer commits only after the database transaction committed)."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        from kafka.admin import KafkaAdminClient
+
+        self.admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+        self.group = group
+        self.sent: dict[Any, list[tuple[int, float]]] = defaultdict(list)
+        self.latencies_s: list[float] = []
+        self.sent_at: list[float] = []  # send time of each entry of latencies_s
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def on_sent(self, t_send: float) -> Any:
+        from kafka.structs import TopicPartition
+
+        def cb(meta: Any) -> None:
+            with self.lock:
+                self.sent[TopicPartition(meta.topic, meta.partition)].append((meta.offset, t_send))
+
+        return cb
+
+    def pending(self, resolved: dict[Any, int]) -> bool:
+        with self.lock:
+            return any(resolved[tp] < len(v) for tp, v in self.sent.items())
+
+    def _watch(self) -> None:
+        resolved: dict[Any, int] = defaultdict(int)  # per partition: index into sent[tp]
+        deadline = None
+        while not self.stop.is_set() or self.pending(resolved):
+            if self.stop.is_set():
+                deadline = deadline or time.monotonic() + 60
+                if time.monotonic() > deadline:
+                    break
+            offsets = self.admin.list_group_offsets(self.group).get(self.group, {})
+            now = time.monotonic()
+            with self.lock:
+                for tp, meta in offsets.items():
+                    recs = self.sent.get(tp)
+                    if not recs:
+                        continue
+                    recs.sort()
+                    i = resolved[tp]
+                    while i < len(recs) and recs[i][0] < meta.offset:
+                        self.latencies_s.append(now - recs[i][1])
+                        self.sent_at.append(recs[i][1])
+                        i += 1
+                    resolved[tp] = i
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=90)
+        self.admin.close()
+
+
+def latency(
+    settings: Settings, reg: Registry, group: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    probe = ProvinceStream(reg, seed=7)
+    stream = ProvinceStream(reg, seed=7, fraction=min(1.0, rate / probe.rate))
+    say(f"  producing {stream.rate:,.0f} readings/s for {seconds:.0f} s with current timestamps")
+    producer = new_producer(settings)
+    watcher = CommitWatcher(settings, group)
+    watcher.thread.start()
+    produced = s = 0
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            time.sleep(max(0.0, started + s - time.monotonic()))
+            now_us = time.time_ns() // 1000
+            # one second of the province, timestamped within the last second
+            for agent, env in stream.second(now_us - (s + 1) * 1_000_000, s, now_us):
+                fut = producer.send(
+                    readings_topic(settings.kafka, agent.sector),
+                    key=agent.agent_id.encode(),
+                    value=env.encode(),
+                )
+                fut.add_callback(watcher.on_sent(time.monotonic()))
+                produced += len(env.devices)
+            producer.flush()
+            s += 1
+    finally:
+        producer.close()
+        watcher.close()
+    lat_ms = [x * 1000 for x in watcher.latencies_s]
+    per_second: dict[int, list[float]] = defaultdict(list)
+    for t, ms in zip(watcher.sent_at, lat_ms, strict=True):
+        per_second[int(t - started)].append(ms)
+    return {
+        # [second of the run, envelopes sent in it, p50 ms, max ms]: where a tail comes from
+        "timeline": [
+            [sec, len(v), round(pct(v, 50), 1), round(max(v), 1)]
+            for sec, v in sorted(per_second.items())
+        ],
+        "target_readings_per_s": rate,
+        "offered_readings_per_s": round(produced / seconds),
+        "envelopes": sum(len(v) for v in watcher.sent.values()),
+        "envelopes_measured": len(lat_ms),
+        "p50_ms": round(pct(lat_ms, 50), 1),
+        "p99_ms": round(pct(lat_ms, 99), 1),
+        "max_ms": round(max(lat_ms), 1) if lat_ms else None,
+        "samples": [  # [seconds after the start when sent, ms to committed]
+            [round(t - started, 2), round(ms, 1)]
+            for t, ms in zip(watcher.sent_at, lat_ms, strict=True)
+        ],
+    }
+
+
+# -- 100 million readings -----------------------------------------------------------------------
+def big_dataset(settings: Settings, rows: int, end: datetime) -> dict[str, Any]:
+    """``rows`` readings of charging piles (4 metrics every 30 s) over the 24 hours before
+    ``end``, written hour by hour straight in SQL: each hour's partition is filled without
+    indexes, indexed, then attached. Returns the devices used and the time it took."""
+    hours = 24
+    per_device_hour = 120 * 4
+    devices = -(-rows // (hours * per_device_hour))
+    start = end - timedelta(hours=hours)
+    started = time.monotonic()
+    with connect(settings.db, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE bench_piles AS SELECT d.device_pk, (d.device_pk * 7919) % 30000"
+                " AS phase_ms FROM devices d WHERE d.kind = 'charging_pile'"
+                " ORDER BY d.device_pk LIMIT {}"
+            ).format(sql.Literal(devices))
+        )
+        metrics = [
+            r[0]
+            for r in conn.execute(
+                "SELECT metric_id FROM metrics WHERE key = ANY(%s) ORDER BY metric_id",
+                (["connector_status", "power_kw", "energy_kwh", "fault"],),
+            )
+        ]
+        for h in range(hours):
+            lo = start + timedelta(hours=h)
+            name = f"readings_p{lo:%Y%m%dT%H}"
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE readings INCLUDING DEFAULTS)").format(
+                    sql.Identifier(name)
+                )
+            )
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (device_pk, metric_id, ts, value, quality)"
+                    " SELECT p.device_pk, m.metric_id,"
+                    " %(lo)s::timestamptz + (k * 30000 + p.phase_ms) * interval '1 millisecond',"
+                    " CASE m.metric_id WHEN %(m3)s THEN k ELSE random() * 100 END, 0"
+                    " FROM bench_piles p CROSS JOIN generate_series(0, 119) AS k"
+                    " CROSS JOIN unnest(%(metrics)s::int2[]) AS m(metric_id)"
+                ).format(sql.Identifier(name)),
+                {"lo": lo, "metrics": metrics, "m3": metrics[2]},
+            )
+            hi = lo + timedelta(hours=1)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (ts >= {} AND ts < {})").format(
+                    sql.Identifier(name),
+                    sql.Identifier(f"{name}_range"),
+                    sql.Literal(lo),
+                    sql.Literal(hi),
+                )
+            )
+            conn.execute(
+                sql.SQL(
+                    "ALTER TABLE readings ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})"
+                ).format(sql.Identifier(name), sql.Literal(lo), sql.Literal(hi))
+            )
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
+            say(
+                f"  hour {h + 1}/24 written and indexed"
+                f" ({(h + 1) * devices * per_device_hour:,} readings)"
+            )
+    return {
+        "rows": devices * hours * per_device_hour,
+        "devices": devices,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "write_seconds": round(time.monotonic() - started),
+    }
+
+
+def refresh_big(settings: Settings, start: datetime, end: datetime) -> float:
+    """The real rollup refresh, one hour per cycle (as a running platform would have done)."""
+    started = time.monotonic()
+    t = start + timedelta(hours=1, minutes=2)
+    with connect(settings.db) as conn:
+        while t <= end + timedelta(minutes=2):
+            maintain.refresh_rollups_postgres(conn, settings.storage, t)
+            say(f"  rollups refreshed up to {t - timedelta(minutes=2):%H:%M}")
+            t += timedelta(hours=1)
+    return time.monotonic() - started
+
+
+def time_queries(
+    settings: Settings, big: dict[str, Any], now: datetime, runs: int
+) -> dict[str, Any]:
+    """p50/p99 of: the coverage answer as served (the newest snapshot, coverage.latest), its
+    live recomputation (coverage.compute, what the snapshot job runs), and a 24-hour 1-minute
+    series of one device from readings_1m."""
+    catalog = load_catalog()
+    start = datetime.fromisoformat(big["start"])
+    out: dict[str, Any] = {}
+
+    def timed(fn: Any, n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        return times
+
+    def summary(times: list[float], **extra: Any) -> dict[str, Any]:
+        return {
+            "p50": round(pct(times, 50), 2),
+            "p99": round(pct(times, 99), 2),
+            "runs": len(times),
+            **extra,
+        }
+
+    with connect(settings.db) as conn:
+        readings = conn.execute("SELECT count(*) FROM readings").fetchone()
+        out["readings_stored"] = int(readings[0]) if readings else 0
+        conn.commit()
+        devices = [r[0] for r in conn.execute("SELECT device_pk FROM bench_piles")]
+        metric = conn.execute("SELECT metric_id FROM metrics WHERE key = 'power_kw'").fetchone()
+        conn.commit()
+        if metric is None:
+            raise RuntimeError("metric power_kw missing from the bench database")
+        say("  timing the live coverage computation (coverage.compute)")
+        live = timed(lambda: coverage.compute(conn, catalog, now), max(5, runs // 5))
+        coverage.snapshot(conn, catalog, now)
+        say("  timing the served coverage answer (coverage.latest)")
+        served = timed(lambda: coverage.latest(conn, catalog), runs * 4)
+        rng = random.Random(3)
+        rows = [0]
+
+        def series() -> None:
+            got = conn.execute(
+                "SELECT bucket, n, min, max, avg, last FROM readings_1m"
+                " WHERE device_pk = %s AND metric_id = %s AND bucket >= %s AND bucket < %s"
+                " ORDER BY bucket",
+                (rng.choice(devices), metric[0], start, start + timedelta(hours=24)),
+            ).fetchall()
+            conn.commit()
+            rows[0] = len(got)
+
+        say("  timing 24-hour 1-minute series of random devices (readings_1m)")
+        one = timed(series, runs * 4)
+    out["coverage_served_ms"] = summary(served, query="coverage.latest: newest snapshot")
+    out["coverage_live_ms"] = summary(live, query="coverage.compute: from device_liveness")
+    out["series_24h_1m_ms"] = summary(one, rows_per_answer=rows[0])
+    return out
+
+
+# -- the chart ---------------------------------------------------------------------------------
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    ax = axes[0]
+    sus = result["sustained"]
+    pts = sus["samples"]
+    rates = [
+        (pts[i][0], (pts[i][1] - pts[i - 1][1]) / max(1e-9, pts[i][0] - pts[i - 1][0]))
+        for i in range(1, len(pts))
+    ]
+    ax.plot([t for t, _ in rates], [r / 1000 for _, r in rates], label="ingest (stored/s)")
+    ax.axhline(
+        sus["readings_per_s"] / 1000,
+        color="C0",
+        ls="--",
+        label=f"sustained {sus['readings_per_s']:,}/s",
+    )
+    if "raw_copy" in result:
+        c = result["raw_copy"]["readings_per_s"]
+        ax.axhline(c / 1000, color="C3", ls=":", label=f"psql \\copy {c:,}/s")
+    ax.axhline(150, color="grey", ls="-.", lw=0.8, label="target 150k/s")
+    ax.set(title="Ingest into the deduplicating table", xlabel="s", ylabel="thousand readings/s")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    lat = result.get("latency", {})
+    if lat.get("samples"):
+        ax.scatter([t for t, _ in lat["samples"]], [ms for _, ms in lat["samples"]], s=3)
+        ax.axhline(1000, color="grey", ls="-.", lw=0.8, label="target p99 1 s")
+        ax.axhline(lat["p99_ms"], color="C3", ls=":", label=f"p99 {lat['p99_ms']:.0f} ms")
+        ax.axhline(lat["p50_ms"], color="C2", ls=":", label=f"p50 {lat['p50_ms']:.0f} ms")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set(
+        title=f"Produce -> committed row at {lat.get('target_readings_per_s', 0):,.0f} readings/s",
+        xlabel="s (when the envelope was sent)",
+        ylabel="ms",
+    )
+    ax = axes[2]
+    if "queries" in result:
+        q = result["queries"]
+        names = [
+            "coverage served\n(snapshot)",
+            "coverage live\n(recompute)",
+            "24 h 1-min series\n(one device)",
+        ]
+        keys = ("coverage_served_ms", "coverage_live_ms", "series_24h_1m_ms")
+        p50 = [q[k]["p50"] for k in keys]
+        p99 = [q[k]["p99"] for k in keys]
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], p50, width=0.4, label="p50")
+        ax.bar([i + 0.2 for i in x], p99, width=0.4, label="p99")
+        ax.axhline(50, color="grey", ls="-.", lw=0.8, label="target 50 ms")
+        ax.set_xticks(list(x), names)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.set(
+            title=f"Queries with {q['readings_stored'] / 1e6:,.0f} M readings stored", ylabel="ms"
+        )
+    fig.suptitle(
+        f"qilu ingest benchmark, {result['machine']['cpus']} CPUs, {result['finished_at'][:16]}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# -- main ---------------------------------------------------------------------------------------
+def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="registry size, 1.0 = province (default)"
+    )
+    ap.add_argument(
+        "--readings", type=int, default=6_000_000, help="readings in Kafka for the sustained run"
+    )
+    ap.add_argument("--consumers", type=int, default=2, help="ingest processes (default 2)")
+    ap.add_argument(
+        "--batch-records", type=int, default=250, help="envelopes per consumer poll (default 250)"
+    )
+    ap.add_argument("--rate", type=float, default=20_000, help="readings/s of the latency run")
+    ap.add_argument("--latency-s", type=float, default=60, help="length of the latency run")
+    ap.add_argument("--big-rows", type=int, default=100_000_000, help="readings for the query run")
+    ap.add_argument("--query-runs", type=int, default=50, help="timed runs per query")
+    ap.add_argument("--skip-copy", action="store_true", help="skip the raw COPY ceiling")
+    ap.add_argument("--skip-latency", action="store_true", help="skip the latency run")
+    ap.add_argument("--skip-big", action="store_true", help="skip the 100-million-row query run")
+    ap.add_argument("--profile", action="store_true", help="also profile one in-process consumer")
+    ap.add_argument("--keep", action="store_true", help="keep the bench database and topics")
+    args = ap.parse_args()
+
+    base = load()
+    tag = uuid.uuid4().hex[:8]
+    db = base.db.model_copy(
+        update={"name": f"qilu_bench_ingest_{tag}", "mode": StorageMode.POSTGRES}
+    )
+    kafka = base.kafka.model_copy(update={"topic_prefix": f"bench{tag}"})
+    settings = base.model_copy(update={"db": db, "kafka": kafka})
+    result: dict[str, Any] = {
+        "command": " ".join(["python", "bench/ingest.py", *sys.argv[1:]]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_at_start": os.getloadavg(),
+        },
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    usage = shutil.disk_usage(ROOT)
+    say(f"disk: {usage.free / 1e9:,.0f} GB free of {usage.total / 1e9:,.0f} GB")
+    need = args.big_rows * BIG_BYTES_PER_ROW + args.readings * 400
+    if not args.skip_big and usage.free < need * 1.2:
+        say(
+            f"not enough disk for {args.big_rows:,} rows (~{need / 1e9:,.0f} GB):"
+            " skipping the query run"
+        )
+        args.skip_big = True
+    group = f"bench-{tag}"
+    consumers = Consumers(settings, args.consumers, args.batch_records, group)
+    try:
+        say(f"creating {db.name} and loading a registry at scale {args.scale}")
+        with connect(base.db, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
+        with connect(db) as conn:
+            migrate.apply(conn, StorageMode.POSTGRES)
+        reg = generate(1, args.scale)
+        with connect(db) as conn:
+            load_registry(conn, reg)
+        ensure_topics(kafka)
+        stream = ProvinceStream(reg)
+        result["registry"] = {
+            "sites": len(reg.sites),
+            "devices": len(reg.devices),
+            "province_readings_per_s": round(stream.rate),
+        }
+        say(f"  {len(reg.devices):,} devices report {stream.rate:,.0f} readings/s in total")
+
+        say(f"[1/5] filling Kafka with {args.readings:,} readings")
+        result["kafka_fill"] = fill_kafka(settings, stream, args.readings)
+        expected = result["kafka_fill"]["readings"]
+
+        if args.profile:
+            say("profiling one consumer in this process for 40 s (a separate consumer group)")
+            result["profile"] = profile_one_consumer(settings, f"{group}-profile", 40)
+            print(result["profile"])
+            with connect(db) as conn:
+                conn.execute("TRUNCATE readings, device_liveness, rollup_invalidations")
+                conn.commit()
+
+        say(f"[2/5] draining it with {args.consumers} `qilu ingest` processes")
+        consumers.start()
+        result["sustained"] = measure_sustained(
+            consumers, expected, timeout_s=max(600, expected / 5000)
+        )
+        result["sustained"]["consumers"] = args.consumers
+        result["sustained"]["batch_records"] = args.batch_records
+        say(f"  sustained: {result['sustained']['readings_per_s']:,} readings/s stored")
+        with connect(db) as conn:
+            row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        result["sustained"]["rows_in_table"] = int(row[0]) if row else 0
+
+        if not args.skip_copy:
+            say("[3/5] raw ceiling: the same rows with psql \\copy into the same table")
+            result["raw_copy"] = raw_copy(settings, result["sustained"]["rows_in_table"])
+            ratio = result["sustained"]["readings_per_s"] / result["raw_copy"]["readings_per_s"]
+            result["ratio_ingest_to_copy"] = round(ratio, 3)
+            say(
+                f"  psql \\copy: {result['raw_copy']['readings_per_s']:,} rows/s; ingest is "
+                f"{ratio:.0%} of it"
+            )
+
+        if not args.skip_latency:
+            say(f"[4/5] latency at {args.rate:,.0f} readings/s for {args.latency_s:.0f} s")
+            result["latency"] = latency(settings, reg, group, args.rate, args.latency_s)
+            say(
+                f"  produce -> committed: p50 {result['latency']['p50_ms']} ms,"
+                f" p99 {result['latency']['p99_ms']} ms"
+            )
+        consumers.stop()
+
+        if not args.skip_big:
+            say(f"[5/5] {args.big_rows:,} readings in SQL, rollups, query latency")
+            end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+            big = big_dataset(settings, args.big_rows, end)
+            big["refresh_seconds"] = round(
+                refresh_big(settings, datetime.fromisoformat(big["start"]), end)
+            )
+            with connect(db) as conn:
+                check = verify.compare(conn, end - timedelta(hours=1), end)
+            big["verified_hour_equal"] = check.equal
+            result["big"] = big
+            result["queries"] = time_queries(settings, big, datetime.now(UTC), args.query_runs)
+            q = result["queries"]
+            for key in ("coverage_served_ms", "coverage_live_ms", "series_24h_1m_ms"):
+                say(f"  {key}: p50 {q[key]['p50']} ms, p99 {q[key]['p99']} ms")
+    finally:
+        consumers.stop()
+        if not args.keep:
+            say("dropping the bench database and topics")
+            with connect(base.db, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(db.name)
+                    )
+                )
+            from kafka.admin import KafkaAdminClient
+
+            admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+            try:
+                admin.delete_topics([*readings_topics(kafka), deadletter_topic(kafka)])
+            finally:
+                admin.close()
+    result["finished_at"] = datetime.now(UTC).isoformat()
+    result["machine"]["load_at_end"] = os.getloadavg()
+    result["targets"] = {
+        "sustained_readings_per_s": 150_000,
+        "ratio_ingest_to_copy": 0.70,
+        "latency_p99_ms": 1000,
+        "query_p99_ms": 50,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    chart(result, RESULTS / "ingest.png")
+    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    say(f"wrote {RESULTS / 'ingest.json'} and {RESULTS / 'ingest.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MQTT collector: LoRaWAN uplinks (ChirpStack v4 JSON events) from ranch collars and barns."""

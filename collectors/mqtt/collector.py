@@ -1,0 +1,185 @@
+"""MQTT collector: LoRaWAN uplinks of ranch collars and barn sensors, via ChirpStack v4.
+
+Subscribes (QoS 1, persistent session) to ``application/<id>/device/+/event/up`` on the MQTT
+broker ChirpStack publishes to, and turns each uplink's decoded ``object`` into readings
+(:mod:`collectors.mqtt.chirpstack`, pure). An uplink is acknowledged to the broker (PUBACK)
+only after the agent's buffer committed its readings, so uplinks that arrive while the agent
+is down or busy stay queued in the broker's session and are redelivered, never lost.
+
+paho-mqtt runs its network loop in its own thread; messages cross into the agent's event loop
+through a queue. Connection loss marks the collector unavailable (once) and paho reconnects
+with backoff; the first successful CONNACK marks it available again (once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.schema import bounds, build
+
+from collectors.base import Collector, ReadingSink
+from collectors.mqtt.chirpstack import DeviceMap, LoraDevice, UplinkError, parse_uplink
+from qilu.devices import KINDS
+from qilu.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    device_id: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """``[collectors.<name>]`` of type ``mqtt`` (see this folder's sample.toml)."""
+
+    type: str = "mqtt"
+    host: str = "127.0.0.1"
+    port: int = field(default=1883, metadata=bounds(1, 65535))
+    application_id: str = "+"  # "+": every application
+    client_id: str = ""  # default: qilu-<collector name>; fixed, so the session persists
+    username: str = ""
+    password: str = ""
+    qos: int = field(default=1, metadata=bounds(0, 1))
+    keepalive_s: int = field(default=30, metadata=bounds(5, 3600))
+    max_batch: int = field(default=500, metadata=bounds(1, 10_000))
+    devices: dict[str, DeviceEntry] = field(default_factory=dict)  # devEUI -> device
+    aliases: dict[str, str] = field(default_factory=dict)  # object field -> metric key
+
+
+class MqttCollector(Collector):
+    type_name = "mqtt"
+
+    def __init__(self, name: str, config: MqttConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self.devices = DeviceMap(
+            {k.lower(): LoraDevice(v.device_id, v.kind) for k, v in config.devices.items()},
+            dict(config.aliases),
+        )
+        self._client: Any = None
+        self._queue: asyncio.Queue[Any] | None = None
+        self.rejected: dict[str, int] = {}  # reason -> uplinks without readings
+        self._warned: set[str] = set()
+
+    @classmethod
+    def from_config(cls, name: str, raw: Mapping[str, Any]) -> MqttCollector:
+        return cls(name, build(MqttConfig, raw, f"collectors.{name}"))
+
+    def _key(self, field_: str) -> str:
+        return f"collectors.{self.name}.{field_}"
+
+    @property
+    def topic(self) -> str:
+        return f"application/{self.config.application_id}/device/+/event/up"
+
+    def validate(self) -> None:
+        c = self.config
+        if not c.host:
+            raise ConfigError(self._key("host"), "is empty")
+        if "/" in c.application_id or "#" in c.application_id:
+            raise ConfigError(self._key("application_id"), "one application id, or '+' for all")
+        for eui, dev in c.devices.items():
+            if len(eui) != 16 or any(ch not in "0123456789abcdefABCDEF" for ch in eui):
+                raise ConfigError(self._key(f"devices.{eui}"), "a devEUI is 16 hex digits")
+            if dev.kind not in KINDS:
+                raise ConfigError(
+                    self._key(f"devices.{eui}.kind"),
+                    f"unknown device kind {dev.kind!r} (known: {', '.join(sorted(KINDS))})",
+                )
+        metrics = {m.key for k in KINDS.values() for m in k.metrics}
+        for src, dst in c.aliases.items():
+            if dst not in metrics:
+                raise ConfigError(self._key(f"aliases.{src}"), f"{dst!r} is not a metric key")
+
+    async def connect(self) -> None:
+        from paho.mqtt import client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        await self.stop()  # a reconnect after a failure: drop the old client first
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue = queue
+        c = self.config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=c.client_id or f"qilu-{self.name}",
+            clean_session=False,  # the broker keeps our subscription and unacked uplinks
+            manual_ack=True,  # PUBACK only once the readings are in the buffer
+        )
+        if c.username:
+            client.username_pw_set(c.username, c.password or None)
+        client.reconnect_delay_set(1, 30)
+
+        def on_connect(cl: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            if rc.is_failure:
+                loop.call_soon_threadsafe(self.available, False, f"CONNACK refused: {rc}")
+                return
+            cl.subscribe(self.topic, qos=c.qos)
+            loop.call_soon_threadsafe(self.available, True, "")
+
+        def on_disconnect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self.available, False, f"disconnected: {rc}")
+
+        def on_connect_fail(_c: Any, _u: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(
+                    self.available, False, f"cannot connect to {c.host}:{c.port}"
+                )
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(queue.put_nowait, msg)
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_connect_fail = on_connect_fail
+        client.on_message = on_message
+        client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        client.loop_start()
+        self._client = client
+
+    async def collect(self, sink: ReadingSink) -> None:
+        if self._queue is None:
+            await self.connect()
+        queue = self._queue
+        assert queue is not None  # noqa: S101 - set by connect
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < self.config.max_batch:
+                batch.append(queue.get_nowait())
+            now = time.time_ns() // 1000
+            readings = []
+            for msg in batch:
+                try:
+                    readings += parse_uplink(msg.topic, msg.payload, self.devices, now)
+                except UplinkError as exc:
+                    self._reject(exc)
+            if readings:
+                await sink(readings)  # on disk when this returns
+            for msg in batch:
+                if msg.qos > 0:
+                    self._client.ack(msg.mid, msg.qos)
+
+    def _reject(self, exc: UplinkError) -> None:
+        self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+        if exc.reason not in self._warned:  # once per reason, not per uplink
+            self._warned.add(exc.reason)
+            logger.warning(
+                "%s: uplink without readings (%s); counting further ones", self.name, exc
+            )
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
+        self._queue = None

@@ -1,0 +1,222 @@
+"""The MQTT collector against real Mosquitto brokers, uplinks published with ``mosquitto_pub``.
+
+Uses the platform's Mosquitto (``qilu services up``) with a fresh application id per test, and
+for the availability test a broker of its own on a free port that it stops and starts.
+"""
+
+# ruff: noqa: S101 - pytest asserts
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collectors.mqtt.collector import MqttCollector
+from qilu.contract import Reading
+from qilu.services.mosquitto import _binary
+from qilu.settings import load
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+EUI = "0004a30b001c0530"
+
+
+def uplink(temp: float, fcnt: int) -> str:
+    return json.dumps(
+        {
+            "deduplicationId": str(uuid.uuid4()),
+            "time": f"2026-11-23T08:{fcnt // 60:02d}:{fcnt % 60:02d}.000000000Z",
+            "deviceInfo": {"devEui": EUI, "deviceName": "collar-0001", "tags": {}},
+            "fCnt": fcnt,
+            "fPort": 2,
+            "object": {"temperature": temp, "battery": 80},
+        }
+    )
+
+
+def publish(port: int, app: str, payload: str) -> None:
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-q",
+            "1",
+            "-t",
+            f"application/{app}/device/{EUI}/event/up",
+            "-m",
+            payload,
+        ],
+        check=True,
+        timeout=10,
+    )
+
+
+def collector(port: int, app: str, client_id: str) -> MqttCollector:
+    c = MqttCollector.from_config(
+        "lora",
+        {
+            "type": "mqtt",
+            "port": port,
+            "application_id": app,
+            "client_id": client_id,
+            "devices": {EUI: {"device_id": "RAN-370100-00001-0001", "kind": "collar"}},
+            "aliases": {"temperature": "body_temp_c", "battery": "battery_pct"},
+        },
+    )
+    c.validate()
+    return c
+
+
+class Sink:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.readings: list[Reading] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, rs: object) -> None:
+        if self.fail_first:
+            self.fail_first -= 1
+            raise OSError("buffer unavailable (test)")
+        self.readings += list(rs)  # type: ignore[call-overload]
+
+
+async def wait_until(cond: object, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def shared_port() -> int:
+    return load().services.mosquitto_port
+
+
+def test_uplinks_published_with_mosquitto_pub_become_readings(shared_port: int) -> None:
+    app = uuid.uuid4().hex
+    c = collector(shared_port, app, f"qilu-test-{app[:8]}")
+    states: list[bool] = []
+    c.on_availability(lambda _n, up, _r: states.append(up))
+    sink = Sink()
+
+    async def main() -> None:
+        await c.connect()
+        task = asyncio.create_task(c.collect(sink))
+        await wait_until(lambda: states == [True])
+        for i in range(5):
+            publish(shared_port, app, uplink(38.5 + i / 10, i))
+        await wait_until(lambda: len(sink.readings) == 10)
+        task.cancel()
+        await c.stop()
+
+    asyncio.run(main())
+    temps = sorted(r.value for r in sink.readings if r.metric == "body_temp_c")
+    assert temps == [38.5, 38.6, 38.7, 38.8, 38.9]
+    assert {r.metric for r in sink.readings} == {"body_temp_c", "battery_pct"}
+
+
+def test_uplinks_wait_in_the_broker_until_they_are_in_the_buffer(shared_port: int) -> None:
+    """Persistent session + PUBACK after the sink: nothing is lost while the agent is away or
+    while its buffer refuses a hand-over."""
+    app = uuid.uuid4().hex
+    client_id = f"qilu-test-{app[:8]}"
+    first = collector(shared_port, app, client_id)
+    states: list[bool] = []
+    first.on_availability(lambda _n, up, _r: states.append(up))
+
+    async def subscribe_then_leave() -> None:
+        await first.connect()
+        await wait_until(lambda: states == [True])
+        await asyncio.sleep(0.2)  # SUBACK
+        await first.stop()
+
+    asyncio.run(subscribe_then_leave())
+    for i in range(3):  # published while the agent is down
+        publish(shared_port, app, uplink(39.0 + i, i))
+
+    again = collector(shared_port, app, client_id)
+    sink = Sink(fail_first=1)  # the buffer refuses the first hand-over: no PUBACK for it
+
+    async def come_back() -> None:
+        await again.connect()
+        with pytest.raises(OSError, match="buffer unavailable"):
+            await again.collect(sink)
+        await again.connect()  # what the agent's supervisor does
+        task = asyncio.create_task(again.collect(sink))
+        await wait_until(lambda: len(sink.readings) >= 6)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await again.stop()
+
+    asyncio.run(come_back())
+    temps = sorted(r.value for r in sink.readings if r.metric == "body_temp_c")
+    assert temps == [39.0, 40.0, 41.0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]], Path]]:
+    binary = _binary() or shutil.which("mosquitto")
+    if binary is None:
+        pytest.fail("mosquitto is not installed: run `qilu services up` first")
+    port = free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    yield port, procs, conf
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def start_broker(conf: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    binary = str(_binary() or "mosquitto")
+    procs.append(subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL))
+
+
+def test_broker_loss_marks_unavailable_once_and_recovered_once(
+    own_broker: tuple[int, list[subprocess.Popen[bytes]], Path],
+) -> None:
+    port, procs, conf = own_broker
+    c = collector(port, "app", "qilu-test-avail")
+    calls: list[bool] = []
+    c.on_availability(lambda _n, up, _r: calls.append(up))
+
+    def transitions() -> list[bool]:
+        out: list[bool] = []
+        for up in calls:
+            if not out or out[-1] != up:
+                out.append(up)
+        return out
+
+    async def main() -> None:
+        await c.connect()  # no broker yet
+        await wait_until(lambda: transitions() == [False], 15)
+        start_broker(conf, procs)
+        await wait_until(lambda: transitions() == [False, True], 20)
+        procs[-1].kill()
+        procs[-1].wait()
+        await wait_until(lambda: transitions() == [False, True, False], 20)
+        start_broker(conf, procs)
+        await wait_until(lambda: transitions() == [False, True, False, True], 40)
+        await c.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,317 @@
+"""Province coverage: every target against its threshold, the 16 cities, progress to the due date.
+
+Reads ``coverage_daily`` (each target's value per city per day; ``370000`` is the province) and
+``cities`` (names and centres for the map). The "trajectory" is the straight line from a
+target's first recorded day to its threshold on its due date; a target below it is behind.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import bargauge, geomap, table
+from grafana_foundation_sdk.builders import common as bcommon
+from grafana_foundation_sdk.builders import dashboard as bdash
+from grafana_foundation_sdk.models import common as gcommon
+from grafana_foundation_sdk.models import dashboard as gdash
+
+from dashboards.board import Board, BuiltDashboard, thresholds
+from dashboards.common import (
+    CITY_VARIABLE_SQL,
+    MET_SQL,
+    TRAJECTORY_CTES,
+    D,
+    N,
+    S,
+    T,
+    city_variable,
+    expected_sql,
+    sector_variable,
+    targets_cte,
+    ts_panel,
+)
+from dashboards.model import PG, SqlSpec
+from qilu.catalog import Catalog
+
+UID = "qilu-coverage"
+
+
+def target_variable_sql(catalog: Catalog) -> SqlSpec:
+    return SqlSpec(
+        f"WITH {targets_cte(catalog)}\n"
+        "SELECT target_id AS __value, name || ' (' || target_id || ')' AS __text\n"
+        "FROM targets WHERE sector IN (${sector}) OR sector = 'all'\nORDER BY due, target_id",
+        (("__value", S), ("__text", S)),
+    )
+
+
+def targets_table_sql(catalog: Catalog) -> SqlSpec:
+    sql = f"""WITH {targets_cte(catalog)},
+{TRAJECTORY_CTES}
+SELECT t.name AS "target", t.sector AS "sector", l.value AS "value",
+  t.threshold AS "threshold", {expected_sql("l.day")} AS "trajectory",
+  100 * l.value / t.threshold AS "progress", t.due AS "due", l.day AS "as of",
+  CASE WHEN l.value IS NULL THEN 'no data'
+       WHEN {MET_SQL} THEN 'met'
+       WHEN l.day >= t.due THEN 'missed'
+       WHEN l.value >= {expected_sql("l.day")} THEN 'on track'
+       ELSE 'behind' END AS "status"
+FROM targets t
+LEFT JOIN latest l ON l.target_id = t.target_id
+LEFT JOIN base b ON b.target_id = t.target_id
+WHERE t.sector IN (${{sector}}) OR t.sector = 'all'
+ORDER BY t.due, t.target_id"""
+    cols = (
+        ("target", S),
+        ("sector", S),
+        ("value", N),
+        ("threshold", N),
+        ("trajectory", N),
+        ("progress", N),
+        ("due", D),
+        ("as of", D),
+        ("status", S),
+    )
+    return SqlSpec(sql, cols)
+
+
+def progress_bars_sql(catalog: Catalog) -> SqlSpec:
+    sql = f"""WITH {targets_cte(catalog)},
+{TRAJECTORY_CTES}
+SELECT t.name AS "target", coalesce(100 * l.value / t.threshold, 0) AS "progress"
+FROM targets t LEFT JOIN latest l ON l.target_id = t.target_id
+WHERE t.sector IN (${{sector}}) OR t.sector = 'all'
+ORDER BY t.due, t.target_id"""
+    return SqlSpec(sql, (("target", S), ("progress", N)))
+
+
+CITY_TABLE = SqlSpec(
+    """WITH last_day AS (
+    SELECT max(day) AS day FROM coverage_daily WHERE target_id = '${target}')
+SELECT c.name_en AS "city", c.name_zh AS "name", c.code AS "code",
+  d.numerator AS "connected", d.denominator AS "registered", d.value AS "value",
+  100.0 * d.numerator / NULLIF(p.numerator, 0) AS "share of province"
+FROM coverage_daily d
+JOIN last_day USING (day)
+JOIN cities c ON c.code = d.city_code
+LEFT JOIN coverage_daily p
+  ON p.day = d.day AND p.target_id = d.target_id AND p.city_code = '370000'
+WHERE d.target_id = '${target}' AND d.city_code IN (${city})
+ORDER BY d.value DESC, c.code""",
+    (
+        ("city", S),
+        ("name", S),
+        ("code", S),
+        ("connected", N),
+        ("registered", N),
+        ("value", N),
+        ("share of province", N),
+    ),
+)
+
+CITY_MAP = SqlSpec(
+    """WITH last_day AS (
+    SELECT max(day) AS day FROM coverage_daily WHERE target_id = '${target}')
+SELECT c.name_en AS "city", c.lat AS "lat", c.lon AS "lon", d.value AS "value",
+  d.numerator AS "connected", d.denominator AS "registered"
+FROM coverage_daily d
+JOIN last_day USING (day)
+JOIN cities c ON c.code = d.city_code
+WHERE d.target_id = '${target}' AND d.city_code IN (${city})""",
+    (
+        ("city", S),
+        ("lat", N),
+        ("lon", N),
+        ("value", N),
+        ("connected", N),
+        ("registered", N),
+    ),
+)
+
+
+def progress_sql(catalog: Catalog) -> tuple[SqlSpec, SqlSpec]:
+    actual = SqlSpec(
+        f"""WITH {targets_cte(catalog)},
+{TRAJECTORY_CTES}
+SELECT s.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", s.value AS "value",
+  {expected_sql("s.day")} AS "trajectory", t.threshold AS "threshold"
+FROM series s
+JOIN targets t ON t.target_id = s.target_id
+JOIN base b ON b.target_id = s.target_id
+WHERE s.target_id = '${{target}}' AND s.day BETWEEN
+    ($__timeFrom()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
+  AND ($__timeTo()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
+ORDER BY 1""",
+        (("time", T), ("value", N), ("trajectory", N), ("threshold", N)),
+        "time_series",
+    )
+    plan = SqlSpec(
+        f"""WITH {targets_cte(catalog)},
+{TRAJECTORY_CTES}
+SELECT p.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", p.value AS "plan to due date"
+FROM targets t
+JOIN base b ON b.target_id = t.target_id
+CROSS JOIN LATERAL (VALUES (b.day0, b.v0), (t.due, t.threshold)) AS p(day, value)
+WHERE t.target_id = '${{target}}' AND t.due > b.day0
+ORDER BY 1""",
+        (("time", T), ("plan to due date", N)),
+        "time_series",
+    )
+    return actual, plan
+
+
+CITY_SERIES = SqlSpec(
+    """SELECT d.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", c.name_en AS "metric",
+  d.value AS "value"
+FROM coverage_daily d JOIN cities c ON c.code = d.city_code
+WHERE d.target_id = '${target}' AND d.city_code IN (${city}) AND d.day BETWEEN
+    ($__timeFrom()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
+  AND ($__timeTo()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
+ORDER BY 1, 2""",
+    (("time", T), ("metric", S), ("value", N)),
+    "time_series",
+)
+
+PROGRESS_STEPS = ((None, "red"), (80.0, "orange"), (100.0, "green"))
+
+
+def build(catalog: Catalog) -> BuiltDashboard:
+    target_var = target_variable_sql(catalog)
+    first = catalog.targets[0].id
+    board = (
+        Board(
+            UID,
+            "Qilu — Province coverage",
+            description=(
+                "Shandong's digital-economy coverage targets: each target against its threshold, "
+                "the 16 cities, and progress towards the due date (from coverage_daily)."
+            ),
+            tags=["coverage"],
+            time_from="now-1y",
+            refresh="5m",
+        )
+        .variable(sector_variable())
+        .variable(city_variable(), CITY_VARIABLE_SQL)
+        .variable(
+            bdash.QueryVariable("target")
+            .label("Target")
+            .description("The target shown in the city breakdown and the progress chart")
+            .datasource(PG)
+            .query(target_var.sql)
+            .refresh(gdash.VariableRefresh.ON_DASHBOARD_LOAD)
+            .current(gdash.VariableOption(selected=True, text=first, value=first)),
+            target_var,
+        )
+    )
+
+    board.row("Targets")
+    board.sql(
+        table.Panel()
+        .show_header(True)
+        .title("Targets against their thresholds")
+        .description(
+            "Latest province value of each target, its threshold, the trajectory value "
+            "(straight line from the first recorded day to the threshold on the due date), "
+            "and the status: met, on track, behind, or missed (due date passed)."
+        )
+        .span(16)
+        .height(10)
+        .override_by_name(
+            "progress",
+            [
+                gdash.DynamicConfigValue(id_val="unit", value="percent"),
+                gdash.DynamicConfigValue(
+                    id_val="custom.cellOptions", value={"type": "color-background"}
+                ),
+                gdash.DynamicConfigValue(
+                    id_val="thresholds", value=thresholds(*PROGRESS_STEPS).build()
+                ),
+            ],
+        ),
+        targets_table_sql(catalog),
+    )
+    board.sql(
+        bargauge.Panel()
+        .title("Progress towards each threshold")
+        .unit("percent")
+        .min(0)
+        .max(100)
+        .thresholds(thresholds(*PROGRESS_STEPS))
+        .display_mode(gcommon.BarGaugeDisplayMode.LCD)
+        .orientation(gcommon.VizOrientation.HORIZONTAL)
+        .reduce_options(bcommon.ReduceDataOptions().values(True).calcs(["lastNotNull"]))
+        .span(8)
+        .height(10),
+        progress_bars_sql(catalog),
+    )
+
+    board.row("Cities")
+    board.sql(
+        table.Panel()
+        .show_header(True)
+        .title("${target}: the 16 cities")
+        .description("Latest day of the selected target per city; share of the province total.")
+        .span(12)
+        .height(12)
+        .override_by_name(
+            "share of province", [gdash.DynamicConfigValue(id_val="unit", value="percent")]
+        ),
+        CITY_TABLE,
+    )
+    board.sql(
+        geomap.Panel()
+        .title("${target}: map")
+        .description("City centres from the cities table; marker size and colour = value.")
+        .span(12)
+        .height(12)
+        .view(geomap.MapViewConfig().id("coords").lat(36).lon(118).zoom(6))
+        .basemap(bcommon.MapLayerOptions().type("default").name("Basemap"))
+        .layers(
+            [
+                bcommon.MapLayerOptions()
+                .type("markers")
+                .name("Cities")
+                .location(
+                    bcommon.FrameGeometrySource()
+                    .mode(gcommon.FrameGeometrySourceMode.COORDS)
+                    .latitude("lat")
+                    .longitude("lon")
+                )
+                .config(
+                    {
+                        "showLegend": True,
+                        "style": {
+                            "size": {"field": "value", "fixed": 5, "min": 6, "max": 30},
+                            "color": {"field": "value"},
+                            "text": {"field": "city", "mode": "field"},
+                            "textConfig": {"fontSize": 11, "offsetY": -16},
+                        },
+                    }
+                )
+                .tooltip(True)
+            ]
+        )
+        .thresholds(thresholds((None, "red"), (0.5, "orange"), (1.0, "green"))),
+        CITY_MAP,
+    )
+
+    board.row("Progress")
+    actual, plan = progress_sql(catalog)
+    board.sql(
+        ts_panel(
+            "${target}: progress towards the due date",
+            "short",
+            description=(
+                "Province value per day, the trajectory and the threshold; the plan line runs "
+                "from the first recorded day to the threshold on the due date."
+            ),
+            span=24,
+            height=9,
+            interval="1d",
+        ),
+        actual,
+        plan,
+    )
+    board.sql(
+        ts_panel("${target} by city", "short", span=24, height=9, interval="1d"),
+        CITY_SERIES,
+    )
+    return board.build()

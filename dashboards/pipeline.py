@@ -1,0 +1,213 @@
+"""Pipeline health from Prometheus: edge agents, Kafka consumer lag, ingest, database, API.
+
+Every metric name used here is listed in :data:`METRICS` with the component that exports it,
+so a test can check each one against what the running exporters declare.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as bcommon
+from grafana_foundation_sdk.builders import dashboard as bdash
+from grafana_foundation_sdk.builders import stat
+from grafana_foundation_sdk.models import common as gcommon
+from grafana_foundation_sdk.models import dashboard as gdash
+
+from dashboards.board import Board, BuiltDashboard, PromSpec, thresholds
+from dashboards.common import sector_variable, ts_panel
+from dashboards.model import PROM
+
+UID = "qilu-pipeline"
+
+# metric -> component that exports it (edge-agent/edge_agent/agent.py, stream/metrics.py,
+# api/app.py). Buffer metrics come from the agent's store-and-forward buffer.
+AGENT_BUFFER_DEPTH = "qilu_agent_buffer_readings"
+AGENT_BUFFER_OLDEST = "qilu_agent_oldest_unsent_seconds"
+AGENT_DROPPED = "qilu_agent_readings_dropped_total"
+METRICS: dict[str, str] = {
+    AGENT_BUFFER_DEPTH: "agent",
+    AGENT_BUFFER_OLDEST: "agent",
+    AGENT_DROPPED: "agent",
+    "qilu_agent_readings_in_total": "agent",
+    "qilu_agent_readings_sent_total": "agent",
+    "qilu_agent_send_errors_total": "agent",
+    "qilu_ingest_lag_records": "ingest",
+    "qilu_ingest_readings_total": "ingest",
+    "qilu_ingest_records_total": "ingest",
+    "qilu_ingest_dead_letters_total": "ingest",
+    "qilu_ingest_flush_seconds": "ingest",
+    "qilu_ingest_retries_total": "ingest",
+    "qilu_ingest_last_commit_timestamp_seconds": "ingest",
+    "qilu_api_request_seconds": "api",
+    "qilu_api_requests_total": "api",
+}
+
+AGENT = 'agent=~"$agent"'
+TOPIC = 'topic=~".*[.]readings[.]${sector:regex}"'
+
+
+def build() -> BuiltDashboard:
+    board = (
+        Board(
+            UID,
+            "Qilu — Pipeline health",
+            description=(
+                "Edge agents (buffer, oldest unsent reading, drops), Kafka consumer lag, ingest "
+                "and dead-letter rates, database write latency and API latency (Prometheus)."
+            ),
+            tags=["pipeline"],
+            time_from="now-3h",
+            refresh="30s",
+        )
+        .variable(sector_variable())
+        .variable(
+            bdash.QueryVariable("agent")
+            .label("Agent")
+            .datasource(PROM)
+            .query("label_values(qilu_agent_readings_in_total, agent)")
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .refresh(gdash.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(gdash.VariableSort.ALPHABETICAL_ASC)
+            .current(gdash.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        )
+    )
+
+    board.row("Targets")
+    board.prom(
+        stat.Panel()
+        .title("Scrape targets up")
+        .unit("bool_yes_no")
+        .description("1 = Prometheus reaches the component's /metrics endpoint.")
+        .span(24)
+        .height(4)
+        .thresholds(thresholds((None, "red"), (1.0, "green")))
+        .reduce_options(bcommon.ReduceDataOptions().calcs(["lastNotNull"]))
+        .graph_mode(gcommon.BigValueGraphMode.NONE)
+        .color_mode(gcommon.BigValueColorMode.BACKGROUND),
+        PromSpec('up{job=~"qilu-.*|prometheus"}', "{{job}} {{instance}}"),
+    )
+
+    board.row("Edge agents")
+    board.prom(
+        ts_panel("Buffer depth (readings not yet acknowledged)", "short", span=8),
+        PromSpec(f"sum by (agent) ({AGENT_BUFFER_DEPTH}{{{AGENT}}})", "{{agent}}"),
+    )
+    board.prom(
+        ts_panel(
+            "Oldest unsent reading",
+            "s",
+            steps=((None, "green"), (60.0, "orange"), (600.0, "red")),
+            span=8,
+        ),
+        PromSpec(f"max by (agent) ({AGENT_BUFFER_OLDEST}{{{AGENT}}})", "{{agent}}"),
+    )
+    board.prom(
+        ts_panel(
+            "Readings dropped at the edge",
+            "short",
+            description="Readings evicted from a full buffer (each one is missing downstream).",
+            steps=((None, "green"), (1.0, "red")),
+            span=8,
+        ),
+        PromSpec(
+            f"sum by (agent) (increase({AGENT_DROPPED}{{{AGENT}}}[$__rate_interval]))",
+            "{{agent}}",
+        ),
+    )
+    board.prom(
+        ts_panel("Readings in and sent", "reqps", span=12),
+        PromSpec(
+            f"sum(rate(qilu_agent_readings_in_total{{{AGENT}}}[$__rate_interval]))",
+            "collected",
+        ),
+        PromSpec(
+            f"sum(rate(qilu_agent_readings_sent_total{{{AGENT}}}[$__rate_interval]))",
+            "acknowledged by Kafka",
+        ),
+    )
+    board.prom(
+        ts_panel(
+            "Send errors (retried)", "reqps", steps=((None, "green"), (0.1, "orange")), span=12
+        ),
+        PromSpec(
+            f"sum by (agent) (rate(qilu_agent_send_errors_total{{{AGENT}}}[$__rate_interval]))",
+            "{{agent}}",
+        ),
+    )
+
+    board.row("Kafka and ingest")
+    board.prom(
+        ts_panel(
+            "Consumer lag",
+            "short",
+            description="Records behind the end of each readings topic (ingest consumer group).",
+            steps=((None, "green"), (10000.0, "orange"), (50000.0, "red")),
+            span=8,
+        ),
+        PromSpec(f"sum by (topic) (qilu_ingest_lag_records{{{TOPIC}}})", "{{topic}}"),
+    )
+    board.prom(
+        ts_panel("Ingest rate", "reqps", span=8, stacked=True),
+        PromSpec(
+            "sum by (outcome) (rate(qilu_ingest_readings_total[$__rate_interval]))",
+            "{{outcome}}",
+        ),
+    )
+    board.prom(
+        ts_panel(
+            "Dead letters",
+            "reqps",
+            steps=((None, "green"), (0.1, "orange"), (1.0, "red")),
+            span=8,
+        ),
+        PromSpec(
+            "sum by (reason) (rate(qilu_ingest_dead_letters_total[$__rate_interval]))",
+            "{{reason}}",
+        ),
+    )
+    board.prom(
+        ts_panel(
+            "Database write latency per batch",
+            "s",
+            steps=((None, "green"), (0.5, "orange"), (1.0, "red")),
+            span=8,
+        ),
+        PromSpec(
+            "histogram_quantile(0.5, sum by (le) "
+            "(rate(qilu_ingest_flush_seconds_bucket[$__rate_interval])))",
+            "p50",
+        ),
+        PromSpec(
+            "histogram_quantile(0.99, sum by (le) "
+            "(rate(qilu_ingest_flush_seconds_bucket[$__rate_interval])))",
+            "p99",
+        ),
+    )
+    board.prom(
+        ts_panel("Ingest retries", "reqps", steps=((None, "green"), (0.01, "orange")), span=8),
+        PromSpec("sum by (cause) (rate(qilu_ingest_retries_total[$__rate_interval]))", "{{cause}}"),
+    )
+    board.prom(
+        ts_panel("Seconds since the last offset commit", "s", span=8),
+        PromSpec("time() - max(qilu_ingest_last_commit_timestamp_seconds)", "ingest"),
+    )
+
+    board.row("API")
+    board.prom(
+        ts_panel(
+            "API latency (p99 by route)",
+            "s",
+            steps=((None, "green"), (0.02, "orange"), (0.1, "red")),
+        ),
+        PromSpec(
+            "histogram_quantile(0.99, sum by (le, route) "
+            "(rate(qilu_api_request_seconds_bucket[$__rate_interval])))",
+            "{{route}}",
+        ),
+    )
+    board.prom(
+        ts_panel("API requests by status", "reqps", stacked=True),
+        PromSpec("sum by (status) (rate(qilu_api_requests_total[$__rate_interval]))", "{{status}}"),
+    )
+    return board.build()

@@ -1,0 +1,56 @@
+"""``python -m edge_agent run --config FILE`` | ``check-config FILE``: the agent on a Pi.
+
+The same agent as ``qilu agent run``, started without the platform's command line (which
+loads the server-side settings and costs several MB of RSS). Exit codes: 0 ok, 1 error,
+2 configuration error (the message names the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger("edge_agent")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_agent",
+        description="Qilu edge agent: collectors -> durable buffer -> Kafka.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", help="run the agent of a configuration file")
+    r.add_argument("--config", required=True, type=Path)
+    c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
+    c.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+
+    from qilu import log
+    from qilu.errors import ConfigError, QiluError
+
+    log.setup(args.log_level)
+    from edge_agent import config, runtime
+
+    try:
+        cfg = config.load(args.config)
+        if args.command == "check-config":
+            collectors = runtime.build_collectors(cfg)
+            sys.stdout.write("\n".join(runtime.describe(cfg, collectors)) + "\n")
+            return 0
+        return runtime.run(cfg)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)  # noqa: TRY400 - the message is the story
+        return 2
+    except QiluError as exc:
+        logger.error("%s", exc)  # noqa: TRY400
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

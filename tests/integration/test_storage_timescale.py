@@ -1,0 +1,336 @@
+"""Storage in timescale mode on the TimescaleDB engine (PGlite + TimescaleDB 2.23): the
+hypertable, compression, policies, continuous aggregates equal to a recomputation, redelivery
+and late data into compressed chunks, the coverage series and the roles.
+
+The engine serves ONE connection at a time and its background jobs never run. So every test
+here opens at most one connection at a time (the writer uses a pool without idle connections),
+runs the policy jobs itself (``CALL run_job``: the refresh, compression and retention policies
+exactly as registered), and works in a schema of its own that it drops afterwards; nobody else
+uses the engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.rows import TupleRow
+from psycopg_pool import NullConnectionPool
+from pydantic import SecretStr
+
+from qilu.catalog import load_catalog
+from qilu.registry import Registry
+from qilu.services import Services
+from qilu.services.timescale import PASSWORD, USER
+from qilu.settings import DatabaseSettings, Settings, StorageMode
+from storage import coverage, maintain, migrate, verify
+from storage import mode as modes
+from storage.db import connect
+from storage.registry_store import load_device_index
+from storage.writer import ReadingsSink, WriteMethod
+from stream.validate import Rows
+from tests.integration.test_storage_postgres import LOGICAL, Fleet, hour, registry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+CAGGS = ("readings_1m", "readings_1h", "site_liveness_1h")
+
+
+class Engine:
+    """The engine, one schema of it, and connections that always land in that schema."""
+
+    def __init__(self, db: DatabaseSettings, schema: str) -> None:
+        self.db, self.schema = db, schema
+
+    def _enter(self, conn: psycopg.Connection[TupleRow]) -> None:
+        conn.execute(sql.SQL("SET search_path = {}, public").format(sql.Identifier(self.schema)))
+
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[TupleRow]:
+        conn = connect(self.db, autocommit=True)
+        self._enter(conn)
+        conn.autocommit = autocommit
+        return conn
+
+    def pool(self) -> NullConnectionPool:
+        """Opens a connection per request and closes it after: never two at once."""
+        return NullConnectionPool(
+            self.db.conninfo(),
+            max_size=1,
+            kwargs={"prepare_threshold": None, "autocommit": False},
+            configure=self._configure,
+            open=True,
+        )
+
+    def _configure(self, conn: psycopg.Connection[TupleRow]) -> None:
+        self._enter(conn)
+        conn.commit()
+
+
+@pytest.fixture
+def engine(base_settings: Settings) -> Iterator[Engine]:
+    Services(base_settings.services, base_settings.db).up(["timescale"])
+    db = DatabaseSettings(
+        host=base_settings.services.host,
+        port=base_settings.services.timescale_port,
+        name="postgres",
+        user=USER,
+        password=SecretStr(PASSWORD),
+        mode=StorageMode.TIMESCALE,
+        max_rows_per_statement=500,
+    )
+    eng = Engine(db, f"qilu_t_{uuid.uuid4().hex[:10]}")
+    with connect(db, autocommit=True) as conn:
+        if modes.probe_features(conn) is not None:
+            # The engine loads TimescaleDB's community module only when the extension is
+            # created in its running process, so after a restart on an existing data dir it
+            # lacks compression and continuous aggregates. The engine is this suite's alone
+            # and holds nothing but test schemas: re-create the extension.
+            conn.execute("DROP EXTENSION timescaledb CASCADE")
+            conn.execute("CREATE EXTENSION timescaledb")
+            reason = modes.probe_features(conn)
+            if reason is not None:
+                pytest.fail(f"the TimescaleDB engine lacks community features: {reason}")
+        # schemas left behind by a run that died half-way (ours by their prefix)
+        for (stale,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'qilu\\_t\\_%'"
+        ).fetchall():
+            drop_schema(conn, stale)
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(eng.schema)))
+    with eng.connect() as conn:
+        migrate.apply(conn, StorageMode.TIMESCALE)
+    yield eng
+    with eng.connect(autocommit=True) as conn:
+        drop_schema(conn, eng.schema)
+        conn.execute("RESET search_path")
+
+
+def drop_schema(conn: psycopg.Connection[TupleRow], schema: str) -> None:
+    """Continuous aggregates first (their materialization lives in another schema), then the
+    schema with everything in it; the hypertables' policies go with them."""
+    for (cagg,) in conn.execute(
+        "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_schema = %s ORDER BY view_name DESC",
+        (schema,),
+    ).fetchall():
+        conn.execute(
+            sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}.{} CASCADE").format(
+                sql.Identifier(schema), sql.Identifier(cagg)
+            )
+        )
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def load_small_registry(eng: Engine, reg: Registry) -> None:
+    """Row by row: the engine has no COPY (storage.registry_store.load_registry uses it)."""
+    with eng.connect() as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sites (site_id, sector, city_code, name, public, networked,"
+            " voltage_kv) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    s.site_id,
+                    s.sector.value,
+                    s.city_code,
+                    s.name,
+                    s.public,
+                    s.networked,
+                    s.voltage_kv,
+                )
+                for s in reg.sites
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO devices (device_id, site_id, kind) VALUES (%s, %s, %s)",
+            [(d.device_id, d.site_id, d.kind) for d in reg.devices],
+        )
+
+
+class EngineFleet(Fleet):
+    def __init__(self, eng: Engine) -> None:
+        load_small_registry(eng, registry())
+        with eng.connect() as conn:
+            idx = load_device_index(conn)
+        self.pk = {dev: pk for dev, (pk, _kind) in idx.devices.items()}
+        self.metric = idx.metrics
+
+
+def write(eng: Engine, rows: Rows) -> int:
+    pool = eng.pool()
+    try:
+        sink = ReadingsSink(pool, mode=StorageMode.TIMESCALE, max_rows_per_statement=500)
+        assert sink.method is WriteMethod.UNNEST
+        sink.add(rows)
+        return sink.flush().inserted
+    finally:
+        pool.close()
+
+
+def compare(eng: Engine, lo: datetime, hi: datetime) -> verify.Comparison:
+    with eng.connect() as conn:
+        return verify.compare(conn, lo, hi)
+
+
+def run_policy_jobs(eng: Engine) -> list[str]:
+    """One refresh cycle as the server would run it: every policy job of our relations."""
+    with eng.connect(autocommit=True) as conn:
+        return maintain.run_jobs(conn)
+
+
+def test_schema_mode_and_registered_policies(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert modes.recorded(conn) is StorageMode.TIMESCALE
+        got: dict[str, dict[str, str]] = {}
+        for table, column, dtype in conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+            (list(LOGICAL),),
+        ):
+            got.setdefault(table, {})[column] = dtype
+        dims = conn.execute(
+            "SELECT column_name, time_interval FROM timescaledb_information.dimensions"
+            " WHERE hypertable_schema = current_schema() AND hypertable_name = 'readings'"
+        ).fetchall()
+        compression = conn.execute(
+            "SELECT attname, segmentby_column_index, orderby_column_index, orderby_asc"
+            " FROM timescaledb_information.compression_settings"
+            " WHERE hypertable_schema = current_schema() AND hypertable_name = 'readings'"
+            " ORDER BY attname"
+        ).fetchall()
+        caggs = conn.execute(
+            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+            " WHERE view_schema = current_schema() ORDER BY view_name"
+        ).fetchall()
+        policies = {(rel, proc): cfg for _id, rel, proc, cfg in maintain.policy_jobs(conn)}
+    assert {t: {c: got.get(t, {}).get(c) for c in cols} for t, cols in LOGICAL.items()} == LOGICAL
+    assert dims == [("ts", timedelta(hours=1))]
+    assert compression == [
+        ("device_pk", 1, None, None),
+        ("metric_id", 2, None, None),
+        ("ts", None, 1, False),
+    ]
+    assert caggs == [(c, False) for c in sorted(CAGGS)]  # real-time aggregates
+    assert policies[("readings", "policy_compression")]["compress_after"] == "03:00:00"
+    assert policies[("readings", "policy_retention")]["drop_after"] == "30 days"
+    for cagg in CAGGS:
+        refresh = policies[(cagg, "policy_refresh_continuous_aggregate")]
+        assert refresh["start_offset"] == "8 days"  # late data up to 7 days
+        assert (cagg, "policy_retention") in policies
+    assert ("readings_1m", "policy_compression") in policies
+
+    # the retention follows the settings
+    storage = Settings().storage.model_copy(update={"raw_retention_days": 12})
+    with engine.connect() as conn:
+        assert maintain.align_retention_policies(conn, storage) == ["readings"]
+        assert maintain.align_retention_policies(conn, storage) == []
+        after = {(rel, proc): cfg for _id, rel, proc, cfg in maintain.policy_jobs(conn)}
+    assert after[("readings", "policy_retention")]["drop_after"] == "12 days"
+
+
+def test_aggregates_equal_recomputation_through_compression_redelivery_and_late_data(
+    engine: Engine,
+) -> None:
+    fleet = EngineFleet(engine)
+    now = datetime.now(UTC)
+    lo, hi = hour(now) - timedelta(days=3), hour(now) + timedelta(hours=1)
+    old_start = hour(now) - timedelta(days=2)
+    old = fleet.rows(["CHG-Q-1-01", "SUB-J-1-01"], old_start, minutes=90, step_s=30)
+    recent = fleet.rows(["CHG-Q-1-01", "CHG-J-1-01"], now - timedelta(minutes=50), minutes=45)
+    assert write(engine, old) == len(old)
+    assert write(engine, recent) == len(recent)
+
+    ran = run_policy_jobs(engine)  # refresh 1m -> 1h -> sites, then compression, retention
+    assert "policy_compression on readings" in ran
+    with engine.connect() as conn:
+        chunks = dict(
+            conn.execute(
+                "SELECT range_start, is_compressed FROM timescaledb_information.chunks"
+                " WHERE hypertable_schema = current_schema() AND hypertable_name = 'readings'"
+            ).fetchall()
+        )
+    # chunks that ended more than 3 hours ago are compressed by the policy, recent ones not
+    assert chunks[old_start] is True
+    assert chunks[old_start + timedelta(hours=1)] is True
+    recent_chunks = [c for start, c in chunks.items() if start >= hour(now) - timedelta(hours=2)]
+    assert recent_chunks
+    assert not any(recent_chunks)
+    first = compare(engine, lo, hi)
+    assert first.equal, "\n".join(map(str, first.mismatches[:10]))
+    assert first.buckets["readings_1m"] > 100
+
+    # redelivery into the compressed chunks: every row is refused by the key
+    assert write(engine, fleet.rows(["CHG-Q-1-01"], old_start, minutes=30, step_s=30)) == 0
+    # late data into the compressed chunks: a device silent for two days uploads, and an
+    # existing series gets readings it had missed (between its stored ones)
+    late = fleet.rows(["CHG-Q-1-02"], old_start + timedelta(minutes=10), minutes=60, step_s=30)
+    missed = fleet.rows(
+        ["SUB-J-1-01"], old_start + timedelta(seconds=15), minutes=20, step_s=30, value0=1000
+    )
+    assert write(engine, late) == len(late)
+    assert write(engine, missed) == len(missed)
+    stale = compare(engine, lo, hi)
+    assert not stale.equal  # the materialized buckets do not have them yet ...
+    run_policy_jobs(engine)  # ... one refresh cycle later they do
+    again = compare(engine, lo, hi)
+    assert again.equal, "\n".join(map(str, again.mismatches[:10]))
+    with engine.connect() as conn:
+        n = conn.execute(
+            "SELECT sum(n) FROM readings_1h WHERE device_pk = %s AND bucket >= %s AND bucket < %s",
+            (fleet.pk["SUB-J-1-01"], old_start, old_start + timedelta(hours=2)),
+        ).fetchone()
+        site = conn.execute(
+            "SELECT devices_reporting FROM site_liveness_1h WHERE site_id = 'CHG-Q-1'"
+            " AND bucket = %s",
+            (old_start,),
+        ).fetchone()
+        stored = conn.execute("SELECT count(*) FROM readings").fetchone()
+    assert n == (len(old) // 2 + len(missed),)  # SUB-J-1-01 is half of `old`
+    assert site == (2,)  # CHG-Q-1-01 and the late CHG-Q-1-02
+    assert stored == (len(old) + len(recent) + len(late) + len(missed),)
+
+
+def test_coverage_series_and_roles(engine: Engine) -> None:
+    fleet = EngineFleet(engine)
+    now = datetime.now(UTC)
+    write(engine, fleet.rows(["CHG-Q-1-01", "CHG-J-1-01"], now, minutes=0.4))
+    catalog = load_catalog()
+    with engine.connect() as conn:
+        written = coverage.snapshot(conn, catalog, now)
+        coverage.snapshot(conn, catalog, now + timedelta(days=1))
+        series = conn.execute(
+            "SELECT day, numerator FROM coverage_daily WHERE city_code = '370000'"
+            " AND target_id = 'charging-public-piles-2024' ORDER BY day"
+        ).fetchall()
+    assert written == len(catalog.targets) * 17
+    assert series == [
+        (coverage.province_day(now), 2),
+        (coverage.province_day(now + timedelta(days=1)), 0),
+    ]
+
+    def denied(conn: psycopg.Connection[TupleRow], query: str) -> bool:
+        try:
+            with conn.transaction():
+                conn.execute(query.encode())
+        except pgerrors.InsufficientPrivilege:
+            return True
+        return False
+
+    with engine.connect() as conn:
+        try:
+            conn.execute("SET ROLE qilu_grafana")
+            assert conn.execute("SELECT count(*) FROM readings_1m").fetchone() is not None
+            assert conn.execute("SELECT count(*) FROM site_liveness_1h").fetchone() is not None
+            assert denied(conn, "SELECT count(*) FROM readings")
+            conn.execute("SET ROLE qilu_ingest")
+            assert denied(conn, "SELECT count(*) FROM sites")
+            assert denied(conn, "DELETE FROM readings")
+            conn.execute(
+                "INSERT INTO readings VALUES (%s, 1, now(), 1, 0)", (fleet.pk["CHG-J-1-02"],)
+            )
+        finally:
+            conn.rollback()
+            conn.execute("RESET ROLE")
+            conn.commit()

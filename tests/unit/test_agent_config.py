@@ -1,0 +1,81 @@
+"""The agent's TOML configuration: defaults, environment overrides, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edge_agent import config
+from edge_agent.__main__ import main as lean_main
+from edge_agent.runtime import build_collectors
+
+from qilu.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "edge-agent" / "agent.sample.toml"
+MINIMAL = {"agent": {"id": "a1"}, "collectors": {"r": {"type": "mqtt"}}}
+
+
+def test_sample_file_is_valid_and_builds_every_collector() -> None:
+    cfg = config.load(SAMPLE, environ={})
+    assert cfg.agent.id == "agent-substation-370100-0029"
+    assert cfg.buffer.fsync == "batch"
+    assert [c.type_name for c in build_collectors(cfg)] == ["modbus", "ocpp", "mqtt"]
+
+
+def test_environment_overrides_the_file_with_typed_values() -> None:
+    env = {
+        "QILU_EDGE__KAFKA__BOOTSTRAP": "k1:9092,k2:9092",
+        "QILU_EDGE__BUFFER__MAX_BYTES": "536870912",
+        "QILU_EDGE__DELIVERY__BACKLOG_RATE": "2000",
+        "QILU_EDGE__COLLECTORS__SUB_RTU__HOST": "10.20.0.5",
+        "QILU_OTHER": "ignored",
+    }
+    cfg = config.load(SAMPLE, environ=env)
+    assert cfg.kafka.bootstrap == "k1:9092,k2:9092"
+    assert cfg.buffer.max_bytes == 536_870_912
+    assert cfg.delivery.backlog_rate == 2000.0
+    assert cfg.collectors["sub_rtu"]["host"] == "10.20.0.5"
+
+
+@pytest.mark.parametrize(
+    ("table", "env", "key"),
+    [
+        ({"collectors": {"r": {"type": "mqtt"}}}, {}, "agent.id"),
+        ({"agent": {"id": "a b"}, "collectors": {"r": {"type": "mqtt"}}}, {}, "agent.id"),
+        ({**MINIMAL, "buffer": {"max_bytes": "big"}}, {}, "buffer.max_bytes"),
+        ({**MINIMAL, "buffer": {"policy": "drop_random"}}, {}, "buffer.policy"),
+        ({**MINIMAL, "buffer": {"fsync": "never"}}, {}, "buffer.fsync"),
+        ({**MINIMAL, "delivery": {"batch_max_readings": 0}}, {}, "delivery.batch_max_readings"),
+        ({**MINIMAL, "delivry": {}}, {}, "delivry"),
+        ({**MINIMAL, "kafka": {"bootstrap": " "}}, {}, "kafka.bootstrap"),
+        (MINIMAL, {"QILU_EDGE__AGENT__METRICS_PORT": "70000"}, "agent.metrics_port"),
+        ({"agent": {"id": "a"}}, {}, "collectors"),
+        ({"agent": {"id": "a"}, "collectors": {"r": {"port": 1}}}, {}, "collectors.r.type"),
+    ],
+)
+def test_errors_name_the_key(table: dict[str, object], env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse(table, environ=env)
+    assert err.value.key == key
+
+
+def test_unknown_collector_type_names_the_key() -> None:
+    cfg = config.parse({"agent": {"id": "a"}, "collectors": {"x": {"type": "zigbee"}}}, environ={})
+    with pytest.raises(ConfigError) as err:
+        build_collectors(cfg)
+    assert err.value.key == "collectors.x.type"
+    assert "mqtt" in err.value.problem  # lists the known types
+
+
+def test_check_config_command_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert lean_main(["check-config", str(SAMPLE)]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[agent]\nid = "a"\n[collectors.m]\ntype = "modbus"\nhost = ""\n')
+    assert lean_main(["check-config", str(bad)]) == 2
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[agent\n")
+    assert lean_main(["check-config", str(broken)]) == 2

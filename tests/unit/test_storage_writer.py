@@ -1,0 +1,101 @@
+"""The writer's pure parts: the binary COPY stream, liveness per device, rollup invalidations."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime
+
+from storage.coverage import province_day
+from storage.writer import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    PG_EPOCH_US,
+    newest_per_device,
+    touched_ranges,
+)
+from storage.writer import copy_payload as payload
+from stream.validate import Rows
+
+
+def rows(*items: tuple[int, int, int, float, int]) -> Rows:
+    r = Rows()
+    for d, m, t, v, q in items:
+        r.device_pk.append(d)
+        r.metric_id.append(m)
+        r.ts_us.append(t)
+        r.value.append(v)
+        r.quality.append(q)
+    return r
+
+
+def parse_copy(data: bytes) -> list[tuple[int, int, int, float, int]]:
+    """An independent reader of PostgreSQL's binary COPY format (field by field)."""
+    assert data.startswith(COPY_HEADER)
+    assert data.endswith(COPY_TRAILER)
+    pos, out = len(COPY_HEADER), []
+    while True:
+        (nfields,) = struct.unpack_from(">h", data, pos)
+        pos += 2
+        if nfields == -1:
+            break
+        assert nfields == 5
+        fields = []
+        for fmt in (">i", ">h", ">q", ">d", ">h"):
+            (length,) = struct.unpack_from(">i", data, pos)
+            pos += 4
+            assert length == struct.calcsize(fmt)
+            fields.append(struct.unpack_from(fmt, data, pos)[0])
+            pos += length
+        out.append(tuple(fields))
+    assert pos == len(data)
+    return out  # type: ignore[return-value]
+
+
+def test_copy_payload_round_trips_with_the_postgres_epoch() -> None:
+    ts = 1_763_900_000_123_456  # microseconds since 1970
+    r = rows((7, 3, ts, 1.5, 0), (2_000_000_000, 32_000, ts + 1, -0.25, 2))
+    assert parse_copy(payload(r)) == [
+        (7, 3, ts - PG_EPOCH_US, 1.5, 0),
+        (2_000_000_000, 32_000, ts + 1 - PG_EPOCH_US, -0.25, 2),
+    ]
+
+
+def test_copy_payload_of_nothing_is_a_valid_empty_stream() -> None:
+    assert parse_copy(payload(Rows())) == []
+
+
+def test_newest_per_device_takes_the_maximum_not_the_last() -> None:
+    r = rows((1, 1, 30, 0, 0), (1, 2, 10, 0, 0), (2, 1, 5, 0, 0), (1, 3, 20, 0, 0))
+    assert newest_per_device(r) == {1: 30, 2: 5}
+
+
+def test_live_batch_is_one_range_for_all_devices() -> None:
+    r = rows((1, 1, 1_000, 0, 0), (2, 1, 1_500, 0, 0), (3, 1, 1_200, 0, 0))
+    assert touched_ranges(r, watermark_us=900) == [(None, 1_000, 1_500)]
+    assert touched_ranges(r, watermark_us=None) == [(None, 1_000, 1_500)]
+
+
+def test_late_rows_give_one_range_per_device() -> None:
+    r = rows(
+        (5, 1, 100, 0, 0),
+        (5, 2, 300, 0, 0),
+        (4, 1, 200, 0, 0),
+        (5, 1, 150, 0, 0),
+        (6, 1, 2_000, 0, 0),  # live
+        (4, 1, 1_000, 0, 0),  # exactly at the watermark: live
+    )
+    assert touched_ranges(r, watermark_us=1_000) == [
+        (4, 200, 200),
+        (5, 100, 300),
+        (None, 1_000, 2_000),
+    ]
+
+
+def test_all_late_batch_has_no_live_range() -> None:
+    r = rows((9, 1, 10, 0, 0), (9, 1, 20, 0, 0))
+    assert touched_ranges(r, watermark_us=1_000) == [(9, 10, 20)]
+
+
+def test_coverage_day_is_the_province_calendar_day() -> None:
+    assert str(province_day(datetime(2026, 11, 23, 15, 59, tzinfo=UTC))) == "2026-11-23"
+    assert str(province_day(datetime(2026, 11, 23, 16, 0, tzinfo=UTC))) == "2026-11-24"
