@@ -89,6 +89,9 @@ def new_producer(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        # several envelopes (~26 KB each) per batch: with the 5 requests in flight that an
+        # idempotent producer allows, 16 KB batches would carry one envelope each
+        batch_size=131_072,
         max_request_size=1_048_576,
         request_timeout_ms=request_ms,
         delivery_timeout_ms=max(int(delivery_timeout_s * 1000), request_ms + 5),

@@ -235,7 +235,7 @@ class Buffer:
         db.execute(f"PRAGMA synchronous={'FULL' if self.fsync == 'batch' else 'NORMAL'}")
         db.execute(f"PRAGMA wal_autocheckpoint={self._checkpoint_pages}")
         db.execute(f"PRAGMA journal_size_limit={self._checkpoint_pages * 4096}")
-        db.execute("PRAGMA cache_size=-1024")  # 1 MB page cache: RSS matters on a Pi
+        db.execute("PRAGMA cache_size=-512")  # 512 KB page cache: RSS matters on a Pi
         db.executescript(SCHEMA)
         return db
 

@@ -155,7 +155,12 @@ def run_agents(settings: Settings, reg: Registry, dead: frozenset[str], seconds:
 
 def coverage_by_id(settings: Settings) -> dict[str, dict]:  # type: ignore[type-arg]
     with TestClient(create_app(settings)) as client:
+        # the API answers 503 until its first coverage snapshot is computed
+        deadline = time.monotonic() + 30
         resp = client.get("/v1/coverage")
+        while resp.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            resp = client.get("/v1/coverage")
         assert resp.status_code == 200, resp.text
         return {t["target_id"]: t for t in resp.json()}
 
