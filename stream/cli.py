@@ -98,7 +98,7 @@ def build_consumer(
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     port = args.metrics_port if args.metrics_port is not None else settings.ingest.metrics_port
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=settings.ingest.metrics_host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

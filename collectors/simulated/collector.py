@@ -114,7 +114,7 @@ class SimulatedCollector(Collector):
         sites = {s.site_id: s for s in self._registry.sites if s.site_id in wanted}
         feed = SimulatedFeed(devices, sites, seed=seed, start_us=start_us, silence=plan)
         dead = len(devices) - len(feed.reporting)
-        logger.info("%s: simulating %d devices at %d sites (%d never report)",
+        logger.debug("%s: simulating %d devices at %d sites (%d never report)",
                     self.name, len(devices), len(sites), dead)  # fmt: skip
         return feed
 

@@ -563,4 +563,10 @@ class Agent:
         await self._in_db(self.buffer.close)
         self._db.shutdown(wait=True)
         self._net.shutdown(wait=False, cancel_futures=True)
-        logger.info("agent %s stopped; %d readings stay in the buffer", self.agent_id, left)
+        # one line per agent only when something is left for the next start
+        logger.log(
+            logging.INFO if left else logging.DEBUG,
+            "agent %s stopped; %d readings stay in the buffer",
+            self.agent_id,
+            left,
+        )

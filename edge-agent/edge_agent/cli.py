@@ -125,7 +125,7 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_agents(reg, sectors=[Sector(s) for s in args.sector or []], cities=args.city)
     port = args.metrics_port if args.metrics_port is not None else settings.agent.metrics_port
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=settings.agent.metrics_host)
     state = args.state_dir or settings.services.state_dir / "agents"
     producer = new_producer(settings.kafka.bootstrap, f"{settings.kafka.client_id}-agents")
     agents = build_agents(
