@@ -378,30 +378,50 @@ def psql(settings: Settings, command: str) -> float:
     return time.monotonic() - started
 
 
-def raw_copy(settings: Settings, rows: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="qilu-bench-") as tmp:
-        path = Path(tmp) / "readings.tsv"
-        say(f"  exporting the {rows:,} stored rows with psql \\copy ...")
-        psql(
-            settings,
-            f"\\copy (SELECT device_pk, metric_id, ts, value, quality FROM readings)"  # noqa: S608
-            f" TO '{path}'",
-        )
-        with connect(settings.db) as conn:
-            conn.execute("TRUNCATE readings")
-            conn.commit()
-            conn.execute("CHECKPOINT")
-        say(
-            f"  loading them again with psql \\copy into the emptied table"
-            f" ({path.stat().st_size / 1e6:,.0f} MB) ..."
-        )
-        took = psql(
-            settings, f"\\copy readings (device_pk, metric_id, ts, value, quality) FROM '{path}'"
-        )
+def export_rows(settings: Settings, path: Path) -> None:
+    """The stored rows, as psql writes them (text COPY), for the raw-ceiling load."""
+    psql(
+        settings,
+        "\\copy (SELECT device_pk, metric_id, ts, value, quality FROM readings)"  # noqa: S608
+        f" TO '{path}'",
+    )
+
+
+def raw_copy(settings: Settings, path: Path) -> dict[str, Any]:
+    """Empty readings (same table, same partitions and indexes) and load ``path`` with one
+    psql \\copy; returns rows/s."""
+    with connect(settings.db) as conn:
+        conn.execute("TRUNCATE readings")
+        conn.commit()
+    settle(settings)
+    say(
+        f"  loading the same rows with psql \\copy into the emptied table"
+        f" ({path.stat().st_size / 1e6:,.0f} MB) ..."
+    )
+    took = psql(
+        settings, f"\\copy readings (device_pk, metric_id, ts, value, quality) FROM '{path}'"
+    )
     with connect(settings.db) as conn:
         row = conn.execute("SELECT count(*) FROM readings").fetchone()
     loaded = int(row[0]) if row else 0
     return {"rows": loaded, "seconds": round(took, 2), "readings_per_s": round(loaded / took)}
+
+
+def settle(settings: Settings, max_s: float = 180) -> float:
+    """After a bulk load: CHECKPOINT and wait for the autovacuum workers of the bench database
+    to finish, so a latency run measures steady operation, not the aftermath of the load."""
+    started = time.monotonic()
+    with connect(settings.db, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        while time.monotonic() - started < max_s:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'autovacuum worker' AND datname = current_database()"
+            ).fetchone()
+            if not row or not row[0]:
+                break
+            time.sleep(1)
+    return round(time.monotonic() - started, 1)
 
 
 # -- latency at a fixed rate --------------------------------------------------------------------
@@ -831,24 +851,32 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
             row = conn.execute("SELECT count(*) FROM readings").fetchone()
         result["sustained"]["rows_in_table"] = int(row[0]) if row else 0
 
+        export = Path(tempfile.mkdtemp(prefix="qilu-bench-")) / "readings.tsv"
         if not args.skip_copy:
-            say("[3/5] raw ceiling: the same rows with psql \\copy into the same table")
-            result["raw_copy"] = raw_copy(settings, result["sustained"]["rows_in_table"])
-            ratio = result["sustained"]["readings_per_s"] / result["raw_copy"]["readings_per_s"]
-            result["ratio_ingest_to_copy"] = round(ratio, 3)
-            say(
-                f"  psql \\copy: {result['raw_copy']['readings_per_s']:,} rows/s; ingest is "
-                f"{ratio:.0%} of it"
-            )
+            say(f"  exporting the {result['sustained']['rows_in_table']:,} stored rows (psql)")
+            export_rows(settings, export)
 
         if not args.skip_latency:
-            say(f"[4/5] latency at {args.rate:,.0f} readings/s for {args.latency_s:.0f} s")
+            say("[3/5] settling the database after the load (checkpoint, autovacuum)")
+            say(f"  settled in {settle(settings)} s")
+            say(f"[3/5] latency at {args.rate:,.0f} readings/s for {args.latency_s:.0f} s")
             result["latency"] = latency(settings, reg, group, args.rate, args.latency_s)
             say(
                 f"  produce -> committed: p50 {result['latency']['p50_ms']} ms,"
                 f" p99 {result['latency']['p99_ms']} ms"
             )
         consumers.stop()
+
+        if not args.skip_copy:
+            say("[4/5] raw ceiling: the same rows with psql \\copy into the same table")
+            result["raw_copy"] = raw_copy(settings, export)
+            ratio = result["sustained"]["readings_per_s"] / result["raw_copy"]["readings_per_s"]
+            result["ratio_ingest_to_copy"] = round(ratio, 3)
+            say(
+                f"  psql \\copy: {result['raw_copy']['readings_per_s']:,} rows/s; ingest is "
+                f"{ratio:.0%} of it"
+            )
+        shutil.rmtree(export.parent, ignore_errors=True)
 
         if not args.skip_big:
             say(f"[5/5] {args.big_rows:,} readings in SQL, rollups, query latency")

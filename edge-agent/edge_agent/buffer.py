@@ -206,9 +206,10 @@ class Buffer:
         if salvage is not None:
             lost = salvage.lost()
             with self._tx():
+                # the time span of what was lost is unknown: the gap is stamped with now
                 self._gap_envelopes(
                     {Sector.CHARGING: []},
-                    "corrupt_buffer",
+                    "corrupt_buffer" if lost is not None else "corrupt_buffer_count_unknown",
                     extra=[(None, now, now, lost or 0)],
                 )
             logger.error(
@@ -661,6 +662,10 @@ def _salvage(path: Path) -> _Salvage:
         return s
     try:
         try:
+            db.execute("SELECT name FROM sqlite_master").fetchall()
+        except sqlite3.DatabaseError:
+            return s  # not a database at all (or its schema is gone): nothing to read
+        try:
             row = db.execute("SELECT value FROM meta WHERE key = 'pending'").fetchone()
             s.expected = int(row[0]) if row else None
         except sqlite3.DatabaseError:
@@ -707,9 +712,9 @@ def _rows(db: sqlite3.Connection, table: str, cols: str) -> tuple[list[tuple[Any
         pass
     try:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-        top = int(row[0]) if row else max(got, default=0) + 100_000
+        top = int(row[0]) if row else max(got, default=0) + 10_000
     except sqlite3.DatabaseError:
-        top = max(got, default=0) + 100_000
+        top = max(got, default=0) + 10_000
     bad = 0
     start = max(got, default=0) + 1
     for i in range(start, top + 1):

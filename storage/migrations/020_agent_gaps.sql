@@ -11,7 +11,7 @@ CREATE TABLE agent_gaps (
     start_ts          timestamptz NOT NULL,   -- first and last reading time of the dropped ones
     end_ts            timestamptz NOT NULL,
     dropped_readings  bigint NOT NULL CHECK (dropped_readings >= 0),
-    reason            text NOT NULL,          -- buffer_full, max_age, corrupt_buffer
+    reason            text NOT NULL,          -- buffer_full, max_age, corrupt_buffer[_count_unknown]
     received_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX agent_gaps_identity ON agent_gaps (agent_id, boot_id, gap_no);
