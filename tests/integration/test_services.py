@@ -46,7 +46,7 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def settings() -> ServicesSettings:
-    kafka, controller, postgres, mosquitto, timescale = free_ports(5)
+    kafka, controller, postgres, mosquitto, timescale, prometheus = free_ports(6)
     return ServicesSettings(
         state_dir=STATE,
         start_timeout_s=120.0,
@@ -55,6 +55,7 @@ def settings() -> ServicesSettings:
         postgres_port=postgres,
         mosquitto_port=mosquitto,
         timescale_port=timescale,
+        prometheus_port=prometheus,
     )
 
 
