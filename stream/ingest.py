@@ -177,6 +177,12 @@ class IngestConsumer:
                     logger.warning("offset commit refused after a rebalance; batch will be reread")
                     self._abort_batch(consumer, firsts)
                     continue
+                except KafkaError as exc:  # broker unreachable: the stored batch is reread later
+                    logger.warning("offset commit failed (%s); batch will be reread", exc)
+                    metrics.RETRIES.labels("commit").inc()
+                    self._abort_batch(consumer, firsts)
+                    self._idle(consumer, 1.0)
+                    continue
                 metrics.LAST_COMMIT.set_to_current_time()
                 metrics.RECORDS.labels("committed").inc(outcome.records)
                 self._report_lag(consumer)
