@@ -100,6 +100,44 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
+class CpuSampler:
+    """Share of the machine's CPU time that was busy, per second (from /proc/stat), so that a
+    slow second can be told apart from a second in which other work held the cores."""
+
+    def __init__(self) -> None:
+        self.busy: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        with Path("/proc/stat").open() as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def _run(self) -> None:
+        prev = self._read()
+        while not self.stop.wait(1.0):
+            cur = self._read()
+            total = cur[1] - prev[1]
+            self.busy[int(time.monotonic() - self.started)] = (
+                round(100 * (cur[0] - prev[0]) / total, 1) if total else 0.0
+            )
+            prev = cur
+
+    def __enter__(self) -> CpuSampler:
+        if Path("/proc/stat").exists():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+
+
 # -- the province stream ----------------------------------------------------------------------
 @dataclass
 class Agent:
@@ -304,6 +342,7 @@ class Consumers:
 def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> dict[str, Any]:
     """Sample the stored counter every second until everything is stored."""
     samples: list[tuple[float, float]] = []
+    cpu = CpuSampler().__enter__()
     started = last_say = time.monotonic()
     while time.monotonic() - started < timeout_s:
         time.sleep(1.0)
@@ -319,6 +358,7 @@ def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> 
             say(f"  stored {got:,.0f} of {expected:,} ({rate:,.0f} readings/s over 5 s)")
         if got >= expected:
             break
+    cpu.__exit__()
     # the steady part: from 10 % to 90 % of the readings (excludes start-up and the tail)
     lo = next((t, n) for t, n in samples if n >= 0.1 * expected)
     hi = next(((t, n) for t, n in samples if n >= 0.9 * expected), samples[-1])
@@ -328,6 +368,7 @@ def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> 
         "stored": int(samples[-1][1]) if samples else 0,
         "window_s": round(hi[0] - lo[0], 1),
         "samples": [(round(t, 1), int(n)) for t, n in samples],
+        "machine_cpu_busy_pct": cpu.busy,
     }
 
 
@@ -494,6 +535,7 @@ def latency(
     watcher = CommitWatcher(settings, group)
     watcher.thread.start()
     produced = s = 0
+    cpu = CpuSampler().__enter__()
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
@@ -513,14 +555,16 @@ def latency(
     finally:
         producer.close()
         watcher.close()
+        cpu.__exit__()
     lat_ms = [x * 1000 for x in watcher.latencies_s]
     per_second: dict[int, list[float]] = defaultdict(list)
     for t, ms in zip(watcher.sent_at, lat_ms, strict=True):
         per_second[int(t - started)].append(ms)
     return {
-        # [second of the run, envelopes sent in it, p50 ms, max ms]: where a tail comes from
+        # [second of the run, envelopes sent in it, p50 ms, max ms, machine CPU busy %]:
+        # where a tail comes from
         "timeline": [
-            [sec, len(v), round(pct(v, 50), 1), round(max(v), 1)]
+            [sec, len(v), round(pct(v, 50), 1), round(max(v), 1), cpu.busy.get(sec)]
             for sec, v in sorted(per_second.items())
         ],
         "target_readings_per_s": rate,
@@ -766,7 +810,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
     ap.add_argument(
         "--readings", type=int, default=6_000_000, help="readings in Kafka for the sustained run"
     )
-    ap.add_argument("--consumers", type=int, default=2, help="ingest processes (default 2)")
+    ap.add_argument("--consumers", type=int, default=3, help="ingest processes (default 3)")
     ap.add_argument(
         "--batch-records", type=int, default=250, help="envelopes per consumer poll (default 250)"
     )
@@ -807,6 +851,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
             " skipping the query run"
         )
         args.skip_big = True
+    export = Path(tempfile.mkdtemp(prefix="qilu-bench-")) / "readings.tsv"
     group = f"bench-{tag}"
     consumers = Consumers(settings, args.consumers, args.batch_records, group)
     try:
@@ -851,7 +896,6 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
             row = conn.execute("SELECT count(*) FROM readings").fetchone()
         result["sustained"]["rows_in_table"] = int(row[0]) if row else 0
 
-        export = Path(tempfile.mkdtemp(prefix="qilu-bench-")) / "readings.tsv"
         if not args.skip_copy:
             say(f"  exporting the {result['sustained']['rows_in_table']:,} stored rows (psql)")
             export_rows(settings, export)
@@ -876,7 +920,6 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
                 f"  psql \\copy: {result['raw_copy']['readings_per_s']:,} rows/s; ingest is "
                 f"{ratio:.0%} of it"
             )
-        shutil.rmtree(export.parent, ignore_errors=True)
 
         if not args.skip_big:
             say(f"[5/5] {args.big_rows:,} readings in SQL, rollups, query latency")
@@ -895,6 +938,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
                 say(f"  {key}: p50 {q[key]['p50']} ms, p99 {q[key]['p99']} ms")
     finally:
         consumers.stop()
+        shutil.rmtree(export.parent, ignore_errors=True)
         if not args.keep:
             say("dropping the bench database and topics")
             with connect(base.db, autocommit=True) as conn:

@@ -61,9 +61,6 @@ def storage_mode(settings: Settings) -> StorageMode:
         if mode is StorageMode.POSTGRES:
             # the coming hours' partitions, so the first batches do not wait for them
             maintain.ensure_partitions(conn, settings.storage, datetime.now(UTC))
-        elif settings.db.max_rows_per_statement == 0:
-            # an engine that lost its community module on restart: see storage.mode
-            modes.ensure_timescale_features(conn)
         conn.commit()
     return mode
 

@@ -169,6 +169,7 @@ BEGIN
       INTO v_oldest
       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
      WHERE i.inhparent = 'readings'::regclass;
+    v_oldest := greatest(v_oldest, p_keep_after);  -- never before what retention keeps
 
     DROP TABLE IF EXISTS pg_temp.qilu_inv, pg_temp.qilu_dev1, pg_temp.qilu_devh,
         pg_temp.qilu_site;

@@ -291,12 +291,19 @@ def test_truncated_buffer_is_quarantined_and_the_readable_rest_delivered(
 
 
 @pytest.fixture(scope="module")
-def own_kafka() -> Iterator[Any]:
-    """A Kafka of our own on free ports: stopped and started by the test, never the shared one."""
+def own_kafka(base_settings: Settings) -> Iterator[Any]:
+    """A Kafka of our own on free ports: stopped and started by the test, never the shared one.
+
+    Its state folder is unique to this run (two test runs on one machine must not stop each
+    other's broker); it borrows the shared installation's jars when they are there."""
     from qilu.services import Services
     from qilu.settings import DatabaseSettings
 
-    state = REPO_ROOT / ".state" / "edge-itest"
+    state = REPO_ROOT / ".state" / f"edge-itest-{os.getpid()}"
+    shared_lib = base_settings.services.state_dir / "kafka" / "lib"
+    if shared_lib.is_dir():
+        (state / "kafka").mkdir(parents=True, exist_ok=True)
+        (state / "kafka" / "lib").symlink_to(shared_lib.resolve(), target_is_directory=True)
     ss = ServicesSettings(
         state_dir=state,
         kafka_port=free_port(),
@@ -304,15 +311,15 @@ def own_kafka() -> Iterator[Any]:
         start_timeout_s=120.0,
     )
     svc = Services(ss, DatabaseSettings())
-    svc.down(["kafka"])  # a previous run that died may have left it running
-    shutil.rmtree(state / "kafka" / "data", ignore_errors=True)
-    svc.up(["kafka"])
     try:
+        svc.up(["kafka"])
         yield svc, f"127.0.0.1:{ss.kafka_port}"
     finally:
         svc.down(["kafka"])
+        shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.mark.timeout(int(float(os.environ.get("QILU_EDGE_OUTAGE_S", "60"))) + 360)
 def test_broker_outage_disk_within_bound_and_everything_stored_once(
     settings: Settings, own_kafka: Any, tmp_path: Path
 ) -> None:
@@ -324,7 +331,10 @@ def test_broker_outage_disk_within_bound_and_everything_stored_once(
     ensure_topics(ks)
     own = settings.model_copy(update={"kafka": ks})
     run = prepare(own, tmp_path, ks)
-    rate, max_bytes = 1000, 16 << 20
+    rate = 1000
+    # room for the whole outage (~60 bytes a reading on disk, twice that to spare): this
+    # test is about keeping everything; test_full_buffer... covers running out of room
+    max_bytes = max(16 << 20, int(rate * (outage_s + 20) * 120))
     total = int(rate * (10 + outage_s + 10))
     port = free_port()
     stop_ingest = threading.Event()

@@ -8,6 +8,8 @@ recomputation from the raw rows (storage.verify) and with hand-computed values.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -214,6 +216,15 @@ def test_partitions_on_demand_for_late_data_and_dropped_by_retention(
     assert left is not None
     assert left[1] == len(week)  # the 40-day-old rows went with their partition
     assert left[0] > now - timedelta(days=30)
+
+    # one implausibly old (but valid) reading among live ones creates one partition for its
+    # own hour, not one per hour in between
+    before = scalar(db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass")
+    mixed = fleet.rows(["CHG-Q-1-02"], now - timedelta(minutes=5), minutes=2)
+    mixed.extend(fleet.rows(["CHG-Q-1-03"], datetime(2001, 5, 1, tzinfo=UTC), minutes=0.4))
+    assert write(pool, mixed) == len(mixed)
+    after = scalar(db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass")
+    assert after - before <= 2  # the 2001 hour (and at most one new current hour)
 
 
 def test_redelivery_stores_nothing_twice_and_rollups_do_not_double_count(
@@ -606,3 +617,66 @@ def test_ingest_consumer_end_to_end_exactly_once(
         settings.db, hour(now) - timedelta(hours=2), hour(now) + timedelta(hours=1)
     )
     assert scalar(settings.db, "SELECT sum(n) FROM readings_1h") == expected
+
+
+def run_qilu(db: DatabaseSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qilu.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QILU_DB__NAME": db.name},
+        cwd=REPO_ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_maintenance_commands_and_the_loop_in_a_thread(
+    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+) -> None:
+    now = datetime.now(UTC)
+    write(pool, fleet.rows(["CHG-Q-1-01", "SUB-J-1-01"], now - timedelta(minutes=20), minutes=18))
+
+    migrated = run_qilu(db, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "storage mode: postgres; migrations: up to date" in migrated.stderr
+    once = run_qilu(db, "storage", "maintain")
+    assert once.returncode == 0, once.stderr
+    assert "coverage_daily: 221 rows for today" in once.stderr
+    checked = run_qilu(db, "storage", "verify", "--hours", "2")
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    status = run_qilu(db, "storage", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["mode"] == "postgres"
+    assert set(info["watermarks"]) == {"readings_1m", "readings_1h"}
+    assert info["sizes"]["readings"].split()[0].isdigit()
+
+    # a broken rollup store is found by verify (exit status 1), and repaired by a refresh
+    # that recomputes the invalidated range
+    with connect(db) as conn:
+        conn.execute(
+            "UPDATE readings_1m_store SET n = n + 1"
+            " WHERE bucket = (SELECT min(bucket) FROM readings_1m_store)"
+        )
+        conn.commit()
+    broken = run_qilu(db, "storage", "verify", "--hours", "2")
+    assert broken.returncode == 1
+    assert "buckets differ" in broken.stderr
+
+    # the loop as ingest runs it: rollups and coverage on their schedules, until stopped
+    storage = Settings().storage.model_copy(
+        update={"refresh_interval_s": 0.2, "coverage_snapshot_interval_s": 0.2}
+    )
+    stop = threading.Event()
+    worker = maintain.Maintainer(db, storage, StorageMode.POSTGRES, load_catalog(), stop)
+    with connect(db) as conn:
+        conn.execute("DELETE FROM coverage_daily")
+        conn.execute("INSERT INTO rollup_invalidations SELECT NULL, min(ts), max(ts) FROM readings")
+        conn.commit()
+    worker.start()
+    wait_for(lambda: worker.passes >= 3, timeout=60, what="three maintenance passes")
+    stop.set()
+    worker.join(timeout=30)
+    assert scalar(db, "SELECT count(*) FROM coverage_daily") == 221
+    assert_rollups_equal_raw(db, hour(now) - timedelta(hours=1), hour(now) + timedelta(hours=1))

@@ -99,3 +99,13 @@ def test_all_late_batch_has_no_live_range() -> None:
 def test_coverage_day_is_the_province_calendar_day() -> None:
     assert str(province_day(datetime(2026, 11, 23, 15, 59, tzinfo=UTC))) == "2026-11-23"
     assert str(province_day(datetime(2026, 11, 23, 16, 0, tzinfo=UTC))) == "2026-11-24"
+
+
+def test_array_literal_is_exact_for_ints_and_floats() -> None:
+    from storage.writer import array_literal
+
+    assert array_literal([]) == "{}"
+    assert array_literal([1, -2, 2**40]) == "{1,-2,1099511627776}"
+    values = [0.1, 1e-300, 123456789.123456789, -2.5e17]
+    text = array_literal(values)
+    assert [float(x) for x in text.strip("{}").split(",")] == values
