@@ -218,43 +218,66 @@ def _route(action: str) -> Callable[[F], F]:
     return cast("Callable[[F], F]", on(action))
 
 
+class _Answers:
+    """What both OCPP versions do with a message, once; the version classes only name the
+    library's routes, argument names and result types."""
+
+    id: str
+    owner: OcppCollector
+
+    async def booted(self, result: Any, accepted: Any) -> Any:
+        await self.owner.emit(self.owner.restate(self.id, _now_us()))
+        return result.BootNotification(
+            current_time=_now_iso(),
+            interval=self.owner.config.heartbeat_interval_s,
+            status=accepted,
+        )
+
+    async def beat(self, result: Any) -> Any:
+        await self.owner.emit(self.owner.restate(self.id, _now_us()))
+        return result.Heartbeat(current_time=_now_iso())
+
+    async def status(
+        self, connector: int, state: tuple[int, bool] | None, ts: str | None, raw: str
+    ) -> None:
+        ts_us = time_or(ts, _now_us())
+        await self.owner.emit(self.owner.note_status(self.id, connector, state, ts_us, raw))
+
+    async def metered(self, connector: int, meter_value: Sequence[Any]) -> None:
+        device = self.owner.names.device(self.id, connector)
+        if device is not None:
+            await self.owner.emit(meter_readings(device, meter_value, _now_us()))
+
+
 def _make_16() -> type:
     from ocpp.v16 import ChargePoint, call_result
     from ocpp.v16.enums import Action, RegistrationStatus
 
-    class CentralSystem16(ChargePoint):  # type: ignore[misc]
+    class CentralSystem16(_Answers, ChargePoint):  # type: ignore[misc]
         def __init__(self, cp_id: str, ws: Any, owner: OcppCollector) -> None:
             super().__init__(cp_id, ws)
             self.owner = owner
 
         @_route(Action.boot_notification)
         async def on_boot(self, **_: Any) -> Any:
-            await self.owner.emit(self.owner.restate(self.id, _now_us()))
-            return call_result.BootNotification(
-                current_time=_now_iso(),
-                interval=self.owner.config.heartbeat_interval_s,
-                status=RegistrationStatus.accepted,
-            )
+            return await self.booted(call_result, RegistrationStatus.accepted)
 
         @_route(Action.heartbeat)
         async def on_heartbeat(self, **_: Any) -> Any:
-            await self.owner.emit(self.owner.restate(self.id, _now_us()))
-            return call_result.Heartbeat(current_time=_now_iso())
+            return await self.beat(call_result)
 
         @_route(Action.status_notification)
         async def on_status(
             self, connector_id: int, error_code: str, status: str, **kw: Any
         ) -> Any:
-            ts = time_or(kw.get("timestamp"), _now_us())
-            state = status_16(status, error_code)
-            await self.owner.emit(self.owner.note_status(self.id, connector_id, state, ts, status))
+            await self.status(
+                connector_id, status_16(status, error_code), kw.get("timestamp"), status
+            )
             return call_result.StatusNotification()
 
         @_route(Action.meter_values)
         async def on_meter_values(self, connector_id: int, meter_value: list[Any], **_: Any) -> Any:
-            device = self.owner.names.device(self.id, connector_id)
-            if device is not None:
-                await self.owner.emit(meter_readings(device, meter_value, _now_us()))
+            await self.metered(connector_id, meter_value)
             return call_result.MeterValues()
 
     return CentralSystem16
@@ -264,41 +287,29 @@ def _make_201() -> type:
     from ocpp.v201 import ChargePoint, call_result
     from ocpp.v201.enums import Action, RegistrationStatusEnumType
 
-    class CentralSystem201(ChargePoint):  # type: ignore[misc]
+    class CentralSystem201(_Answers, ChargePoint):  # type: ignore[misc]
         def __init__(self, cp_id: str, ws: Any, owner: OcppCollector) -> None:
             super().__init__(cp_id, ws)
             self.owner = owner
 
         @_route(Action.boot_notification)
         async def on_boot(self, **_: Any) -> Any:
-            await self.owner.emit(self.owner.restate(self.id, _now_us()))
-            return call_result.BootNotification(
-                current_time=_now_iso(),
-                interval=self.owner.config.heartbeat_interval_s,
-                status=RegistrationStatusEnumType.accepted,
-            )
+            return await self.booted(call_result, RegistrationStatusEnumType.accepted)
 
         @_route(Action.heartbeat)
         async def on_heartbeat(self, **_: Any) -> Any:
-            await self.owner.emit(self.owner.restate(self.id, _now_us()))
-            return call_result.Heartbeat(current_time=_now_iso())
+            return await self.beat(call_result)
 
         @_route(Action.status_notification)
         async def on_status(
             self, timestamp: str, connector_status: str, evse_id: int, **_: Any
         ) -> Any:
-            ts = time_or(timestamp, _now_us())
-            state = status_201(connector_status)
-            await self.owner.emit(
-                self.owner.note_status(self.id, evse_id, state, ts, connector_status)
-            )
+            await self.status(evse_id, status_201(connector_status), timestamp, connector_status)
             return call_result.StatusNotification()
 
         @_route(Action.meter_values)
         async def on_meter_values(self, evse_id: int, meter_value: list[Any], **_: Any) -> Any:
-            device = self.owner.names.device(self.id, evse_id)
-            if device is not None:
-                await self.owner.emit(meter_readings(device, meter_value, _now_us()))
+            await self.metered(evse_id, meter_value)
             return call_result.MeterValues()
 
         @_route(Action.transaction_event)
