@@ -79,42 +79,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = parser.add_subparsers(dest="services_command", metavar="ACTION", required=True)
 
-    up = sub.add_parser(
-        "up",
-        help="install if missing, start, and wait until every server answers",
-        description=(
+    actions = (
+        (
+            "up",
+            _up,
+            "install if missing, start, and wait until every server answers",
             "Install what is missing, write the configs, start each server in the "
             "background and wait until it answers a real request (at most "
             "QILU_SERVICES__START_TIMEOUT_S each). Servers already running are left alone. "
-            "Fails at once if a port is taken by another process."
+            "Fails at once if a port is taken by another process.",
         ),
-    )
-    up.add_argument("names", nargs="*", type=_name, metavar="NAME", help=NAMES_HELP)
-    up.set_defaults(handler=_up)
-
-    down = sub.add_parser(
-        "down",
-        help="stop the servers gracefully (SIGKILL after a timeout)",
-        description=(
+        (
+            "down",
+            _down,
+            "stop the servers gracefully (SIGKILL after a timeout)",
             "Stop each server gracefully (SIGTERM; a fast shutdown for postgres) and "
             "SIGKILL it if it has not stopped in time. Data is kept; stopping a stopped "
-            "server does nothing."
+            "server does nothing.",
         ),
-    )
-    down.add_argument("names", nargs="*", type=_name, metavar="NAME", help=NAMES_HELP)
-    down.set_defaults(handler=_down)
-
-    status = sub.add_parser(
-        "status",
-        help="show a table of the servers; exit 0 only if all asked for are running",
-        description=(
+        (
+            "status",
+            _status,
+            "show a table of the servers; exit 0 only if all asked for are running",
             "Print name, state (running / stopped / not installed / not answering), pid, "
             "address and data folder of each server. Exit status 0 if all of them are "
-            "running, 1 otherwise."
+            "running, 1 otherwise.",
         ),
     )
-    status.add_argument("names", nargs="*", type=_name, metavar="NAME", help=NAMES_HELP)
-    status.set_defaults(handler=_status)
+    for action, handler, summary, description in actions:
+        cmd = sub.add_parser(action, help=summary, description=description)
+        cmd.add_argument("names", nargs="*", type=_name, metavar="NAME", help=NAMES_HELP)
+        cmd.set_defaults(handler=handler)
 
     logs = sub.add_parser(
         "logs",
