@@ -8,6 +8,7 @@ put their own there.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
@@ -27,9 +28,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import auth, views
 from api.deps import ApiContext
-from api.middleware import BodyLimit, Observe
+from api.fastpath import FastPath
+from api.middleware import BodyLimit, Observe, watch_loop_lag
 from api.ratelimit import RateLimiter
-from api.routers import assets, coverage, export, gaps, health, keys, status, targets
+from api.routers import (
+    admin_registry,
+    agents,
+    assets,
+    audit,
+    coverage,
+    export,
+    gaps,
+    health,
+    keys,
+    names,
+    status,
+    targets,
+)
 from api.service import KafkaLag, Refresher
 from qilu import __version__
 from qilu.catalog import load_catalog
@@ -75,6 +90,10 @@ def build_context(settings: Settings, pool: ConnectionPool) -> ApiContext:
         with pool.connection(timeout=5) as conn:
             return queries_api.get_api_key(conn, key_id)
 
+    def fetch_keys(key_ids: list[str]) -> dict[str, queries_api.ApiKeyRow | None]:
+        with pool.connection(timeout=5) as conn:
+            return {k: queries_api.get_api_key(conn, k) for k in key_ids}
+
     return ApiContext(
         settings=settings,
         catalog=catalog,
@@ -86,7 +105,7 @@ def build_context(settings: Settings, pool: ConnectionPool) -> ApiContext:
             KafkaLag(settings.kafka, settings.ingest.group_id),
             lambda snap: views.warm(snap, catalog, settings.api.coverage_cache_s),
         ),
-        keys=auth.KeyStore(fetch_key, settings.api.key_cache_s),
+        keys=auth.KeyStore(fetch_key, settings.api.key_cache_s, fetch_keys),
         limiter=RateLimiter(settings.api.rate_burst),
         export_slots=threading.BoundedSemaphore(settings.api.export_concurrency),
     )
@@ -133,8 +152,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "QILU_API__ANONYMOUS_SCOPES='[]' to require a key)",
                 ", ".join(sorted(auth.anonymous_scopes(settings.api, True))),
             )
+        lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
         yield
+        lag_probe.cancel()
         ctx.refresher.stop()
+        ctx.keys.close()
         pool.close()
 
     app = FastAPI(
@@ -142,8 +164,14 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Metrics go to Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would only
+        # look up absent providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for module in (coverage, status, targets, assets, gaps, export, keys, health):
+    for module in (
+        *(coverage, status, targets, names, assets, gaps, export, keys, agents),
+        *(admin_registry, audit, health),
+    ):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
 
@@ -191,6 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
             422,
         )
 
+    app.add_middleware(FastPath)  # innermost: CORS, limits and metrics apply to it too
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

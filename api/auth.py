@@ -21,6 +21,8 @@ import base64
 import enum
 import hashlib
 import hmac
+import logging
+import queue
 import secrets
 import threading
 import time
@@ -32,6 +34,8 @@ import jwt
 
 from qilu.settings import ApiSettings
 from storage.queries_api import ApiKeyRow, Area
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "qk_"  # noqa: S105 - a public marker, not a secret
 _KEY_ID_HEX = 12
@@ -99,28 +103,100 @@ def parse_token(token: str) -> tuple[str, str] | None:
 
 
 class KeyStore:
-    """API key lookups with a short cache (hits and misses), safe to share between threads."""
+    """API key lookups with a short cache (hits and misses), safe to share between threads.
 
-    def __init__(self, fetch: Callable[[str], ApiKeyRow | None], cache_s: float) -> None:
+    An entry is served for at most ``cache_s`` seconds after it was read, which bounds how long
+    a revoked key keeps working. So that a busy key never waits for the database, an entry
+    used in the second half of its life is re-read ahead of time by one background thread
+    ("key-refresh"), which gathers the keys due within ``BATCH_S`` and reads them together
+    (``fetch_many``: one pooled connection for all); a request blocks on the database only for
+    a key unseen for ``cache_s``.
+    """
+
+    BATCH_S = 0.1
+
+    def __init__(
+        self,
+        fetch: Callable[[str], ApiKeyRow | None],
+        cache_s: float,
+        fetch_many: Callable[[list[str]], dict[str, ApiKeyRow | None]] | None = None,
+    ) -> None:
         self._fetch, self._cache_s = fetch, cache_s
+        self._fetch_many = fetch_many or (lambda ids: {k: fetch(k) for k in ids})
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
         self._lock = threading.Lock()
+        self._due: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._queued: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def cached(self, key_id: str) -> tuple[bool, ApiKeyRow | None]:
-        """(found in a fresh cache entry, the row); no I/O."""
+        """(found in a fresh cache entry, the row); no I/O. A fresh entry past half its
+        life is queued for a background re-read."""
         hit = self._cache.get(key_id)
-        if hit is not None and time.monotonic() - hit[0] < self._cache_s:
-            return True, hit[1]
-        return False, None
+        if hit is None:
+            return False, None
+        age = time.monotonic() - hit[0]
+        if age >= self._cache_s:
+            return False, None
+        if age >= self._cache_s / 2 and key_id not in self._queued:
+            self._refresh_ahead(key_id)
+        return True, hit[1]
 
     def load(self, key_id: str) -> ApiKeyRow | None:
         """Fetch from the database (blocking) and cache."""
+        read_at = time.monotonic()  # the row is at least as fresh as the moment we asked
         row = self._fetch(key_id)
+        self._store(read_at, {key_id: row})
+        return row
+
+    def _store(self, read_at: float, rows: dict[str, ApiKeyRow | None]) -> None:
         with self._lock:
             if len(self._cache) > 10_000:  # unknown ids must not grow the cache without bound
                 self._cache.clear()
-            self._cache[key_id] = (time.monotonic(), row)
-        return row
+            for key_id, row in rows.items():
+                self._cache[key_id] = (read_at, row)
+
+    def close(self) -> None:
+        """Stop the background re-reads (entries already cached stay until they expire)."""
+        self._closed = True
+        if self._thread is not None:
+            self._due.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _refresh_ahead(self, key_id: str) -> None:
+        with self._lock:
+            if self._closed or key_id in self._queued:
+                return
+            self._queued.add(key_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="key-refresh", daemon=True)
+                self._thread.start()
+        self._due.put(key_id)
+
+    def _run(self) -> None:
+        while (first := self._due.get()) is not None:
+            time.sleep(self.BATCH_S)  # let the other keys falling due join this read
+            batch, stop = [first], False
+            while not self._due.empty():
+                key_id = self._due.get()
+                if key_id is None:
+                    stop = True
+                    break
+                batch.append(key_id)
+            read_at = time.monotonic()
+            try:
+                self._store(read_at, self._fetch_many(batch))
+            except Exception as exc:  # noqa: BLE001 - the request path retries on expiry
+                # the entries simply expire and the next request reads its key itself
+                # (answering 503 if the database is down): nothing is lost by not retrying
+                logger.debug("re-reading %d API keys failed: %s", len(batch), exc)
+            finally:
+                with self._lock:
+                    self._queued.difference_update(batch)
+            if stop:
+                return
 
 
 def principal_from_key(row: ApiKeyRow | None, secret: str, now: datetime) -> Principal:

@@ -10,19 +10,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
+import anyio
 import anyio.to_thread
 import psycopg
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api import auth
+from api import auth, views
 from api.auth import AuthError, Principal, Scope
 from api.ratelimit import RateLimiter, retry_after_header
-from api.service import Refresher, Snapshot
+from api.service import Answer, Refresher, Snapshot
 from qilu.catalog import Catalog
 from qilu.settings import Environment, Settings
 from storage.queries_api import RelationMissingError
@@ -37,6 +38,9 @@ class ApiContext:
     keys: auth.KeyStore
     limiter: RateLimiter
     export_slots: threading.BoundedSemaphore
+    # threads for key look-ups of their own: a request whose key must be read never queues
+    # behind the (up to 40) threads of the database-bound series and listing handlers
+    key_loads: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(4))
 
 
 async def _ctx(request: Request) -> ApiContext:
@@ -55,11 +59,11 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="qilu"'})
 
 
-async def authenticate(ctx: ApiContext, request: Request) -> Principal:
-    header = request.headers.get("authorization")
+def authenticate_cached(ctx: ApiContext, header: str | None, client: str) -> Principal | None:
+    """The caller named by an ``Authorization`` header value, without I/O: None when its API
+    key must first be read from the database. Raises 401 for bad credentials."""
     api = ctx.settings.api
     if header is None:
-        client = request.client.host if request.client else "unknown"
         return auth.anonymous(client, api, ctx.settings.env is Environment.DEVELOPMENT)
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -71,39 +75,61 @@ async def authenticate(ctx: ApiContext, request: Request) -> Principal:
             return auth.principal_from_jwt(token, api)
         key_id, secret = parsed
         fresh, row = ctx.keys.cached(key_id)
-        if not fresh:
-            try:
-                row = await anyio.to_thread.run_sync(ctx.keys.load, key_id)
-            except (psycopg.Error, PoolTimeout) as exc:
-                raise unavailable("the key store (database) is not reachable", 5) from exc
+        return auth.principal_from_key(row, secret, auth.utcnow()) if fresh else None
+    except AuthError as exc:
+        raise _unauthorized(str(exc)) from exc
+
+
+async def authenticate(ctx: ApiContext, request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    principal = authenticate_cached(
+        ctx, header, request.client.host if request.client else "unknown"
+    )
+    if principal is not None:
+        return principal
+    assert header is not None  # noqa: S101 - only an API key token needs a look-up
+    parsed = auth.parse_token(header.partition(" ")[2].strip())
+    assert parsed is not None  # noqa: S101 - as above
+    key_id, secret = parsed
+    try:
+        row = await anyio.to_thread.run_sync(ctx.keys.load, key_id, limiter=ctx.key_loads)
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise unavailable("the key store (database) is not reachable", 5) from exc
+    try:
         return auth.principal_from_key(row, secret, auth.utcnow())
     except AuthError as exc:
         raise _unauthorized(str(exc)) from exc
+
+
+def admit(ctx: ApiContext, principal: Principal, scope: Scope) -> None:
+    """Check ``scope`` (401 for anonymous callers, 403 otherwise) and take one token of the
+    caller's rate limit (429 with Retry-After; a refused request takes nothing)."""
+    if not principal.allows(scope):
+        if principal.subject.startswith("anonymous:"):
+            raise _unauthorized(f"credentials with scope {scope.value} are required")
+        raise HTTPException(403, f"this key or token lacks the scope {scope.value}")
+    api = ctx.settings.api
+    wait = ctx.limiter.take(principal.subject, principal.rate_per_s or api.rate_per_s)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            f"rate limit of {principal.rate_per_s or api.rate_per_s:g} requests/s exceeded",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
 
 def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that authenticates, checks ``scope`` and the caller's rate limit.
 
     It takes only the request (the context is ``request.app.state.ctx``): FastAPI resolves
-    each dependency on every request, and the coverage endpoints are meant to cost little
-    more than a dictionary lookup. The bearer scheme is declared in the OpenAPI document by
-    :func:`api.app.create_app`."""
+    each dependency on every request. The bearer scheme is declared in the OpenAPI document
+    by :func:`api.app.create_app`. (The hottest coverage requests skip FastAPI altogether:
+    :mod:`api.fastpath`, which applies the same checks.)"""
 
     async def dependency(request: Request) -> Principal:
         ctx: ApiContext = request.app.state.ctx
         principal = await authenticate(ctx, request)
-        if not principal.allows(scope):
-            if principal.subject.startswith("anonymous:"):
-                raise _unauthorized(f"credentials with scope {scope.value} are required")
-            raise HTTPException(403, f"this key or token lacks the scope {scope.value}")
-        api = ctx.settings.api
-        wait = ctx.limiter.take(principal.subject, principal.rate_per_s or api.rate_per_s)
-        if wait > 0:
-            raise HTTPException(
-                429,
-                f"rate limit of {principal.rate_per_s or api.rate_per_s:g} requests/s exceeded",
-                headers={"Retry-After": retry_after_header(wait)},
-            )
+        admit(ctx, principal, scope)
         return principal
 
     return dependency
@@ -126,6 +152,19 @@ def current_snapshot(ctx: ApiContext) -> Snapshot:
     if snap is None:
         raise unavailable("the first coverage snapshot is still being computed")
     return snap
+
+
+def snapshot_response(request: Request, answer: Answer) -> Response:
+    """A snapshot answer as sent: 200 with JSON and its ETag, or 304 if the caller has it."""
+    status, headers = views.respond(answer, request.headers.get("if-none-match"))
+    response = Response(answer.body if status == 200 else b"", status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+NOT_MODIFIED: dict[int | str, dict[str, object]] = {
+    304: {"description": "Not modified: `If-None-Match` names the current answer's ETag"}
+}
 
 
 def _problem(description: str) -> dict[str, object]:

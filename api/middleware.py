@@ -1,7 +1,10 @@
-"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): metrics and the request size limit."""
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): metrics and the request size limit;
+and the event-loop lag probe (how late the loop runs a timer: time it was blocked by
+synchronous work or starved of CPU, which every request waiting on it pays too)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -15,6 +18,21 @@ LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
 )
+
+LOOP_LAG = Histogram(
+    "qilu_api_loop_lag_seconds",
+    "How late the event loop ran a timer due every 50 ms (blocked or starved of CPU)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+)
+
+
+async def watch_loop_lag(interval_s: float = 0.05) -> None:
+    """Observe :data:`LOOP_LAG` until cancelled (one timer per interval: negligible cost)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        LOOP_LAG.observe(max(0.0, loop.time() - due))
 
 
 class Observe:

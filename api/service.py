@@ -14,6 +14,7 @@ cost a dictionary lookup and a write of ready-made JSON bytes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -53,6 +54,27 @@ class PipelineHealth:
     lag_note: str
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A ready answer: JSON bytes and their entity tag (a digest of the bytes, so the same
+    answer has the same tag in every API process and across restarts)."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> Answer:
+        digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+        return cls(body, f'"{digest}"')
+
+    def matches(self, if_none_match: str | None) -> bool:
+        """True when an ``If-None-Match`` header names this answer (answer 304)."""
+        if not if_none_match:
+            return False
+        tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+        return any(t in (self.etag, "*") for t in tags)
+
+
 @dataclass(slots=True)
 class Snapshot:
     version: int
@@ -62,13 +84,13 @@ class Snapshot:
     baselines: dict[tuple[str, str], tuple[date, float]]
     history_note: str  # "" or why there is no history (e.g. coverage_daily missing)
     health: PipelineHealth
-    memo: dict[Any, bytes] = field(default_factory=dict)
+    memo: dict[Any, Answer] = field(default_factory=dict)
 
-    def answer(self, key: Any, build: Callable[[], bytes]) -> bytes:
+    def answer(self, key: Any, build: Callable[[], bytes]) -> Answer:
         """The memoised answer for ``key`` (built once per snapshot)."""
         hit = self.memo.get(key)
         if hit is None:
-            hit = self.memo[key] = build()
+            hit = self.memo[key] = Answer.of(build())
         return hit
 
 
@@ -143,6 +165,9 @@ class Refresher:
         while not self._stop.is_set():
             self._refresh_lag()
             self._stop.wait(self._lag_interval)
+        close = getattr(self._lag_probe, "close", None)
+        if close is not None:  # the probe's broker clients must not outlive the API
+            close()
 
     def _run(self) -> None:
         while not self._stop.is_set():

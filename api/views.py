@@ -17,13 +17,27 @@ from api.schemas import (
     StatusOut,
     TargetNameOut,
 )
-from api.service import Snapshot
+from api.service import Answer, Snapshot
 from qilu.catalog import Catalog, Target, TargetKind
 from storage.coverage import CityFigure, TargetCoverage
 from storage.queries_api import Area
 
 PROVINCE = "370000"
 _COVERAGE_LIST = TypeAdapter(list[CoverageOut])
+
+
+def respond(answer: Answer, if_none_match: str | None) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """Status and headers of a snapshot answer: 304 when the caller already has it (its
+    ``If-None-Match`` names the ETag), else 200 with the JSON body (see :mod:`api.fastpath`,
+    which sends the same)."""
+    headers = [(b"etag", answer.etag.encode()), (b"cache-control", b"no-cache")]
+    if answer.matches(if_none_match):
+        return 304, headers
+    return 200, [
+        (b"content-length", str(len(answer.body)).encode()),
+        (b"content-type", b"application/json"),
+        *headers,
+    ]
 
 
 def visible_target(p: Principal | Area, t: Target) -> bool:
@@ -144,7 +158,7 @@ def coverage_json(
 
 def coverage_answer(
     snap: Snapshot, catalog: Catalog, area: Area, target: str | None, city: str | None
-) -> bytes:
+) -> Answer:
     """``GET /v1/coverage`` as JSON bytes, built once per snapshot and area."""
     return snap.answer(
         ("coverage", area, target, city),
@@ -154,7 +168,7 @@ def coverage_answer(
 
 def one_answer(
     snap: Snapshot, catalog: Catalog, area: Area, target_id: str, city: str | None
-) -> bytes:
+) -> Answer:
     """``GET /v1/coverage/{target_id}`` as JSON bytes (the target must exist)."""
 
     def build() -> bytes:
@@ -164,7 +178,7 @@ def one_answer(
     return snap.answer(("one", area, target_id, city), build)
 
 
-def status_answer(snap: Snapshot, catalog: Catalog, area: Area, refresh_s: float) -> bytes:
+def status_answer(snap: Snapshot, catalog: Catalog, area: Area, refresh_s: float) -> Answer:
     return snap.answer(
         ("status", area),
         lambda: status_out(snap, catalog, area, refresh_s).model_dump_json().encode(),
@@ -173,20 +187,41 @@ def status_answer(snap: Snapshot, catalog: Catalog, area: Area, refresh_s: float
 
 def warm(snap: Snapshot, catalog: Catalog, refresh_s: float) -> None:
     """Build the whole-province answers before the snapshot is served, so that requests
-    (with no area limit) only look them up."""
+    (with no area limit) only look them up.
+
+    Each target's figures and judgements are computed once and every answer is cut from them
+    (a city filter only narrows ``cities``), so a refresh holds the interpreter, which the
+    event loop needs too, for as short a time as possible."""
     whole = Area()
-    status_answer(snap, catalog, whole, refresh_s)
-    coverage_answer(snap, catalog, whole, None, None)
+    cov = coverage_list(snap, catalog, whole, None, None)
+    memo = snap.memo
+    memo[("coverage", whole, None, None)] = Answer.of(_COVERAGE_LIST.dump_json(cov))
     for code in catalog.city_codes:
-        coverage_answer(snap, catalog, whole, None, code)
-    for t in catalog.targets:
-        coverage_answer(snap, catalog, whole, t.id, None)
-        one_answer(snap, catalog, whole, t.id, None)
+        narrowed = [
+            c.model_copy(update={"cities": [x for x in c.cities if x.city_code == code]})
+            for c in cov
+        ]
+        memo[("coverage", whole, None, code)] = Answer.of(_COVERAGE_LIST.dump_json(narrowed))
+    for c in cov:
+        one = c.model_dump_json().encode()
+        memo[("one", whole, c.target_id, None)] = Answer.of(one)
+        memo[("coverage", whole, c.target_id, None)] = Answer.of(b"[" + one + b"]")
+    memo[("status", whole)] = Answer.of(
+        status_out(snap, catalog, whole, refresh_s, cov).model_dump_json().encode()
+    )
 
 
-def status_out(snap: Snapshot, catalog: Catalog, area: Area, refresh_s: float) -> StatusOut:
+def status_out(
+    snap: Snapshot,
+    catalog: Catalog,
+    area: Area,
+    refresh_s: float,
+    cov: list[CoverageOut] | None = None,
+) -> StatusOut:
+    """``cov``: the area's coverage list if already built (the same for every answer)."""
     h = snap.health
-    cov = coverage_list(snap, catalog, area, None, None)
+    if cov is None:
+        cov = coverage_list(snap, catalog, area, None, None)
     shown = {c.target_id for c in cov}
     return StatusOut(
         version=snap.version,

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,19 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edge_agent.buffer import Buffer
 from edge_agent.chunks import split
 from edge_support import (
-    REPO,
+    add_common_args,
     agent_config,
+    bench_topics,
     cpu_seconds,
-    create_topics,
-    delete_topics,
     free_port,
+    running_agent,
     scrape,
-    start_agent,
+    write_result,
 )
 
 from qilu.contract import Reading
-
-RESULTS = REPO / "bench" / "results"
 
 
 def prefill(path: Path, readings: int, rate: float) -> None:
@@ -91,11 +86,8 @@ def run(args: argparse.Namespace, prefix: str, cap: float) -> dict[str, object]:
             backlog_rate=cap,
             max_bytes=1 << 30,
         )
-        proc = start_agent(cfg, folder / "agent.log", cpu=args.cpu)
         samples = []
-        try:
-            while not scrape(port):
-                time.sleep(0.1)
+        with running_agent(cfg, folder / "agent.log", cpu=args.cpu, metrics_port=port) as proc:
             start, c0 = time.monotonic(), cpu_seconds(proc.pid)
             drained_at = None
             while time.monotonic() - start < args.timeout:
@@ -109,9 +101,6 @@ def run(args: argparse.Namespace, prefix: str, cap: float) -> dict[str, object]:
                 time.sleep(0.5)
             cpu = cpu_seconds(proc.pid) - c0
             final = scrape(port)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     live_envs = sum(v for k, v in final.items() if k == "qilu_agent_envelopes_sent_total")
     res: dict[str, object] = {
         "backlog_readings": backlog,
@@ -136,16 +125,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="live readings/s (default 1000)")
     ap.add_argument("--backlog-s", type=float, default=300.0, help="outage length to catch up")
     ap.add_argument("--cap", type=float, default=5000.0, help="capped run's backlog_rate")
-    ap.add_argument("--cpu", type=int, default=1, help="core to pin the agent to (taskset)")
     ap.add_argument("--timeout", type=float, default=600.0)
-    ap.add_argument(
-        "--bootstrap", default=os.environ.get("QILU_KAFKA__BOOTSTRAP", "127.0.0.1:19092")
-    )
+    add_common_args(ap)
     args = ap.parse_args()
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    create_topics(args.bootstrap, prefix)
-    try:
-        runs = []
+    runs = []
+    with bench_topics(args.bootstrap) as prefix:
         for cap in (0.0, args.cap):
             label = "uncapped" if not cap else f"capped at {cap:,.0f}/s"
             print(
@@ -154,19 +138,14 @@ def main() -> None:
             r = run(args, prefix, cap)
             print(json.dumps({k: v for k, v in r.items() if k != "samples"}), flush=True)
             runs.append(r)
-    finally:
-        delete_topics(args.bootstrap, prefix)
-    out = {
-        "benchmark": "edge_catchup",
-        "command": "python bench/edge_catchup.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy)",
-        "python": platform.python_version(),
-        "pinned_cpu": args.cpu,
-        "target": "catch_up_factor >= 20 uncapped at 1,000 readings/s",
-        "runs": runs,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "edge_catchup.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_result(
+        "edge_catchup",
+        {
+            "pinned_cpu": args.cpu,
+            "target": "catch_up_factor >= 20 uncapped at 1,000 readings/s",
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -4,13 +4,18 @@ Runs the real agent process (``python -m edge_agent run``, what the systemd unit
 pinned to one core with ``taskset``, durable buffering on (SQLite WAL, fsync per commit),
 sending to the local Kafka with acks from all in-sync replicas. The readings come from an
 in-process rate generator (bench/edge_support.py), whose cost is included. After a warm-up,
-CPU time (user + system, all threads, from /proc) is measured over a window; peak RSS is the
-kernel's high-water mark (VmHWM) over the whole run, start-up included.
+CPU time (user + system, all threads, from /proc) is measured over a window (the mean, and
+the median of its ``--slice`` parts, less exposed to bursts of other work on a shared
+machine); peak RSS is the kernel's high-water mark (VmHWM) over the whole run, start-up
+included.
 
 Also measures what each import costs in RSS (fresh interpreters), because the 40 MB target is
 mostly interpreter and libraries.
 
     python bench/edge_footprint.py [--rates 1000 10000] [--warmup 10] [--window 30] [--cpu 1]
+
+The set-up shared with bench/edge_catchup.py (topics, the agent process, the result file)
+is in bench/edge_support.py.
 
 Needs Kafka (``qilu services up``). Writes bench/results/edge_footprint.json.
 """
@@ -18,31 +23,29 @@ Needs Kafka (``qilu services up``). Writes bench/results/edge_footprint.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edge_support import (
     REPO,
+    add_common_args,
     agent_config,
+    bench_topics,
     cpu_seconds,
-    create_topics,
-    delete_topics,
     free_port,
+    running_agent,
     scrape,
-    start_agent,
     status_kb,
+    write_result,
 )
 
-RESULTS = REPO / "bench" / "results"
 IMPORT_STEPS = [
     ("python", ""),
     ("asyncio", "asyncio"),
@@ -68,7 +71,7 @@ def import_costs() -> list[dict[str, object]]:
         kb = int(subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True))
         out.append({"step": label, "rss_mb": round(kb / 1024, 1)})
     for prev, cur in zip([None, *out[:-1]], out, strict=True):
-        cur["adds_mb"] = round(float(cur["rss_mb"]) - float(prev["rss_mb"]), 1) if prev else None  # type: ignore[arg-type,index]
+        cur["adds_mb"] = round(float(cur["rss_mb"]) - float(prev["rss_mb"]), 1) if prev else None  # type: ignore[arg-type]
     return out
 
 
@@ -85,26 +88,26 @@ def measure(rate: float, args: argparse.Namespace, prefix: str) -> dict[str, obj
             fsync=args.fsync,
             tick_s=args.tick,
         )
-        proc = start_agent(cfg, folder / "agent.log", cpu=args.cpu)
-        try:
-            deadline = time.monotonic() + 30
-            while not scrape(port) and time.monotonic() < deadline:
-                time.sleep(0.2)
+        with running_agent(cfg, folder / "agent.log", cpu=args.cpu, metrics_port=port) as proc:
             time.sleep(args.warmup)
             m0, c0, t0 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
             peak_rss = 0
+            marks = [(t0, c0)]  # (time, cpu seconds) every --slice seconds
             while time.monotonic() - t0 < args.window:
                 time.sleep(1)
                 peak_rss = max(peak_rss, status_kb(proc.pid, "VmRSS"))
+                if time.monotonic() - marks[-1][0] >= args.slice:
+                    marks.append((time.monotonic(), cpu_seconds(proc.pid)))
             m1, c1, t1 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
             hwm = status_kb(proc.pid, "VmHWM")
             threads = status_kb(proc.pid, "Threads")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
         log = (folder / "agent.log").read_text()[-2000:]
     dt = t1 - t0
     cpu_share = (c1 - c0) / dt * 100
+    # the share in each slice: other work on the shared machine comes in bursts that inflate
+    # the agent's CPU time too (cache, wake-ups); the median slice is less exposed to them
+    slices = sorted((c - pc) / (t - pt) * 100 for (pt, pc), (t, c) in itertools.pairwise(marks))
+    median = slices[len(slices) // 2] if slices else cpu_share
     sent = m1.get("qilu_agent_readings_sent_total", 0) - m0.get("qilu_agent_readings_sent_total", 0)
     got = m1.get("qilu_agent_readings_in_total", 0) - m0.get("qilu_agent_readings_in_total", 0)
     res: dict[str, object] = {
@@ -115,6 +118,8 @@ def measure(rate: float, args: argparse.Namespace, prefix: str) -> dict[str, obj
         "buffer_readings_at_end": m1.get("qilu_agent_buffer_readings"),
         "cpu_pct_of_one_core": round(cpu_share, 2),
         "cpu_pct_per_1000_readings_s": round(cpu_share / (rate / 1000), 2),
+        "cpu_pct_per_1000_readings_s_median_slice": round(median / (rate / 1000), 2),
+        "cpu_pct_slices": [round(x, 2) for x in slices],
         "peak_rss_mb": round(hwm / 1024, 1),
         "steady_rss_mb": round(peak_rss / 1024, 1),
         "threads": threads,
@@ -129,19 +134,15 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[1000.0, 10_000.0])
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--window", type=float, default=30.0)
-    ap.add_argument("--cpu", type=int, default=1, help="core to pin the agent to (taskset)")
+    ap.add_argument("--slice", type=float, default=5.0, help="seconds per CPU sample")
     ap.add_argument("--fsync", default="batch", choices=["batch", "os"], help="buffer.fsync")
     ap.add_argument(
         "--tick", type=float, default=0.05, help="seconds between the generator's hand-overs"
     )
-    ap.add_argument(
-        "--bootstrap", default=os.environ.get("QILU_KAFKA__BOOTSTRAP", "127.0.0.1:19092")
-    )
+    add_common_args(ap)
     args = ap.parse_args()
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
-    create_topics(args.bootstrap, prefix)
-    try:
-        runs = []
+    runs = []
+    with bench_topics(args.bootstrap) as prefix:
         for rate in args.rates:
             print(
                 f"rate {rate:,.0f} readings/s: warm-up {args.warmup:.0f} s, "
@@ -151,25 +152,20 @@ def main() -> None:
             r = measure(rate, args, prefix)
             print(json.dumps(r), flush=True)
             runs.append(r)
-    finally:
-        delete_topics(args.bootstrap, prefix)
     imports = import_costs()
     for row in imports:
         print(f"  {row['step']:<42} {row['rss_mb']:>6} MB  (+{row['adds_mb']})")
-    out = {
-        "benchmark": "edge_footprint",
-        "command": "python bench/edge_footprint.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy)",
-        "python": platform.python_version(),
-        "pinned_cpu": args.cpu,
-        "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
-        "handover_every_s": args.tick,
-        "targets": {"peak_rss_mb": 40, "cpu_pct_per_1000_readings_s": 3},
-        "runs": runs,
-        "import_rss": imports,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "edge_footprint.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_result(
+        "edge_footprint",
+        {
+            "pinned_cpu": args.cpu,
+            "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
+            "handover_every_s": args.tick,
+            "targets": {"peak_rss_mb": 40, "cpu_pct_per_1000_readings_s": 3},
+            "runs": runs,
+            "import_rss": imports,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ a real collector spends at least that much.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
+import platform
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from collectors.base import Collector, ReadingSink
 from qilu.contract import Reading
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 # the environment edge-agent/qilu-agent.service gives the agent: one malloc arena (the agent's
 # threads mostly wait; per-thread arenas cost RSS, ~1.5 MB measured), no column tables in code
 # objects (~1 MB), no .pyc writes
@@ -175,3 +181,60 @@ def delete_topics(bootstrap: str, prefix: str) -> None:
         admin.delete_topics([*readings_topics(ks), deadletter_topic(ks)])
     finally:
         admin.close()
+
+
+# ---------------------------------------------------------------------- the benchmarks' frame
+
+
+def add_common_args(ap: argparse.ArgumentParser) -> None:
+    """``--cpu`` and ``--bootstrap``, the same in every edge benchmark."""
+    ap.add_argument("--cpu", type=int, default=1, help="core to pin the agent to (taskset)")
+    ap.add_argument(
+        "--bootstrap",
+        default=os.environ.get("QILU_KAFKA__BOOTSTRAP", "127.0.0.1:19092"),
+        help="Kafka bootstrap (default: the local one, or QILU_KAFKA__BOOTSTRAP)",
+    )
+
+
+@contextmanager
+def bench_topics(bootstrap: str) -> Iterator[str]:
+    """A fresh topic prefix with its topics, deleted afterwards."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, prefix)
+    try:
+        yield prefix
+    finally:
+        delete_topics(bootstrap, prefix)
+
+
+@contextmanager
+def running_agent(
+    config: Path, log: Path, *, cpu: int | None, metrics_port: int, ready_s: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The agent process, started and serving metrics; terminated (SIGTERM) on exit."""
+    proc = start_agent(config, log, cpu=cpu)
+    try:
+        deadline = time.monotonic() + ready_s
+        while not scrape(metrics_port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def write_result(name: str, fields: Mapping[str, object]) -> Path:
+    """bench/results/<name>.json with the command, machine and interpreter."""
+    out = {
+        "benchmark": name,
+        "command": f"python bench/{name}.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared, noisy)",
+        "python": platform.python_version(),
+        **fields,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return path

@@ -1,36 +1,48 @@
 """Ingest benchmark: sustained readings/s into the deduplicating table, the raw-COPY ceiling,
 produce-to-commit latency at a fixed rate, and query latency with 100 million readings stored.
 
-One command, everything on 127.0.0.1, in a database and on topics of its own:
+One command, everything on 127.0.0.1, in databases and on topics of its own:
 
   1. a fresh bench database (postgres mode on the local PostgreSQL), migrated, with a whole
-     province's registry (--scale 1.0: ~275,000 devices);
-  2. Kafka is filled with a province-like stream: one agent per sector and city, each sending an
-     envelope per second (or per 500 readings) with every device's metrics at its kind's
-     reporting interval (qilu.registry.generate + qilu.contract.Envelope);
-  3. the real ingest consumers (`qilu ingest`, --consumers processes) drain it; sustained
-     readings/s stored is read from their Prometheus counters over the steady part of the run;
-  4. the raw ceiling: the same rows, exported with psql, are loaded again with `psql \\copy`
-     into the same (emptied) table with the same indexes; the ratio ingest / COPY is printed;
-  5. latency: envelopes produced at a fixed --rate readings/s (default 20,000) with current
+     province's registry (--scale 1.0: ~266,000 devices) and one provisioned agent per sector
+     and city; Kafka is filled with a province-like stream: each agent sends an envelope per
+     second (or per 500 readings) with every device's metrics at its kind's reporting
+     interval, signed like a real agent's (qilu.registry.generate, qilu.contract.Envelope,
+     qilu.signing);
+  2. the real ingest consumers (`qilu ingest`, --consumers processes) drain it; sustained
+     readings/s stored is read from their Prometheus counters over the steady part of the run
+     (10 % to 90 % of the readings), with the CPU seconds the consumers and their database
+     server processes used in that window (from /proc): the cost per reading, which other
+     work on the machine changes far less than the rate;
+  3. latency: envelopes produced at a fixed --rate readings/s (default 20,000) with current
      timestamps; a record counts as stored when the consumer group's committed offset passes
      it (offsets are committed only after the database transaction), p50/p99 of the time from
      send to that moment;
-  6. 100 million readings (--big-rows) are written straight in SQL for 24 hours of a subset of
-     the charging piles, rolled up by the real refresh, and then timed: the coverage query for
-     all targets x cities (storage.coverage.compute) and a 24-hour 1-minute series for one
-     device from readings_1m, p50/p99 over many runs.
+  4. the raw ceiling: the rows stored in 2, exported with psql, are loaded again with one
+     `psql \\copy` into the same (emptied) table with the same partitions and indexes; the
+     ratio ingest / COPY is printed;
+  5. queries with 100 million readings (--big-rows) stored, in the database qilu_bench_big,
+     kept between runs and reused when complete (else built: 24 hours of a subset of the
+     charging piles written server-side with generate_series, partition by partition, every
+     device given a liveness row, rolled up by the real refresh, checked against a
+     recomputation): p50/p99 of the coverage of all targets x cities as the API computes it
+     (storage.coverage.compute) and as recorded (coverage.latest), and of a 24-hour 1-minute
+     series of one device as the API queries it (storage.queries_api.device_readings), and
+     the same series from the view readings_1m for comparison.
 
-Writes bench/results/ingest.json and bench/results/ingest.png. Drops the bench database and
-topics at the end unless --keep. Needs the local servers (`qilu services up kafka postgres`)
-and, for phase 6, about 25 GB free on the disk of the PostgreSQL data (checked first).
+Writes bench/results/ingest.json and bench/results/ingest.png. Drops the ingest database and
+topics at the end unless --keep (qilu_bench_big stays: drop it by hand to rebuild it). Needs
+the local servers (`qilu services up kafka postgres`) and, to build qilu_bench_big, about
+25 GB free on the disk of the PostgreSQL data (checked first).
 
-    .venv/bin/python bench/ingest.py                        # everything, ~30-60 min on 2 cores
+    .venv/bin/python bench/ingest.py                        # everything, ~15-40 min on 2 cores
     .venv/bin/python bench/ingest.py --skip-big --readings 3000000   # the ingest figures only
+    .venv/bin/python bench/ingest.py --skip-ingest          # the query figures only
     .venv/bin/python bench/ingest.py --profile              # + a cProfile of one consumer
 
 Figures from a 2-core machine that also runs the broker, the database and the load generator
-are for the whole pipeline on one box; other work on the machine makes them lower.
+are for the whole pipeline on one box; other work on the machine makes them lower (the JSON
+records the machine's busy CPU per second and the load average).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import platform
 import pstats
 import random
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -71,7 +84,7 @@ from qilu.contract import Envelope, Sector  # noqa: E402
 from qilu.devices import KINDS  # noqa: E402
 from qilu.registry import Registry, generate  # noqa: E402
 from qilu.settings import Settings, StorageMode, load  # noqa: E402
-from storage import coverage, maintain, migrate, verify  # noqa: E402
+from storage import coverage, maintain, migrate  # noqa: E402
 from storage.db import connect  # noqa: E402
 from storage.registry_store import load_registry  # noqa: E402
 from stream.topics import deadletter_topic, ensure_topics, readings_topic, readings_topics  # noqa: E402
@@ -138,6 +151,34 @@ class CpuSampler:
             self.thread.join(timeout=5)
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, from /proc/stat)."""
+    with Path("/proc/stat").open() as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(settings: Settings) -> list[int]:
+    """The server processes of the connections to the bench database (the consumers' pools)."""
+    with connect(settings.db, autocommit=True) as conn:
+        return [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+
+
 # -- the province stream ----------------------------------------------------------------------
 @dataclass
 class Agent:
@@ -145,6 +186,32 @@ class Agent:
     sector: Sector
     seq: int = 0
     env: Envelope | None = None
+    sites: set[str] = field(default_factory=set)
+
+
+# agent id -> what signs its envelopes (qilu.signing.Signer), shared by every stream
+SIGNERS: dict[str, Any] = {}
+
+
+def headers_for(agent: Agent, value: bytes) -> list[tuple[str, bytes]] | None:
+    """The signature headers a real agent sends (docs/adr/0010), if the agents are provisioned."""
+    signer = SIGNERS.get(agent.agent_id)
+    return signer.headers(value) if signer is not None else None
+
+
+def provision_agents(settings: Settings, stream: ProvinceStream) -> int:
+    """Provision every agent of ``stream`` (a key pair each, its sites) in the bench database,
+    so the consumers verify signed envelopes as in production. Returns how many."""
+    from qilu.signing import Signer, generate_key
+    from storage import agents
+
+    with connect(settings.db) as conn:
+        for agent in stream.agents:
+            kp = generate_key()
+            agents.provision(conn, agent.agent_id, sorted(agent.sites), kp.public, actor="bench")
+            SIGNERS[agent.agent_id] = Signer(1, kp.private_b64)
+        conn.commit()
+    return len(stream.agents)
 
 
 @dataclass
@@ -173,6 +240,7 @@ class ProvinceStream:
                 self.agents.append(
                     Agent(f"bench-{site.sector.value}-{site.city_code}", site.sector)
                 )
+            self.agents[index[key]].sites.add(dev.site_id)
             interval = max(1, round(KINDS[dev.kind].interval_s))
             phase_us = rng.randrange(interval * 1_000_000)
             slot = self.schedule.setdefault(dev.kind, {}).setdefault(phase_us // 1_000_000, [])
@@ -249,6 +317,7 @@ def fill_kafka(settings: Settings, stream: ProvinceStream, readings: int) -> dic
                     readings_topic(settings.kafka, agent.sector),
                     key=agent.agent_id.encode(),
                     value=value,
+                    headers=headers_for(agent, value),
                 )
                 sent_readings += len(env.devices)
                 envelopes += 1
@@ -339,10 +408,22 @@ class Consumers:
         self.procs.clear()
 
 
-def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> dict[str, Any]:
-    """Sample the stored counter every second until everything is stored."""
+def measure_sustained(
+    consumers: Consumers, settings: Settings, expected: int, timeout_s: float
+) -> dict[str, Any]:
+    """Sample the stored counter every second until everything is stored. Over the steady
+    window, also the CPU seconds used by the consumers and by their database server
+    processes (from /proc), against what the whole machine used: the pipeline's cost per
+    reading, which other work on the machine does not change (much)."""
     samples: list[tuple[float, float]] = []
     cpu = CpuSampler().__enter__()
+    marks: list[tuple[float, dict[int, float], dict[int, float], float]] = []
+
+    def mark(stored: float) -> None:
+        db = {pid: proc_cpu_s(pid) for pid in backend_pids(settings)}
+        ours = {p.pid: proc_cpu_s(p.pid) for p in consumers.procs}
+        marks.append((stored, ours, db, machine_busy_s()))
+
     started = last_say = time.monotonic()
     while time.monotonic() - started < timeout_s:
         time.sleep(1.0)
@@ -352,6 +433,8 @@ def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> 
             continue
         now = time.monotonic()
         samples.append((now - started, got))
+        if (not marks and got >= 0.1 * expected) or (len(marks) == 1 and got >= 0.9 * expected):
+            mark(got)
         if now - last_say >= 5:
             last_say = now
             rate = (samples[-1][1] - samples[-6][1]) / 5 if len(samples) > 5 else 0
@@ -363,13 +446,29 @@ def measure_sustained(consumers: Consumers, expected: int, timeout_s: float) -> 
     lo = next((t, n) for t, n in samples if n >= 0.1 * expected)
     hi = next(((t, n) for t, n in samples if n >= 0.9 * expected), samples[-1])
     rate = (hi[1] - lo[1]) / (hi[0] - lo[0]) if hi[0] > lo[0] else 0.0
-    return {
+    out: dict[str, Any] = {
         "readings_per_s": round(rate),
         "stored": int(samples[-1][1]) if samples else 0,
         "window_s": round(hi[0] - lo[0], 1),
         "samples": [(round(t, 1), int(n)) for t, n in samples],
         "machine_cpu_busy_pct": cpu.busy,
     }
+    if len(marks) == 2:
+        (n0, c0, d0, m0), (n1, c1, d1, m1) = marks
+        n = max(1.0, n1 - n0)
+        consumers_s = sum(c1[p] - c0.get(p, 0.0) for p in c1)
+        db_s = sum(d1[p] - d0.get(p, 0.0) for p in d1)
+        out["cpu_window"] = {
+            "readings": int(n),
+            "consumers_cpu_s": round(consumers_s, 2),
+            "database_cpu_s": round(db_s, 2),
+            "machine_busy_cpu_s": round(m1 - m0, 2),
+            "pipeline_share_of_busy_pct": round(100 * (consumers_s + db_s) / (m1 - m0), 1),
+            "consumers_us_per_reading": round(consumers_s / n * 1e6, 2),
+            "database_us_per_reading": round(db_s / n * 1e6, 2),
+            "note": "the broker's CPU (shared with other users of the machine) is not counted",
+        }
+    return out
 
 
 def profile_one_consumer(settings: Settings, group: str, seconds: float) -> str:
@@ -395,7 +494,9 @@ def profile_one_consumer(settings: Settings, group: str, seconds: float) -> str:
 
 
 # -- the raw ceiling ----------------------------------------------------------------------------
-def psql(settings: Settings, command: str) -> float:
+def psql(settings: Settings, command: str, *, script: bool = False) -> float:
+    """Run one psql command (or, with ``script``, a psql script given as text on stdin);
+    returns the wall time it took."""
     env = {**os.environ, "PGPASSWORD": settings.db.password.get_secret_value()}
     args = [
         "psql",
@@ -411,11 +512,12 @@ def psql(settings: Settings, command: str) -> float:
         settings.db.user,
         "-d",
         settings.db.name,
-        "-c",
-        command,
     ]
     started = time.monotonic()
-    subprocess.run(args, env=env, check=True)
+    if script:
+        subprocess.run([*args, "-f", "-"], env=env, check=True, input=command.encode())
+    else:
+        subprocess.run([*args, "-c", command], env=env, check=True)
     return time.monotonic() - started
 
 
@@ -430,7 +532,7 @@ def export_rows(settings: Settings, path: Path) -> None:
 
 def raw_copy(settings: Settings, path: Path) -> dict[str, Any]:
     """Empty readings (same table, same partitions and indexes) and load ``path`` with one
-    psql \\copy; returns rows/s."""
+    psql \\copy; returns rows/s, and the CPU seconds of psql and of its server process."""
     with connect(settings.db) as conn:
         conn.execute("TRUNCATE readings")
         conn.commit()
@@ -439,13 +541,35 @@ def raw_copy(settings: Settings, path: Path) -> dict[str, Any]:
         f"  loading the same rows with psql \\copy into the emptied table"
         f" ({path.stat().st_size / 1e6:,.0f} MB) ..."
     )
-    took = psql(
-        settings, f"\\copy readings (device_pk, metric_id, ts, value, quality) FROM '{path}'"
+    stats = path.parent / "backend"
+    # the server process's /proc/PID/stat just before and after the copy
+    script = (
+        "SELECT pg_backend_pid() AS pid \\gset\n"  # noqa: S608 - fixed text, our paths
+        "\\setenv QILU_BENCH_PID :pid\n"
+        f"\\! cat /proc/$QILU_BENCH_PID/stat > '{stats}.0'\n"
+        f"\\copy readings (device_pk, metric_id, ts, value, quality) FROM '{path}'\n"
+        f"\\! cat /proc/$QILU_BENCH_PID/stat > '{stats}.1'\n"
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    took = psql(settings, script, script=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    psql_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    ticks = []
+    for suffix in (".0", ".1"):
+        f = Path(f"{stats}{suffix}").read_text().rsplit(")", 1)[1].split()
+        ticks.append(int(f[11]) + int(f[12]))
+    backend_s = (ticks[1] - ticks[0]) / os.sysconf("SC_CLK_TCK")
     with connect(settings.db) as conn:
         row = conn.execute("SELECT count(*) FROM readings").fetchone()
     loaded = int(row[0]) if row else 0
-    return {"rows": loaded, "seconds": round(took, 2), "readings_per_s": round(loaded / took)}
+    return {
+        "rows": loaded,
+        "seconds": round(took, 2),
+        "readings_per_s": round(loaded / took),
+        "psql_cpu_s": round(psql_s, 2),
+        "database_cpu_s": round(backend_s, 2),
+        "database_us_per_row": round(backend_s / max(1, loaded) * 1e6, 2),
+    }
 
 
 def settle(settings: Settings, max_s: float = 180) -> float:
@@ -543,10 +667,12 @@ def latency(
             now_us = time.time_ns() // 1000
             # one second of the province, timestamped within the last second
             for agent, env in stream.second(now_us - (s + 1) * 1_000_000, s, now_us):
+                value = env.encode()
                 fut = producer.send(
                     readings_topic(settings.kafka, agent.sector),
                     key=agent.agent_id.encode(),
-                    value=env.encode(),
+                    value=value,
+                    headers=headers_for(agent, value),
                 )
                 fut.add_callback(watcher.on_sent(time.monotonic()))
                 produced += len(env.devices)
@@ -582,14 +708,75 @@ def latency(
 
 
 # -- 100 million readings -----------------------------------------------------------------------
-def big_dataset(settings: Settings, rows: int, end: datetime) -> dict[str, Any]:
+BIG_DB = "qilu_bench_big"
+BIG_METRICS = ("connector_status", "power_kw", "energy_kwh", "fault")
+BIG_HOURS = 24
+BIG_PER_DEVICE_HOUR = 120 * len(BIG_METRICS)  # charging piles: every metric every 30 s
+
+
+def big_database(base: Settings, rows: int, scale: float) -> tuple[Settings, dict[str, Any]]:
+    """The query database ``qilu_bench_big``: reused when a previous run completed it with at
+    least ``rows`` readings (new migrations are applied to it first), else built again.
+    Returns its settings and what it holds (``bench_big_info``)."""
+    db = base.db.model_copy(update={"name": BIG_DB, "mode": StorageMode.POSTGRES})
+    settings = base.model_copy(update={"db": db})
+    with connect(base.db, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BIG_DB,)).fetchone()
+    if exists:
+        with connect(db) as conn:
+            migrate.apply(conn, StorageMode.POSTGRES)
+            info = None
+            if conn.execute("SELECT to_regclass('bench_big_info')").fetchone() != (None,):
+                cur = conn.execute("SELECT * FROM bench_big_info")
+                row = cur.fetchone()
+                names = [c.name for c in cur.description or []]
+                info = dict(zip(names, row, strict=True)) if row else None
+            conn.commit()
+        if info is not None and info["rows"] >= rows:
+            say(f"  reusing {BIG_DB}: {info['rows']:,} readings built {info['built_at']:%Y-%m-%d}")
+            return settings, {**info, "reused": True}
+        say(f"  {BIG_DB} is incomplete or smaller than asked: building it again")
+        with connect(base.db, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(BIG_DB)))
+    usage = shutil.disk_usage(ROOT)
+    need = rows * BIG_BYTES_PER_ROW
+    if usage.free < need * 1.2:
+        raise RuntimeError(
+            f"{BIG_DB} needs ~{need / 1e9:,.0f} GB for {rows:,} readings;"
+            f" {usage.free / 1e9:,.0f} GB free"
+        )
+    with connect(base.db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BIG_DB)))
+    with connect(db) as conn:
+        migrate.apply(conn, StorageMode.POSTGRES)
+        load_registry(conn, generate(1, scale))
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    info = fill_big(settings, rows, end)
+    start = datetime.fromisoformat(info["start"])
+    info["refresh_seconds"] = round(refresh_big(settings, start, end))
+    with connect(db, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+        coverage.snapshot(conn, load_catalog(), end)
+        conn.execute(
+            "CREATE TABLE bench_big_info AS SELECT %(rows)s::bigint AS rows,"
+            " %(devices)s::int AS devices, %(start)s::timestamptz AS start,"
+            ' %(end)s::timestamptz AS "end", %(write_seconds)s::int AS write_seconds,'
+            " %(refresh_seconds)s::int AS refresh_seconds, now() AS built_at",
+            info,
+        )
+        cur = conn.execute("SELECT * FROM bench_big_info")
+        names = [c.name for c in cur.description or []]
+        row = cur.fetchone()
+    return settings, {**dict(zip(names, row or (), strict=True)), "reused": False}
+
+
+def fill_big(settings: Settings, rows: int, end: datetime) -> dict[str, Any]:
     """``rows`` readings of charging piles (4 metrics every 30 s) over the 24 hours before
-    ``end``, written hour by hour straight in SQL: each hour's partition is filled without
-    indexes, indexed, then attached. Returns the devices used and the time it took."""
-    hours = 24
-    per_device_hour = 120 * 4
-    devices = -(-rows // (hours * per_device_hour))
-    start = end - timedelta(hours=hours)
+    ``end``, written server-side with generate_series, hour by hour: each hour's partition is
+    filled without indexes, then attached (which builds its primary key). Every device of the
+    registry gets a liveness row (seen in the ten minutes before ``end``, 5 % never)."""
+    devices = -(-rows // (BIG_HOURS * BIG_PER_DEVICE_HOUR))
+    start = end - timedelta(hours=BIG_HOURS)
     started = time.monotonic()
     with connect(settings.db, autocommit=True) as conn:
         conn.execute(
@@ -603,11 +790,13 @@ def big_dataset(settings: Settings, rows: int, end: datetime) -> dict[str, Any]:
             r[0]
             for r in conn.execute(
                 "SELECT metric_id FROM metrics WHERE key = ANY(%s) ORDER BY metric_id",
-                (["connector_status", "power_kw", "energy_kwh", "fault"],),
+                (list(BIG_METRICS),),
             )
         ]
-        for h in range(hours):
+        for h in range(BIG_HOURS):
+            t = time.monotonic()
             lo = start + timedelta(hours=h)
+            hi = lo + timedelta(hours=1)
             name = f"readings_p{lo:%Y%m%dT%H}"
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
             conn.execute(
@@ -626,7 +815,6 @@ def big_dataset(settings: Settings, rows: int, end: datetime) -> dict[str, Any]:
                 ).format(sql.Identifier(name)),
                 {"lo": lo, "metrics": metrics, "m3": metrics[2]},
             )
-            hi = lo + timedelta(hours=1)
             conn.execute(
                 sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (ts >= {} AND ts < {})").format(
                     sql.Identifier(name),
@@ -642,11 +830,18 @@ def big_dataset(settings: Settings, rows: int, end: datetime) -> dict[str, Any]:
             )
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(name)))
             say(
-                f"  hour {h + 1}/24 written and indexed"
-                f" ({(h + 1) * devices * per_device_hour:,} readings)"
+                f"  hour {h + 1}/{BIG_HOURS} written and indexed"
+                f" ({(h + 1) * devices * BIG_PER_DEVICE_HOUR:,} readings,"
+                f" {time.monotonic() - t:,.0f} s)"
             )
+        conn.execute(
+            "INSERT INTO device_liveness (device_pk, last_seen)"
+            " SELECT device_pk, %s::timestamptz - random() * interval '10 minutes'"
+            " FROM devices WHERE random() < 0.95",
+            (end,),
+        )
     return {
-        "rows": devices * hours * per_device_hour,
+        "rows": devices * BIG_HOURS * BIG_PER_DEVICE_HOUR,
         "devices": devices,
         "start": start.isoformat(),
         "end": end.isoformat(),
@@ -660,20 +855,66 @@ def refresh_big(settings: Settings, start: datetime, end: datetime) -> float:
     t = start + timedelta(hours=1, minutes=2)
     with connect(settings.db) as conn:
         while t <= end + timedelta(minutes=2):
+            c = time.monotonic()
             maintain.refresh_rollups_postgres(conn, settings.storage, t)
-            say(f"  rollups refreshed up to {t - timedelta(minutes=2):%H:%M}")
+            say(
+                f"  rollups refreshed up to {t - timedelta(minutes=2):%H:%M}"
+                f" ({time.monotonic() - c:,.0f} s)"
+            )
             t += timedelta(hours=1)
     return time.monotonic() - started
 
 
-def time_queries(
-    settings: Settings, big: dict[str, Any], now: datetime, runs: int
+def check_big(settings: Settings, lo: datetime, hi: datetime) -> dict[str, int]:
+    """Minute buckets of [lo, hi) that differ between a recomputation from the raw rows and
+    the view readings_1m, and the range function qilu_readings_1m: counted in the server
+    (storage.verify does the full check in Python, too slow for millions of buckets)."""
+    raw = (
+        "SELECT device_pk, metric_id, date_bin(INTERVAL '1 minute', ts,"
+        " TIMESTAMPTZ '2000-01-01 00:00+00') AS bucket, count(*) AS n, min(value) AS min,"
+        " max(value) AS max, avg(value) AS avg, (array_agg(value ORDER BY ts DESC))[1] AS last"
+        " FROM readings WHERE ts >= %(lo)s AND ts < %(hi)s GROUP BY 1, 2, 3"
+    )
+    cols = "device_pk, metric_id, bucket, n, min, max, avg, last"
+    out = {}
+    with connect(settings.db) as conn:
+        for name, rel in (
+            ("readings_1m", f"SELECT {cols} FROM readings_1m"),  # noqa: S608 - fixed text
+            ("qilu_readings_1m", f"SELECT {cols} FROM qilu_readings_1m(%(lo)s, %(hi)s)"),  # noqa: S608
+        ):
+            got = f"{rel} WHERE bucket >= %(lo)s AND bucket < %(hi)s"
+            row = conn.execute(
+                f"SELECT count(*) FROM (({raw} EXCEPT ALL {got})"  # noqa: S608 - fixed text
+                f" UNION ALL ({got} EXCEPT ALL {raw})) d",
+                {"lo": lo, "hi": hi},
+            ).fetchone()
+            out[name] = int(row[0]) if row else -1
+    say(f"  rollups against the raw rows, {lo:%H:%M}-{hi:%H:%M}: buckets differing {out}")
+    return out
+
+
+def planning_ms(conn: Any, query: str, params: Any) -> float:
+    """Planning time of ``query`` as EXPLAIN (ANALYZE) reports it."""
+    plan = conn.execute(("EXPLAIN (ANALYZE, FORMAT JSON) " + query).encode(), params).fetchone()[0]
+    conn.commit()
+    return float(plan[0]["Planning Time"])
+
+
+def time_queries(  # noqa: PLR0915 - one query after the other
+    settings: Settings, big: dict[str, Any], runs: int
 ) -> dict[str, Any]:
-    """p50/p99 of: the coverage answer as served (the newest snapshot, coverage.latest), its
-    live recomputation (coverage.compute, what the snapshot job runs), and a 24-hour 1-minute
-    series of one device from readings_1m."""
+    """p50/p99 over ``runs`` of:
+
+    * coverage, all targets x (16 cities + province): as the API computes it
+      (coverage.compute, the snapshot its background task recomputes every few seconds), and as
+      it serves it when no snapshot is in memory yet (coverage.latest, the newest recorded one);
+    * a 24-hour 1-minute series of one metric of a random device, exactly as the API queries it
+      (storage.queries_api.device_readings: 1,440 points in two pages of at most 1,000);
+    * the same series from the view readings_1m (what Grafana reads), for comparison."""
+    from storage import queries_api
+
     catalog = load_catalog()
-    start = datetime.fromisoformat(big["start"])
+    start, end = big["start"], big["end"]
     out: dict[str, Any] = {}
 
     def timed(fn: Any, n: int) -> list[float]:
@@ -688,42 +929,103 @@ def time_queries(
         return {
             "p50": round(pct(times, 50), 2),
             "p99": round(pct(times, 99), 2),
+            "max": round(max(times), 2),
             "runs": len(times),
             **extra,
         }
 
     with connect(settings.db) as conn:
-        readings = conn.execute("SELECT count(*) FROM readings").fetchone()
-        out["readings_stored"] = int(readings[0]) if readings else 0
-        conn.commit()
+        # the partitions' row estimates (pg_class) count every stored reading without a scan
+        row = conn.execute(
+            "SELECT sum(c.reltuples)::bigint FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass"
+        ).fetchone()
+        out["readings_stored"] = int(row[0]) if row and row[0] else 0
+        row = conn.execute(
+            "SELECT sum(c.reltuples)::bigint FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings_1m_store'::regclass"
+        ).fetchone()
+        out["rollup_1m_rows"] = int(row[0]) if row and row[0] else 0
         devices = [r[0] for r in conn.execute("SELECT device_pk FROM bench_piles")]
         metric = conn.execute("SELECT metric_id FROM metrics WHERE key = 'power_kw'").fetchone()
         conn.commit()
         if metric is None:
             raise RuntimeError("metric power_kw missing from the bench database")
-        say("  timing the live coverage computation (coverage.compute)")
-        live = timed(lambda: coverage.compute(conn, catalog, now), max(5, runs // 5))
-        coverage.snapshot(conn, catalog, now)
-        say("  timing the served coverage answer (coverage.latest)")
-        served = timed(lambda: coverage.latest(conn, catalog), runs * 4)
         rng = random.Random(3)
-        rows = [0]
+        say("  timing coverage as the API computes it (coverage.compute)")
+        live = timed(lambda: coverage.compute(conn, catalog, end), max(5, runs // 5))
+        conn.commit()
+        say("  timing coverage as recorded (coverage.latest)")
+        served = timed(lambda: coverage.latest(conn, catalog), runs)
+        points = [0]
 
-        def series() -> None:
+        def api_series() -> None:
+            pk = rng.choice(devices)
+            got: list[queries_api.Point] = []
+            after = None
+            while True:
+                page = queries_api.device_readings(
+                    conn,
+                    pk,
+                    queries_api.Resolution.MINUTE,
+                    start,
+                    end,
+                    metric_id=metric[0],
+                    after=after,
+                    limit=1001,
+                )
+                got += page[:1000]
+                if len(page) <= 1000:
+                    break
+                after = (page[999].ts, metric[0])
+            conn.commit()
+            points[0] = len(got)
+
+        say("  timing 24-hour 1-minute series as the API queries it (qilu_readings_1m)")
+        api = timed(api_series, runs)
+        view_rows = [0]
+
+        def view_series() -> None:
             got = conn.execute(
                 "SELECT bucket, n, min, max, avg, last FROM readings_1m"
                 " WHERE device_pk = %s AND metric_id = %s AND bucket >= %s AND bucket < %s"
                 " ORDER BY bucket",
-                (rng.choice(devices), metric[0], start, start + timedelta(hours=24)),
+                (rng.choice(devices), metric[0], start, end),
             ).fetchall()
             conn.commit()
-            rows[0] = len(got)
+            view_rows[0] = len(got)
 
-        say("  timing 24-hour 1-minute series of random devices (readings_1m)")
-        one = timed(series, runs * 4)
+        say("  timing the same series from the view readings_1m")
+        view = timed(view_series, max(10, runs // 4))
+        params = (devices[0], metric[0], start, end)
+        plan_fn = planning_ms(
+            conn,
+            "SELECT * FROM qilu_readings_1m(%s, %s) r WHERE device_pk = %s AND metric_id = %s",
+            (start, end, *params[:2]),
+        )
+        plan_view = planning_ms(
+            conn,
+            "SELECT * FROM readings_1m WHERE device_pk = %s AND metric_id = %s"
+            " AND bucket >= %s AND bucket < %s",
+            params,
+        )
+    out["coverage_live_ms"] = summary(
+        live, query="coverage.compute: every target x city from device_liveness + registry"
+    )
     out["coverage_served_ms"] = summary(served, query="coverage.latest: newest snapshot")
-    out["coverage_live_ms"] = summary(live, query="coverage.compute: from device_liveness")
-    out["series_24h_1m_ms"] = summary(one, rows_per_answer=rows[0])
+    out["series_24h_1m_ms"] = summary(
+        api,
+        points_per_answer=points[0],
+        query="queries_api.device_readings (qilu_readings_1m), both pages",
+        planning_ms=round(plan_fn, 2),
+    )
+    out["series_24h_1m_view_ms"] = summary(
+        view,
+        points_per_answer=view_rows[0],
+        query="SELECT ... FROM readings_1m (the view)",
+        planning_ms=round(plan_view, 2),
+    )
     return out
 
 
@@ -736,25 +1038,28 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     ax = axes[0]
-    sus = result["sustained"]
-    pts = sus["samples"]
-    rates = [
-        (pts[i][0], (pts[i][1] - pts[i - 1][1]) / max(1e-9, pts[i][0] - pts[i - 1][0]))
-        for i in range(1, len(pts))
-    ]
-    ax.plot([t for t, _ in rates], [r / 1000 for _, r in rates], label="ingest (stored/s)")
-    ax.axhline(
-        sus["readings_per_s"] / 1000,
-        color="C0",
-        ls="--",
-        label=f"sustained {sus['readings_per_s']:,}/s",
-    )
-    if "raw_copy" in result:
-        c = result["raw_copy"]["readings_per_s"]
-        ax.axhline(c / 1000, color="C3", ls=":", label=f"psql \\copy {c:,}/s")
-    ax.axhline(150, color="grey", ls="-.", lw=0.8, label="target 150k/s")
-    ax.set(title="Ingest into the deduplicating table", xlabel="s", ylabel="thousand readings/s")
-    ax.legend(fontsize=8)
+    if "sustained" in result:
+        sus = result["sustained"]
+        pts = sus["samples"]
+        rates = [
+            (pts[i][0], (pts[i][1] - pts[i - 1][1]) / max(1e-9, pts[i][0] - pts[i - 1][0]))
+            for i in range(1, len(pts))
+        ]
+        ax.plot([t for t, _ in rates], [r / 1000 for _, r in rates], label="ingest (stored/s)")
+        ax.axhline(
+            sus["readings_per_s"] / 1000,
+            color="C0",
+            ls="--",
+            label=f"sustained {sus['readings_per_s']:,}/s",
+        )
+        if "raw_copy" in result:
+            c = result["raw_copy"]["readings_per_s"]
+            ax.axhline(c / 1000, color="C3", ls=":", label=f"psql \\copy {c:,}/s")
+        ax.axhline(150, color="grey", ls="-.", lw=0.8, label="target 150k/s")
+        ax.set(
+            title="Ingest into the deduplicating table", xlabel="s", ylabel="thousand readings/s"
+        )
+        ax.legend(fontsize=8)
     ax = axes[1]
     lat = result.get("latency", {})
     if lat.get("samples"):
@@ -773,11 +1078,17 @@ def chart(result: dict[str, Any], path: Path) -> None:
     if "queries" in result:
         q = result["queries"]
         names = [
-            "coverage served\n(snapshot)",
-            "coverage live\n(recompute)",
-            "24 h 1-min series\n(one device)",
+            "coverage\ncompute",
+            "coverage\nsnapshot",
+            "24 h series\nAPI query",
+            "24 h series\nview",
         ]
-        keys = ("coverage_served_ms", "coverage_live_ms", "series_24h_1m_ms")
+        keys = (
+            "coverage_live_ms",
+            "coverage_served_ms",
+            "series_24h_1m_ms",
+            "series_24h_1m_view_ms",
+        )
         p50 = [q[k]["p50"] for k in keys]
         p99 = [q[k]["p99"] for k in keys]
         x = range(len(names))
@@ -821,6 +1132,11 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
     ap.add_argument("--skip-copy", action="store_true", help="skip the raw COPY ceiling")
     ap.add_argument("--skip-latency", action="store_true", help="skip the latency run")
     ap.add_argument("--skip-big", action="store_true", help="skip the 100-million-row query run")
+    ap.add_argument(
+        "--skip-ingest",
+        action="store_true",
+        help="skip phases 1-4 (Kafka, sustained ingest, raw COPY, latency): the query run only",
+    )
     ap.add_argument("--profile", action="store_true", help="also profile one in-process consumer")
     ap.add_argument("--keep", action="store_true", help="keep the bench database and topics")
     args = ap.parse_args()
@@ -844,102 +1160,102 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
     }
     usage = shutil.disk_usage(ROOT)
     say(f"disk: {usage.free / 1e9:,.0f} GB free of {usage.total / 1e9:,.0f} GB")
-    need = args.big_rows * BIG_BYTES_PER_ROW + args.readings * 400
-    if not args.skip_big and usage.free < need * 1.2:
-        say(
-            f"not enough disk for {args.big_rows:,} rows (~{need / 1e9:,.0f} GB):"
-            " skipping the query run"
-        )
-        args.skip_big = True
     export = Path(tempfile.mkdtemp(prefix="qilu-bench-")) / "readings.tsv"
     group = f"bench-{tag}"
     consumers = Consumers(settings, args.consumers, args.batch_records, group)
     try:
-        say(f"creating {db.name} and loading a registry at scale {args.scale}")
-        with connect(base.db, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
-        with connect(db) as conn:
-            migrate.apply(conn, StorageMode.POSTGRES)
-        reg = generate(1, args.scale)
-        with connect(db) as conn:
-            load_registry(conn, reg)
-        ensure_topics(kafka)
-        stream = ProvinceStream(reg)
-        result["registry"] = {
-            "sites": len(reg.sites),
-            "devices": len(reg.devices),
-            "province_readings_per_s": round(stream.rate),
-        }
-        say(f"  {len(reg.devices):,} devices report {stream.rate:,.0f} readings/s in total")
-
-        say(f"[1/5] filling Kafka with {args.readings:,} readings")
-        result["kafka_fill"] = fill_kafka(settings, stream, args.readings)
-        expected = result["kafka_fill"]["readings"]
-
-        if args.profile:
-            say("profiling one consumer in this process for 40 s (a separate consumer group)")
-            result["profile"] = profile_one_consumer(settings, f"{group}-profile", 40)
-            print(result["profile"])
+        if not args.skip_ingest:
+            say(f"creating {db.name} and loading a registry at scale {args.scale}")
+            with connect(base.db, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
             with connect(db) as conn:
-                conn.execute("TRUNCATE readings, device_liveness, rollup_invalidations")
-                conn.commit()
+                migrate.apply(conn, StorageMode.POSTGRES)
+            reg = generate(1, args.scale)
+            with connect(db) as conn:
+                load_registry(conn, reg)
+            ensure_topics(kafka)
+            stream = ProvinceStream(reg)
+            result["registry"] = {
+                "sites": len(reg.sites),
+                "devices": len(reg.devices),
+                "province_readings_per_s": round(stream.rate),
+            }
+            say(f"  {len(reg.devices):,} devices report {stream.rate:,.0f} readings/s in total")
+            if base.ingest.authenticate:
+                n = provision_agents(settings, stream)
+                say(f"  {n} agents provisioned: envelopes are signed and verified")
+            result["signed_envelopes"] = base.ingest.authenticate
 
-        say(f"[2/5] draining it with {args.consumers} `qilu ingest` processes")
-        consumers.start()
-        result["sustained"] = measure_sustained(
-            consumers, expected, timeout_s=max(600, expected / 5000)
-        )
-        result["sustained"]["consumers"] = args.consumers
-        result["sustained"]["batch_records"] = args.batch_records
-        say(f"  sustained: {result['sustained']['readings_per_s']:,} readings/s stored")
-        with connect(db) as conn:
-            row = conn.execute("SELECT count(*) FROM readings").fetchone()
-        result["sustained"]["rows_in_table"] = int(row[0]) if row else 0
+            say(f"[1/5] filling Kafka with {args.readings:,} readings")
+            result["kafka_fill"] = fill_kafka(settings, stream, args.readings)
+            expected = result["kafka_fill"]["readings"]
 
-        if not args.skip_copy:
-            say(f"  exporting the {result['sustained']['rows_in_table']:,} stored rows (psql)")
-            export_rows(settings, export)
+            if args.profile:
+                say("profiling one consumer in this process for 40 s (a separate consumer group)")
+                result["profile"] = profile_one_consumer(settings, f"{group}-profile", 40)
+                print(result["profile"])
+                with connect(db) as conn:
+                    conn.execute("TRUNCATE readings, device_liveness, rollup_invalidations")
+                    conn.commit()
 
-        if not args.skip_latency:
-            say("[3/5] settling the database after the load (checkpoint, autovacuum)")
-            say(f"  settled in {settle(settings)} s")
-            say(f"[3/5] latency at {args.rate:,.0f} readings/s for {args.latency_s:.0f} s")
-            result["latency"] = latency(settings, reg, group, args.rate, args.latency_s)
-            say(
-                f"  produce -> committed: p50 {result['latency']['p50_ms']} ms,"
-                f" p99 {result['latency']['p99_ms']} ms"
+            say(f"[2/5] draining it with {args.consumers} `qilu ingest` processes")
+            consumers.start()
+            result["sustained"] = measure_sustained(
+                consumers, settings, expected, timeout_s=max(600, expected / 5000)
             )
-        consumers.stop()
+            result["sustained"]["consumers"] = args.consumers
+            result["sustained"]["batch_records"] = args.batch_records
+            say(f"  sustained: {result['sustained']['readings_per_s']:,} readings/s stored")
+            with connect(db) as conn:
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+            result["sustained"]["rows_in_table"] = int(row[0]) if row else 0
 
-        if not args.skip_copy:
-            say("[4/5] raw ceiling: the same rows with psql \\copy into the same table")
-            result["raw_copy"] = raw_copy(settings, export)
-            ratio = result["sustained"]["readings_per_s"] / result["raw_copy"]["readings_per_s"]
-            result["ratio_ingest_to_copy"] = round(ratio, 3)
-            say(
-                f"  psql \\copy: {result['raw_copy']['readings_per_s']:,} rows/s; ingest is "
-                f"{ratio:.0%} of it"
-            )
+            if not args.skip_copy:
+                say(f"  exporting the {result['sustained']['rows_in_table']:,} stored rows (psql)")
+                export_rows(settings, export)
+
+            if not args.skip_latency:
+                say("[3/5] settling the database after the load (checkpoint, autovacuum)")
+                say(f"  settled in {settle(settings)} s")
+                say(f"[3/5] latency at {args.rate:,.0f} readings/s for {args.latency_s:.0f} s")
+                result["latency"] = latency(settings, reg, group, args.rate, args.latency_s)
+                say(
+                    f"  produce -> committed: p50 {result['latency']['p50_ms']} ms,"
+                    f" p99 {result['latency']['p99_ms']} ms"
+                )
+            consumers.stop()
+
+            if not args.skip_copy:
+                say("[4/5] raw ceiling: the same rows with psql \\copy into the same table")
+                result["raw_copy"] = raw_copy(settings, export)
+                ratio = result["sustained"]["readings_per_s"] / result["raw_copy"]["readings_per_s"]
+                result["ratio_ingest_to_copy"] = round(ratio, 3)
+                say(
+                    f"  psql \\copy: {result['raw_copy']['readings_per_s']:,} rows/s; ingest is "
+                    f"{ratio:.0%} of it"
+                )
 
         if not args.skip_big:
-            say(f"[5/5] {args.big_rows:,} readings in SQL, rollups, query latency")
-            end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-            big = big_dataset(settings, args.big_rows, end)
-            big["refresh_seconds"] = round(
-                refresh_big(settings, datetime.fromisoformat(big["start"]), end)
-            )
-            with connect(db) as conn:
-                check = verify.compare(conn, end - timedelta(hours=1), end)
-            big["verified_hour_equal"] = check.equal
-            result["big"] = big
-            result["queries"] = time_queries(settings, big, datetime.now(UTC), args.query_runs)
+            say(f"[5/5] query latency with {args.big_rows:,} readings stored ({BIG_DB})")
+            big_settings, big = big_database(base, args.big_rows, args.scale)
+            differ = check_big(big_settings, big["end"] - timedelta(minutes=10), big["end"])
+            big["last_10_min_1m_buckets_differing_from_raw"] = differ
+            if any(differ.values()):
+                raise RuntimeError(f"rollups differ from the raw rows: {differ}")
+            result["big"] = {k: str(v) if isinstance(v, datetime) else v for k, v in big.items()}
+            result["queries"] = time_queries(big_settings, big, args.query_runs)
             q = result["queries"]
-            for key in ("coverage_served_ms", "coverage_live_ms", "series_24h_1m_ms"):
+            for key in (
+                "coverage_live_ms",
+                "coverage_served_ms",
+                "series_24h_1m_ms",
+                "series_24h_1m_view_ms",
+            ):
                 say(f"  {key}: p50 {q[key]['p50']} ms, p99 {q[key]['p99']} ms")
     finally:
         consumers.stop()
         shutil.rmtree(export.parent, ignore_errors=True)
-        if not args.keep:
+        if not args.keep and not args.skip_ingest:
             say("dropping the bench database and topics")
             with connect(base.db, autocommit=True) as conn:
                 conn.execute(

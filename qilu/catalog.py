@@ -23,6 +23,13 @@ from qilu.errors import ConfigError
 SITE_ATTRIBUTES = frozenset(
     {"public", "networked", "voltage_kv", "gis", "one_key_control", "smart", "agri_base"}
 )
+# The sectors' names (a target's sector may also be "all"): key -> (English, Chinese)
+SECTOR_NAMES: dict[str, tuple[str, str]] = {
+    Sector.CHARGING.value: ("Charging facilities", "充电设施"),
+    Sector.SUBSTATION.value: ("Substations", "变电站"),
+    Sector.RANCH.value: ("Ranches", "牧场"),
+    "all": ("All sectors", "全部领域"),
+}
 
 
 class _Frozen(BaseModel):

@@ -25,9 +25,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "storage.cli",
     "stream.cli",
     "edge_agent.cli",
+    "qilu.agents_cli",
     "api.cli",
     "dashboards.cli",
     "qilu.check",
+    "qilu.bench_cli",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]

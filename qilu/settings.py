@@ -43,6 +43,8 @@ class ServicesSettings(BaseModel):
     host: str = "127.0.0.1"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    # the SASL/SCRAM listener edge agents use (docs/adr/0010); 0 = kafka_port + 2
+    kafka_agent_port: int = 0
     kafka_version: str = "4.3.1"
     kafka_heap_mb: int = 512
     postgres_port: int = 15432
@@ -51,12 +53,22 @@ class ServicesSettings(BaseModel):
     prometheus_port: int = 19090
     start_timeout_s: float = 90.0
 
+    @model_validator(mode="after")
+    def _derive_agent_port(self) -> ServicesSettings:
+        if not self.kafka_agent_port:
+            self.kafka_agent_port = self.kafka_port + 2
+        return self
+
 
 class KafkaSettings(BaseModel):
     bootstrap: str = "127.0.0.1:19092"
     topic_prefix: str = "qilu"
     partitions: int = 6
     client_id: str = "qilu"
+    # the SASL/SCRAM listener as edge agents reach it: what `qilu agents provision` prints
+    agent_bootstrap: str = "127.0.0.1:19094"
+    # `qilu agents`: create/rotate/delete each agent's SCRAM user and ACLs on the broker
+    manage_agent_credentials: bool = True
 
 
 class DatabaseSettings(BaseModel):
@@ -108,6 +120,16 @@ class IngestSettings(BaseModel):
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from elsewhere
     # readings whose timestamp is this far in the future (or before 2000) are dead-lettered
     max_future_skew_s: float = 300.0
+    # per-envelope agent signatures (docs/adr/0010): off only for replaying trusted archives
+    authenticate: bool = True
+    # how often the agent registry (keys, revocations, sites) is checked for changes
+    agents_refresh_s: float = Field(default=2.0, gt=0)
+    # static group membership (KIP-345): a restarted process with the same id gets its
+    # partitions back at once instead of after the session timeout; "" = dynamic membership
+    group_instance_id: str = ""
+    # fault injection for the fault suite (docs/faults.md), off by default: pause this long
+    # after each database commit, before the offset commit, so a kill can land in between
+    failpoint_after_db_commit_s: float = Field(default=0.0, ge=0)
 
 
 class AgentSettings(BaseModel):

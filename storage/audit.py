@@ -8,7 +8,7 @@ together. Actors are ``cli:<os user>`` for the command line and ``api:<key id>``
 from __future__ import annotations
 
 import getpass
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -53,6 +53,22 @@ def record(
             None if after is None else Jsonb(dict(after)),
         ),
     )
+
+
+def record_many(
+    cur: psycopg.Cursor[TupleRow],
+    rows: Sequence[tuple[str, str, Entity, str, str | None, str | None]],
+) -> None:
+    """Append many audit rows in the caller's transaction with one COPY (bulk changes such as
+    an inventory import): (actor, action, entity, entity_id, before JSON, after JSON) each,
+    the JSON already serialised (None for no state)."""
+    if not rows:
+        return
+    with cur.copy(
+        "COPY audit_log (actor, action, entity, entity_id, before, after) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from qilu.catalog import load_catalog
 from qilu.errors import ConfigError
 from qilu.registry import generate
 from qilu.settings import Settings, StorageMode
-from storage import coverage, maintain, migrate, verify
+from storage import coverage, maintain, migrate, registry_cli, verify
 from storage import mode as modes
 from storage.db import connect
 from storage.registry_store import load_registry
@@ -29,7 +29,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("migrate", help="apply database migrations (safe to run again)")
     p.set_defaults(handler=_migrate)
 
-    p = sub.add_parser("registry", help="load the asset registry into the database")
+    p = sub.add_parser(
+        "registry",
+        help="the asset registry: inventories, lifecycle, history (docs/registry.md)",
+    )
     rsub = p.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
     g = rsub.add_parser(
         "generate",
@@ -41,6 +44,8 @@ def register(sub: Any) -> None:
         "--scale", type=float, default=0.02, help="1.0 = province size (~240k piles); default 0.02"
     )
     g.set_defaults(handler=_registry_generate)
+    registry_cli.add_actions(rsub)
+    registry_cli.register(sub)  # `qilu audit`
 
     p = sub.add_parser(
         "storage",

@@ -1,7 +1,10 @@
 """Coverage: each target's current value, province-wide and per city, from registry + liveness.
 
 An asset counts when it matches the target's measure (qilu/data/targets.toml); it is connected
-when its latest valid reading is younger than its device kind's expected interval. SQL is built
+when its latest valid reading is younger than its device kind's expected interval. The registry
+counted is the registry as it was on the province day of ``now`` (the versions of migration
+041 valid that day, in service: not in maintenance, not decommissioned), so a later change
+never alters an earlier day's figure (docs/adr/0009-temporal-registry.md). SQL is built
 from the catalog's closed vocabulary (attribute names are checked against SITE_ATTRIBUTES and
 quoted as identifiers; values are parameters).
 """
@@ -71,9 +74,20 @@ def _and(parts: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
 
 
+# The registry as it was on %(day)s, in service that day (aliases as the tables' names).
+_DEVICES_ON = sql.SQL(
+    "(SELECT device_pk, site_id, kind FROM device_versions WHERE valid_from <= %(day)s"
+    " AND (valid_to IS NULL OR valid_to > %(day)s) AND status = 'active')"
+)
+_SITES_ON = sql.SQL(
+    "(SELECT * FROM site_versions WHERE valid_from <= %(day)s"
+    " AND (valid_to IS NULL OR valid_to > %(day)s) AND status = 'active')"
+)
+
+
 def build_query(m: Measure, now: datetime) -> tuple[sql.Composed, dict[str, Any]]:
     """SQL returning (city_code, denominator, numerator) for one measure."""
-    params: dict[str, Any] = {"now": now}
+    params: dict[str, Any] = {"now": now, "day": province_day(now)}
     site_where = _attr_filters(m.where, "=", params, "w") + _attr_filters(m.min, ">=", params, "m")
     if m.sector is not None:
         params["sector"] = m.sector.value
@@ -89,11 +103,13 @@ def build_query(m: Measure, now: datetime) -> tuple[sql.Composed, dict[str, Any]
         cond = sql.SQL("{} AND {}").format(numer, live) if m.connected else numer
         query = sql.SQL(
             "SELECT s.city_code, count(*), count(*) FILTER (WHERE {cond})"
-            " FROM devices d JOIN sites s ON s.site_id = d.site_id"
+            " FROM {devices} d JOIN {sites} s ON s.site_id = d.site_id"
             " JOIN device_kinds k ON k.kind = d.kind"
             " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
             " WHERE {kind} AND {site} GROUP BY s.city_code"
-        ).format(cond=cond, kind=kind_filter, site=_and(site_where))
+        ).format(
+            cond=cond, kind=kind_filter, site=_and(site_where), devices=_DEVICES_ON, sites=_SITES_ON
+        )
         return query, params
 
     site_conn = {
@@ -105,13 +121,21 @@ def build_query(m: Measure, now: datetime) -> tuple[sql.Composed, dict[str, Any]
         "WITH per_site AS ("
         " SELECT s.site_id, s.city_code, bool_and({numer}) AS num_ok,"
         "  count(d.device_pk) AS n_dev, count(*) FILTER (WHERE {live}) AS n_conn"
-        " FROM sites s LEFT JOIN devices d ON d.site_id = s.site_id AND {kind}"
+        " FROM {sites} s LEFT JOIN {devices} d ON d.site_id = s.site_id AND {kind}"
         " LEFT JOIN device_kinds k ON k.kind = d.kind"
         " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
         " WHERE {site} GROUP BY s.site_id, s.city_code)"
         " SELECT city_code, count(*), count(*) FILTER (WHERE {cond})"
         " FROM per_site GROUP BY city_code"
-    ).format(numer=numer, live=live, kind=kind_filter, site=_and(site_where), cond=cond)
+    ).format(
+        numer=numer,
+        live=live,
+        kind=kind_filter,
+        site=_and(site_where),
+        cond=cond,
+        devices=_DEVICES_ON,
+        sites=_SITES_ON,
+    )
     return query, params
 
 

@@ -297,14 +297,22 @@ def device_readings(
     limit: int,
 ) -> list[Point]:
     """Readings of one device in [start, end), ordered by (time, metric), from the rollup
-    relation matching ``resolution`` (raw readings for ``raw``)."""
+    matching ``resolution`` (raw readings for ``raw``).
+
+    Rollups are read through ``qilu_readings_1m(start, end)`` / ``qilu_readings_1h(...)``
+    (migration 007): the rows of the views ``readings_1m`` / ``readings_1h`` in that range,
+    with the range known when the statement is planned, so only that range's partitions are
+    planned and read (the views compare with the refresh watermark at run time and plan every
+    partition)."""
     params: dict[str, Any] = {"pk": device_pk, "start": start, "end": end, "limit": limit}
+    rel: sql.Composable
     if resolution is Resolution.RAW:
         rel, ts = sql.Identifier("readings"), sql.Identifier("ts")
         cols = sql.SQL("1::bigint, r.value, r.value, r.value, r.value, r.quality")
     else:
-        name = "readings_1m" if resolution is Resolution.MINUTE else "readings_1h"
-        rel, ts = sql.Identifier(name), sql.Identifier("bucket")
+        fn = "qilu_readings_1m" if resolution is Resolution.MINUTE else "qilu_readings_1h"
+        rel = sql.SQL("{}(%(start)s, %(end)s)").format(sql.Identifier(fn))
+        ts = sql.Identifier("bucket")
         cols = sql.SQL("r.n, r.min, r.max, r.avg, r.last, NULL::smallint")
     where = [
         sql.SQL("r.device_pk = %(pk)s"),
@@ -327,6 +335,10 @@ def device_readings(
         rows = conn.execute(query, params).fetchall()
     except psycopg.errors.UndefinedTable as exc:
         raise _missing(exc) from exc
+    except psycopg.errors.UndefinedFunction as exc:  # a database migrated before 007
+        raise RelationMissingError(
+            "qilu_readings_1m" if resolution is Resolution.MINUTE else "qilu_readings_1h"
+        ) from exc
     return [Point(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
 
@@ -390,7 +402,8 @@ def liveness_summary(conn: psycopg.Connection[TupleRow], now: datetime) -> Liven
         " count(*) FILTER (WHERE l.last_seen > %(now)s - k.expected_interval),"
         " count(*) FILTER (WHERE l.last_seen IS NULL)"
         " FROM devices d JOIN device_kinds k ON k.kind = d.kind"
-        " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk",
+        " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
+        " WHERE d.status <> 'decommissioned'",  # gone for good: neither silent nor unseen
         {"now": now},
     ).fetchone()
     assert row is not None  # noqa: S101 - an aggregate always returns one row

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -11,6 +12,8 @@ from psycopg.rows import TupleRow
 from qilu.registry import Registry
 
 logger = logging.getLogger(__name__)
+# the province's calendar (as storage.coverage.PROVINCE_TZ; not imported: coverage imports more)
+PROVINCE_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
 _SITE_COLS = (
     "site_id",
@@ -76,11 +79,33 @@ class DeviceIndex:
 
     devices: dict[str, tuple[int, str]]  # device_id -> (device_pk, kind)
     metrics: dict[str, int]  # metric key -> metric_id
+    # decommissioned device_id -> first instant (µs since the epoch) whose readings are refused:
+    # the start of the decommissioning's effective day in the province (docs/registry.md)
+    retired_us: dict[str, int] = field(default_factory=dict)
+    sites: dict[str, str] = field(default_factory=dict)  # device_id -> site_id (foreign_site)
 
 
 def load_device_index(conn: psycopg.Connection[TupleRow]) -> DeviceIndex:
-    devices = {
-        r[0]: (r[1], r[2]) for r in conn.execute("SELECT device_id, device_pk, kind FROM devices")
-    }
+    devices: dict[str, tuple[int, str]] = {}
+    sites: dict[str, str] = {}
+    for device_id, pk, kind, site_id in conn.execute(
+        "SELECT device_id, device_pk, kind, site_id FROM devices"
+    ):
+        devices[device_id] = (pk, kind)
+        sites[device_id] = site_id
     metrics: dict[str, int] = dict(conn.execute("SELECT key, metric_id FROM metrics").fetchall())
-    return DeviceIndex(devices, metrics)
+    retired = {
+        r[0]: _day_start_us(r[1])
+        for r in conn.execute(
+            "SELECT d.device_id, v.valid_from FROM devices d JOIN device_versions v"
+            " ON v.device_pk = d.device_pk AND v.valid_to IS NULL"
+            " WHERE d.status = 'decommissioned'"
+        )
+    }
+    return DeviceIndex(devices, metrics, retired, sites)
+
+
+def _day_start_us(day: date) -> int:
+    """Midnight of ``day`` in the province (UTC+8), in µs since the epoch."""
+    start = datetime.combine(day, time.min, tzinfo=PROVINCE_TZ)
+    return int(start.timestamp()) * 1_000_000

@@ -1,10 +1,12 @@
 """Check the rollups against a recomputation from the raw readings, in either mode.
 
 ``readings_1m``, ``readings_1h`` and ``site_liveness_1h`` must equal what the raw rows of
-``readings`` give when aggregated again (ADR 0002). :func:`compare` recomputes a time window
-with plain SQL (no TimescaleDB function, so the same check runs in both modes) and lists every
-bucket that differs: missing, extra, or with a different count, min, max, average (relative
-tolerance 1e-9: an hourly average is combined from minute averages) or last value.
+``readings`` give when aggregated again (ADR 0002), and so must the ranged reads
+``qilu_readings_1m(lo, hi)`` / ``qilu_readings_1h(lo, hi)`` the API uses. :func:`compare`
+recomputes a time window with plain SQL (no TimescaleDB function, so the same check runs in
+both modes) and lists every bucket that differs: missing, extra, or with a different count,
+min, max, average (relative tolerance 1e-9: an hourly average is combined from minute
+averages) or last value.
 ``qilu storage verify`` runs it; the tests use it after late and redelivered data.
 """
 
@@ -101,6 +103,10 @@ def compare(conn: psycopg.Connection[TupleRow], lo: datetime, hi: datetime) -> C
         got = _fetch(conn, _VIEW_SERIES.format(view=view), params, 3)
         buckets[view] = len(want)
         mismatches += _diff(view, got, want)
+        # the same rows over a range, as the API reads them (migration 007)
+        ranged = f"qilu_{view}(%(lo)s, %(hi)s)"
+        got = _fetch(conn, _VIEW_SERIES.format(view=ranged), params, 3)
+        mismatches += _diff(ranged.replace("%(lo)s, %(hi)s", "lo, hi"), got, want)
     want = _fetch(conn, _RAW_SITES.format(origin=_ORIGIN), params, 2)
     got = _fetch(conn, _VIEW_SITES, params, 2)
     buckets["site_liveness_1h"] = len(want)

@@ -85,8 +85,15 @@ def build_consumer(
 
     sink = ReadingsSink(pool, mode=mode, max_rows_per_statement=settings.db.max_rows_per_statement)
     gaps = GapSink(pool)
+    agents = None
+    if settings.ingest.authenticate:
+        from stream.agents import AgentAuth, directory_loader
+
+        agents = AgentAuth(directory_loader(settings.db), settings.ingest.agents_refresh_s)
+    else:
+        logger.warning("ingest.authenticate is off: envelopes are NOT checked against agents")
     consumer = IngestConsumer(
-        settings.kafka, settings.ingest, sink, load_index, stop=stop, gaps=gaps
+        settings.kafka, settings.ingest, sink, load_index, stop=stop, gaps=gaps, agents=agents
     )
     logger.info("storage mode %s; writing batches with %s", mode, sink.method)
     return consumer, pool

@@ -2,11 +2,15 @@
 
 Headers (all UTF-8):
     qilu.reason    machine-readable reason: malformed, unsupported_version, oversized,
-                   rejected_readings (some readings of a valid envelope were refused), ...
+                   rejected_readings (some readings of a valid envelope were refused),
+                   rejected_gaps (some gap records were refused: stream/validate.py),
+                   unsigned, unknown_agent, revoked_agent, unknown_key, revoked_key,
+                   bad_signature (agent authentication: docs/adr/0010), ...
     qilu.detail    human-readable detail
     qilu.source    "<topic>/<partition>/<offset>" of the original record (dedupe key: the
                    dead-letter topic is at-least-once)
-    qilu.rejected  for rejected_readings: JSON list of {"i": index, "reason": ..., "detail": ...}
+    qilu.rejected  for rejected_readings and rejected_gaps: JSON list of
+                   {"i": index, "reason": ..., "detail": ...}
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
@@ -30,16 +31,28 @@ from kafka.structs import TopicPartition
 from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.settings import IngestSettings, KafkaSettings
+from qilu.signing import LOG_APPEND_TIME
 from storage.registry_store import DeviceIndex
 from storage.writer import ReadingsSink
 from stream import metrics
+from stream.agents import AgentAuth
 from stream.deadletter import DeadLetter
 from stream.gaps import GapSink
 from stream.topics import deadletter_topic, readings_topics
-from stream.validate import Rows, Validator
+from stream.validate import Rows, Validator, validate_gaps
 
 logger = logging.getLogger(__name__)
 INDEX_REFRESH_S = 30.0
+Headers = list[tuple[str, bytes | None]]
+# (topic, partition, offset, key, value) or, from the broker, also (headers, LogAppendTime in
+# µs or None): the signature headers and append time of docs/adr/0010
+Record = (
+    tuple[str, int, int, bytes | None, bytes | None]
+    | tuple[str, int, int, bytes | None, bytes | None, Headers | None, int | None]
+)
+# the index is reloaded at least this often, so registry changes (a decommissioning) take
+# effect in ingest within this time even when no unknown device appears
+INDEX_MAX_AGE_S = 300.0
 
 
 @dataclass(slots=True)
@@ -73,8 +86,10 @@ class IngestConsumer:
         stop: threading.Event | None = None,
         topics: list[str] | None = None,
         gaps: GapSink | None = None,
+        agents: AgentAuth | None = None,
     ) -> None:
         self._kafka, self._cfg, self._sink = kafka, ingest, sink
+        self._agents = agents  # None: envelopes are not authenticated (ingest.authenticate)
         self._gaps = gaps  # agents' gap records (stream/gaps.py), flushed with the readings
         self._load_index = load_index
         self._stop = stop or threading.Event()
@@ -82,31 +97,68 @@ class IngestConsumer:
         self._validator = self._new_validator()
         self._index_loaded = time.monotonic()
         self._listener = _Revocations()
+        self._broker_down_since: float | None = None  # poll failing since (monotonic)
 
     def _new_validator(self) -> Validator:
         idx = self._load_index()
-        return Validator(idx.devices, idx.metrics, max_future_skew_s=self._cfg.max_future_skew_s)
+        return Validator(
+            idx.devices,
+            idx.metrics,
+            max_future_skew_s=self._cfg.max_future_skew_s,
+            retired_us=idx.retired_us,
+            site_of=idx.sites,
+        )
 
     def stop(self) -> None:
         self._stop.set()
 
     # -- the pure part: records in, rows and dead letters out ---------------------------------
-    def process(self, records: list[tuple[str, int, int, bytes | None, bytes]]) -> BatchOutcome:
-        """Decode and validate (topic, partition, offset, key, value) records into the sink."""
+    def process(self, records: list[Record]) -> BatchOutcome:
+        """Authenticate, decode and validate records (:data:`Record`) into the sink."""
         out = BatchOutcome(records=len(records))
         now_us = time.time_ns() // 1000
-        for topic, partition, offset, key, value in records:
+        if time.monotonic() - self._index_loaded > INDEX_MAX_AGE_S:  # decommissionings, moves
+            self._validator = self._new_validator()
+            self._index_loaded = time.monotonic()
+        for rec in records:
+            topic, partition, offset, key, value = rec[0], rec[1], rec[2], rec[3], rec[4]
             source = f"{topic}/{partition}/{offset}"
+            if value is None:  # a tombstone (null value): nothing to decode
+                out.dead_letters.append(
+                    DeadLetter(key, b"", "malformed", "record has no value", source)
+                )
+                continue
             try:
                 env = decode(value)
             except DecodeError as exc:
                 out.dead_letters.append(DeadLetter(key, value, exc.reason, exc.detail, source))
                 continue
+            sites = None
+            if self._agents is not None:
+                verdict = self._agents.check(
+                    env.agent_id,
+                    rec[5] if len(rec) == 7 else None,  # the Record variants
+                    value,
+                    rec[6] if len(rec) == 7 else None,
+                )
+                if verdict.reason is not None:
+                    out.dead_letters.append(
+                        DeadLetter(key, value, verdict.reason, verdict.detail, source)
+                    )
+                    continue
+                sites = verdict.sites
             if env.gaps and self._gaps is not None:
+                env.gaps, bad_gaps = validate_gaps(env, now_us, self._cfg.max_future_skew_s)
                 self._gaps.add(env)
-            rows, rejected = self._validator.validate(env, now_us)
+                if bad_gaps:
+                    why = ", ".join(sorted({r.reason for r in bad_gaps}))
+                    detail = f"{len(bad_gaps)} gap record(s) rejected: {why}"
+                    out.dead_letters.append(
+                        DeadLetter(key, value, "rejected_gaps", detail, source, tuple(bad_gaps))
+                    )
+            rows, rejected = self._validator.validate(env, now_us, sites)
             if rejected and any(r.reason == "unknown_device" for r in rejected):
-                rows, rejected = self._revalidate_after_refresh(env, now_us, rows, rejected)
+                rows, rejected = self._revalidate_after_refresh(env, now_us, rows, rejected, sites)
             self._sink.add(rows)
             out.rejected += len(rejected)
             if rejected:
@@ -118,7 +170,12 @@ class IngestConsumer:
         return out
 
     def _revalidate_after_refresh(
-        self, env: Envelope, now_us: int, rows: Rows, rejected: list[Rejection]
+        self,
+        env: Envelope,
+        now_us: int,
+        rows: Rows,
+        rejected: list[Rejection],
+        sites: frozenset[str] | None = None,
     ) -> tuple[Rows, list[Rejection]]:
         """A device unknown to us may have been registered since we loaded the index."""
         if time.monotonic() - self._index_loaded < INDEX_REFRESH_S:
@@ -126,13 +183,14 @@ class IngestConsumer:
         self._validator = self._new_validator()
         self._index_loaded = time.monotonic()
         logger.info("device index reloaded after an unknown device appeared")
-        return self._validator.validate(env, now_us)
+        return self._validator.validate(env, now_us, sites)
 
     # -- the I/O loop ---------------------------------------------------------------------------
     def run(self) -> None:
         consumer = KafkaConsumer(
             bootstrap_servers=self._kafka.bootstrap,
             group_id=self._cfg.group_id,
+            group_instance_id=self._cfg.group_instance_id or None,
             client_id=f"{self._kafka.client_id}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -153,13 +211,21 @@ class IngestConsumer:
             while not self._stop.is_set():
                 if consumer.paused():
                     consumer.resume(*consumer.paused())
-                polled = consumer.poll(timeout_ms=self._cfg.poll_timeout_ms)
+                polled = self._poll(consumer, self._cfg.poll_timeout_ms)
                 if not polled:
                     self._report_lag(consumer)
                     continue
                 self._listener.revoked = False
-                records = [
-                    (r.topic, r.partition, r.offset, r.key, r.value)
+                records: list[Record] = [
+                    (
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        r.value,
+                        r.headers,
+                        r.timestamp * 1000 if r.timestamp_type == LOG_APPEND_TIME else None,
+                    )
                     for recs in polled.values()
                     for r in recs
                 ]
@@ -171,6 +237,8 @@ class IngestConsumer:
                 ):
                     self._abort_batch(consumer, firsts)
                     continue
+                if self._cfg.failpoint_after_db_commit_s:
+                    self._failpoint_after_db_commit()
                 try:
                     consumer.commit()
                 except CommitFailedError:
@@ -191,6 +259,14 @@ class IngestConsumer:
             producer.close(timeout=10)
             logger.info("ingest stopped")
 
+    def _failpoint_after_db_commit(self) -> None:
+        """Fault injection (docs/faults.md), off unless ``ingest.failpoint_after_db_commit_s``
+        is set: the batch is in the database, its offsets are not committed yet. The fault
+        suite kills the process here; the log lines tell it where the kill landed."""
+        logger.warning("failpoint after_db_commit: pause begins")
+        time.sleep(self._cfg.failpoint_after_db_commit_s)
+        logger.warning("failpoint after_db_commit: pause ends")
+
     def _abort_batch(self, consumer: KafkaConsumer, firsts: dict[TopicPartition, int]) -> None:
         """Forget the batch and rewind the partitions we still own to its first record."""
         self._sink.discard()
@@ -202,15 +278,36 @@ class IngestConsumer:
                 consumer.seek(tp, offset)
         consumer.resume(*consumer.paused())
 
-    @staticmethod
-    def _idle(consumer: KafkaConsumer, seconds: float) -> None:
+    def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        """``consumer.poll`` that survives the broker going away: kafka-python raises out of
+        poll when a connection is reset while it looks for the group coordinator (found by
+        tests/integration/test_faults_proxy.py). Nothing was handed to us, so waiting and
+        polling again is safe; logged once when it starts failing and once when it recovers."""
+        try:
+            got: dict[TopicPartition, list[Any]] = consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            if self._broker_down_since is None:
+                self._broker_down_since = time.monotonic()
+                logger.warning("polling the broker failed, retrying until it answers: %s", exc)
+            metrics.RETRIES.labels("poll").inc()
+            self._stop.wait(min(1.0, timeout_ms / 1000 + 0.2))
+            return {}
+        if self._broker_down_since is not None:
+            logger.warning(
+                "polling the broker recovered after %.1f s",
+                time.monotonic() - self._broker_down_since,
+            )
+            self._broker_down_since = None
+        return got
+
+    def _idle(self, consumer: KafkaConsumer, seconds: float) -> None:
         """Wait while keeping group membership: poll with every partition paused.
 
         If a rebalance hands us new partitions during the wait, whatever the poll returns for
         them is rewound, so no record is ever skipped.
         """
         consumer.pause(*consumer.assignment())
-        got = consumer.poll(timeout_ms=int(seconds * 1000))
+        got = self._poll(consumer, int(seconds * 1000))
         for tp, recs in got.items():
             if recs:
                 consumer.seek(tp, recs[0].offset)
@@ -279,6 +376,9 @@ class IngestConsumer:
             high = consumer.highwater(tp)
             if high is None:
                 continue
-            pos = consumer.position(tp, timeout_ms=1000)
+            try:
+                pos = consumer.position(tp, timeout_ms=1000)
+            except KafkaError:  # the broker away: the gauge waits for the next batch
+                return
             if pos is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))

@@ -38,8 +38,22 @@ def ensure_topics(kafka: KafkaSettings) -> list[str]:
         missing = [t for t in wanted if t not in existing]
         if missing:
             try:
+                # readings topics keep the broker's append time: a batch appended before an
+                # agent's revocation stays acceptable when consumed later (docs/adr/0010)
+                readings = set(readings_topics(kafka))
                 admin.create_topics(
-                    [NewTopic(t, kafka.partitions, 1) for t in missing], timeout_ms=30_000
+                    [
+                        NewTopic(
+                            t,
+                            kafka.partitions,
+                            1,
+                            topic_configs=(
+                                {"message.timestamp.type": "LogAppendTime"} if t in readings else {}
+                            ),
+                        )
+                        for t in missing
+                    ],
+                    timeout_ms=30_000,
                 )
             except TopicAlreadyExistsError:
                 logger.debug("topics created concurrently by another process")

@@ -4,15 +4,22 @@ Returns the accepted readings as columns ready for the database and one
 :class:`qilu.errors.Rejection` per refused reading, with a machine-readable reason:
 
     unknown_device, unknown_metric, bad_value, non_finite_value, value_out_of_range,
-    timestamp_out_of_range, bad_quality
+    timestamp_out_of_range, bad_quality, device_decommissioned (a reading of a decommissioned
+    device time-stamped on or after the decommissioning's effective day; earlier ones are
+    late deliveries of real measurements and are accepted), foreign_site (the device's site is
+    not in the sending agent's site list: docs/adr/0010-agent-authentication.md)
+
+:func:`validate_gaps` does the same for an envelope's gap records.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from qilu.contract import Envelope
+from qilu.contract import Envelope, Gap
 from qilu.devices import KINDS
 from qilu.errors import Rejection
 
@@ -50,8 +57,12 @@ class Validator:
         metric_ids: dict[str, int],
         *,
         max_future_skew_s: float = 300.0,
+        retired_us: dict[str, int] | None = None,
+        site_of: Mapping[str, str] | None = None,
     ) -> None:
         self._devices = devices
+        self._site_of = site_of if site_of is not None else {}
+        self._retired = retired_us or {}
         # kind -> metric key -> (metric id, low, high)
         self._kinds: dict[str, dict[str, tuple[int, float, float]]] = {
             kind.key: {
@@ -66,11 +77,15 @@ class Validator:
     def knows(self, device_id: str) -> bool:
         return device_id in self._devices
 
-    def validate(self, env: Envelope, now_us: int) -> tuple[Rows, list[Rejection]]:
+    def validate(
+        self, env: Envelope, now_us: int, sites: AbstractSet[str] | None = None
+    ) -> tuple[Rows, list[Rejection]]:
+        """``sites``: the sending agent's sites (None: no site check, unauthenticated ingest)."""
         rows = Rows()
+        site_of = self._site_of
         rejected: list[Rejection] = []
         max_ts = now_us + self._skew_us
-        devices, kinds = self._devices, self._kinds
+        devices, kinds, retired = self._devices, self._kinds, self._retired
         add_pk, add_m, add_ts = rows.device_pk.append, rows.metric_id.append, rows.ts_us.append
         add_v, add_q = rows.value.append, rows.quality.append
         for i, (dev, met, ts, val, q) in enumerate(
@@ -80,12 +95,18 @@ class Validator:
             if known is None:
                 rejected.append(Rejection(i, "unknown_device", repr(dev)[:80]))
                 continue
+            if sites is not None and site_of.get(dev) not in sites:
+                rejected.append(Rejection(i, "foreign_site", f"{dev} at {site_of.get(dev)}"[:80]))
+                continue
             spec = kinds[known[1]].get(met) if isinstance(met, str) else None
             if spec is None:
                 rejected.append(Rejection(i, "unknown_metric", f"{met!r} for {known[1]}"[:80]))
                 continue
             if type(ts) is not int or not MIN_TS_US <= ts <= max_ts:
                 rejected.append(Rejection(i, "timestamp_out_of_range", repr(ts)[:40]))
+                continue
+            if retired and ts >= retired.get(dev, ts + 1):
+                rejected.append(Rejection(i, "device_decommissioned", f"{dev} at {ts} µs"[:80]))
                 continue
             tv = type(val)
             if tv is not float and tv is not int:
@@ -108,3 +129,47 @@ class Validator:
             add_v(float(val))
             add_q(q)
         return rows, rejected
+
+
+# -- gap records (docs/adr/0001, stream/gaps.py) ------------------------------------------------
+MAX_TEXT = 256  # agent id, boot id, device id, reason: identifiers, never long text
+_INT4_MAX = 2**31 - 1  # agent_gaps.gap_no
+_INT8_MAX = 2**63 - 1  # agent_gaps.dropped_readings
+
+
+def _bad_text(s: str | None) -> bool:
+    return s is not None and (len(s) > MAX_TEXT or "\x00" in s)
+
+
+def validate_gaps(
+    env: Envelope, now_us: int, max_future_skew_s: float = 300.0
+) -> tuple[list[Gap], list[Rejection]]:
+    """The gap records of an envelope that ``agent_gaps`` can store, and one
+    :class:`Rejection` (index = the gap's position) for each other, with the reason:
+
+        gap_number_out_of_range (gap_no beyond a 32-bit integer), bad_text (a NUL character,
+        which PostgreSQL text cannot hold, or over MAX_TEXT characters, too long to index),
+        timestamp_out_of_range (before 2000, after now + skew, or ending before it starts),
+        bad_count (dropped count beyond a 64-bit integer)
+
+    Without this a hostile gap record fails the database insert on every redelivery, and the
+    consumer with it (tests/corpus/22..24, 30).
+    """
+    good: list[Gap] = []
+    rejected: list[Rejection] = []
+    max_ts = now_us + int(max_future_skew_s * 1_000_000)
+    agent_bad = _bad_text(env.agent_id)
+    for i, g in enumerate(env.gaps):
+        if not -_INT4_MAX - 1 <= g.gap_no <= _INT4_MAX:
+            rejected.append(Rejection(i, "gap_number_out_of_range", repr(g.gap_no)[:40]))
+        elif agent_bad or _bad_text(g.boot_id) or _bad_text(g.device_id) or _bad_text(g.reason):
+            rejected.append(Rejection(i, "bad_text", f"NUL or over {MAX_TEXT} characters"))
+        elif not MIN_TS_US <= g.start_us <= g.end_us <= max_ts:
+            rejected.append(
+                Rejection(i, "timestamp_out_of_range", f"{g.start_us}..{g.end_us}"[:80])
+            )
+        elif g.dropped > _INT8_MAX:
+            rejected.append(Rejection(i, "bad_count", repr(g.dropped)[:40]))
+        else:
+            good.append(g)
+    return good, rejected

@@ -11,7 +11,16 @@ from psycopg_pool import PoolTimeout
 
 from api import judge, views
 from api.auth import Principal
-from api.deps import PROBLEMS, CoverageReader, Ctx, context, current_snapshot, unavailable
+from api.deps import (
+    NOT_MODIFIED,
+    PROBLEMS,
+    CoverageReader,
+    Ctx,
+    context,
+    current_snapshot,
+    snapshot_response,
+    unavailable,
+)
 from api.schemas import CoverageOut, CoverageSeriesOut, SeriesPointOut
 from qilu.catalog import Catalog, Target
 from storage import queries_api
@@ -37,14 +46,11 @@ def _city(catalog: Catalog, who: Principal, city: str | None) -> None:
         raise HTTPException(404, f"unknown city {city!r}: not one of Shandong's 16 city codes")
 
 
-def _json(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
-
-
 @router.get(
     "/coverage",
     response_model=list[CoverageOut],
     summary="Current coverage per target, over the caller's area and per city",
+    responses=NOT_MODIFIED,
 )
 async def get_coverage(
     request: Request,
@@ -56,19 +62,23 @@ async def get_coverage(
 
     Served from the background snapshot (``as_of``; recomputed every few seconds), never
     computed per request. ``judgement`` says whether the target is met, on track, at risk or
-    behind against its due date, and how that was decided."""
+    behind against its due date, and how that was decided. The answer carries an ``ETag``
+    that changes with the snapshot; send it back in ``If-None-Match`` to get 304."""
     ctx = context(request)
     snap = current_snapshot(ctx)
     if target is not None:
         _target(ctx.catalog, who, target)
     _city(ctx.catalog, who, city)
-    return _json(views.coverage_answer(snap, ctx.catalog, who.area, target, city))
+    return snapshot_response(
+        request, views.coverage_answer(snap, ctx.catalog, who.area, target, city)
+    )
 
 
 @router.get(
     "/coverage/{target_id}",
     response_model=CoverageOut,
     summary="Current coverage of one target",
+    responses=NOT_MODIFIED,
 )
 async def get_target_coverage(
     request: Request, who: CoverageReader, target_id: str, city: CityParam = None
@@ -77,7 +87,9 @@ async def get_target_coverage(
     snap = current_snapshot(ctx)
     _target(ctx.catalog, who, target_id)
     _city(ctx.catalog, who, city)
-    return _json(views.one_answer(snap, ctx.catalog, who.area, target_id, city))
+    return snapshot_response(
+        request, views.one_answer(snap, ctx.catalog, who.area, target_id, city)
+    )
 
 
 @router.get(

@@ -18,10 +18,21 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from api import views
 from api.auth import Principal, Scope
-from api.deps import PROBLEMS, ApiContext, authenticate, context, current_snapshot, require
+from api.deps import (
+    NOT_MODIFIED,
+    PROBLEMS,
+    ApiContext,
+    admit,
+    authenticate,
+    authenticate_cached,
+    context,
+    current_snapshot,
+    require,
+    snapshot_response,
+)
 from api.ratelimit import retry_after_header
 from api.schemas import StatusOut
-from api.service import Snapshot
+from api.service import Answer, Snapshot
 from storage.queries_api import Area
 
 router = APIRouter(tags=["status"], responses=PROBLEMS)
@@ -30,27 +41,46 @@ _PUBLIC = Area()
 _require_coverage = require(Scope.COVERAGE_READ)
 
 
+def _status_token(ctx: ApiContext, client: str) -> None:
+    """The public page's rate limit, per client address (429 with Retry-After)."""
+    wait = ctx.limiter.take(f"status:{client}", ctx.settings.api.rate_per_s)
+    if wait > 0:
+        raise HTTPException(
+            429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)}
+        )
+
+
+def status_area_cached(ctx: ApiContext, header: str | None, client: str) -> Area | None:
+    """:func:`status_reader` without I/O (for :mod:`api.fastpath`): None when an API key
+    must first be read from the database."""
+    if not ctx.settings.api.status_public:
+        principal = authenticate_cached(ctx, header, client)
+        if principal is None:
+            return None
+        admit(ctx, principal, Scope.COVERAGE_READ)
+        return principal.area
+    if header is not None and authenticate_cached(ctx, header, client) is None:
+        return None  # a key on a public page is still checked
+    _status_token(ctx, client)
+    return _PUBLIC
+
+
 async def status_reader(request: Request) -> Area:
     """The area the caller may see on the status page."""
     ctx = context(request)
     if not ctx.settings.api.status_public:
         principal: Principal = await _require_coverage(request)
         return principal.area
-    client = request.client.host if request.client else "unknown"
-    wait = ctx.limiter.take(f"status:{client}", ctx.settings.api.rate_per_s)
-    if wait > 0:
-        raise HTTPException(
-            429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)}
-        )
     if "authorization" in request.headers:  # a key on a public page: still checked
         await authenticate(ctx, request)
+    _status_token(ctx, request.client.host if request.client else "unknown")
     return _PUBLIC
 
 
 StatusArea = Annotated[Area, Depends(status_reader)]
 
 
-def _status_bytes(ctx: ApiContext, snap: Snapshot, area: Area) -> bytes:
+def _status_answer(ctx: ApiContext, snap: Snapshot, area: Area) -> Answer:
     return views.status_answer(snap, ctx.catalog, area, ctx.settings.api.coverage_cache_s)
 
 
@@ -64,11 +94,12 @@ async def page() -> HTMLResponse:
     "/v1/status",
     response_model=StatusOut,
     summary="Everything the status page shows: coverage per city, progress, pipeline health",
+    responses=NOT_MODIFIED,
 )
 async def get_status(request: Request, area: StatusArea) -> Response:
     ctx = context(request)
     snap = current_snapshot(ctx)
-    return Response(_status_bytes(ctx, snap, area), media_type="application/json")
+    return snapshot_response(request, _status_answer(ctx, snap, area))
 
 
 @router.get(
@@ -94,7 +125,7 @@ async def status_events(request: Request, area: StatusArea) -> StreamingResponse
                 snap = refresher.snapshot
                 if snap is not None and snap.version != sent:
                     sent = snap.version
-                    data = _status_bytes(ctx, snap, area)
+                    data = _status_answer(ctx, snap, area).body
                     yield b"event: status\nid: %d\ndata: %s\n\n" % (snap.version, data)
                 try:
                     await asyncio.wait_for(woken.wait(), KEEPALIVE_S)

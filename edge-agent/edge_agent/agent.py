@@ -5,19 +5,25 @@ collectors (each supervised: a failing source is marked unavailable once, retrie
 and marked recovered once, without stopping the others) -> on stop, stop the collectors,
 commit what they handed over, send what is live and return; the rest waits on disk.
 
-Three tasks share one event loop, and two helper threads keep blocking calls off it:
+One event loop runs the collectors and two tasks, and two helper threads keep blocking calls
+off it:
 
-- intake (group commit): every collector hand-over waits until the buffer transaction that
-  holds it committed; hand-overs arriving meanwhile join the next transaction;
+- intake (group commit, no task of its own): the first hand-over of a group arms a timer of
+  ``group_commit_s``; when it fires, everything handed over meanwhile goes to the buffer in one
+  transaction, and every hand-over returns once that transaction committed;
 - sender: forms envelopes from the buffer (live readings first, the backlog behind them under a
-  token-bucket rate cap), hands them to the producer and persists acknowledgements. Each record
-  is settled by its own future; a failed one is sent again, byte for byte, after a backoff with
-  jitter. At most ``max_in_flight_bytes`` of envelopes are outside the buffer at any time, so
-  producer memory stays bounded however long the broker is away;
+  token-bucket rate cap), hands them to the producer and persists acknowledgements (in the same
+  buffer job as the next envelopes). Each record is settled by its own future; a failed one is
+  sent again, byte for byte, after a backoff with jitter. At most ``max_in_flight_bytes`` of
+  envelopes are outside the buffer at any time, so producer memory stays bounded however long
+  the broker is away;
 - housekeeping: the age bound and the gauges.
 
 The ``buffer`` thread runs every SQLite call; the ``send`` thread creates the producer (which
-blocks while no broker answers) and calls ``send`` (which may block on metadata).
+blocks while no broker answers) and calls ``send`` (which may block on metadata). On a small
+machine every wake-up of a thread costs more than the work it does at 1,000 readings/s, so
+the loop is built to wake rarely: a timer rather than a task per commit, one buffer job per
+sender round, one send job per batch of records, metrics incremented per batch.
 """
 
 from __future__ import annotations
@@ -26,18 +32,20 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from collectors.base import Collector
 from edge_agent import metrics as m
 from edge_agent.buffer import AddResult, Buffer, Outgoing
 from edge_agent.chunks import split
 from qilu.contract import Reading, Sector
-from qilu.errors import ConfigError
+from qilu.errors import ConfigError, RetryableError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +58,20 @@ class RecordFuture(Protocol):
 
 class Producer(Protocol):
     def send(self, topic: str, *, key: bytes, value: bytes) -> RecordFuture: ...
+
+
+class HeaderProducer(Protocol):
+    """A producer that takes record headers too (kafka-python's does); fakes may not."""
+
+    def send(
+        self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> RecordFuture: ...
+
+
+class Signer(Protocol):
+    """Signs an envelope's bytes (qilu.signing.Signer): Kafka headers for the record."""
+
+    def headers(self, value: bytes) -> list[tuple[str, bytes]]: ...
 
 
 ProducerFactory = Callable[[], Producer]
@@ -78,28 +100,65 @@ def new_producer(
     *,
     request_timeout_s: float = 10.0,
     delivery_timeout_s: float = 30.0,
+    security: dict[str, str] | None = None,
 ) -> Producer:
-    """An idempotent producer, acks from all in-sync replicas. Blocks until a broker answers."""
+    """An idempotent producer, acks from all in-sync replicas. Blocks until a broker answers.
+
+    ``security``: kafka-python's security options (``security_protocol``, ``sasl_mechanism``,
+    ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_cafile``) for the agents' SASL/SCRAM
+    listener (docs/adr/0010); None = PLAINTEXT."""
     from kafka import KafkaProducer
+    from kafka.net.compat import KafkaNetClient
+
+    # a KafkaProducer that fails to bootstrap leaves sockets open; an agent retrying through
+    # a long outage would leak a few per attempt. So: no producer while no broker accepts a
+    # connection, and the client of a failed construction is closed.
+    if not _any_reachable(bootstrap, request_timeout_s):
+        raise RetryableError(f"no Kafka broker accepts connections at {bootstrap}")
+    made: list[Any] = []
+
+    def client(**configs: Any) -> Any:
+        made.append(KafkaNetClient(**configs))
+        return made[-1]
 
     request_ms = int(request_timeout_s * 1000)
-    return KafkaProducer(  # type: ignore[no-any-return]
-        bootstrap_servers=bootstrap,
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        # several envelopes (~26 KB each) per batch: with the 5 requests in flight that an
-        # idempotent producer allows, 16 KB batches would carry one envelope each
-        batch_size=131_072,
-        max_request_size=1_048_576,
-        request_timeout_ms=request_ms,
-        delivery_timeout_ms=max(int(delivery_timeout_s * 1000), request_ms + 5),
-        max_block_ms=request_ms,
-        bootstrap_timeout_ms=request_ms,
-        reconnect_backoff_max_ms=5000,
-        metrics_enabled=False,
-    )
+    try:
+        return KafkaProducer(  # type: ignore[no-any-return]
+            **(security or {}),
+            kafka_client=client,
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            # several envelopes (~26 KB each) per batch: with the 5 requests in flight that an
+            # idempotent producer allows, 16 KB batches would carry one envelope each
+            batch_size=131_072,
+            max_request_size=1_048_576,
+            request_timeout_ms=request_ms,
+            delivery_timeout_ms=max(int(delivery_timeout_s * 1000), request_ms + 5),
+            max_block_ms=request_ms,
+            bootstrap_timeout_ms=request_ms,
+            reconnect_backoff_max_ms=5000,
+            metrics_enabled=False,
+        )
+    except Exception:
+        for c in made:
+            with contextlib.suppress(Exception):  # best effort: the failure is what matters
+                c.close()
+        raise
+
+
+def _any_reachable(bootstrap: str, timeout_s: float) -> bool:
+    """Does any bootstrap server accept a TCP connection?"""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def close_producer(producer: object, timeout_s: float) -> None:
@@ -107,17 +166,74 @@ def close_producer(producer: object, timeout_s: float) -> None:
 
     kafka-python's ``close`` flushes first and raises when the flush times out, before it
     reaches its own force-close; finish that step here so no network thread is left behind.
+    Its flush also waits up to the timeout for *each* pending batch (minutes with a broker
+    away and dozens of batches), so the wait for pending records runs here, against one
+    deadline, and ``close`` gets no time when some are still pending.
     """
     close = getattr(producer, "close", None)
     if close is None:
         return
+    accumulator = getattr(producer, "_accumulator", None)
+    if accumulator is not None and timeout_s > 0:
+        deadline = time.monotonic() + timeout_s
+        while accumulator.has_incomplete and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if accumulator.has_incomplete:
+            timeout_s = 0.0
     try:
         close(timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted types here
-        logger.info("producer closed with records unsent (they stay in the buffer): %s", exc)
+        # the text, not the exception: a kept log record must not keep its traceback's sockets
+        logger.info("producer closed with records unsent (they stay in the buffer): %s", str(exc))
         sender = getattr(producer, "_sender", None)
         if sender is not None and sender.is_alive():
             sender.force_close()
+
+
+class SharedProducer:
+    """One producer for the many agents of one process (province mode), replaced once for all.
+
+    Call it to get the current producer (created on first use, on the caller's thread). An
+    agent whose record failed calls :meth:`retire` with the producer it used: the first such
+    call closes that producer (its pending records fail, so every agent sends them again) and
+    the next call creates a fresh one with a new producer id, which is how a single agent
+    recovers from kafka-python's stalled idempotent producer after a long outage. Later
+    ``retire`` calls naming the old producer do nothing, so a failure seen by fifty agents
+    replaces the producer once, not fifty times.
+    """
+
+    def __init__(self, factory: ProducerFactory) -> None:
+        self._factory = factory
+        self._current: Producer | None = None
+        self._lock = threading.Lock()
+        self.replaced = 0
+
+    def __call__(self) -> Producer:
+        with self._lock:
+            if self._current is None:
+                self._current = self._factory()
+            return self._current
+
+    def retire(self, producer: Producer) -> bool:
+        """``producer`` failed a record: replace it unless that already happened. Blocks for
+        the force-close; call it off the event loop."""
+        with self._lock:
+            if producer is not self._current:
+                return False
+            self._current = None
+            self.replaced += 1
+        logger.warning("shared producer replaced after a failed record (#%d)", self.replaced)
+        close_producer(producer, 0.0)
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            producer, self._current = self._current, None
+        if producer is not None:
+            close_producer(producer, timeout_s)
+
+
+_HandOver = tuple[Sequence[Reading], "asyncio.Future[None]"]
 
 
 class _Send:
@@ -143,10 +259,15 @@ class Agent:
         *,
         default_sector: Sector = Sector.CHARGING,
         replace_producer: bool = True,
+        signer: Signer | None = None,
     ) -> None:
-        """``replace_producer``: after a failed record, close the producer and make a new one
-        (False when the factory hands out a producer shared with other agents)."""
+        """``replace_producer``: after a failed record, close the producer and make a new one;
+        a :class:`SharedProducer` factory is replaced once for all the agents sharing it
+        (False only for a producer that must never be replaced, e.g. a test fake). ``signer``:
+        signs every record at send time (docs/adr/0010); None sends unsigned records, which an
+        authenticating ingest dead-letters."""
         self.agent_id = agent_id
+        self._signer = signer
         self.collectors = list(collectors)
         self.buffer = buffer
         self._producer_factory = producer
@@ -157,8 +278,8 @@ class Agent:
         self._key = agent_id.encode()
         self._db = ThreadPoolExecutor(1, thread_name_prefix=f"buffer-{agent_id}")
         self._net = ThreadPoolExecutor(1, thread_name_prefix=f"send-{agent_id}")
-        self._intake: list[tuple[Sequence[Reading], asyncio.Future[None]]] = []
-        self._intake_wake = asyncio.Event()
+        self._intake: list[_HandOver] = []
+        self._commit_timer: asyncio.TimerHandle | None = None
         self._send_wake = asyncio.Event()
         self._inflight: dict[int, _Send] = {}
         self._inflight_bytes = 0
@@ -179,6 +300,8 @@ class Agent:
         self.sent_envelopes = 0
         self.sent_readings = 0
         self.boot_id = ""
+        self._in_counter = m.READINGS_IN.labels(agent_id)  # labelled once, not per batch
+        self._sent_counter = m.READINGS_SENT.labels(agent_id)
 
     # ------------------------------------------------------------------ helpers
 
@@ -238,41 +361,61 @@ class Agent:
         """A collector's hand-over: returns once the readings are on disk."""
         if not readings:
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._intake.append((readings, fut))
-        self._intake_wake.set()
+        if self._commit_timer is None:  # the first hand-over of a group schedules its commit
+            self._commit_timer = loop.call_later(self.cfg.group_commit_s, self._start_commit)
         await fut
 
-    async def _committer(self) -> None:
-        while True:
-            await self._intake_wake.wait()
-            if self.cfg.group_commit_s > 0:
-                await asyncio.sleep(self.cfg.group_commit_s)  # let more hand-overs join
-            self._intake_wake.clear()
-            await self._commit_intake()
+    def _start_commit(self) -> asyncio.Future[AddResult] | None:
+        """Hand what was handed over to the buffer thread as one transaction (one fsync).
 
-    async def _commit_intake(self) -> None:
+        Commits queue on the single buffer thread in order; each settles its hand-overs in
+        :meth:`_committed`. No task and no extra wake-up per commit: the timer starts it, the
+        buffer thread's completion finishes it."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         batch, self._intake = self._intake, []
         if not batch:
-            return
-        readings = [r for rs, _ in batch for r in rs]
-        size, default = self.cfg.batch_max_readings, self._default
-        try:
-            res = await self._in_db(lambda: self.buffer.add(split(readings, size, default)))
-        except Exception as exc:  # noqa: BLE001 - handed back to every waiting collector
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
+            return None
+        readings = [r for rs, _ in batch for r in rs] if len(batch) > 1 else batch[0][0]
+        size, default, buffer = self.cfg.batch_max_readings, self._default, self.buffer
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._db, lambda: buffer.add(split(readings, size, default)))
+        done.add_done_callback(lambda f: self._committed(batch, f))
+        return done
+
+    def _committed(
+        self,
+        batch: list[tuple[Sequence[Reading], asyncio.Future[None]]],
+        done: asyncio.Future[AddResult],
+    ) -> None:
+        exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
         for _, fut in batch:
-            if not fut.done():
+            if fut.done():
+                continue
+            if exc is None:
                 fut.set_result(None)
-        m.READINGS_IN.labels(self.agent_id).inc(res.accepted)
+            else:  # handed back to every waiting collector
+                fut.set_exception(exc)
+        if exc is not None:
+            return
+        res = done.result()
+        self._in_counter.inc(res.accepted)
         self._count_drops(res)
         full = self.buffer.chunk_readings >= self.cfg.batch_max_readings
         if (full and not self._full_signalled) or res.dropped:
             self._send_wake.set()  # a full envelope is waiting; otherwise the tick forms it
         self._full_signalled = full
+
+    async def _commit_intake(self) -> None:
+        """Commit whatever is waiting now and wait for it (used on stop)."""
+        done = self._start_commit()
+        if done is not None:
+            with contextlib.suppress(Exception):  # already handed back to the collectors
+                await done
 
     def _count_drops(self, res: AddResult) -> None:
         for reason, n in res.dropped.items():
@@ -303,7 +446,9 @@ class Agent:
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
-            logger.warning("agent %s: broker unavailable, buffering: %s", self.agent_id, exc)
+            logger.warning(
+                "agent %s: broker unavailable, buffering: %s", self.agent_id, str(exc)
+            )  # the text: a kept record must not keep the traceback (and its sockets) alive
         self._retry_at = now + self._backoff * (0.5 + random.random())  # noqa: S311 - jitter
         self._backoff = min(self._backoff * 2, self.cfg.retry_max_s)
 
@@ -317,33 +462,57 @@ class Agent:
             self._failing_since = None
         self._backoff = self.cfg.retry_initial_s
 
-    def _start_send(self, s: _Send) -> None:
+    def _start_sends(self, sends: Sequence[_Send]) -> None:
+        """Hand records to the producer in order, in one job on the send thread; each is
+        settled by its own future (callback or errback), never by ``flush``."""
+        if not sends:
+            return
         loop = asyncio.get_running_loop()
-        s.attempts += 1
-        attempt = s.attempts
         producer = self._producer
         if producer is None:  # pragma: no cover - callers ensure it
             raise RuntimeError("no producer")
-        out = s.out
+        key, topic, signer = self._key, self._topic, self._signer
 
-        def settle_ok(_: object) -> None:
+        def settle(s: _Send, attempt: int, exc: BaseException | None) -> None:
             if not loop.is_closed():  # a late ack after shutdown: the row simply stays
-                loop.call_soon_threadsafe(self._settled, s, attempt, None)
-
-        def settle_err(exc: BaseException) -> None:
-            if not loop.is_closed():
                 loop.call_soon_threadsafe(self._settled, s, attempt, exc)
 
-        def send() -> None:
-            try:
-                fut = producer.send(self._topic(out.sector), key=self._key, value=out.payload)
-            except Exception as exc:  # noqa: BLE001 - any failure to enqueue is retried
-                settle_err(exc)
-                return
-            fut.add_callback(settle_ok)
-            fut.add_errback(settle_err)
+        def settlers(
+            s: _Send, attempt: int
+        ) -> tuple[Callable[[object], None], Callable[[BaseException], None]]:
+            def ok(_: object) -> None:
+                settle(s, attempt, None)
 
-        loop.run_in_executor(self._net, send)
+            def err(exc: BaseException) -> None:
+                settle(s, attempt, exc)
+
+            return ok, err
+
+        def send(batch: list[tuple[_Send, int]]) -> None:
+            for s, attempt in batch:
+                out = s.out
+                try:
+                    if signer is None:
+                        fut = producer.send(topic(out.sector), key=key, value=out.payload)
+                    else:  # signed at send time: a rotated key also covers the buffered backlog
+                        fut = cast(HeaderProducer, producer).send(
+                            topic(out.sector),
+                            key=key,
+                            value=out.payload,
+                            headers=signer.headers(out.payload),
+                        )
+                except Exception as exc:  # noqa: BLE001 - any failure to enqueue is retried
+                    settle(s, attempt, exc)
+                    continue
+                ok, err = settlers(s, attempt)
+                fut.add_callback(ok)
+                fut.add_errback(err)
+
+        batch = []
+        for s in sends:
+            s.attempts += 1
+            batch.append((s, s.attempts))
+        loop.run_in_executor(self._net, send, batch)
 
     def _settled(self, s: _Send, attempt: int, exc: BaseException | None) -> None:
         if attempt != s.attempts or s.out.id not in self._inflight:
@@ -361,48 +530,87 @@ class Agent:
             self.cfg.live_window_s * 1e6
         )
 
-    def _take_tokens(self) -> bool:
+    def _backlog_allowance(self) -> float:
+        """Readings the backlog may send now (token bucket; infinite when uncapped)."""
         rate = self.cfg.backlog_rate
         if rate <= 0:
-            return True
+            return float("inf")
         now = time.monotonic()
         cap = max(rate, float(self.cfg.batch_max_readings))
         self._tokens = min(cap, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
-        return self._tokens > 0
+        return self._tokens
 
-    async def _form(self, *, live: bool, force: bool = False) -> Outgoing | None:
-        c = self.cfg
-        return await self._in_db(
-            self.buffer.form,
-            live=live,
-            now_us=time.time_ns() // 1000,
-            live_window_us=int(c.live_window_s * 1e6),
-            max_readings=c.batch_max_readings,
-            max_delay_us=int(c.batch_max_delay_s * 1e6),
-            force=force,
-        )
+    def _form_many(
+        self, room: int, allowance: float, *, draining: bool
+    ) -> list[tuple[Outgoing, bool]]:
+        """On the buffer thread: envelopes for ``room`` bytes of the in-flight window, live
+        ones first, then backlog ones while ``allowance`` readings remain (one hand-off to
+        the buffer thread however many envelopes are due)."""
+        c, b = self.cfg, self.buffer
+        now_us = time.time_ns() // 1000
+        window_us, delay_us = int(c.live_window_s * 1e6), int(c.batch_max_delay_s * 1e6)
+        out: list[tuple[Outgoing, bool]] = []
+        while room > 0:
+            o = b.form(
+                live=True, now_us=now_us, live_window_us=window_us,
+                max_readings=c.batch_max_readings, max_delay_us=delay_us, force=draining,
+            )  # fmt: skip
+            live = True
+            if o is None and not draining and allowance > 0 and self._backlog_waiting():
+                o = b.form(
+                    live=False, now_us=now_us, live_window_us=window_us,
+                    max_readings=c.batch_max_readings, max_delay_us=delay_us,
+                )  # fmt: skip
+                live = False
+                if o is not None:
+                    allowance -= o.readings
+            if o is None:
+                break
+            out.append((o, live))
+            room -= len(o.payload)
+        return out
 
-    def _launch(self, out: Outgoing, live: bool) -> None:
-        s = _Send(out, live)
-        self._inflight[out.id] = s
-        self._inflight_bytes += len(out.payload)
-        self._start_send(s)
+    def _launch(self, formed: Sequence[tuple[Outgoing, bool]]) -> None:
+        sends = []
+        for out, live in formed:
+            s = _Send(out, live)
+            self._inflight[out.id] = s
+            self._inflight_bytes += len(out.payload)
+            sends.append(s)
+        self._start_sends(sends)
 
-    async def _settle(self) -> None:
-        """Persist acknowledgements; schedule failed records for another attempt."""
-        if self._acked:
-            acked, self._acked = self._acked, []
-            await self._in_db(self.buffer.ack, [s.out for s in acked])
-            for s in acked:
-                self._inflight.pop(s.out.id, None)
-                self._inflight_bytes -= len(s.out.payload)
-                kind = "gaps" if s.out.gaps else ("live" if s.live else "backlog")
-                m.ENVELOPES_SENT.labels(self.agent_id, kind).inc()
-                m.READINGS_SENT.labels(self.agent_id).inc(s.out.readings)
-                self.sent_envelopes += 1
-                self.sent_readings += s.out.readings
+    def _take_acked(self) -> list[_Send]:
+        """Acknowledged records leave the in-flight window; their rows are deleted by the
+        next buffer job (:meth:`_persist_acks`, or together with forming envelopes)."""
+        acked, self._acked = self._acked, []
+        for s in acked:
+            self._inflight.pop(s.out.id, None)
+            self._inflight_bytes -= len(s.out.payload)
+        if acked:
             self._note_success()
+        return acked
+
+    def _acks_persisted(self, acked: Sequence[_Send]) -> None:
+        kinds = {"gaps": 0, "live": 0, "backlog": 0}
+        readings = 0
+        for s in acked:
+            kinds["gaps" if s.out.gaps else ("live" if s.live else "backlog")] += 1
+            readings += s.out.readings
+        for kind, n in kinds.items():  # metrics once per batch of acknowledgements
+            if n:
+                m.ENVELOPES_SENT.labels(self.agent_id, kind).inc(n)
+        self._sent_counter.inc(readings)
+        self.sent_envelopes += len(acked)
+        self.sent_readings += readings
+
+    async def _persist_acks(self, acked: Sequence[_Send]) -> None:
+        if acked:
+            await self._in_db(self.buffer.ack, [s.out for s in acked])
+            self._acks_persisted(acked)
+
+    def _absorb_failures(self) -> None:
+        """Failed records wait for another attempt (through a new producer, see below)."""
         if self._failed:
             failed, self._failed = self._failed, []
             for s, _ in failed:
@@ -410,6 +618,18 @@ class Agent:
             self._note_failure(failed[0][1])
             if self.replace_producer and self._producer is not None:
                 self._drop_producer()
+
+    async def _settle(self) -> None:
+        """Persist acknowledgements; schedule failed records for another attempt."""
+        acked = self._take_acked()
+        self._absorb_failures()
+        await self._persist_acks(acked)
+
+    async def _round(self, *, draining: bool = False) -> None:
+        """Settle what the broker answered and hand out what is due, in one buffer job."""
+        acked = self._take_acked()
+        self._absorb_failures()
+        await self._fill(acked, draining=draining)
 
     def _drop_producer(self) -> None:
         """Replace a producer whose records failed: kafka-python's idempotent producer may keep
@@ -420,39 +640,54 @@ class Agent:
         self.producers_replaced += 1
         for s in self._inflight.values():
             self._waiting[s.out.id] = s
-        if old is not None:
-            asyncio.get_running_loop().run_in_executor(self._net, close_producer, old, 0.0)
+        if old is None:
+            return
+        loop = asyncio.get_running_loop()
+        factory = self._producer_factory
+        if isinstance(factory, SharedProducer):  # the others use it too: replaced once for all
+            loop.run_in_executor(self._net, factory.retire, old)
+        else:
+            loop.run_in_executor(self._net, close_producer, old, 0.0)
 
-    async def _fill(self, *, draining: bool = False) -> None:
-        """Hand envelopes to the producer while the in-flight window has room."""
+    async def _fill(self, acked: Sequence[_Send], *, draining: bool = False) -> None:
+        """Hand envelopes to the producer while the in-flight window has room; ``acked``:
+        acknowledgements to persist in the same buffer job."""
         if self._failing_since is not None and time.monotonic() < self._retry_at:
+            await self._persist_acks(acked)
             return
         if await self._ensure_producer() is None:
+            await self._persist_acks(acked)
             return
         if self._waiting:  # resend failed records first, same bytes, same order
             waiting, self._waiting = self._waiting, {}
-            for _, s in sorted(waiting.items()):
-                self._start_send(s)
+            self._start_sends([s for _, s in sorted(waiting.items())])
         limit = self.cfg.max_in_flight_bytes
-        while self._restored and self._inflight_bytes < limit:
-            self._launch(self._restored.pop(0), live=False)
+        restored, room = [], limit - self._inflight_bytes
+        while self._restored and room > 0:
+            out = self._restored.pop(0)
+            restored.append((out, False))
+            room -= len(out.payload)
+        self._launch(restored)
         c = self.cfg
         due = self.buffer.due(
             time.time_ns() // 1000, c.batch_max_readings, int(c.batch_max_delay_s * 1e6)
         )
-        if not (due or draining):
-            return  # nothing to form yet: no need to ask the buffer thread
-        while self._inflight_bytes < limit:
-            out = await self._form(live=True, force=draining)
-            live = True
-            if out is None and not draining and self._backlog_waiting() and self._take_tokens():
-                out = await self._form(live=False)
-                live = False
-                if out is not None and self.cfg.backlog_rate > 0:
-                    self._tokens -= out.readings
-            if out is None:
-                return
-            self._launch(out, live)
+        room = limit - self._inflight_bytes
+        if not (due or draining or self._backlog_waiting()) or room <= 0:
+            await self._persist_acks(acked)  # nothing to form yet
+            return
+        allowance = 0.0 if draining else self._backlog_allowance()
+        outs = [s.out for s in acked]
+
+        def ack_and_form() -> list[tuple[Outgoing, bool]]:
+            self.buffer.ack(outs)
+            return self._form_many(room, allowance, draining=draining)
+
+        formed = await self._in_db(ack_and_form)
+        self._acks_persisted(acked)
+        if self.cfg.backlog_rate > 0:
+            self._tokens -= sum(o.readings for o, live in formed if not live)
+        self._launch(formed)
 
     def _next_tick(self) -> float:
         """Seconds until the sender has something to do unless woken: the oldest waiting
@@ -468,12 +703,15 @@ class Agent:
         return max(0.02, wait)
 
     async def _sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._send_wake
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._send_wake.wait(), self._next_tick())
-            self._send_wake.clear()
-            await self._settle()
-            await self._fill()
+            if not wake.is_set():  # a plain timer, not wait_for (no task per round)
+                tick = loop.call_later(self._next_tick(), wake.set)
+                await wake.wait()
+                tick.cancel()
+            wake.clear()
+            await self._round()
 
     async def _housekeeping(self) -> None:
         last_expire = 0.0
@@ -521,7 +759,6 @@ class Agent:
         for c in self.collectors:
             c.on_availability(self._availability)
         tasks = [
-            asyncio.create_task(self._committer(), name="intake"),
             asyncio.create_task(self._sender(), name="sender"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
@@ -543,22 +780,20 @@ class Agent:
                 await c.stop()
             except Exception as exc:  # noqa: BLE001 - one collector's stop must not skip the rest
                 logger.warning("collector %s: stop failed: %s", c.name, exc)
-        tasks[0].cancel()  # intake: commit what is left ourselves
-        tasks[1].cancel()
-        await asyncio.gather(*tasks[:2], return_exceptions=True)
-        await self._commit_intake()
+        tasks[0].cancel()  # the sender: the drain below sends what is live
+        await asyncio.gather(tasks[0], return_exceptions=True)
+        await self._commit_intake()  # what the collectors handed over last
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while time.monotonic() < deadline and self._failing_since is None:
-            await self._settle()
-            await self._fill(draining=True)
+            await self._round(draining=True)
             if not self._inflight:
                 break
             self._send_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._send_wake.wait(), 0.1)
         await self._settle()
-        tasks[2].cancel()
-        await asyncio.gather(*tasks[2:], return_exceptions=True)
+        tasks[1].cancel()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
         left = await self._in_db(lambda: self.buffer.pending)
         await self._in_db(self.buffer.close)
         self._db.shutdown(wait=True)

@@ -16,6 +16,8 @@ Guarantees:
 
 - :meth:`Buffer.add` returns only after its transaction committed (fsync per commit with
   ``fsync="batch"``; with ``"os"`` the OS flushes: safe against ``kill -9``, not power loss).
+  Forming envelopes and acknowledgements commit without an fsync of their own: the next
+  hand-over's fsync covers them, and losing them to a power cut only causes a resend.
 - Bounded on disk: database + WAL stay under ``max_bytes``. When the next hand-over does not
   fit, the ``policy`` applies: ``drop_oldest`` evicts the oldest normal chunks first and alarm
   chunks only when nothing else is left; ``drop_newest`` refuses new normal readings (alarms
@@ -165,6 +167,7 @@ class Buffer:
         self._checkpoint_pages = max(64, min(1024, max_bytes // 32 // 4096))
         self._wal_reserve = min(max_bytes // 4, 4 * self._checkpoint_pages * 4096)
         self._limit = 0  # data pages bound, set at open
+        self._seen_used = self._seen_payload = 0  # the last exact page count, and _payload then
 
     # ------------------------------------------------------------------ open / close
 
@@ -202,6 +205,7 @@ class Buffer:
         self._page = int(db.execute("PRAGMA page_size").fetchone()[0])
         self._limit = self.max_bytes - self._wal_reserve
         self._recount()
+        self._used_bytes()
         lost: int | None = 0
         if salvage is not None:
             lost = salvage.lost()
@@ -277,8 +281,11 @@ class Buffer:
             raise RuntimeError("buffer is not open")
         return self._db
 
-    def _tx(self) -> _Tx:
-        return _Tx(self.db)
+    def _tx(self, *, relaxed: bool = False) -> _Tx:
+        """A transaction; ``relaxed``: without an fsync of its own (``fsync="batch"``), for
+        changes whose loss to a power cut only means sending something again (forming an
+        envelope, an acknowledgement): the next hand-over's commit syncs them too."""
+        return _Tx(self.db, relax=relaxed and self.fsync == "batch")
 
     def _recount(self) -> None:
         db = self.db
@@ -319,7 +326,16 @@ class Buffer:
         db = self.db
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
         free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages - free) * self._page
+        used = (pages - free) * self._page
+        self._seen_used, self._seen_payload = used, self._payload
+        return used
+
+    def _surely_fits(self, incoming: int) -> bool:
+        """True when, by a pessimistic estimate (pages grow at most twice as fast as the
+        payload since the last exact count), the data stay under half the bound: then the
+        hand-over needs no page count (two statements less per commit)."""
+        grown = max(0, self._payload - self._seen_payload)
+        return self._seen_used + 2 * (grown + incoming) < self._limit // 2
 
     def add(self, chunks: Sequence[Chunk]) -> AddResult:
         """Store hand-overs durably (one transaction), applying the bounds first."""
@@ -334,7 +350,11 @@ class Buffer:
         ]
         incoming = sum(r[4] for r in rows)
         with self._tx():  # the age bound is applied by expire(), called periodically
-            need = self._used_bytes() + 2 * incoming - self._limit
+            need = (
+                0
+                if self._surely_fits(incoming)
+                else self._used_bytes() + 2 * incoming - self._limit
+            )
             if need > 0:
                 if self.policy == "drop_newest":
                     kept = []
@@ -525,7 +545,7 @@ class Buffer:
             f"SELECT data, bytes FROM chunk WHERE id IN ({marks}) ORDER BY id",  # noqa: S608 - placeholders only
             picked,
         ).fetchall()
-        with self._tx():
+        with self._tx(relaxed=True):  # lost to a power cut: the chunks form a new envelope
             env = envelope_of(
                 self.agent_id, self.boot_id, self._next_seq(), now_us, [b[0] for b in blobs]
             )
@@ -537,10 +557,15 @@ class Buffer:
         return Outgoing(oid, SECTORS[sector], env.boot_id, env.seq, len(env), 0, oldest, payload)
 
     def ack(self, outgoing: Sequence[Outgoing]) -> None:
-        """The broker acknowledged these envelopes: their readings leave the buffer."""
+        """The broker acknowledged these envelopes: their readings leave the buffer.
+
+        Committed without an fsync of its own even with ``fsync="batch"``: the next durable
+        commit (the next hand-over) syncs the log up to and including it. An acknowledgement
+        lost to a power cut before then only means the envelope is sent again, byte for
+        byte, and the backend drops the duplicate; no reading can be lost that way."""
         if not outgoing:
             return
-        with self._tx():
+        with self._tx(relaxed=True):
             self.db.executemany("DELETE FROM outbox WHERE id = ?", [(o.id,) for o in outgoing])
             self._pending -= sum(o.readings for o in outgoing)
             self._payload -= sum(len(o.payload) + ROW_OVERHEAD for o in outgoing)
@@ -586,22 +611,26 @@ class Buffer:
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error); nested use joins the outer one."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *, relax: bool = False) -> None:
         self._db = db
         self._outer = False
+        self._relax = relax  # this commit without fsync (synchronous=FULL again afterwards)
 
     def __enter__(self) -> None:
         if not self._db.in_transaction:
+            if self._relax:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             self._outer = True
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self._outer:
             return
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+        try:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            if self._relax:
+                self._db.execute("PRAGMA synchronous=FULL")
 
 
 # ---------------------------------------------------------------------- damage handling

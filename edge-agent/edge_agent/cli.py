@@ -15,6 +15,7 @@ import asyncio
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,12 @@ def register(sub: Any) -> None:
     )
     v.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9102)")
     v.add_argument(
+        "--no-provision",
+        action="store_true",
+        help="do not register the simulated agents and their signing keys in the database "
+        "(their envelopes are then unsigned: an authenticating ingest dead-letters them)",
+    )
+    v.add_argument(
         "--state-dir",
         type=Path,
         default=None,
@@ -113,7 +120,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 def _province(args: argparse.Namespace, settings: Settings) -> int:
     from prometheus_client import start_http_server
 
-    from edge_agent.agent import close_producer, new_producer
+    from edge_agent.agent import SharedProducer, new_producer
     from edge_agent.province import build_agents, plan_agents, run_agents
     from qilu.registry import generate
 
@@ -127,16 +134,24 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
     if port:
         start_http_server(port, addr=settings.agent.metrics_host)
     state = args.state_dir or settings.services.state_dir / "agents"
-    producer = new_producer(settings.kafka.bootstrap, f"{settings.kafka.client_id}-agents")
+    signers = None
+    if not args.no_provision:
+        from qilu.agents import provision_province
+
+        signers = provision_province(settings, plan, actor="cli:province")
+    producer = SharedProducer(
+        partial(new_producer, settings.kafka.bootstrap, f"{settings.kafka.client_id}-agents")
+    )
     agents = build_agents(
         reg,
         plan,
-        lambda: producer,
+        producer,
         settings.kafka.topic_prefix,
         settings.agent,
         state_dir=state,
         seed=args.seed,
         silence=args.silence,
+        signers=signers,
     )
 
     async def main() -> None:
@@ -149,5 +164,5 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
     try:
         asyncio.run(main())
     finally:
-        close_producer(producer, 10.0)
+        producer.close(10.0)
     return 0

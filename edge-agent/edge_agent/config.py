@@ -1,7 +1,8 @@
 """The agent's TOML configuration: sections, defaults, environment overrides, validation.
 
     [agent]       id, metrics endpoint
-    [kafka]       brokers, topic prefix, timeouts
+    [kafka]       brokers, topic prefix, timeouts, SASL/SCRAM credentials (docs/adr/0010)
+    [auth]        the key that signs every envelope (printed once by `qilu agents provision`)
     [buffer]      the durable buffer: path, disk bound, age bound, full policy, fsync policy
     [delivery]    batching, in-flight window, backlog rate cap, retry backoff
     [simulation]  registry seed and scale (only for collectors of type "simulated")
@@ -48,6 +49,18 @@ class KafkaSection:
     request_timeout_s: float = field(default=10.0, metadata=bounds(positive=True))
     delivery_timeout_s: float = field(default=30.0, metadata=bounds(positive=True))
     buffer_memory: int = field(default=4 * MIB, metadata=bounds(256 * 1024))
+    # the agents' listener: SASL_PLAINTEXT (loopback, private networks) or SASL_SSL (TLS)
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = ""  # the agent id, as provisioned
+    sasl_password: str = ""  # better from QILU_EDGE__KAFKA__SASL_PASSWORD than in the file
+    ssl_cafile: str = ""  # SASL_SSL: the CA that signed the broker's certificate
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSection:
+    key_no: int = field(default=0, metadata=bounds(0))  # 0: unsigned (refused by the platform)
+    signing_key: str = ""  # base64 Ed25519 key; better from QILU_EDGE__AUTH__SIGNING_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +100,28 @@ class AgentConfig:
     buffer: BufferSection = field(default_factory=BufferSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     collectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""  # the file it came from, for messages
 
     @property
     def client_id(self) -> str:
         return self.kafka.client_id or self.agent.id
+
+    def kafka_security(self) -> dict[str, str]:
+        """kafka-python's security options for the producer."""
+        k = self.kafka
+        if k.security_protocol == "PLAINTEXT":
+            return {}
+        out = {
+            "security_protocol": k.security_protocol,
+            "sasl_mechanism": k.sasl_mechanism,
+            "sasl_plain_username": k.sasl_username,
+            "sasl_plain_password": k.sasl_password,
+        }
+        if k.ssl_cafile:
+            out["ssl_cafile"] = k.ssl_cafile
+        return out
 
 
 def parse(
@@ -114,6 +143,7 @@ def parse(
         raise ConfigError("delivery.retry_max_s", "must be at least delivery.retry_initial_s")
     if not cfg.buffer.path:
         raise ConfigError("buffer.path", "is empty")
+    _check_credentials(cfg)
     if not cfg.collectors:
         raise ConfigError("collectors", "no collector configured: add a [collectors.<name>]")
     for name, table_ in cfg.collectors.items():
@@ -122,6 +152,21 @@ def parse(
         if not isinstance(table_.get("type"), str) or not table_["type"]:
             raise ConfigError(f"collectors.{name}.type", 'is required (e.g. "ocpp")')
     return cfg
+
+
+def _check_credentials(cfg: AgentConfig) -> None:
+    """SASL user and password together; signing key number and key together, key decodable."""
+    if cfg.kafka.security_protocol != "PLAINTEXT":
+        if not cfg.kafka.sasl_username:
+            raise ConfigError("kafka.sasl_username", "is required with SASL (the agent id)")
+        if not cfg.kafka.sasl_password:
+            raise ConfigError("kafka.sasl_password", "is required with SASL")
+    if (cfg.auth.key_no == 0) != (not cfg.auth.signing_key):
+        raise ConfigError("auth", "set both key_no and signing_key (or neither: unsigned)")
+    if cfg.auth.signing_key:
+        from qilu.signing import load_private_key
+
+        load_private_key(cfg.auth.signing_key, key="auth.signing_key")
 
 
 def load(path: str | Path, *, environ: Mapping[str, str] | None = None) -> AgentConfig:

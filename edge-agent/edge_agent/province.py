@@ -1,18 +1,19 @@
 """A simulated province: one agent per (sector, city) over a generated registry, in one process.
 
-Each logical agent has its own identity, boot id, sequence and durable buffer, as separate Pi
-gateways would; they share one Kafka producer (one process, one set of broker connections).
+Each logical agent has its own identity, boot id, sequence, durable buffer and signing key, as
+separate Pi gateways would; they share one Kafka producer (one process, one set of broker
+connections) on the internal listener, so they need no SCRAM users (docs/adr/0010).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
-from edge_agent.agent import Agent, Delivery, ProducerFactory
+from edge_agent.agent import Agent, Delivery, ProducerFactory, Signer
 from edge_agent.buffer import Buffer
 from qilu.contract import Sector
 from qilu.registry import Registry
@@ -50,7 +51,10 @@ def build_agents(
     state_dir: Path,
     seed: int,
     silence: str = "random",
+    signers: Mapping[str, Signer] | None = None,
 ) -> list[Agent]:
+    """``signers``: agent id -> its signer (``qilu.agents.provision_province``); without one an
+    agent sends unsigned envelopes, which an authenticating ingest dead-letters."""
     delivery = Delivery(
         batch_max_readings=cfg.batch_max_readings, batch_max_delay_s=cfg.batch_max_delay_s
     )
@@ -71,7 +75,9 @@ def build_agents(
         agents.append(
             Agent(
                 agent_id, [collector], buffer, producer, topic_prefix, delivery,
-                replace_producer=False,  # one producer shared by all agents of the process
+                # one producer shared by all agents of the process: pass a SharedProducer, so
+                # a failure after a long outage replaces it once for all (ADR 0007)
+                signer=(signers or {}).get(agent_id),
             )
         )  # fmt: skip
     return agents

@@ -95,8 +95,26 @@ def build_agent(cfg: AgentConfig, *, producer: Callable[[], Producer] | None = N
         cfg.client_id,
         request_timeout_s=k.request_timeout_s,
         delivery_timeout_s=k.delivery_timeout_s,
+        security=cfg.kafka_security(),
     )
-    return Agent(cfg.agent.id, collectors, buffer, factory, k.topic_prefix, delivery_of(cfg))
+    signer = None
+    if cfg.auth.key_no:
+        from qilu.signing import Signer
+
+        signer = Signer(cfg.auth.key_no, cfg.auth.signing_key)
+    else:
+        logger.warning(
+            "agent %s: no [auth] key: the platform refuses unsigned envelopes", cfg.agent.id
+        )
+    return Agent(
+        cfg.agent.id,
+        collectors,
+        buffer,
+        factory,
+        k.topic_prefix,
+        delivery_of(cfg),
+        signer=signer,
+    )
 
 
 def describe(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
@@ -104,7 +122,11 @@ def describe(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
     b, d = cfg.buffer, cfg.delivery
     lines = [
         f"agent {cfg.agent.id}: configuration OK ({cfg.source or 'no file'})",
-        f"  kafka     {cfg.kafka.bootstrap}, topics {cfg.kafka.topic_prefix}.readings.<sector>",
+        f"  kafka     {cfg.kafka.bootstrap} ({cfg.kafka.security_protocol}"
+        + (f" as {cfg.kafka.sasl_username}" if cfg.kafka.sasl_username else "")
+        + f"), topics {cfg.kafka.topic_prefix}.readings.<sector>",
+        "  auth      "
+        + (f"envelopes signed with key {cfg.auth.key_no}" if cfg.auth.key_no else "UNSIGNED"),
         f"  buffer    {b.path}: at most {b.max_bytes / 2**20:.0f} MiB and "
         f"{b.max_age_s / 3600:.1f} h, {b.policy}, fsync {b.fsync} "
         f"(hand-overs within {b.group_commit_s * 1000:.0f} ms share a commit)",

@@ -153,5 +153,10 @@ class Server(abc.ABC):
     def probe(self, timeout_s: float) -> None:
         """Return if the server really answers (a protocol round trip), else ProbeError."""
 
+    def config_current(self) -> bool:
+        """False when the running server's config differs from what ``configure`` would
+        write now (``qilu services up`` then restarts it). Servers that cannot tell: True."""
+        return True
+
     def after_start(self, progress: Progress) -> None:  # noqa: B027 - optional hook
         """Runs once the server answers (e.g. create the application database)."""

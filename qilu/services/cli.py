@@ -32,7 +32,7 @@ def _services(settings: Settings) -> Services:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    _services(settings).up(args.names or None)
+    _services(settings).up(args.names or None, restart_stale=True)
     return 0
 
 

@@ -47,9 +47,37 @@ class Kafka(Server):
     def cluster_id_file(self) -> Path:
         return self.home / "cluster-id"
 
+    @property
+    def agent_port(self) -> int:
+        """The SASL/SCRAM listener of the edge agents (docs/adr/0010)."""
+        s = self.ctx.settings
+        return s.kafka_agent_port or s.kafka_port + 2
+
     def ports(self) -> dict[str, int]:
         s = self.ctx.settings
-        return {"kafka_port": s.kafka_port, "kafka_controller_port": s.kafka_controller_port}
+        return {
+            "kafka_port": s.kafka_port,
+            "kafka_controller_port": s.kafka_controller_port,
+            "kafka_agent_port": self.agent_port,
+        }
+
+    def rendered_properties(self) -> str:
+        s = self.ctx.settings
+        props = render.kafka_server_properties(
+            host=s.host,
+            port=s.kafka_port,
+            controller_port=s.kafka_controller_port,
+            agent_port=self.agent_port,
+            log_dir=self.data_dir,
+        )
+        return render.render_properties(props)
+
+    def config_current(self) -> bool:
+        """Does the running broker's server.properties match what this version renders?"""
+        try:
+            return self.server_properties.read_text() == self.rendered_properties()
+        except OSError:
+            return False
 
     def marker_text(self) -> str:
         pom = self.pom.read_bytes() if self.pom.exists() else b""
@@ -128,14 +156,7 @@ class Kafka(Server):
         self._require_java(progress)
         self.home.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        s = self.ctx.settings
-        props = render.kafka_server_properties(
-            host=s.host,
-            port=s.kafka_port,
-            controller_port=s.kafka_controller_port,
-            log_dir=self.data_dir,
-        )
-        self.server_properties.write_text(render.render_properties(props))
+        self.server_properties.write_text(self.rendered_properties())
         self.log4j_config.write_text(render.kafka_log4j2_properties())
         if (self.data_dir / "meta.properties").exists():
             return

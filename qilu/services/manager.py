@@ -76,12 +76,16 @@ class Services:
 
     # ------------------------------------------------------------------ public API
 
-    def up(self, names: Sequence[str] | None = None) -> None:
-        """Install what is missing, start what is not running, wait until all answer."""
+    def up(self, names: Sequence[str] | None = None, *, restart_stale: bool = False) -> None:
+        """Install what is missing, start what is not running, wait until all answer.
+
+        A running server whose configuration this version would render differently is
+        restarted with ``restart_stale`` (``qilu services up``), else only reported: library
+        callers (test fixtures) must not restart servers others are using."""
         servers = self._select(names)
         with self._locked():
             for srv in servers:
-                self._up_one(srv)
+                self._up_one(srv, restart_stale=restart_stale)
 
     def start(self, name: str) -> None:
         """``up`` for one server (e.g. after :meth:`kill`)."""
@@ -168,9 +172,22 @@ class Services:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _up_one(self, srv: Server) -> None:
+    def _up_one(self, srv: Server, *, restart_stale: bool = False) -> None:
         pidfile = self._pidfile(srv)
         rec = pidfile.live()
+        if rec is not None and not srv.config_current():
+            if restart_stale:
+                self.progress(f"{srv.name}: configuration changed; restarting (pid {rec.pid})...")
+                self._stop(srv, rec)
+                pidfile.remove()
+                rec = None
+            else:
+                logger.warning(
+                    "%s: running with an out-of-date configuration; `qilu services up %s` "
+                    "restarts it",
+                    srv.name,
+                    srv.name,
+                )
         if rec is not None:
             try:
                 srv.probe(PROBE_SLICE_S)

@@ -62,19 +62,51 @@ def kafka_server_properties(
     port: int,
     controller_port: int,
     log_dir: Path,
+    agent_port: int | None = None,
     partitions: int = 6,
     node_id: int = 1,
 ) -> dict[str, str | int]:
-    """KRaft single node, combined broker + controller, loopback only."""
-    return {
+    """KRaft single node, combined broker + controller, loopback only.
+
+    Two client listeners (docs/adr/0010-agent-authentication.md):
+
+    - ``PLAINTEXT`` on ``port``: the platform's internal clients (ingest, admin tools, tests).
+      No authentication: its principal ``User:ANONYMOUS`` is a super user, so this listener
+      must stay on loopback (or a private network the agents cannot reach);
+    - ``AGENTS`` on ``agent_port``: what edge agents connect to, SASL/SCRAM-SHA-512, one user
+      per agent created by ``qilu agents provision``; the ``StandardAuthorizer`` lets each agent
+      only write to the topics of its sectors (no ACL = denied).
+    """
+    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
+    advertised = f"PLAINTEXT://{host}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if agent_port is not None:
+        listeners += f",AGENTS://{host}:{agent_port}"
+        advertised += f",AGENTS://{host}:{agent_port}"
+        protocols += ",AGENTS:SASL_PLAINTEXT"
+    props: dict[str, str | int] = {
         "process.roles": "broker,controller",
         "node.id": node_id,
         "controller.quorum.voters": f"{node_id}@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
+    }
+    if agent_port is not None:
+        props |= {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.agents.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.agents.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # the internal and controller listeners are unauthenticated (ANONYMOUS)
+            "super.users": "User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+    return props | {
         "log.dirs": str(log_dir),
         "num.partitions": partitions,
         "auto.create.topics.enable": "false",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.agent import Agent, Delivery
+from edge_agent.agent import Agent, Delivery, SharedProducer
 from edge_agent.buffer import Buffer
 from kafka.errors import KafkaTimeoutError
 
@@ -166,3 +166,41 @@ def test_a_reading_leaves_only_when_its_own_record_was_acknowledged(tmp_path: Pa
     assert (first.boot_id, first.seq) == (stuck[0].boot_id, stuck[0].seq)
     assert healthy.attempts[0][2] == producer.attempts[-1][2]
     assert pending(tmp_path) == 0
+
+
+def test_a_shared_producer_is_replaced_once_for_all_its_agents(tmp_path: Path) -> None:
+    # province mode: three agents share one producer; the first one fails every record (as a
+    # stalled idempotent producer does after a long outage), the next one is healthy
+    made: list[FakeProducer] = []
+
+    def factory() -> FakeProducer:
+        made.append(FakeProducer(fail=lambda i, v: len(made) == 1))
+        return made[-1]
+
+    shared = SharedProducer(factory)
+    agents = [
+        Agent(
+            f"agent-{a}",
+            [ListCollector(readings(9))],
+            Buffer(tmp_path / f"{a}.db", f"agent-{a}", max_bytes=16 << 20, max_age_s=3600),
+            shared,
+            "t",
+            Delivery(batch_max_readings=4, batch_max_delay_s=0.05, retry_initial_s=0.05),
+        )
+        for a in range(3)
+    ]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(1.5, stop.set)
+        await asyncio.gather(*(a.run(stop) for a in agents))
+
+    asyncio.run(main())
+    assert shared.replaced == 1  # however many agents saw their records fail
+    assert len(made) == 2
+    assert all(a.sent_readings == 9 for a in agents)
+    delivered = [decode(v) for v in made[1].acked]
+    assert sorted(len(e) for e in delivered if e.agent_id == "agent-0") == sorted(
+        len(e) for e in delivered if e.agent_id == "agent-1"
+    )
+    assert sum(len(e) for e in delivered) == 27  # each reading once, through the new producer

@@ -42,7 +42,7 @@ from qilu.settings import ApiSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
 from stream.topics import readings_topic
-from tests.helpers import scalar, wait_for
+from tests.helpers import scalar, signing_headers, wait_for
 from tests.integration.test_api_endpoints import registry
 
 pytestmark = pytest.mark.integration
@@ -218,7 +218,10 @@ def send_readings(settings: Settings, devices: list[str], at: datetime) -> None:
     try:
         for sector, env in by_sector.items():
             topic = readings_topic(settings.kafka, KINDS[kinds[env.devices[0]]].sector)
-            producer.send(topic, key=env.agent_id.encode(), value=env.encode()).get(timeout=30)
+            value = env.encode()
+            headers = signing_headers(settings, env.agent_id)(value)
+            fut = producer.send(topic, key=env.agent_id.encode(), value=value, headers=headers)
+            fut.get(timeout=30)
             del sector
     finally:
         producer.close(timeout=10)

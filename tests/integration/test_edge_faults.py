@@ -34,11 +34,15 @@ from typing import Any
 
 import pytest
 
+from qilu import signing
 from qilu.registry import generate
 from qilu.settings import REPO_ROOT, KafkaSettings, ServicesSettings, Settings
+from storage import agents
 from storage.db import connect
 from storage.registry_store import load_registry
 from tests.helpers import scalar, wait_for
+from tests.integration.faults import Tally
+from tests.integration.faults import report as report_tally
 from tests.integration.test_edge_ledger import last_acked
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -59,6 +63,7 @@ class Run:
     db: Any
     kafka: KafkaSettings
     t0_us: int
+    signing_key: str = ""  # the agent's key 1 (docs/adr/0010): the ingest refuses unsigned
 
     @property
     def ledger(self) -> Path:
@@ -104,6 +109,9 @@ rate = {rate}
 total = {total}
 t0_us = {self.t0_us}
 ledger = "{self.ledger}"
+[auth]
+key_no = 1
+signing_key = "{self.signing_key}"
 """
         )
         return path
@@ -155,10 +163,16 @@ def metric(port: int, name: str) -> float:
 def prepare(settings: Settings, tmp_path: Path, kafka: KafkaSettings | None = None) -> Run:
     reg = generate(1, 0.002)
     devices = [d.device_id for d in reg.devices if d.kind == "charging_pile"][:50]
+    key = signing.generate_key()
     with connect(settings.db) as conn:
         load_registry(conn, reg)
+        agents.provision_simulated(
+            conn, {"itest-agent": [s.site_id for s in reg.sites]}, {"itest-agent": key.public},
+            actor="test",
+        )  # fmt: skip
+        conn.commit()
     t0 = (time.time_ns() // 1000) - T0_AGE_S * 1_000_000
-    return Run(tmp_path, devices, settings.db, kafka or settings.kafka, t0)
+    return Run(tmp_path, devices, settings.db, kafka or settings.kafka, t0, key.private_b64)
 
 
 def duplicates(run: Run) -> int:
@@ -407,6 +421,16 @@ def test_broker_outage_disk_within_bound_and_everything_stored_once(
                 }
             )
         )
+    report_tally(  # the fault suite's tally line (docs/faults.md)
+        Tally(
+            "broker_outage_edge_agent",
+            total,
+            run.stored(),
+            max(0, total - run.stored()),
+            duplicates(run),
+            {"outage_s": outage_s, "peak_disk_bytes": peak, "disk_bound_bytes": max_bytes},
+        )
+    )
     assert waiting > rate * outage_s * 0.8, "the readings of the outage waited in the buffer"
     assert stored_before < total - rate * outage_s * 0.8
     assert peak <= max_bytes

@@ -22,6 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from api.app import create_app
 from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from collectors.simulated.models import SilencePlan
+from qilu.agents import provision_province
 from qilu.contract import Envelope, Reading, Sector
 from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings
@@ -110,6 +111,11 @@ def run_agents(settings: Settings, reg: Registry, dead: frozenset[str], seconds:
     """Run one simulated agent per sector for a while; returns envelopes acknowledged."""
     producer = new_producer(settings.kafka.bootstrap, "test-agents")
     buffers = tempfile.TemporaryDirectory(prefix="qilu-agent-buffers-")
+    signers = provision_province(  # the agents' identities and signing keys (docs/adr/0010)
+        settings,
+        {f"agent-{x.value}": [s.site_id for s in reg.sites if s.sector is x] for x in Sector},
+        actor="test",
+    )
     delivery = Delivery(
         batch_max_readings=settings.agent.batch_max_readings,
         batch_max_delay_s=settings.agent.batch_max_delay_s,
@@ -137,6 +143,7 @@ def run_agents(settings: Settings, reg: Registry, dead: frozenset[str], seconds:
                 settings.kafka.topic_prefix,
                 delivery,
                 replace_producer=False,  # one producer shared by the three agents
+                signer=signers[f"agent-{sector.value}"],
             )
         )
 
@@ -218,12 +225,12 @@ def test_coverage_matches_ground_truth_and_survives_redelivery(
         enable_auto_commit=False,
         consumer_timeout_ms=3000,
     )
-    records = [(r.topic, r.key, r.value) for r in consumer]
+    records = [(r.topic, r.key, r.value, r.headers) for r in consumer]
     consumer.close()
     assert len(records) == sent
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    for topic, key, value in records:
-        producer.send(topic, key=key, value=value)
+    for topic, key, value, headers in records:  # with their signatures
+        producer.send(topic, key=key, value=value, headers=headers)
     producer.flush()
     producer.close()
     wait_for(lambda: _group_caught_up(settings), what="ingest to consume the replay")
@@ -251,6 +258,7 @@ def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
     reg, _ = ground_truth()
     with connect(settings.db) as conn:
         load_registry(conn, reg)
+    signer = provision_province(settings, {"agent-x": [s.site_id for s in reg.sites]}, actor="t")
     start_ingest()
     now = time.time_ns() // 1000
     env = Envelope("agent-x", "boot-x", 0, now)
@@ -263,7 +271,7 @@ def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
     topic = readings_topic(settings.kafka, Sector.CHARGING)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
     producer.send(topic, key=b"agent-x", value=garbage)
-    producer.send(topic, key=b"agent-x", value=good)
+    producer.send(topic, key=b"agent-x", value=good, headers=signer["agent-x"].headers(good))
     producer.flush()
     producer.close()
 

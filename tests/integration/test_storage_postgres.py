@@ -39,7 +39,7 @@ from storage.registry_store import load_device_index, load_registry
 from storage.writer import ReadingsSink, WriteMethod
 from stream.topics import readings_topic
 from stream.validate import Rows
-from tests.helpers import scalar, wait_for
+from tests.helpers import scalar, signing_headers, wait_for
 
 pytestmark = pytest.mark.integration
 QINGDAO, JINAN = "370200", "370100"
@@ -306,6 +306,75 @@ def test_rollups_equal_hand_computed_values(
     assert s == [(1, 4)]
 
 
+def test_ranged_rollup_reads_equal_the_views_and_plan_only_their_partitions(
+    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+) -> None:
+    """qilu_readings_1m/1h(from, to) (what the API reads) return the views' rows of the range,
+    across the store and the live tail above the watermark, with unaligned bounds; and the
+    planner keeps only the partitions of the range (the views keep every partition)."""
+    now = datetime.now(UTC)
+    start = hour(now) - timedelta(hours=5)
+    devs = ["CHG-Q-1-01", "CHG-J-1-01"]
+    write(pool, fleet.rows(devs, start, minutes=5 * 60, step_s=30))
+    refresh(db, start + timedelta(hours=2, minutes=30))  # store below, live tail above
+    pk = fleet.pk["CHG-Q-1-01"]
+    cases = [
+        ("1m", start, start + timedelta(hours=5)),
+        ("1m", start + timedelta(seconds=30), start + timedelta(hours=3, seconds=1)),
+        ("1m", start + timedelta(hours=2, minutes=29), start + timedelta(hours=2, minutes=31)),
+        ("1h", start, start + timedelta(hours=5)),
+        ("1h", start + timedelta(minutes=1), start + timedelta(hours=4, minutes=59)),
+    ]
+    with connect(db) as conn:
+        wm = conn.execute("SELECT min(watermark) FROM rollup_state").fetchone()
+        assert wm is not None
+        assert start < wm[0] < start + timedelta(hours=5)
+        for res, lo, hi in cases:
+            cols = "device_pk, metric_id, bucket, n, min, max, avg, last"
+            view = conn.execute(
+                f"SELECT {cols} FROM readings_{res}"  # noqa: S608 - fixed names
+                " WHERE bucket >= %s AND bucket < %s ORDER BY 1, 2, 3",
+                (lo, hi),
+            ).fetchall()
+            ranged = conn.execute(
+                f"SELECT {cols} FROM qilu_readings_{res}(%s, %s) ORDER BY 1, 2, 3",  # noqa: S608
+                (lo, hi),
+            ).fetchall()
+            assert view, (res, lo, hi)
+            assert ranged == view, (res, lo, hi)
+        # pruning: a 2-hour range plans 2-3 raw partitions (of the 53 that exist) and the
+        # day's store partition; the view plans all of them
+        n_raw = scalar(
+            db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass"
+        )
+        assert n_raw >= 48
+
+        def planned(query: str, params: tuple[object, ...]) -> list[str]:
+            plan = conn.execute(("EXPLAIN (FORMAT JSON) " + query).encode(), params).fetchone()
+            assert plan is not None
+            names: list[str] = []
+
+            def walk(node: dict[str, object]) -> None:
+                if isinstance(node.get("Relation Name"), str):
+                    names.append(str(node["Relation Name"]))
+                for child in node.get("Plans", []):  # type: ignore[attr-defined]
+                    walk(child)
+
+            walk(plan[0][0]["Plan"])
+            return names
+
+        lo, hi = start + timedelta(hours=1), start + timedelta(hours=3)
+        fn = planned("SELECT * FROM qilu_readings_1m(%s, %s) WHERE device_pk = %s", (lo, hi, pk))
+        raw = [n for n in fn if n.startswith("readings_p")]
+        assert 1 <= len(raw) <= 3, fn
+        assert len([n for n in fn if n.startswith("readings_1m_store_p")]) <= 2, fn
+        view_plan = planned(
+            "SELECT * FROM readings_1m WHERE device_pk = %s AND bucket >= %s AND bucket < %s",
+            (pk, lo, hi),
+        )
+        assert len([n for n in view_plan if n.startswith("readings_p")]) >= 48
+
+
 def test_late_data_reaches_the_rollups_within_one_refresh(
     db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
 ) -> None:
@@ -447,8 +516,16 @@ def test_roles_have_least_privilege(db: DatabaseSettings, fleet: Fleet) -> None:
         assert conn.execute("SELECT count(*) FROM site_liveness_1h").fetchone() is not None
         assert denied(conn, "SELECT count(*) FROM readings")
         assert denied(conn, "SELECT count(*) FROM readings_1m_store")
+        assert denied(
+            conn, "SELECT count(*) FROM qilu_readings_1m(now() - interval '1 day', now())"
+        )
     with as_role("qilu_api") as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (len(batch),)
+        # the ranged rollup reads run with the caller's rights (migration 007)
+        got = conn.execute(
+            "SELECT sum(n) FROM qilu_readings_1m(now() - interval '4 days', now())"
+        ).fetchone()
+        assert got == (len(batch),)
         assert denied(conn, "INSERT INTO coverage_daily VALUES (now(), 'x', '370000', 0, 0, 0)")
         assert denied(conn, "SELECT qilu_refresh_rollups()")
 
@@ -588,10 +665,12 @@ def test_ingest_consumer_end_to_end_exactly_once(
         envelopes.append(env.encode())
     topic = readings_topic(settings.kafka, Sector.CHARGING)
 
+    sign = signing_headers(settings, "agent-s")
+
     def produce() -> None:
         producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
         for value in envelopes:
-            producer.send(topic, key=b"agent-s", value=value)
+            producer.send(topic, key=b"agent-s", value=value, headers=sign(value))
         producer.flush()
         producer.close()
 

@@ -1,0 +1,397 @@
+"""The agent registry in the database: provisioning, rotation, revocation, the ingest's snapshot.
+
+Every change runs in the caller's transaction together with its audit row
+(:func:`storage.audit.record`), so a change and its record commit or roll back together.
+Only public keys are stored (docs/adr/0010-agent-authentication.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from qilu.errors import QiluError
+from storage import audit
+
+
+class AgentError(QiluError):
+    """An agent operation refused: unknown or revoked agent, duplicate id, unknown sites."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentKeyRow:
+    key_no: int
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    agent_id: str
+    note: str
+    simulated: bool
+    created_at: datetime
+    revoked_at: datetime | None
+    sites: tuple[str, ...]
+    keys: tuple[AgentKeyRow, ...]
+
+    @property
+    def active_key(self) -> int | None:
+        live = [k.key_no for k in self.keys if k.revoked_at is None]
+        return max(live) if live else None
+
+    def as_json(self) -> dict[str, Any]:
+        """The audit log's before/after picture (never a secret)."""
+        return {
+            "agent_id": self.agent_id,
+            "note": self.note,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "sites": list(self.sites),
+            "keys": [
+                {
+                    "key_no": k.key_no,
+                    "created_at": k.created_at.isoformat(),
+                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                }
+                for k in self.keys
+            ],
+        }
+
+
+Conn = psycopg.Connection[TupleRow]
+
+
+# ------------------------------------------------------------------------------ reads
+
+
+def get(conn: Conn, agent_id: str) -> AgentRow | None:
+    rows = list_agents(conn, agent_ids=[agent_id], include_revoked=True)
+    return rows[0] if rows else None
+
+
+def list_agents(
+    conn: Conn,
+    *,
+    agent_ids: Sequence[str] | None = None,
+    include_revoked: bool = False,
+    include_simulated: bool = True,
+) -> list[AgentRow]:
+    """Agents with their sites and keys, by id."""
+    rows = conn.execute(
+        "SELECT a.agent_id, a.note, a.simulated, a.created_at, a.revoked_at,"
+        "  coalesce((SELECT array_agg(s.site_id ORDER BY s.site_id) FROM agent_sites s"
+        "            WHERE s.agent_id = a.agent_id), '{}'),"
+        "  coalesce((SELECT array_agg(k.key_no ORDER BY k.key_no) FROM agent_keys k"
+        "            WHERE k.agent_id = a.agent_id), '{}'),"
+        "  coalesce((SELECT array_agg(k.created_at ORDER BY k.key_no) FROM agent_keys k"
+        "            WHERE k.agent_id = a.agent_id), '{}'),"
+        "  coalesce((SELECT array_agg(k.revoked_at ORDER BY k.key_no) FROM agent_keys k"
+        "            WHERE k.agent_id = a.agent_id), '{}')"
+        " FROM agents a"
+        " WHERE (%(ids)s::text[] IS NULL OR a.agent_id = ANY(%(ids)s))"
+        "   AND (%(revoked)s OR a.revoked_at IS NULL)"
+        "   AND (%(simulated)s OR NOT a.simulated)"
+        " ORDER BY a.agent_id",
+        {
+            "ids": list(agent_ids) if agent_ids is not None else None,
+            "revoked": include_revoked,
+            "simulated": include_simulated,
+        },
+    ).fetchall()
+    return [
+        AgentRow(
+            agent_id=r[0],
+            note=r[1],
+            simulated=r[2],
+            created_at=r[3],
+            revoked_at=r[4],
+            sites=tuple(r[5]),
+            keys=tuple(AgentKeyRow(n, c, v) for n, c, v in zip(r[6], r[7], r[8], strict=True)),
+        )
+        for r in rows
+    ]
+
+
+def sites_matching(
+    conn: Conn,
+    *,
+    site_ids: Sequence[str] = (),
+    cities: Sequence[str] = (),
+    sectors: Sequence[str] = (),
+) -> list[str]:
+    """Site ids selected by explicit ids and/or city/sector filters; unknown ids -> AgentError."""
+    out: set[str] = set()
+    if site_ids:
+        found = {
+            r[0]
+            for r in conn.execute(
+                "SELECT site_id FROM sites WHERE site_id = ANY(%s)", (list(site_ids),)
+            )
+        }
+        missing = sorted(set(site_ids) - found)
+        if missing:
+            raise AgentError(f"unknown site ids: {', '.join(missing[:10])}")
+        out |= found
+    if cities or sectors:
+        out |= {
+            r[0]
+            for r in conn.execute(
+                "SELECT site_id FROM sites"
+                " WHERE (cardinality(%(c)s::text[]) = 0 OR city_code = ANY(%(c)s))"
+                "   AND (cardinality(%(s)s::text[]) = 0 OR sector = ANY(%(s)s))",
+                {"c": list(cities), "s": list(sectors)},
+            )
+        }
+    return sorted(out)
+
+
+def sectors_of(conn: Conn, site_ids: Sequence[str]) -> list[str]:
+    """The sectors of these sites (an agent's Kafka topics)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT sector FROM sites WHERE site_id = ANY(%s) ORDER BY sector",
+            (list(site_ids),),
+        )
+    ]
+
+
+# ------------------------------------------------------------------------------ changes
+
+
+def _require(conn: Conn, agent_id: str, *, for_update: bool = True) -> AgentRow:
+    if for_update:
+        conn.execute("SELECT 1 FROM agents WHERE agent_id = %s FOR UPDATE", (agent_id,))
+    row = get(conn, agent_id)
+    if row is None:
+        raise AgentError(f"no agent {agent_id!r}; provision it first")
+    if row.revoked_at is not None:
+        raise AgentError(f"agent {agent_id!r} was revoked at {row.revoked_at.isoformat()}")
+    return row
+
+
+def provision(
+    conn: Conn,
+    agent_id: str,
+    sites: Sequence[str],
+    public_key: bytes,
+    *,
+    actor: str,
+    note: str = "",
+) -> AgentRow:
+    """Create an agent with key 1 and its sites. Run inside the caller's transaction."""
+    if not sites:
+        raise AgentError("an agent needs at least one site to report for")
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO agents (agent_id, note) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (agent_id, note),
+        )
+        if cur.rowcount != 1:
+            raise AgentError(
+                f"agent {agent_id!r} exists already; `qilu agents rotate` gives it new "
+                "credentials (a revoked id is never reused)"
+            )
+        cur.execute(
+            "INSERT INTO agent_keys (agent_id, key_no, public_key) VALUES (%s, 1, %s)",
+            (agent_id, public_key),
+        )
+        cur.execute(
+            "INSERT INTO agent_sites (agent_id, site_id) SELECT %s, unnest(%s::text[])",
+            (agent_id, list(sites)),
+        )
+        after = _require(conn, agent_id, for_update=False)
+        audit.record(
+            cur,
+            actor=actor,
+            action="agent.provision",
+            entity="agent",
+            entity_id=agent_id,
+            before=None,
+            after=after.as_json(),
+        )
+    return after
+
+
+def rotate(
+    conn: Conn, agent_id: str, public_key: bytes, *, actor: str, grace: timedelta
+) -> tuple[AgentRow, int]:
+    """Add the next key; older keys stop being accepted after ``grace``. Returns the new number."""
+    before = _require(conn, agent_id)
+    key_no = max((k.key_no for k in before.keys), default=0) + 1
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE agent_keys SET revoked_at = now() + %s"
+            " WHERE agent_id = %s AND (revoked_at IS NULL OR revoked_at > now() + %s)",
+            (grace, agent_id, grace),
+        )
+        cur.execute(
+            "INSERT INTO agent_keys (agent_id, key_no, public_key) VALUES (%s, %s, %s)",
+            (agent_id, key_no, public_key),
+        )
+        after = _require(conn, agent_id, for_update=False)
+        audit.record(
+            cur,
+            actor=actor,
+            action="agent.rotate",
+            entity="agent",
+            entity_id=agent_id,
+            before=before.as_json(),
+            after=after.as_json(),
+        )
+    return after, key_no
+
+
+def set_sites(conn: Conn, agent_id: str, sites: Sequence[str], *, actor: str) -> AgentRow:
+    """Replace the agent's site list."""
+    if not sites:
+        raise AgentError("an agent needs at least one site to report for")
+    before = _require(conn, agent_id)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM agent_sites WHERE agent_id = %s", (agent_id,))
+        cur.execute(
+            "INSERT INTO agent_sites (agent_id, site_id) SELECT %s, unnest(%s::text[])",
+            (agent_id, list(sites)),
+        )
+        after = _require(conn, agent_id, for_update=False)
+        audit.record(
+            cur,
+            actor=actor,
+            action="agent.sites",
+            entity="agent",
+            entity_id=agent_id,
+            before=before.as_json(),
+            after=after.as_json(),
+        )
+    return after
+
+
+def revoke(conn: Conn, agent_id: str, *, actor: str) -> AgentRow:
+    """Revoke the agent and all its keys now. Its id is never reused."""
+    before = _require(conn, agent_id)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE agents SET revoked_at = now() WHERE agent_id = %s", (agent_id,))
+        cur.execute(
+            "UPDATE agent_keys SET revoked_at = now()"
+            " WHERE agent_id = %s AND (revoked_at IS NULL OR revoked_at > now())",
+            (agent_id,),
+        )
+        after = get(conn, agent_id)
+        assert after is not None  # noqa: S101 - locked above
+        audit.record(
+            cur,
+            actor=actor,
+            action="agent.revoke",
+            entity="agent",
+            entity_id=agent_id,
+            before=before.as_json(),
+            after=after.as_json(),
+        )
+    return after
+
+
+def provision_simulated(
+    conn: Conn,
+    plan: Mapping[str, Sequence[str]],
+    public_keys: Mapping[str, bytes],
+    *,
+    actor: str,
+) -> dict[str, int]:
+    """Bulk provisioning for a simulated province (a few set-based statements, whatever the
+    number of agents): create missing agents, replace their sites, add a new key and retire
+    the older ones (after a day). Revoked agents stay revoked.
+
+    Returns agent id -> the new key number."""
+    ids = sorted(plan)
+    site_agents = [a for a in ids for _ in plan[a]]
+    site_ids = [s for a in ids for s in plan[a]]
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO agents (agent_id, note, simulated)"
+            " SELECT unnest(%s::text[]), 'simulated province', true ON CONFLICT DO NOTHING",
+            (ids,),
+        )
+        cur.execute("DELETE FROM agent_sites WHERE agent_id = ANY(%s)", (ids,))
+        cur.execute(
+            "INSERT INTO agent_sites (agent_id, site_id)"
+            " SELECT * FROM unnest(%s::text[], %s::text[])",
+            (site_agents, site_ids),
+        )
+        # the keys of earlier runs stay valid for a day: records they signed may still wait
+        # in Kafka on topics without LogAppendTime
+        cur.execute(
+            "UPDATE agent_keys SET revoked_at = now() + interval '1 day'"
+            " WHERE agent_id = ANY(%s) AND revoked_at IS NULL",
+            (ids,),
+        )
+        rows = cur.execute(
+            "INSERT INTO agent_keys (agent_id, key_no, public_key)"
+            " SELECT n.agent_id, coalesce(max(k.key_no), 0) + 1, n.public_key"
+            " FROM unnest(%s::text[], %s::bytea[]) AS n (agent_id, public_key)"
+            " LEFT JOIN agent_keys k ON k.agent_id = n.agent_id"
+            " GROUP BY n.agent_id, n.public_key"
+            " RETURNING agent_id, key_no",
+            (ids, [public_keys[a] for a in ids]),
+        ).fetchall()
+        cur.execute(
+            "INSERT INTO audit_log (actor, action, entity, entity_id, before, after)"
+            " SELECT %s, 'agent.provision_simulated', 'agent', a, NULL,"
+            "  jsonb_build_object('sites', n, 'key_no', k)"
+            " FROM unnest(%s::text[], %s::int[], %s::int[]) AS t (a, n, k)",
+            (
+                actor,
+                [r[0] for r in rows],
+                [len(plan[r[0]]) for r in rows],
+                [r[1] for r in rows],
+            ),
+        )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+# ------------------------------------------------------------------------------ ingest snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    """Everything the ingest needs to authenticate records, as plain data."""
+
+    version: int
+    # agent id -> (revoked_at, {key_no: (public key, revoked_at)}, site ids)
+    agents: dict[str, tuple[datetime | None, dict[int, tuple[bytes, datetime | None]], set[str]]]
+
+
+def registry_version(conn: Conn) -> int:
+    row = conn.execute("SELECT v FROM agent_registry_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def load_snapshot(conn: Conn) -> RegistrySnapshot:
+    """The whole agent registry in four small queries (one transaction: consistent)."""
+    version = registry_version(conn)
+    agents: dict[
+        str, tuple[datetime | None, dict[int, tuple[bytes, datetime | None]], set[str]]
+    ] = {r[0]: (r[1], {}, set()) for r in conn.execute("SELECT agent_id, revoked_at FROM agents")}
+    for agent_id, key_no, public, revoked in conn.execute(
+        "SELECT agent_id, key_no, public_key, revoked_at FROM agent_keys"
+    ):
+        agents[agent_id][1][key_no] = (bytes(public), revoked)
+    for agent_id, site_id in conn.execute("SELECT agent_id, site_id FROM agent_sites"):
+        agents[agent_id][2].add(site_id)
+    return RegistrySnapshot(version, agents)
+
+
+def device_sites(conn: Conn, device_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """device id -> site id (all devices, or these)."""
+    if device_ids is None:
+        return dict(conn.execute("SELECT device_id, site_id FROM devices").fetchall())
+    return dict(
+        conn.execute(
+            "SELECT device_id, site_id FROM devices WHERE device_id = ANY(%s)", (list(device_ids),)
+        ).fetchall()
+    )

@@ -1,0 +1,118 @@
+"""The ingest's view of the agent registry: who may send, with which keys, for which sites.
+
+A snapshot (:class:`qilu.signing.AgentDirectory`) checked for changes every
+``ingest.agents_refresh_s`` (one tiny query on a version counter, a full reload only when it
+moved), so an agent revoked mid-run is refused from the next refresh on. An unknown agent or
+key triggers an early check (a freshly provisioned agent is not refused for seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from qilu.contract import to_us
+from qilu.settings import DatabaseSettings
+from qilu.signing import AgentDirectory, AgentEntry, agent_key, verify
+
+logger = logging.getLogger(__name__)
+EARLY_CHECK_S = 0.5  # at most this often on unknown agents/keys
+
+# given the version we hold, a new directory, or None when nothing changed
+DirectoryLoader = Callable[[int], AgentDirectory | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    reason: str | None  # None: authentic
+    detail: str
+    sites: frozenset[str] | None = None
+
+
+class AgentAuth:
+    def __init__(self, load: DirectoryLoader, refresh_s: float) -> None:
+        self._load = load
+        self._refresh_s = refresh_s
+        self._dir = AgentDirectory()
+        self._checked = float("-inf")
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self._refresh_s:
+            return
+        self._checked = now
+        new = self._load(self._dir.version)
+        if new is not None:
+            self._dir = new
+            logger.info(
+                "agent registry loaded: %d agents (version %d)", len(new.agents), new.version
+            )
+
+    def check(
+        self,
+        agent_id: str,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+        value: bytes,
+        appended_us: int | None,
+    ) -> Verdict:
+        self.refresh()
+        entry = self._dir.get(agent_id)
+        reason = verify(entry, headers, value, appended_us=appended_us)
+        if reason in ("unknown_agent", "unknown_key") and (
+            time.monotonic() - self._checked >= EARLY_CHECK_S
+        ):
+            self.refresh(force=True)
+            entry = self._dir.get(agent_id)
+            reason = verify(entry, headers, value, appended_us=appended_us)
+        if reason is not None or entry is None:
+            return Verdict(reason or "unknown_agent", f"agent {agent_id!r}"[:120])
+        return Verdict(None, "", entry.sites)
+
+
+def directory_loader(db: DatabaseSettings) -> DirectoryLoader:
+    """Load the directory from the database when its version counter moved."""
+    from storage import agents
+    from storage.db import connect
+
+    down = False
+
+    def load(have: int) -> AgentDirectory | None:
+        nonlocal down
+        try:
+            with connect(db) as conn:
+                if have and agents.registry_version(conn) == have:
+                    snap = None
+                else:
+                    snap = agents.load_snapshot(conn)
+        except psycopg.OperationalError as exc:
+            if not have:
+                raise  # no directory at all yet: the consumer cannot start
+            if not down:
+                logger.warning("agent registry unreachable, keeping version %d: %s", have, exc)
+                down = True
+            return None
+        if down:
+            logger.warning("agent registry reachable again")
+            down = False
+        if snap is None:
+            return None
+        entries = {
+            agent_id: AgentEntry(
+                agent_id,
+                {
+                    no: agent_key(pub, None if rv is None else to_us(rv))
+                    for no, (pub, rv) in keys.items()
+                },
+                frozenset(sites),
+                None if revoked is None else to_us(revoked),
+            )
+            for agent_id, (revoked, keys, sites) in snap.agents.items()
+        }
+        return AgentDirectory(entries, snap.version)
+
+    return load

@@ -1,0 +1,455 @@
+"""Authenticated agents against a broker of our own with the SASL/SCRAM listener and ACLs.
+
+A rogue agent tries everything it can with valid credentials of its own (another agent's
+topic, another agent's devices, another agent's identity, a forged or missing signature, a
+wrong password, carrying on after its revocation) and injects nothing; provisioning, rotation,
+revocation and their audit rows; the bulk provisioning of a simulated province.
+
+The broker is private (own state folder and free ports, the shared installation's jars), so
+its SASL configuration never touches the shared broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import uuid
+import warnings
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qilu import agents as ops
+from qilu import signing
+from qilu.contract import Envelope, Reading, Sector
+from qilu.devices import KINDS
+from qilu.registry import Registry, generate
+from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
+from storage import agents as store
+from storage import audit
+from storage.db import connect
+from storage.registry_store import load_registry
+from stream.cli import build_consumer
+from stream.deadletter import decode_headers
+from stream.topics import deadletter_topic, ensure_topics, readings_topic
+from tests.helpers import scalar, wait_for
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import TopicAuthorizationFailedError
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+SCALE = 0.002
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
+    """(internal bootstrap, agents' SASL bootstrap) of a private broker."""
+    from qilu.services import Services
+
+    state = REPO_ROOT / ".state" / f"agents-itest-{os.getpid()}"
+    shared_lib = base_settings.services.state_dir / "kafka" / "lib"
+    if shared_lib.is_dir():
+        (state / "kafka").mkdir(parents=True, exist_ok=True)
+        (state / "kafka" / "lib").symlink_to(shared_lib.resolve(), target_is_directory=True)
+    ss = ServicesSettings(
+        state_dir=state,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_agent_port=free_port(),
+        start_timeout_s=120.0,
+    )
+    svc = Services(ss, DatabaseSettings())
+    try:
+        svc.up(["kafka"])
+        yield f"127.0.0.1:{ss.kafka_port}", f"127.0.0.1:{ss.kafka_agent_port}"
+    finally:
+        svc.down(["kafka"])
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def asettings(
+    base_settings: Settings, db: DatabaseSettings, sasl_kafka: tuple[str, str]
+) -> Settings:
+    internal, agents_listener = sasl_kafka
+    ks = KafkaSettings(
+        bootstrap=internal,
+        agent_bootstrap=agents_listener,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+    )
+    ensure_topics(ks)
+    ingest = base_settings.ingest.model_copy(
+        update={"group_id": f"g{uuid.uuid4().hex[:10]}", "agents_refresh_s": 0.5}
+    )
+    return base_settings.model_copy(update={"db": db, "kafka": ks, "ingest": ingest})
+
+
+@pytest.fixture
+def registry(asettings: Settings) -> Registry:
+    reg = generate(1, SCALE)
+    with connect(asettings.db) as conn:
+        load_registry(conn, reg)
+    return reg
+
+
+def first_site(reg: Registry, sector: Sector) -> tuple[str, str]:
+    """(site id, one of its device ids)."""
+    site = next(s for s in reg.sites if s.sector is sector)
+    dev = next(d for d in reg.devices if d.site_id == site.site_id)
+    return site.site_id, dev.device_id
+
+
+def envelope(reg: Registry, agent: str, device: str, seq: int, now_us: int) -> bytes:
+    kind = next(d.kind for d in reg.devices if d.device_id == device)
+    metric = KINDS[kind].metrics[0]
+    env = Envelope(agent, "boot-1", seq, now_us)
+    env.add(Reading(device, metric.key, now_us, float(metric.low)))
+    return env.encode()
+
+
+def sasl_producer(bootstrap: str, user: str, password: str) -> Any:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username=user,
+        sasl_plain_password=password,
+        acks="all",
+        max_block_ms=5000,
+        request_timeout_ms=5000,
+        bootstrap_timeout_ms=5000,
+    )
+
+
+_CONNECT = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+try:
+    KafkaProducer(bootstrap_servers=sys.argv[1], security_protocol="SASL_PLAINTEXT",
+                  sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=sys.argv[2],
+                  sasl_plain_password=sys.argv[3], bootstrap_timeout_ms=5000).close()
+except KafkaError as exc:
+    print(type(exc).__name__)
+    sys.exit(3)
+"""
+
+
+def refused(bootstrap: str, user: str, password: str) -> None:
+    """The agents' listener refuses these credentials. Tried in a child process: kafka-python
+    leaves the sockets of a failed bootstrap open (ResourceWarnings at exit)."""
+    r = subprocess.run(
+        [sys.executable, "-c", _CONNECT, bootstrap, user, password],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr[-500:])
+
+
+def dead_letters(settings: Settings, n: int) -> list[dict[str, str]]:
+    consumer = KafkaConsumer(
+        deadletter_topic(settings.kafka),
+        bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=20_000,
+    )
+    out = []
+    try:
+        for rec in consumer:
+            out.append(decode_headers(rec.headers))
+            if len(out) == n:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.fixture
+def ingest(asettings: Settings) -> Iterator[None]:
+    stop = threading.Event()
+    consumer, pool = build_consumer(asettings, stop)
+    t = threading.Thread(target=consumer.run, name="ingest", daemon=True)
+    t.start()
+    yield
+    stop.set()
+    t.join(timeout=30)
+    pool.close()
+
+
+def run_agent_from_config(toml_text: str, buffer: Path, sites: list[str], seconds: float) -> int:
+    """The real edge agent, configured by provisioning's TOML plus a simulated collector."""
+    from edge_agent import config, runtime
+
+    table = tomllib.loads(toml_text)
+    table["buffer"] = {"path": str(buffer), "fsync": "os"}
+    table["agent"]["metrics_port"] = 0
+    table["simulation"] = {"seed": 1, "scale": SCALE}
+    table["collectors"] = {
+        "sim": {"type": "simulated", "sites": sites, "silence": "none", "tick_s": 0.2}
+    }
+    agent = runtime.build_agent(config.parse(table, environ={}))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, stop.set)
+        await agent.run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        agent.close_producer()
+    return agent.sent_readings
+
+
+def test_rogue_agent_injects_nothing(
+    asettings: Settings, registry: Registry, ingest: None, tmp_path: Path
+) -> None:
+    reg, s = registry, asettings
+    site_a, dev_a = first_site(reg, Sector.CHARGING)
+    site_b, dev_b = first_site(reg, Sector.SUBSTATION)
+    _, creds_a = ops.provision(s, "agent-a", sites=[site_a], actor="test")
+    _, creds_b = ops.provision(s, "agent-b", sites=[site_b], actor="test")
+    assert creds_a.kafka_password
+    assert creds_b.kafka_password
+
+    # the genuine agent A, as provisioning configured it (SASL/SCRAM, signed envelopes)
+    sent = run_agent_from_config(
+        ops.agent_toml(s, creds_a), tmp_path / "a.db", [site_a], seconds=4.0
+    )
+    assert sent > 0
+    wait_for(
+        lambda: scalar(s.db, "SELECT count(*) FROM readings") == sent,
+        timeout=180,
+        what="agent A's readings",
+    )
+    genuine = scalar(s.db, "SELECT count(*) FROM readings")
+
+    charging = readings_topic(s.kafka, Sector.CHARGING)
+    substation = readings_topic(s.kafka, Sector.SUBSTATION)
+    signer_a = signing.Signer(1, creds_a.signing_key)
+    now = 1_000_000 * int(time.time())
+    rogue = sasl_producer(s.kafka.agent_bootstrap, "agent-a", creds_a.kafka_password)
+    try:
+        # 1. B's topic: refused by the broker's ACL
+        value = envelope(reg, "agent-a", dev_a, 100, now)
+        with pytest.raises(TopicAuthorizationFailedError):
+            rogue.send(substation, key=b"agent-a", value=value).get(timeout=15)
+        # 2. B's devices, signed by A: dead-lettered as foreign_site
+        value = envelope(reg, "agent-a", dev_b, 101, now)
+        rogue.send(charging, key=b"agent-a", value=value, headers=signer_a.headers(value))
+        # 3. a forged signature (A's key number, someone else's key)
+        value = envelope(reg, "agent-a", dev_a, 102, now)
+        forged = signing.Signer(1, signing.generate_key().private_b64).headers(value)
+        rogue.send(charging, key=b"agent-a", value=value, headers=forged)
+        # 4. unsigned
+        value = envelope(reg, "agent-a", dev_a, 103, now)
+        rogue.send(charging, key=b"agent-a", value=value)
+        # 5. B's identity, signed with A's key
+        value = envelope(reg, "agent-b", dev_b, 104, now)
+        rogue.send(charging, key=b"agent-b", value=value, headers=signer_a.headers(value))
+        rogue.flush(timeout=15)
+    finally:
+        rogue.close()
+
+    # 6. a wrong password does not even connect
+    refused(s.kafka.agent_bootstrap, "agent-b", "not-the-password")
+
+    letters = dead_letters(s, 4)
+    reasons = sorted(h["qilu.reason"] for h in letters)
+    assert reasons == ["bad_signature", "bad_signature", "rejected_readings", "unsigned"]
+    foreign = next(h for h in letters if h["qilu.reason"] == "rejected_readings")
+    assert [r["reason"] for r in json.loads(foreign["qilu.rejected"])] == ["foreign_site"]
+
+    # 7. A revoked mid-run: its user is gone, and a signed batch that still reaches Kafka
+    # (a connection opened before, a copied key) is refused from then on
+    ops.revoke(s, "agent-a", actor="test")
+    refused(s.kafka.agent_bootstrap, "agent-a", creds_a.kafka_password)
+    time.sleep(s.ingest.agents_refresh_s * 3)
+    internal = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    value = envelope(reg, "agent-a", dev_a, 105, now)
+    internal.send(charging, key=b"agent-a", value=value, headers=signer_a.headers(value))
+    internal.flush(timeout=15)
+    internal.close()
+    letters = dead_letters(s, 5)  # partitions are read in any order
+    assert sorted(h["qilu.reason"] for h in letters) == sorted([*reasons, "revoked_agent"])
+
+    # nothing of the rogue reached the readings; the genuine readings are all there once
+    assert scalar(s.db, "SELECT count(*) FROM readings") == genuine
+    with connect(s.db) as conn:
+        sites = conn.execute(
+            "SELECT DISTINCT d.site_id FROM readings r JOIN devices d USING (device_pk)"
+        ).fetchall()
+    assert sites == [(site_a,)]
+
+
+def test_provision_rotate_revoke_with_audit_rows(
+    asettings: Settings, registry: Registry, tmp_path: Path
+) -> None:
+    s, reg = asettings, registry
+    city = next(x.city_code for x in reg.sites if x.sector is Sector.CHARGING)
+    want = sorted(
+        x.site_id for x in reg.sites if x.sector is Sector.CHARGING and x.city_code == city
+    )
+    env = {
+        **os.environ,
+        "QILU_DB__NAME": s.db.name,
+        "QILU_KAFKA__BOOTSTRAP": s.kafka.bootstrap,
+        "QILU_KAFKA__AGENT_BOOTSTRAP": s.kafka.agent_bootstrap,
+        "QILU_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+    }
+    cli = [sys.executable, "-m", "qilu.cli", "--log-level", "WARNING", "agents"]
+    out = subprocess.run(
+        [*cli, "provision", "gw-1", "--city", city, "--sector", "charging"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    cfg = tomllib.loads(out.stdout)
+    assert cfg["agent"]["id"] == "gw-1"
+    assert cfg["kafka"]["security_protocol"] == "SASL_PLAINTEXT"
+    assert cfg["kafka"]["bootstrap"] == s.kafka.agent_bootstrap
+    assert cfg["auth"]["key_no"] == 1
+    # the secrets are not stored: only the public half of the key, and no password at all
+    with connect(s.db) as conn:
+        row = store.get(conn, "gw-1")
+        assert row is not None
+        assert list(row.sites) == want
+        stored = conn.execute(
+            "SELECT public_key FROM agent_keys WHERE agent_id = 'gw-1'"
+        ).fetchone()
+        assert stored is not None
+        assert bytes(stored[0]) == signing.public_key_of(cfg["auth"]["signing_key"])
+        dump = json.dumps([str(r) for r in conn.execute("SELECT * FROM agents").fetchall()])
+        assert cfg["kafka"]["sasl_password"] not in dump
+    # the password works on the agents' listener
+    sasl_producer(s.kafka.agent_bootstrap, "gw-1", cfg["kafka"]["sasl_password"]).close()
+
+    again = subprocess.run(
+        [*cli, "provision", "gw-1", "--sites", want[0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+
+    row, creds = ops.rotate(s, "gw-1", actor="test", grace=timedelta(0))
+    assert creds.key_no == 2
+    assert row.active_key == 2
+    refused(s.kafka.agent_bootstrap, "gw-1", cfg["kafka"]["sasl_password"])  # the old one
+    assert creds.kafka_password is not None
+    sasl_producer(s.kafka.agent_bootstrap, "gw-1", creds.kafka_password).close()
+
+    ops.revoke(s, "gw-1", actor="test")
+    with pytest.raises(store.AgentError, match="revoked"):
+        ops.rotate(s, "gw-1", actor="test", grace=timedelta(0))
+
+    with connect(s.db) as conn:
+        trail = audit.query(conn, entity="agent", entity_id="gw-1")
+        snap = store.load_snapshot(conn)
+    assert [e.action for e in trail] == ["agent.provision", "agent.rotate", "agent.revoke"]
+    assert trail[0].actor.startswith("cli:")
+    assert trail[0].before is None
+    assert trail[1].before is not None
+    assert trail[1].after is not None
+    assert [k["key_no"] for k in trail[1].after["keys"]] == [1, 2]
+    assert trail[2].before is not None
+    assert trail[2].before["revoked_at"] is None
+    assert trail[2].after is not None
+    assert trail[2].after["revoked_at"] is not None
+    for e in trail:  # never a secret in the audit log
+        text = json.dumps([e.before, e.after])
+        assert creds.signing_key not in text
+        assert creds.kafka_password not in text
+    revoked, keys, sites = snap.agents["gw-1"]
+    assert revoked is not None
+    assert sorted(keys) == [1, 2]
+    assert sorted(sites) == want
+
+
+def test_province_agents_are_provisioned_in_bulk(asettings: Settings, registry: Registry) -> None:
+    from edge_agent.province import plan_agents
+
+    plan = plan_agents(registry)
+    signers = ops.provision_province(asettings, plan, actor="test")
+    assert sorted(signers) == sorted(plan)
+    assert {x.key_no for x in signers.values()} == {1}
+    again = ops.provision_province(asettings, plan, actor="test")
+    assert {x.key_no for x in again.values()} == {2}
+    with connect(asettings.db) as conn:
+        snap = store.load_snapshot(conn)
+        n_audit = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'agent.provision_simulated'"
+        ).fetchone()
+    assert n_audit is not None
+    assert n_audit[0] == 2 * len(plan)
+    for agent_id, sites in plan.items():
+        _, keys, have = snap.agents[agent_id]
+        assert have == set(sites)
+        assert keys[1][1] is not None
+        assert keys[2][1] is None
+
+
+def test_admin_api_provisions_rotates_and_revokes(asettings: Settings, registry: Registry) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.cli import create_key
+
+    site, _ = first_site(registry, Sector.RANCH)
+    _, admin = create_key(asettings, name="admin", scopes=["admin"])
+    _, reader = create_key(asettings, name="reader", scopes=["coverage:read"])
+    with TestClient(create_app(asettings)) as c:
+        auth = {"Authorization": f"Bearer {admin}"}
+        body = {"agent_id": "api-gw", "sites": [site]}
+        denied = c.post(
+            "/v1/admin/agents", json=body, headers={"Authorization": f"Bearer {reader}"}
+        )
+        assert denied.status_code == 403
+        r = c.post("/v1/admin/agents", json=body, headers=auth)
+        assert r.status_code == 201, r.text
+        made = r.json()
+        assert made["agent"]["sites"] == [site]
+        assert made["key_no"] == 1
+        assert tomllib.loads(made["config_toml"])["auth"]["signing_key"] == made["signing_key"]
+        assert c.post("/v1/admin/agents", json=body, headers=auth).status_code == 409
+        listed = c.get("/v1/admin/agents", headers=auth).json()
+        assert [a["agent_id"] for a in listed] == ["api-gw"]
+        assert "signing_key" not in json.dumps(listed)  # never a secret after provisioning
+        r = c.post("/v1/admin/agents/api-gw/rotate", json={"grace_s": 0}, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["key_no"] == 2
+        assert c.post("/v1/admin/agents/api-gw/revoke", headers=auth).status_code == 200
+        assert c.post("/v1/admin/agents/api-gw/revoke", headers=auth).status_code == 409
+        assert c.get("/v1/admin/agents/nobody", headers=auth).status_code == 404
+        assert c.get("/v1/admin/agents", headers=auth).json() == []
+    with connect(asettings.db) as conn:
+        trail = audit.query(conn, entity="agent", entity_id="api-gw")
+    assert [e.action for e in trail] == ["agent.provision", "agent.rotate", "agent.revoke"]
+    assert all(e.actor.startswith("api:key:") for e in trail)
