@@ -196,6 +196,10 @@ class IngestConsumer:
             auto_offset_reset="earliest",
             max_poll_records=self._cfg.max_batch_records,
             fetch_max_bytes=16 * 1024 * 1024,
+            # a group that formed before the broker served its topics' metadata holds no
+            # partitions until a metadata refresh notices them (5 minutes by default; seen
+            # in tests/integration/test_faults_corpus.py): notice within seconds
+            metadata_max_age_ms=5000,
         )
         consumer.subscribe(self._topics, listener=self._listener)
         producer = KafkaProducer(

@@ -25,6 +25,8 @@ from qilu.errors import Rejection
 
 MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 _QUALITIES = frozenset({0, 1, 2})
+# device id -> (device pk, kind, metric key -> (metric id, low, high), site id, retired from µs)
+_Entry = tuple[int, str, dict[str, tuple[int, float, float]], str | None, int | None]
 
 
 @dataclass(slots=True)
@@ -61,16 +63,21 @@ class Validator:
         site_of: Mapping[str, str] | None = None,
     ) -> None:
         self._devices = devices
-        self._site_of = site_of if site_of is not None else {}
-        self._retired = retired_us or {}
         # kind -> metric key -> (metric id, low, high)
-        self._kinds: dict[str, dict[str, tuple[int, float, float]]] = {
+        kinds: dict[str, dict[str, tuple[int, float, float]]] = {
             kind.key: {
                 m.key: (metric_ids[m.key], m.low, m.high)
                 for m in kind.metrics
                 if m.key in metric_ids
             }
             for kind in KINDS.values()
+        }
+        site_of = site_of if site_of is not None else {}
+        retired = retired_us or {}
+        # one lookup per reading: device id -> (pk, kind, its metrics, site, retired from)
+        self._index: dict[str, _Entry] = {
+            dev: (pk, kind, kinds[kind], site_of.get(dev), retired.get(dev))
+            for dev, (pk, kind) in devices.items()
         }
         self._skew_us = int(max_future_skew_s * 1_000_000)
 
@@ -82,37 +89,38 @@ class Validator:
     ) -> tuple[Rows, list[Rejection]]:
         """``sites``: the sending agent's sites (None: no site check, unauthenticated ingest)."""
         rows = Rows()
-        site_of = self._site_of
         rejected: list[Rejection] = []
         max_ts = now_us + self._skew_us
-        devices, kinds, retired = self._devices, self._kinds, self._retired
+        index = self._index
         add_pk, add_m, add_ts = rows.device_pk.append, rows.metric_id.append, rows.ts_us.append
         add_v, add_q = rows.value.append, rows.quality.append
+        isfinite = math.isfinite
         for i, (dev, met, ts, val, q) in enumerate(
             zip(env.devices, env.metrics, env.ts_us, env.values, env.qualities, strict=True)
         ):
-            known = devices.get(dev) if isinstance(dev, str) else None
-            if known is None:
+            entry = index.get(dev) if type(dev) is str else None
+            if entry is None:
                 rejected.append(Rejection(i, "unknown_device", repr(dev)[:80]))
                 continue
-            if sites is not None and site_of.get(dev) not in sites:
-                rejected.append(Rejection(i, "foreign_site", f"{dev} at {site_of.get(dev)}"[:80]))
+            pk, kind, specs, site, retired_from = entry
+            if sites is not None and site not in sites:
+                rejected.append(Rejection(i, "foreign_site", f"{dev} at {site}"[:80]))
                 continue
-            spec = kinds[known[1]].get(met) if isinstance(met, str) else None
+            spec = specs.get(met) if type(met) is str else None
             if spec is None:
-                rejected.append(Rejection(i, "unknown_metric", f"{met!r} for {known[1]}"[:80]))
+                rejected.append(Rejection(i, "unknown_metric", f"{met!r} for {kind}"[:80]))
                 continue
             if type(ts) is not int or not MIN_TS_US <= ts <= max_ts:
                 rejected.append(Rejection(i, "timestamp_out_of_range", repr(ts)[:40]))
                 continue
-            if retired and ts >= retired.get(dev, ts + 1):
+            if retired_from is not None and ts >= retired_from:
                 rejected.append(Rejection(i, "device_decommissioned", f"{dev} at {ts} µs"[:80]))
                 continue
             tv = type(val)
             if tv is not float and tv is not int:
                 rejected.append(Rejection(i, "bad_value", f"type {tv.__name__}"))
                 continue
-            if not math.isfinite(val):
+            if not isfinite(val):
                 rejected.append(Rejection(i, "non_finite_value", repr(val)))
                 continue
             if not spec[1] <= val <= spec[2]:
@@ -123,7 +131,7 @@ class Validator:
             if type(q) is not int or q not in _QUALITIES:
                 rejected.append(Rejection(i, "bad_quality", repr(q)[:20]))
                 continue
-            add_pk(known[0])
+            add_pk(pk)
             add_m(spec[0])
             add_ts(ts)
             add_v(float(val))

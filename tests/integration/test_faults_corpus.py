@@ -109,8 +109,8 @@ def test_hostile_corpus_dead_lettered_with_reasons_good_traffic_all_stored(
     runnable = [e for e in entries if set(e.needs) <= SUPPORTED_NEEDS]
     skipped = [e.name for e in entries if e not in runnable]
     ledger = Ledger(good_devices, 30_000)
-    # a consumer that joins before its new topics have metadata gets no partitions until
-    # its next metadata refresh (minutes): start it once the topic takes writes
+    # a group formed before new topics have metadata holds no partitions for a while
+    # (docs/faults.md, "What the suite found"): start ingest once the topic takes writes
     wait_writable(settings.kafka, f"{settings.kafka.topic_prefix}.readings.charging")
     producer = LedgerProducer(ledger, settings.kafka, rate=3_000)
     ingest = start_ingest()
