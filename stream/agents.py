@@ -3,7 +3,10 @@
 A snapshot (:class:`qilu.signing.AgentDirectory`) checked for changes every
 ``ingest.agents_refresh_s`` (one tiny query on a version counter, a full reload only when it
 moved), so an agent revoked mid-run is refused from the next refresh on. An unknown agent or
-key triggers an early check (a freshly provisioned agent is not refused for seconds).
+key triggers an early check made after the envelope arrived (waiting out the rest of
+``EARLY_CHECK_S`` if the last check was more recent), so an envelope signed with a key that
+was committed before it was sent is never refused as unknown; a flood of unknown agents costs
+at most one tiny query per ``EARLY_CHECK_S``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from qilu.settings import DatabaseSettings
 from qilu.signing import AgentDirectory, AgentEntry, agent_key, verify
 
 logger = logging.getLogger(__name__)
-EARLY_CHECK_S = 0.5  # at most this often on unknown agents/keys
+EARLY_CHECK_S = 0.05  # at most this often on unknown agents/keys
 
 # given the version we hold, a new directory, or None when nothing changed
 DirectoryLoader = Callable[[int], AgentDirectory | None]
@@ -63,9 +66,12 @@ class AgentAuth:
         self.refresh()
         entry = self._dir.get(agent_id)
         reason = verify(entry, headers, value, appended_us=appended_us)
-        if reason in ("unknown_agent", "unknown_key") and (
-            time.monotonic() - self._checked >= EARLY_CHECK_S
-        ):
+        if reason in ("unknown_agent", "unknown_key"):
+            # the last check may predate this agent's provisioning or rotation: check again,
+            # no sooner than EARLY_CHECK_S after the previous one
+            wait = EARLY_CHECK_S - (time.monotonic() - self._checked)
+            if wait > 0:
+                time.sleep(wait)
             self.refresh(force=True)
             entry = self._dir.get(agent_id)
             reason = verify(entry, headers, value, appended_us=appended_us)
