@@ -202,10 +202,7 @@ def provision(
             "INSERT INTO agent_keys (agent_id, key_no, public_key) VALUES (%s, 1, %s)",
             (agent_id, public_key),
         )
-        cur.execute(
-            "INSERT INTO agent_sites (agent_id, site_id) SELECT %s, unnest(%s::text[])",
-            (agent_id, list(sites)),
-        )
+        _insert_sites(cur, agent_id, sites)
         after = _require(conn, agent_id, for_update=False)
         audit.record(
             cur,
@@ -255,10 +252,7 @@ def set_sites(conn: Conn, agent_id: str, sites: Sequence[str], *, actor: str) ->
     before = _require(conn, agent_id)
     with conn.cursor() as cur:
         cur.execute("DELETE FROM agent_sites WHERE agent_id = %s", (agent_id,))
-        cur.execute(
-            "INSERT INTO agent_sites (agent_id, site_id) SELECT %s, unnest(%s::text[])",
-            (agent_id, list(sites)),
-        )
+        _insert_sites(cur, agent_id, sites)
         after = _require(conn, agent_id, for_update=False)
         audit.record(
             cur,
@@ -394,4 +388,11 @@ def device_sites(conn: Conn, device_ids: Iterable[str] | None = None) -> dict[st
         conn.execute(
             "SELECT device_id, site_id FROM devices WHERE device_id = ANY(%s)", (list(device_ids),)
         ).fetchall()
+    )
+
+
+def _insert_sites(cur: psycopg.Cursor[TupleRow], agent_id: str, sites: Iterable[str]) -> None:
+    cur.execute(
+        "INSERT INTO agent_sites (agent_id, site_id) SELECT %s, unnest(%s::text[])",
+        (agent_id, list(sites)),
     )

@@ -30,23 +30,11 @@ from qilu.errors import QiluError
 from qilu.inventory import Current, Diff, Inventory, Status, diff
 from qilu.registry import Device, Site
 from storage import audit
+from storage.registry_store import SITE_COLS
 
 logger = logging.getLogger(__name__)
 
 SINCE_EVER = date.min  # valid_from of what was registered without an effective date
-SITE_COLS = (
-    "site_id",
-    "sector",
-    "city_code",
-    "name",
-    "public",
-    "networked",
-    "voltage_kv",
-    "gis",
-    "one_key_control",
-    "smart",
-    "agri_base",
-)
 Entity = Literal["site", "device"]
 
 

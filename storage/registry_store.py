@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 # the province's calendar (as storage.coverage.PROVINCE_TZ; not imported: coverage imports more)
 PROVINCE_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
-_SITE_COLS = (
+SITE_COLS = (  # the columns of ``sites`` the registry writes (one list)
     "site_id",
     "sector",
     "city_code",
@@ -32,8 +32,8 @@ _SITE_COLS = (
 
 def load_registry(conn: psycopg.Connection[TupleRow], reg: Registry) -> tuple[int, int]:
     """Upsert every site and device of ``reg`` in one transaction; returns (sites, devices)."""
-    cols = ", ".join(_SITE_COLS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _SITE_COLS[1:])
+    cols = ", ".join(SITE_COLS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in SITE_COLS[1:])
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE _sites (LIKE sites INCLUDING DEFAULTS) ON COMMIT DROP;"
