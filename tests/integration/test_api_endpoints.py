@@ -344,12 +344,7 @@ def test_coverage_series_reads_coverage_daily(platform: Platform) -> None:
 
 
 def test_gaps_from_agent_gaps(platform: Platform) -> None:
-    auth = {"Authorization": f"Bearer {platform.admin}"}
-    if not relation_exists(platform.settings.db, "agent_gaps"):
-        resp = platform.client.get("/v1/gaps", headers=auth)
-        assert resp.status_code == 503
-        assert "agent_gaps" in resp.json()["detail"]
-        pytest.skip("agent_gaps is not created by any migration yet (edge-agent issue)")
+    assert relation_exists(platform.settings.db, "agent_gaps")  # migration 020
     now = platform.now
     with connect(platform.settings.db) as conn, conn.transaction():
         gaps = [("CHG-Q-1-03", 50), ("SUB-J-1-01", 40), (None, 30)]
