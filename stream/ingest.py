@@ -20,7 +20,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +71,9 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: object) -> None:
         self.revoked = True
 
-    def on_partitions_assigned(self, assigned: object) -> None:
-        pass
+    def on_partitions_assigned(self, assigned: Collection[object]) -> None:
+        # one line per rebalance: an ingest that holds no partitions is visible in its log
+        logger.info("partitions assigned: %d", len(assigned))
 
 
 class IngestConsumer:

@@ -88,7 +88,7 @@ def test_prometheus_sees_every_platform_target_up(
     ports = {job: free_port() for job in JOBS}
     prom_port = free_port()
     repo = _test_repo(tmp_path, ports, prom_port)
-    env = platform_env(settings)
+    env = {**platform_env(settings), "QILU_LOG_LEVEL": "INFO"}  # logs explain a failure
     services = Services(
         ServicesSettings(state_dir=tmp_path / "state", prometheus_port=prom_port),
         settings.db,
@@ -120,13 +120,21 @@ def test_prometheus_sees_every_platform_target_up(
         wait_for(all_up, timeout=90, what="every scrape target up")
         # traffic so that labelled series exist: one API request, ingest catching up
         _text(f"http://127.0.0.1:{ports['qilu-api']}/healthz")
-        wait_for(
-            lambda: bool(
-                _get(f"{base}/api/v1/query?query=qilu_ingest_readings_total")["data"]["result"]
-            ),
-            timeout=60,
-            what="ingest to store readings",
-        )
+        try:
+            wait_for(
+                lambda: bool(
+                    _get(f"{base}/api/v1/query?query=qilu_ingest_readings_total")["data"]["result"]
+                ),
+                timeout=60,
+                what="ingest to store readings",
+            )
+        except AssertionError:
+            exported = _text(f"http://127.0.0.1:{ports['qilu-ingest']}/metrics")
+            own = [ln for ln in exported.splitlines() if ln.startswith("qilu_ingest_")]
+            logs = {n: (tmp_path / n).read_text()[-2000:] for n in ("i.log", "a.log")}
+            raise AssertionError(
+                f"ingest stored nothing; its metrics: {own}; logs: {logs}"
+            ) from None
 
         # every metric the dashboards and alerts use is declared by the expected exporter
         declared = {
