@@ -272,8 +272,10 @@ class KafkaLag:
             admin = KafkaAdminClient(
                 bootstrap_servers=self._kafka.bootstrap, client_id="qilu-api-lag"
             )
-            consumer = KafkaConsumer(
-                bootstrap_servers=self._kafka.bootstrap, client_id="qilu-api-lag"
+            consumer = KafkaConsumer(  # reads end offsets only: no group, nothing to commit
+                bootstrap_servers=self._kafka.bootstrap,
+                client_id="qilu-api-lag",
+                enable_auto_commit=False,
             )
             self._clients = (admin, consumer)
         admin, consumer = self._clients

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import sys
 
 
@@ -15,3 +17,7 @@ def setup(level: str = "INFO") -> None:
     # client libraries are chatty at INFO about every reconnect; their errors still show
     for noisy in ("kafka", "uvicorn.access", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # `kill -USR1 PID` prints every thread's stack to stderr: how to see where a process that
+    # stopped making progress is waiting, without a debugger
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)

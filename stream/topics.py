@@ -71,7 +71,9 @@ def group_lag(kafka: KafkaSettings, group_id: str, topics: list[str]) -> int:
     from kafka.structs import TopicPartition
 
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id)
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap, client_id=kafka.client_id, enable_auto_commit=False
+    )
     try:
         parts = [
             TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()

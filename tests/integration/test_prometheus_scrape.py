@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -95,7 +97,7 @@ def test_prometheus_sees_every_platform_target_up(
         repo_root=repo,
     )
     with ExitStack() as stack:
-        stack.enter_context(
+        ingest = stack.enter_context(
             qilu_process(
                 ["ingest", "--metrics-port", str(ports["qilu-ingest"])], env, tmp_path / "i.log"
             )
@@ -129,9 +131,11 @@ def test_prometheus_sees_every_platform_target_up(
                 what="ingest to store readings",
             )
         except AssertionError:
+            ingest.send_signal(signal.SIGUSR1)  # its threads' stacks into i.log
+            time.sleep(1.0)
             exported = _text(f"http://127.0.0.1:{ports['qilu-ingest']}/metrics")
             own = [ln for ln in exported.splitlines() if ln.startswith("qilu_ingest_")]
-            logs = {n: (tmp_path / n).read_text()[-2000:] for n in ("i.log", "a.log")}
+            logs = {n: (tmp_path / n).read_text()[-6000:] for n in ("i.log", "a.log")}
             raise AssertionError(
                 f"ingest stored nothing; its metrics: {own}; logs: {logs}"
             ) from None
