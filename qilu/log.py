@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
+import io
 import logging
 import signal
 import sys
@@ -19,5 +21,6 @@ def setup(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # `kill -USR1 PID` prints every thread's stack to stderr: how to see where a process that
     # stopped making progress is waiting, without a debugger
-    if hasattr(signal, "SIGUSR1"):
+    # (skipped without SIGUSR1, as on Windows, or when stderr is not a file, as under pytest)
+    with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
