@@ -141,7 +141,11 @@ class Buffer:
         policy: Policy = "drop_oldest",
         fsync: Fsync = "batch",
         clock: Callable[[], int] = wall_us,
+        checkpoint_bytes: int | None = None,
     ) -> None:
+        """``checkpoint_bytes``: WAL size that triggers a checkpoint (default: about 1/32 of
+        ``max_bytes``, 256 KB to 4 MB); many small buffers on one disk (province mode) want a
+        small WAL each."""
         self.path = Path(path)
         self.agent_id = agent_id
         self.max_bytes = max_bytes
@@ -164,7 +168,9 @@ class Buffer:
         # a WAL checkpoint every ~1/32 of the bound (64..1024 pages): rarer checkpoints copy
         # each hot page (meta, newest leaves) fewer times. The WAL may grow to about twice
         # that between checkpoints, plus one transaction: that much of the bound is reserved.
-        self._checkpoint_pages = max(64, min(1024, max_bytes // 32 // 4096))
+        self._checkpoint_pages = max(
+            16, (checkpoint_bytes or max(64 * 4096, min(1024 * 4096, max_bytes // 32))) // 4096
+        )
         self._wal_reserve = min(max_bytes // 4, 4 * self._checkpoint_pages * 4096)
         self._limit = 0  # data pages bound, set at open
         self._seen_used = self._seen_payload = 0  # the last exact page count, and _payload then

@@ -22,6 +22,7 @@ from qilu.settings import AgentSettings
 logger = logging.getLogger(__name__)
 PROVINCE_BUFFER_BYTES = 64 << 20  # per simulated agent
 PROVINCE_BUFFER_AGE_S = 86_400.0
+PROVINCE_WAL_BYTES = 256 << 10
 
 
 def agent_id_for(sector: Sector, city_code: str) -> str:
@@ -71,6 +72,9 @@ def build_agents(
             max_bytes=PROVINCE_BUFFER_BYTES,
             max_age_s=PROVINCE_BUFFER_AGE_S,
             fsync="os",  # a demo on a developer machine: kill -9 safe, no fsync per tick
+            # dozens of agents share one disk: a 256 KB WAL each instead of 2 MB keeps the
+            # state folder near the size of what is actually buffered
+            checkpoint_bytes=PROVINCE_WAL_BYTES,
         )
         agents.append(
             Agent(
