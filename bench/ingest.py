@@ -1109,7 +1109,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
 
 # -- main ---------------------------------------------------------------------------------------
-def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
+def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after phase
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1243,9 +1243,14 @@ def main() -> int:  # noqa: PLR0915 - one linear script, phase after phase
             if any(differ.values()):
                 raise RuntimeError(f"rollups differ from the raw rows: {differ}")
             result["big"] = {k: str(v) if isinstance(v, datetime) else v for k, v in big.items()}
-            # a database built just now is still being vacuumed and analysed: time the queries
-            # in steady operation, as for the latency run
-            say(f"  settled in {settle(big_settings, max_s=600)} s")
+            # time the queries in steady operation, as for the latency run: the consumers are
+            # done, and the databases written just now (this run's, and the big one when it
+            # was built now) are vacuumed and analysed first
+            consumers.stop()
+            waited = settle(big_settings, max_s=600)
+            if not args.skip_ingest:
+                waited += settle(settings, max_s=600)
+            say(f"  settled in {waited:.1f} s")
             result["queries"] = time_queries(big_settings, big, args.query_runs)
             q = result["queries"]
             for key in (
