@@ -490,7 +490,8 @@ def profile_one_consumer(settings: Settings, group: str, seconds: float) -> str:
         pool.close()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
-    return out.getvalue()
+    # file names relative to the checkout and the environment, not this machine's paths
+    return out.getvalue().replace(f"{sys.prefix}/", "").replace(f"{ROOT}/", "")
 
 
 # -- the raw ceiling ----------------------------------------------------------------------------

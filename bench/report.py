@@ -437,7 +437,8 @@ def run_bench(bench: Bench, quick: bool, out_dir: Path) -> Outcome:
     assert proc.stdout is not None  # noqa: S101 - PIPE above
     for line in proc.stdout:
         print(f"    {bench.name} | {line.rstrip()}", flush=True)
-        tail = [*tail[-19:], line.rstrip()]
+        # kept in report.json: paths relative to the checkout, not this machine's
+        tail = [*tail[-19:], line.rstrip().replace(f"{ROOT}/", "")]
     code = proc.wait()
     timed_out = not timer.is_alive() and code != 0
     timer.cancel()
