@@ -496,6 +496,7 @@ class PrivateKafka:
     svc: Services
     bootstrap: str
     port: int
+    agent_bootstrap: str  # the SASL/SCRAM listener edge agents use
 
     def kill(self) -> None:
         self.svc.kill("kafka")
@@ -534,7 +535,9 @@ def private_kafka(
     try:
         svc.up(["kafka"])
         port = advertised_port or ss.kafka_port
-        yield PrivateKafka(svc, f"127.0.0.1:{port}", ss.kafka_port)
+        yield PrivateKafka(
+            svc, f"127.0.0.1:{port}", ss.kafka_port, f"127.0.0.1:{ss.kafka_agent_port}"
+        )
     finally:
         with contextlib.suppress(Exception):
             svc.down(["kafka"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from qilu import signing
 from qilu.contract import Envelope, Reading, Sector
 from qilu.devices import KINDS
 from qilu.registry import Registry, generate
-from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
+from qilu.settings import DatabaseSettings, KafkaSettings, Settings
 from storage import agents as store
 from storage import audit
 from storage.db import connect
@@ -44,6 +43,7 @@ from stream.cli import build_consumer
 from stream.deadletter import decode_headers
 from stream.topics import deadletter_topic, ensure_topics, readings_topic
 from tests.helpers import scalar, wait_for
+from tests.integration.faults import private_kafka
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -63,27 +63,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
     """(internal bootstrap, agents' SASL bootstrap) of a private broker."""
-    from qilu.services import Services
-
-    state = REPO_ROOT / ".state" / f"agents-itest-{os.getpid()}"
-    shared_lib = base_settings.services.state_dir / "kafka" / "lib"
-    if shared_lib.is_dir():
-        (state / "kafka").mkdir(parents=True, exist_ok=True)
-        (state / "kafka" / "lib").symlink_to(shared_lib.resolve(), target_is_directory=True)
-    ss = ServicesSettings(
-        state_dir=state,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        kafka_agent_port=free_port(),
-        start_timeout_s=120.0,
-    )
-    svc = Services(ss, DatabaseSettings())
-    try:
-        svc.up(["kafka"])
-        yield f"127.0.0.1:{ss.kafka_port}", f"127.0.0.1:{ss.kafka_agent_port}"
-    finally:
-        svc.down(["kafka"])
-        shutil.rmtree(state, ignore_errors=True)
+    with private_kafka(base_settings) as broker:
+        yield broker.bootstrap, broker.agent_bootstrap
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,12 +35,12 @@ import pytest
 
 from qilu import signing
 from qilu.registry import generate
-from qilu.settings import REPO_ROOT, KafkaSettings, ServicesSettings, Settings
+from qilu.settings import REPO_ROOT, KafkaSettings, Settings
 from storage import agents
 from storage.db import connect
 from storage.registry_store import load_registry
 from tests.helpers import scalar, wait_for
-from tests.integration.faults import Tally
+from tests.integration.faults import Tally, private_kafka
 from tests.integration.faults import report as report_tally
 from tests.integration.test_edge_ledger import last_acked
 
@@ -306,31 +305,10 @@ def test_truncated_buffer_is_quarantined_and_the_readable_rest_delivered(
 
 @pytest.fixture(scope="module")
 def own_kafka(base_settings: Settings) -> Iterator[Any]:
-    """A Kafka of our own on free ports: stopped and started by the test, never the shared one.
-
-    Its state folder is unique to this run (two test runs on one machine must not stop each
-    other's broker); it borrows the shared installation's jars when they are there."""
-    from qilu.services import Services
-    from qilu.settings import DatabaseSettings
-
-    state = REPO_ROOT / ".state" / f"edge-itest-{os.getpid()}"
-    shared_lib = base_settings.services.state_dir / "kafka" / "lib"
-    if shared_lib.is_dir():
-        (state / "kafka").mkdir(parents=True, exist_ok=True)
-        (state / "kafka" / "lib").symlink_to(shared_lib.resolve(), target_is_directory=True)
-    ss = ServicesSettings(
-        state_dir=state,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        start_timeout_s=120.0,
-    )
-    svc = Services(ss, DatabaseSettings())
-    try:
-        svc.up(["kafka"])
-        yield svc, f"127.0.0.1:{ss.kafka_port}"
-    finally:
-        svc.down(["kafka"])
-        shutil.rmtree(state, ignore_errors=True)
+    """(its Services, bootstrap) of a Kafka of our own, stopped and started by the test, never
+    the shared one (tests/integration/faults.py)."""
+    with private_kafka(base_settings) as broker:
+        yield broker.svc, broker.bootstrap
 
 
 @pytest.mark.timeout(int(float(os.environ.get("QILU_EDGE_OUTAGE_S", "60"))) + 360)
