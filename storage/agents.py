@@ -176,6 +176,31 @@ def _require(conn: Conn, agent_id: str, *, for_update: bool = True) -> AgentRow:
     return row
 
 
+def _audited(
+    conn: Conn,
+    cur: psycopg.Cursor[TupleRow],
+    action: str,
+    agent_id: str,
+    actor: str,
+    before: AgentRow | None,
+) -> AgentRow:
+    """The agent as the change left it, recorded in the audit log with its state before, in
+    the change's transaction."""
+    after = get(conn, agent_id)
+    if after is None:  # cannot happen: the row is locked or was inserted by this transaction
+        raise AgentError(f"no agent {agent_id!r}")
+    audit.record(
+        cur,
+        actor=actor,
+        action=f"agent.{action}",
+        entity="agent",
+        entity_id=agent_id,
+        before=None if before is None else before.as_json(),
+        after=after.as_json(),
+    )
+    return after
+
+
 def provision(
     conn: Conn,
     agent_id: str,
@@ -203,16 +228,7 @@ def provision(
             (agent_id, public_key),
         )
         _insert_sites(cur, agent_id, sites)
-        after = _require(conn, agent_id, for_update=False)
-        audit.record(
-            cur,
-            actor=actor,
-            action="agent.provision",
-            entity="agent",
-            entity_id=agent_id,
-            before=None,
-            after=after.as_json(),
-        )
+        after = _audited(conn, cur, "provision", agent_id, actor, None)
     return after
 
 
@@ -232,16 +248,7 @@ def rotate(
             "INSERT INTO agent_keys (agent_id, key_no, public_key) VALUES (%s, %s, %s)",
             (agent_id, key_no, public_key),
         )
-        after = _require(conn, agent_id, for_update=False)
-        audit.record(
-            cur,
-            actor=actor,
-            action="agent.rotate",
-            entity="agent",
-            entity_id=agent_id,
-            before=before.as_json(),
-            after=after.as_json(),
-        )
+        after = _audited(conn, cur, "rotate", agent_id, actor, before)
     return after, key_no
 
 
@@ -253,16 +260,7 @@ def set_sites(conn: Conn, agent_id: str, sites: Sequence[str], *, actor: str) ->
     with conn.cursor() as cur:
         cur.execute("DELETE FROM agent_sites WHERE agent_id = %s", (agent_id,))
         _insert_sites(cur, agent_id, sites)
-        after = _require(conn, agent_id, for_update=False)
-        audit.record(
-            cur,
-            actor=actor,
-            action="agent.sites",
-            entity="agent",
-            entity_id=agent_id,
-            before=before.as_json(),
-            after=after.as_json(),
-        )
+        after = _audited(conn, cur, "sites", agent_id, actor, before)
     return after
 
 
@@ -276,17 +274,7 @@ def revoke(conn: Conn, agent_id: str, *, actor: str) -> AgentRow:
             " WHERE agent_id = %s AND (revoked_at IS NULL OR revoked_at > now())",
             (agent_id,),
         )
-        after = get(conn, agent_id)
-        assert after is not None  # noqa: S101 - locked above
-        audit.record(
-            cur,
-            actor=actor,
-            action="agent.revoke",
-            entity="agent",
-            entity_id=agent_id,
-            before=before.as_json(),
-            after=after.as_json(),
-        )
+        after = _audited(conn, cur, "revoke", agent_id, actor, before)
     return after
 
 
