@@ -319,6 +319,21 @@ class LedgerProducer(threading.Thread):
 # ----------------------------------------------------------------------------- ingest
 
 
+def fault_marks(timeout_s: float) -> list[pytest.MarkDecorator]:
+    """The marks of every fault-suite module: integration tier, a time bound, and the
+    socket warnings that are not ours."""
+    return [
+        pytest.mark.integration,
+        pytest.mark.timeout(timeout_s),
+        # kafka-python leaves the socket of a connection that a dying broker (or a cut proxy)
+        # broke to the garbage collector; not ours to fix, and not a leak of the platform
+        pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
+        pytest.mark.filterwarnings(
+            "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+        ),
+    ]
+
+
 def unauthenticated(settings: Settings) -> Settings:
     """The fault suite proves delivery, not authentication: the ledger's envelopes are not
     signed, so its consumers run with ``ingest.authenticate`` off (docs/faults.md)."""

@@ -17,8 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from qilu.settings import DatabaseSettings, Settings
 from stream.topics import ensure_topics, group_lag, readings_topics
 from tests.helpers import wait_for
@@ -29,22 +27,14 @@ from tests.integration.faults import (
     Supervisor,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
+    fault_marks,
     private_kafka,
     register_devices,
     wait_writable,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    # a broker start takes 10-20 s on an idle machine, minutes on a loaded one
-    pytest.mark.timeout(int(env_number("QILU_FAULTS_TIMEOUT_S", 900))),
-    # kafka-python leaves the socket of a connection that a dying broker (or a cut proxy)
-    # broke to the garbage collector; not ours to fix, and not a leak of the platform
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+# a broker start takes 10-20 s on an idle machine, minutes on a loaded one
+pytestmark = fault_marks(int(env_number("QILU_FAULTS_TIMEOUT_S", 900)))
 
 KILLS = 5
 

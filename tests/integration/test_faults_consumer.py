@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qilu.settings import DatabaseSettings, KafkaSettings, Settings
+from qilu.settings import Settings
 from stream.topics import group_lag, readings_topics
 from tests.helpers import scalar, wait_for
 from tests.integration.faults import (
@@ -26,29 +25,19 @@ from tests.integration.faults import (
     LedgerProducer,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
+    fault_marks,
     register_devices,
     unauthenticated,
     wait_writable,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(int(env_number("QILU_FAULTS_TIMEOUT_S", 420))),
-    # kafka-python leaves the socket of a connection that a dying broker (or a cut proxy)
-    # broke to the garbage collector; not ours to fix, and not a leak of the platform
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = fault_marks(int(env_number("QILU_FAULTS_TIMEOUT_S", 420)))
 
 
 @pytest.fixture
-def settings(base_settings: Settings, db: DatabaseSettings, kafka: KafkaSettings) -> Settings:
+def settings(settings: Settings) -> Settings:
     """The conftest settings, with unsigned envelopes accepted (faults.unauthenticated)."""
-    ingest = base_settings.ingest.model_copy(update={"group_id": f"g{uuid.uuid4().hex[:10]}"})
-    s = base_settings.model_copy(update={"db": db, "kafka": kafka, "ingest": ingest})
-    return unauthenticated(s)
+    return unauthenticated(settings)
 
 
 KILLS = 20

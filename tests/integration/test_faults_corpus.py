@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from qilu.settings import DatabaseSettings, KafkaSettings, Settings
+from qilu.settings import Settings
 from stream.deadletter import decode_headers
 from stream.topics import deadletter_topic, group_lag, readings_topics
 from tests.helpers import scalar, wait_for
@@ -31,6 +30,7 @@ from tests.integration.faults import (
     LedgerProducer,
     corpus_value,
     dropped_sockets_collected,  # noqa: F401 - autouse
+    fault_marks,
     load_corpus,
     read_topic,
     register_devices,
@@ -42,24 +42,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaProducer
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(300),
-    # kafka-python leaves the socket of a connection that a dying broker (or a cut proxy)
-    # broke to the garbage collector; not ours to fix, and not a leak of the platform
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = fault_marks(300)
 
 
 @pytest.fixture
-def settings(base_settings: Settings, db: DatabaseSettings, kafka: KafkaSettings) -> Settings:
+def settings(settings: Settings) -> Settings:
     """The conftest settings, with unsigned envelopes accepted (faults.unauthenticated)."""
-    ingest = base_settings.ingest.model_copy(update={"group_id": f"g{uuid.uuid4().hex[:10]}"})
-    s = base_settings.model_copy(update={"db": db, "kafka": kafka, "ingest": ingest})
-    return unauthenticated(s)
+    return unauthenticated(settings)
 
 
 def test_manifest_names_existing_files_and_known_outcomes() -> None:

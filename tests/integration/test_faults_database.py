@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from qilu.settings import KafkaSettings, Settings
 from stream.topics import deadletter_topic, group_lag, readings_topics
@@ -29,21 +28,13 @@ from tests.integration.faults import (
     committed,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
+    fault_marks,
     private_postgres,
     read_topic,
     register_devices,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(int(env_number("QILU_FAULTS_TIMEOUT_S", 420))),
-    # kafka-python leaves the socket of a connection that a dying broker (or a cut proxy)
-    # broke to the garbage collector; not ours to fix, and not a leak of the platform
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = fault_marks(int(env_number("QILU_FAULTS_TIMEOUT_S", 420)))
 
 BACKLOG = 100_000  # produced before ingest starts: its first batches are big and slow
 

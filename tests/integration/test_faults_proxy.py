@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from qilu.settings import DatabaseSettings, Settings
 from stream.topics import ensure_topics, group_lag, readings_topics
@@ -33,22 +32,14 @@ from tests.integration.faults import (
     TcpProxy,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
+    fault_marks,
     free_port,
     private_kafka,
     register_devices,
     wait_writable,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(int(env_number("QILU_FAULTS_TIMEOUT_S", 600))),
-    # kafka-python leaves the socket of a connection that a dying broker (or a cut proxy)
-    # broke to the garbage collector; not ours to fix, and not a leak of the platform
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = fault_marks(int(env_number("QILU_FAULTS_TIMEOUT_S", 600)))
 
 PER_ENVELOPE = 500
 
