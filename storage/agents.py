@@ -228,8 +228,7 @@ def provision(
             (agent_id, public_key),
         )
         _insert_sites(cur, agent_id, sites)
-        after = _audited(conn, cur, "provision", agent_id, actor, None)
-    return after
+        return _audited(conn, cur, "provision", agent_id, actor, None)
 
 
 def rotate(
@@ -260,8 +259,7 @@ def set_sites(conn: Conn, agent_id: str, sites: Sequence[str], *, actor: str) ->
     with conn.cursor() as cur:
         cur.execute("DELETE FROM agent_sites WHERE agent_id = %s", (agent_id,))
         _insert_sites(cur, agent_id, sites)
-        after = _audited(conn, cur, "sites", agent_id, actor, before)
-    return after
+        return _audited(conn, cur, "sites", agent_id, actor, before)
 
 
 def revoke(conn: Conn, agent_id: str, *, actor: str) -> AgentRow:
@@ -274,8 +272,7 @@ def revoke(conn: Conn, agent_id: str, *, actor: str) -> AgentRow:
             " WHERE agent_id = %s AND (revoked_at IS NULL OR revoked_at > now())",
             (agent_id,),
         )
-        after = _audited(conn, cur, "revoke", agent_id, actor, before)
-    return after
+        return _audited(conn, cur, "revoke", agent_id, actor, before)
 
 
 def provision_simulated(
