@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +47,7 @@ from psycopg import sql  # noqa: E402
 
 from api.cli import create_key  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
+from qilu.ports import free_port  # noqa: E402
 from qilu.registry import generate  # noqa: E402
 from qilu.settings import Settings, load  # noqa: E402
 from storage import migrate  # noqa: E402
@@ -56,12 +56,6 @@ from storage.registry_store import load_registry  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "api_load.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def say(msg: str) -> None:

@@ -30,13 +30,13 @@ from edge_support import (
     agent_config,
     bench_topics,
     cpu_seconds,
-    free_port,
     running_agent,
     scrape,
     write_result,
 )
 
 from qilu.contract import Reading
+from qilu.ports import free_port
 
 
 def prefill(path: Path, readings: int, rate: float) -> None:

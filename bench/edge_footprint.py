@@ -39,12 +39,13 @@ from edge_support import (
     agent_config,
     bench_topics,
     cpu_seconds,
-    free_port,
     running_agent,
     scrape,
     status_kb,
     write_result,
 )
+
+from qilu.ports import free_port
 
 IMPORT_STEPS = [
     ("python", ""),

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -66,12 +65,6 @@ class RateCollector(Collector):
                 )
                 i = due
             await asyncio.sleep(self.tick_s)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_config(

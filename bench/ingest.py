@@ -59,7 +59,6 @@ import random
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,6 +81,7 @@ from psycopg import sql  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
 from qilu.contract import Envelope, Sector  # noqa: E402
 from qilu.devices import KINDS  # noqa: E402
+from qilu.ports import free_port  # noqa: E402
 from qilu.registry import Registry, generate  # noqa: E402
 from qilu.settings import Settings, StorageMode, load  # noqa: E402
 from storage import coverage, maintain, migrate  # noqa: E402
@@ -96,12 +96,6 @@ BIG_BYTES_PER_ROW = 230  # heap + primary key + rollups, measured on PostgreSQL 
 
 def say(msg: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:

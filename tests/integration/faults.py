@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ import pytest
 from edge_agent.agent import close_producer, new_producer
 
 from qilu.contract import Envelope
+from qilu.ports import free_port
 from qilu.registry import generate
 from qilu.services import Services
 from qilu.services.kafka import Kafka
@@ -79,12 +79,6 @@ def dropped_sockets_collected() -> Iterator[None]:
     """Autouse in the modules that import it: :func:`collect_dropped_sockets` after each test."""
     yield
     collect_dropped_sockets()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----------------------------------------------------------------------------- the ledger

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -52,12 +51,6 @@ with warnings.catch_warnings():
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 SCALE = 0.002
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

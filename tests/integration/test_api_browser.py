@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from websockets.sync.client import connect as ws_connect
 from api.app import create_app
 from qilu.contract import Envelope, Reading
 from qilu.devices import KINDS
+from qilu.ports import free_port
 from qilu.services.tools import Apt
 from qilu.settings import ApiSettings, Settings
 from storage.db import connect
@@ -175,9 +175,7 @@ class ApiServer:
     """The API under uvicorn on a free loopback port, in a thread."""
 
     def __init__(self, settings: Settings) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",

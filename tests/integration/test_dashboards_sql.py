@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from dashboards.macros import Context, Variable, expand_sql, parse_duration
 from dashboards.model import ColType, SqlSpec
 from qilu.catalog import load_catalog
 from qilu.contract import Sector
+from qilu.ports import free_port
 from qilu.registry import generate
 from qilu.settings import Settings
 from storage.db import connect
@@ -106,12 +106,6 @@ def province_args(state_dir: Path, metrics_port: int) -> list[str]:
         "--metrics-port",
         str(metrics_port),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 
 from qilu import signing
+from qilu.ports import free_port
 from qilu.registry import generate
 from qilu.settings import REPO_ROOT, KafkaSettings, Settings
 from storage import agents
@@ -47,12 +47,6 @@ from tests.integration.test_edge_ledger import last_acked
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 T0_AGE_S = 3600  # readings start one hour in the past (plausible for the validator)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 
+from qilu.ports import free_port
 from qilu.settings import DatabaseSettings, Settings
 from stream.topics import ensure_topics, group_lag, readings_topics
 from tests.helpers import wait_for
@@ -33,7 +34,6 @@ from tests.integration.faults import (
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
     fault_marks,
-    free_port,
     private_kafka,
     register_devices,
     wait_writable,

@@ -31,6 +31,7 @@ from dashboards.macros import Context, Variable, expand_promql
 from dashboards.pipeline import METRICS
 from qilu.catalog import load_catalog
 from qilu.contract import Sector
+from qilu.ports import free_port
 from qilu.registry import generate
 from qilu.services import Services
 from qilu.settings import REPO_ROOT, ServicesSettings, Settings
@@ -40,7 +41,6 @@ from tests.helpers import wait_for
 from tests.integration.test_dashboards_sql import (
     SCALE,
     SEED,
-    free_port,
     platform_env,
     province_args,
     qilu_process,

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from qilu.errors import ServiceError
+from qilu.ports import free_ports
 from qilu.services import ALL_SERVICES, Services, State
 from qilu.services.postgres import Postgres
 from qilu.services.timescale import Timescale
@@ -29,19 +30,6 @@ with warnings.catch_warnings():
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 STATE = REPO_ROOT / ".state" / "itest"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from pydantic import SecretStr
 
 from qilu.catalog import load_catalog
 from qilu.contract import Envelope, Reading, Sector, to_us
+from qilu.ports import free_port
 from qilu.registry import Device, Registry, Site
 from qilu.services import Services
 from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings, Settings, StorageMode
@@ -576,12 +576,6 @@ def test_saturated_database_raises_backpressure_and_keeps_the_batch(
             small.close()
         locker.rollback()
     assert sink.flush().inserted == len(batch)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.timeout(600)

@@ -10,7 +10,6 @@ see the failure, and starts it again to see the recovery.
 from __future__ import annotations
 
 import asyncio
-import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from collectors.modbus.collector import ModbusCollector
 from collectors.modbus.registers import encode
 from qilu.errors import RetryableError
+from qilu.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,12 +37,6 @@ TRUTH = {
     "sf6_alarm": 0.0,
     "pd_alarm": 1.0,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def collector(port: int, **extra: Any) -> ModbusCollector:

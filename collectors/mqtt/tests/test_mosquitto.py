@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ import pytest
 
 from collectors.mqtt.collector import MqttCollector
 from qilu.contract import Reading
+from qilu.ports import free_port
 from qilu.services.mosquitto import _binary
 from qilu.settings import load
 
@@ -163,12 +163,6 @@ def test_uplinks_wait_in_the_broker_until_they_are_in_the_buffer(shared_port: in
     asyncio.run(come_back())
     temps = sorted(r.value for r in sink.readings if r.metric == "body_temp_c")
     assert temps == [39.0, 40.0, 41.0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
