@@ -63,7 +63,9 @@ def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--rounds", type=int, default=2000)
+    p.add_argument(
+        "--rounds", type=int, default=2000, help="calls per timing, best of 5 (default 2000)"
+    )
     p.add_argument("--readings", type=int, default=500, help="readings per envelope (default 500)")
     args = p.parse_args()
 

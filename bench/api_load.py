@@ -524,7 +524,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="a short run for CI and the report's quick mode: 8 s per phase, 2 s warm-up",
     )
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--out", type=Path, default=RESULTS, help="results folder (default bench/results)"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.phase_s, args.warmup_s = min(args.phase_s, 8.0), min(args.warmup_s, 2.0)

@@ -154,7 +154,9 @@ def bench_log(folder: Path, total: int, batch: int) -> dict[str, float]:  # noqa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--readings", type=int, default=200_000)
+    ap.add_argument(
+        "--readings", type=int, default=200_000, help="readings written (default 200000)"
+    )
     ap.add_argument("--batch", type=int, default=100, help="readings per hand-over (one fsync)")
     args = ap.parse_args()
     out: dict[str, object] = {

@@ -125,7 +125,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="live readings/s (default 1000)")
     ap.add_argument("--backlog-s", type=float, default=300.0, help="outage length to catch up")
     ap.add_argument("--cap", type=float, default=5000.0, help="capped run's backlog_rate")
-    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds a drain may take (default 600)"
+    )
     add_common_args(ap)
     args = ap.parse_args()
     runs = []

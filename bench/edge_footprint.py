@@ -132,9 +132,19 @@ def measure(rate: float, args: argparse.Namespace, prefix: str) -> dict[str, obj
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rates", type=float, nargs="+", default=[1000.0, 10_000.0])
-    ap.add_argument("--warmup", type=float, default=10.0)
-    ap.add_argument("--window", type=float, default=30.0)
+    ap.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[1000.0, 10_000.0],
+        help="readings/s, one run each (default 1000 10000)",
+    )
+    ap.add_argument(
+        "--warmup", type=float, default=10.0, help="seconds before measuring (default 10)"
+    )
+    ap.add_argument(
+        "--window", type=float, default=30.0, help="seconds measured per rate (default 30)"
+    )
     ap.add_argument("--slice", type=float, default=5.0, help="seconds per CPU sample")
     ap.add_argument("--fsync", default="batch", choices=["batch", "os"], help="buffer.fsync")
     ap.add_argument(

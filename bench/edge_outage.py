@@ -31,7 +31,9 @@ TEST = (
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--outage-s", type=float, default=300.0)
+    ap.add_argument(
+        "--outage-s", type=float, default=300.0, help="seconds the broker is down (default 300)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"

@@ -145,9 +145,16 @@ def run(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--piles", type=int, default=200_000)
+    ap.add_argument(
+        "--piles", type=int, default=200_000, help="charging piles in the CSV (default 200000)"
+    )
     ap.add_argument("--keep-file", type=Path, default=None, help="write the CSV here and keep it")
-    ap.add_argument("--out", type=Path, default=RESULTS / "registry_import.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / "registry_import.json",
+        help="result JSON (default bench/results/registry_import.json)",
+    )
     args = ap.parse_args()
 
     settings = load()

@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
     v.set_defaults(handler=_provision)
 
     r = cmds.add_parser("rotate", help="new signing key and Kafka password for an agent")
-    r.add_argument("agent_id")
+    r.add_argument("agent_id", help="the agent to rotate")
     r.add_argument(
         "--grace",
         type=float,
@@ -76,7 +76,7 @@ def register(sub: Any) -> None:
     r.set_defaults(handler=_rotate)
 
     k = cmds.add_parser("revoke", help="revoke an agent: its records and connections are refused")
-    k.add_argument("agent_id")
+    k.add_argument("agent_id", help="the agent to revoke")
     k.set_defaults(handler=_revoke)
 
     ls = cmds.add_parser("list", help="agents with their site and key counts")
@@ -85,7 +85,7 @@ def register(sub: Any) -> None:
     ls.set_defaults(handler=_list)
 
     s = cmds.add_parser("show", help="one agent: sites, keys and its audit trail")
-    s.add_argument("agent_id")
+    s.add_argument("agent_id", help="the agent to show")
     s.set_defaults(handler=_show)
 
 

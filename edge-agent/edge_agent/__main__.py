@@ -24,9 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="run the agent of a configuration file")
-    r.add_argument("--config", required=True, type=Path)
+    r.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
     c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
-    c.add_argument("config", type=Path)
+    c.add_argument("config", type=Path, help="the agent's TOML configuration")
     args = parser.parse_args(argv)
 
     from qilu import log
