@@ -35,7 +35,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     lo, hi = (LOW, high - 1) if high - LOW > 1000 else (1024, high - 1)
     with _lock:
         for _ in range(200):
-            port = random.randint(lo, hi)  # noqa: S311 - not a secret
+            # no room below the ephemeral range on this system: let the kernel choose
+            port = random.randint(lo, hi) if hi - lo > 100 else 0  # noqa: S311 - not a secret
             if port in _given:
                 continue
             with socket.socket() as s:
@@ -43,6 +44,9 @@ def free_port(host: str = "127.0.0.1") -> int:
                     s.bind((host, port))
                 except OSError:
                     continue
+                port = int(s.getsockname()[1])
+            if port in _given:
+                continue
             _given.add(port)
             return port
     raise RuntimeError(f"no free port between {lo} and {hi} on {host}")

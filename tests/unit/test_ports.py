@@ -32,3 +32,12 @@ def test_a_port_someone_listens_on_is_never_handed_out(monkeypatch: pytest.Monke
         port = ports.free_port()
     assert not draws, "the busy draws were not tried"
     assert port != taken
+
+
+def test_without_room_below_the_ephemeral_range_ports_stay_distinct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ports, "_ephemeral_low", lambda: 1030)
+    got = ports.free_ports(50)
+    assert len(set(got)) == 50
+    assert all(p >= 1024 for p in got)
