@@ -334,7 +334,7 @@ def device_readings(
     try:
         # binary results: a page of 1,000 points parses in a third of the time text takes
         # (timestamps and floats), which is most of a series answer's time on the API side
-        rows = conn.cursor(binary=True).execute(query, params).fetchall()
+        rows = conn.execute(query, params, binary=True).fetchall()
     except psycopg.errors.UndefinedTable as exc:
         raise _missing(exc) from exc
     except psycopg.errors.UndefinedFunction as exc:  # a database migrated before 007
