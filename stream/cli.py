@@ -93,7 +93,14 @@ def build_consumer(
     else:
         logger.warning("ingest.authenticate is off: envelopes are NOT checked against agents")
     consumer = IngestConsumer(
-        settings.kafka, settings.ingest, sink, load_index, stop=stop, gaps=gaps, agents=agents
+        settings.kafka,
+        settings.ingest,
+        sink,
+        load_index,
+        stop=stop,
+        gaps=gaps,
+        agents=agents,
+        max_age_s=settings.storage.raw_retention_days * 86_400.0,
     )
     logger.info("storage mode %s; writing batches with %s", mode, sink.method)
     return consumer, pool

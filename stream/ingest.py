@@ -88,8 +88,10 @@ class IngestConsumer:
         topics: list[str] | None = None,
         gaps: GapSink | None = None,
         agents: AgentAuth | None = None,
+        max_age_s: float | None = None,
     ) -> None:
         self._kafka, self._cfg, self._sink = kafka, ingest, sink
+        self._max_age_s = max_age_s  # the raw retention: older readings are refused (too_old)
         self._agents = agents  # None: envelopes are not authenticated (ingest.authenticate)
         self._gaps = gaps  # agents' gap records (stream/gaps.py), flushed with the readings
         self._load_index = load_index
@@ -106,6 +108,7 @@ class IngestConsumer:
             idx.devices,
             idx.metrics,
             max_future_skew_s=self._cfg.max_future_skew_s,
+            max_age_s=self._max_age_s,
             retired_us=idx.retired_us,
             site_of=idx.sites,
         )
@@ -373,6 +376,8 @@ class IngestConsumer:
             for d in letters:
                 metrics.DEAD_LETTERS.labels(d.reason).inc()
                 metrics.READINGS.labels("rejected").inc(len(d.rejected))
+                for r in d.rejected:
+                    metrics.REJECTED.labels(r.reason).inc()
             break
         return not self._listener.revoked
 

@@ -13,6 +13,12 @@ READINGS = Counter(
 DEAD_LETTERS = Counter(
     "qilu_ingest_dead_letters_total", "Dead-letter records produced, by reason", ["reason"]
 )
+REJECTED = Counter(
+    "qilu_ingest_rejected_total",
+    "Readings and gap records refused inside a dead-lettered envelope, by reason "
+    "(too_old, conflicting_duplicate, bad_timestamp, ...: stream/validate.py)",
+    ["reason"],
+)
 FLUSH_SECONDS = Histogram(
     "qilu_ingest_flush_seconds",
     "Database transaction time per flushed batch",

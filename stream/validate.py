@@ -4,10 +4,16 @@ Returns the accepted readings as columns ready for the database and one
 :class:`qilu.errors.Rejection` per refused reading, with a machine-readable reason:
 
     unknown_device, unknown_metric, bad_value, non_finite_value, value_out_of_range,
-    timestamp_out_of_range, bad_quality, device_decommissioned (a reading of a decommissioned
-    device time-stamped on or after the decommissioning's effective day; earlier ones are
-    late deliveries of real measurements and are accepted), foreign_site (the device's site is
-    not in the sending agent's site list: docs/adr/0010-agent-authentication.md)
+    bad_timestamp (not an integer of microseconds: a float, text, msgpack's timestamp type),
+    timestamp_out_of_range (before 2000 or further ahead than the allowed clock skew),
+    too_old (older than the raw retention, ``max_age_s``: retention would drop it at its next
+    pass, so it is refused instead of stored for a moment), bad_quality,
+    device_decommissioned (a reading of a decommissioned device time-stamped on or after the
+    decommissioning's effective day; earlier ones are late deliveries of real measurements and
+    are accepted), foreign_site (the device's site is not in the sending agent's site list:
+    docs/adr/0010-agent-authentication.md), conflicting_duplicate (a second reading of the
+    same device, metric and time in one envelope with another value or quality; the first
+    one is kept. An identical repeat is dropped silently.)
 
 :func:`validate_gaps` does the same for an envelope's gap records.
 """
@@ -59,6 +65,7 @@ class Validator:
         metric_ids: dict[str, int],
         *,
         max_future_skew_s: float = 300.0,
+        max_age_s: float | None = None,
         retired_us: dict[str, int] | None = None,
         site_of: Mapping[str, str] | None = None,
     ) -> None:
@@ -80,6 +87,7 @@ class Validator:
             for dev, (pk, kind) in devices.items()
         }
         self._skew_us = int(max_future_skew_s * 1_000_000)
+        self._max_age_us = None if max_age_s is None else int(max_age_s * 1_000_000)
 
     def knows(self, device_id: str) -> bool:
         return device_id in self._devices
@@ -91,6 +99,9 @@ class Validator:
         rows = Rows()
         rejected: list[Rejection] = []
         max_ts = now_us + self._skew_us
+        # readings older than this are refused as too_old (after the range check, so a
+        # timestamp before 2000 stays timestamp_out_of_range)
+        min_ts = MIN_TS_US if self._max_age_us is None else now_us - self._max_age_us
         index = self._index
         add_pk, add_m, add_ts = rows.device_pk.append, rows.metric_id.append, rows.ts_us.append
         add_v, add_q = rows.value.append, rows.quality.append
@@ -110,8 +121,8 @@ class Validator:
             if spec is None:
                 rejected.append(Rejection(i, "unknown_metric", f"{met!r} for {kind}"[:80]))
                 continue
-            if type(ts) is not int or not MIN_TS_US <= ts <= max_ts:
-                rejected.append(Rejection(i, "timestamp_out_of_range", repr(ts)[:40]))
+            if type(ts) is not int or not min_ts <= ts <= max_ts:
+                rejected.append(_timestamp_rejection(i, ts, now_us, max_ts))
                 continue
             if retired_from is not None and ts >= retired_from:
                 rejected.append(Rejection(i, "device_decommissioned", f"{dev} at {ts} µs"[:80]))
@@ -136,7 +147,54 @@ class Validator:
             add_ts(ts)
             add_v(float(val))
             add_q(q)
+        return _drop_repeats(rows, rejected, len(env))
+
+
+def _timestamp_rejection(i: int, ts: object, now_us: int, max_ts: int) -> Rejection:
+    """Why a reading's timestamp is refused (off the hot path: only for refused ones)."""
+    if type(ts) is not int:
+        return Rejection(i, "bad_timestamp", f"type {type(ts).__name__}: {ts!r}"[:80])
+    if ts < MIN_TS_US:
+        return Rejection(i, "timestamp_out_of_range", f"{ts} µs: before 2000")
+    if ts > max_ts:
+        return Rejection(i, "timestamp_out_of_range", f"{ts} µs: ahead of the allowed clock skew")
+    days = (now_us - ts) / 86_400_000_000
+    return Rejection(i, "too_old", f"{ts} µs: {days:.1f} days old, past the raw retention")
+
+
+def _drop_repeats(rows: Rows, rejected: list[Rejection], n: int) -> tuple[Rows, list[Rejection]]:
+    """Keep the first reading of each (device, metric, time); drop identical repeats silently,
+    refuse conflicting ones as ``conflicting_duplicate`` (the natural key would otherwise keep
+    one of them without a trace)."""
+    # one set build in C per envelope on the hot path; the loop only for an envelope that
+    # holds a repeated key
+    if len(set(zip(rows.device_pk, rows.metric_id, rows.ts_us, strict=True))) == len(rows):
         return rows, rejected
+    refused = {r.index for r in rejected}
+    accepted = [i for i in range(n) if i not in refused]  # envelope index of each row
+    first: dict[tuple[int, int, int], int] = {}  # key -> row
+    kept = Rows()
+    out = list(rejected)
+    for row, (pk, m, ts, v, q) in enumerate(
+        zip(rows.device_pk, rows.metric_id, rows.ts_us, rows.value, rows.quality, strict=True)
+    ):
+        key = (pk, m, ts)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = row
+            kept.device_pk.append(pk)
+            kept.metric_id.append(m)
+            kept.ts_us.append(ts)
+            kept.value.append(v)
+            kept.quality.append(q)
+        elif rows.value[seen] != v or rows.quality[seen] != q:
+            detail = (
+                f"reading {accepted[seen]} has the same device, metric and time: "
+                f"{rows.value[seen]!r} (quality {rows.quality[seen]}) kept, {v!r} (quality {q})"
+            )
+            out.append(Rejection(accepted[row], "conflicting_duplicate", detail[:120]))
+    out.sort(key=lambda r: r.index)
+    return kept, out
 
 
 # -- gap records (docs/adr/0001, stream/gaps.py) ------------------------------------------------

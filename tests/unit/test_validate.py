@@ -47,7 +47,8 @@ def test_good_reading_resolves_ids(validator: Validator) -> None:
         (one("pile-1", "oil_temp_c", NOW, 1.0), "unknown_metric"),  # metric of another kind
         (one("pile-1", "power_kw", NOW + 301_000_000, 1.0), "timestamp_out_of_range"),
         (one("pile-1", "power_kw", MIN_TS_US - 1, 1.0), "timestamp_out_of_range"),
-        (one("pile-1", "power_kw", float(NOW), 1.0), "timestamp_out_of_range"),
+        (one("pile-1", "power_kw", float(NOW), 1.0), "bad_timestamp"),
+        (one("pile-1", "power_kw", "2026-01-01T00:00:00Z", 1.0), "bad_timestamp"),
         (one("pile-1", "power_kw", NOW, math.nan), "non_finite_value"),
         (one("pile-1", "power_kw", NOW, math.inf), "non_finite_value"),
         (one("pile-1", "power_kw", NOW, -math.inf), "non_finite_value"),
@@ -65,6 +66,74 @@ def test_bad_readings_are_rejected_with_their_reason(
     rows, rejected = validator.validate(env, NOW)
     assert len(rows) == 0
     assert [(r.index, r.reason) for r in rejected] == [(0, reason)]
+
+
+def test_a_timestamp_of_the_wrong_type_says_what_was_wrong(validator: Validator) -> None:
+    _, rejected = validator.validate(one("pile-1", "power_kw", float(NOW), 1.0), NOW)
+    assert rejected[0].reason == "bad_timestamp"
+    assert rejected[0].detail == f"type float: {float(NOW)!r}"
+    _, rejected = validator.validate(one("pile-1", "power_kw", MIN_TS_US - 1, 1.0), NOW)
+    assert rejected[0].detail == f"{MIN_TS_US - 1} µs: before 2000"
+
+
+DAY_US = 86_400_000_000
+
+
+def test_a_reading_older_than_the_raw_retention_is_refused_as_too_old() -> None:
+    v = Validator(DEVICES, METRICS, max_age_s=30 * 86_400)
+    env = Envelope(
+        "a",
+        "b",
+        0,
+        NOW,
+        ["pile-1", "pile-1", "pile-1"],
+        ["power_kw"] * 3,
+        [NOW - 30 * DAY_US - 1, NOW - 30 * DAY_US, MIN_TS_US - 1],
+        [1.0, 2.0, 3.0],
+        [0, 0, 0],
+    )
+    rows, rejected = v.validate(env, NOW)
+    assert rows.ts_us == [NOW - 30 * DAY_US]  # exactly at the boundary: kept
+    assert [(r.index, r.reason) for r in rejected] == [
+        (0, "too_old"),
+        (2, "timestamp_out_of_range"),  # before 2000 stays what it was
+    ]
+    assert "30.0 days old" in rejected[0].detail
+    # without a retention (the default) the same reading is accepted
+    rows, rejected = Validator(DEVICES, METRICS).validate(env, NOW)
+    assert (len(rows), [r.reason for r in rejected]) == (2, ["timestamp_out_of_range"])
+
+
+def test_conflicting_duplicates_in_one_envelope_are_refused_identical_ones_dropped(
+    validator: Validator,
+) -> None:
+    env = Envelope(
+        "a",
+        "b",
+        0,
+        NOW,
+        ["pile-1", "pile-1", "trafo-1", "pile-1", "pile-1", "pile-1"],
+        ["power_kw", "power_kw", "oil_temp_c", "power_kw", "power_kw", "power_kw"],
+        [NOW, NOW, NOW, NOW, NOW, NOW - 1],
+        [3.0, math.nan, 55.5, 4.0, 3.0, 3.0],
+        [0, 0, 0, 0, 0, 0],
+    )
+    rows, rejected = validator.validate(env, NOW)
+    # the first of each key is kept; index 4 repeats index 0 exactly (silent); 5 is another time
+    assert list(zip(rows.device_pk, rows.ts_us, rows.value, strict=True)) == [
+        (11, NOW, 3.0),
+        (12, NOW, 55.5),
+        (11, NOW - 1, 3.0),
+    ]
+    assert [(r.index, r.reason) for r in rejected] == [
+        (1, "non_finite_value"),
+        (3, "conflicting_duplicate"),
+    ]
+    assert rejected[1].detail.startswith("reading 0 has the same device, metric and time: 3.0")
+    # another quality is a conflict too
+    env.values[3], env.qualities[3] = 3.0, 1
+    _, rejected = validator.validate(env, NOW)
+    assert [(r.index, r.reason) for r in rejected][1:] == [(3, "conflicting_duplicate")]
 
 
 def test_bad_reading_does_not_take_good_ones_down(validator: Validator) -> None:
