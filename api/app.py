@@ -44,6 +44,7 @@ from api.routers import (
     names,
     status,
     targets,
+    trajectories,
 )
 from api.service import KafkaLag, Refresher
 from qilu import __version__
@@ -169,7 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     for module in (
-        *(coverage, status, targets, names, assets, gaps, export, keys, agents),
+        *(coverage, trajectories, status, targets, names, assets, gaps, export, keys, agents),
         *(admin_registry, audit, health),
     ):
         app.include_router(module.router)

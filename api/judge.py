@@ -15,11 +15,21 @@ The rule (docs/adr/0005-api-snapshot-and-access.md, decision 2):
 Without an earlier observation the baseline is today's value, so the trajectory starts here and
 the target is on track by definition; the answer says so (``basis = "no_history"``).
 Days are counted in China Standard Time (UTC+8), the calendar of the due dates.
+
+**Scaled thresholds** (docs/adr/0013-scaled-thresholds.md): when the registry is a simulated
+share of the province (``scale``), a count target is judged against ``threshold * scale`` and
+the explanation says so; a ratio target is judged against its threshold as written.
+
+**Trajectories** (:func:`trajectory`): a target's daily series against the threshold, the
+judgement's path (baseline -> threshold at the due date), the plan's own path when the catalog
+gives a baseline from a document, and the day since which the target has been met
+(``met_on``) or behind (``behind_since``) without a break, each day judged as on that day.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -58,6 +68,19 @@ class Judgement:
     explanation: str
 
 
+def scale_for(target: Target, fractions: Mapping[str, float]) -> float | None:
+    """The share of the province a count target is scaled by, or None (thresholds as written:
+    a real registry, a ratio target, or a simulation of the whole province)."""
+    if target.kind is not TargetKind.COUNT:
+        return None
+    share = fractions.get(target.sector)
+    return None if share is None or share == 1.0 else share
+
+
+def effective_threshold(target: Target, scale: float | None) -> float:
+    return target.threshold if scale is None else target.threshold * scale
+
+
 def today_cst(now: datetime) -> date:
     return now.astimezone(CST).date()
 
@@ -67,11 +90,21 @@ def _fmt(v: float, kind: TargetKind) -> str:
 
 
 def judge(
-    target: Target, value: float | None, now: datetime, baseline: tuple[date, float] | None
+    target: Target,
+    value: float | None,
+    now: datetime,
+    baseline: tuple[date, float] | None,
+    scale: float | None = None,
 ) -> Judgement:
     today = today_cst(now if now.tzinfo else now.replace(tzinfo=UTC))
     days_left = (target.due - today).days
-    goal = f"{target.comparator} {_fmt(target.threshold, target.kind)} by {target.due}"
+    threshold = effective_threshold(target, scale)
+    goal = f"{target.comparator} {_fmt(threshold, target.kind)} by {target.due}"
+    if scale is not None:
+        goal += (
+            f" (the threshold {_fmt(target.threshold, target.kind)} scaled to the simulated "
+            f"{scale:.1%} of the province)"
+        )
     if value is None:
         return Judgement(
             Status.NO_DATA,
@@ -85,7 +118,7 @@ def judge(
             "nothing to measure here: no asset the target applies to",
         )
     shown = _fmt(value, target.kind)
-    if target.met(value):
+    if target.met(value, threshold):
         return Judgement(
             Status.MET,
             Basis.THRESHOLD,
@@ -116,7 +149,7 @@ def judge(
     b_day, b_value = baseline
     total_days = (target.due - b_day).days
     elapsed = (today - b_day).days
-    span = target.threshold - b_value
+    span = threshold - b_value
     fraction = elapsed / total_days if total_days > 0 else 1.0
     expected = b_value + span * fraction
     # when the baseline already met the threshold, any drop below it is the whole story
@@ -146,3 +179,47 @@ def judge(
         shortfall,
         f"{shown} towards {goal}, {days_left} days left; {how}",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DayPoint:
+    day: date
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Trajectory:
+    threshold: float  # effective (scaled when ``scale`` is set)
+    scale: float | None
+    judgement_path: tuple[DayPoint, ...]  # baseline -> threshold at the due date; () if none
+    plan_path: tuple[DayPoint, ...] | None  # the document's baseline -> threshold at due
+    met_on: date | None  # first day of the unbroken run of met days up to the last day
+    behind_since: date | None  # first day of the unbroken run of behind days up to the last
+
+
+def _noon(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, 12, tzinfo=CST)
+
+
+def trajectory(
+    target: Target,
+    series: Sequence[DayPoint],
+    baseline: tuple[date, float] | None,
+    scale: float | None,
+) -> Trajectory:
+    """The paths and marks of one target's chart (``series`` in day order)."""
+    threshold = effective_threshold(target, scale)
+    judged: tuple[DayPoint, ...] = ()
+    if baseline is not None and baseline[0] < target.due:
+        judged = (DayPoint(*baseline), DayPoint(target.due, threshold))
+    plan = None
+    if target.baseline is not None:
+        b = target.baseline
+        start = b.value if scale is None else b.value * scale
+        plan = (DayPoint(b.day, start), DayPoint(target.due, threshold))
+    met_on = behind_since = None
+    for p in series:
+        status = judge(target, p.value, _noon(p.day), baseline, scale).status
+        met_on = (met_on or p.day) if status is Status.MET else None
+        behind_since = (behind_since or p.day) if status is Status.BEHIND else None
+    return Trajectory(threshold, scale, judged, plan, met_on, behind_since)

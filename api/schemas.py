@@ -76,7 +76,21 @@ class CoverageOut(BaseModel):
     sector: str = Field(examples=["charging"])
     kind: str = Field(examples=["count"])
     comparator: str = Field(examples=[">"])
-    threshold: float = Field(examples=[180000])
+    threshold: float = Field(description="as the source document writes it", examples=[180000])
+    threshold_effective: float = Field(
+        description="the threshold the value is compared with: ``threshold * scale`` when "
+        "scaled, else ``threshold``",
+        examples=[3600],
+    )
+    scaled: bool = Field(
+        description="the registry is a simulated share of the province and this count target "
+        "is compared with its threshold scaled by that share (docs/targets.md)"
+    )
+    scale: float | None = Field(
+        description="the simulated share of the province the threshold is scaled by; null "
+        "when not scaled (a real registry, or a ratio target)",
+        examples=[0.02],
+    )
     due: date = Field(examples=["2024-12-31"])
     as_of: datetime = Field(description="when the snapshot was computed")
     area: list[str] = Field(
@@ -87,7 +101,7 @@ class CoverageOut(BaseModel):
     value: float | None = Field(description="value over the area")
     numerator: int
     denominator: int
-    met: bool = Field(description="the value satisfies the threshold")
+    met: bool = Field(description="the value satisfies the (effective) threshold")
     judgement: JudgementOut
     cities: list[CityCoverageOut]
 
@@ -109,6 +123,64 @@ class CoverageSeriesOut(BaseModel):
     comparator: str
     due: date
     points: list[SeriesPointOut] = Field(description="one per day with a stored value")
+
+
+class DayValueOut(BaseModel):
+    day: date
+    value: float
+
+
+class SeriesDayOut(DayValueOut):
+    synthetic: bool = Field(
+        description="backfilled by the simulation for a day before the platform ran "
+        "(a modelled history), not measured"
+    )
+
+
+class BaselineOut(BaseModel):
+    day: date = Field(examples=["2020-12-31"])
+    value: float = Field(description="as the document gives it (not scaled)", examples=[31000])
+    source: str = Field(examples=["山东省“十四五”数字强省建设规划, 主要指标表，2020年（3.1万个）"])
+
+
+class TrajectoryOut(BaseModel):
+    """One target's chart: its daily values against the threshold, the path the judgement
+    uses, the plan's own path, and the day it was met or fell behind (docs/api.md,
+    "Trajectories")."""
+
+    target_id: str = Field(examples=["charging-networked-2025"])
+    city: str | None = Field(description="the city code, or null for the province")
+    kind: str = Field(examples=["count"])
+    unit: str = Field(description="what the value counts", examples=["devices"])
+    comparator: str = Field(examples=[">="])
+    threshold: float = Field(description="as the source document writes it")
+    threshold_effective: float = Field(description="what the values are compared with")
+    scaled: bool = Field(description="thresholds and paths scaled to the simulated share")
+    scale: float | None = Field(description="that share, or null", examples=[0.02])
+    due: date
+    status: str = Field(
+        description="the judgement now (met, on_track, at_risk, behind, no_data), as in "
+        "/v1/coverage",
+        examples=["met"],
+    )
+    explanation: str
+    series: list[SeriesDayOut] = Field(description="one per day with a value (coverage_daily)")
+    judgement_path: list[DayValueOut] = Field(
+        description="first observed value -> effective threshold at the due date (ADR 0005); "
+        "empty when the first observation is not before the due date or for a city's count"
+    )
+    plan_path: list[DayValueOut] | None = Field(
+        description="the document's baseline -> effective threshold at the due date (scaled "
+        "like the threshold); null without a baseline in the catalog"
+    )
+    baseline: BaselineOut | None = Field(description="the catalog's baseline and its source")
+    met_on: date | None = Field(
+        description="first day of the unbroken run of met days that lasts to the last day"
+    )
+    behind_since: date | None = Field(
+        description="first day of the unbroken run of behind days that lasts to the last day"
+    )
+    as_of: datetime = Field(description="when the snapshot giving the status was computed")
 
 
 class PageOut(BaseModel, Generic[T]):

@@ -3,9 +3,10 @@
 At province scale the coverage computation takes seconds; no request may wait for it. A
 :class:`Refresher` thread recomputes a :class:`Snapshot` every ``api.coverage_cache_s`` seconds
 (coverage per target x city via ``storage.coverage.compute``, the trajectory baselines from
-``coverage_daily``, pipeline health) and swaps it in atomically. Requests read the newest
-snapshot and never touch the database for it; before the first snapshot exists they answer 503
-with ``Retry-After``. Server-sent-event streams are woken when a new snapshot is published.
+``coverage_daily``, a simulated registry's share of the province, pipeline health) and swaps
+it in atomically. Requests read the newest snapshot and never touch the database for it;
+before the first snapshot exists they answer 503 with ``Retry-After``. Server-sent-event
+streams are woken when a new snapshot is published.
 
 Answers built from a snapshot are memoised on it (per caller area and filter), so most requests
 cost a dictionary lookup and a write of ready-made JSON bytes.
@@ -29,7 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qilu.catalog import Catalog
 from qilu.settings import KafkaSettings, Settings
-from storage import coverage, queries_api
+from storage import coverage, queries_api, trajectories
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class Snapshot:
     baselines: dict[tuple[str, str], tuple[date, float]]
     history_note: str  # "" or why there is no history (e.g. coverage_daily missing)
     health: PipelineHealth
+    # a simulated registry's share of the province per sector (migration 052); empty = real
+    fractions: dict[str, float] = field(default_factory=dict)
     memo: dict[Any, Answer] = field(default_factory=dict)
 
     def answer(self, key: Any, build: Callable[[], bytes]) -> Answer:
@@ -196,6 +199,10 @@ class Refresher:
                 baselines = queries_api.first_observations(conn)
             except queries_api.RelationMissingError as exc:
                 baselines, history_note = {}, f"no coverage history: {exc}"
+            try:
+                fractions = trajectories.simulation_fractions(conn)
+            except queries_api.RelationMissingError:
+                fractions = {}  # migrated before 052: a real registry as far as anyone knows
             live = queries_api.liveness_summary(conn, now)
         lag, lag_at, lag_note = self._lag
         snap = Snapshot(
@@ -205,6 +212,7 @@ class Refresher:
             coverage=rows,
             baselines=baselines,
             history_note=history_note,
+            fractions=fractions,
             health=PipelineHealth(
                 live.newest_reading,
                 live.devices,

@@ -93,10 +93,12 @@ def coverage_out(
         )
         codes = [c.city_code for c in visible]
     value = top.value(t.kind)
+    scale = judge.scale_for(t, snap.fractions)
+    threshold = judge.effective_threshold(t, scale)
     if area.cities is None or t.kind is TargetKind.RATIO:
         base_key = codes[0] if len(codes) == 1 else None
         base = snap.baselines.get((t.id, base_key)) if base_key else None
-        top_j = judgement_out(judge.judge(t, value, snap.as_of, base))
+        top_j = judgement_out(judge.judge(t, value, snap.as_of, base, scale))
     else:
         top_j = _not_judged(
             t, snap.as_of, "a count threshold is province-wide: not judged for part of it"
@@ -128,13 +130,16 @@ def coverage_out(
         kind=t.kind.value,
         comparator=t.comparator,
         threshold=t.threshold,
+        threshold_effective=threshold,
+        scaled=scale is not None,
+        scale=scale,
         due=t.due,
         as_of=tc.as_of,
         area=codes,
         value=value,
         numerator=top.numerator,
         denominator=top.denominator,
-        met=value is not None and t.met(value),
+        met=value is not None and t.met(value, threshold),
         judgement=top_j,
         cities=cities,
     )

@@ -61,6 +61,15 @@ class Document(_Frozen):
     date: str
 
 
+class Baseline(_Frozen):
+    """A value a source document gives for an earlier day (e.g. the five-year plan's 2020
+    column): where the plan's own path towards the threshold starts."""
+
+    day: date
+    value: float
+    source: Source
+
+
 class Measure(_Frozen):
     unit: Literal["device", "site"]
     device_kind: str | None = None
@@ -94,10 +103,13 @@ class Target(_Frozen):
     source: Source
     fidelity: Literal["direct", "proxy"]
     note: str = ""
+    baseline: Baseline | None = None
     measure: Measure
 
-    def met(self, value: float) -> bool:
-        return value > self.threshold if self.comparator == ">" else value >= self.threshold
+    def met(self, value: float, threshold: float | None = None) -> bool:
+        """Whether ``value`` satisfies the threshold (or ``threshold``, e.g. a scaled one)."""
+        limit = self.threshold if threshold is None else threshold
+        return value > limit if self.comparator == ">" else value >= limit
 
 
 class Catalog(_Frozen):
@@ -113,12 +125,25 @@ class Catalog(_Frozen):
         for t in self.targets:
             if t.source.document not in self.documents:
                 raise ValueError(f"target {t.id}: unknown source document {t.source.document!r}")
+            b = t.baseline
+            if b is not None and b.source.document not in self.documents:
+                raise ValueError(
+                    f"target {t.id}: unknown baseline source document {b.source.document!r}"
+                )
+            if b is not None and b.day >= t.due:
+                raise ValueError(f"target {t.id}: baseline day {b.day} is not before the due date")
         if len(self.cities) != 16 or len({c.code for c in self.cities}) != 16:
             raise ValueError("the catalog must list Shandong's 16 cities exactly once each")
         return self
 
     def target(self, target_id: str) -> Target | None:
         return next((t for t in self.targets if t.id == target_id), None)
+
+    def cite(self, source: Source) -> str:
+        """A source as one line: document number, title and article."""
+        doc = self.documents[source.document]
+        number = f"{doc.number} " if doc.number else ""
+        return f"{number}{doc.title}, {source.article}"
 
     @property
     def city_codes(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from qilu.registry import generate
 from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
+SCALED_MARK = "\u2020"  # a dagger: this threshold is scaled (see the table's footnote)
 
 
 def register(sub: Any) -> None:
@@ -164,13 +165,18 @@ def _coverage_table(url: str) -> str:
 
 
 def format_coverage(data: list[dict[str, Any]]) -> str:
-    """The API's coverage answer as a targets x cities text table."""
+    """The API's coverage answer as a targets x cities text table.
+
+    A count threshold compared scaled to a simulated registry's share of the province
+    (docs/adr/0013-scaled-thresholds.md) is shown scaled, marked with a dagger and explained
+    under the table."""
     cities = load_catalog().cities
-    name_w, goal_w, prov_w, cell_w = 33, 17, 12, 8
+    name_w, goal_w, prov_w, cell_w = 33, 19, 12, 8
     head = "target".ljust(name_w) + "goal".rjust(goal_w) + "province".rjust(prov_w)
     head += "".join(c.name_en[:7].rjust(cell_w) for c in cities)
     when = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
     lines = [f"\ncoverage at {when} (connected assets; * = threshold met)", head]
+    scales: dict[str, float] = {}
     for t in data:
         ratio = t["kind"] == "ratio"
 
@@ -180,10 +186,24 @@ def format_coverage(data: list[dict[str, Any]]) -> str:
             return f"{v:.1%}" if ratio else f"{v:,.0f}"
 
         due = date.fromisoformat(t["due"]).year
-        goal = f"{t['comparator']}{fmt(t['threshold'])} {due}"
+        # answers of an API older than the scaled thresholds carry only ``threshold``
+        threshold = t.get("threshold_effective", t["threshold"])
+        mark = SCALED_MARK if t.get("scaled") else ""
+        if t.get("scaled"):
+            scales[t["sector"]] = t["scale"]
+        goal = f"{t['comparator']}{fmt(threshold)}{mark} {due}"
         row = t["target_id"][: name_w - 1].ljust(name_w) + goal.rjust(goal_w)
         row += (fmt(t["value"]) + ("*" if t["met"] else " ")).rjust(prov_w)
         by_code = {c["city_code"]: c for c in t["cities"]}
         row += "".join(fmt(by_code[c.code]["value"]).rjust(cell_w) for c in cities)
         lines.append(row)
+    if scales:
+        shares = ", ".join(
+            f"{sector} {share:.1%}".replace("%", " %") for sector, share in sorted(scales.items())
+        )
+        lines.append(
+            f"{SCALED_MARK} threshold scaled to the simulated share of the province ({shares}): "
+            "the registry is a simulation of part of Shandong, so its counts are compared "
+            "with the same part of each threshold"
+        )
     return "\n".join(lines) + "\n"

@@ -75,6 +75,35 @@ def _spread(total: int, rng: random.Random, weights: list[float]) -> list[int]:
     return counts
 
 
+def _stations(scale: float) -> int:
+    return max(16, round(CHARGING_STATIONS * scale))
+
+
+def _substations(kv: int, scale: float) -> int:
+    return max(1 if kv >= 500 else 16, round(SUBSTATIONS_BY_KV[kv] * scale))
+
+
+def _ranches(scale: float) -> int:
+    return max(16, round(RANCHES * scale))
+
+
+def sector_fractions(scale: float) -> dict[str, float]:
+    """The share of the province that ``generate(seed, scale)`` builds, per sector: its sites
+    over the sites at scale 1.0 (which stands for the whole province). Small sectors have a
+    floor (at least one ranch per city), so at a small scale their share is larger than
+    ``scale``; ``"all"`` (targets over every sector's devices) is ``scale`` itself, the
+    charging piles being nearly all of the devices."""
+    if scale <= 0:
+        raise ValueError("scale must be positive")
+    subs = sum(_substations(kv, scale) for kv in SUBSTATIONS_BY_KV)
+    return {
+        Sector.CHARGING.value: _stations(scale) / CHARGING_STATIONS,
+        Sector.SUBSTATION.value: subs / sum(SUBSTATIONS_BY_KV.values()),
+        Sector.RANCH.value: _ranches(scale) / RANCHES,
+        "all": scale,
+    }
+
+
 def generate(seed: int = 1, scale: float = 0.02) -> Registry:
     """A province-like registry; the same (seed, scale) always gives the same registry."""
     if scale <= 0:
@@ -93,7 +122,7 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
                 reg.devices.append(Device(f"{site.site_id}-{n:04d}", site.site_id, kind))
 
     # charging stations with 4-12 piles; most public; nearly all public ones networked
-    stations = max(16, round(CHARGING_STATIONS * scale))
+    stations = _stations(scale)
     for city, count in zip(cities, _spread(stations, rng, weights), strict=True):
         for i in range(count):
             public = rng.random() < 0.8
@@ -111,8 +140,8 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
 
     # substations by voltage class; 220 kV+ are often GIS, most GIS have one-key control
     n_sub = 0
-    for kv, base in SUBSTATIONS_BY_KV.items():
-        total = max(1 if kv >= 500 else 16, round(base * scale))
+    for kv in SUBSTATIONS_BY_KV:
+        total = _substations(kv, scale)
         for city, count in zip(cities, _spread(total, rng, weights), strict=True):
             for _ in range(count):
                 n_sub += 1
@@ -132,7 +161,7 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
                 add_site(site, kinds)
 
     # ranches: at least one per city; smart ones carry collars
-    ranches = max(16, round(RANCHES * scale))
+    ranches = _ranches(scale)
     collars = max(5, round(COLLARS_PER_RANCH * scale))
     counts = _spread(ranches, rng, weights)
     for city, count in zip(cities, counts, strict=True):

@@ -85,15 +85,23 @@ _SITES_ON = sql.SQL(
 )
 
 
-def build_query(m: Measure, now: datetime) -> tuple[sql.Composed, dict[str, Any]]:
-    """SQL returning (city_code, denominator, numerator) for one measure."""
+_LIVE = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
+
+
+def build_query(
+    m: Measure, now: datetime, live: sql.Composable = _LIVE
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """SQL returning (city_code, denominator, numerator) for one measure.
+
+    ``live`` is the condition a device ``d`` must meet to count as connected (by default: a
+    valid reading within its kind's expected interval; the simulation's backfill passes its
+    own, :mod:`storage.trajectories`)."""
     params: dict[str, Any] = {"now": now, "day": province_day(now)}
     site_where = _attr_filters(m.where, "=", params, "w") + _attr_filters(m.min, ">=", params, "m")
     if m.sector is not None:
         params["sector"] = m.sector.value
         site_where.append(sql.SQL("s.sector = %(sector)s"))
     numer = _and(_attr_filters(m.numerator, "=", params, "n"))
-    live = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
     kind_filter = sql.SQL("true")
     if m.device_kind is not None:
         params["kind"] = m.device_kind
@@ -152,19 +160,26 @@ def compute(
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         for target in catalog.targets:
-            query, params = build_query(target.measure, now)
-            by_city = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(query, params)}
-            cities = tuple(
-                CityFigure(code, by_city.get(code, (0, 0))[1], by_city.get(code, (0, 0))[0])
-                for code in catalog.city_codes
-            )
-            province = CityFigure(
-                PROVINCE_CODE,
-                sum(c.numerator for c in cities),
-                sum(c.denominator for c in cities),
-            )
+            province, cities = figures(conn, catalog, build_query(target.measure, now))
             result.append(TargetCoverage(target, now, province, cities))
     return result
+
+
+def figures(
+    conn: psycopg.Connection[TupleRow],
+    catalog: Catalog,
+    query: tuple[sql.Composed, dict[str, Any]],
+) -> tuple[CityFigure, tuple[CityFigure, ...]]:
+    """The province's and each city's figure from a :func:`build_query` query."""
+    by_city = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(*query)}
+    cities = tuple(
+        CityFigure(code, by_city.get(code, (0, 0))[1], by_city.get(code, (0, 0))[0])
+        for code in catalog.city_codes
+    )
+    province = CityFigure(
+        PROVINCE_CODE, sum(c.numerator for c in cities), sum(c.denominator for c in cities)
+    )
+    return province, cities
 
 
 def province_day(now: datetime) -> date:
