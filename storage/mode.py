@@ -6,6 +6,11 @@ installed in the database or can be created there, otherwise postgres. ``QILU_DB
 forces a mode: forcing timescale where the extension is unavailable, or a mode other than the
 one recorded, refuses with a message naming the key.
 
+Detection never breaks the migration's connection: ``shared_preload_libraries`` is read first
+(creating the extension while it is not preloaded makes the server close the connection), and
+whether the extension can be created is tried on a connection of its own, rolled back. The
+decision itself is :func:`plan`, pure.
+
 The two modes expose the same logical relations (docs/adr/0002-logical-storage-relations.md);
 how they are built differs (docs/adr/0003-storage-modes.md).
 """
@@ -13,6 +18,8 @@ how they are built differs (docs/adr/0003-storage-modes.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -47,71 +54,140 @@ def record(conn: psycopg.Connection[TupleRow], mode: StorageMode) -> None:
     )
 
 
-def timescale_installed(conn: psycopg.Connection[TupleRow]) -> bool:
-    row = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-    return bool(row and row[0])
+@dataclass(frozen=True, slots=True)
+class TimescaleFacts:
+    """What the server says about TimescaleDB, read with one query that cannot fail."""
+
+    installed: bool  # created in this database (pg_extension)
+    available: bool  # the package is on the server (pg_available_extensions)
+    preloaded: bool  # named in shared_preload_libraries, which it must be to be created
 
 
-def timescale_available(conn: psycopg.Connection[TupleRow]) -> bool:
+def read_facts(conn: psycopg.Connection[TupleRow]) -> TimescaleFacts:
     row = conn.execute(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb'),"
+        " EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb'),"
+        " 'timescaledb' = ANY (string_to_array("
+        "   replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
     ).fetchone()
-    return bool(row and row[0])
+    return TimescaleFacts(*(bool(v) for v in row)) if row else TimescaleFacts(False, False, False)
 
 
-def _try_create_extension(conn: psycopg.Connection[TupleRow]) -> str | None:
-    """Create the extension in a savepoint; returns None on success or the server's reason."""
+def timescale_installed(conn: psycopg.Connection[TupleRow]) -> bool:
+    return read_facts(conn).installed
+
+
+ENABLE_HINT = (
+    "To use TimescaleDB, add it to shared_preload_libraries in postgresql.conf "
+    "(shared_preload_libraries = 'timescaledb', or run timescaledb-tune), restart the server "
+    "and migrate a new database"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What :func:`plan` decided: the mode, whether the extension must be created first (the
+    caller probes that on a connection of its own), and a note for the operator."""
+
+    mode: StorageMode
+    create: bool = False
+    note: str | None = None
+
+
+def plan(facts: TimescaleFacts, configured: StorageMode, was: StorageMode | None) -> Plan:
+    """The storage mode of a database from the facts, without I/O.
+
+    Raises ConfigError (key ``db.mode``) when the configuration cannot be honoured. Creating
+    the extension while it is not preloaded makes the server close the connection, so that
+    case never gets as far as an attempt."""
+    if was is not None and configured is not StorageMode.AUTO and was is not configured:
+        raise ConfigError(
+            "db.mode",
+            f"this database was migrated in {was.value} mode; it cannot switch to "
+            f"{configured.value} (unset QILU_DB__MODE or use a new database)",
+        )
+    if was is not None:
+        return Plan(was)
+    if configured is StorageMode.POSTGRES:
+        return Plan(StorageMode.POSTGRES)
+    if facts.installed:
+        return Plan(StorageMode.TIMESCALE)
+    forced = configured is StorageMode.TIMESCALE
+    if not facts.available:
+        if forced:
+            raise ConfigError(
+                "db.mode",
+                "timescale mode needs the timescaledb extension, which this server does not "
+                "have (install the TimescaleDB package for this PostgreSQL version)",
+            )
+        return Plan(StorageMode.POSTGRES)
+    if not facts.preloaded:
+        why = "the timescaledb package is installed but not in shared_preload_libraries"
+        if forced:
+            raise ConfigError("db.mode", f"timescale mode: {why}. {ENABLE_HINT}")
+        return Plan(StorageMode.POSTGRES, note=f"{why}; using postgres mode. {ENABLE_HINT}")
+    return Plan(StorageMode.TIMESCALE, create=True)
+
+
+CREATE_EXTENSION = "CREATE EXTENSION IF NOT EXISTS timescaledb"
+
+
+def probe_on_own_connection(
+    conn: psycopg.Connection[TupleRow], statement: str = CREATE_EXTENSION
+) -> str | None:
+    """Run ``statement`` in a transaction that is rolled back, on a new connection to the same
+    server and database as ``conn``: None if it worked, the reason otherwise. Whatever the
+    server does to that connection (an error, or closing it), ``conn`` is untouched."""
     try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        with (
+            psycopg.connect(
+                conn.info.dsn, password=conn.info.password, prepare_threshold=None
+            ) as probe,
+            probe.transaction(force_rollback=True),
+        ):
+            probe.execute(statement)
     except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
     return None
 
 
-def resolve(conn: psycopg.Connection[TupleRow], configured: StorageMode) -> StorageMode:
+def resolve(
+    conn: psycopg.Connection[TupleRow],
+    configured: StorageMode,
+    *,
+    facts: TimescaleFacts | None = None,
+    probe: Callable[[psycopg.Connection[TupleRow]], str | None] = probe_on_own_connection,
+) -> StorageMode:
     """Decide the mode of this database (creating the extension when timescale is chosen).
 
     Call inside the migration transaction. Raises ConfigError (key ``db.mode``) when the
-    configuration cannot be honoured.
+    configuration cannot be honoured. ``facts`` and ``probe`` stand in for the server's answers
+    in tests (a server with TimescaleDB installed but not preloaded is not at hand there).
     """
-    was = recorded(conn)
-    if configured is StorageMode.AUTO:
-        if was is not None:
-            mode = was
-        elif timescale_installed(conn):
-            mode = StorageMode.TIMESCALE
-        elif timescale_available(conn):
-            reason = _try_create_extension(conn)
-            if reason is None:
-                mode = StorageMode.TIMESCALE
-            else:
-                logger.warning(
-                    "timescaledb is available but cannot be created (%s); using postgres mode",
-                    reason,
-                )
-                mode = StorageMode.POSTGRES
-        else:
-            mode = StorageMode.POSTGRES
-    else:
-        if was is not None and was is not configured:
+    got = plan(facts or read_facts(conn), configured, recorded(conn))
+    if got.note is not None:
+        logger.warning("%s", got.note)
+    if got.create:
+        reason = probe(conn)
+        if reason is None:
+            conn.execute(CREATE_EXTENSION)
+        elif configured is StorageMode.TIMESCALE:
             raise ConfigError(
                 "db.mode",
-                f"this database was migrated in {was.value} mode; it cannot switch to "
-                f"{configured.value} (unset QILU_DB__MODE or use a new database)",
+                f"timescale mode needs the timescaledb extension, which this server cannot "
+                f"create: {reason}. {ENABLE_HINT}",
             )
-        mode = configured
-    if mode is StorageMode.TIMESCALE:
-        if not timescale_installed(conn):
-            reason = _try_create_extension(conn)
-            if reason is not None:
-                raise ConfigError(
-                    "db.mode",
-                    f"timescale mode needs the timescaledb extension, which this server "
-                    f"cannot create: {reason}",
-                )
+        else:
+            logger.warning(
+                "timescaledb is available but cannot be created (%s); using postgres mode. %s",
+                reason,
+                ENABLE_HINT,
+            )
+            return StorageMode.POSTGRES
+    if got.mode is StorageMode.TIMESCALE:
         ensure_timescale_features(conn)
-    return mode
+    return got.mode
 
 
 def ensure_timescale_features(conn: psycopg.Connection[TupleRow]) -> None:
@@ -134,19 +210,22 @@ def ensure_timescale_features(conn: psycopg.Connection[TupleRow]) -> None:
 
 
 def probe_features(conn: psycopg.Connection[TupleRow]) -> str | None:
-    """None when community features work; the server's message otherwise."""
-    try:
-        with conn.transaction():
-            # a community-licensed function on a table that is not a hypertable: with the
-            # module loaded this fails with "not a hypertable", without it with "license"
-            conn.execute(
-                "SELECT remove_retention_policy('pg_catalog.pg_class'::regclass, if_exists => true)"
-            )
-    except psycopg.errors.FeatureNotSupported as exc:
-        return str(exc).strip().splitlines()[0]
-    except psycopg.Error:
+    """None when community features work; the reason otherwise.
+
+    Asks TimescaleDB whether its community module is loaded (``tsl_loaded()``), a question
+    that cannot fail, so a migration leaves no ERROR in the server log."""
+    row = conn.execute(
+        "SELECT coalesce(to_regprocedure('_timescaledb_functions.tsl_loaded()'),"
+        " to_regprocedure('_timescaledb_internal.tsl_loaded()'))::text,"
+        " current_setting('timescaledb.license', true)"
+    ).fetchone()
+    if not row or row[0] is None:
+        return "no tsl_loaded() function: not a TimescaleDB 2 server"
+    fn, license_ = str(row[0]).removesuffix("()"), row[1]
+    loaded = conn.execute(f"SELECT {fn}()").fetchone()  # a name from the catalog, not input
+    if loaded and loaded[0]:
         return None
-    return None
+    return f"the community module is not loaded (timescaledb.license = {license_!r})"
 
 
 def current(conn: psycopg.Connection[TupleRow]) -> StorageMode:
