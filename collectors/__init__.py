@@ -14,4 +14,5 @@ COLLECTOR_TYPES: dict[str, str] = {
     "ocpp": "collectors.ocpp.collector:OcppCollector",
     "modbus": "collectors.modbus.collector:ModbusCollector",
     "mqtt": "collectors.mqtt.collector:MqttCollector",
+    "iec104": "collectors.iec104.collector:Iec104Collector",
 }
