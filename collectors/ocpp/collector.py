@@ -2,44 +2,79 @@
 
 Charge points connect over WebSocket to ``ws://<host>:<port>/<path>/<charge point id>`` with
 subprotocol ``ocpp1.6`` (OCPP 1.6J) or ``ocpp2.0.1``; the ``ocpp`` library parses, validates
-against the official JSON schemas and routes each message. BootNotification, Heartbeat,
-StatusNotification and MeterValues (and 2.0.1 TransactionEvent meter values) become readings
-of kind ``charging_pile`` (:mod:`.messages`, pure). A message is answered only after its
-readings are in the agent's buffer: a charge point that gets no answer keeps the data and
-sends it again, as OCPP requires.
+against the official JSON schemas and routes each message. A connection to another path, or
+one that offers no supported subprotocol, is refused in the handshake (HTTP 404 / 400) and
+logged once per path and reason.
+
+BootNotification, Heartbeat, StatusNotification, MeterValues, 1.6 StopTransaction
+(``transactionData``) and 2.0.1 TransactionEvent become readings of kind ``charging_pile``
+(:mod:`.messages`, pure). Authorize, StartTransaction and the id token of a TransactionEvent
+are answered by the configured authorisation policy (:class:`.messages.Authorization`). A
+message is answered only after its readings are in the agent's buffer: a charge point that
+gets no answer keeps the data and sends it again, as OCPP requires.
+
+Transactions: the connector each transaction runs on (:mod:`.transactions`) is kept per
+charge point across its connections and, with ``state_file``, across agent restarts, so that
+2.0.1 TransactionEvents without ``evse`` and 1.6 StopTransaction land on the right device.
+Readings that still cannot be placed are counted (``qilu_ocpp_unplaced_readings_total``) and
+logged once per charge point and reason.
+
+Logging: each OCPP message (the ``ocpp`` library's lines) and each WebSocket handshake
+(``websockets``' lines) at DEBUG, under ``collectors.ocpp.collector.wire``; a charge point
+connecting and disconnecting at INFO; the first problem of each kind per charge point at
+WARNING, later ones at DEBUG.
 
 Failures: if the listener cannot bind, connect raises RetryableError and the agent marks the
 collector unavailable (once) until it can. A charge point that sends malformed messages gets
-OCPP error responses from the library and is logged once; the others are unaffected.
+OCPP error responses from the library; the others are unaffected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import unquote
 
 from edge_agent.schema import bounds, build
+from prometheus_client import Counter as PromCounter
 
 from collectors.base import Collector, ReadingSink
 from collectors.ocpp.messages import (
     CHARGING_STATE_201,
+    Authorization,
     DeviceNames,
+    Policy,
     meter_readings,
     status_16,
     status_201,
     status_readings,
     time_or,
 )
+from collectors.ocpp.transactions import Transactions
 from qilu.contract import Reading
 from qilu.errors import ConfigError, RetryableError
 
 logger = logging.getLogger(__name__)
+wire_logger = logger.getChild("wire")
 Version = Literal["ocpp1.6", "ocpp2.0.1"]
+UNPLACED = PromCounter(
+    "qilu_ocpp_unplaced_readings_total",
+    "Readings of OCPP messages that could not be placed on a connector's device (not stored)",
+    ["collector", "reason"],
+)
+# reasons: the transaction's connector is unknown (no evse, its start was not seen), or the
+# message is for connector 0, the charge point as a whole, which is no device
+UNKNOWN_TRANSACTION, CONNECTOR_0 = "unknown_transaction", "connector_0"
+_MAX_ONCE = 1024  # remembered "logged once" keys per collector; beyond, problems go to DEBUG
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +89,41 @@ class OcppConfig:
     heartbeat_interval_s: int = field(default=60, metadata=bounds(10, 86_400))
     device_pattern: str = "{charge_point}"
     devices: dict[str, str] = field(default_factory=dict)  # "<cp id>/<connector>" -> device id
+    authorization: Policy = "reject"  # who may charge: "accept" all, an "allow_list", nobody
+    id_tags: list[str] = field(default_factory=list)  # the allow-list (case-insensitive)
+    state_file: str = ""  # where the transaction map survives agent restarts; "": memory only
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class _Quiet(logging.LoggerAdapter[logging.Logger]):
+    """A library's log lines: per-message INFO lines at DEBUG; with ``first_problem``, only
+    the first warning or error (per charge point) at its level, later ones at DEBUG."""
+
+    def __init__(
+        self, target: logging.Logger, first_problem: Callable[[], bool] | None = None
+    ) -> None:
+        super().__init__(target, {})
+        self._first_problem = first_problem
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if level == logging.INFO:
+            level = logging.DEBUG
+        elif level >= logging.WARNING and self._first_problem is not None:
+            level = level if self._first_problem() else logging.DEBUG
+        super().log(level, msg, *args, **kwargs)
 
 
 class OcppCollector(Collector):
@@ -67,12 +133,17 @@ class OcppCollector(Collector):
         super().__init__(name)
         self.config = config
         self.names = DeviceNames(config.device_pattern, dict(config.devices))
+        self.auth = Authorization.of(config.authorization, config.id_tags)
+        self.transactions = Transactions()
+        self.unplaced: Counter[str] = Counter()  # readings not placed, by reason
         self._server: Any = None
         self._sink: ReadingSink | None = None
         self._sink_ready = asyncio.Event()
+        self._loaded = False
+        self._save_lock = asyncio.Lock()
         self.status: dict[tuple[str, int], tuple[int, bool]] = {}  # last known per connector
         self.connected: dict[str, str] = {}  # charge point id -> subprotocol
-        self._warned: set[str] = set()
+        self._once: set[Hashable] = set()
 
     @classmethod
     def from_config(cls, name: str, raw: Mapping[str, Any]) -> OcppCollector:
@@ -98,6 +169,19 @@ class OcppCollector(Collector):
             cp, _, conn = key.rpartition("/")
             if not cp or not conn.isdigit() or int(conn) < 1:
                 raise ConfigError(self._key(f"devices.{key}"), "keys are '<charge point>/<n>'")
+        for i, tag in enumerate(c.id_tags):
+            if not tag.strip():
+                raise ConfigError(self._key(f"id_tags[{i}]"), "is empty")
+        if c.authorization == "allow_list" and not c.id_tags:
+            raise ConfigError(
+                self._key("id_tags"), "list the id tags allowed to charge (authorization is "
+                "'allow_list'), or set authorization to 'reject'"
+            )  # fmt: skip
+        if c.id_tags and c.authorization != "allow_list":
+            raise ConfigError(
+                self._key("authorization"),
+                f"is {c.authorization!r}, so id_tags would be ignored: set 'allow_list'",
+            )
 
     @property
     def port(self) -> int:
@@ -112,6 +196,7 @@ class OcppCollector(Collector):
         from websockets.asyncio.server import serve
 
         await self.stop()
+        self._load_transactions()
         c = self.config
         try:
             self._server = await serve(
@@ -119,7 +204,10 @@ class OcppCollector(Collector):
                 c.host,
                 c.port,
                 subprotocols=list(c.versions),  # type: ignore[arg-type]
+                select_subprotocol=self._select_subprotocol,
+                process_request=self._check_path,
                 ping_interval=max(20, c.heartbeat_interval_s),
+                logger=_Quiet(logging.getLogger("websockets.server")),
             )
         except OSError as exc:
             raise RetryableError(f"cannot listen on {c.host}:{c.port}: {exc}") from exc
@@ -149,18 +237,54 @@ class OcppCollector(Collector):
         if sink is not None:
             await sink(readings)
 
+    def charge_point_id(self, path: str) -> str | None:
+        """``<path>/<charge point id>`` (URL-encoded, query ignored) -> the id, else None."""
+        prefix = self.config.path.rstrip("/") + "/"
+        path = path.partition("?")[0].rstrip("/")
+        cp_id = unquote(path[len(prefix) :]) if path.startswith(prefix) else ""
+        return cp_id if cp_id and "/" not in cp_id else None
+
+    def _check_path(self, connection: Any, request: Any) -> Any:
+        """The handshake's first step: refuse (HTTP 404) a path without a charge point id."""
+        if self.charge_point_id(request.path) is not None:
+            return None
+        where = self.config.path.rstrip("/") + "/<charge point id>"
+        self._refused(connection, request.path, "path", f"wrong path, connect to {where}")
+        return connection.respond(HTTPStatus.NOT_FOUND, f"connect to {where}\n")
+
+    def _select_subprotocol(self, connection: Any, offered: Sequence[str]) -> Any:
+        """The first of ``versions`` the charge point offers; else refuse (HTTP 400)."""
+        from websockets.exceptions import NegotiationError
+
+        for version in self.config.versions:
+            if version in offered:
+                return version
+        supported = ", ".join(self.config.versions)
+        reason = (
+            f"offers only the subprotocol(s) {', '.join(offered)}; supported: {supported}"
+            if offered
+            else f"offers no WebSocket subprotocol; supported: {supported}"
+        )
+        kind = "unsupported subprotocol" if offered else "no subprotocol"
+        self._refused(connection, connection.request.path, kind, reason)
+        raise NegotiationError(reason)
+
+    def _refused(self, connection: Any, path: str, kind: str, reason: str) -> None:
+        peer = connection.remote_address
+        self._log_once(
+            ("refused", path, kind),
+            "%s: refused a charge point connection to %s from %s: %s "
+            "(further refusals of this path for this reason not logged)",
+            self.name, path, peer[0] if peer else "?", reason,
+        )  # fmt: skip
+
     async def _handle(self, ws: Any) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        path = ws.request.path.rstrip("/")
-        prefix = self.config.path.rstrip("/") + "/"
-        cp_id = path[len(prefix) :] if path.startswith(prefix) else ""
-        if not cp_id or "/" in cp_id:
-            await ws.close(1008, f"connect to {prefix}<charge point id>")
-            return
+        cp_id = self.charge_point_id(ws.request.path)
         proto = ws.subprotocol
-        if proto not in self.config.versions:
-            await ws.close(1002, "no supported OCPP subprotocol")
+        if cp_id is None or proto not in self.config.versions:  # refused in the handshake
+            await ws.close(1002, "no charge point id or no supported OCPP subprotocol")
             return
         cls = _CentralSystem16 if proto == "ocpp1.6" else _CentralSystem201
         cp = cls(cp_id, ws, self)
@@ -173,6 +297,73 @@ class OcppCollector(Collector):
         finally:
             self.connected.pop(cp_id, None)
             logger.info("%s: charge point %s disconnected", self.name, cp_id)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _load_transactions(self) -> None:
+        """The map a previous run left in ``state_file`` (once, at the first connect)."""
+        path = self.config.state_file
+        if self._loaded or not path:
+            return
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self._loaded = True
+            return
+        except OSError as exc:
+            raise RetryableError(f"{self._key('state_file')}: cannot read {path}: {exc}") from exc
+        self._loaded = True
+        try:
+            self.transactions = Transactions.loads(text)
+        except ValueError as exc:
+            logger.warning(
+                "%s: %s is not a transaction map (%s); starting without one, it is replaced at "
+                "the next transaction", self.name, path, exc,
+            )  # fmt: skip
+
+    async def _save_transactions(self) -> None:
+        path = self.config.state_file
+        if not path:
+            return
+        async with self._save_lock:
+            try:
+                await asyncio.to_thread(_write_atomic, Path(path), self.transactions.dumps())
+            except OSError as exc:
+                self._log_once(
+                    ("state_file",),
+                    "%s: cannot write %s (%s): transactions are kept in memory only "
+                    "(further failures not logged)", self.name, path, exc,
+                )  # fmt: skip
+
+    async def place(self, cp_id: str, tx_id: str, connector: int | None) -> int | None:
+        """The connector of a transaction's message (see :meth:`Transactions.place`); a
+        change of the map is saved before the message is answered."""
+        where, changed = self.transactions.place(cp_id, tx_id, connector)
+        if changed:
+            await self._save_transactions()
+        return where
+
+    async def start_transaction(self, cp_id: str, connector: int) -> int:
+        """A new 1.6 transaction id on ``connector``, saved before it is handed out."""
+        tx_id = self.transactions.new_id(int(time.time()))
+        self.transactions.place(cp_id, str(tx_id), connector)
+        await self._save_transactions()
+        return tx_id
+
+    def count_unplaced(self, cp_id: str, reason: str, n: int, tx_id: str) -> None:
+        self.unplaced[reason] += n
+        UNPLACED.labels(self.name, reason).inc(n)
+        what = (
+            f"transaction {tx_id!r} names no connector and its start was not seen"
+            if reason == UNKNOWN_TRANSACTION
+            else "connector 0 (the charge point as a whole) is no device"
+        )
+        self._log_once(
+            ("unplaced", cp_id, reason),
+            "%s: charge point %s: %d reading(s) not stored: %s (counted in "
+            "qilu_ocpp_unplaced_readings_total{reason=%r}, further ones not logged)",
+            self.name, cp_id, n, what, reason,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ handlers' helpers
 
@@ -197,11 +388,20 @@ class OcppCollector(Collector):
         self.status[(cp_id, connector)] = state
         return status_readings(device, state[0], state[1], ts_us)
 
+    def first_problem(self, key: Hashable) -> bool:
+        """True the first time ``key`` is seen (at most _MAX_ONCE keys are remembered)."""
+        if key in self._once or len(self._once) >= _MAX_ONCE:
+            return False
+        self._once.add(key)
+        return True
+
+    def _log_once(self, key: Hashable, msg: str, *args: object) -> None:
+        level = logging.WARNING if self.first_problem(key) else logging.DEBUG
+        logger.log(level, msg, *args)
+
     def warn_once(self, cp_id: str, what: str) -> None:
-        if cp_id not in self._warned:
-            self._warned.add(cp_id)
-            logger.warning("%s: charge point %s: %s (further ones not logged)",
-                           self.name, cp_id, what)  # fmt: skip
+        self._log_once(("status", cp_id), "%s: charge point %s: %s (further ones not logged)",
+                       self.name, cp_id, what)  # fmt: skip
 
 
 def _now_us() -> int:
@@ -218,12 +418,19 @@ def _route(action: str) -> Callable[[F], F]:
     return cast("Callable[[F], F]", on(action))
 
 
+def _id_tag_info(auth: Authorization, id_tag: object) -> dict[str, str]:
+    return {"status": auth.status(str(id_tag or ""))}
+
+
 class _Answers:
     """What both OCPP versions do with a message, once; the version classes only name the
     library's routes, argument names and result types."""
 
     id: str
     owner: OcppCollector
+
+    def _wire_log(self, cp_id: str, owner: OcppCollector) -> _Quiet:
+        return _Quiet(wire_logger, lambda: owner.first_problem(("ocpp", cp_id)))
 
     async def booted(self, result: Any, accepted: Any) -> Any:
         await self.owner.emit(self.owner.restate(self.id, _now_us()))
@@ -243,10 +450,17 @@ class _Answers:
         ts_us = time_or(ts, _now_us())
         await self.owner.emit(self.owner.note_status(self.id, connector, state, ts_us, raw))
 
-    async def metered(self, connector: int, meter_value: Sequence[Any]) -> None:
-        device = self.owner.names.device(self.id, connector)
-        if device is not None:
-            await self.owner.emit(meter_readings(device, meter_value, _now_us()))
+    def meter(
+        self, connector: int | None, meter_value: Any, now_us: int, tx_id: str = ""
+    ) -> list[Reading]:
+        """Meter values on the connector's device; counted and logged when there is none."""
+        device = None if connector is None else self.owner.names.device(self.id, connector)
+        readings = meter_readings(device or "", meter_value or (), now_us)
+        if device is None and readings:
+            reason = UNKNOWN_TRANSACTION if connector is None else CONNECTOR_0
+            self.owner.count_unplaced(self.id, reason, len(readings), tx_id)
+            return []
+        return readings
 
 
 def _make_16() -> type:
@@ -255,7 +469,7 @@ def _make_16() -> type:
 
     class CentralSystem16(_Answers, ChargePoint):  # type: ignore[misc]
         def __init__(self, cp_id: str, ws: Any, owner: OcppCollector) -> None:
-            super().__init__(cp_id, ws)
+            super().__init__(cp_id, ws, logger=self._wire_log(cp_id, owner))
             self.owner = owner
 
         @_route(Action.boot_notification)
@@ -276,9 +490,37 @@ def _make_16() -> type:
             return call_result.StatusNotification()
 
         @_route(Action.meter_values)
-        async def on_meter_values(self, connector_id: int, meter_value: list[Any], **_: Any) -> Any:
-            await self.metered(connector_id, meter_value)
+        async def on_meter_values(
+            self, connector_id: int, meter_value: list[Any], **kw: Any
+        ) -> Any:
+            tx = kw.get("transaction_id")
+            tx_id = "" if tx is None else str(tx)
+            if tx_id and connector_id > 0:  # learn the connector of a transaction started
+                await self.owner.place(self.id, tx_id, connector_id)  # before a restart
+            await self.owner.emit(self.meter(connector_id, meter_value, _now_us(), tx_id))
             return call_result.MeterValues()
+
+        @_route(Action.authorize)
+        async def on_authorize(self, id_tag: str, **_: Any) -> Any:
+            return call_result.Authorize(id_tag_info=_id_tag_info(self.owner.auth, id_tag))
+
+        @_route(Action.start_transaction)
+        async def on_start_transaction(self, connector_id: int, id_tag: str, **_: Any) -> Any:
+            tx_id = await self.owner.start_transaction(self.id, connector_id)
+            return call_result.StartTransaction(
+                transaction_id=tx_id, id_tag_info=_id_tag_info(self.owner.auth, id_tag)
+            )
+
+        @_route(Action.stop_transaction)
+        async def on_stop_transaction(self, timestamp: str, transaction_id: int, **kw: Any) -> Any:
+            tx_id = str(transaction_id)
+            connector = await self.owner.place(self.id, tx_id, None)
+            data = kw.get("transaction_data")
+            await self.owner.emit(self.meter(connector, data, time_or(timestamp, _now_us()), tx_id))
+            id_tag = kw.get("id_tag")
+            return call_result.StopTransaction(
+                id_tag_info=None if id_tag is None else _id_tag_info(self.owner.auth, id_tag)
+            )
 
     return CentralSystem16
 
@@ -289,7 +531,7 @@ def _make_201() -> type:
 
     class CentralSystem201(_Answers, ChargePoint):  # type: ignore[misc]
         def __init__(self, cp_id: str, ws: Any, owner: OcppCollector) -> None:
-            super().__init__(cp_id, ws)
+            super().__init__(cp_id, ws, logger=self._wire_log(cp_id, owner))
             self.owner = owner
 
         @_route(Action.boot_notification)
@@ -309,27 +551,38 @@ def _make_201() -> type:
 
         @_route(Action.meter_values)
         async def on_meter_values(self, evse_id: int, meter_value: list[Any], **_: Any) -> Any:
-            await self.metered(evse_id, meter_value)
+            await self.owner.emit(self.meter(evse_id, meter_value, _now_us()))
             return call_result.MeterValues()
+
+        @_route(Action.authorize)
+        async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+            return call_result.Authorize(
+                id_token_info=_id_tag_info(self.owner.auth, id_token.get("id_token"))
+            )
 
         @_route(Action.transaction_event)
         async def on_transaction_event(
             self, timestamp: str, transaction_info: dict[str, Any], **kw: Any
         ) -> Any:
-            evse = kw.get("evse") or {}
-            evse_id = int(evse.get("id", 0)) if isinstance(evse, dict) else 0
-            device = self.owner.names.device(self.id, evse_id)
+            tx_id = str(transaction_info.get("transaction_id") or "")
+            evse = kw.get("evse")
+            named = int(evse["id"]) if isinstance(evse, dict) and "id" in evse else None
+            connector = await self.owner.place(self.id, tx_id, named)
+            ts = time_or(timestamp, _now_us())
             readings: list[Reading] = []
-            if device is not None:
-                ts = time_or(timestamp, _now_us())
-                state = CHARGING_STATE_201.get(str(transaction_info.get("charging_state")))
-                if state is not None:
-                    readings += self.owner.note_status(
-                        self.id, evse_id, (state, False), ts, "charging_state"
-                    )
-                readings += meter_readings(device, kw.get("meter_value") or (), ts)
+            state = CHARGING_STATE_201.get(str(transaction_info.get("charging_state")))
+            if state is not None and connector is not None:
+                readings += self.owner.note_status(
+                    self.id, connector, (state, False), ts, "charging_state"
+                )
+            readings += self.meter(connector, kw.get("meter_value"), ts, tx_id)
             await self.owner.emit(readings)
-            return call_result.TransactionEvent()
+            token = kw.get("id_token")
+            return call_result.TransactionEvent(
+                id_token_info=None
+                if not isinstance(token, dict)
+                else _id_tag_info(self.owner.auth, token.get("id_token"))
+            )
 
     return CentralSystem201
 

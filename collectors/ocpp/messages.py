@@ -8,11 +8,15 @@ too); these functions turn them into readings:
 - MeterValues (and 2.0.1 TransactionEvent meter values) -> ``energy_kwh`` from
   Energy.Active.Import.Register and ``power_kw`` from Power.Active.Import, converted from
   Wh/W (OCPP's defaults) or kWh/kW; per-phase and EV-side samples are left out;
+- 1.6 StopTransaction's ``transactionData`` -> the same as MeterValues, on the connector the
+  transaction started on (:mod:`.transactions`);
 - BootNotification and Heartbeat -> the last known ``connector_status`` of each connector of
   that charge point, re-stated at the time of the message: the pile is alive and its status
   still holds (charge points send StatusNotification only on change).
 
 Connector 0 (the charge point as a whole) maps to no device and yields no readings.
+
+:class:`Authorization` answers Authorize, StartTransaction and TransactionEvent id tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from qilu.contract import Quality, Reading
 from qilu.devices import CONNECTOR_STATES
@@ -34,6 +38,7 @@ STATUS_201 = {"Available": 0, "Occupied": 1, "Reserved": 6, "Unavailable": 7, "F
 CHARGING_STATE_201 = {"EVConnected": 1, "Charging": 2, "SuspendedEVSE": 3, "SuspendedEV": 4}
 ENERGY = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
+Policy = Literal["accept", "allow_list", "reject"]
 _FRACTION = re.compile(r"\.(\d+)")
 
 
@@ -72,6 +77,29 @@ class DeviceNames:
         if key in self.overrides:
             return self.overrides[key]
         return self.pattern.format(charge_point=charge_point, connector=connector)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """Which id tags (1.6) / id tokens (2.0.1) may charge: all, those listed, or none.
+
+    OCPP compares id tokens case-insensitively, so does this."""
+
+    policy: Policy = "reject"
+    id_tags: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, policy: Policy, id_tags: Iterable[str]) -> Authorization:
+        return cls(policy, frozenset(t.casefold() for t in id_tags))
+
+    def accepts(self, id_tag: str) -> bool:
+        if self.policy == "accept":
+            return True
+        return self.policy == "allow_list" and id_tag.casefold() in self.id_tags
+
+    def status(self, id_tag: str) -> str:
+        """The ``status`` of an IdTagInfo / IdTokenInfo (same words in 1.6 and 2.0.1)."""
+        return "Accepted" if self.accepts(id_tag) else "Invalid"
 
 
 def status_readings(device: str, code: int, fault: bool, ts_us: int) -> list[Reading]:

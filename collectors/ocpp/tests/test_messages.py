@@ -11,12 +11,14 @@ import pytest
 
 from collectors.ocpp.collector import OcppCollector
 from collectors.ocpp.messages import (
+    Authorization,
     DeviceNames,
     meter_readings,
     parse_time,
     status_16,
     status_201,
 )
+from collectors.ocpp.transactions import MAX_ID, Transactions
 from qilu.devices import CONNECTOR_STATES
 from qilu.errors import ConfigError
 
@@ -100,9 +102,67 @@ def test_sample_configuration_is_valid() -> None:
         ({"devices": {"CP1": "x"}}, "collectors.o.devices.CP1"),
         ({"path": "ocpp"}, "collectors.o.path"),
         ({"heartbeat_interval_s": 1}, "collectors.o.heartbeat_interval_s"),
+        ({"authorization": "maybe"}, "collectors.o.authorization"),
+        ({"authorization": "allow_list"}, "collectors.o.id_tags"),
+        ({"id_tags": ["TAG1"]}, "collectors.o.authorization"),  # listed, but the policy rejects
+        ({"authorization": "allow_list", "id_tags": ["T", " "]}, "collectors.o.id_tags[1]"),
+        ({"state_file": 7}, "collectors.o.state_file"),
     ],
 )
 def test_bad_configuration_names_the_key(raw: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         OcppCollector.from_config("o", {"type": "ocpp", **raw}).validate()
     assert err.value.key == key
+
+
+def test_a_transaction_is_placed_on_the_connector_it_was_seen_on() -> None:
+    t = Transactions()
+    assert t.place("CS1", "T1", 2) == (2, True)
+    assert t.place("CS1", "T1", None) == (2, False)  # Updated / Ended without evse
+    assert t.place("CS1", "T1", 2) == (2, False)  # the Started event sent again
+    assert t.place("CS2", "T1", None) == (None, False)  # ids are per charge point
+    assert t.place("CS1", "T-unknown", None) == (None, False)
+    assert t.place("CS1", "", 3) == (3, False)  # no transaction: nothing to remember
+    assert t.place("CS1", "T-unknown", 0) == (0, False)  # connector 0 stays 0: no device
+
+
+def test_a_connector_keeps_only_its_latest_transaction() -> None:
+    t = Transactions()
+    for n in range(100):
+        t.place("CS1", f"T{n}", 1 + n % 2)
+    assert t.open == {"CS1": {"T98": 1, "T99": 2}}  # bounded by the connectors, not by time
+    assert t.place("CS1", "T99", None) == (2, False)  # ended, still placed if sent again
+
+
+def test_16_transaction_ids_increase_across_restarts() -> None:
+    t = Transactions()
+    now = 1_795_000_000
+    ids = [t.new_id(now) for _ in range(3)]
+    assert ids == [now, now + 1, now + 2]  # faster than the clock: one more each time
+    assert Transactions().new_id(now + 5) > ids[-1]  # a restart without the map
+    assert Transactions.loads(t.dumps()).new_id(now) == now + 3  # a restart with it
+    t.last_id = MAX_ID
+    assert t.new_id(now) == 1  # wraps within a 32-bit integer
+
+
+def test_the_transaction_map_round_trips_and_refuses_other_text() -> None:
+    t = Transactions()
+    t.place("CS1", "T1", 2)
+    t.place("CP 7", "42", 1)
+    t.new_id(1_795_000_000)
+    back = Transactions.loads(t.dumps())
+    assert (back.open, back.last_id) == (t.open, t.last_id)
+    for bad in ("[]", '{"format": 2}', '{"format": 1, "last_id": "x", "open": {}}',
+                '{"format": 1, "last_id": 1, "open": {"CS1": {"T1": 0}}}'):  # fmt: skip
+        with pytest.raises(ValueError, match=r"transaction map|last_id|connectors"):
+            Transactions.loads(bad)
+
+
+def test_authorization_policies() -> None:
+    allow = Authorization.of("allow_list", ["04A1B2C3", "Fleet-7"])
+    assert allow.status("04a1b2c3") == "Accepted"  # OCPP id tokens are case-insensitive
+    assert allow.status("FLEET-7") == "Accepted"
+    assert allow.status("0000") == "Invalid"
+    assert Authorization.of("accept", []).status("anything") == "Accepted"
+    assert Authorization.of("reject", []).status("04A1B2C3") == "Invalid"
+    assert Authorization().status("04A1B2C3") == "Invalid"  # rejecting is the default
