@@ -17,6 +17,12 @@ class SourceOut(BaseModel):
     article: str = Field(examples=["（十五）"])
 
 
+class BaselineOut(BaseModel):
+    day: date = Field(examples=["2020-12-31"])
+    value: float = Field(description="as the document gives it (not scaled)", examples=[31000])
+    source: str = Field(examples=["山东省“十四五”数字强省建设规划, 主要指标表，2020年（3.1万个）"])
+
+
 class TargetOut(BaseModel):
     id: str = Field(examples=["charging-public-piles-2024"])
     sector: str = Field(examples=["charging"])
@@ -30,6 +36,10 @@ class TargetOut(BaseModel):
     fidelity: str = Field(description="direct, or proxy when only part is measurable here")
     note: str
     source: SourceOut
+    baseline: BaselineOut | None = Field(
+        description="a figure a document gives for an earlier day, with its source: the start "
+        "of the plan's own path (GET /v1/trajectories)"
+    )
 
 
 class JudgementOut(BaseModel):
@@ -120,6 +130,9 @@ class CoverageSeriesOut(BaseModel):
     start: date
     end: date
     threshold: float
+    threshold_effective: float = Field(description="what ``met`` compares with (CoverageOut)")
+    scaled: bool
+    scale: float | None
     comparator: str
     due: date
     points: list[SeriesPointOut] = Field(description="one per day with a stored value")
@@ -135,12 +148,6 @@ class SeriesDayOut(DayValueOut):
         description="backfilled by the simulation for a day before the platform ran "
         "(a modelled history), not measured"
     )
-
-
-class BaselineOut(BaseModel):
-    day: date = Field(examples=["2020-12-31"])
-    value: float = Field(description="as the document gives it (not scaled)", examples=[31000])
-    source: str = Field(examples=["山东省“十四五”数字强省建设规划, 主要指标表，2020年（3.1万个）"])
 
 
 class TrajectoryOut(BaseModel):
@@ -288,6 +295,22 @@ class TargetNameOut(BaseModel):
     name_zh: str
 
 
+class SimulationOut(BaseModel):
+    """The registry is a simulation of part of the province (docs/targets.md)."""
+
+    shares: dict[str, float] = Field(
+        description="the share of the province simulated, per sector ('all': every sector's "
+        "devices); count thresholds are compared scaled by it",
+        examples=[{"charging": 0.02, "substation": 0.0232, "ranch": 0.3333, "all": 0.02}],
+    )
+    note: str = Field(
+        examples=[
+            "The registry is a simulation of 2.0 % of Shandong's charging stations, ... : "
+            "count thresholds are compared scaled by the same share (marked scaled)."
+        ]
+    )
+
+
 class StatusOut(BaseModel):
     """Everything the status page shows, in one answer (also pushed as SSE ``status``)."""
 
@@ -298,6 +321,9 @@ class StatusOut(BaseModel):
     targets: list[TargetNameOut]
     coverage: list[CoverageOut]
     pipeline: PipelineOut
+    simulation: SimulationOut | None = Field(
+        description="null for a real registry; else the simulated share of the province"
+    )
 
 
 class ApiKeyOut(BaseModel):

@@ -14,6 +14,7 @@ from api.schemas import (
     CoverageOut,
     JudgementOut,
     PipelineOut,
+    SimulationOut,
     StatusOut,
     TargetNameOut,
 )
@@ -216,6 +217,31 @@ def warm(snap: Snapshot, catalog: Catalog, refresh_s: float) -> None:
     )
 
 
+_SECTOR_WORDS = {
+    "charging": "charging stations",
+    "substation": "substations",
+    "ranch": "ranches",
+    "all": "devices overall",
+}
+
+
+def simulation_out(fractions: dict[str, float]) -> SimulationOut | None:
+    """What the status page's banner says about a simulated registry (None for a real one,
+    or a simulation of the whole province)."""
+    if not fractions or all(share == 1.0 for share in fractions.values()):
+        return None
+    parts = ", ".join(
+        f"{share * 100:.1f} % of its {_SECTOR_WORDS.get(sector, sector)}"
+        for sector, share in sorted(fractions.items())
+    )
+    return SimulationOut(
+        shares=dict(sorted(fractions.items())),
+        note=f"The registry is a simulation of part of Shandong ({parts}). Count thresholds "
+        "are compared scaled by the same share and marked as scaled; ratio thresholds apply "
+        "as written.",
+    )
+
+
 def status_out(
     snap: Snapshot,
     catalog: Catalog,
@@ -243,6 +269,7 @@ def status_out(
             if t.id in shown
         ],
         coverage=cov,
+        simulation=simulation_out(snap.fractions),
         pipeline=PipelineOut(
             newest_reading=h.newest_reading,
             freshness_s=(snap.as_of - h.newest_reading).total_seconds()

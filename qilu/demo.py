@@ -1,8 +1,11 @@
 """``qilu run``: the whole platform on this machine, a simulated province streaming through it.
 
-Steps: start the local servers, migrate, load a generated registry, create topics, then run
-the ingest consumer, the simulated edge agents and the API as child processes, and print the
-coverage table (targets x cities) from the API every few seconds. Ctrl-C stops the children
+Steps: start the local servers, migrate, load a generated registry (recording the share of the
+province it stands for, and modelling ``--history-days`` of coverage history before the first
+recorded day, marked synthetic), create topics, then run the ingest consumer, the simulated
+edge agents and the API as child processes, and print the coverage table (targets x cities)
+from the API every few seconds. Count thresholds are compared scaled to the simulated share
+and marked so (docs/adr/0013-scaled-thresholds.md). Ctrl-C stops the children
 cleanly; the servers keep running (``qilu services down`` stops them).
 """
 
@@ -21,7 +24,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from qilu.catalog import load_catalog
-from qilu.registry import generate
+from qilu.registry import generate, sector_fractions
 from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,6 +44,13 @@ def register(sub: Any) -> None:
         type=float,
         default=0.02,
         help="province scale, 1.0 = ~240k piles (default 0.02: ~5k devices)",
+    )
+    p.add_argument(
+        "--history-days",
+        type=int,
+        default=90,
+        help="days of coverage history to model before the first recorded day, marked "
+        "synthetic, so the charts show something on first start (default 90; 0: none)",
     )
     p.add_argument("--every", type=float, default=10.0, help="seconds between coverage tables")
     p.add_argument(
@@ -77,6 +87,7 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> None:
     from storage import migrate
     from storage.db import connect
     from storage.registry_store import load_registry
+    from storage.trajectories import backfill, record_simulation
     from stream.topics import ensure_topics
 
     total = 5
@@ -93,6 +104,14 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> None:
         _step(3, total, f"loading the simulated registry (seed {args.seed}, scale {args.scale})")
         reg = generate(args.seed, args.scale)
         load_registry(conn, reg)
+        # a share of the province: count thresholds are compared scaled by it (ADR 0013)
+        record_simulation(conn, sector_fractions(args.scale), args.seed, args.scale)
+        if args.history_days > 0:
+            sys.stderr.write(
+                f"      modelling up to {args.history_days} days of coverage history "
+                "before the first recorded day (marked synthetic; first start only)\n"
+            )
+            backfill(conn, load_catalog(), datetime.now(UTC), args.history_days)
     _step(
         4, total, f"creating Kafka topics; {len(reg.sites):,} sites, {len(reg.devices):,} devices"
     )

@@ -130,12 +130,18 @@ def get_series(
         raise unavailable(f"daily coverage is not available: {exc}", 60) from exc
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise unavailable("the database is not reachable", 5) from exc
+    snap = ctx.refresher.snapshot  # the scale of a simulated registry, as in /v1/coverage
+    scale = judge.scale_for(t, snap.fractions) if snap is not None else None
+    threshold = judge.effective_threshold(t, scale)
     return CoverageSeriesOut(
         target_id=t.id,
         city_code=city,
         start=first,
         end=last,
         threshold=t.threshold,
+        threshold_effective=threshold,
+        scaled=scale is not None,
+        scale=scale,
         comparator=t.comparator,
         due=t.due,
         points=[
@@ -144,7 +150,7 @@ def get_series(
                 numerator=r.numerator,
                 denominator=r.denominator,
                 value=r.value,
-                met=r.value is not None and t.met(r.value),
+                met=r.value is not None and t.met(r.value, threshold),
             )
             for r in rows
         ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Path, Request
 
 from api.deps import PROBLEMS, CoverageReader, context
-from api.schemas import SourceOut, TargetOut
+from api.schemas import BaselineOut, SourceOut, TargetOut
 from api.views import visible_target
 from qilu.catalog import Catalog, Target
 
@@ -26,6 +26,11 @@ def target_out(catalog: Catalog, t: Target) -> TargetOut:
         binding=t.binding,
         fidelity=t.fidelity,
         note=t.note,
+        baseline=BaselineOut(
+            day=t.baseline.day, value=t.baseline.value, source=catalog.cite(t.baseline.source)
+        )
+        if t.baseline is not None
+        else None,
         source=SourceOut(
             document=t.source.document, number=doc.number, title=doc.title, article=t.source.article
         ),

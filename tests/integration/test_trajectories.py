@@ -178,6 +178,16 @@ def test_coverage_answers_and_cli_table_mark_scaled_thresholds(scaled: Api) -> N
     assert (mon["scaled"], mon["scale"], mon["threshold_effective"]) == (False, None, 1.0)
     status = scaled.client.get("/v1/status").json()
     assert {c["target_id"]: c["scaled"] for c in status["coverage"]}[NETWORKED] is True
+    assert status["simulation"]["shares"] == {
+        "all": 0.02,
+        "charging": 0.02,
+        "ranch": 0.5,
+        "substation": 0.02,
+    }
+    assert "2.0 % of its charging stations" in status["simulation"]["note"]
+    series = scaled.get(f"/v1/coverage/{NETWORKED}/series", start="2026-03-01", end="2026-03-05")
+    assert (series["scaled"], series["threshold_effective"]) == (True, pytest.approx(2_000))
+    assert [p["met"] for p in series["points"]] == [False, True, False, True, True]
 
     table = format_coverage(scaled.get("/v1/coverage"))
     line = next(row for row in table.splitlines() if row.startswith(NETWORKED))
@@ -194,6 +204,15 @@ def test_a_real_registry_is_judged_against_the_thresholds_as_written(real: Api) 
     assert (t["met_on"], t["behind_since"]) == (None, "2026-03-01")
     assert [p["value"] for p in t["plan_path"]] == [31_000, 100_000]
     assert "scaled" not in format_coverage(real.get("/v1/coverage"))
+    assert real.client.get("/v1/status").json()["simulation"] is None
+
+
+def test_targets_carry_their_baseline_and_its_source(real: Api) -> None:
+    targets = {t["id"]: t for t in real.get("/v1/targets")}
+    assert targets["iot-terminals-2025"]["baseline"]["value"] == 45_000_000
+    assert "4500万" in targets["iot-terminals-2025"]["baseline"]["source"]
+    assert targets["agri-bases-2022"]["baseline"]["value"] == 232
+    assert targets[MONITORING]["baseline"] is None
 
 
 def test_trajectory_access_follows_the_status_page(scaled: Api) -> None:
