@@ -37,6 +37,7 @@ from api.routers import (
     assets,
     audit,
     coverage,
+    deadletters,
     export,
     gaps,
     health,
@@ -171,7 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (
         *(coverage, trajectories, status, targets, names, assets, gaps, export, keys, agents),
-        *(admin_registry, audit, health),
+        *(admin_registry, audit, deadletters, health),
     ):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "qilu.demo",
     "storage.cli",
     "stream.cli",
+    "stream.deadletters_cli",
     "edge_agent.cli",
     "qilu.agents_cli",
     "api.cli",

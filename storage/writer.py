@@ -17,8 +17,10 @@ Two ways to move a batch (docs/adr/0008-ingest-write-path.md has the measurement
   CONFLICT DO NOTHING``. For engines without COPY or with small protocol messages (the
   TimescaleDB test engine).
 
-In the same transaction: ``device_liveness`` (newest reading per device) and, in postgres
-mode, the ranges the rollup refresh must recompute (``rollup_invalidations``).
+In the same transaction: ``device_liveness`` (newest reading per device), in postgres
+mode the ranges the rollup refresh must recompute (``rollup_invalidations``), and whatever
+:class:`TransactionPart` the sink was given (``parts``: the dead-letter summary of
+storage/deadletters.py). A batch with nothing but parts to write still gets its transaction.
 
 Errors: a lost connection or a database restart raises RetryableError (the pool replaces the
 broken connection by itself); a saturated database (statement timeout, too many connections,
@@ -35,6 +37,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from itertools import repeat
+from typing import Protocol
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -155,6 +158,27 @@ _SATURATED = (
 _CONFLICT = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 
 
+class TransactionPart(Protocol):
+    """Something written in the same transaction as a batch of readings."""
+
+    @property
+    def pending(self) -> int:
+        """How much it holds to write (0: nothing)."""
+        ...
+
+    def write(self, cur: psycopg.Cursor[TupleRow]) -> None:
+        """Write it, inside the batch's transaction (may run again if the transaction fails)."""
+        ...
+
+    def committed(self) -> None:
+        """The transaction committed: forget what was written."""
+        ...
+
+    def discard(self) -> None:
+        """The batch is abandoned (its records will be read again)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     offered: int
@@ -183,6 +207,7 @@ class ReadingsSink:
         method: WriteMethod | None = None,
         pool_timeout_s: float = 5.0,
         statement_timeout_ms: int = 60_000,
+        parts: tuple[TransactionPart, ...] = (),
     ) -> None:
         if mode is StorageMode.AUTO:
             raise ValueError("ReadingsSink needs the resolved storage mode, not auto")
@@ -198,6 +223,7 @@ class ReadingsSink:
         self._staged: weakref.WeakSet[psycopg.Connection[TupleRow]] = weakref.WeakSet()
         self._staging = False  # the last batch held duplicates: stage until one does not
         self._partition_hours: set[int] = set()  # hours known to have a partition
+        self._parts = parts
 
     def add(self, rows: Rows) -> None:
         self._pending.extend(rows)
@@ -209,16 +235,18 @@ class ReadingsSink:
     def discard(self) -> None:
         """Forget the pending batch (its Kafka records will be redelivered to someone)."""
         self._pending = Rows()
+        for part in self._parts:
+            part.discard()
 
     def flush(self) -> WriteResult:
         """Write the pending rows in one transaction; on success the batch is cleared."""
         rows = self._pending
         start = time.perf_counter()
-        if not rows:
+        if not rows and not any(part.pending for part in self._parts):
             return WriteResult(0, 0, 0.0)
         try:
             try:
-                if self._mode is StorageMode.POSTGRES:
+                if self._mode is StorageMode.POSTGRES and rows:
                     self._ensure_partitions(rows)
                 inserted = self._write(rows)
             except pgerrors.CheckViolation as exc:
@@ -239,6 +267,8 @@ class ReadingsSink:
         except psycopg.OperationalError as exc:
             raise RetryableError(f"database unavailable: {exc}") from exc
         self._pending = Rows()
+        for part in self._parts:
+            part.committed()
         return WriteResult(len(rows), inserted, time.perf_counter() - start)
 
     # -- internals ------------------------------------------------------------------------------
@@ -263,13 +293,18 @@ class ReadingsSink:
                 cur.execute(
                     "SELECT set_config('statement_timeout', %s, true)", (self._statement_timeout,)
                 )
-                if self.method is WriteMethod.COPY:
-                    inserted = self._write_copy(conn, cur, rows)
-                else:
-                    inserted = self._write_unnest(cur, rows)
-                self._write_liveness(cur, rows)
-                if self._mode is StorageMode.POSTGRES:
-                    self._write_invalidations(cur, rows)
+                inserted = 0
+                if rows:
+                    if self.method is WriteMethod.COPY:
+                        inserted = self._write_copy(conn, cur, rows)
+                    else:
+                        inserted = self._write_unnest(cur, rows)
+                    self._write_liveness(cur, rows)
+                    if self._mode is StorageMode.POSTGRES:
+                        self._write_invalidations(cur, rows)
+                for part in self._parts:
+                    if part.pending:
+                        part.write(cur)
             return inserted
 
     def _write_copy(

@@ -18,8 +18,10 @@ from qilu.settings import Settings, StorageMode
 from storage import maintain
 from storage import mode as modes
 from storage.db import connect
+from storage.deadletters import SummaryWriter
 from storage.registry_store import load_device_index
 from storage.writer import ReadingsSink
+from stream.deadletter import DeadLetterTally
 from stream.gaps import GapSink
 from stream.ingest import IngestConsumer
 from stream.topics import ensure_topics
@@ -83,7 +85,15 @@ def build_consumer(
         with connect(settings.db) as conn:
             return load_device_index(conn)
 
-    sink = ReadingsSink(pool, mode=mode, max_rows_per_statement=settings.db.max_rows_per_statement)
+    # refusals are summed in the readings' transaction (docs/adr/0012-dead-letters.md)
+    tally = DeadLetterTally()
+    summary = SummaryWriter(tally, max_rows_per_statement=settings.db.max_rows_per_statement)
+    sink = ReadingsSink(
+        pool,
+        mode=mode,
+        max_rows_per_statement=settings.db.max_rows_per_statement,
+        parts=(summary,),
+    )
     gaps = GapSink(pool)
     agents = None
     if settings.ingest.authenticate:
@@ -100,6 +110,7 @@ def build_consumer(
         stop=stop,
         gaps=gaps,
         agents=agents,
+        deadletters=tally,
         max_age_s=settings.storage.raw_retention_days * 86_400.0,
     )
     logger.info("storage mode %s; writing batches with %s", mode, sink.method)

@@ -6,9 +6,12 @@ One iteration of the loop:
 2. decode and validate every record; good readings go to the sink, bad records and bad
    readings become dead letters (original bytes + reason), the rest of the batch goes on;
 3. flush the sink: one database transaction (retried with backoff while the database is down
-   or saturated, partitions paused so nothing more is fetched, nothing dropped);
+   or saturated, partitions paused so nothing more is fetched, nothing dropped), which also
+   adds the batch's dead letters to the summary table (storage/deadletters.py, counted once
+   even when the batch is read again: docs/adr/0012-dead-letters.md);
 4. produce the dead letters and wait for the broker's acknowledgement;
-5. commit the consumed offsets.
+5. commit the consumed offsets; log each (agent, reason) refused, at most once per
+   :data:`REFUSALS_LOG_INTERVAL_S` (the numbers go to Prometheus and the summary table).
 
 A crash anywhere before 5 redelivers the batch; the natural key makes that harmless. A
 rebalance during a retry discards the pending batch: the partition's next owner rereads it.
@@ -36,7 +39,7 @@ from storage.registry_store import DeviceIndex
 from storage.writer import ReadingsSink
 from stream import metrics
 from stream.agents import AgentAuth
-from stream.deadletter import DeadLetter
+from stream.deadletter import DeadLetter, DeadLetterTally, OncePerInterval, key_agent
 from stream.gaps import GapSink
 from stream.topics import deadletter_topic, readings_topics
 from stream.validate import Rows, Validator, validate_gaps
@@ -53,6 +56,8 @@ Record = (
 # the index is reloaded at least this often, so registry changes (a decommissioning) take
 # effect in ingest within this time even when no unknown device appears
 INDEX_MAX_AGE_S = 300.0
+# an (agent, reason) that keeps being refused is logged at most this often
+REFUSALS_LOG_INTERVAL_S = 300.0
 
 
 @dataclass(slots=True)
@@ -62,6 +67,21 @@ class BatchOutcome:
     duplicates: int = 0
     rejected: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # (agent, reason) -> records (whole-envelope reasons) or readings refused; for the log
+    refused: dict[tuple[str, str], int] = field(default_factory=dict)
+    examples: dict[tuple[str, str], str] = field(default_factory=dict)  # -> a detail
+
+    def refuse(self, letter: DeadLetter, agent: str) -> None:
+        self.dead_letters.append(letter)
+        if letter.reason == "rejected_readings":
+            for r in letter.rejected:
+                self._count((agent, r.reason), 1, r.detail)
+        else:
+            self._count((agent, letter.reason), 1, letter.detail)
+
+    def _count(self, key: tuple[str, str], n: int, detail: str) -> None:
+        self.refused[key] = self.refused.get(key, 0) + n
+        self.examples.setdefault(key, detail)
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -88,12 +108,17 @@ class IngestConsumer:
         topics: list[str] | None = None,
         gaps: GapSink | None = None,
         agents: AgentAuth | None = None,
+        deadletters: DeadLetterTally | None = None,
         max_age_s: float | None = None,
     ) -> None:
         self._kafka, self._cfg, self._sink = kafka, ingest, sink
         self._max_age_s = max_age_s  # the raw retention: older readings are refused (too_old)
         self._agents = agents  # None: envelopes are not authenticated (ingest.authenticate)
         self._gaps = gaps  # agents' gap records (stream/gaps.py), flushed with the readings
+        # the summary of refusals, written by the sink in the batch's transaction (None: not
+        # kept; the sink must have been given the same tally: stream/cli.py build_consumer)
+        self._tally = deadletters
+        self._refusals_log = OncePerInterval(REFUSALS_LOG_INTERVAL_S)
         self._load_index = load_index
         self._stop = stop or threading.Event()
         self._topics = topics or readings_topics(kafka)
@@ -127,15 +152,16 @@ class IngestConsumer:
         for rec in records:
             topic, partition, offset, key, value = rec[0], rec[1], rec[2], rec[3], rec[4]
             source = f"{topic}/{partition}/{offset}"
+            where = (topic, partition, offset)
             if value is None:  # a tombstone (null value): nothing to decode
-                out.dead_letters.append(
-                    DeadLetter(key, b"", "malformed", "record has no value", source)
-                )
+                letter = DeadLetter(key, b"", "malformed", "record has no value", source)
+                self._refuse(out, letter, key_agent(key), where, now_us)
                 continue
             try:
                 env = decode(value)
             except DecodeError as exc:
-                out.dead_letters.append(DeadLetter(key, value, exc.reason, exc.detail, source))
+                letter = DeadLetter(key, value, exc.reason, exc.detail, source)
+                self._refuse(out, letter, key_agent(key), where, now_us)
                 continue
             sites = None
             if self._agents is not None:
@@ -146,9 +172,8 @@ class IngestConsumer:
                     rec[6] if len(rec) == 7 else None,
                 )
                 if verdict.reason is not None:
-                    out.dead_letters.append(
-                        DeadLetter(key, value, verdict.reason, verdict.detail, source)
-                    )
+                    letter = DeadLetter(key, value, verdict.reason, verdict.detail, source)
+                    self._refuse(out, letter, env.agent_id, where, now_us, readings=len(env))
                     continue
                 sites = verdict.sites
             if env.gaps and self._gaps is not None:
@@ -157,9 +182,10 @@ class IngestConsumer:
                 if bad_gaps:
                     why = ", ".join(sorted({r.reason for r in bad_gaps}))
                     detail = f"{len(bad_gaps)} gap record(s) rejected: {why}"
-                    out.dead_letters.append(
-                        DeadLetter(key, value, "rejected_gaps", detail, source, tuple(bad_gaps))
+                    letter = DeadLetter(
+                        key, value, "rejected_gaps", detail, source, tuple(bad_gaps)
                     )
+                    self._refuse(out, letter, env.agent_id, where, now_us)
             rows, rejected = self._validator.validate(env, now_us, sites)
             if rejected and any(r.reason == "unknown_device" for r in rejected):
                 rows, rejected = self._revalidate_after_refresh(env, now_us, rows, rejected, sites)
@@ -168,10 +194,32 @@ class IngestConsumer:
             if rejected:
                 reasons = sorted({r.reason for r in rejected})
                 detail = f"{len(rejected)} of {len(env)} readings rejected: {', '.join(reasons)}"
-                out.dead_letters.append(
-                    DeadLetter(key, value, "rejected_readings", detail, source, tuple(rejected))
+                letter = DeadLetter(
+                    key, value, "rejected_readings", detail, source, tuple(rejected)
                 )
+                self._refuse(out, letter, env.agent_id, where, now_us, devices=env.devices)
         return out
+
+    def _refuse(
+        self,
+        out: BatchOutcome,
+        letter: DeadLetter,
+        agent: str,
+        where: tuple[str, int, int],
+        now_us: int,
+        *,
+        readings: int = 0,
+        devices: list[str] | None = None,
+    ) -> None:
+        """A dead letter of the batch, and its share of the summary (``devices``: the
+        envelope's device column, for readings refused one by one)."""
+        out.refuse(letter, agent)
+        if self._tally is None:
+            return
+        if devices is not None:
+            self._tally.add_readings(where, now_us, agent, devices, letter.rejected)
+        else:
+            self._tally.add_envelope(where, now_us, agent, letter.reason, letter.detail, readings)
 
     def _revalidate_after_refresh(
         self,
@@ -261,11 +309,26 @@ class IngestConsumer:
                     continue
                 metrics.LAST_COMMIT.set_to_current_time()
                 metrics.RECORDS.labels("committed").inc(outcome.records)
+                if outcome.refused:
+                    self._log_refusals(outcome)
                 self._report_lag(consumer)
         finally:
             consumer.close(autocommit=False)
             producer.close(timeout=10)
             logger.info("ingest stopped")
+
+    def _log_refusals(self, outcome: BatchOutcome) -> None:
+        """One line per (agent, reason) when it first appears and then at most once per
+        interval, with how many were refused since the last line: never one per record."""
+        for agent, reason, n in self._refusals_log.due(outcome.refused, time.monotonic()):
+            logger.warning(
+                "refused from agent %s: %d %s since the last report (e.g. %s); "
+                "`qilu deadletters summary` has the whole picture",
+                agent or "(unknown)",
+                n,
+                reason,
+                outcome.examples.get((agent, reason), ""),
+            )
 
     def _failpoint_after_db_commit(self) -> None:
         """Fault injection (docs/faults.md), off unless ``ingest.failpoint_after_db_commit_s``
