@@ -44,7 +44,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote
 
+from edge_agent import metrics as agent_metrics
 from edge_agent.schema import bounds, build
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
 from collectors.base import Collector, ReadingSink
@@ -66,10 +69,13 @@ from qilu.errors import ConfigError, RetryableError
 logger = logging.getLogger(__name__)
 wire_logger = logger.getChild("wire")
 Version = Literal["ocpp1.6", "ocpp2.0.1"]
+# the registry on the agent's metrics endpoint: its own where the agent keeps one
+AGENT_REGISTRY: CollectorRegistry = getattr(agent_metrics, "REGISTRY", DEFAULT_REGISTRY)
 UNPLACED = PromCounter(
     "qilu_ocpp_unplaced_readings_total",
     "Readings of OCPP messages that could not be placed on a connector's device (not stored)",
     ["collector", "reason"],
+    registry=AGENT_REGISTRY,
 )
 # reasons: the transaction's connector is unknown (no evse, its start was not seen), or the
 # message is for connector 0, the charge point as a whole, which is no device

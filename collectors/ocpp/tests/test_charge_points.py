@@ -23,12 +23,11 @@ from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call as call16
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
-from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from collectors.ocpp.collector import OcppCollector
+from collectors.ocpp.collector import AGENT_REGISTRY, OcppCollector
 from qilu.contract import Reading
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,8 +91,10 @@ async def shut(c: OcppCollector, task: Any) -> None:
 
 
 def unplaced(c: OcppCollector, reason: str) -> float:
+    """``qilu_ocpp_unplaced_readings_total`` of the collector, as the agent's endpoint serves it."""
     labels = {"collector": c.name, "reason": reason}
-    return REGISTRY.get_sample_value("qilu_ocpp_unplaced_readings_total", labels) or 0.0
+    value = AGENT_REGISTRY.get_sample_value("qilu_ocpp_unplaced_readings_total", labels)
+    return value or 0.0
 
 
 def energy(value_wh: float, ts: str) -> list[dict[str, Any]]:
