@@ -12,7 +12,10 @@ its ``object`` field holds the decoded payload, e.g.::
 
 A :class:`DeviceMap` says which registered device (and so which device kind) a devEUI is, and
 how ``object`` field names map to the kind's metric keys. Fields that are not metrics of the
-kind are ignored; values must be numbers (booleans count as 0/1).
+kind are ignored. A metric's value must be a number: a JSON number, a boolean (0/1) or a string
+holding a decimal number (codecs written in JavaScript often send ``"38.6"``); anything else is
+refused with the reason ``not_a_number`` and a detail that names the value and the metric, and
+the uplink's other fields still become readings (:func:`decode_uplink`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,48 @@ class UplinkError(ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
+
+
+# a decimal number as text: what a codec writes for a number, nothing Python-specific
+# (float() would also take "1_000", "nan", "infinity" and non-ASCII digits)
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """What one uplink yields: readings, and the metric fields refused (``not_a_number``)."""
+
+    readings: list[Reading]
+    refused: list[UplinkError]
+
+
+def metric_value(raw: object, metric: str, name: str) -> float:
+    """A decoded field's value as the number the metric needs, or UplinkError saying why not
+    (``name``: the field's name in ``object``, shown when it differs from the metric key)."""
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    value: float | None = None
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str) and _NUMBER.match(raw.strip()):
+        value = float(raw.strip())
+    if value is not None and math.isfinite(value):
+        return value
+    shown = json.dumps(raw, ensure_ascii=False) if _jsonable(raw) else repr(raw)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    field_ = f" (field {name!r})" if name != metric else ""
+    what = "a finite number" if value is not None else "a number"
+    raise UplinkError("not_a_number", f"{shown} is not {what} for metric {metric}{field_}")
+
+
+def _jsonable(raw: object) -> bool:
+    try:
+        json.dumps(raw)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +121,19 @@ def parse_time(text: str) -> int:
 
 
 def parse_uplink(topic: str, payload: bytes, devices: DeviceMap, now_us: int) -> list[Reading]:
-    """One uplink event -> its readings, or UplinkError saying why there are none."""
+    """One uplink event -> its readings, or UplinkError saying why there are none (the first
+    refused field's, when every metric field was refused)."""
+    up = decode_uplink(topic, payload, devices, now_us)
+    if not up.readings:
+        raise up.refused[0]
+    return up.readings
+
+
+def decode_uplink(topic: str, payload: bytes, devices: DeviceMap, now_us: int) -> Uplink:
+    """One uplink event -> its readings and its refused metric fields; UplinkError when the
+    uplink as a whole yields nothing (bad topic or JSON, unknown device, no ``object``, bad
+    time, no field that is a metric of the device's kind). An uplink without ``time`` takes
+    ``now_us``, the time it was received."""
     m = TOPIC.match(topic)
     if not m:
         raise UplinkError("not_an_uplink_topic", topic)
@@ -101,20 +158,19 @@ def parse_uplink(topic: str, payload: bytes, devices: DeviceMap, now_us: int) ->
     except ValueError as exc:
         raise UplinkError("bad_time", f"{dev_eui}: {when!r}") from exc
     kind = KINDS[dev.kind]
-    out = []
+    out, refused = [], []
     for name, raw in obj.items():
         key = devices.aliases.get(str(name), str(name))
         spec = kind.metric(key)
         if spec is None:
             continue
-        if isinstance(raw, bool):
-            value = 1.0 if raw else 0.0
-        elif isinstance(raw, int | float) and math.isfinite(raw):
-            value = float(raw)
-        else:
+        try:
+            value = metric_value(raw, key, str(name))
+        except UplinkError as exc:
+            refused.append(UplinkError(exc.reason, f"{dev_eui}: {exc.detail}"))
             continue
         quality = Quality.GOOD if spec.low <= value <= spec.high else Quality.BAD
         out.append(Reading(dev.device_id, key, ts, value, quality))
-    if not out:
+    if not out and not refused:
         raise UplinkError("no_known_metrics", f"{dev_eui}: none of {sorted(obj)} is a metric")
-    return out
+    return Uplink(out, refused)

@@ -23,7 +23,7 @@ from typing import Any
 from edge_agent.schema import bounds, build
 
 from collectors.base import Collector, ReadingSink
-from collectors.mqtt.chirpstack import DeviceMap, LoraDevice, UplinkError, parse_uplink
+from collectors.mqtt.chirpstack import DeviceMap, LoraDevice, UplinkError, decode_uplink
 from qilu.devices import KINDS
 from qilu.errors import ConfigError
 
@@ -66,7 +66,8 @@ class MqttCollector(Collector):
         )
         self._client: Any = None
         self._queue: asyncio.Queue[Any] | None = None
-        self.rejected: dict[str, int] = {}  # reason -> uplinks without readings
+        # reason -> uplinks without readings, or metric fields refused (not_a_number)
+        self.rejected: dict[str, int] = {}
         self._warned: set[str] = set()
 
     @classmethod
@@ -160,9 +161,13 @@ class MqttCollector(Collector):
             readings = []
             for msg in batch:
                 try:
-                    readings += parse_uplink(msg.topic, msg.payload, self.devices, now)
+                    up = decode_uplink(msg.topic, msg.payload, self.devices, now)
                 except UplinkError as exc:
                     self._reject(exc)
+                    continue
+                readings += up.readings
+                for refused in up.refused:  # the uplink's other fields are kept
+                    self._reject(refused)
             if readings:
                 await sink(readings)  # on disk when this returns
             for msg in batch:
@@ -173,9 +178,7 @@ class MqttCollector(Collector):
         self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
         if exc.reason not in self._warned:  # once per reason, not per uplink
             self._warned.add(exc.reason)
-            logger.warning(
-                "%s: uplink without readings (%s); counting further ones", self.name, exc
-            )
+            logger.warning("%s: uplink refused (%s); counting further ones", self.name, exc)
 
     async def stop(self) -> None:
         client, self._client = self._client, None

@@ -14,6 +14,7 @@ from collectors.mqtt.chirpstack import (
     DeviceMap,
     LoraDevice,
     UplinkError,
+    decode_uplink,
     parse_time,
     parse_uplink,
 )
@@ -150,3 +151,46 @@ def test_bad_configuration_names_the_key(raw: dict[str, object], key: str) -> No
     with pytest.raises(ConfigError) as err:
         MqttCollector.from_config("m", {"type": "mqtt", **raw}).validate()
     assert err.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("38.6", 38.6), (" 39 ", 39.0), ("+3.9e1", 39.0), (".5e2", 50.0), (38.6, 38.6), (True, 1.0)],
+)
+def test_numeric_strings_are_numbers(raw: object, value: float) -> None:
+    up = {**UPLINK, "object": {"temperature": raw}}
+    (r,) = parse_uplink(TOPIC, json.dumps(up).encode(), DEVICES, NOW)
+    assert (r.metric, r.value) == ("body_temp_c", value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        ("abc", "\"abc\" is not a number for metric body_temp_c (field 'temperature')"),
+        ("38,6", "\"38,6\" is not a number for metric body_temp_c (field 'temperature')"),
+        ("1_000", "\"1_000\" is not a number for metric body_temp_c (field 'temperature')"),
+        ("٣٨", "\"٣٨\" is not a number for metric body_temp_c (field 'temperature')"),
+        ("NaN", "\"NaN\" is not a number for metric body_temp_c (field 'temperature')"),
+        ("1e999", "\"1e999\" is not a finite number for metric body_temp_c (field 'temperature')"),
+        (None, "null is not a number for metric body_temp_c (field 'temperature')"),
+        ([38.6], "[38.6] is not a number for metric body_temp_c (field 'temperature')"),
+    ],
+)
+def test_other_values_are_refused_saying_what_was_wrong(raw: object, detail: str) -> None:
+    up = {**UPLINK, "object": {"temperature": raw, "battery": "87"}}
+    got = decode_uplink(TOPIC, json.dumps(up).encode(), DEVICES, NOW)
+    assert [(r.metric, r.value) for r in got.readings] == [("battery_pct", 87.0)]
+    (refused,) = got.refused
+    assert refused.reason == "not_a_number"
+    assert refused.detail == f"{EUI}: {detail}"
+    alone = {**UPLINK, "object": {"rumination_min": "abc"}}  # no alias: no field name shown
+    with pytest.raises(UplinkError) as err:
+        parse_uplink(TOPIC, json.dumps(alone).encode(), DEVICES, NOW)
+    assert err.value.reason == "not_a_number"
+    assert err.value.detail == f'{EUI}: "abc" is not a number for metric rumination_min'
+
+
+def test_an_uplink_without_time_takes_the_receive_time() -> None:
+    up = {k: v for k, v in UPLINK.items() if k != "time"}
+    rs = parse_uplink(TOPIC, json.dumps(up).encode(), DEVICES, NOW)
+    assert {r.ts_us for r in rs} == {NOW}

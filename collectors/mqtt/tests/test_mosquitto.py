@@ -127,6 +127,41 @@ def test_uplinks_published_with_mosquitto_pub_become_readings(shared_port: int) 
     assert {r.metric for r in sink.readings} == {"body_temp_c", "battery_pct"}
 
 
+def test_numeric_strings_become_readings_and_other_strings_are_refused_with_a_reason(
+    shared_port: int,
+) -> None:
+    """A codec that sends numbers as text ("38.6"): readings; "abc": refused, counted under
+    ``not_a_number``, while the uplink's other fields are still stored."""
+    app = uuid.uuid4().hex
+    c = collector(shared_port, app, f"qilu-test-{app[:8]}")
+    states: list[bool] = []
+    c.on_availability(lambda _n, up, _r: states.append(up))
+    sink = Sink()
+
+    def text_uplink(fcnt: int, temp: str, battery: str) -> str:
+        up = json.loads(uplink(0.0, fcnt))
+        up["object"] = {"temperature": temp, "battery": battery}
+        return json.dumps(up)
+
+    async def main() -> None:
+        await c.connect()
+        task = asyncio.create_task(c.collect(sink))
+        await wait_until(lambda: states == [True])
+        publish(shared_port, app, text_uplink(1, "38.6", "80"))
+        publish(shared_port, app, text_uplink(2, "abc", "79"))
+        await wait_until(lambda: len(sink.readings) == 3)
+        task.cancel()
+        await c.stop()
+
+    asyncio.run(main())
+    assert sorted((r.metric, r.value) for r in sink.readings) == [
+        ("battery_pct", 79.0),
+        ("battery_pct", 80.0),
+        ("body_temp_c", 38.6),
+    ]
+    assert c.rejected == {"not_a_number": 1}
+
+
 def test_uplinks_wait_in_the_broker_until_they_are_in_the_buffer(shared_port: int) -> None:
     """Persistent session + PUBACK after the sink: nothing is lost while the agent is away or
     while its buffer refuses a hand-over."""
