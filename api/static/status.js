@@ -1,11 +1,214 @@
-// The status page: one GET /v1/status, then live updates from /v1/status/events (SSE).
+// The status page: one GET /v1/status, then live updates from /v1/status/events (SSE), and
+// each target's trajectory from /v1/trajectories/{target} (province, or the chosen city).
 // The stream is read with fetch() rather than EventSource so that, when the operator has
 // made the page key-protected (api.status_public = false), the key can travel in the
-// Authorization header. The key is asked for once and kept in this tab's sessionStorage.
+// Authorization header. The key is asked for once and kept in this tab's sessionStorage; the
+// language (English or Chinese) is remembered in localStorage. Charts: the vendored uPlot
+// (api/static/vendor/), served by the API itself.
 "use strict";
 
 const KEY_ITEM = "qilu.apiKey";
-const state = { version: -1, backoff: 1000 };
+const LANG_ITEM = "qilu.lang";
+const PROVINCE = "370000";
+const TRAJECTORY_REFRESH_MS = 60000;
+
+// Every string the page itself writes, in both languages (same keys in both).
+const I18N = {
+  en: {
+    "skip": "Skip to the targets",
+    "title": "Shandong digital-economy coverage",
+    "subtitle": "Connected assets against the province's targets, computed from live telemetry.",
+    "live.connecting": "connecting…",
+    "live.live": "live",
+    "live.reconnecting": "reconnecting…",
+    "asof": "data as of",
+    "snapshot": "snapshot",
+    "lang.switch": "中文",
+    "lang.switch_label": "切换到中文",
+    "key.ask": "This page needs an API key with the coverage:read scope.",
+    "key.show": "Show",
+    "pipe.heading": "Pipeline health",
+    "pipe.freshness": "freshness",
+    "pipe.freshness_hint": "age of the newest reading",
+    "pipe.online": "devices online",
+    "pipe.of_registered": "of {n} registered",
+    "pipe.never_seen": "never seen",
+    "pipe.never_seen_hint": "registered, no valid reading yet",
+    "pipe.lag": "ingest lag",
+    "pipe.lag_hint": "Kafka records not yet stored",
+    "pipe.snapshot": "snapshot",
+    "pipe.refresh": "recomputed every {s} s in the background",
+    "map.heading": "Province view",
+    "map.colour_by": "colour by target",
+    "map.clear": "Show the whole province",
+    "map.help": "Choose a city (click, or Enter / Space on a focused tile) to see its figures and trajectories; choose it again for the whole province.",
+    "map.all": "Showing the whole province (16 cities).",
+    "map.showing": "Showing {city} only.",
+    "map.legend_ratio": "Coloured by each city's status against the threshold.",
+    "map.legend_count": "A count target's threshold is province-wide: darker = more assets connected in the city (most: {max}).",
+    "map.tile": "{city}: {value}, {status}",
+    "targets.heading": "Targets and trajectories",
+    "targets.province": "province",
+    "targets.city": "{city}",
+    "goal": "goal {cmp} {threshold} by {due}",
+    "scaled": "scaled",
+    "scaled.title": "scaled from the published {published} (× {scale})",
+    "banner": "Simulation: the registry is a simulated {pct} of the province, so count thresholds are scaled to {pct} of their published values (marked “scaled”). Ratio thresholds are unchanged.",
+    "days_left": "{n} days left",
+    "days_over": "due {n} days ago",
+    "of_threshold": "{pct} of the threshold",
+    "why.trajectory": "the trajectory from {base} on {day} expects {expected} today",
+    "why.shortfall": "shortfall {pct} of the way",
+    "why.met": "threshold met",
+    "why.past_due": "past the due date without meeting it",
+    "why.no_history": "no earlier day recorded: the trajectory starts today",
+    "why.no_data": "nothing to measure",
+    "why.city_count": "count thresholds are province-wide: this is the city's count",
+    "status.met": "met",
+    "status.on_track": "on track",
+    "status.at_risk": "at risk",
+    "status.behind": "behind",
+    "status.no_data": "nothing to measure",
+    "status.city_count": "city count",
+    "chart.value": "value per day",
+    "chart.modelled": "modelled history (simulation, not measured)",
+    "chart.threshold": "threshold",
+    "chart.judgement": "judgement's trajectory",
+    "chart.plan": "plan's path",
+    "chart.met_on": "met on {day}",
+    "chart.behind_since": "behind since {day}",
+    "chart.loading": "loading the trajectory…",
+    "chart.empty": "No daily values recorded yet.",
+    "chart.unavailable": "The trajectory is not available from this API.",
+    "chart.failed": "The trajectory could not be loaded ({why}).",
+    "chart.label": "{name}: value per day against the threshold {threshold}; latest {value} on {day}.",
+    "chart.baseline": "plan baseline {value} on {day} ({source})",
+    "grid.heading": "Per city",
+    "grid.target": "target",
+    "grid.province": "province",
+    "grid.area": "area",
+    "grid.note": "ratio targets are judged per city; count thresholds are province-wide, so city cells show the count.",
+    "grid.cell": "{city}: {num} of {den}",
+    "footer.api": "API reference",
+    "footer.json": "status JSON",
+  },
+  zh: {
+    "skip": "跳到目标",
+    "title": "山东数字经济覆盖目标",
+    "subtitle": "根据实时遥测数据，统计已接入的资产并对照全省目标。",
+    "live.connecting": "正在连接…",
+    "live.live": "实时",
+    "live.reconnecting": "正在重新连接…",
+    "asof": "数据时间",
+    "snapshot": "快照",
+    "lang.switch": "English",
+    "lang.switch_label": "Switch to English",
+    "key.ask": "此页面需要具有 coverage:read 权限的 API 密钥。",
+    "key.show": "显示",
+    "pipe.heading": "数据管道状态",
+    "pipe.freshness": "新鲜度",
+    "pipe.freshness_hint": "最新读数的时长",
+    "pipe.online": "在线设备",
+    "pipe.of_registered": "共登记 {n} 台",
+    "pipe.never_seen": "从未上报",
+    "pipe.never_seen_hint": "已登记，尚无有效读数",
+    "pipe.lag": "写入滞后",
+    "pipe.lag_hint": "尚未写入数据库的 Kafka 记录",
+    "pipe.snapshot": "快照",
+    "pipe.refresh": "后台每 {s} 秒重新计算",
+    "map.heading": "全省视图",
+    "map.colour_by": "按目标着色",
+    "map.clear": "显示全省",
+    "map.help": "选择一个城市（点击，或在选中的方块上按 Enter / 空格键）查看该市的数据和轨迹；再次选择则回到全省。",
+    "map.all": "显示全省（16 个市）。",
+    "map.showing": "仅显示{city}。",
+    "map.legend_ratio": "按各市对照目标值的状态着色。",
+    "map.legend_count": "数量类目标的目标值针对全省：颜色越深，该市接入的资产越多（最多 {max}）。",
+    "map.tile": "{city}：{value}，{status}",
+    "targets.heading": "目标与轨迹",
+    "targets.province": "全省",
+    "targets.city": "{city}",
+    "goal": "目标 {cmp} {threshold}，期限 {due}",
+    "scaled": "已缩放",
+    "scaled.title": "由公布的 {published} 缩放（× {scale}）",
+    "banner": "模拟数据：登记的资产是全省的模拟 {pct}，因此数量类目标值按公布值的 {pct} 缩放（标注“已缩放”）。比例类目标值不变。",
+    "days_left": "剩余 {n} 天",
+    "days_over": "已超期 {n} 天",
+    "of_threshold": "达到目标值的 {pct}",
+    "why.trajectory": "按 {day} 的 {base} 起算的轨迹，今天应达到 {expected}",
+    "why.shortfall": "落后全程的 {pct}",
+    "why.met": "已达到目标值",
+    "why.past_due": "已过期限仍未达到",
+    "why.no_history": "没有更早的记录：轨迹从今天开始",
+    "why.no_data": "无可统计的资产",
+    "why.city_count": "数量类目标值针对全省：此处为该市的数量",
+    "status.met": "已达标",
+    "status.on_track": "按计划推进",
+    "status.at_risk": "有风险",
+    "status.behind": "落后",
+    "status.no_data": "无可统计",
+    "status.city_count": "城市数量",
+    "chart.value": "每日数值",
+    "chart.modelled": "模拟的历史（非实测）",
+    "chart.threshold": "目标值",
+    "chart.judgement": "研判轨迹",
+    "chart.plan": "规划路径",
+    "chart.met_on": "{day} 达标",
+    "chart.behind_since": "自 {day} 起落后",
+    "chart.loading": "正在加载轨迹…",
+    "chart.empty": "尚无每日记录。",
+    "chart.unavailable": "此 API 不提供轨迹。",
+    "chart.failed": "轨迹加载失败（{why}）。",
+    "chart.label": "{name}：每日数值对照目标值 {threshold}；最新 {value}（{day}）。",
+    "chart.baseline": "规划基数 {value}（{day}，{source}）",
+    "grid.heading": "各市",
+    "grid.target": "目标",
+    "grid.province": "全省",
+    "grid.area": "范围",
+    "grid.note": "比例类目标按市研判；数量类目标值针对全省，因此各市单元格显示数量。",
+    "grid.cell": "{city}：{den} 个中的 {num} 个",
+    "footer.api": "API 文档",
+    "footer.json": "状态 JSON",
+  },
+};
+
+// The province view: the 16 cities as tiles placed roughly where they lie (row, column; north
+// at the top). A tile grid, not a map: no boundary data is shipped (docs/api.md, "Status page").
+const LAYOUT = {
+  "371400": [1, 2], "371600": [1, 3], "370500": [1, 4], "370600": [1, 5], "371000": [1, 6],
+  "371500": [2, 1], "370100": [2, 2], "370300": [2, 3], "370700": [2, 4], "370200": [2, 5],
+  "370900": [3, 2], "371300": [3, 4], "371100": [3, 5],
+  "371700": [4, 1], "370800": [4, 2], "370400": [4, 3],
+};
+
+const COLOURS = { value: "#0f2740", threshold: "#cf222e", judgement: "#2f81f7", plan: "#8250df",
+  modelled: "#8c959f", met: "#1a7f37", behind: "#cf222e", grid: "#e3e6ea", axis: "#667085" };
+
+function storedLang() {
+  try {
+    const v = localStorage.getItem(LANG_ITEM);
+    if (v === "en" || v === "zh") return v;
+  } catch (err) {
+    console.warn("localStorage:", err);
+  }
+  return (navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en";
+}
+
+const state = {
+  version: -1, backoff: 1000, lang: storedLang(), city: null, mapTarget: null, data: null,
+  cards: new Map(), trajectories: new Map(), trajArea: undefined, trajAt: 0, trajGen: 0,
+};
+
+function t(key, vars) {
+  let s = I18N[state.lang][key];
+  if (s === undefined) s = I18N.en[key] !== undefined ? I18N.en[key] : key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.split(`{${k}}`).join(String(v));
+  return s;
+}
+
+function locale() {
+  return state.lang === "zh" ? "zh-CN" : "en-US";
+}
 
 function headers() {
   const key = sessionStorage.getItem(KEY_ITEM);
@@ -15,14 +218,18 @@ function headers() {
 function fmt(v, kind) {
   if (v === null || v === undefined) return "–";
   if (kind === "ratio") return (v * 100).toFixed(1) + "%";
+  if (!Number.isInteger(v) && Math.abs(v) < 100) return String(+v.toFixed(2)); // a scaled threshold
   return Math.round(v).toLocaleString("en-US");
+}
+
+function pct(x) {
+  return (x * 100).toFixed(1) + "%";
 }
 
 function duration(s) {
   if (s === null || s === undefined) return "–";
-  if (s < 120) return s.toFixed(1) + " s";
-  if (s < 7200) return (s / 60).toFixed(1) + " min";
-  return (s / 3600).toFixed(1) + " h";
+  const [n, unit] = s < 120 ? [s, "s"] : s < 7200 ? [s / 60, "min"] : [s / 3600, "h"];
+  return `${n.toFixed(1)} ${state.lang === "zh" ? { s: "秒", min: "分钟", h: "小时" }[unit] : unit}`;
 }
 
 function el(tag, attrs, text) {
@@ -36,74 +243,282 @@ function setField(name, text) {
   for (const e of document.querySelectorAll(`[data-field="${name}"]`)) e.textContent = text;
 }
 
+// "2026-12-06 14:04:03 UTC+8": the browser's local time, unambiguous in both languages.
+function localTime(iso) {
+  const d = new Date(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  const off = -d.getTimezoneOffset();
+  const zone = `UTC${off < 0 ? "-" : "+"}${Math.floor(Math.abs(off) / 60)}${off % 60 ? ":" + two(Math.abs(off) % 60) : ""}`;
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${zone}`;
+}
+
+function named(o) {
+  return state.lang === "zh" ? o.name_zh : o.name_en;
+}
+
+function cityName(code) {
+  const city = state.data && state.data.cities.find((c) => c.code === code);
+  return city ? named(city) : code;
+}
+
+function effective(c) {
+  return c.threshold_effective === undefined || c.threshold_effective === null
+    ? c.threshold : c.threshold_effective;
+}
+
+function scaledMark(c) {
+  const mark = el("span", { class: "scaled-mark",
+    title: t("scaled.title", { published: fmt(c.threshold, c.kind), scale: c.scale }) }, t("scaled"));
+  return mark;
+}
+
+function statusWord(status) {
+  return t("status." + status);
+}
+
+// --- static text and the language switch ----------------------------------------------------
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+  document.body.dataset.lang = state.lang;
+  for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
+  const button = document.getElementById("lang");
+  button.textContent = t("lang.switch");
+  button.setAttribute("lang", state.lang === "zh" ? "en" : "zh-CN");
+  button.setAttribute("aria-label", t("lang.switch_label"));
+  document.title = `Qilu Telemetry — ${t("title")}`;
+}
+
+function switchLanguage() {
+  state.lang = state.lang === "zh" ? "en" : "zh";
+  try {
+    localStorage.setItem(LANG_ITEM, state.lang);
+  } catch (err) {
+    console.warn("localStorage:", err);
+  }
+  applyLanguage();
+  live(document.body.dataset.live || "connecting");
+  if (state.data) {
+    paint(state.data);
+    for (const [id, tr] of state.trajectories) drawChart(id, tr);
+  }
+}
+
+// --- the parts of the page ------------------------------------------------------------------
+
 function renderPipeline(p, refreshS) {
   setField("freshness", duration(p.freshness_s));
   setField("online", p.online.toLocaleString("en-US"));
-  setField("devices", `of ${p.devices.toLocaleString("en-US")} registered`);
+  setField("devices", t("pipe.of_registered", { n: p.devices.toLocaleString("en-US") }));
   setField("never_seen", p.never_seen.toLocaleString("en-US"));
   setField("lag", p.lag_records === null ? "–" : p.lag_records.toLocaleString("en-US"));
-  setField("lag_note", p.lag_note || "Kafka records not yet stored");
+  setField("lag_note", p.lag_note || t("pipe.lag_hint"));
   setField("computed", p.snapshot_computed_in_s.toFixed(2) + " s");
-  setField("refresh", `recomputed every ${refreshS} s in the background`);
+  setField("refresh", t("pipe.refresh", { s: refreshS }));
+}
+
+function renderBanner(data) {
+  const banner = document.getElementById("scaled-banner");
+  const scaled = data.coverage.find((c) => c.scaled === true);
+  banner.hidden = !scaled;
+  document.body.dataset.scaled = scaled ? "true" : "false";
+  if (scaled) {
+    const share = scaled.scale === null || scaled.scale === undefined ? "?" : `${+(scaled.scale * 100).toFixed(3)} %`;
+    banner.textContent = t("banner", { pct: share });
+  }
+}
+
+// The figures a card shows: the province's, or the chosen city's.
+function figures(c) {
+  if (!state.city) return { value: c.value, judgement: c.judgement, num: c.numerator, den: c.denominator };
+  const x = c.cities.find((y) => y.city_code === state.city);
+  if (!x) return { value: null, judgement: null, num: 0, den: 0 };
+  return { value: x.value, judgement: x.judgement, num: x.numerator, den: x.denominator };
+}
+
+function explain(c, f) {
+  const j = f.judgement;
+  if (!j) return t("why.city_count");
+  const thr = effective(c);
+  const share = f.value === null || thr <= 0 ? 0 : Math.min(1, f.value / thr);
+  const parts = [t("of_threshold", { pct: pct(share) }),
+    j.days_left >= 0 ? t("days_left", { n: j.days_left }) : t("days_over", { n: -j.days_left })];
+  if (j.basis === "no_data") parts.push(t("why.no_data"));
+  else if (j.basis === "no_history") parts.push(t("why.no_history"));
+  else if (j.basis === "threshold") parts.push(j.status === "met" ? t("why.met") : t("why.past_due"));
+  else if (j.expected_now !== null) {
+    parts.push(t("why.trajectory", { base: fmt(j.baseline_value, c.kind), day: j.baseline_day,
+      expected: fmt(j.expected_now, c.kind) }));
+    if (j.shortfall !== null && j.shortfall > 0) parts.push(t("why.shortfall", { pct: pct(j.shortfall) }));
+  }
+  return parts.join(" · ");
+}
+
+function makeCard(c) {
+  const card = el("article", { class: "target", "data-target": c.target_id });
+  const head = el("div", { class: "card-head" });
+  const titles = el("div");
+  const name = el("h3");
+  const other = el("div", { class: "othername" });
+  titles.append(name, other);
+  const badge = el("span", { class: "badge" });
+  head.append(titles, badge);
+  const row = el("div", { class: "row" });
+  const value = el("span", { class: "value", "data-role": "province-value" });
+  const goal = el("span", { class: "goal" });
+  row.append(value, goal);
+  const bar = el("div", { class: "bar" });
+  const fill = el("div", { class: "fill" });
+  const expected = el("div", { class: "expected" });
+  bar.append(fill, expected);
+  const why = el("div", { class: "explain" });
+  const chart = el("div", { class: "chart", role: "img", "data-state": "loading" });
+  const legend = el("div", { class: "chart-legend" });
+  const marks = el("div", { class: "chart-marks" });
+  card.append(head, row, bar, why, chart, legend, marks);
+  const parts = { card, name, other, badge, value, goal, bar, fill, expected, why, chart, legend, marks, plot: null };
+  new ResizeObserver(() => {
+    if (parts.plot && chart.clientWidth > 0) parts.plot.setSize({ width: chart.clientWidth, height: chartHeight() });
+  }).observe(chart);
+  return parts;
 }
 
 function renderTargets(data) {
-  const names = Object.fromEntries(data.targets.map((t) => [t.id, t]));
+  const names = Object.fromEntries(data.targets.map((x) => [x.id, x]));
   const box = document.getElementById("targets");
-  box.replaceChildren();
+  document.getElementById("targets-area").textContent =
+    "· " + (state.city ? cityName(state.city) : t("targets.province"));
   for (const c of data.coverage) {
-    const j = c.judgement;
-    const card = el("article", { class: "target", "data-target": c.target_id, "data-status": j.status });
-    card.append(el("h3", {}, names[c.target_id].name_en));
-    card.append(el("div", { class: "zhname" }, names[c.target_id].name_zh));
-    const row = el("div", { class: "row" });
-    const value = el("span", { class: "value", "data-role": "province-value",
-      "data-value": c.value === null ? "" : String(c.value) }, fmt(c.value, c.kind));
-    row.append(value);
-    row.append(el("span", { class: "goal" }, `goal ${c.comparator} ${fmt(c.threshold, c.kind)} by ${c.due}`));
-    row.append(el("span", { class: "badge", "data-status": j.status }, j.status.replace("_", " ")));
-    card.append(row);
-    const bar = el("div", { class: "bar", title: "progress towards the threshold" });
-    const pct = c.value === null || c.threshold <= 0 ? 0 : Math.min(1, c.value / c.threshold);
-    bar.append(el("div", { class: "fill", style: `width:${(pct * 100).toFixed(2)}%` }));
-    if (j.expected_now !== null && c.threshold > 0) {
-      const at = Math.min(1, Math.max(0, j.expected_now / c.threshold));
-      bar.append(el("div", { class: "expected", style: `left:${(at * 100).toFixed(2)}%`,
-        title: "where the linear trajectory expects the value today" }));
+    let p = state.cards.get(c.target_id);
+    if (!p) {
+      p = makeCard(c);
+      state.cards.set(c.target_id, p);
+      box.append(p.card);
     }
-    card.append(bar);
-    const days = j.days_left >= 0 ? `${j.days_left} days left` : `due ${-j.days_left} days ago`;
-    card.append(el("div", { class: "explain" }, `${(pct * 100).toFixed(1)}% of the threshold · ${days} · ${j.explanation}`));
-    box.append(card);
+    const f = figures(c);
+    const status = f.judgement ? f.judgement.status : "city_count";
+    p.card.dataset.status = status;
+    p.card.dataset.area = state.city || PROVINCE;
+    p.name.textContent = named(names[c.target_id]);
+    p.other.textContent = state.lang === "zh" ? names[c.target_id].name_en : names[c.target_id].name_zh;
+    p.other.lang = state.lang === "zh" ? "en" : "zh-CN";
+    p.badge.dataset.status = status;
+    p.badge.textContent = statusWord(status);
+    p.value.dataset.value = f.value === null ? "" : String(f.value);
+    p.value.textContent = fmt(f.value, c.kind);
+    const thr = effective(c);
+    p.goal.replaceChildren(t("goal", { cmp: c.comparator, threshold: fmt(thr, c.kind), due: c.due }));
+    p.goal.dataset.threshold = String(thr);
+    if (c.scaled === true) p.goal.append(" ", scaledMark(c));
+    const share = !f.judgement || f.value === null || thr <= 0 ? 0 : Math.min(1, f.value / thr);
+    p.bar.hidden = !f.judgement;
+    p.fill.style.width = `${(share * 100).toFixed(2)}%`;
+    const j = f.judgement;
+    p.expected.hidden = !j || j.expected_now === null || thr <= 0;
+    if (!p.expected.hidden) p.expected.style.left = `${(Math.min(1, Math.max(0, j.expected_now / thr)) * 100).toFixed(2)}%`;
+    p.why.textContent = explain(c, f);
+    p.why.title = j ? j.explanation : "";
   }
 }
+
+// --- the province view ------------------------------------------------------------------------
+
+function buildMap(data) {
+  const map = document.getElementById("province-map");
+  if (map.childElementCount) return;
+  // Tiles in reading order (north to south, west to east): the tab order follows the layout.
+  let spare = 5;
+  const placed = data.cities.map((city) => [city, LAYOUT[city.code] || [spare++, 1]]);
+  placed.sort((a, b) => a[1][0] - b[1][0] || a[1][1] - b[1][1]);
+  for (const [city, [row, col]] of placed) {
+    const tile = el("button", { type: "button", class: "ctile", "data-city": city.code, "aria-pressed": "false" });
+    tile.style.gridRow = String(row);
+    tile.style.gridColumn = String(col);
+    tile.append(el("span", { class: "cname" }), el("span", { class: "cval" }));
+    tile.addEventListener("click", () => chooseCity(city.code));
+    map.append(tile);
+  }
+  const select = document.getElementById("map-target");
+  for (const c of data.coverage) select.append(el("option", { value: c.target_id }));
+  const ratio = data.coverage.find((c) => c.kind === "ratio");
+  state.mapTarget = (ratio || data.coverage[0]).target_id;
+  select.value = state.mapTarget;
+  select.addEventListener("change", () => {
+    state.mapTarget = select.value;
+    renderMap(state.data);
+  });
+}
+
+function renderMap(data) {
+  buildMap(data);
+  const names = Object.fromEntries(data.targets.map((x) => [x.id, x]));
+  for (const option of document.querySelectorAll("#map-target option")) option.textContent = named(names[option.value]);
+  const c = data.coverage.find((x) => x.target_id === state.mapTarget) || data.coverage[0];
+  const byCity = Object.fromEntries(c.cities.map((x) => [x.city_code, x]));
+  const counts = c.cities.map((x) => x.value || 0);
+  const max = Math.max(1, ...counts);
+  for (const tile of document.querySelectorAll("#province-map .ctile")) {
+    const x = byCity[tile.dataset.city];
+    const v = x ? x.value : null;
+    const status = x && x.judgement ? x.judgement.status : "city_count";
+    tile.dataset.target = c.target_id;
+    tile.dataset.status = status;
+    tile.dataset.value = v === null ? "" : String(v);
+    tile.querySelector(".cname").textContent = cityName(tile.dataset.city);
+    tile.querySelector(".cval").textContent = fmt(v, c.kind);
+    const share = status === "city_count" && v !== null ? v / max : null;
+    tile.style.setProperty("--share", share === null ? "" : share.toFixed(3));
+    tile.classList.toggle("dark", share !== null && share > 0.55);
+    tile.setAttribute("aria-pressed", String(tile.dataset.city === state.city));
+    tile.setAttribute("aria-label", t("map.tile", { city: cityName(tile.dataset.city), value: fmt(v, c.kind),
+      status: statusWord(status) }));
+  }
+  document.getElementById("map-legend").textContent =
+    c.kind === "ratio" ? t("map.legend_ratio") : t("map.legend_count", { max: fmt(max, c.kind) });
+  document.getElementById("filter-text").textContent =
+    state.city ? t("map.showing", { city: cityName(state.city) }) : t("map.all");
+  document.getElementById("clear-city").hidden = !state.city;
+}
+
+function chooseCity(code) {
+  state.city = state.city === code ? null : code;
+  document.body.dataset.city = state.city || PROVINCE;
+  if (state.data) paint(state.data);
+  loadTrajectories(true);
+}
+
+// --- the per-city table -----------------------------------------------------------------------
 
 function renderGrid(data) {
   const grid = document.getElementById("grid");
   const head = el("tr");
-  head.append(el("th", { class: "tname" }, "target"));
-  head.append(el("th", {}, data.coverage.length && data.coverage[0].area.length === 1 && data.coverage[0].area[0] === "370000" ? "province" : "area"));
+  head.append(el("th", { class: "tname", scope: "col" }, t("grid.target")));
+  const whole = data.coverage.length && data.coverage[0].area.length === 1 && data.coverage[0].area[0] === PROVINCE;
+  head.append(el("th", { scope: "col" }, whole ? t("grid.province") : t("grid.area")));
   for (const city of data.cities) {
-    const th = el("th", { title: city.code });
-    th.append(el("div", {}, city.name_zh));
-    th.append(el("div", { class: "hint" }, city.name_en));
+    const th = el("th", { title: city.code, scope: "col", "data-col": city.code });
+    th.append(el("div", {}, named(city)));
+    th.append(el("div", { class: "hint" }, state.lang === "zh" ? city.name_en : city.name_zh));
+    if (city.code === state.city) th.classList.add("sel");
     head.append(th);
   }
   grid.tHead.replaceChildren(head);
+  const names = Object.fromEntries(data.targets.map((x) => [x.id, x]));
   const body = document.createDocumentFragment();
   for (const c of data.coverage) {
     const tr = el("tr", { "data-target": c.target_id });
-    tr.append(el("td", { class: "tname", title: c.target_id }, c.target_id));
+    tr.append(el("th", { class: "tname", scope: "row", title: named(names[c.target_id]) }, c.target_id));
     tr.append(el("td", { class: `cell s-${c.judgement.status}`, "data-target": c.target_id,
-      "data-city": "370000", "data-value": c.value === null ? "" : String(c.value) }, fmt(c.value, c.kind)));
+      "data-city": PROVINCE, "data-value": c.value === null ? "" : String(c.value) }, fmt(c.value, c.kind)));
     const byCity = Object.fromEntries(c.cities.map((x) => [x.city_code, x]));
     for (const city of data.cities) {
       const x = byCity[city.code];
       const v = x ? x.value : null;
       const cls = x && x.judgement ? `cell s-${x.judgement.status}` : "cell count";
-      const td = el("td", { class: cls, "data-target": c.target_id, "data-city": city.code,
-        "data-value": v === null ? "" : String(v),
-        title: x ? `${x.name_en}: ${x.numerator} of ${x.denominator}` : "" }, fmt(v, c.kind));
+      const td = el("td", { class: cls + (city.code === state.city ? " sel" : ""), "data-target": c.target_id,
+        "data-city": city.code, "data-value": v === null ? "" : String(v),
+        title: x ? t("grid.cell", { city: named(x), num: x.numerator, den: x.denominator }) : "" }, fmt(v, c.kind));
       tr.append(td);
     }
     body.append(tr);
@@ -118,22 +533,218 @@ function renderGrid(data) {
   }
 }
 
-function render(data) {
-  if (data.version <= state.version) return;
-  state.version = data.version;
-  document.getElementById("as-of").textContent = new Date(data.as_of).toLocaleString();
-  document.getElementById("as-of").setAttribute("datetime", data.as_of);
+// --- trajectories -----------------------------------------------------------------------------
+
+function chartHeight() {
+  return window.innerWidth < 600 ? 150 : 180;
+}
+
+function dayToTs(day) {
+  return Date.parse(day + "T00:00:00Z") / 1000;
+}
+
+function tsToDay(ts) {
+  return new Date(ts * 1000).toISOString().slice(0, 10);
+}
+
+// uPlot's columns: x (UTC midnights, seconds), measured value, modelled value (days the
+// simulation backfilled, marked synthetic), threshold, judgement path, plan path.
+function chartData(tr) {
+  const series = tr.series || [];
+  const lines = [series.filter((p) => !p.synthetic), series.filter((p) => p.synthetic),
+    tr.judgement_path || [], tr.plan_path || []];
+  const days = [...new Set(lines.flat().map((p) => p.day))].sort();
+  const column = (points) => {
+    const m = new Map(points.map((p) => [p.day, p.value]));
+    return days.map((d) => (m.has(d) ? m.get(d) : null));
+  };
+  return [days.map(dayToTs), column(lines[0]), column(lines[1]), days.map(() => tr.threshold_effective),
+    column(lines[2]), column(lines[3])];
+}
+
+function markDays(tr) {
+  const out = [];
+  if (tr.met_on) out.push({ kind: "met_on", day: tr.met_on, colour: COLOURS.met, text: t("chart.met_on", { day: tr.met_on }) });
+  if (tr.behind_since) out.push({ kind: "behind_since", day: tr.behind_since, colour: COLOURS.behind,
+    text: t("chart.behind_since", { day: tr.behind_since }) });
+  return out;
+}
+
+function drawMarks(u, tr) {
+  const ctx = u.ctx;
+  const dpr = window.devicePixelRatio || 1;
+  ctx.save();
+  ctx.font = `${11 * dpr}px system-ui, sans-serif`;
+  for (const m of markDays(tr)) {
+    const x = Math.round(u.valToPos(dayToTs(m.day), "x", true));
+    if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+    ctx.strokeStyle = m.colour;
+    ctx.fillStyle = m.colour;
+    ctx.lineWidth = 2 * dpr;
+    ctx.setLineDash([]);
+    ctx.beginPath();
+    ctx.moveTo(x, u.bbox.top);
+    ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    ctx.stroke();
+    ctx.beginPath();
+    ctx.arc(x, u.bbox.top + 4 * dpr, 4 * dpr, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+  ctx.restore();
+}
+
+function axisDays(u, splits) {
+  const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+  return splits.map((ts) => (span > 150 * 86400 ? tsToDay(ts).slice(0, 7) : tsToDay(ts).slice(5)));
+}
+
+function chartOptions(tr, width) {
+  const ratio = tr.kind === "ratio";
+  const thr = tr.threshold_effective;
+  return {
+    width, height: chartHeight(), legend: { show: false },
+    cursor: { drag: { x: false, y: false } },
+    scales: { x: { time: true }, y: { range: (u, lo, hi) => {
+      const top = Math.max(hi === null ? 0 : hi, thr || 0);
+      return [Math.min(0, lo === null ? 0 : lo), top > 0 ? top * 1.08 : 1];
+    } } },
+    axes: [
+      { stroke: COLOURS.axis, grid: { stroke: COLOURS.grid }, ticks: { stroke: COLOURS.grid }, values: axisDays },
+      { stroke: COLOURS.axis, grid: { stroke: COLOURS.grid }, ticks: { stroke: COLOURS.grid }, size: 56,
+        values: (u, splits) => splits.map((v) => (ratio ? `${Math.round(v * 100)}%` : compact(v))) },
+    ],
+    series: [
+      {},
+      { label: t("chart.value"), stroke: COLOURS.value, width: 2, points: { size: 5, fill: COLOURS.value } },
+      { label: t("chart.modelled"), stroke: COLOURS.modelled, width: 2, dash: [4, 3], points: { size: 4, fill: "#fff" } },
+      { label: t("chart.threshold"), stroke: COLOURS.threshold, width: 1.5, dash: [6, 4], points: { show: false } },
+      { label: t("chart.judgement"), stroke: COLOURS.judgement, width: 1.5, dash: [2, 3], spanGaps: true, points: { show: false } },
+      { label: t("chart.plan"), stroke: COLOURS.plan, width: 1.5, dash: [9, 4], spanGaps: true, points: { show: false } },
+    ],
+    hooks: { draw: [(u) => drawMarks(u, tr)] },
+  };
+}
+
+function compact(v) {
+  const a = Math.abs(v);
+  if (a >= 1e8 && state.lang === "zh") return `${+(v / 1e8).toFixed(1)}亿`;
+  if (a >= 1e4 && state.lang === "zh") return `${+(v / 1e4).toFixed(1)}万`;
+  if (a >= 1e9) return `${+(v / 1e9).toFixed(1)}G`;
+  if (a >= 1e6) return `${+(v / 1e6).toFixed(1)}M`;
+  if (a >= 1e3) return `${+(v / 1e3).toFixed(1)}k`;
+  return `${+v.toFixed(2)}`;
+}
+
+function swatch(colour, dash, text) {
+  const item = el("span", { class: "key" });
+  item.append(el("span", { class: `line ${dash}`, style: `border-top-color:${colour}` }), text);
+  return item;
+}
+
+function drawChart(id, tr, error) {
+  const p = state.cards.get(id);
+  if (!p) return;
+  const c = state.data.coverage.find((x) => x.target_id === id);
+  const name = state.data.targets.find((x) => x.id === id);
+  if (p.plot) {
+    p.plot.destroy();
+    p.plot = null;
+  }
+  p.chart.replaceChildren();
+  p.legend.replaceChildren();
+  p.marks.replaceChildren();
+  p.chart.dataset.area = tr ? tr.city || PROVINCE : state.city || PROVINCE;
+  if (!tr) {
+    p.chart.dataset.state = "error";
+    p.chart.append(el("p", { class: "chart-note" }, error || t("chart.loading")));
+    p.chart.setAttribute("aria-label", error || t("chart.loading"));
+    return;
+  }
+  const data = chartData(tr);
+  p.chart.dataset.metOn = tr.met_on || "";
+  p.chart.dataset.behindSince = tr.behind_since || "";
+  if (!(tr.series || []).length) {
+    p.chart.dataset.state = "empty";
+    p.chart.append(el("p", { class: "chart-note" }, t("chart.empty")));
+    p.chart.setAttribute("aria-label", t("chart.empty"));
+    return;
+  }
+  p.chart.dataset.state = "drawn";
+  p.plot = new uPlot(chartOptions(tr, p.chart.clientWidth || 400), data, p.chart);
+  window.qiluCharts[id] = p.plot;
+  const last = tr.series[tr.series.length - 1];
+  p.chart.setAttribute("aria-label", t("chart.label", { name: named(name), threshold: fmt(tr.threshold_effective, tr.kind),
+    value: fmt(last.value, tr.kind), day: last.day }));
+  p.legend.append(swatch(COLOURS.value, "solid", t("chart.value")));
+  if (tr.series.some((x) => x.synthetic)) p.legend.append(swatch(COLOURS.modelled, "dashed", t("chart.modelled")));
+  p.legend.append(swatch(COLOURS.threshold, "dashed", t("chart.threshold")));
+  if ((tr.judgement_path || []).length) p.legend.append(swatch(COLOURS.judgement, "dotted", t("chart.judgement")));
+  if (tr.plan_path) p.legend.append(swatch(COLOURS.plan, "dashed", t("chart.plan")));
+  if (tr.scaled === true) p.legend.append(scaledMark(c || tr));
+  for (const m of markDays(tr)) {
+    p.marks.append(el("span", { class: "mark", style: `color:${m.colour}`, "data-mark": m.kind }, "● " + m.text));
+  }
+  if (tr.baseline) {
+    p.marks.append(el("span", { class: "baseline" }, t("chart.baseline", { value: fmt(tr.baseline.value, tr.kind),
+      day: tr.baseline.day, source: tr.baseline.source })));
+  }
+}
+
+async function loadTrajectories(force) {
+  const data = state.data;
+  if (!data) return;
+  const area = state.city || PROVINCE;
+  if (!force && state.trajArea === area && Date.now() - state.trajAt < TRAJECTORY_REFRESH_MS) return;
+  state.trajArea = area;
+  state.trajAt = Date.now();
+  const gen = ++state.trajGen;
+  const query = state.city ? `?city=${encodeURIComponent(state.city)}` : "";
+  await Promise.all(data.coverage.map(async (c) => {
+    let tr = null;
+    let error = null;
+    try {
+      const resp = await authorized(`/v1/trajectories/${encodeURIComponent(c.target_id)}${query}`);
+      if (resp.ok) tr = await resp.json();
+      else error = resp.status === 404 && !query ? t("chart.unavailable") : t("chart.failed", { why: `HTTP ${resp.status}` });
+    } catch (err) {
+      error = t("chart.failed", { why: String(err) });
+    }
+    if (gen !== state.trajGen) return; // a newer choice of area is loading
+    if (tr) state.trajectories.set(c.target_id, tr);
+    else state.trajectories.delete(c.target_id);
+    drawChart(c.target_id, tr, error);
+  }));
+  if (gen === state.trajGen) document.body.dataset.trajectories = area;
+}
+
+// --- the whole page ---------------------------------------------------------------------------
+
+function paint(data) {
+  const asOf = document.getElementById("as-of");
+  asOf.textContent = localTime(data.as_of);
+  asOf.setAttribute("datetime", data.as_of);
   document.getElementById("version").textContent = String(data.version);
-  document.body.dataset.version = String(data.version);
   renderPipeline(data.pipeline, data.refresh_s);
+  renderBanner(data);
+  renderMap(data);
   renderTargets(data);
   renderGrid(data);
 }
 
+function render(data) {
+  if (data.version <= state.version) return;
+  state.version = data.version;
+  state.data = data;
+  document.body.dataset.version = String(data.version);
+  paint(data);
+  loadTrajectories(false);
+}
+
 function live(mode) {
   document.getElementById("live-dot").dataset.state = mode;
-  document.getElementById("live-text").textContent =
-    mode === "live" ? "live" : mode === "reconnecting" ? "reconnecting…" : "connecting…";
+  const text = document.getElementById("live-text");
+  text.dataset.i18n = "live." + mode;
+  text.textContent = t("live." + mode);
   document.body.dataset.live = mode;
 }
 
@@ -188,6 +799,17 @@ async function stream() {
 }
 
 async function main() {
+  window.qiluCharts = {};
+  window.qiluI18n = I18N;
+  applyLanguage();
+  document.body.dataset.city = PROVINCE;
+  document.getElementById("lang").addEventListener("click", switchLanguage);
+  document.getElementById("clear-city").addEventListener("click", () => {
+    const code = state.city;
+    if (!code) return;
+    chooseCity(code);
+    document.querySelector(`#province-map .ctile[data-city="${code}"]`).focus();
+  });
   const first = await authorized("/v1/status");
   if (first.ok) render(await first.json());
   for (;;) {
