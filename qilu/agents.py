@@ -15,13 +15,17 @@ once; the database stores the public key and the broker a salted SCRAM hash.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
 import time
 import warnings
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from qilu import signing
@@ -41,6 +45,9 @@ class Credentials:
     key_no: int
     signing_key: str  # base64 Ed25519 private key
     kafka_password: str | None  # None when broker credentials are not managed
+    # where the agent serves its Prometheus metrics (None: not recorded, the agent's default)
+    metrics_host: str | None = None
+    metrics_port: int | None = None
 
 
 def topics_for(kafka: KafkaSettings, sectors: Sequence[str]) -> list[str]:
@@ -69,11 +76,6 @@ def broker_grant(kafka: KafkaSettings, agent_id: str, password: str, topics: Seq
     """Create or update the agent's SCRAM-SHA-512 user and allow it to write ``topics``
     (and nothing else: the broker denies what no ACL allows)."""
     from kafka.admin import (
-        ACL,
-        ACLOperation,
-        ACLPermissionType,
-        ResourcePattern,
-        ResourceType,
         ScramMechanism,
         UserScramCredentialUpsertion,
     )
@@ -89,32 +91,16 @@ def broker_grant(kafka: KafkaSettings, agent_id: str, password: str, topics: Seq
         )
         if errors.get(agent_id):
             raise ServiceError(f"kafka: SCRAM user {agent_id}: {errors[agent_id]}")
-        acls = [
-            ACL(
-                f"User:{agent_id}",
-                "*",
-                ACLOperation.WRITE,
-                ACLPermissionType.ALLOW,
-                ResourcePattern(ResourceType.TOPIC, t),
-            )
-            for t in topics
-        ]
-        result = admin.create_acls(acls)
-        if result["failed"]:
-            _acl, err = result["failed"][0]
-            raise ServiceError(
-                f"kafka: ACL for {agent_id} refused ({err}); does the broker run the "
-                "StandardAuthorizer? `qilu services up kafka` renders it (docs/adr/0010)"
-            )
+        _allow_writes(admin, agent_id, topics)
         _wait_for_acls(admin, agent_id, set(topics))
     finally:
         admin.close()
 
 
-def _wait_for_acls(admin: Any, agent_id: str, topics: set[str], timeout_s: float = 60.0) -> None:
-    """ACLs reach the broker's authorizer through the metadata log a moment after the
-    controller accepted them: return once the broker lists them, so the agent's first
-    connection is not refused."""
+def broker_set_topics(kafka: KafkaSettings, agent_id: str, topics: Sequence[str]) -> None:
+    """Let the agent's user write exactly ``topics`` among this platform's reading topics
+    (``<prefix>.readings.*``): add the missing WRITE ACLs, delete the others, and return once
+    the broker applies both. Idempotent; the SCRAM user and its password stay as they are."""
     from kafka.admin import (
         ACLFilter,
         ACLOperation,
@@ -124,23 +110,102 @@ def _wait_for_acls(admin: Any, agent_id: str, topics: set[str], timeout_s: float
         ResourceType,
     )
 
-    flt = ACLFilter(
-        f"User:{agent_id}",
-        None,
-        ACLOperation.WRITE,
-        ACLPermissionType.ALLOW,
-        ResourcePatternFilter(ResourceType.TOPIC, None, ACLResourcePatternType.LITERAL),
+    ours = f"{kafka.topic_prefix}.readings."
+    admin = _admin(kafka)
+    try:
+        _allow_writes(admin, agent_id, topics)
+        held, _error = _write_acls(admin, agent_id)
+        stale = sorted(t for t in held - set(topics) if t.startswith(ours))
+        if stale:
+            results = admin.delete_acls(
+                [
+                    ACLFilter(
+                        f"User:{agent_id}",
+                        "*",
+                        ACLOperation.WRITE,
+                        ACLPermissionType.ALLOW,
+                        ResourcePatternFilter(
+                            ResourceType.TOPIC, t, ACLResourcePatternType.LITERAL
+                        ),
+                    )
+                    for t in stale
+                ]
+            )
+            failed = [str(err) for _f, _acls, err in results if err is not None and err.errno]
+            if failed:
+                raise ServiceError(f"kafka: deleting ACLs of {agent_id}: {failed[0]}")
+        _wait_for_acls(admin, agent_id, set(topics), gone=set(stale))
+    finally:
+        admin.close()
+
+
+def _allow_writes(admin: Any, agent_id: str, topics: Sequence[str]) -> None:
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
+
+    acls = [
+        ACL(
+            f"User:{agent_id}",
+            "*",
+            ACLOperation.WRITE,
+            ACLPermissionType.ALLOW,
+            ResourcePattern(ResourceType.TOPIC, t),
+        )
+        for t in topics
+    ]
+    if not acls:
+        return
+    result = admin.create_acls(acls)
+    if result["failed"]:
+        _acl, err = result["failed"][0]
+        raise ServiceError(
+            f"kafka: ACL for {agent_id} refused ({err}); does the broker run the "
+            "StandardAuthorizer? `qilu services up kafka` renders it (docs/adr/0010)"
+        )
+
+
+def _write_acls(admin: Any, agent_id: str) -> tuple[set[str], Any]:
+    """The topics the broker lets the agent's user write (literal ACLs), and its error code."""
+    from kafka.admin import (
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        ResourcePatternFilter,
+        ResourceType,
     )
+
+    acls, error = admin.describe_acls(
+        ACLFilter(
+            f"User:{agent_id}",
+            None,
+            ACLOperation.WRITE,
+            ACLPermissionType.ALLOW,
+            ResourcePatternFilter(ResourceType.TOPIC, None, ACLResourcePatternType.LITERAL),
+        )
+    )
+    return {a.resource_pattern.resource_name for a in acls}, error
+
+
+def _wait_for_acls(
+    admin: Any,
+    agent_id: str,
+    topics: AbstractSet[str],
+    *,
+    gone: AbstractSet[str] = frozenset(),
+    timeout_s: float = 60.0,
+) -> None:
+    """ACLs reach the broker's authorizer through the metadata log a moment after the
+    controller accepted them: return once the broker lists ``topics`` and no longer lists
+    ``gone``, so the agent's next connection sees the change."""
     deadline = time.monotonic() + timeout_s
     while True:
-        acls, error = admin.describe_acls(flt)
-        have = {a.resource_pattern.resource_name for a in acls}
-        if topics <= have:
+        have, error = _write_acls(admin, agent_id)
+        if topics <= have and not gone & have:
             return
         if time.monotonic() > deadline:
             raise ServiceError(
-                f"kafka: the ACLs of {agent_id} did not appear in {timeout_s:.0f} s "
-                f"(the broker lists {sorted(have)}; {error})"
+                f"kafka: the ACLs of {agent_id} did not settle in {timeout_s:.0f} s "
+                f"(the broker lists {sorted(have)}, expected {sorted(topics)}; {error})"
             )
         time.sleep(0.2)
 
@@ -193,8 +258,14 @@ def provision(
     sectors: Sequence[str] = (),
     actor: str,
     note: str = "",
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
 ) -> tuple[Any, Credentials]:
-    """Create the agent (database, audit, broker). Returns (storage.agents.AgentRow, secrets)."""
+    """Create the agent (database, audit, broker). Returns (storage.agents.AgentRow, secrets).
+
+    ``metrics_host``: the agent's machine as Prometheus reaches it (the agent binds it);
+    ``metrics_port``: None picks the lowest port above ``agent.metrics_port`` (the province's
+    and an unprovisioned agent's default) that no active agent on that host holds."""
     from storage import agents
     from storage.db import connect
 
@@ -204,12 +275,97 @@ def provision(
         chosen = agents.sites_matching(conn, site_ids=sites, cities=cities, sectors=sectors)
         if not chosen:
             raise agents.AgentError("no site matches; give --sites or --city/--sector filters")
-        row = agents.provision(conn, agent_id, chosen, key.public, actor=actor, note=note)
+        default = settings.agent.metrics_port
+        port = metrics_port or agents.free_metrics_port(
+            conn, metrics_host, default + 1, reserved=[default]
+        )
+        row = agents.provision(
+            conn,
+            agent_id,
+            chosen,
+            key.public,
+            actor=actor,
+            note=note,
+            metrics=(metrics_host, port),
+        )
         if password is not None:
             topics = topics_for(settings.kafka, agents.sectors_of(conn, chosen))
             broker_grant(settings.kafka, agent_id, password, topics)
-    logger.info("agent %s provisioned: %d sites, key 1", agent_id, len(chosen))
-    return row, Credentials(agent_id, 1, key.private_b64, password)
+    logger.info(
+        "agent %s provisioned: %d sites, key 1, metrics at %s:%d",
+        agent_id,
+        len(chosen),
+        metrics_host,
+        port,
+    )
+    write_targets_if_configured(settings)
+    return row, _credentials(row, 1, key.private_b64, password)
+
+
+def update_sites(
+    settings: Settings,
+    agent_id: str,
+    *,
+    add_sites: Sequence[str] = (),
+    remove_sites: Sequence[str] = (),
+    add_sectors: Sequence[str] = (),
+    remove_sectors: Sequence[str] = (),
+    cities: Sequence[str] = (),
+    actor: str,
+) -> tuple[Any, Any]:
+    """Change which sites (and so which sectors' topics) an existing agent may report for.
+
+    ``add_sectors``: every site of these sectors (of ``cities`` when given);
+    ``remove_sectors``: every site of the agent in these sectors (of ``cities`` when given).
+    Database rows and the audit row (``agent.sites``) in one transaction, then the broker's
+    WRITE ACLs set to the sectors of the resulting sites, then commit; the ingest follows
+    from its next registry check (``ingest.agents_refresh_s``). Running the same change
+    again is harmless and repairs the ACLs after a failed commit.
+    Returns (before, after) as storage.agents.AgentRow."""
+    from storage import agents
+    from storage.db import connect
+
+    if cities and not (add_sectors or remove_sectors):
+        raise agents.AgentError("--city narrows --add-sector/--remove-sector; give one of them")
+    with connect(settings.db) as conn, conn.transaction():
+        add = agents.sites_matching(conn, site_ids=add_sites)
+        if add_sectors:
+            by_sector = agents.sites_matching(conn, cities=cities, sectors=add_sectors)
+            if not by_sector:
+                raise agents.AgentError(
+                    f"no site of sector(s) {', '.join(add_sectors)}"
+                    + (f" in {', '.join(cities)}" if cities else "")
+                )
+            add += by_sector
+        remove = list(remove_sites)
+        if remove_sectors:
+            current = agents.get(conn, agent_id)
+            held = list(current.sites) if current is not None else []
+            in_sectors = set(agents.sites_matching(conn, cities=cities, sectors=remove_sectors))
+            by_sector = [x for x in held if x in in_sectors]
+            if current is not None and not by_sector:
+                raise agents.AgentError(
+                    f"agent {agent_id!r} has no site of sector(s) {', '.join(remove_sectors)}"
+                    + (f" in {', '.join(cities)}" if cities else "")
+                )
+            remove += by_sector
+        if not add and not remove:
+            raise agents.AgentError("nothing to change: give sites or sectors to add or remove")
+        before, after = agents.change_sites(
+            conn, agent_id, add=sorted(set(add)), remove=sorted(set(remove)), actor=actor
+        )
+        if settings.kafka.manage_agent_credentials:
+            topics = topics_for(settings.kafka, agents.sectors_of(conn, after.sites))
+            broker_set_topics(settings.kafka, agent_id, topics)
+    logger.info(
+        "agent %s: sites %d -> %d (+%d -%d)",
+        agent_id,
+        len(before.sites),
+        len(after.sites),
+        len(set(after.sites) - set(before.sites)),
+        len(set(before.sites) - set(after.sites)),
+    )
+    return before, after
 
 
 def rotate(
@@ -227,7 +383,13 @@ def rotate(
             topics = topics_for(settings.kafka, agents.sectors_of(conn, row.sites))
             broker_grant(settings.kafka, agent_id, password, topics)
     logger.info("agent %s rotated to key %d", agent_id, key_no)
-    return row, Credentials(agent_id, key_no, key.private_b64, password)
+    return row, _credentials(row, key_no, key.private_b64, password)
+
+
+def _credentials(row: Any, key_no: int, signing_key: str, password: str | None) -> Credentials:
+    return Credentials(
+        row.agent_id, key_no, signing_key, password, row.metrics_host, row.metrics_port
+    )
 
 
 def revoke(settings: Settings, agent_id: str, *, actor: str) -> Any:
@@ -242,6 +404,7 @@ def revoke(settings: Settings, agent_id: str, *, actor: str) -> Any:
         if settings.kafka.manage_agent_credentials:
             broker_remove(settings.kafka, agent_id)
     logger.info("agent %s revoked", agent_id)
+    write_targets_if_configured(settings)
     return row
 
 
@@ -255,6 +418,15 @@ def agent_toml(settings: Settings, creds: Credentials) -> str:
         "",
         "[agent]",
         f'id = "{creds.agent_id}"',
+    ]
+    if creds.metrics_port is not None:
+        lines += [
+            "# Prometheus scrapes this endpoint (the platform's file_sd targets list it); the",
+            "# port is this agent's alone on its host: two agents never share one",
+            f'metrics_host = "{creds.metrics_host}"',
+            f"metrics_port = {creds.metrics_port}",
+        ]
+    lines += [
         "",
         "[kafka]",
         f'topic_prefix = "{k.topic_prefix}"',
@@ -299,4 +471,65 @@ def provision_province(
             conn, plan, {a: k.public for a, k in keys.items()}, actor=actor
         )
     logger.info("provisioned %d simulated agents", len(numbers))
+    write_targets_if_configured(settings)
     return {a: signing.Signer(numbers[a], keys[a].private_b64) for a in numbers}
+
+
+# ------------------------------------------------------------------------------ Prometheus targets
+
+
+def file_sd(
+    agents: Sequence[tuple[str, str, int]], province: tuple[str, int] | None
+) -> list[dict[str, Any]]:
+    """Prometheus file_sd target groups: one per provisioned agent (``agent_id`` label; the
+    agents' own metrics carry an ``agent`` label already) and, when simulated agents are
+    active, the province process's endpoint that serves all of them."""
+    groups: list[dict[str, Any]] = [
+        {"targets": [f"{_hostport(host, port)}"], "labels": {"agent_id": agent_id}}
+        for agent_id, host, port in agents
+    ]
+    if province is not None:
+        groups.append({"targets": [_hostport(*province)], "labels": {"agent_id": "province"}})
+    return groups
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def targets(settings: Settings) -> list[dict[str, Any]]:
+    """The agents' file_sd target groups, from the agents table."""
+    from storage import agents
+    from storage.db import connect
+
+    with connect(settings.db) as conn:
+        found = agents.metrics_endpoints(conn)
+    province = (settings.agent.metrics_host, settings.agent.metrics_port)
+    return file_sd(found.agents, province if found.simulated else None)
+
+
+def write_targets(settings: Settings, path: Path) -> int:
+    """Write the file_sd JSON atomically (Prometheus may read it at any moment) and return
+    the number of target groups."""
+    groups = targets(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return len(groups)
+
+
+def write_targets_if_configured(settings: Settings) -> None:
+    """After a change of agents: rewrite ``agent.targets_file`` when set. A failure is logged,
+    not raised: the change is committed, and ``qilu agents targets`` writes the file again."""
+    import psycopg
+
+    path = settings.agent.targets_file
+    if path is None:
+        return
+    try:
+        n = write_targets(settings, path)
+    except (OSError, psycopg.Error) as exc:
+        logger.warning("agents' Prometheus targets not written to %s: %s", path, exc)
+        return
+    logger.info("agents' Prometheus targets: %d groups in %s", n, path)

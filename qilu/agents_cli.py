@@ -1,16 +1,24 @@
 """``qilu agents``: provision, rotate, revoke, list and show edge agents.
 
     qilu agents provision AGENT_ID --sites S1,S2        or  --city 370200 --sector charging
+    qilu agents update AGENT_ID --add-site S3 --remove-sector ranch   its sites and sectors
     qilu agents rotate AGENT_ID [--grace 3600]           new key + Kafka password
     qilu agents revoke AGENT_ID                          refused from the next check on
     qilu agents list [--all]                             active agents (--all: revoked too)
     qilu agents show AGENT_ID                            sites, keys, audit trail
+    qilu agents targets [--out FILE]                     Prometheus file_sd of the agents
 
 Provisioning creates the agent's identity, its Ed25519 signing key (only the public half is
 stored) and its Kafka SCRAM-SHA-512 user with ACLs for the topics of its sectors, records the
 change in the audit log and prints a ready-to-copy agent configuration with both secrets.
-They are shown once: keep the output safe (``--out FILE`` writes it with mode 0600).
-Design: docs/adr/0010-agent-authentication.md.
+They are shown once: keep the output safe (``--out FILE`` writes it with mode 0600). The
+configuration also holds the agent's metrics endpoint: a port that no other active agent on
+the same host holds (``--metrics-host``/``--metrics-port`` to choose).
+
+An agent's rights are its sites; the sectors of its sites are the topics its Kafka user may
+write. ``update`` adds and removes sites (one by one or a sector at a time, ``--city``
+narrowing the sectors), audited, with the broker's ACLs and the ingest's site check following
+within seconds. Design: docs/adr/0010-agent-authentication.md.
 """
 
 from __future__ import annotations
@@ -61,8 +69,62 @@ def register(sub: Any) -> None:
         help="every site of this sector (repeatable; combined with --city: both must match)",
     )
     v.add_argument("--note", default="", help="free text, e.g. where the gateway is installed")
+    v.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="the agent's machine as Prometheus reaches it; the agent serves its metrics "
+        "there (default 127.0.0.1: an agent on the platform's machine)",
+    )
+    v.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="its metrics port (default: the lowest above QILU_AGENT__METRICS_PORT that no "
+        "other active agent on that host holds)",
+    )
     v.add_argument("--out", type=Path, default=None, help="write the configuration here (0600)")
     v.set_defaults(handler=_provision)
+
+    u = cmds.add_parser(
+        "update",
+        help="add or remove an agent's sites or sectors (broker ACLs and ingest follow)",
+    )
+    u.add_argument("agent_id", help="the agent to change")
+    u.add_argument(
+        "--add-site",
+        type=_csv,
+        action="extend",
+        default=[],
+        help="comma-separated site ids it may report for from now on (repeatable)",
+    )
+    u.add_argument(
+        "--remove-site",
+        type=_csv,
+        action="extend",
+        default=[],
+        help="comma-separated site ids it may no longer report for (repeatable)",
+    )
+    u.add_argument(
+        "--add-sector",
+        action="append",
+        default=[],
+        choices=["charging", "substation", "ranch"],
+        help="every site of this sector (of the --city codes when given; repeatable)",
+    )
+    u.add_argument(
+        "--remove-sector",
+        action="append",
+        default=[],
+        choices=["charging", "substation", "ranch"],
+        help="every site of the agent in this sector (of the --city codes when given; repeatable)",
+    )
+    u.add_argument(
+        "--city",
+        action="append",
+        default=[],
+        help="narrows --add-sector/--remove-sector to this city code (repeatable)",
+    )
+    u.set_defaults(handler=_update)
 
     r = cmds.add_parser("rotate", help="new signing key and Kafka password for an agent")
     r.add_argument("agent_id", help="the agent to rotate")
@@ -88,9 +150,25 @@ def register(sub: Any) -> None:
     s.add_argument("agent_id", help="the agent to show")
     s.set_defaults(handler=_show)
 
+    t = cmds.add_parser(
+        "targets",
+        help="the agents' metrics endpoints as Prometheus file_sd JSON",
+        description="One target group per active provisioned agent, plus the simulated "
+        "province's endpoint (QILU_AGENT__METRICS_HOST/PORT) while simulated agents are "
+        "active. Prometheus re-reads the file when it changes.",
+    )
+    t.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write it here, atomically (default: standard output); the local Prometheus "
+        "reads <state dir>/prometheus/targets/agents.json",
+    )
+    t.set_defaults(handler=_targets)
+
 
 def _needs_migration(handler: Handler) -> Handler:
-    """A database without the agent tables: say what to do instead of a traceback."""
+    """A database without the agent tables (or columns): say what to do, not a traceback."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -98,9 +176,9 @@ def _needs_migration(handler: Handler) -> Handler:
 
         try:
             return handler(args, settings)
-        except psycopg.errors.UndefinedTable as exc:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             raise QiluError(
-                f"{exc.diag.message_primary}: run `qilu migrate` first (migration 045)"
+                f"{exc.diag.message_primary}: run `qilu migrate` first (migrations 045, 053)"
             ) from exc
 
     return run
@@ -121,6 +199,8 @@ def _provision(args: argparse.Namespace, settings: Settings) -> int:
     from qilu import agents
     from storage.audit import cli_actor
 
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        raise QiluError(f"--metrics-port: {args.metrics_port} is not a port (1-65535)")
     row, creds = agents.provision(
         settings,
         args.agent_id,
@@ -129,12 +209,55 @@ def _provision(args: argparse.Namespace, settings: Settings) -> int:
         sectors=args.sector,
         actor=cli_actor(),
         note=args.note,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
     )
     sys.stderr.write(
-        f"agent {row.agent_id} provisioned for {len(row.sites)} sites; the secrets below are "
-        "shown once\n"
+        f"agent {row.agent_id} provisioned for {len(row.sites)} sites, metrics at "
+        f"{row.metrics_host}:{row.metrics_port}; the secrets below are shown once\n"
     )
     _emit(args, agents.agent_toml(settings, creds))
+    return 0
+
+
+@_needs_migration
+def _update(args: argparse.Namespace, settings: Settings) -> int:
+    from qilu import agents
+    from storage.audit import cli_actor
+
+    before, after = agents.update_sites(
+        settings,
+        args.agent_id,
+        add_sites=args.add_site,
+        remove_sites=args.remove_site,
+        add_sectors=args.add_sector,
+        remove_sectors=args.remove_sector,
+        cities=args.city,
+        actor=cli_actor(),
+    )
+    added = sorted(set(after.sites) - set(before.sites))
+    removed = sorted(set(before.sites) - set(after.sites))
+    sys.stdout.write(
+        f"agent {after.agent_id}: {len(after.sites)} sites (+{len(added)} -{len(removed)})\n"
+    )
+    for label, ids in (("added", added), ("removed", removed)):
+        if ids:
+            more = f" (+{len(ids) - 20} more)" if len(ids) > 20 else ""
+            sys.stdout.write(f"  {label}: {', '.join(ids[:20])}{more}\n")
+    if added or removed:
+        sys.stdout.write("  the agent's collectors list the sites it reads: update them too\n")
+    return 0
+
+
+@_needs_migration
+def _targets(args: argparse.Namespace, settings: Settings) -> int:
+    from qilu import agents
+
+    if args.out is None:
+        sys.stdout.write(json.dumps(agents.targets(settings), indent=2) + "\n")
+        return 0
+    n = agents.write_targets(settings, args.out)
+    sys.stderr.write(f"{n} target groups written to {args.out}\n")
     return 0
 
 

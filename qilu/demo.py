@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 from qilu.catalog import load_catalog
 from qilu.registry import generate, sector_fractions
+from qilu.services.prometheus import agent_targets_file
 from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -122,12 +124,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     _prepare(args, settings)
     _step(5, 5, "starting ingest, edge agents and the API")
     base = [sys.executable, "-m", "qilu.cli"]
+    # agent changes (the province's, the API's) rewrite the targets the local Prometheus reads
+    targets = settings.agent.targets_file or agent_targets_file(
+        settings.services.state_dir.resolve()
+    )
+    env = {**os.environ, "QILU_AGENT__TARGETS_FILE": str(targets)}
     children = {
-        "ingest": subprocess.Popen([*base, "ingest"]),
+        "ingest": subprocess.Popen([*base, "ingest"], env=env),
         "agents": subprocess.Popen(
-            [*base, "agent", "province", "--seed", str(args.seed), "--scale", str(args.scale)]
+            [*base, "agent", "province", "--seed", str(args.seed), "--scale", str(args.scale)],
+            env=env,
         ),
-        "api": subprocess.Popen([*base, "api"]),
+        "api": subprocess.Popen([*base, "api"], env=env),
     }
     url = f"http://{settings.api.host}:{settings.api.port}"
     stopping = False

@@ -138,6 +138,10 @@ class AgentSettings(BaseModel):
     batch_max_delay_s: float = 1.0
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where Prometheus scrapes from elsewhere
+    # where agent changes (provision, revoke, the province) rewrite the agents' Prometheus
+    # file_sd targets; None: nowhere (`qilu agents targets` writes it on demand). `qilu run`
+    # sets it to the file the local Prometheus reads (docs/services.md)
+    targets_file: Path | None = None
 
 
 class ApiSettings(BaseModel):

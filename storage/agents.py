@@ -39,6 +39,8 @@ class AgentRow:
     revoked_at: datetime | None
     sites: tuple[str, ...]
     keys: tuple[AgentKeyRow, ...]
+    metrics_host: str | None = None  # where Prometheus scrapes it (None: not recorded)
+    metrics_port: int | None = None
 
     @property
     def active_key(self) -> int | None:
@@ -53,6 +55,8 @@ class AgentRow:
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "sites": list(self.sites),
+            "metrics_host": self.metrics_host,
+            "metrics_port": self.metrics_port,
             "keys": [
                 {
                     "key_no": k.key_no,
@@ -92,7 +96,8 @@ def list_agents(
         "  coalesce((SELECT array_agg(k.created_at ORDER BY k.key_no) FROM agent_keys k"
         "            WHERE k.agent_id = a.agent_id), '{}'),"
         "  coalesce((SELECT array_agg(k.revoked_at ORDER BY k.key_no) FROM agent_keys k"
-        "            WHERE k.agent_id = a.agent_id), '{}')"
+        "            WHERE k.agent_id = a.agent_id), '{}'),"
+        "  a.metrics_host, a.metrics_port"
         " FROM agents a"
         " WHERE (%(ids)s::text[] IS NULL OR a.agent_id = ANY(%(ids)s))"
         "   AND (%(revoked)s OR a.revoked_at IS NULL)"
@@ -113,6 +118,8 @@ def list_agents(
             revoked_at=r[4],
             sites=tuple(r[5]),
             keys=tuple(AgentKeyRow(n, c, v) for n, c, v in zip(r[6], r[7], r[8], strict=True)),
+            metrics_host=r[9],
+            metrics_port=r[10],
         )
         for r in rows
     ]
@@ -162,6 +169,44 @@ def sectors_of(conn: Conn, site_ids: Sequence[str]) -> list[str]:
     ]
 
 
+def free_metrics_port(conn: Conn, host: str, first: int, reserved: Iterable[int] = ()) -> int:
+    """The lowest port from ``first`` up that no active agent on ``host`` serves its metrics
+    at (and not in ``reserved``). Takes a transaction-scoped lock on the host, so two
+    provisionings for one host in parallel get different ports: call it in the transaction
+    that stores the port."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('qilu.agent_metrics:' || %s))", (host,))
+    row = conn.execute(
+        "SELECT min(p) FROM generate_series(%s::int, 65535) AS p"
+        " WHERE p <> ALL(%s::int[]) AND NOT EXISTS (SELECT 1 FROM agents a"
+        "   WHERE a.metrics_host = %s AND a.metrics_port = p AND a.revoked_at IS NULL)",
+        (first, list(reserved), host),
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise AgentError(f"no free metrics port on {host} from {first} up")
+    return int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsEndpoints:
+    """What Prometheus scrapes of the agents: each provisioned agent's endpoint, and whether
+    simulated agents are active (they share the province process's endpoint)."""
+
+    agents: list[tuple[str, str, int]]  # (agent id, host, port), active agents by id
+    simulated: bool
+
+
+def metrics_endpoints(conn: Conn) -> MetricsEndpoints:
+    rows = conn.execute(
+        "SELECT agent_id, metrics_host, metrics_port FROM agents"
+        " WHERE revoked_at IS NULL AND metrics_port IS NOT NULL AND NOT simulated"
+        " ORDER BY agent_id"
+    ).fetchall()
+    sim = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE simulated AND revoked_at IS NULL)"
+    ).fetchone()
+    return MetricsEndpoints([(r[0], r[1], int(r[2])) for r in rows], bool(sim and sim[0]))
+
+
 # ------------------------------------------------------------------------------ changes
 
 
@@ -209,15 +254,26 @@ def provision(
     *,
     actor: str,
     note: str = "",
+    metrics: tuple[str, int] | None = None,
 ) -> AgentRow:
-    """Create an agent with key 1 and its sites. Run inside the caller's transaction."""
+    """Create an agent with key 1 and its sites, serving its metrics at ``metrics`` (host,
+    port; see :func:`free_metrics_port`). Run inside the caller's transaction."""
     if not sites:
         raise AgentError("an agent needs at least one site to report for")
+    host, port = metrics if metrics is not None else (None, None)
     with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO agents (agent_id, note) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (agent_id, note),
-        )
+        try:
+            with conn.transaction():  # a savepoint: the error below leaves the caller's usable
+                cur.execute(
+                    "INSERT INTO agents (agent_id, note, metrics_host, metrics_port)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (agent_id) DO NOTHING",
+                    (agent_id, note, host, port),
+                )
+        except psycopg.errors.UniqueViolation as exc:  # agents_metrics_endpoint_active
+            raise AgentError(
+                f"metrics endpoint {host}:{port} is held by another active agent; choose "
+                "another port (or leave it out: provisioning picks a free one)"
+            ) from exc
         if cur.rowcount != 1:
             raise AgentError(
                 f"agent {agent_id!r} exists already; `qilu agents rotate` gives it new "
@@ -251,15 +307,45 @@ def rotate(
     return after, key_no
 
 
-def set_sites(conn: Conn, agent_id: str, sites: Sequence[str], *, actor: str) -> AgentRow:
-    """Replace the agent's site list."""
-    if not sites:
-        raise AgentError("an agent needs at least one site to report for")
+def change_sites(
+    conn: Conn,
+    agent_id: str,
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    actor: str,
+) -> tuple[AgentRow, AgentRow]:
+    """Give the agent the sites ``add`` and take ``remove`` from it (both already checked to
+    exist); audited as ``agent.sites`` when the list changed. Returns (before, after).
+
+    Removing a site the agent does not report for is refused (a typo must not pass as done);
+    adding one it has is not, so the same command can run again to repair the broker's ACLs
+    after a failed commit. An agent keeps at least one site (revoke it instead)."""
     before = _require(conn, agent_id)
+    have = set(before.sites)
+    not_held = sorted(set(remove) - have)
+    if not_held:
+        raise AgentError(
+            f"agent {agent_id!r} does not report for {', '.join(not_held[:10])}"
+            + (f" (+{len(not_held) - 10} more)" if len(not_held) > 10 else "")
+        )
+    both = sorted(set(add) & set(remove))
+    if both:
+        raise AgentError(f"sites both added and removed: {', '.join(both[:10])}")
+    new_sites = sorted((have | set(add)) - set(remove))
+    if not new_sites:
+        raise AgentError(
+            f"agent {agent_id!r} would have no site left; `qilu agents revoke` retires an agent"
+        )
+    if new_sites == sorted(have):
+        return before, before
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM agent_sites WHERE agent_id = %s", (agent_id,))
-        _insert_sites(cur, agent_id, sites)
-        return _audited(conn, cur, "sites", agent_id, actor, before)
+        cur.execute(
+            "DELETE FROM agent_sites WHERE agent_id = %s AND site_id = ANY(%s)",
+            (agent_id, sorted(set(remove))),
+        )
+        _insert_sites(cur, agent_id, sorted(set(add) - have))
+        return before, _audited(conn, cur, "sites", agent_id, actor, before)
 
 
 def revoke(conn: Conn, agent_id: str, *, actor: str) -> AgentRow:

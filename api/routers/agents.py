@@ -1,4 +1,5 @@
-"""``/v1/admin/agents``: provision, rotate, revoke, list and show edge agents (admin scope).
+"""``/v1/admin/agents``: provision, change sites, rotate, revoke, list and show edge agents
+(admin scope).
 
 The same operations as ``qilu agents`` (qilu/agents.py), audited with the caller's key as the
 actor. Provisioning and rotation answer the agent's secrets and configuration once; nothing
@@ -8,7 +9,7 @@ of them is stored in clear (docs/adr/0010-agent-authentication.md).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
@@ -44,6 +45,11 @@ class AgentOut(BaseModel):
     revoked_at: datetime | None
     sites: list[str]
     keys: list[AgentKeyOut]
+    metrics_host: str | None = Field(description="where Prometheus scrapes the agent")
+    metrics_port: int | None
+
+
+Sectors = list[Literal["charging", "substation", "ranch"]]
 
 
 class AgentIn(BaseModel):
@@ -52,6 +58,29 @@ class AgentIn(BaseModel):
     cities: list[str] = Field(default_factory=list, max_length=16)
     sectors: list[str] = Field(default_factory=list, max_length=3)
     note: str = Field(default="", max_length=500)
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.:_-]+$",
+        description="the agent's machine as Prometheus reaches it",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="default: the lowest above agent.metrics_port free on that host",
+    )
+
+
+class AgentSitesIn(BaseModel):
+    """A change of the agent's sites: ids, or every site of a sector (of ``cities`` if given)."""
+
+    add_sites: list[str] = Field(default_factory=list, max_length=100_000)
+    remove_sites: list[str] = Field(default_factory=list, max_length=100_000)
+    add_sectors: Sectors = Field(default_factory=list, max_length=3)
+    remove_sectors: Sectors = Field(default_factory=list, max_length=3)
+    cities: list[str] = Field(default_factory=list, max_length=16)
 
 
 class RotateIn(BaseModel):
@@ -76,6 +105,8 @@ def _out(row: Any) -> AgentOut:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         sites=list(row.sites),
+        metrics_host=row.metrics_host,
+        metrics_port=row.metrics_port,
         keys=[
             AgentKeyOut(key_no=k.key_no, created_at=k.created_at, revoked_at=k.revoked_at)
             for k in row.keys
@@ -126,12 +157,38 @@ def provision_agent(ctx: Ctx, who: Admin, body: AgentIn) -> CredentialsOut:
             sectors=body.sectors,
             actor=f"api:{who.subject}",
             note=body.note,
+            metrics_host=body.metrics_host,
+            metrics_port=body.metrics_port,
         )
     except store.AgentError as exc:
         raise _refused(exc) from exc
     except ServiceError as exc:
         raise HTTPException(503, str(exc)) from exc
     return _credentials(ctx, row, creds)
+
+
+@router.patch(
+    "/agents/{agent_id}",
+    response_model=AgentOut,
+    summary="Add or remove the agent's sites or sectors (broker ACLs and ingest follow)",
+)
+def update_agent_sites(ctx: Ctx, who: Admin, agent_id: AgentId, body: AgentSitesIn) -> AgentOut:
+    try:
+        _, row = ops.update_sites(
+            ctx.settings,
+            agent_id,
+            add_sites=body.add_sites,
+            remove_sites=body.remove_sites,
+            add_sectors=body.add_sectors,
+            remove_sectors=body.remove_sectors,
+            cities=body.cities,
+            actor=f"api:{who.subject}",
+        )
+    except store.AgentError as exc:
+        raise _refused(exc) from exc
+    except ServiceError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return _out(row)
 
 
 @router.post(

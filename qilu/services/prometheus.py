@@ -1,8 +1,10 @@
 """Prometheus (Debian package) with the repository's scrape configuration.
 
-Runs ``prometheus --config.file=<repo>/infra/prometheus/prometheus.yml`` on loopback with its
-TSDB in the state folder. The configuration scrapes the platform's exporters (ingest :9101,
-agents :9102, API :8080/metrics) and Prometheus itself.
+Runs a copy of ``infra/prometheus/prometheus.yml`` (``<state>/prometheus/prometheus.yml``) on
+loopback with its TSDB in the state folder. The configuration scrapes the platform's
+exporters (ingest :9101, API :8080/metrics), Prometheus itself, and the edge agents found in
+``<state>/prometheus/targets/agents.json`` (file-based service discovery: the platform writes
+the file from the agents table, ``qilu agents targets``; Prometheus re-reads it on change).
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ import urllib.request
 from pathlib import Path
 
 from qilu.errors import ServiceError
+from qilu.services import render
 from qilu.services.base import ProbeError, Progress, Server
 from qilu.services.proc import Launch
 
 CANDIDATES = (Path("/usr/bin/prometheus"), Path("/usr/sbin/prometheus"))
 RETENTION = "15d"
+
+
+def agent_targets_file(state_dir: Path) -> Path:
+    """The agents' file_sd targets the local Prometheus reads (QILU_AGENT__TARGETS_FILE)."""
+    return state_dir / "prometheus" / render.PROMETHEUS_AGENT_TARGETS
 
 
 def _binary() -> Path | None:
@@ -33,8 +41,16 @@ class Prometheus(Server):
     install_note = "installing the prometheus package (first run)..."
 
     @property
-    def config_file(self) -> Path:
+    def source_config(self) -> Path:
         return self.ctx.infra_dir / "prometheus" / "prometheus.yml"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "prometheus.yml"
+
+    @property
+    def agent_targets(self) -> Path:
+        return agent_targets_file(self.ctx.state_dir)
 
     def ports(self) -> dict[str, int]:
         return {"prometheus_port": self.ctx.settings.prometheus_port}
@@ -48,9 +64,17 @@ class Prometheus(Server):
             raise ServiceError("prometheus: the package is installed but no prometheus binary")
 
     def configure(self, progress: Progress) -> None:
-        if not self.config_file.is_file():
-            raise ServiceError(f"prometheus: no configuration at {self.config_file}")
+        if not self.source_config.is_file():
+            raise ServiceError(f"prometheus: no configuration at {self.source_config}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            text = render.prometheus_config(self.source_config.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ServiceError(f"prometheus: {self.source_config}: {exc}") from exc
+        self.config_file.write_text(text, encoding="utf-8")
+        self.agent_targets.parent.mkdir(parents=True, exist_ok=True)
+        if not self.agent_targets.exists():  # no agents yet: `qilu agents targets` fills it
+            self.agent_targets.write_text("[]\n", encoding="utf-8")
 
     def command(self) -> Launch:
         binary = _binary() or Path("prometheus")

@@ -255,6 +255,21 @@ def initdb_command(*, initdb: str, data_dir: Path, pwfile: Path, superuser: str)
     ]
 
 
+# --------------------------------------------------------------------------- prometheus
+
+# where a rendered prometheus.yml finds the agents' file_sd targets, relative to its folder
+PROMETHEUS_AGENT_TARGETS = "targets/agents.json"
+
+
+def prometheus_config(source: str) -> str:
+    """The repository's prometheus.yml as the local Prometheus runs it: the same text under a
+    header, written next to its ``targets/`` folder (Prometheus resolves the relative file_sd
+    paths against the configuration file's folder)."""
+    if PROMETHEUS_AGENT_TARGETS not in source:
+        raise ValueError(f"prometheus.yml does not read the agents' {PROMETHEUS_AGENT_TARGETS}")
+    return f"# {HEADER}; the source is infra/prometheus/prometheus.yml\n{source}"
+
+
 # --------------------------------------------------------------------------- mosquitto
 
 

@@ -427,3 +427,205 @@ def test_admin_api_provisions_rotates_and_revokes(asettings: Settings, registry:
         trail = audit.query(conn, entity="agent", entity_id="api-gw")
     assert [e.action for e in trail] == ["agent.provision", "agent.rotate", "agent.revoke"]
     assert all(e.actor.startswith("api:key:") for e in trail)
+
+
+def sites_with_devices(reg: Registry, sector: Sector, n: int) -> list[tuple[str, str]]:
+    """(site id, one of its device ids) of ``n`` sites of the sector."""
+    first_device: dict[str, str] = {}
+    for d in reg.devices:
+        first_device.setdefault(d.site_id, d.device_id)
+    out = [(s.site_id, first_device[s.site_id]) for s in reg.sites if s.sector is sector]
+    return [x for x in out if x[1]][:n]
+
+
+def cli_env(s: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QILU_DB__NAME": s.db.name,
+        "QILU_KAFKA__BOOTSTRAP": s.kafka.bootstrap,
+        "QILU_KAFKA__AGENT_BOOTSTRAP": s.kafka.agent_bootstrap,
+        "QILU_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+    }
+
+
+QILU_AGENTS = [sys.executable, "-m", "qilu.cli", "--log-level", "WARNING", "agents"]
+
+
+def test_changed_rights_reach_the_broker_acls_and_the_ingest(
+    asettings: Settings, registry: Registry, ingest: None
+) -> None:
+    """Issue 12 item 3: an agent gains a site of another sector and loses sites; the broker's
+    ACLs and the ingest's site check follow, and every change is in the audit log."""
+    s, reg = asettings, registry
+    (c1, c1_dev), (c2, c2_dev) = sites_with_devices(reg, Sector.CHARGING, 2)
+    (s1, s1_dev), *_ = sites_with_devices(reg, Sector.SUBSTATION, 1)
+    charging = readings_topic(s.kafka, Sector.CHARGING)
+    substation = readings_topic(s.kafka, Sector.SUBSTATION)
+    _, creds = ops.provision(s, "gw-r", sites=[c1, c2], actor="test")
+    assert creds.kafka_password is not None
+    signer = signing.Signer(1, creds.signing_key)
+    now = 1_000_000 * int(time.time())
+
+    def send(topic: str, device: str, seq: int) -> None:
+        value = envelope(reg, "gw-r", device, seq, now)
+        producer = sasl_producer(s.kafka.agent_bootstrap, "gw-r", str(creds.kafka_password))
+        try:
+            producer.send(topic, key=b"gw-r", value=value, headers=signer.headers(value)).get(
+                timeout=15
+            )
+        finally:
+            producer.close()
+
+    with pytest.raises(TopicAuthorizationFailedError):  # no substation site yet
+        send(substation, s1_dev, 1)
+
+    # the command line: a substation site in, one charging site out
+    out = subprocess.run(
+        [*QILU_AGENTS, "update", "gw-r", "--add-site", s1, "--remove-site", c2],
+        env=cli_env(s),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "2 sites (+1 -1)" in out.stdout
+    time.sleep(s.ingest.agents_refresh_s * 3)  # the ingest's next registry check
+    send(substation, s1_dev, 2)  # the broker lets it write the new sector's topic now
+    send(charging, c1_dev, 3)  # still its site
+    send(charging, c2_dev, 4)  # the topic still, but no longer its site
+    wait_for(
+        lambda: scalar(s.db, "SELECT count(*) FROM readings") == 2,
+        timeout=120,
+        what="the readings of its sites",
+    )
+    letters = dead_letters(s, 1)
+    assert [h["qilu.reason"] for h in letters] == ["rejected_readings"]
+    assert [r["reason"] for r in json.loads(letters[0]["qilu.rejected"])] == ["foreign_site"]
+
+    # a whole sector out: the charging topic's ACL goes, and the ingest refuses its sites
+    before, after = ops.update_sites(s, "gw-r", remove_sectors=["charging"], actor="test")
+    assert (list(before.sites), list(after.sites)) == ([c1, s1], [s1])
+    with pytest.raises(TopicAuthorizationFailedError):
+        send(charging, c1_dev, 5)
+    time.sleep(s.ingest.agents_refresh_s * 3)
+    internal = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    value = envelope(reg, "gw-r", c1_dev, 6, now)  # a copied key on another path
+    internal.send(charging, key=b"gw-r", value=value, headers=signer.headers(value))
+    internal.flush(timeout=15)
+    internal.close()
+    assert len(dead_letters(s, 2)) == 2
+    assert scalar(s.db, "SELECT count(*) FROM readings") == 2
+
+    # refused changes name the problem and change nothing
+    with pytest.raises(store.AgentError, match="does not report for"):
+        ops.update_sites(s, "gw-r", remove_sites=[c2], actor="test")
+    with pytest.raises(store.AgentError, match="no site left"):
+        ops.update_sites(s, "gw-r", remove_sites=[s1], actor="test")
+    with pytest.raises(store.AgentError, match="unknown site ids"):
+        ops.update_sites(s, "gw-r", add_sites=["NO-SUCH-SITE"], actor="test")
+    with connect(s.db) as conn:
+        trail = audit.query(conn, entity="agent", entity_id="gw-r")
+    assert [e.action for e in trail] == ["agent.provision", "agent.sites", "agent.sites"]
+    assert trail[1].actor.startswith("cli:")
+    assert [(e.before or {})["sites"] for e in trail[1:]] == [[c1, c2], [c1, s1]]
+    assert [(e.after or {})["sites"] for e in trail[1:]] == [[c1, s1], [s1]]
+
+
+def test_admin_api_changes_an_agents_sites(asettings: Settings, registry: Registry) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.cli import create_key
+
+    (r1, _), *_ = sites_with_devices(registry, Sector.RANCH, 1)
+    city = next(x.city_code for x in registry.sites if x.site_id == r1)
+    in_city = sorted(
+        x.site_id for x in registry.sites if x.sector is Sector.CHARGING and x.city_code == city
+    )
+    _, admin = create_key(asettings, name="admin", scopes=["admin"])
+    with TestClient(create_app(asettings)) as c:
+        auth = {"Authorization": f"Bearer {admin}"}
+        assert c.post(
+            "/v1/admin/agents", json={"agent_id": "api-r", "sites": [r1]}, headers=auth
+        ).is_success
+        r = c.patch(
+            "/v1/admin/agents/api-r",
+            json={"add_sectors": ["charging"], "cities": [city]},
+            headers=auth,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["sites"] == sorted([r1, *in_city])
+        r = c.patch("/v1/admin/agents/api-r", json={"remove_sectors": ["ranch"]}, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["sites"] == in_city
+        refused = c.patch("/v1/admin/agents/api-r", json={"remove_sites": [r1]}, headers=auth)
+        assert refused.status_code == 409
+        assert "does not report for" in refused.json()["detail"]
+        assert (
+            c.patch("/v1/admin/agents/nobody", json={"add_sites": [r1]}, headers=auth).status_code
+            == 404
+        )
+    with connect(asettings.db) as conn:
+        trail = audit.query(conn, entity="agent", entity_id="api-r")
+    assert [e.action for e in trail] == ["agent.provision", "agent.sites", "agent.sites"]
+    assert all(e.actor.startswith("api:key:") for e in trail)
+
+
+def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them(
+    asettings: Settings, registry: Registry, tmp_path: Path
+) -> None:
+    """Issue 12 item 4: provisioning writes a metrics port no other active agent on that host
+    holds (never the province's default), and the file_sd targets list every agent."""
+    from edge_agent import config
+    from edge_agent.province import plan_agents
+
+    kafka = asettings.kafka.model_copy(update={"manage_agent_credentials": False})
+    s = asettings.model_copy(update={"kafka": kafka})
+    site, _ = first_site(registry, Sector.CHARGING)
+    default = s.agent.metrics_port
+    a, ca = ops.provision(s, "gw-h1", sites=[site], actor="test", metrics_host="10.0.0.7")
+    b, cb = ops.provision(s, "gw-h2", sites=[site], actor="test", metrics_host="10.0.0.7")
+    c, _ = ops.provision(s, "gw-x1", sites=[site], actor="test", metrics_host="10.0.0.8")
+    assert (a.metrics_port, b.metrics_port, c.metrics_port) == (
+        default + 1,
+        default + 2,
+        default + 1,
+    )
+    for creds, port in ((ca, default + 1), (cb, default + 2)):  # written into its configuration
+        table = tomllib.loads(ops.agent_toml(s, creds))
+        table["collectors"] = {"sim": {"type": "simulated", "sites": [site]}}
+        cfg = config.parse(table, environ={})
+        assert (cfg.agent.metrics_host, cfg.agent.metrics_port) == ("10.0.0.7", port)
+    with pytest.raises(store.AgentError, match="held by another active agent"):
+        ops.provision(
+            s,
+            "gw-h3",
+            sites=[site],
+            actor="test",
+            metrics_host="10.0.0.7",
+            metrics_port=default + 2,
+        )
+    ops.revoke(s, "gw-h1", actor="test")  # a revoked agent's port is free again
+    d, _ = ops.provision(s, "gw-h4", sites=[site], actor="test", metrics_host="10.0.0.7")
+    assert d.metrics_port == default + 1
+
+    assert ops.targets(s) == [
+        {"targets": [f"10.0.0.7:{default + 2}"], "labels": {"agent_id": "gw-h2"}},
+        {"targets": [f"10.0.0.7:{default + 1}"], "labels": {"agent_id": "gw-h4"}},
+        {"targets": [f"10.0.0.8:{default + 1}"], "labels": {"agent_id": "gw-x1"}},
+    ]
+    # the simulated province's agents share the province process's endpoint
+    ops.provision_province(s, plan_agents(registry), actor="test")
+    province = {"targets": [f"127.0.0.1:{default}"], "labels": {"agent_id": "province"}}
+    assert ops.targets(s)[-1] == province
+    # what Prometheus reads: the same groups, from the command line
+    out = tmp_path / "targets" / "agents.json"
+    subprocess.run(
+        [*QILU_AGENTS, "targets", "--out", str(out)],
+        env=cli_env(s),
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(out.read_text()) == ops.targets(s)
+    assert len(json.loads(out.read_text())) == 4

@@ -4,7 +4,8 @@ dashboards use is exported by the component they expect.
 
 The exporters are the real commands on test ports: `qilu ingest`, `qilu agent province` and
 `qilu api`. The test copy of infra/prometheus/prometheus.yml differs only in target ports and
-a 1 s scrape interval.
+a 1 s scrape interval; the agents are found the way the platform finds them, in the file_sd
+targets `qilu agents targets` writes from the agents table.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from dashboards import alerts, provisioning
 from dashboards.board import PromSpec
 from dashboards.macros import Context, Variable, expand_promql
 from dashboards.pipeline import METRICS
+from qilu import agents
 from qilu.catalog import load_catalog
 from qilu.contract import Sector
 from qilu.ports import free_port
 from qilu.registry import generate
 from qilu.services import Services
+from qilu.services.prometheus import agent_targets_file
 from qilu.settings import REPO_ROOT, ServicesSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
@@ -49,6 +52,7 @@ from tests.integration.test_dashboards_sql import (
 pytestmark = pytest.mark.integration
 
 JOBS = ("qilu-ingest", "qilu-agents", "qilu-api")
+AGENTS = "qilu-agents"
 
 
 def _get(url: str, timeout: float = 5.0) -> Any:
@@ -72,7 +76,7 @@ def _test_repo(tmp_path: Path, ports: dict[str, int], prom_port: int) -> Path:
     data["global"]["scrape_timeout"] = "1s"
     for job in data["scrape_configs"]:
         port = prom_port if job["job_name"] == "prometheus" else ports[job["job_name"]]
-        for sc in job["static_configs"]:
+        for sc in job.get("static_configs", []):
             sc["targets"] = [f"127.0.0.1:{port}"]
     root = tmp_path / "repo"
     (root / "infra" / "prometheus").mkdir(parents=True)
@@ -113,6 +117,16 @@ def test_prometheus_sees_every_platform_target_up(
         services.up(["prometheus"])
         stack.callback(services.down, ["prometheus"])
         base = f"http://127.0.0.1:{prom_port}"
+        # the province's agents in the table -> its endpoint in the file Prometheus watches
+        province = settings.model_copy(
+            update={"agent": settings.agent.model_copy(update={"metrics_port": ports[AGENTS]})}
+        )
+        targets = agent_targets_file(tmp_path / "state")
+        wait_for(
+            lambda: agents.write_targets(province, targets) == 1,
+            timeout=90,
+            what="the province's agents provisioned",
+        )
 
         def all_up() -> bool:
             targets = _get(f"{base}/api/v1/targets")["data"]["activeTargets"]

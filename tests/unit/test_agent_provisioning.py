@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from edge_agent import config
 
 from qilu import signing
-from qilu.agents import Credentials, agent_toml, topics_for
+from qilu.agents import Credentials, agent_toml, file_sd, topics_for
 from qilu.errors import ConfigError
 from qilu.services import render
 from qilu.settings import KafkaSettings, ServicesSettings, Settings
@@ -92,3 +94,45 @@ def test_a_broker_config_from_an_older_version_is_out_of_date(tmp_path: Path) ->
     assert kafka.config_current()
     props.write_text(props.read_text().replace(",AGENTS://127.0.0.1:19094", ""))
     assert not kafka.config_current()
+
+
+def test_file_sd_lists_each_agent_and_the_province_endpoint() -> None:
+    groups = file_sd([("gw-1", "10.0.0.7", 9103), ("gw-2", "fd00::7", 9104)], ("127.0.0.1", 9102))
+    assert groups == [
+        {"targets": ["10.0.0.7:9103"], "labels": {"agent_id": "gw-1"}},
+        {"targets": ["[fd00::7]:9104"], "labels": {"agent_id": "gw-2"}},
+        {"targets": ["127.0.0.1:9102"], "labels": {"agent_id": "province"}},
+    ]
+    assert file_sd([], None) == []  # no agents: an empty list, which Prometheus accepts
+
+
+def test_provisioned_configuration_carries_its_own_metrics_endpoint() -> None:
+    key = signing.generate_key()
+    creds = Credentials("gw-1", 1, key.private_b64, None, "10.0.0.7", 9105)
+    table = tomllib.loads(agent_toml(Settings(), creds))
+    table["collectors"] = {"sim": {"type": "simulated", "sites": ["S1"]}}
+    cfg = config.parse(table, environ={})
+    assert (cfg.agent.metrics_host, cfg.agent.metrics_port) == ("10.0.0.7", 9105)
+
+
+def test_local_prometheus_reads_the_agents_file_the_platform_writes(tmp_path: Path) -> None:
+    from qilu.services.base import Context
+    from qilu.services.prometheus import Prometheus, agent_targets_file
+    from qilu.services.tools import Apt
+    from qilu.settings import REPO_ROOT, DatabaseSettings
+
+    source = (REPO_ROOT / "infra" / "prometheus" / "prometheus.yml").read_text()
+    rendered = yaml.safe_load(render.prometheus_config(source))
+    (job,) = [j for j in rendered["scrape_configs"] if j["job_name"] == "qilu-agents"]
+    assert "static_configs" not in job  # no fixed port list
+    (files,) = [sd["files"] for sd in job["file_sd_configs"]]
+    server = Prometheus(
+        Context(ServicesSettings(state_dir=tmp_path), DatabaseSettings()), Apt(tmp_path / "apt")
+    )
+    # Prometheus resolves the relative path against the folder of the file it runs
+    assert [server.config_file.parent / f for f in files] == [agent_targets_file(tmp_path)]
+    server.configure(lambda _msg: None)
+    assert yaml.safe_load(server.config_file.read_text()) == rendered
+    assert json.loads(agent_targets_file(tmp_path).read_text()) == []
+    with pytest.raises(ValueError, match="agents"):
+        render.prometheus_config("scrape_configs: []\n")
