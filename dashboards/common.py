@@ -4,7 +4,9 @@ SQL reads only the logical relations of docs/adr/0002 (registry tables, ``device
 ``readings_1m``, ``readings_1h``, ``site_liveness_1h``, ``coverage_daily``), never ``readings``.
 Target thresholds and due dates are not in the database: they come from the catalog
 (qilu/data/targets.toml) and are written into the SQL as a ``VALUES`` list when the
-dashboards are built, so the panels always match the catalog they were built from.
+dashboards are built, so the panels always match the catalog they were built from; only a
+simulated registry's share of the province (``simulated_registry``), which scales count
+thresholds, is read from the database.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from grafana_foundation_sdk.models import dashboard as gdash
 
 from dashboards.board import thresholds
 from dashboards.model import PG, ColType, SqlSpec
-from qilu.catalog import Catalog
+from qilu.catalog import Catalog, Target
 from qilu.contract import Sector
 
 PROVINCE = "370000"
@@ -67,23 +69,47 @@ def sector_variable() -> bdash.CustomVariable:
 
 
 def targets_cte(catalog: Catalog) -> str:
-    """``targets(target_id, sector, name, kind, comparator, threshold, due)`` from the catalog."""
-    rows = ",\n    ".join(
-        f"({lit(t.id)}, {lit(t.sector)}, {lit(t.name_en)}, {lit(t.kind.value)}, "
-        f"{lit(t.comparator)}, {float(t.threshold)!r}::float8, DATE {lit(t.due.isoformat())})"
-        for t in catalog.targets
-    )
+    """``targets(target_id, sector, name, kind, comparator, threshold, due, threshold_written,
+    scale, plan_day, plan_value)`` from the catalog.
+
+    ``threshold`` is the one values are compared with: when the registry is a simulated share
+    of the province (``simulated_registry``, migration 052), a count target's threshold scaled
+    by that share (``scale``; NULL when not scaled), as the API does
+    (docs/adr/0013-scaled-thresholds.md). ``threshold_written`` is the document's.
+    ``plan_day``/``plan_value``: the catalog's baseline from a document (scaled likewise), the
+    start of the plan's own path; NULL without one."""
+
+    def row(t: Target) -> str:
+        b = t.baseline
+        plan = (
+            f"DATE {lit(b.day.isoformat())}, {float(b.value)!r}::float8"
+            if b is not None
+            else "NULL::date, NULL::float8"
+        )
+        return (
+            f"({lit(t.id)}, {lit(t.sector)}, {lit(t.name_en)}, {lit(t.kind.value)}, "
+            f"{lit(t.comparator)}, {float(t.threshold)!r}::float8, "
+            f"DATE {lit(t.due.isoformat())}, {plan})"
+        )
+
+    rows = ",\n    ".join(row(t) for t in catalog.targets)
     return (
-        "targets(target_id, sector, name, kind, comparator, threshold, due) AS (VALUES\n    "
-        + rows
-        + ")"
+        "targets_written(target_id, sector, name, kind, comparator, threshold, due, plan_day,"
+        " plan_value) AS (VALUES\n    " + rows + "),\n"
+        "targets AS (\n"
+        "    SELECT w.target_id, w.sector, w.name, w.kind, w.comparator,\n"
+        "      w.threshold * coalesce(s.fraction, 1) AS threshold, w.due,\n"
+        "      w.threshold AS threshold_written, s.fraction AS scale,\n"
+        "      w.plan_day, w.plan_value * coalesce(s.fraction, 1) AS plan_value\n"
+        "    FROM targets_written w LEFT JOIN simulated_registry s\n"
+        "      ON s.sector = w.sector AND w.kind = 'count' AND s.fraction <> 1)"
     )
 
 
 # Each target's province series, its first day (the baseline of the trajectory) and its latest
 # value; the trajectory runs linearly from the baseline to the threshold at the due date.
 TRAJECTORY_CTES = """series AS (
-    SELECT target_id, day, value FROM coverage_daily WHERE city_code = '370000'),
+    SELECT target_id, day, value, synthetic FROM coverage_daily WHERE city_code = '370000'),
 base AS (
     SELECT DISTINCT ON (target_id) target_id, day AS day0, value AS v0
     FROM series ORDER BY target_id, day),

@@ -1,8 +1,10 @@
 """Province coverage: every target against its threshold, the 16 cities, progress to the due date.
 
-Reads ``coverage_daily`` (each target's value per city per day; ``370000`` is the province) and
-``cities`` (names and centres for the map). The "trajectory" is the straight line from a
-target's first recorded day to its threshold on its due date; a target below it is behind.
+Reads ``coverage_daily`` (each target's value per city per day; ``370000`` is the province),
+``cities`` (names and centres for the map) and ``simulated_registry`` (a simulated registry's
+share of the province: count thresholds are scaled by it). The "trajectory" is the straight
+line from a target's first recorded day to its threshold on its due date; a target below it
+is behind. The plan path starts at the catalog's baseline from a document.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def targets_table_sql(catalog: Catalog) -> SqlSpec:
     sql = f"""WITH {targets_cte(catalog)},
 {TRAJECTORY_CTES}
 SELECT t.name AS "target", t.sector AS "sector", l.value AS "value",
-  t.threshold AS "threshold", {expected_sql("l.day")} AS "trajectory",
+  t.threshold AS "threshold", t.threshold_written AS "document threshold",
+  100 * t.scale AS "scaled to", {expected_sql("l.day")} AS "trajectory",
   100 * l.value / t.threshold AS "progress", t.due AS "due", l.day AS "as of",
   CASE WHEN l.value IS NULL THEN 'no data'
        WHEN {MET_SQL} THEN 'met'
@@ -64,6 +67,8 @@ ORDER BY t.due, t.target_id"""
         ("sector", S),
         ("value", N),
         ("threshold", N),
+        ("document threshold", N),
+        ("scaled to", N),
         ("trajectory", N),
         ("progress", N),
         ("due", D),
@@ -127,11 +132,18 @@ WHERE d.target_id = '${target}' AND d.city_code IN (${city})""",
 )
 
 
-def progress_sql(catalog: Catalog) -> tuple[SqlSpec, SqlSpec]:
+def progress_sql(catalog: Catalog) -> tuple[SqlSpec, SqlSpec, SqlSpec]:
+    """The trajectory chart: the province's values per day (measured, and the simulation's
+    modelled history apart), the trajectory and threshold; the judgement's path (first
+    recorded day -> threshold at the due date); the plan's own path (the document's baseline
+    -> threshold at the due date). Thresholds and paths as compared (scaled when the
+    registry is a simulated share of the province)."""
     actual = SqlSpec(
         f"""WITH {targets_cte(catalog)},
 {TRAJECTORY_CTES}
-SELECT s.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", s.value AS "value",
+SELECT s.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time",
+  CASE WHEN NOT s.synthetic THEN s.value END AS "value",
+  CASE WHEN s.synthetic THEN s.value END AS "modelled history",
   {expected_sql("s.day")} AS "trajectory", t.threshold AS "threshold"
 FROM series s
 JOIN targets t ON t.target_id = s.target_id
@@ -140,22 +152,38 @@ WHERE s.target_id = '${{target}}' AND s.day BETWEEN
     ($__timeFrom()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
   AND ($__timeTo()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
 ORDER BY 1""",
-        (("time", T), ("value", N), ("trajectory", N), ("threshold", N)),
+        (
+            ("time", T),
+            ("value", N),
+            ("modelled history", N),
+            ("trajectory", N),
+            ("threshold", N),
+        ),
         "time_series",
     )
-    plan = SqlSpec(
+    judged = SqlSpec(
         f"""WITH {targets_cte(catalog)},
 {TRAJECTORY_CTES}
-SELECT p.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", p.value AS "plan to due date"
+SELECT p.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", p.value AS "judgement path"
 FROM targets t
 JOIN base b ON b.target_id = t.target_id
 CROSS JOIN LATERAL (VALUES (b.day0, b.v0), (t.due, t.threshold)) AS p(day, value)
 WHERE t.target_id = '${{target}}' AND t.due > b.day0
 ORDER BY 1""",
-        (("time", T), ("plan to due date", N)),
+        (("time", T), ("judgement path", N)),
         "time_series",
     )
-    return actual, plan
+    plan = SqlSpec(
+        f"""WITH {targets_cte(catalog)}
+SELECT p.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", p.value AS "plan path"
+FROM targets t
+CROSS JOIN LATERAL (VALUES (t.plan_day, t.plan_value), (t.due, t.threshold)) AS p(day, value)
+WHERE t.target_id = '${{target}}' AND t.plan_day IS NOT NULL
+ORDER BY 1""",
+        (("time", T), ("plan path", N)),
+        "time_series",
+    )
+    return actual, judged, plan
 
 
 CITY_SERIES = SqlSpec(
@@ -210,7 +238,9 @@ def build(catalog: Catalog) -> BuiltDashboard:
         .description(
             "Latest province value of each target, its threshold, the trajectory value "
             "(straight line from the first recorded day to the threshold on the due date), "
-            "and the status: met, on track, behind, or missed (due date passed)."
+            "and the status: met, on track, behind, or missed (due date passed). With a "
+            "simulated registry, a count threshold is the document's scaled to the simulated "
+            "share of the province ('scaled to', %); empty there = as written."
         )
         .span(16)
         .height(10)
@@ -294,20 +324,27 @@ def build(catalog: Catalog) -> BuiltDashboard:
     )
 
     board.row("Progress")
-    actual, plan = progress_sql(catalog)
+    actual, judged, plan = progress_sql(catalog)
     board.sql(
         ts_panel(
             "${target}: progress towards the due date",
             "short",
             description=(
-                "Province value per day, the trajectory and the threshold; the plan line runs "
-                "from the first recorded day to the threshold on the due date."
+                "Province value per day (measured; 'modelled history' = days the simulation "
+                "backfilled before the platform ran), the trajectory and the threshold. The "
+                "judgement path runs from the first recorded day to the threshold on the due "
+                "date (when that day is before the due date); the plan path from the "
+                "document's baseline (e.g. the five-year plan's 2020 figure) to the threshold. "
+                "With a simulated registry, count thresholds and paths are scaled to its "
+                "share of the province (docs/targets.md). Met-on and behind-since days: "
+                "GET /v1/trajectories and the status page."
             ),
             span=24,
             height=9,
             interval="1d",
         ),
         actual,
+        judged,
         plan,
     )
     board.sql(

@@ -53,6 +53,8 @@ MAY_BE_EMPTY = {
     "Active SF6 and partial-discharge alarms",
     # only a line when the due date lies after the first recorded day (none of today's targets)
     "${target}: progress towards the due date/B",
+    # the plan's path needs a baseline in the catalog; the tested target has none
+    "${target}: progress towards the due date/C",
 }
 
 
