@@ -20,6 +20,7 @@ from qilu.settings import Settings, StorageMode
 from storage import coverage, maintain, migrate, registry_cli, trajectories, verify
 from storage import mode as modes
 from storage.db import connect
+from storage.jobs import job_health
 from storage.registry_store import load_registry
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,15 @@ def register(sub: Any) -> None:
     v.add_argument("--hours", type=int, default=24, help="hours to check (default 24)")
     v.set_defaults(handler=_verify)
 
-    st = ssub.add_parser("status", help="mode, migrations, rollup watermarks, sizes, policies")
+    st = ssub.add_parser(
+        "status",
+        help="mode, migrations, rollup watermarks, sizes, policies, background jobs",
+        description=(
+            "timescale mode also lists the server's background jobs of the platform (the "
+            "rollup refresh, compression and retention) with their last runs; exit status 1 "
+            "if the last run of any of them failed (the server then retries after a backoff)."
+        ),
+    )
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(handler=_status)
 
@@ -195,6 +204,9 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
         logger.info("retention policies changed: %s", ", ".join(report.policies_aligned) or "none")
         for job in report.jobs_run:
             logger.info("ran %s", job)
+        for health in report.jobs:
+            if health.failing:
+                logger.warning("TimescaleDB job failing: %s", health.describe())
     if not args.no_coverage:
         logger.info("coverage_daily: %d rows for today", report.coverage_rows)
     for note in report.not_allowed:
@@ -234,15 +246,22 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         info = storage_status(conn)
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
-        return 0
+    else:
+        sys.stdout.write(render_status(info))
+    # timescale mode: a failing job (the server retries it with a backoff) is a failed status
+    return 1 if any(j["failing"] for j in info["jobs"]) else 0
+
+
+def render_status(info: dict[str, Any]) -> str:
+    """The text form of :func:`storage_status`."""
     lines = [f"mode          {info['mode']}", f"migrations    {info['migrations']}"]
     for name, value in info["watermarks"].items():
         lines.append(f"watermark     {name}: {value}")
     for name, value in info["sizes"].items():
         lines.append(f"size          {name}: {value}")
     lines.extend(f"policy        {p}" for p in info["policies"])
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    lines.extend(f"job           {j}" for j in info["job_lines"])
+    return "\n".join(lines) + "\n"
 
 
 def storage_status(conn: Any) -> dict[str, Any]:
@@ -255,6 +274,8 @@ def storage_status(conn: Any) -> dict[str, Any]:
         "watermarks": {},
         "sizes": {},
         "policies": [],
+        "jobs": [],  # timescale mode: each job's last runs (storage/jobs.py)
+        "job_lines": [],
     }
     if mode is StorageMode.POSTGRES:
         for name, wm, at in conn.execute(
@@ -272,14 +293,18 @@ def storage_status(conn: Any) -> dict[str, Any]:
     else:
         for name, n, size in conn.execute(
             "SELECT h.hypertable_name, h.num_chunks,"
-            " pg_size_pretty(hypertable_size(format('%%I.%%I', h.hypertable_schema,"
+            " pg_size_pretty(hypertable_size(format('%I.%I', h.hypertable_schema,"
             " h.hypertable_name)::regclass))"
             " FROM timescaledb_information.hypertables h"
             " WHERE h.hypertable_schema = current_schema()"
         ):
             info["sizes"][name] = f"{n} chunks, {size}"
+        # executed without parameters: the percent signs above reach the server as written
         for _job, relation, proc, config in maintain.policy_jobs(conn):
             info["policies"].append(f"{relation}: {proc} {json.dumps(config)}")
+        health = job_health(conn)
+        info["jobs"] = [h.as_dict() for h in health]
+        info["job_lines"] = [h.describe() for h in health]
     return info
 
 

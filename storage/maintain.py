@@ -7,9 +7,13 @@ task                postgres mode                               timescale mode
 ==================  ==========================================  ===============================
 partitions          create the coming hours' partitions         (chunks are automatic)
 retention           drop partitions past the retention          align the retention policies
-rollups             ``qilu_refresh_rollups()``: invalidations,  refresh policies run in the
-                    then advance the watermarks                 server (``--run-jobs`` runs
-                                                                every policy job now)
+rollups             ``qilu_refresh_rollups()``: invalidations,  one job refreshes them in
+                    then advance the watermarks                 order in the server (051;
+                                                                ``--run-jobs`` runs every job
+                                                                now)
+jobs                (none)                                      read the jobs' last runs:
+                                                                failing ones to the metrics
+                                                                and the log (storage/jobs.py)
 coverage            upsert today's row of ``coverage_daily``    same
 ==================  ==========================================  ===============================
 
@@ -35,7 +39,7 @@ from psycopg.rows import TupleRow
 
 from qilu.catalog import Catalog
 from qilu.settings import DatabaseSettings, StorageMode, StorageSettings
-from storage import coverage
+from storage import coverage, jobs
 from storage.db import connect
 
 logger = logging.getLogger(__name__)
@@ -104,16 +108,10 @@ def refresh_rollups_postgres(conn: Conn, storage: StorageSettings, now: datetime
 
 # -- timescale mode -------------------------------------------------------------------------------
 def policy_jobs(conn: Conn) -> list[tuple[int, str, str, dict[str, Any]]]:
-    """(job id, logical relation, policy, config) of the policies on our relations."""
+    """(job id, logical relation, policy, config) of the jobs on our relations: the policies
+    and the rollup refresh job of migration 051 (relation "rollups")."""
     rows = conn.execute(
-        "SELECT j.job_id, coalesce(c.view_name, j.hypertable_name), j.proc_name, j.config"
-        " FROM timescaledb_information.jobs j"
-        " LEFT JOIN timescaledb_information.continuous_aggregates c"
-        "   ON c.materialization_hypertable_schema = j.hypertable_schema"
-        "  AND c.materialization_hypertable_name = j.hypertable_name"
-        " WHERE coalesce(c.view_schema, j.hypertable_schema) = current_schema()"
-        "   AND coalesce(c.view_name, j.hypertable_name) = ANY(%s)",
-        (["readings", *_CAGGS],),
+        jobs.jobs_sql(f"j.job_id, {jobs.JOB_RELATION}, j.proc_name, j.config"), jobs.JOBS_PARAMS
     ).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2]), dict(r[3] or {})) for r in rows]
 
@@ -139,9 +137,11 @@ def align_retention_policies(conn: Conn, storage: StorageSettings) -> list[str]:
 
 
 _JOB_ORDER = {
-    ("readings_1m", "policy_refresh_continuous_aggregate"): 0,
-    ("readings_1h", "policy_refresh_continuous_aggregate"): 1,
-    ("site_liveness_1h", "policy_refresh_continuous_aggregate"): 2,
+    ("rollups", jobs.REFRESH_JOB): 0,  # refreshes readings_1m, then the rollups built on it
+    # databases migrated before 051 (a policy per aggregate): the same order
+    ("readings_1m", "policy_refresh_continuous_aggregate"): 1,
+    ("readings_1h", "policy_refresh_continuous_aggregate"): 2,
+    ("site_liveness_1h", "policy_refresh_continuous_aggregate"): 3,
 }
 
 
@@ -174,6 +174,7 @@ class PassReport:
     partitions_dropped: list[str] = field(default_factory=list)
     policies_aligned: list[str] = field(default_factory=list)
     jobs_run: list[str] = field(default_factory=list)
+    jobs: list[jobs.JobHealth] = field(default_factory=list)
     refresh: dict[str, Any] = field(default_factory=dict)
     coverage_rows: int = 0
     not_allowed: list[str] = field(default_factory=list)
@@ -207,6 +208,7 @@ def maintain_once(
             report.policies_aligned = _allowed(
                 report, "retention", lambda: align_retention_policies(conn, storage), [], conn
             )
+            report.jobs = _allowed(report, "jobs", lambda: jobs.job_health(conn), [], conn)
         if coverage_snapshot:
             report.coverage_rows = _allowed(
                 report, "coverage", lambda: coverage.snapshot(conn, catalog, now), 0, conn
@@ -247,6 +249,7 @@ class Maintainer:
         self._stop = stop
         self._thread: threading.Thread | None = None
         self._disabled: set[str] = set()
+        self._failing: set[tuple[str, str]] = set()  # (relation, policy) of failing jobs
         self.passes = 0
 
     def start(self) -> None:
@@ -300,8 +303,12 @@ class Maintainer:
                 tasks.append(
                     ("rollups", lambda: refresh_rollups_postgres(conn, self._storage, now))
                 )
-            elif housekeeping:
-                tasks.append(("retention", lambda: align_retention_policies(conn, self._storage)))
+            else:
+                if housekeeping:
+                    tasks.append(
+                        ("retention", lambda: align_retention_policies(conn, self._storage))
+                    )
+                tasks.append(("jobs", lambda: self._watch_jobs(conn)))
             if coverage_due:
                 tasks.append(("coverage", lambda: coverage.snapshot(conn, self._catalog, now)))
             for name, task in tasks:
@@ -320,3 +327,19 @@ class Maintainer:
                     )
                     continue
                 logger.debug("storage maintenance %s: %s", name, result)
+
+    def _watch_jobs(self, conn: Conn) -> int:
+        """Publish the jobs' health; log a job once when it starts failing and once when it
+        works again (the server retries it with a backoff by itself)."""
+        health = jobs.job_health(conn)
+        conn.commit()
+        jobs.publish(health)
+        failing = {(h.relation, h.policy) for h in health if h.failing}
+        for h in health:
+            key = (h.relation, h.policy)
+            if h.failing and key not in self._failing:
+                logger.warning("TimescaleDB job failing: %s", h.describe())
+            elif not h.failing and key in self._failing:
+                logger.warning("TimescaleDB job %s on %s works again", h.policy, h.relation)
+        self._failing = failing
+        return len(failing)

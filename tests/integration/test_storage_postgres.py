@@ -724,6 +724,19 @@ def test_maintenance_commands_and_the_loop_in_a_thread(
     assert info["mode"] == "postgres"
     assert set(info["watermarks"]) == {"readings_1m", "readings_1h"}
     assert info["sizes"]["readings"].split()[0].isdigit()
+    assert info["jobs"] == []  # background jobs are timescale mode's
+    text = run_qilu(db, "storage", "status")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "mode          postgres"
+    assert lines[1].startswith("migrations    001, ")
+    assert "051" in lines[1]
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("watermark")] == [
+        "watermark     readings_1h",
+        "watermark     readings_1m",
+    ]
+    assert any(ln.startswith("size          readings: ") for ln in lines)
+    assert not any(ln.startswith("job ") for ln in lines)
 
     # a broken rollup store is found by verify (exit status 1), and repaired by a refresh
     # that recomputes the invalidated range

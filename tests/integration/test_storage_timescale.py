@@ -11,24 +11,30 @@ uses the engine.
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import NullConnectionPool
 from pydantic import SecretStr
 
+import storage.cli as storage_cli
 from qilu.catalog import load_catalog
+from qilu.cli import main as qilu_main
 from qilu.registry import Registry
 from qilu.services import Services
 from qilu.services.timescale import PASSWORD, USER
 from qilu.settings import DatabaseSettings, Settings, StorageMode
-from storage import coverage, maintain, migrate, verify
+from storage import coverage, jobs, maintain, migrate, verify
 from storage import mode as modes
 from storage.db import connect
 from storage.registry_store import load_device_index
@@ -215,9 +221,13 @@ def test_schema_mode_and_registered_policies(engine: Engine) -> None:
     assert caggs == [(c, False) for c in sorted(CAGGS)]  # real-time aggregates
     assert policies[("readings", "policy_compression")]["compress_after"] == "03:00:00"
     assert policies[("readings", "policy_retention")]["drop_after"] == "30 days"
+    # one job refreshes the rollups in dependency order (051), no policy per aggregate
+    refresh = policies[("rollups", jobs.REFRESH_JOB)]
+    assert [r["name"].split(".")[-1] for r in refresh["rollups"]] == list(CAGGS)
+    assert {r["start_offset"] for r in refresh["rollups"]} == {"8 days"}  # late data, 7 days
+    assert all(r["name"].startswith(f"{engine.schema}.") for r in refresh["rollups"])
     for cagg in CAGGS:
-        refresh = policies[(cagg, "policy_refresh_continuous_aggregate")]
-        assert refresh["start_offset"] == "8 days"  # late data up to 7 days
+        assert (cagg, "policy_refresh_continuous_aggregate") not in policies
         assert (cagg, "policy_retention") in policies
     assert ("readings_1m", "policy_compression") in policies
 
@@ -290,6 +300,167 @@ def test_aggregates_equal_recomputation_through_compression_redelivery_and_late_
     assert n == (len(old) // 2 + len(missed),)  # SUB-J-1-01 is half of `old`
     assert site == (2,)  # CHG-Q-1-01 and the late CHG-Q-1-02
     assert stored == (len(old) + len(recent) + len(late) + len(missed),)
+
+
+def run_refresh_job(eng: Engine) -> None:
+    """One run of the rollup refresh job of migration 051, as the server starts it."""
+    with eng.connect(autocommit=True) as conn:
+        (job_id,) = [j for j, rel, proc, _ in maintain.policy_jobs(conn) if rel == "rollups"]
+        conn.execute("CALL run_job(%s)", (job_id,))
+
+
+def test_one_run_of_the_refresh_job_carries_late_data_through_every_level(
+    engine: Engine,
+) -> None:
+    """The hourly rollups read the minute rollup: one run refreshes it first, so late data
+    is in readings_1h and site_liveness_1h after one cycle, not two."""
+    fleet = EngineFleet(engine)
+    now = datetime.now(UTC)
+    lo, hi = hour(now) - timedelta(days=2), hour(now) + timedelta(hours=1)
+    start = hour(now) - timedelta(days=1)
+    write(engine, fleet.rows(["CHG-Q-1-01"], start, minutes=30, step_s=60))
+    run_refresh_job(engine)
+    assert compare(engine, lo, hi).equal
+    late = fleet.rows(["CHG-Q-1-02"], start + timedelta(minutes=5), minutes=20, step_s=60)
+    assert write(engine, late) == len(late)
+    assert not compare(engine, lo, hi).equal
+    run_refresh_job(engine)
+    again = compare(engine, lo, hi)
+    assert again.equal, "\n".join(map(str, again.mismatches[:10]))
+    with engine.connect() as conn:
+        site = conn.execute(
+            "SELECT devices_reporting FROM site_liveness_1h WHERE site_id = 'CHG-Q-1'"
+            " AND bucket = %s",
+            (start,),
+        ).fetchone()
+    assert site == (2,)
+
+
+def record_runs(conn: psycopg.Connection[TupleRow], now: datetime) -> dict[str, int]:
+    """Rows as a native server's scheduler records them (the engine runs no jobs): the
+    refresh job failed its last five runs and backs off, the raw retention ran fine."""
+    ids = {
+        rel if rel == "rollups" else f"{rel}:{proc}": job
+        for job, rel, proc, _ in maintain.policy_jobs(conn)
+    }
+    refresh, retention = ids["rollups"], ids["readings:policy_retention"]
+    forget_runs(conn, {"refresh": refresh, "retention": retention})  # the engine's own rows
+    conn.execute(
+        "INSERT INTO _timescaledb_internal.bgw_job_stat (job_id, last_start, last_finish,"
+        " next_start, last_successful_finish, last_run_success, total_runs, total_duration,"
+        " total_duration_failures, total_successes, total_failures, total_crashes,"
+        " consecutive_failures, consecutive_crashes, flags) VALUES"
+        " (%s, %s, %s, %s, %s, false, 70, '70 s', '5 s', 65, 5, 0, 5, 0, 0),"
+        " (%s, %s, %s, %s, %s, true, 3, '3 s', '0 s', 3, 0, 0, 0, 0, 0)",
+        (
+            refresh,
+            now - timedelta(minutes=10),
+            now - timedelta(minutes=10) + timedelta(seconds=1),
+            now + timedelta(minutes=50),
+            now - timedelta(hours=1),
+            retention,
+            now - timedelta(hours=2),
+            now - timedelta(hours=2) + timedelta(seconds=1),
+            now + timedelta(hours=22),
+            now - timedelta(hours=2) + timedelta(seconds=1),
+        ),
+    )
+    conn.execute(
+        "INSERT INTO _timescaledb_internal.bgw_job_stat_history"
+        " (job_id, pid, execution_start, execution_finish, succeeded, data) VALUES"
+        " (%s, 4242, %s, %s, false, %s::jsonb), (%s, 4242, %s, %s, false, %s::jsonb)",
+        (
+            refresh,
+            now - timedelta(hours=1),
+            now - timedelta(hours=1),
+            '{"error_data": {"message": "an older failure", "sqlerrcode": "XX000"}}',
+            refresh,
+            now - timedelta(minutes=10),
+            now - timedelta(minutes=10),
+            '{"error_data": {"message": "canceling statement due to statement timeout",'
+            ' "sqlerrcode": "57014"}}',
+        ),
+    )
+    conn.commit()
+    return {"refresh": refresh, "retention": retention}
+
+
+def forget_runs(conn: psycopg.Connection[TupleRow], ids: dict[str, int]) -> None:
+    for table in ("bgw_job_stat", "bgw_job_stat_history"):
+        conn.execute(
+            sql.SQL("DELETE FROM _timescaledb_internal.{} WHERE job_id = ANY(%s)").format(
+                sql.Identifier(table)
+            ),
+            (list(ids.values()),),
+        )
+    conn.commit()
+
+
+def test_status_metric_and_log_surface_a_failing_job_from_recorded_runs(
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    with engine.connect() as conn:
+        ids = record_runs(conn, now)
+    try:
+        # `qilu storage status`, the whole command, on this schema of the engine
+        monkeypatch.setattr(storage_cli, "connect", lambda _db, **kw: engine.connect(**kw))
+        capsys.readouterr()
+        assert qilu_main(["storage", "status"]) == 1  # a failing job fails the status
+        out = capsys.readouterr().out
+        assert "mode          timescale" in out
+        assert "051" in out
+        assert "size          readings: " in out
+        assert " chunks, " in out
+        lines = [ln for ln in out.splitlines() if ln.startswith("job           rollups:")]
+        assert len(lines) == 1, out
+        refresh_line = lines[0]
+        assert refresh_line.startswith(
+            f"job           rollups: qilu_refresh_rollups_job (job {ids['refresh']}, every"
+            " 0:01:00): FAILING, 5 of 70 runs failed,"
+        )
+        assert "(backing off 0:59:00)" in refresh_line
+        assert refresh_line.endswith(": canceling statement due to statement timeout")
+        job_lines = [ln for ln in out.splitlines() if ln.startswith("job ")]
+        (retention_line,) = [ln for ln in job_lines if "readings: policy_retention" in ln]
+        assert ": ok, last success " in retention_line
+        assert qilu_main(["storage", "status", "--json"]) == 1
+        info = json.loads(capsys.readouterr().out)
+        by_job = {j["job_id"]: j for j in info["jobs"]}
+        assert by_job[ids["refresh"]]["failing"] is True
+        assert by_job[ids["refresh"]]["backoff_s"] == 59 * 60
+        assert by_job[ids["retention"]]["failing"] is False
+
+        # the metric, as the maintenance loop publishes it, and one log line per change
+        maintainer = maintain.Maintainer(
+            engine.db, Settings().storage, StorageMode.TIMESCALE, load_catalog(), threading.Event()
+        )
+        with engine.connect() as conn, caplog.at_level(logging.WARNING, "storage.maintain"):
+            assert maintainer._watch_jobs(conn) == 1
+            assert maintainer._watch_jobs(conn) == 1
+            failing = {"relation": "rollups", "policy": jobs.REFRESH_JOB}
+            assert REGISTRY.get_sample_value("qilu_storage_job_failing", failing) == 1.0
+            assert REGISTRY.get_sample_value("qilu_storage_job_backoff_seconds", failing) == 3540
+            ok = {"relation": "readings", "policy": "policy_retention"}
+            assert REGISTRY.get_sample_value("qilu_storage_job_failing", ok) == 0.0
+            conn.execute(
+                "UPDATE _timescaledb_internal.bgw_job_stat SET last_run_success = true"
+                " WHERE job_id = %s",
+                (ids["refresh"],),
+            )
+            conn.commit()
+            assert maintainer._watch_jobs(conn) == 0
+            assert REGISTRY.get_sample_value("qilu_storage_job_failing", failing) == 0.0
+        logged = [r.getMessage() for r in caplog.records if r.name == "storage.maintain"]
+        assert len(logged) == 2
+        assert logged[0].startswith("TimescaleDB job failing: rollups: qilu_refresh_rollups_job")
+        assert logged[1] == "TimescaleDB job qilu_refresh_rollups_job on rollups works again"
+    finally:
+        with engine.connect() as conn:
+            forget_runs(conn, ids)
 
 
 def test_coverage_series_and_roles(engine: Engine) -> None:
