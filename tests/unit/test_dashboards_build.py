@@ -33,6 +33,7 @@ ADR_RELATIONS = {
     "readings_1h",
     "site_liveness_1h",
     "coverage_daily",
+    "simulated_registry",
 }
 
 
