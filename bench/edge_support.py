@@ -88,6 +88,8 @@ metrics_port = {metrics_port}
 [kafka]
 bootstrap = "{bootstrap}"
 topic_prefix = "{prefix}"
+[auth]
+unsigned = true  # the agent against Kafka alone: no ingest reads these topics
 [buffer]
 path = "{folder / "buffer.db"}"
 max_bytes = {max_bytes}

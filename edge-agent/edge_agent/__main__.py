@@ -1,4 +1,5 @@
-"""``python -m edge_agent run --config FILE`` | ``check-config FILE``: the agent on a Pi.
+"""``python -m edge_agent run --config FILE`` | ``check-config FILE`` | ``requeue-quarantine
+--config FILE``: the agent on a Pi.
 
 The same agent as ``qilu agent run``, started without the platform's command line (which
 loads the server-side settings and costs several MB of RSS). Exit codes: 0 ok, 1 error,
@@ -27,6 +28,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
     c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
     c.add_argument("config", type=Path, help="the agent's TOML configuration")
+    q = sub.add_parser(
+        "requeue-quarantine",
+        help="send the envelopes the broker refused (not authorised) again from the next start",
+    )
+    q.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
+    q.add_argument(
+        "--sector",
+        action="append",
+        choices=["charging", "substation", "ranch"],
+        default=None,
+        help="only this sector's quarantine (repeatable; default all)",
+    )
     args = parser.parse_args(argv)
 
     from qilu import log
@@ -40,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             collectors = runtime.build_collectors(cfg)
             sys.stdout.write("\n".join(runtime.describe(cfg, collectors)) + "\n")
+            return 0
+        if args.command == "requeue-quarantine":
+            from qilu.contract import Sector
+
+            sectors = [Sector(s) for s in args.sector] if args.sector else None
+            sys.stdout.write("\n".join(runtime.requeue(cfg, sectors)) + "\n")
             return 0
         return runtime.run(cfg)
     except ConfigError as exc:

@@ -16,7 +16,10 @@ off it:
   buffer job as the next envelopes). Each record is settled by its own future; a failed one is
   sent again, byte for byte, after a backoff with jitter. At most ``max_in_flight_bytes`` of
   envelopes are outside the buffer at any time, so producer memory stays bounded however long
-  the broker is away;
+  the broker is away. A record the broker refuses for good (``TopicAuthorizationFailed``:
+  the agent is not authorised for that sector's topic) is no outage: its envelope goes to the
+  buffer's quarantine (kept, counted per sector, re-sent after ``requeue-quarantine``), it is
+  logged once per sector, and everything else keeps flowing;
 - housekeeping: the age bound and the gauges.
 
 The ``buffer`` thread runs every SQLite call; the ``send`` thread creates the producer (which
@@ -42,13 +45,17 @@ from typing import Any, Protocol, TypeVar, cast
 
 from collectors.base import Collector
 from edge_agent import metrics as m
-from edge_agent.buffer import AddResult, Buffer, Outgoing
+from edge_agent.buffer import AddResult, Buffer, Outgoing, Quarantined
 from edge_agent.chunks import split
 from qilu.contract import Reading, Sector
 from qilu.errors import ConfigError, RetryableError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+TOPIC_AUTHORIZATION_FAILED = 29  # Kafka's error code: the principal may not write the topic
+# after a refusal, a sector's envelopes go to the quarantine unsent for this long; then the
+# next one asks the broker again (rights granted meanwhile are noticed without a restart)
+REFUSAL_HOLD_S = 300.0
 
 
 class RecordFuture(Protocol):
@@ -75,6 +82,25 @@ class Signer(Protocol):
 
 
 ProducerFactory = Callable[[], Producer]
+
+
+class _HeldBack(Exception):  # noqa: N818 - not an error: a refusal the agent infers
+    """An envelope of a sector the broker refused within the hold-off: quarantined unsent."""
+
+    errno = TOPIC_AUTHORIZATION_FAILED
+
+    def __init__(self, sector: Sector) -> None:
+        super().__init__(f"sector {sector.value} refused within the hold-off")
+
+
+def refusal_of(exc: BaseException) -> str | None:
+    """The quarantine reason when ``exc`` is a permanent refusal of the record's topic (not an
+    outage: sending it again cannot succeed until the agent's rights change), else None.
+    Recognised by Kafka's error code (an OSError's errno is another numbering), so no client
+    import is needed here."""
+    if not isinstance(exc, OSError) and getattr(exc, "errno", None) == TOPIC_AUTHORIZATION_FAILED:
+        return "topic_authorization_failed"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +325,13 @@ class Agent:
         self._drop_logged = False
         self.sent_envelopes = 0
         self.sent_readings = 0
+        self.refused_envelopes = 0
+        self._refused_logged: set[Sector] = set()
+        self._quarantine_sectors: set[Sector] = set()
+        # sector -> monotonic time until which its envelopes are quarantined unsent
+        self._refused_until: dict[Sector, float] = {}
+        self.refusal_hold_s = REFUSAL_HOLD_S
+        self._stopping = False  # collectors going down on stop are no news
         self.boot_id = ""
         self._in_counter = m.READINGS_IN.labels(agent_id)  # labelled once, not per batch
         self._sent_counter = m.READINGS_SENT.labels(agent_id)
@@ -326,6 +359,8 @@ class Agent:
         if was is up:
             return
         self._available[name] = up
+        if self._stopping:  # a source closing because the agent stops: not an outage
+            return
         m.COLLECTOR_UP.labels(self.agent_id, name).set(1 if up else 0)
         if up and was is False:
             logger.warning("collector %s: source available again", name)
@@ -573,10 +608,17 @@ class Agent:
 
     def _launch(self, formed: Sequence[tuple[Outgoing, bool]]) -> None:
         sends = []
+        now = time.monotonic()
         for out, live in formed:
             s = _Send(out, live)
             self._inflight[out.id] = s
             self._inflight_bytes += len(out.payload)
+            if self._refused_until.get(out.sector, 0.0) > now:
+                # refused a moment ago: quarantined without asking the broker again (one
+                # refused request per hold-off and sector, not one per envelope)
+                self._failed.append((s, _HeldBack(out.sector)))
+                self._send_wake.set()
+                continue
             sends.append(s)
         self._start_sends(sends)
 
@@ -587,6 +629,12 @@ class Agent:
         for s in acked:
             self._inflight.pop(s.out.id, None)
             self._inflight_bytes -= len(s.out.payload)
+            if self._refused_until.pop(s.out.sector, None) is not None:
+                logger.warning(
+                    "agent %s: the broker accepts topic %s again; what was quarantined waits "
+                    "for `python -m edge_agent requeue-quarantine --config FILE`",
+                    self.agent_id, self._topic(s.out.sector),
+                )  # fmt: skip
         if acked:
             self._note_success()
         return acked
@@ -609,26 +657,85 @@ class Agent:
             await self._in_db(self.buffer.ack, [s.out for s in acked])
             self._acks_persisted(acked)
 
-    def _absorb_failures(self) -> None:
-        """Failed records wait for another attempt (through a new producer, see below)."""
+    def _absorb_failures(self) -> list[tuple[_Send, str, bool]]:
+        """Failed records wait for another attempt (through a new producer, see below);
+        refused ones (see :func:`refusal_of`) leave the in-flight window and are returned,
+        to be quarantined by the caller's buffer job."""
+        refused: list[tuple[_Send, str, bool]] = []
         if self._failed:
             failed, self._failed = self._failed, []
-            for s, _ in failed:
+            transient = []
+            for s, exc in failed:
+                reason = refusal_of(exc)
+                if reason is None:
+                    transient.append((s, exc))
+                    continue
+                refused.append((s, reason, isinstance(exc, _HeldBack)))
+                self._waiting.pop(s.out.id, None)  # queued by a producer replacement
+                self._inflight.pop(s.out.id, None)
+                self._inflight_bytes -= len(s.out.payload)
+            for s, _ in transient:
                 self._waiting[s.out.id] = s
-            self._note_failure(failed[0][1])
-            if self.replace_producer and self._producer is not None:
-                self._drop_producer()
+            if transient:
+                self._note_failure(transient[0][1])
+                if self.replace_producer and self._producer is not None:
+                    self._drop_producer()
+        return refused
+
+    async def _quarantine(self, refused: Sequence[tuple[_Send, str, bool]]) -> None:
+        """Move refused envelopes to the buffer's quarantine; log each sector once per run."""
+        if not refused:
+            return
+        by_reason: dict[str, list[Outgoing]] = {}
+        for s, reason, _ in refused:
+            by_reason.setdefault(reason, []).append(s.out)
+
+        def store() -> None:
+            for reason, outs in by_reason.items():
+                self.buffer.refuse(outs, reason)
+
+        await self._in_db(store)
+        self.refused_envelopes += len(refused)
+        until = time.monotonic() + self.refusal_hold_s
+        for s, reason, held in refused:
+            sector = s.out.sector
+            m.REFUSED.labels(self.agent_id, sector.value).inc()
+            if not held:  # the broker's own answer (re)starts the hold-off
+                self._refused_until[sector] = until
+            if sector not in self._refused_logged:
+                self._refused_logged.add(sector)
+                logger.error(
+                    "agent %s: the broker refuses topic %s (%s): the agent is not authorised "
+                    "for sector %s. This is not an outage: its envelopes are quarantined in the "
+                    "buffer and the other sectors keep flowing. Fix the collector "
+                    "configuration or the agent's sites (`qilu agents update`), then re-send "
+                    "them with `python -m edge_agent requeue-quarantine --config FILE`",
+                    self.agent_id, self._topic(sector), reason, sector.value,
+                )  # fmt: skip
+        self._quarantine_gauges(await self._in_db(self.buffer.quarantine))
+
+    def _quarantine_gauges(self, quarantine: Sequence[Quarantined]) -> None:
+        """Per-sector gauges of the quarantine; a sector gets series once it had something
+        quarantined (then 0 after a requeue), the others none."""
+        held = {q.sector: q for q in quarantine}
+        self._quarantine_sectors |= held.keys()
+        for sector in self._quarantine_sectors:
+            q = held.get(sector)
+            m.QUARANTINE_ENVELOPES.labels(self.agent_id, sector.value).set(q.envelopes if q else 0)
+            m.QUARANTINE_READINGS.labels(self.agent_id, sector.value).set(q.readings if q else 0)
 
     async def _settle(self) -> None:
         """Persist acknowledgements; schedule failed records for another attempt."""
         acked = self._take_acked()
-        self._absorb_failures()
+        refused = self._absorb_failures()
         await self._persist_acks(acked)
+        await self._quarantine(refused)
 
     async def _round(self, *, draining: bool = False) -> None:
         """Settle what the broker answered and hand out what is due, in one buffer job."""
         acked = self._take_acked()
-        self._absorb_failures()
+        refused = self._absorb_failures()
+        await self._quarantine(refused)
         await self._fill(acked, draining=draining)
 
     def _drop_producer(self) -> None:
@@ -733,6 +840,8 @@ class Agent:
         age = 0.0 if st.oldest_added_us is None else time.time() - st.oldest_added_us / 1e6
         m.OLDEST_UNSENT.labels(a).set(max(0.0, age))
         m.IN_FLIGHT.labels(a).set(self._inflight_bytes)
+        if self._quarantine_sectors:
+            self._quarantine_gauges(await self._in_db(self.buffer.quarantine))
 
     def close_producer(self, timeout_s: float = 10.0) -> None:
         """Close the producer this agent created (call after :meth:`run` returned)."""
@@ -756,6 +865,14 @@ class Agent:
             self.buffer.path,
         )  # fmt: skip
         self._restored = await self._in_db(self.buffer.unsent_outbox)
+        held = await self._in_db(self.buffer.quarantine)
+        for q in held:  # said once at start: the quarantine does not empty itself
+            logger.warning(
+                "agent %s: %d envelopes (%d readings) of sector %s are quarantined (%s); "
+                "`python -m edge_agent requeue-quarantine --config FILE` sends them again",
+                self.agent_id, q.envelopes, q.readings, q.sector.value, q.reason,
+            )  # fmt: skip
+        self._quarantine_gauges(held)
         for c in self.collectors:
             c.on_availability(self._availability)
         tasks = [
@@ -772,6 +889,7 @@ class Agent:
             await self._shutdown(collecting, tasks)
 
     async def _shutdown(self, collecting: list[asyncio.Task[None]], tasks: list[Any]) -> None:
+        self._stopping = True
         for t in collecting:
             t.cancel()
         await asyncio.gather(*collecting, return_exceptions=True)

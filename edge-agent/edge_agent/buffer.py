@@ -7,7 +7,10 @@ Tables::
     chunk   readings handed over by collectors, not yet in an envelope (see edge_agent.chunks)
     outbox  envelopes formed from chunks (or gap records), with their (boot id, sequence),
             kept byte for byte until the broker acknowledged them; a restart sends them again
-            unchanged, so the backend can recognise the duplicates
+            unchanged, so the backend can recognise the duplicates. ``refused`` (the
+            quarantine): the broker refused the envelope for good (the agent is not
+            authorised for its topic); it stays here, counted, and is not sent again until
+            :func:`requeue_quarantine` clears the mark (after the agent's rights changed)
     boot    one row per agent start: boot number, boot id, start time
     meta    agent id, and ``pending`` (readings in chunk + outbox) used to count what a
             corrupted file lost
@@ -23,7 +26,8 @@ Guarantees:
   chunks only when nothing else is left; ``drop_newest`` refuses new normal readings (alarms
   still evict the oldest normal chunks). Chunks older than ``max_age_s`` are dropped too. Every
   dropped reading is counted and described by a gap record that goes upstream like an envelope.
-- A reading leaves only when its envelope was acknowledged (:meth:`Buffer.ack`).
+- A reading leaves only when its envelope was acknowledged (:meth:`Buffer.ack`); a refused
+  envelope stays in the quarantine (it counts against ``max_bytes`` and is never evicted).
 - At open, a file that fails ``PRAGMA quick_check`` (or is not a database) is moved to a
   quarantine folder beside it; every readable chunk and envelope is copied into a fresh file,
   the unreadable rest is counted (exactly, when the ``meta`` row survived) and reported as a
@@ -73,9 +77,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sector INTEGER NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL, n INTEGER NOT NULL,
     gaps INTEGER NOT NULL, added_us INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL, refused TEXT, refused_us INTEGER
 );
 """
+# buffer files written before the quarantine existed get its two columns at open
+_OUTBOX_COLUMNS_ADDED = (("refused", "TEXT"), ("refused_us", "INTEGER"))
 ROW_OVERHEAD = 48  # bytes of a chunk row besides its blob (header, keys, index entries)
 Policy = Literal["drop_oldest", "drop_newest"]
 Fsync = Literal["batch", "os"]
@@ -119,6 +125,16 @@ class OpenReport:
     salvaged: int = 0  # readings copied from a damaged file
     lost: int | None = 0  # readings lost to damage (None: unknown, the count itself was lost)
     lost_rows: int = 0  # unreadable rows
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """Refused envelopes of one sector waiting in the quarantine."""
+
+    sector: Sector
+    envelopes: int
+    readings: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +264,7 @@ class Buffer:
         db.execute(f"PRAGMA journal_size_limit={self._checkpoint_pages * 4096}")
         db.execute("PRAGMA cache_size=-512")  # 512 KB page cache: RSS matters on a Pi
         db.executescript(SCHEMA)
+        _add_quarantine_columns(db)
         return db
 
     def _quarantine(self, problem: str) -> Path:
@@ -496,10 +513,11 @@ class Buffer:
     # ------------------------------------------------------------------ delivery
 
     def unsent_outbox(self, exclude: Iterable[int] = ()) -> list[Outgoing]:
-        """Envelopes formed earlier (this boot or before) and not acknowledged."""
+        """Envelopes formed earlier (this boot or before), not acknowledged, not refused."""
         skip = set(exclude)
         rows = self.db.execute(
-            "SELECT id, sector, boot_id, seq, n, gaps, added_us, payload FROM outbox ORDER BY id"
+            "SELECT id, sector, boot_id, seq, n, gaps, added_us, payload FROM outbox"
+            " WHERE refused IS NULL ORDER BY id"
         ).fetchall()
         return [
             Outgoing(i, SECTORS[s], b, q, n, g, a, p)
@@ -577,12 +595,30 @@ class Buffer:
             self._payload -= sum(len(o.payload) + ROW_OVERHEAD for o in outgoing)
             self._set_pending()
 
+    def refuse(self, outgoing: Sequence[Outgoing], reason: str) -> None:
+        """The broker refused these envelopes for good (not authorised for their topic):
+        they move to the quarantine, byte for byte, and are not sent again until
+        :func:`requeue_quarantine`. Their readings stay counted as pending."""
+        if not outgoing:
+            return
+        with self._tx():
+            self.db.executemany(
+                "UPDATE outbox SET refused = ?, refused_us = ? WHERE id = ?",
+                [(reason, self._clock(), o.id) for o in outgoing],
+            )
+
+    def quarantine(self) -> list[Quarantined]:
+        """What waits in the quarantine, per sector."""
+        return _quarantine_of(self.db)
+
     # ------------------------------------------------------------------ state
 
     def stats(self) -> Stats:
         db = self.db
         a = db.execute("SELECT min(added_us) FROM chunk").fetchone()[0]
-        b = db.execute("SELECT min(added_us) FROM outbox WHERE n > 0").fetchone()[0]
+        b = db.execute(
+            "SELECT min(added_us) FROM outbox WHERE n > 0 AND refused IS NULL"
+        ).fetchone()[0]
         oldest = min((x for x in (a, b) if x is not None), default=None)
         outbox = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
         return Stats(self._pending, self._payload, self.disk_bytes(), oldest, outbox)
@@ -637,6 +673,58 @@ class _Tx:
         finally:
             if self._relax:
                 self._db.execute("PRAGMA synchronous=FULL")
+
+
+# ---------------------------------------------------------------------- quarantine
+
+
+def _add_quarantine_columns(db: sqlite3.Connection) -> None:
+    have = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+    for name, kind in _OUTBOX_COLUMNS_ADDED:
+        if name not in have:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
+
+
+def _quarantine_of(db: sqlite3.Connection) -> list[Quarantined]:
+    rows = db.execute(
+        "SELECT sector, count(*), coalesce(sum(n), 0), min(refused) FROM outbox"
+        " WHERE refused IS NOT NULL GROUP BY sector ORDER BY sector"
+    ).fetchall()
+    return [Quarantined(SECTORS[s], int(e), int(n), str(r)) for s, e, n, r in rows]
+
+
+def requeue_quarantine(
+    path: str | Path, agent_id: str, sectors: Iterable[Sector] | None = None
+) -> list[Quarantined]:
+    """Clear the quarantine mark of refused envelopes (all, or those of ``sectors``) so the
+    agent sends them again, unchanged, from its next start. Safe while the agent runs (one
+    SQLite transaction); returns what was requeued. ConfigError when the file belongs to
+    another agent or does not exist."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("buffer.path", f"{p} does not exist: nothing to requeue")
+    db = sqlite3.connect(p, isolation_level=None, timeout=30)
+    try:
+        owner = db.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()
+        if owner is None or owner[0] != agent_id:
+            raise ConfigError(
+                "agent.id", f"the buffer {p} belongs to {owner[0] if owner else 'no agent'!r}"
+            )
+        _add_quarantine_columns(db)
+        wanted = [SECTOR_INDEX[s] for s in sectors] if sectors is not None else None
+        where = "refused IS NOT NULL" + (
+            f" AND sector IN ({','.join('?' * len(wanted))})" if wanted is not None else ""
+        )
+        with _Tx(db):
+            before = {q.sector: q for q in _quarantine_of(db)}
+            db.execute(
+                f"UPDATE outbox SET refused = NULL, refused_us = NULL WHERE {where}",  # noqa: S608 - placeholders only
+                wanted or [],
+            )
+            after = {q.sector for q in _quarantine_of(db)}
+        return [q for s, q in before.items() if s not in after]
+    finally:
+        db.close()
 
 
 # ---------------------------------------------------------------------- damage handling

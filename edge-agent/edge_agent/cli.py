@@ -2,6 +2,8 @@
 
     qilu agent run --config agent.toml      one agent: its collectors, its durable buffer
     qilu agent check-config agent.toml      validate without starting anything (exit 2 if bad)
+    qilu agent requeue-quarantine --config agent.toml
+                                            re-send envelopes the broker refused (not authorised)
     qilu agent province --scale 0.02        one simulated agent per (sector, city), for demos
 
 On a Pi the systemd unit runs ``python -m edge_agent run --config ...`` instead: the same
@@ -53,6 +55,25 @@ def register(sub: Any) -> None:
     )
     c.add_argument("config", type=Path, help="the agent's TOML file")
     c.set_defaults(handler=_check)
+
+    q = cmds.add_parser(
+        "requeue-quarantine",
+        help="send the envelopes the broker refused (not authorised) again from the next start",
+        description=(
+            "Envelopes of a topic the agent may not write are kept in its buffer's quarantine. "
+            "Once the agent's rights changed (`qilu agents update`), this clears the quarantine "
+            "so the agent sends them again, unchanged, from its next start."
+        ),
+    )
+    q.add_argument("--config", required=True, type=Path, help="the agent's TOML file")
+    q.add_argument(
+        "--sector",
+        action="append",
+        choices=[s.value for s in Sector],
+        default=None,
+        help="only this sector's quarantine (repeatable; default all)",
+    )
+    q.set_defaults(handler=_requeue)
 
     v = cmds.add_parser(
         "province",
@@ -117,9 +138,18 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _province(args: argparse.Namespace, settings: Settings) -> int:
-    from prometheus_client import start_http_server
+def _requeue(args: argparse.Namespace, settings: Settings) -> int:
+    del settings
+    from edge_agent import config, runtime
 
+    cfg = config.load(args.config)
+    sectors = [Sector(s) for s in args.sector] if args.sector else None
+    sys.stdout.write("\n".join(runtime.requeue(cfg, sectors)) + "\n")
+    return 0
+
+
+def _province(args: argparse.Namespace, settings: Settings) -> int:
+    from edge_agent import metrics
     from edge_agent.agent import SharedProducer, new_producer
     from edge_agent.province import build_agents, plan_agents, run_agents
     from qilu.registry import generate
@@ -132,7 +162,8 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_agents(reg, sectors=[Sector(s) for s in args.sector or []], cities=args.city)
     port = args.metrics_port if args.metrics_port is not None else settings.agent.metrics_port
     if port:
-        start_http_server(port, addr=settings.agent.metrics_host)
+        key = "--metrics-port" if args.metrics_port is not None else "agent.metrics_port"
+        metrics.serve(settings.agent.metrics_host, port, key=key)
     state = args.state_dir or settings.services.state_dir / "agents"
     signers = None
     if not args.no_provision:

@@ -2,7 +2,9 @@
 
     [agent]       id, metrics endpoint
     [kafka]       brokers, topic prefix, timeouts, SASL/SCRAM credentials (docs/adr/0010)
-    [auth]        the key that signs every envelope (printed once by `qilu agents provision`)
+    [auth]        the key that signs every envelope (printed once by `qilu agents provision`);
+                  ``unsigned = true`` is the explicit opt-out for a development platform
+                  whose ingest does not authenticate (``ingest.authenticate`` off)
     [buffer]      the durable buffer: path, disk bound, age bound, full policy, fsync policy
     [delivery]    batching, in-flight window, backlog rate cap, retry backoff
     [simulation]  registry seed and scale (only for collectors of type "simulated")
@@ -59,8 +61,11 @@ class KafkaSection:
 
 @dataclass(frozen=True, slots=True)
 class AuthSection:
-    key_no: int = field(default=0, metadata=bounds(0))  # 0: unsigned (refused by the platform)
+    key_no: int = field(default=0, metadata=bounds(0))  # 0: no key (see ``unsigned``)
     signing_key: str = ""  # base64 Ed25519 key; better from QILU_EDGE__AUTH__SIGNING_KEY
+    # the named opt-out: send unsigned envelopes, which an authenticating ingest dead-letters
+    # (reason ``unsigned``); only for development platforms with ingest.authenticate off
+    unsigned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +166,19 @@ def _check_credentials(cfg: AgentConfig) -> None:
             raise ConfigError("kafka.sasl_username", "is required with SASL (the agent id)")
         if not cfg.kafka.sasl_password:
             raise ConfigError("kafka.sasl_password", "is required with SASL")
-    if (cfg.auth.key_no == 0) != (not cfg.auth.signing_key):
-        raise ConfigError("auth", "set both key_no and signing_key (or neither: unsigned)")
+    a = cfg.auth
+    if a.unsigned and (a.key_no or a.signing_key):
+        raise ConfigError("auth.unsigned", "true, but key_no/signing_key are set: choose one")
+    if not a.unsigned and not a.key_no and not a.signing_key:
+        raise ConfigError(
+            "auth",
+            "no signing key: the platform refuses unsigned envelopes (dead-letter reason "
+            "`unsigned`). Set key_no and signing_key as `qilu agents provision` printed them "
+            "(the key better from QILU_EDGE__AUTH__SIGNING_KEY), or `unsigned = true` only for "
+            "a development platform whose ingest does not authenticate",
+        )
+    if (a.key_no == 0) != (not a.signing_key):
+        raise ConfigError("auth", "set both key_no and signing_key")
     if cfg.auth.signing_key:
         from qilu.signing import load_private_key
 

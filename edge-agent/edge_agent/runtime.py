@@ -18,8 +18,9 @@ from typing import Any
 from collectors import COLLECTOR_TYPES
 from collectors.base import Collector
 from edge_agent.agent import Agent, Delivery, Producer, new_producer
-from edge_agent.buffer import Buffer
+from edge_agent.buffer import Buffer, requeue_quarantine
 from edge_agent.config import AgentConfig
+from qilu.contract import Sector
 from qilu.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -102,9 +103,11 @@ def build_agent(cfg: AgentConfig, *, producer: Callable[[], Producer] | None = N
         from qilu.signing import Signer
 
         signer = Signer(cfg.auth.key_no, cfg.auth.signing_key)
-    else:
+    else:  # the named opt-out (config.py refuses a missing key without it)
         logger.warning(
-            "agent %s: no [auth] key: the platform refuses unsigned envelopes", cfg.agent.id
+            "agent %s: auth.unsigned = true: envelopes go unsigned; only a platform whose "
+            "ingest does not authenticate accepts them",
+            cfg.agent.id,
         )
     return Agent(
         cfg.agent.id,
@@ -126,7 +129,12 @@ def describe(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
         + (f" as {cfg.kafka.sasl_username}" if cfg.kafka.sasl_username else "")
         + f"), topics {cfg.kafka.topic_prefix}.readings.<sector>",
         "  auth      "
-        + (f"envelopes signed with key {cfg.auth.key_no}" if cfg.auth.key_no else "UNSIGNED"),
+        + (
+            f"envelopes signed with key {cfg.auth.key_no}"
+            if cfg.auth.key_no
+            else "UNSIGNED (auth.unsigned = true: only for a platform whose ingest does not "
+            "authenticate; an authenticating one dead-letters every envelope)"
+        ),
         f"  buffer    {b.path}: at most {b.max_bytes / 2**20:.0f} MiB and "
         f"{b.max_age_s / 3600:.1f} h, {b.policy}, fsync {b.fsync} "
         f"(hand-overs within {b.group_commit_s * 1000:.0f} ms share a commit)",
@@ -143,13 +151,31 @@ def describe(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
     return lines
 
 
+def requeue(cfg: AgentConfig, sectors: list[Sector] | None = None) -> list[str]:
+    """Clear the quarantine of the agent's buffer (all sectors, or ``sectors``): what the
+    command prints. The envelopes are sent again, unchanged, from the agent's next start."""
+    done = requeue_quarantine(cfg.buffer.path, cfg.agent.id, sectors)
+    if not done:
+        return [f"agent {cfg.agent.id}: nothing quarantined in {cfg.buffer.path}"]
+    lines = [
+        f"agent {cfg.agent.id}: requeued {q.envelopes} envelopes ({q.readings} readings) of "
+        f"sector {q.sector.value} (were {q.reason})"
+        for q in done
+    ]
+    return [
+        *lines,
+        "they are sent from the agent's next start (restart it, e.g. systemctl restart "
+        "qilu-agent); refused again, they return to the quarantine",
+    ]
+
+
 def run(cfg: AgentConfig) -> int:
     """Run one agent until SIGINT/SIGTERM."""
     agent = build_agent(cfg)
     if cfg.agent.metrics_port:
-        from prometheus_client import start_http_server
+        from edge_agent import metrics
 
-        start_http_server(cfg.agent.metrics_port, addr=cfg.agent.metrics_host)
+        metrics.serve(cfg.agent.metrics_host, cfg.agent.metrics_port)
 
     async def main() -> None:
         stop = asyncio.Event()
