@@ -13,7 +13,8 @@ ASDU with ``known=False`` so the caller can count it. The quality descriptor bit
 the contract's three levels: IV -> bad; NT, SB, BL, OV (and CA, CY of counters) -> uncertain.
 
 CP56Time2a time tags are decoded in a time zone the caller chooses (stations in China
-commonly send local time); the IV bit of the time tag is reported, not hidden.
+commonly send local time); a tag with its IV bit set, or one that is no date, is reported
+as invalid.
 """
 
 from __future__ import annotations
@@ -168,10 +169,11 @@ def _frame(apdu: bytes) -> Frame:
 
 
 def decode_cp56(b: bytes | bytearray, offset: int, tz: tzinfo) -> tuple[int, bool]:
-    """Seven octets at ``offset`` -> (microseconds since the epoch, IV bit of the tag).
+    """Seven octets at ``offset`` -> (microseconds since the epoch, tag invalid).
 
-    The tag is a wall-clock time in ``tz``. A tag whose fields are out of range (month 13,
-    minute 61) raises ProtocolError."""
+    The tag is a wall-clock time in ``tz``. A tag with its IV bit set, or with fields out of
+    range (month 13, minute 61), is invalid: (0, True). One bad tag spoils one value, not the
+    link, or a station that re-sends it at every interrogation would never be read."""
     ms, mi, hour, day, month, year = struct.unpack_from("<HBBBBB", b, offset)
     try:
         dt = datetime(
@@ -184,8 +186,8 @@ def decode_cp56(b: bytes | bytearray, offset: int, tz: tzinfo) -> tuple[int, boo
             (ms % 1000) * 1000,
             tzinfo=tz,
         )
-    except ValueError as exc:
-        raise ProtocolError(f"CP56Time2a time tag out of range: {exc}") from None
+    except ValueError:
+        return 0, True
     return to_us(dt), bool(mi & 0x80)
 
 

@@ -273,7 +273,7 @@ class Iec104Collector(Collector):
         logged_down = False  # log an outage once, not per retry
         while True:
             reason = ""
-            was_up = False
+            worked = False
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(c.host, c.port), c.t0
@@ -288,14 +288,14 @@ class Iec104Collector(Collector):
                 except (OSError, RetryableError) as exc:
                     reason = str(exc) or type(exc).__name__
                 finally:
-                    was_up = st.up
+                    worked = st.gi_complete  # this session's GI completed
                     writer.close()
                     with contextlib.suppress(OSError, ConnectionError):
                         await writer.wait_closed()
                     await self._link_down(st, sink)
                 st.resets += 1
                 st.m_resets.inc()
-            if was_up:  # the link worked: a new outage, and the backoff starts over
+            if worked:  # the link worked: a new outage, and the backoff starts over
                 logged_down = False
                 delay = c.reconnect_initial_s
             if not logged_down:

@@ -65,6 +65,9 @@ def _diff(a: int, b: int) -> int:
 
 
 class Link:
+    """One end of an IEC 104 link: the controlling station by default; ``controlled=True``
+    for the station's side (it answers STARTDT/STOPDT instead of sending them)."""
+
     __slots__ = (
         "_ack_sent",
         "_done",
@@ -76,6 +79,7 @@ class Link:
         "_t2_at",
         "_t3_at",
         "ack",
+        "controlled",
         "frames_in",
         "frames_out",
         "p",
@@ -84,8 +88,9 @@ class Link:
         "vs",
     )
 
-    def __init__(self, params: LinkParams | None = None) -> None:
+    def __init__(self, params: LinkParams | None = None, *, controlled: bool = False) -> None:
         self.p = params or LinkParams()
+        self.controlled = controlled
         self.state = State.CLOSED
         self._reader = FrameReader()
         self._out = bytearray()
@@ -105,10 +110,14 @@ class Link:
     # ---------------------------------------------------------------- caller's side
 
     def open(self, now: float) -> None:
-        """The TCP connection is up: ask the station to start data transfer."""
+        """The TCP connection is up: ask the station to start data transfer (a controlled
+        station waits for the master's STARTDT instead)."""
+        self._t3_at = now + self.p.t3
+        if self.controlled:
+            self.state = State.CLOSED
+            return
         self.state = State.STARTING
         self._send_u(U.STARTDT_ACT, now)
-        self._t3_at = now + self.p.t3
 
     def stop(self, now: float) -> None:
         self.state = State.STOPPING
@@ -242,5 +251,12 @@ class Link:
         elif fn is U.STOPDT_CON:
             self.state = State.CLOSED
             self._t1_u = None
+        elif self.controlled and fn in (U.STARTDT_ACT, U.STOPDT_ACT):
+            start = fn is U.STARTDT_ACT
+            self._out += encode_u(U.STARTDT_CON if start else U.STOPDT_CON)
+            self.frames_out += 1
+            self.state = State.STARTED if start else State.CLOSED
+            if start:
+                self._acknowledged(self.ack, now)
         else:  # STARTDT/STOPDT act, or a confirmation we never asked for: a controlled station
             raise ProtocolError(f"{fn.name} from the controlled station")

@@ -235,3 +235,74 @@ def test_time_tags_in_the_station_time_zone_and_quality_bits(station: Station) -
     assert (readings[7].quality, readings[7].value) == (Quality.UNCERTAIN, 0.5)  # SB
     assert readings[9].quality is Quality.BAD  # IV with a time tag
     assert all(readings[i].quality is Quality.GOOD for i in (1, 2, 8, 10))
+
+
+def test_the_station_restarting_mid_stream_is_interrogated_again(port: int) -> None:
+    n = 500
+    first = Station(port, n)
+    first.start()
+    c = collector(port, points_table(range(1, n + 1)))
+    sink = Sink()
+
+    async def main() -> None:
+        async with running(c, sink):
+            await sink.until(lambda: sink.state("gi_complete") == [0.0, 1.0])
+            assert len(sink.data()) == n
+            first.stop()  # the RTU restarts: its link ends
+            await sink.until(lambda: sink.state("link_up")[-1:] == [0.0])
+            second = Station(port, n)  # comes back with one value changed while down
+            second.points[42].info = c104.ShortInfo(999.0)
+            try:
+                second.start()
+                await sink.until(
+                    lambda: (
+                        sink.state("gi_complete")[-1:] == [1.0]
+                        and len(sink.state("gi_complete")) > 3
+                    )
+                )
+                second.points[43].info = c104.ShortInfo(-1.0)
+                assert second.points[43].transmit(cause=c104.Cot.SPONTANEOUS)
+                await sink.until(lambda: len(sink.data()) == 2 * n + 1)
+            finally:
+                second.stop()
+
+    asyncio.run(main())
+    data = sink.data()
+    again = data[n : 2 * n]
+    assert sorted(r.device_id for r in again) == sorted(device(i) for i in range(1, n + 1))
+    assert {r.value for r in again if r.device_id == device(42)} == {999.0}
+    assert (data[-1].device_id, data[-1].value) == (device(43), -1.0)
+    assert len(data) == 2 * n + 1  # each GI once, nothing doubled
+    assert c.stations[0].gi_count == 2
+    assert c.stations[0].resets >= 1
+
+
+def test_a_slow_agent_buffer_holds_the_station_back_through_the_k_window(
+    station: Station,
+) -> None:
+    n = 2000
+    for ioa in range(1, n + 1):
+        station.add(ioa, c104.Type.M_ME_NC_1, c104.ShortInfo(float(ioa)))
+    station.start()
+    c = collector(station.port, points_table(range(1, n + 1)), k=12, w=8, t1=15.0, t2=10.0, t3=20.0)
+    sink = Sink(delay=0.05)  # every hand-over waits, as a saturated buffer would
+    unacked: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            link = c.stations[0].link
+            if link is not None:
+                unacked.append(link.vr - link._ack_sent)  # received, not yet acknowledged
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        async with running(c, sink):
+            w = asyncio.create_task(watch())
+            await sink.until(lambda: 1.0 in sink.state("gi_complete"), limit_s=60)
+            w.cancel()
+
+    asyncio.run(main())
+    assert sorted(r.value for r in sink.data()) == [float(i) for i in range(1, n + 1)]
+    # the station filled its k window and waited for us: held back, not overrun
+    assert max(unacked) == 12
+    assert c.stations[0].resets == 0  # slow, but within t1: the link held

@@ -1,0 +1,204 @@
+"""The collector against peers that misbehave on purpose, and against our own station.
+
+c104 always answers correctly, so the silent and the malformed peer are bare asyncio servers
+on loopback; after the fault, the connection is handed to :class:`ControlledStation` (our own
+station on the same codec) to show the link recovering. The last tests use that station for
+what c104 cannot send: integrated totals on counter interrogation, several stations per agent.
+"""
+
+# ruff: noqa: S101 - pytest asserts
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from collectors.iec104 import codec
+from collectors.iec104.codec import U
+from collectors.iec104.collector import Iec104Collector
+from collectors.iec104.station import ControlledStation
+from collectors.iec104.tests.test_c104_station import (
+    CA,
+    Sink,
+    collector,
+    device,
+    points_table,
+    running,
+)
+from qilu.contract import Quality
+from qilu.ports import free_port
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve(port: int, handler: Handler) -> asyncio.Server:
+    return await asyncio.start_server(handler, "127.0.0.1", port)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readexactly(2)
+    return head + await reader.readexactly(head[1])
+
+
+async def wait_for(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not cond():  # noqa: ASYNC110 - collector state, no event to wait on
+            await asyncio.sleep(0.02)
+
+
+def test_a_peer_that_never_answers_startdt_is_dropped_after_t1() -> None:
+    port = free_port()
+    c = collector(port, points_table([1]), t1=0.3, t2=0.2, t3=5.0)
+    sink = Sink()
+    connections = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.read()  # takes STARTDT act and says nothing, until the client gives up
+        writer.close()
+
+    async def main() -> None:
+        server = await serve(port, silent)
+        async with server, running(c, sink) as task:
+            await wait_for(lambda: c.stations[0].resets >= 2)
+            assert not task.done()  # the collector keeps running and retrying
+
+    asyncio.run(main())
+    assert connections >= 2
+    assert sink.state("link_up") == []  # never up: nothing to report as lost
+
+
+def test_a_peer_that_falls_silent_is_tested_and_dropped_within_t3_plus_t1() -> None:
+    port = free_port()
+    c = collector(port, points_table([1]), t1=0.3, t2=0.2, t3=0.3)
+    sink = Sink()
+    got: list[bytes] = []
+
+    async def falls_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await read_frame(reader))  # STARTDT act
+        writer.write(codec.encode_u(U.STARTDT_CON))
+        got.append(await read_frame(reader))  # the GI: acknowledged, never answered
+        writer.write(codec.encode_s(1))
+        got.append(await read_frame(reader))  # after t3 of silence: TESTFR act, never answered
+        await reader.read()
+        writer.close()
+
+    async def main() -> None:
+        server = await serve(port, falls_silent)
+        async with server, running(c, sink):
+            await sink.until(lambda: sink.state("link_up")[-1:] == [0.0])
+
+    asyncio.run(main())
+    assert got[0] == codec.encode_u(U.STARTDT_ACT)
+    assert codec.encode_u(U.TESTFR_ACT) in got
+    assert sink.state("link_up")[:2] == [1.0, 0.0]
+    assert sink.state("gi_complete")[-1] == 0.0
+
+
+def test_a_malformed_frame_resets_the_link_and_the_next_one_works() -> None:
+    port = free_port()
+    station = ControlledStation(CA, port=port)
+    station.add(5, 13, 21.5)
+    c = collector(port, points_table([5]))
+    sink = Sink()
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections > 1:
+            await station._serve(reader, writer)  # the station takes it over
+            return
+        await read_frame(reader)
+        writer.write(codec.encode_u(U.STARTDT_CON))
+        await read_frame(reader)  # the GI
+        writer.write(bytes.fromhex("680e00000200640107002f000000"))  # cut short ...
+        writer.write(bytes.fromhex("00146804"))  # ... and garbage where a frame starts
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def main() -> None:
+        server = await serve(port, handler)
+        async with server, running(c, sink) as task:
+            await sink.until(lambda: any(r.device_id == device(5) for r in sink.readings))
+            assert not task.done()
+        await station.stop()
+
+    asyncio.run(main())
+    assert connections == 2
+    assert c.stations[0].resets == 1
+    (r,) = sink.data()
+    assert (r.value, r.quality) == (21.5, Quality.GOOD)
+
+
+def station_config(port: int, name: str, ca: int, points: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "host": "127.0.0.1",
+        "port": port,
+        "common_address": ca,
+        "points": points,
+        "reconnect_initial_s": 0.1,
+        "reconnect_max_s": 0.5,
+    }
+
+
+def test_several_stations_counters_and_clock_sync_with_our_own_station() -> None:
+    ports = [free_port(), free_port()]
+    a = ControlledStation(1, port=ports[0])
+    a.add(100, 13, 230.5)
+    a.add(4001, 15, 123456)  # integrated totals, read by counter interrogation only
+    b = ControlledStation(2, port=ports[1])
+    b.add(7, 31, 2)  # double point, time-tagged
+    cfg = {
+        "type": "iec104",
+        "timezone": "UTC",
+        "stations": [
+            {
+                **station_config(ports[0], "a", 1, [
+                    {"ioa": 100, "device_id": "SUB-A-1", "metric": "voltage_kv"},
+                    {"ioa": 4001, "device_id": "SUB-A-2", "metric": "pd_pc", "type": "M_IT_NA_1"},
+                ]),
+                "counter_interrogation_s": 0.2,
+                "clock_sync": True,
+            },
+            station_config(ports[1], "b", 2, [
+                {"ioa": 7, "device_id": "SUB-B-1", "metric": "sf6_alarm", "type": "M_DP_TB_1"},
+            ]),
+        ],
+    }  # fmt: skip
+    c = Iec104Collector.from_config("subs", cfg)
+    c.validate()
+    sink = Sink()
+
+    async def main() -> None:
+        await a.start()
+        await b.start()
+        try:
+            async with running(c, sink):
+                await sink.until(
+                    lambda: (
+                        {r.device_id for r in sink.readings} >= {"SUB-A-1", "SUB-A-2", "SUB-B-1"}
+                    )
+                )
+                await b.stop()  # one station down: the other keeps delivering
+                await wait_for(lambda: not c.stations[1].up)
+                a.update([(100, 231.0, 0, b"")])
+                await sink.until(lambda: any(r.value == 231.0 for r in sink.readings))
+                assert c.stations[0].up
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(main())
+    values = {(r.device_id, r.value) for r in sink.readings}
+    assert {
+        ("SUB-A-1", 230.5),
+        ("SUB-A-2", 123456.0),
+        ("SUB-B-1", 2.0),
+        ("SUB-A-1", 231.0),
+    } <= values
+    assert (a.clock_syncs, b.clock_syncs) == (1, 0)  # only where configured
