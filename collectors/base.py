@@ -3,6 +3,12 @@
 A collector turns one source (a simulator, an OCPP endpoint, a Modbus RTU, an MQTT topic)
 into :class:`qilu.contract.Reading` objects and hands them to the agent through a sink. It
 never talks to Kafka or to the buffer itself.
+
+The agent builds each collector with ``from_config(name, table, **context)``, where
+``table`` is its ``[collectors.<name>]`` table and ``context`` holds the keywords among
+these that ``from_config`` declares: ``agent_id`` (the running agent's id, e.g. to keep
+identities on a shared broker distinct between agents) and ``registry`` (the simulated
+province, for simulated sources).
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ class MqttConfig:
     host: str = "127.0.0.1"
     port: int = field(default=1883, metadata=bounds(1, 65535))
     application_id: str = "+"  # "+": every application
-    client_id: str = ""  # default: qilu-<collector name>; fixed, so the session persists
+    # default: qilu-<agent id>-<collector name>; fixed, so the session persists, and distinct
+    # between agents, so two agents' same-named collectors do not take each other's session
+    client_id: str = ""
     username: str = ""
     password: str = ""
     qos: int = field(default=1, metadata=bounds(0, 1))
@@ -57,9 +59,10 @@ class MqttConfig:
 class MqttCollector(Collector):
     type_name = "mqtt"
 
-    def __init__(self, name: str, config: MqttConfig) -> None:
+    def __init__(self, name: str, config: MqttConfig, *, agent_id: str = "") -> None:
         super().__init__(name)
         self.config = config
+        self.agent_id = agent_id
         self.devices = DeviceMap(
             {k.lower(): LoraDevice(v.device_id, v.kind) for k, v in config.devices.items()},
             dict(config.aliases),
@@ -71,8 +74,17 @@ class MqttCollector(Collector):
         self._warned: set[str] = set()
 
     @classmethod
-    def from_config(cls, name: str, raw: Mapping[str, Any]) -> MqttCollector:
-        return cls(name, build(MqttConfig, raw, f"collectors.{name}"))
+    def from_config(cls, name: str, raw: Mapping[str, Any], agent_id: str = "") -> MqttCollector:
+        return cls(name, build(MqttConfig, raw, f"collectors.{name}"), agent_id=agent_id)
+
+    @property
+    def client_id(self) -> str:
+        """The configured client id, or ``qilu-<agent id>-<collector name>``: the broker
+        keeps one session per client id and disconnects the older of two connections with
+        the same id, so a default shared by two agents would knock both off in turn."""
+        if self.config.client_id:
+            return self.config.client_id
+        return f"qilu-{self.agent_id}-{self.name}" if self.agent_id else f"qilu-{self.name}"
 
     def _key(self, field_: str) -> str:
         return f"collectors.{self.name}.{field_}"
@@ -111,7 +123,7 @@ class MqttCollector(Collector):
         c = self.config
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=c.client_id or f"qilu-{self.name}",
+            client_id=self.client_id,
             clean_session=False,  # the broker keeps our subscription and unacked uplinks
             manual_ack=True,  # PUBACK only once the readings are in the buffer
         )

@@ -52,6 +52,8 @@ def build_collectors(cfg: AgentConfig) -> list[Collector]:
         if factory is None:
             raise ConfigError(f"collectors.{name}.type", f"{cls.__name__} has no from_config")
         kwargs: dict[str, Any] = {}
+        if "agent_id" in inspect.signature(factory).parameters:  # context: collectors/base.py
+            kwargs["agent_id"] = cfg.agent.id
         if "registry" in inspect.signature(factory).parameters:
             if registry is None:
                 from qilu.registry import generate

@@ -249,3 +249,64 @@ def test_broker_loss_marks_unavailable_once_and_recovered_once(
         await c.stop()
 
     asyncio.run(main())
+
+
+def agent_collector(agent_id: str, port: int, app: str) -> MqttCollector:
+    """The ``lora`` collector of agent ``agent_id``, built by the agent runtime from a
+    configuration without a client id (the default)."""
+    from edge_agent import config, runtime
+
+    from qilu import signing
+
+    table = {
+        "agent": {"id": agent_id, "metrics_port": 0},
+        "auth": {"key_no": 1, "signing_key": signing.generate_key().private_b64},
+        "collectors": {
+            "lora": {
+                "type": "mqtt",
+                "port": port,
+                "application_id": app,
+                "devices": {EUI: {"device_id": "RAN-370100-00001-0001", "kind": "collar"}},
+                "aliases": {"temperature": "body_temp_c", "battery": "battery_pct"},
+            }
+        },
+    }
+    (c,) = runtime.build_collectors(config.parse(table, environ={}))
+    assert isinstance(c, MqttCollector)
+    return c
+
+
+def test_two_agents_with_a_same_named_collector_both_stay_connected(shared_port: int) -> None:
+    """Issue 12 item 4: the default client id carries the agent id. With a shared default the
+    broker would hand the session to each new connection and drop the other agent's."""
+    app = uuid.uuid4().hex
+    agents = {f"gw-{app[:6]}-{n}": Sink() for n in ("a", "b")}
+    collectors = {a: agent_collector(a, shared_port, app) for a in agents}
+    states: dict[str, list[bool]] = {a: [] for a in agents}
+    for a, c in collectors.items():
+        c.on_availability(lambda _n, up, _r, a=a: states[a].append(up))  # type: ignore[misc]
+    assert {c.client_id for c in collectors.values()} == {f"qilu-{a}-lora" for a in agents}
+
+    async def main() -> None:
+        tasks = []
+        for a, c in collectors.items():
+            await c.connect()
+            await wait_until(lambda a=a: states[a] == [True])
+            tasks.append(asyncio.create_task(c.collect(agents[a])))
+        await asyncio.sleep(0.2)  # SUBACKs
+        for i in range(5):  # both subscribe to the same application: each gets every uplink
+            publish(shared_port, app, uplink(38.0 + i, i))
+        await wait_until(lambda: all(len(s.readings) == 10 for s in agents.values()), 20)
+        # connected once each, never knocked off (a disconnect is reported as False)
+        connected.update({a: list(v) for a, v in states.items()})
+        for t in tasks:
+            t.cancel()
+        for c in collectors.values():
+            await c.stop()
+
+    connected: dict[str, list[bool]] = {}
+    asyncio.run(main())
+    assert connected == {a: [True] for a in agents}
+    for sink in agents.values():
+        temps = sorted(r.value for r in sink.readings if r.metric == "body_temp_c")
+        assert temps == [38.0, 39.0, 40.0, 41.0, 42.0]
