@@ -4,11 +4,16 @@ Envelopes (the shared wire contract) go to the real Kafka, the real ingest consu
 them in a fresh PostgreSQL database, and the API runs under uvicorn on a loopback port. The
 browser (Debian's ``chromium``, installed by this test when missing) is driven over the
 DevTools protocol: the page's figures must equal the API's, a new device reporting must show
-up without a reload (server-sent events), and a screenshot is written to tests/results/.
+up without a reload (server-sent events), the trajectory charts and the province view must
+plot what ``/v1/trajectories`` and ``/v1/status`` answer, the page must work from the keyboard
+and in both languages. Screenshots at phone (390x844) and desktop (1440x900) widths are
+written to tests/results/; with ``QILU_UPDATE_SCREENSHOTS=1`` also to docs/images/ (the ones
+the README and docs/api.md show).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -23,7 +28,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,13 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
+from qilu.catalog import TargetKind, load_catalog
 from qilu.contract import Envelope, Reading
 from qilu.devices import KINDS
 from qilu.ports import free_port
 from qilu.services.tools import Apt
 from qilu.settings import ApiSettings, Settings
+from storage import coverage
 from storage.db import connect
 from storage.registry_store import load_registry
 from stream.topics import readings_topic
@@ -48,6 +55,10 @@ from tests.integration.test_api_endpoints import registry
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+SIMULATED_SHARE = 0.02
+HISTORY_START = date(2024, 1, 1)
+MEASURED_DAYS = 10  # the last days of the seeded history are measured, the rest modelled
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -141,18 +152,36 @@ class Browser:
         return res["result"].get("value")
 
     def screenshot(self, path: Path) -> None:
-        import base64
-
+        """The whole page at 1500 px wide."""
         height = self.eval("document.documentElement.scrollHeight")
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=1500,
-            height=int(height),
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        self.viewport(1500, int(height))
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(data["data"]))
+
+    def viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+
+    def shot(self, path: Path) -> None:
+        """What the viewport shows, as a person would see it."""
+        data = self.send("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(data["data"]))
+
+    def press(self, key: str) -> None:
+        """One key as the keyboard types it (keyDown with its text, then keyUp)."""
+        code, vk, text = {
+            "Tab": ("Tab", 9, ""),
+            "Enter": ("Enter", 13, "\r"),
+            " ": ("Space", 32, " "),
+        }[key]
+        common = {"key": key, "code": code, "windowsVirtualKeyCode": vk, "nativeVirtualKeyCode": vk}
+        self.send("Input.dispatchKeyEvent", type="keyDown", text=text, **common)
+        self.send("Input.dispatchKeyEvent", type="keyUp", **common)
 
     def close(self) -> None:
         try:
@@ -246,6 +275,7 @@ def running(
         90,
         what="ingest to store the first readings",
     )
+    seed_history(settings, now)
     fast = settings.model_copy(
         update={"api": ApiSettings(coverage_cache_s=1.0, anonymous_scopes=["coverage:read"])}
     )
@@ -255,6 +285,57 @@ def running(
         yield fast, server
     finally:
         server.stop()
+
+
+_SEED_DAYS = (
+    "INSERT INTO coverage_daily"
+    " (day, target_id, city_code, numerator, denominator, value, synthetic, computed_at)"
+    " SELECT g.day::date, u.t, u.c, n.k, u.den,"
+    "  CASE WHEN NOT u.ratio THEN n.k WHEN u.den > 0 THEN n.k::float8 / u.den END,"
+    "  g.day::date < %(measured_from)s, %(now)s"
+    " FROM unnest(%(t)s::text[], %(c)s::text[], %(num)s::int4[], %(den)s::int4[],"
+    "  %(ratio)s::bool[]) AS u(t, c, num, den, ratio)"
+    " CROSS JOIN generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS g(day)"
+    " CROSS JOIN LATERAL (SELECT floor(u.num * ((g.day::date - %(start)s::date) + 1)::float8"
+    "  / ((%(end)s::date - %(start)s::date) + 1))::int AS k) AS n"
+)
+
+
+def seed_history(settings: Settings, now: datetime) -> None:
+    """A daily history for every target and area up to yesterday, growing linearly to today's
+    figures: modelled (``synthetic``, as the simulation's backfill marks it) until
+    MEASURED_DAYS ago, measured after. And the registry recorded as a simulated 2 % of the
+    province, so count thresholds are scaled (the page's banner and marks)."""
+    catalog = load_catalog()
+    today = coverage.province_day(now)
+    with connect(settings.db) as conn:
+        figures = coverage.compute(conn, catalog, now)
+        rows = [
+            (tc.target.id, f.city_code, f.numerator, f.denominator, tc.target.kind)
+            for tc in figures
+            for f in (tc.province, *tc.cities)
+        ]
+        with conn.transaction():
+            conn.execute(
+                _SEED_DAYS,
+                {
+                    "t": [r[0] for r in rows],
+                    "c": [r[1] for r in rows],
+                    "num": [r[2] for r in rows],
+                    "den": [r[3] for r in rows],
+                    "ratio": [r[4] is TargetKind.RATIO for r in rows],
+                    "start": HISTORY_START,
+                    "end": today - timedelta(days=1),
+                    "measured_from": today - timedelta(days=MEASURED_DAYS),
+                    "now": now,
+                },
+            )
+            for sector in ("charging", "substation", "ranch", "all"):
+                conn.execute(
+                    "INSERT INTO simulated_registry (sector, fraction, seed, scale)"
+                    " VALUES (%s, %s, 1, %s)",
+                    (sector, SIMULATED_SHARE, SIMULATED_SHARE),
+                )
 
 
 def _ready(server: ApiServer) -> bool:
@@ -365,6 +446,291 @@ def test_status_page_shows_the_api_figures_and_updates_live(
         shot = RESULTS / "status_page.png"
         browser.screenshot(shot)
         assert shot.stat().st_size > 20_000
+        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+    finally:
+        browser.close()
+
+
+def expected_chart(tr: dict[str, Any]) -> list[list[Any]]:
+    """The columns the page must hand uPlot for one /v1/trajectories answer: x (UTC midnight,
+    seconds), measured value, modelled value, threshold, judgement path, plan path."""
+    measured = {p["day"]: p["value"] for p in tr["series"] if not p["synthetic"]}
+    modelled = {p["day"]: p["value"] for p in tr["series"] if p["synthetic"]}
+    judged = {p["day"]: p["value"] for p in tr["judgement_path"]}
+    plan = {p["day"]: p["value"] for p in tr["plan_path"] or []}
+    days = sorted({*measured, *modelled, *judged, *plan})
+    return [
+        [datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp() for d in days],
+        *([line.get(d) for d in days] for line in (measured, modelled)),
+        [tr["threshold_effective"]] * len(days),
+        *([line.get(d) for d in days] for line in (judged, plan)),
+    ]
+
+
+def page_chart(browser: Browser, target_id: str) -> dict[str, Any]:
+    """What one card's chart plots and marks, and how many of its canvas pixels are drawn."""
+    got: dict[str, Any] = json.loads(
+        browser.eval(
+            f"""(() => {{
+  const card = document.querySelector('article[data-target="{target_id}"]');
+  const chart = card.querySelector('.chart');
+  const plot = window.qiluCharts['{target_id}'];
+  const canvas = chart.querySelector('canvas');
+  let inked = 0;
+  if (canvas) {{
+    const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 3; i < px.length; i += 4) if (px[i]) inked++;
+  }}
+  return JSON.stringify({{state: chart.dataset.state, area: chart.dataset.area,
+    metOn: chart.dataset.metOn, behindSince: chart.dataset.behindSince,
+    data: chart.dataset.state === 'drawn' ? plot.data : null, inked,
+    marks: [...card.querySelectorAll('.chart-marks .mark')].map(m => m.dataset.mark)}});
+}})()"""
+        )
+    )
+    return got
+
+
+def assert_charts_match(browser: Browser, server: ApiServer, city: str | None) -> int:
+    """Every card's chart plots its /v1/trajectories answer; returns how many were drawn."""
+    area = city or "370000"
+    wait_for(
+        lambda: browser.eval("document.body.dataset.trajectories") == area,
+        30,
+        what=f"the trajectories of {area} to load",
+    )
+    drawn = 0
+    for target in server.get("/v1/targets"):
+        query = f"?city={city}" if city else ""
+        tr = server.get(f"/v1/trajectories/{target['id']}{query}")
+        got = page_chart(browser, target["id"])
+        assert got["area"] == area, target["id"]
+        assert got["metOn"] == (tr["met_on"] or ""), target["id"]
+        assert got["behindSince"] == (tr["behind_since"] or ""), target["id"]
+        assert got["marks"] == [m for m in ("met_on", "behind_since") if tr[m]], target["id"]
+        if not tr["series"]:
+            assert got["state"] == "empty", target["id"]
+            continue
+        assert got["state"] == "drawn", target["id"]
+        assert got["data"] == expected_chart(tr), target["id"]
+        assert got["inked"] > 1000, f"{target['id']}: the chart's canvas is blank"
+        drawn += 1
+    return drawn
+
+
+def focused(browser: Browser) -> tuple[str, str]:
+    """The focused element (its id, or its city code for a tile) and its outline style."""
+    got: list[str] = json.loads(
+        browser.eval(
+            "JSON.stringify([document.activeElement.id || document.activeElement.dataset.city"
+            " || document.activeElement.className,"
+            " getComputedStyle(document.activeElement).outlineStyle])"
+        )
+    )
+    return got[0], got[1]
+
+
+def save_screenshot(browser: Browser, name: str) -> Path:
+    """The viewport as a PNG in tests/results/ (and docs/images/ with QILU_UPDATE_SCREENSHOTS)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    browser.eval("document.activeElement && document.activeElement.blur()")
+    browser.shot(path)
+    assert path.stat().st_size > 20_000, f"{name} looks empty"
+    if os.environ.get("QILU_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(path, DOC_IMAGES / name)
+    return path
+
+
+def test_status_page_charts_province_view_keyboard_and_languages(
+    chromium: str, running: tuple[Settings, ApiServer], tmp_path: Path
+) -> None:
+    _, server = running
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+    browser = Browser(chromium, profile)
+    try:
+        browser.viewport(1440, 900)
+        browser.send("Page.navigate", url=server.url + "/")
+        wait_for(
+            lambda: browser.eval("document.body && document.body.dataset.live") == "live",
+            30,
+            what="the page to load and open its event stream",
+        )
+        status = server.get("/v1/status")
+        cities = {c["code"]: c for c in status["cities"]}
+
+        # --- keyboard: skip link, language, target picker, then the tiles row by row --------
+        order = []
+        for _ in range(3 + len(cities)):
+            browser.press("Tab")
+            element, outline = focused(browser)
+            assert outline == "solid", f"{element} has no visible focus"
+            order.append(element)
+        tiles = json.loads(
+            browser.eval(
+                "JSON.stringify([...document.querySelectorAll('#province-map .ctile')].map("
+                "b => [b.dataset.city, +b.style.gridRow.split(' ')[0],"
+                " +b.style.gridColumn.split(' ')[0], b.tagName]))"
+            )
+        )
+        assert {t[3] for t in tiles} == {"BUTTON"}
+        place = {code: (row, col) for code, row, col, _ in tiles}
+        assert set(place) == set(cities)
+        assert len(set(place.values())) == 16
+        reading_order = sorted(place, key=lambda code: place[code])
+        assert order == ["skip", "lang", "map-target", *reading_order]
+        # laid out like the province: west to east in each row, north to south in each column
+        for axis, coord, sign in ((0, "lon", 1), (1, "lat", -1)):
+            lines: dict[int, list[str]] = {}
+            for code, pos in place.items():
+                lines.setdefault(pos[axis], []).append(code)
+            for codes in lines.values():
+                by_tile = sorted(codes, key=lambda code: place[code][1 - axis])
+                assert by_tile == sorted(codes, key=lambda code: sign * cities[code][coord])
+
+        # --- the scaled thresholds are said plainly, and marked ---------------------------
+        assert browser.eval("document.getElementById('scaled-banner').hidden") is False
+        assert "2 %" in browser.eval("document.getElementById('scaled-banner').textContent")
+        for c in status["coverage"]:
+            goal = json.loads(
+                browser.eval(
+                    "JSON.stringify((g => [g.dataset.threshold, !!g.querySelector('.scaled-mark')])"
+                    f"(document.querySelector('article[data-target=\"{c['target_id']}\"] .goal')))"
+                )
+            )
+            assert goal == [repr_js(c["threshold_effective"]), c["scaled"]], c["target_id"]
+            assert c["scaled"] == (c["kind"] == "count"), c["target_id"]
+
+        # --- the charts plot /v1/trajectories; the province view /v1/status ----------------
+        assert assert_charts_match(browser, server, None) >= 10
+
+        def map_matches(target: dict[str, Any]) -> None:
+            shown = json.loads(
+                browser.eval(
+                    "JSON.stringify([...document.querySelectorAll('#province-map .ctile')].map("
+                    "b => [b.dataset.city, b.dataset.target, b.dataset.value, b.dataset.status]))"
+                )
+            )
+            want = [
+                [
+                    c["city_code"],
+                    target["target_id"],
+                    "" if c["value"] is None else repr_js(c["value"]),
+                    c["judgement"]["status"] if c["judgement"] else "city_count",
+                ]
+                for c in target["cities"]
+            ]
+            assert sorted(shown) == sorted(want)
+
+        by_id = {c["target_id"]: c for c in server.get("/v1/status")["coverage"]}
+        first_ratio = next(c for c in status["coverage"] if c["kind"] == "ratio")["target_id"]
+        assert browser.eval("document.getElementById('map-target').value") == first_ratio
+        map_matches(by_id[first_ratio])
+        browser.eval(
+            "(s => { s.value = 'charging-public-piles-2024';"
+            " s.dispatchEvent(new Event('change')); })(document.getElementById('map-target'))"
+        )
+        map_matches(by_id["charging-public-piles-2024"])
+
+        save_screenshot(browser, "status-desktop.png")
+        browser.screenshot(RESULTS / "status-desktop-full.png")
+        browser.viewport(1440, 900)
+
+        # --- Enter on the focused Qingdao tile filters the page to Qingdao ----------------
+        browser.eval("document.querySelector('#province-map .ctile[data-city=\"370200\"]').focus()")
+        browser.press("Enter")
+        assert browser.eval("document.body.dataset.city") == "370200"
+        assert focused(browser)[0] == "370200", "the focus stays on the chosen tile"
+        assert (
+            browser.eval(
+                "document.querySelector('.ctile[data-city=\"370200\"]').getAttribute('aria-pressed')"
+            )
+            == "true"
+        )
+        assert assert_charts_match(browser, server, "370200") >= 10
+        for c in server.get("/v1/status")["coverage"]:
+            qingdao = next(x for x in c["cities"] if x["city_code"] == "370200")
+            shown = browser.eval(
+                f"document.querySelector('article[data-target=\"{c['target_id']}\"] .value')"
+                ".dataset.value"
+            )
+            assert shown == ("" if qingdao["value"] is None else repr_js(qingdao["value"]))
+        # Space on it again: back to the whole province
+        browser.press(" ")
+        assert browser.eval("document.body.dataset.city") == "370000"
+        assert_charts_match(browser, server, None)
+
+        # --- the language switch: everything the page writes, in Chinese; remembered -------
+        en, zh = json.loads(
+            browser.eval(
+                "JSON.stringify([Object.keys(qiluI18n.en).sort(), Object.keys(qiluI18n.zh).sort()])"
+            )
+        )
+        assert en == zh
+        browser.eval("document.getElementById('lang').focus()")
+        browser.press("Enter")
+
+        def chinese() -> bool:
+            untranslated = browser.eval(
+                "[...document.querySelectorAll('[data-i18n]')].filter("
+                "e => e.textContent !== qiluI18n.zh[e.dataset.i18n]).length"
+            )
+            return bool(
+                untranslated == 0 and browser.eval("document.documentElement.lang") == "zh-CN"
+            )
+
+        assert chinese()
+        names = {t["key"]: t for t in server.get("/v1/names")["targets"]}
+        for c in status["coverage"]:
+            h3 = browser.eval(
+                f"document.querySelector('article[data-target=\"{c['target_id']}\"] h3')"
+                ".textContent"
+            )
+            assert h3 == names[c["target_id"]]["name_zh"]
+        tile = browser.eval(
+            "document.querySelector('.ctile[data-city=\"370200\"] .cname').textContent"
+        )
+        assert tile == cities["370200"]["name_zh"]
+        assert "2 %" in browser.eval("document.getElementById('scaled-banner').textContent")
+        assert browser.eval("localStorage.getItem('qilu.lang')") == "zh"
+
+        browser.viewport(390, 844, mobile=True)
+        wait_for(lambda: assert_charts_match(browser, server, None) >= 10, 30, what="charts")
+        save_screenshot(browser, "status-phone-zh.png")
+
+        # remembered: a new visit opens in Chinese; the switch goes back to English
+        browser.send("Page.navigate", url=server.url + "/")
+        wait_for(
+            lambda: browser.eval("document.body && document.body.dataset.live") == "live",
+            30,
+            what="the page to load again",
+        )
+        assert chinese()
+        browser.eval("document.getElementById('lang').click()")
+        assert browser.eval("document.documentElement.lang") == "en"
+        assert browser.eval("localStorage.getItem('qilu.lang')") == "en"
+        wait_for(
+            lambda: browser.eval("document.body.dataset.trajectories") == "370000",
+            30,
+            what="the charts after the reload",
+        )
+        # phone width: nothing wider than the screen but the table's own scroller
+        too_wide = browser.eval(
+            "[...document.querySelectorAll('body *')].filter(e => !e.closest('.table-wrap')"
+            " && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+            ".map(e => e.tagName + '.' + e.className).slice(0, 5)"
+        )
+        assert too_wide == [], too_wide
+        save_screenshot(browser, "status-phone.png")
+        # the sticky header keeps the data's time in view after scrolling
+        browser.eval(
+            "window.scrollTo(0, document.getElementById('targets').getBoundingClientRect().top"
+            " + window.scrollY - 90)"
+        )
+        assert browser.eval("window.scrollY") > 800
+        top = browser.eval("document.getElementById('as-of').getBoundingClientRect().top")
+        assert 0 <= top < 120
+        save_screenshot(browser, "status-phone-charts.png")
         assert not [c for c in browser.console if "exceptionId" in c], browser.console
     finally:
         browser.close()
