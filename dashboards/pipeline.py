@@ -1,7 +1,9 @@
 """Pipeline health from Prometheus: edge agents, Kafka consumer lag, ingest, database, API.
 
 Every metric name used here is listed in :data:`METRICS` with the component that exports it,
-so a test can check each one against what the running exporters declare.
+so a test can check each one against what the running exporters declare. Two panels read
+PostgreSQL instead: what the ingest refused, by reason and by agent, from the summary table it
+writes with each batch (``deadletter_summary``, docs/adr/0012-dead-letters.md).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from grafana_foundation_sdk.models import common as gcommon
 from grafana_foundation_sdk.models import dashboard as gdash
 
 from dashboards.board import Board, BuiltDashboard, PromSpec, thresholds
-from dashboards.common import sector_variable, ts_panel
-from dashboards.model import PROM
+from dashboards.common import sector_variable, table_panel, ts_panel
+from dashboards.model import PROM, ColType, SqlSpec
 
 UID = "qilu-pipeline"
 
@@ -42,6 +44,36 @@ METRICS: dict[str, str] = {
 }
 
 AGENT = 'agent=~"$agent"'
+# a whole refused envelope counts once, readings refused one by one count each
+REFUSED = "CASE WHEN device_id = '' THEN records ELSE refused_readings END"
+REFUSED_BY_REASON = SqlSpec(
+    f"""SELECT $__timeGroupAlias(bucket, $__interval), reason AS "metric",
+  sum({REFUSED}) AS "refused"
+FROM deadletter_summary
+WHERE $__timeFilter(bucket)
+GROUP BY 1, 2
+ORDER BY 1""",
+    (("time", ColType.TIME), ("metric", ColType.TEXT), ("refused", ColType.NUMBER)),
+    "time_series",
+)
+REFUSED_BY_AGENT = SqlSpec(
+    f"""SELECT agent_id AS "agent", reason AS "reason", sum(records) AS "records",
+  sum(refused_readings) AS "refused_readings", count(DISTINCT nullif(device_id, '')) AS "devices",
+  max(bucket) AS "last"
+FROM deadletter_summary
+WHERE $__timeFilter(bucket)
+GROUP BY 1, 2
+ORDER BY sum({REFUSED}) DESC, 1, 2
+LIMIT 100""",
+    (
+        ("agent", ColType.TEXT),
+        ("reason", ColType.TEXT),
+        ("records", ColType.NUMBER),
+        ("refused_readings", ColType.NUMBER),
+        ("devices", ColType.NUMBER),
+        ("last", ColType.TIME),
+    ),
+)
 TOPIC = 'topic=~".*[.]readings[.]${sector:regex}"'
 
 
@@ -193,6 +225,30 @@ def build() -> BuiltDashboard:
         PromSpec("time() - max(qilu_ingest_last_commit_timestamp_seconds)", "ingest"),
     )
 
+    board.sql(
+        ts_panel(
+            "Refused by reason",
+            "short",
+            description=(
+                "What the ingest refused per interval, by reason, from the summary it writes "
+                "with each batch (counted once even when a batch is read again): a whole "
+                "envelope (malformed, unsigned, unknown_agent...) counts once, readings refused "
+                "one by one (unknown_device, value_out_of_range...) count each. "
+                "`qilu deadletters summary` and `tail` tell more."
+            ),
+            steps=((None, "green"), (1.0, "orange")),
+            span=12,
+            stacked=True,
+        ),
+        REFUSED_BY_REASON,
+    )
+    board.sql(
+        table_panel("Refused by agent and reason (time range)", span=12).description(
+            "Dead-letter records and refused readings per agent and reason in the time range; "
+            "agent empty when the record did not say. `qilu deadletters show` decodes one."
+        ),
+        REFUSED_BY_AGENT,
+    )
     board.row("API")
     board.prom(
         ts_panel(

@@ -46,12 +46,13 @@ _MOVE_MARKS = (
 )
 _UPSERT = (
     "INSERT INTO deadletter_summary AS s (bucket, agent_id, reason, device_id, records,"
-    " readings, example_source, example_detail)"
+    " refused_readings, example_source, example_detail)"
     " SELECT 'epoch'::timestamptz + b * interval '1 microsecond', a, r, d, n, x, es, ed"
     " FROM unnest(%s::int8[], %s::text[], %s::text[], %s::text[], %s::int8[], %s::int8[],"
     " %s::text[], %s::text[]) AS u(b, a, r, d, n, x, es, ed)"
     " ON CONFLICT (bucket, agent_id, reason, device_id) DO UPDATE SET"
-    " records = s.records + EXCLUDED.records, readings = s.readings + EXCLUDED.readings,"
+    " records = s.records + EXCLUDED.records,"
+    " refused_readings = s.refused_readings + EXCLUDED.refused_readings,"
     " example_source = EXCLUDED.example_source, example_detail = EXCLUDED.example_detail"
 )
 
@@ -153,7 +154,7 @@ def summary(
     ]
     group = sql.SQL(", ").join(sql.Identifier(_COLUMN[d]) for d in dims) if dims else None
     query = sql.SQL(
-        "SELECT {sel}, sum(records)::int8, sum(readings)::int8, min(bucket), max(bucket),"
+        "SELECT {sel}, sum(records)::int8, sum(refused_readings)::int8, min(bucket), max(bucket),"
         " (array_agg(example_source ORDER BY bucket DESC, example_source DESC))[1],"
         " (array_agg(example_detail ORDER BY bucket DESC, example_source DESC))[1]"
         " FROM deadletter_summary WHERE {where} {group}"

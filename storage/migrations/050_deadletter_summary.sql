@@ -12,14 +12,14 @@
 --                     Written in the batch's transaction with the summary, so a batch read
 --                     again after a crash or a rebalance is not counted twice.
 CREATE TABLE deadletter_summary (
-    bucket          timestamptz NOT NULL,   -- minute of the refusal (ingest time)
-    agent_id        text NOT NULL,
-    reason          text NOT NULL,
-    device_id       text NOT NULL,
-    records         bigint NOT NULL CHECK (records >= 0),
-    readings        bigint NOT NULL CHECK (readings >= 0),
-    example_source  text NOT NULL,          -- <topic>/<partition>/<offset> of the original record
-    example_detail  text NOT NULL,
+    bucket           timestamptz NOT NULL,   -- minute of the refusal (ingest time)
+    agent_id         text NOT NULL,
+    reason           text NOT NULL,
+    device_id        text NOT NULL,
+    records          bigint NOT NULL CHECK (records >= 0),
+    refused_readings bigint NOT NULL CHECK (refused_readings >= 0),
+    example_source   text NOT NULL,          -- <topic>/<partition>/<offset> of the original record
+    example_detail   text NOT NULL,
     PRIMARY KEY (bucket, agent_id, reason, device_id)
 );
 CREATE INDEX deadletter_summary_reason ON deadletter_summary (reason, bucket);

@@ -55,6 +55,9 @@ MAY_BE_EMPTY = {
     "${target}: progress towards the due date/B",
     # the plan's path needs a baseline in the catalog; the tested target has none
     "${target}: progress towards the due date/C",
+    # what the ingest refused: a simulated province may send nothing it refuses
+    "Refused by reason",
+    "Refused by agent and reason (time range)",
 }
 
 

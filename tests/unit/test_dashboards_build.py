@@ -34,6 +34,7 @@ ADR_RELATIONS = {
     "site_liveness_1h",
     "coverage_daily",
     "simulated_registry",
+    "deadletter_summary",
 }
 
 
