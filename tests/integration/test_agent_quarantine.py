@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 from edge_agent import config, runtime
-from edge_agent.__main__ import main as lean_main
 from edge_agent import metrics as m
+from edge_agent.__main__ import main as lean_main
 from edge_agent.agent import Agent
 from edge_agent.buffer import Buffer, Quarantined
 
