@@ -12,7 +12,9 @@ Rules:
   online now (per city and sector);
 - ``qilu-devices-silent``: share of recently active devices silent beyond their kind's
   expected interval (per city and sector) above 5 %;
-- ``qilu-consumer-lag``, ``qilu-dead-letters``, ``qilu-edge-drops``: from Prometheus.
+- ``qilu-consumer-lag``, ``qilu-dead-letters``, ``qilu-edge-drops``: from Prometheus;
+- ``qilu-storage-job-failing`` (timescale mode): the last run of a TimescaleDB background job
+  of the platform failed and the server backs off before retrying (storage/jobs.py).
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ JOIN sites s ON s.site_id = d.site_id
 WHERE l.last_seen > now() - interval '7 days'
 GROUP BY s.city_code, s.sector""",
     (("city_code", S), ("sector", S), ("silent_pct", N)),
+)
+
+
+STORAGE_JOB_FAILING = AlertSpec(
+    "qilu-storage-job-failing",
+    "TimescaleDB job failing",
+    "pipeline",
+    PromSpec("max by (relation, policy) (qilu_storage_job_failing)"),
+    "gt",
+    0.0,
+    "10m",
+    "{{ $labels.policy }} on {{ $labels.relation }} failed its last run; TimescaleDB retries "
+    "it after a backoff",
+    "The last run of a TimescaleDB background job of the platform (the rollup refresh, "
+    "compression or retention) failed and is still the last one after 10 minutes: rollups, "
+    "compression or retention fall behind while the server backs off (minutes to hours). "
+    "`qilu storage status` shows the error; `qilu storage maintain --run-jobs` runs the jobs now.",
 )
 
 
@@ -209,6 +228,7 @@ def groups(catalog: Catalog) -> list[AlertGroup]:
                     "downstream (see the agent's gap records).",
                     severity="critical",
                 ),
+                STORAGE_JOB_FAILING,
             ],
         ),
     ]

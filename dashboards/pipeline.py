@@ -25,6 +25,8 @@ UID = "qilu-pipeline"
 AGENT_BUFFER_DEPTH = "qilu_agent_buffer_readings"
 AGENT_BUFFER_OLDEST = "qilu_agent_oldest_unsent_seconds"
 AGENT_DROPPED = "qilu_agent_readings_dropped_total"
+STORAGE_JOB_FAILING = "qilu_storage_job_failing"
+STORAGE_JOB_BACKOFF = "qilu_storage_job_backoff_seconds"
 METRICS: dict[str, str] = {
     AGENT_BUFFER_DEPTH: "agent",
     AGENT_BUFFER_OLDEST: "agent",
@@ -39,6 +41,8 @@ METRICS: dict[str, str] = {
     "qilu_ingest_flush_seconds": "ingest",
     "qilu_ingest_retries_total": "ingest",
     "qilu_ingest_last_commit_timestamp_seconds": "ingest",
+    STORAGE_JOB_FAILING: "ingest",  # the maintenance loop runs in ingest (storage/jobs.py)
+    STORAGE_JOB_BACKOFF: "ingest",
     "qilu_api_request_seconds": "api",
     "qilu_api_requests_total": "api",
 }
@@ -266,4 +270,37 @@ def build() -> BuiltDashboard:
         ts_panel("API requests by status", "reqps", stacked=True),
         PromSpec("sum by (status) (rate(qilu_api_requests_total[$__rate_interval]))", "{{status}}"),
     )
+    _storage_jobs(board)
     return board.build()
+
+
+JOB_LEGEND = "{{policy}} on {{relation}}"
+
+
+def _storage_jobs(board: Board) -> None:
+    """timescale mode: the server's background jobs of the platform (storage/jobs.py)."""
+    board.row("Storage jobs (timescale mode)")
+    board.prom(
+        ts_panel(
+            "TimescaleDB jobs failing",
+            "short",
+            description=(
+                "1 while the last run of a job (the rollup refresh, compression, retention) "
+                "failed; the server retries after a backoff. `qilu storage status` shows the "
+                "error. Empty in postgres mode."
+            ),
+            steps=((None, "green"), (1.0, "red")),
+            min_val=0.0,
+        ),
+        PromSpec(f"max by (relation, policy) ({STORAGE_JOB_FAILING})", JOB_LEGEND),
+    )
+    board.prom(
+        ts_panel(
+            "Backoff of failing jobs",
+            "s",
+            description="How much later than its schedule a failing job's next try comes.",
+            steps=((None, "green"), (300.0, "orange"), (3600.0, "red")),
+            min_val=0.0,
+        ),
+        PromSpec(f"max by (relation, policy) ({STORAGE_JOB_BACKOFF})", JOB_LEGEND),
+    )

@@ -120,6 +120,7 @@ def test_alert_rules_cover_the_issue() -> None:
         "qilu-consumer-lag",
         "qilu-dead-letters",
         "qilu-edge-drops",
+        "qilu-storage-job-failing",
     }
     for spec in specs.values():
         if isinstance(spec.query, SqlSpec):
