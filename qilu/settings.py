@@ -178,6 +178,33 @@ class ApiSettings(BaseModel):
         return v
 
 
+DEV_TCEC102_SECRET_KEY = "cWlsdS1kZXZlbG9wbWVudC10Y2VjMTAyLWtleS0wMDA="  # noqa: S105 - refused
+# outside development, like the other development secrets
+
+
+class Tcec102Settings(BaseModel):
+    """T/CEC 102 operator interconnection (docs/adr/0015-tcec102.md): served by the API."""
+
+    enabled: bool = True
+    path_prefix: str = "/evcs/v1"
+    # base64 of 32 bytes: encrypts the operators' stored secrets (AES-GCM) and keys the
+    # bearer tokens of query_token. Changing it makes every stored operator secret unreadable.
+    secret_key: SecretStr = SecretStr(DEV_TCEC102_SECRET_KEY)
+    # the platform's own OperatorID when it calls operators (its organisation code)
+    platform_operator_id: str = Field(default="QILU00000", pattern=r"^[0-9A-Za-z]{9}$")
+    token_lifetime_s: int = Field(default=7200, ge=60)
+    # a request whose TimeStamp is further than this from our clock is refused (4003)
+    timestamp_tolerance_s: float = Field(default=300.0, gt=0)
+    max_request_bytes: int = Field(default=65_536, ge=1024)
+    rate_per_s: float = Field(default=500.0, gt=0)  # per operator
+    rate_burst: float = Field(default=1000.0, ge=1)
+    # pushes waiting for Kafka's acknowledgement above this: answer -1 (busy, retry later)
+    max_in_flight: int = Field(default=5000, ge=1)
+    produce_timeout_s: float = Field(default=10.0, gt=0)
+    # how often the operator directory (keys, connectors) is reloaded from the database
+    refresh_s: float = Field(default=5.0, gt=0)
+
+
 class GrafanaSettings(BaseModel):
     """Where ``qilu dashboards sync`` pushes, and how that Grafana reaches its data sources."""
 
@@ -208,6 +235,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+    tcec102: Tcec102Settings = Field(default_factory=Tcec102Settings)
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
@@ -218,6 +246,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "db.password: the development default is refused outside development; "
                 "set QILU_DB__PASSWORD"
+            )
+        if (
+            self.env is not Environment.DEVELOPMENT
+            and self.tcec102.secret_key.get_secret_value() == DEV_TCEC102_SECRET_KEY
+        ):
+            raise ValueError(
+                "tcec102.secret_key: the development default is refused outside development; "
+                "set QILU_TCEC102__SECRET_KEY (base64 of 32 random bytes)"
             )
         return self
 
