@@ -51,6 +51,7 @@ const I18N = {
     "targets.province": "province",
     "targets.city": "{city}",
     "goal": "goal {cmp} {threshold} by {due}",
+    "goal_province": "province's goal {cmp} {threshold} by {due}",
     "scaled": "scaled",
     "scaled.title": "scaled from the published {published} (× {scale})",
     "banner": "Simulation: the registry is a simulated {pct} of the province, so count thresholds are scaled to {pct} of their published values (marked “scaled”). Ratio thresholds are unchanged.",
@@ -129,6 +130,7 @@ const I18N = {
     "targets.province": "全省",
     "targets.city": "{city}",
     "goal": "目标 {cmp} {threshold}，期限 {due}",
+    "goal_province": "全省目标 {cmp} {threshold}，期限 {due}",
     "scaled": "已缩放",
     "scaled.title": "由公布的 {published} 缩放（× {scale}）",
     "banner": "模拟数据：登记的资产是全省的模拟 {pct}，因此数量类目标值按公布值的 {pct} 缩放（标注“已缩放”）。比例类目标值不变。",
@@ -197,6 +199,7 @@ function storedLang() {
 const state = {
   version: -1, backoff: 1000, lang: storedLang(), city: null, mapTarget: null, data: null,
   cards: new Map(), trajectories: new Map(), trajArea: undefined, trajAt: 0, trajGen: 0,
+  asking: null,
 };
 
 function t(key, vars) {
@@ -408,7 +411,7 @@ function renderTargets(data) {
     p.value.dataset.value = f.value === null ? "" : String(f.value);
     p.value.textContent = fmt(f.value, c.kind);
     const thr = effective(c);
-    p.goal.replaceChildren(t("goal", { cmp: c.comparator, threshold: fmt(thr, c.kind), due: c.due }));
+    p.goal.replaceChildren(t(f.judgement ? "goal" : "goal_province", { cmp: c.comparator, threshold: fmt(thr, c.kind), due: c.due }));
     p.goal.dataset.threshold = String(thr);
     if (c.scaled === true) p.goal.append(" ", scaledMark(c));
     const share = !f.judgement || f.value === null || thr <= 0 ? 0 : Math.min(1, f.value / thr);
@@ -558,8 +561,14 @@ function chartData(tr) {
     const m = new Map(points.map((p) => [p.day, p.value]));
     return days.map((d) => (m.has(d) ? m.get(d) : null));
   };
-  return [days.map(dayToTs), column(lines[0]), column(lines[1]), days.map(() => tr.threshold_effective),
+  const threshold = provinceWideOnly(tr) ? null : tr.threshold_effective;
+  return [days.map(dayToTs), column(lines[0]), column(lines[1]), days.map(() => threshold),
     column(lines[2]), column(lines[3])];
+}
+
+// A city's chart of a count target: the threshold is the province's, not the city's to meet.
+function provinceWideOnly(tr) {
+  return tr.city !== null && tr.city !== undefined && tr.kind !== "ratio";
 }
 
 function markDays(tr) {
@@ -600,7 +609,7 @@ function axisDays(u, splits) {
 
 function chartOptions(tr, width) {
   const ratio = tr.kind === "ratio";
-  const thr = tr.threshold_effective;
+  const thr = provinceWideOnly(tr) ? 0 : tr.threshold_effective;
   return {
     width, height: chartHeight(), legend: { show: false },
     cursor: { drag: { x: false, y: false } },
@@ -677,14 +686,14 @@ function drawChart(id, tr, error) {
     value: fmt(last.value, tr.kind), day: last.day }));
   p.legend.append(swatch(COLOURS.value, "solid", t("chart.value")));
   if (tr.series.some((x) => x.synthetic)) p.legend.append(swatch(COLOURS.modelled, "dashed", t("chart.modelled")));
-  p.legend.append(swatch(COLOURS.threshold, "dashed", t("chart.threshold")));
+  if (!provinceWideOnly(tr)) p.legend.append(swatch(COLOURS.threshold, "dashed", t("chart.threshold")));
   if ((tr.judgement_path || []).length) p.legend.append(swatch(COLOURS.judgement, "dotted", t("chart.judgement")));
   if (tr.plan_path) p.legend.append(swatch(COLOURS.plan, "dashed", t("chart.plan")));
-  if (tr.scaled === true) p.legend.append(scaledMark(c || tr));
+  if (tr.scaled === true && !provinceWideOnly(tr)) p.legend.append(scaledMark(c || tr));
   for (const m of markDays(tr)) {
     p.marks.append(el("span", { class: "mark", style: `color:${m.colour}`, "data-mark": m.kind }, "● " + m.text));
   }
-  if (tr.baseline) {
+  if (tr.baseline && !provinceWideOnly(tr)) {
     p.marks.append(el("span", { class: "baseline" }, t("chart.baseline", { value: fmt(tr.baseline.value, tr.kind),
       day: tr.baseline.day, source: tr.baseline.source })));
   }
@@ -748,18 +757,24 @@ function live(mode) {
   document.body.dataset.live = mode;
 }
 
+// One question at a time: requests refused together (the charts load in parallel) all wait
+// for the same answer.
 function askForKey(message) {
   const form = document.getElementById("key-form");
-  form.hidden = false;
   document.getElementById("key-error").textContent = message || "";
-  return new Promise((resolve) => {
+  if (state.asking) return state.asking;
+  form.hidden = false;
+  document.getElementById("key-input").focus();
+  state.asking = new Promise((resolve) => {
     form.onsubmit = (ev) => {
       ev.preventDefault();
       sessionStorage.setItem(KEY_ITEM, document.getElementById("key-input").value.trim());
       form.hidden = true;
+      state.asking = null;
       resolve();
     };
   });
+  return state.asking;
 }
 
 async function authorized(url) {

@@ -453,7 +453,8 @@ def test_status_page_shows_the_api_figures_and_updates_live(
 
 def expected_chart(tr: dict[str, Any]) -> list[list[Any]]:
     """The columns the page must hand uPlot for one /v1/trajectories answer: x (UTC midnight,
-    seconds), measured value, modelled value, threshold, judgement path, plan path."""
+    seconds), measured value, modelled value, threshold (none on a city's chart of a count
+    target: that threshold is the province's), judgement path, plan path."""
     measured = {p["day"]: p["value"] for p in tr["series"] if not p["synthetic"]}
     modelled = {p["day"]: p["value"] for p in tr["series"] if p["synthetic"]}
     judged = {p["day"]: p["value"] for p in tr["judgement_path"]}
@@ -462,7 +463,7 @@ def expected_chart(tr: dict[str, Any]) -> list[list[Any]]:
     return [
         [datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp() for d in days],
         *([line.get(d) for d in days] for line in (measured, modelled)),
-        [tr["threshold_effective"]] * len(days),
+        [None if tr["city"] and tr["kind"] == "count" else tr["threshold_effective"]] * len(days),
         *([line.get(d) for d in days] for line in (judged, plan)),
     ]
 
@@ -648,6 +649,8 @@ def test_status_page_charts_province_view_keyboard_and_languages(
             == "true"
         )
         assert assert_charts_match(browser, server, "370200") >= 10
+        browser.screenshot(RESULTS / "status-qingdao-full.png")
+        browser.viewport(1440, 900)
         for c in server.get("/v1/status")["coverage"]:
             qingdao = next(x for x in c["cities"] if x["city_code"] == "370200")
             shown = browser.eval(
