@@ -179,7 +179,7 @@ class ApiSettings(BaseModel):
 
 
 DEV_TCEC102_SECRET_KEY = "cWlsdS1kZXZlbG9wbWVudC10Y2VjMTAyLWtleS0wMDA="  # noqa: S105 - refused
-# outside development, like the other development secrets
+# outside development by the processes that use it (interconnect.tcec102.secrets.box)
 
 
 class Tcec102Settings(BaseModel):
@@ -246,14 +246,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "db.password: the development default is refused outside development; "
                 "set QILU_DB__PASSWORD"
-            )
-        if (
-            self.env is not Environment.DEVELOPMENT
-            and self.tcec102.secret_key.get_secret_value() == DEV_TCEC102_SECRET_KEY
-        ):
-            raise ValueError(
-                "tcec102.secret_key: the development default is refused outside development; "
-                "set QILU_TCEC102__SECRET_KEY (base64 of 32 random bytes)"
             )
         return self
 
