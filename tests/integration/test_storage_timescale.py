@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from psycopg import errors as pgerrors
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import NullConnectionPool
 from pydantic import SecretStr
@@ -300,6 +301,24 @@ def test_aggregates_equal_recomputation_through_compression_redelivery_and_late_
     assert n == (len(old) // 2 + len(missed),)  # SUB-J-1-01 is half of `old`
     assert site == (2,)  # CHG-Q-1-01 and the late CHG-Q-1-02
     assert stored == (len(old) + len(recent) + len(late) + len(missed),)
+
+
+def test_migrating_again_gets_no_error_from_the_server(engine: Engine) -> None:
+    """Every `qilu migrate` resolves the mode and checks TimescaleDB's community features;
+    none of it may provoke an ERROR (it would land in the server log on every run). The
+    client's protocol trace shows each answer of the server."""
+    with engine.connect() as conn, tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            result = migrate.run(conn, StorageMode.TIMESCALE)
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        answers = [line.split("\t")[2] for line in trace if line.startswith("B\t")]
+    assert result.applied == []
+    assert "CommandComplete" in answers
+    assert "ErrorResponse" not in answers
 
 
 def run_refresh_job(eng: Engine) -> None:
