@@ -32,6 +32,7 @@ from api.fastpath import FastPath
 from api.middleware import BodyLimit, Observe, watch_loop_lag
 from api.ratelimit import RateLimiter
 from api.routers import (
+    admin_points,
     admin_registry,
     agents,
     assets,
@@ -172,7 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (
         *(coverage, trajectories, status, targets, names, assets, gaps, export, keys, agents),
-        *(admin_registry, audit, deadletters, health),
+        *(admin_registry, admin_points, audit, deadletters, health),
     ):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())

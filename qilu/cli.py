@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "qilu.services.cli",
     "qilu.demo",
     "storage.cli",
+    "storage.points_cli",
     "stream.cli",
     "stream.deadletters_cli",
     "edge_agent.cli",

@@ -229,10 +229,10 @@ def parse_text(text: str) -> tuple[list[PointRow], list[RowError]]:
 
 
 def to_csv(points: Iterable[PointRow]) -> str:
-    """The checked table as the agent reads it: English headers, one row per point."""
+    """The checked table as the agent reads it: English headers, one row per point by IOA."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(HEADER)
-    for p in points:
+    for p in sorted(points, key=lambda p: p.ioa):
         w.writerow(p.cells())
     return out.getvalue()
