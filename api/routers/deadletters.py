@@ -77,7 +77,10 @@ def deadletter_summary(
     readings (unknown_device, value_out_of_range...; with the device)."""
     _whole_province(who)
     last = end or datetime.now(UTC)
-    first = start or last - timedelta(hours=24)
+    try:
+        first = start or last - timedelta(hours=24)
+    except OverflowError as exc:
+        raise HTTPException(422, "query.end: too early for a 24-hour window") from exc
     for name, ts in (("start", first), ("end", last)):
         if ts.tzinfo is None:
             raise HTTPException(422, f"query.{name}: a UTC offset is required (e.g. ...Z)")
