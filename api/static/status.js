@@ -54,7 +54,12 @@ const I18N = {
     "goal_province": "province's goal {cmp} {threshold} by {due}",
     "scaled": "scaled",
     "scaled.title": "scaled from the published {published} (× {scale})",
-    "banner": "Simulation: the registry is a simulated {pct} of the province, so count thresholds are scaled to {pct} of their published values (marked “scaled”). Ratio thresholds are unchanged.",
+    "banner": "Simulation: the registry stands for part of Shandong ({parts}). Count thresholds are compared scaled by the same share (marked “scaled”); ratio thresholds apply as written.",
+    "banner.share": "{pct} of its {sector}",
+    "sector.charging": "charging piles",
+    "sector.substation": "substations",
+    "sector.ranch": "ranches",
+    "sector.all": "devices overall",
     "days_left": "{n} days left",
     "days_over": "due {n} days ago",
     "of_threshold": "{pct} of the threshold",
@@ -133,7 +138,12 @@ const I18N = {
     "goal_province": "全省目标 {cmp} {threshold}，期限 {due}",
     "scaled": "已缩放",
     "scaled.title": "由公布的 {published} 缩放（× {scale}）",
-    "banner": "模拟数据：登记的资产是全省的模拟 {pct}，因此数量类目标值按公布值的 {pct} 缩放（标注“已缩放”）。比例类目标值不变。",
+    "banner": "模拟数据：登记的资产只代表山东的一部分（{parts}）。数量类目标值按同一比例缩放后比较（标注“已缩放”）；比例类目标值不变。",
+    "banner.share": "{sector}的 {pct}",
+    "sector.charging": "充电桩",
+    "sector.substation": "变电站",
+    "sector.ranch": "牧场",
+    "sector.all": "全部设备",
     "days_left": "剩余 {n} 天",
     "days_over": "已超期 {n} 天",
     "of_threshold": "达到目标值的 {pct}",
@@ -321,15 +331,20 @@ function renderPipeline(p, refreshS) {
   setField("refresh", t("pipe.refresh", { s: refreshS }));
 }
 
+// The registry is a simulated share of the province: say so, per sector (the API's
+// `simulation`; older answers only mark each target's `scaled`).
 function renderBanner(data) {
   const banner = document.getElementById("scaled-banner");
+  const sim = data.simulation;
   const scaled = data.coverage.find((c) => c.scaled === true);
-  banner.hidden = !scaled;
-  document.body.dataset.scaled = scaled ? "true" : "false";
-  if (scaled) {
-    const share = scaled.scale === null || scaled.scale === undefined ? "?" : `${+(scaled.scale * 100).toFixed(3)} %`;
-    banner.textContent = t("banner", { pct: share });
-  }
+  banner.hidden = !sim && !scaled;
+  document.body.dataset.scaled = banner.hidden ? "false" : "true";
+  if (banner.hidden) return;
+  const shares = sim ? Object.entries(sim.shares) : [["all", scaled.scale]];
+  const parts = shares.map(([sector, share]) => t("banner.share",
+    { pct: `${+(share * 100).toFixed(2)} %`, sector: t("sector." + sector) }));
+  banner.textContent = t("banner", { parts: parts.join(state.lang === "zh" ? "，" : ", ") });
+  if (sim) banner.title = sim.note;
 }
 
 // The figures a card shows: the province's, or the chosen city's.
@@ -481,11 +496,14 @@ function renderMap(data) {
     c.kind === "ratio" ? t("map.legend_ratio") : t("map.legend_count", { max: fmt(max, c.kind) });
   document.getElementById("filter-text").textContent =
     state.city ? t("map.showing", { city: cityName(state.city) }) : t("map.all");
-  document.getElementById("clear-city").hidden = !state.city;
+  document.getElementById("clear-city").hidden = !state.city || !wholeProvince(data);
 }
 
 function chooseCity(code) {
-  state.city = state.city === code ? null : code;
+  if (state.data && !wholeProvince(state.data)) {
+    if (state.city === code) return; // a city-limited key has no province to go back to
+    state.city = code;
+  } else state.city = state.city === code ? null : code;
   document.body.dataset.city = state.city || PROVINCE;
   if (state.data) paint(state.data);
   loadTrajectories(true);
@@ -497,8 +515,7 @@ function renderGrid(data) {
   const grid = document.getElementById("grid");
   const head = el("tr");
   head.append(el("th", { class: "tname", scope: "col" }, t("grid.target")));
-  const whole = data.coverage.length && data.coverage[0].area.length === 1 && data.coverage[0].area[0] === PROVINCE;
-  head.append(el("th", { scope: "col" }, whole ? t("grid.province") : t("grid.area")));
+  head.append(el("th", { scope: "col" }, wholeProvince(data) ? t("grid.province") : t("grid.area")));
   for (const city of data.cities) {
     const th = el("th", { title: city.code, scope: "col", "data-col": city.code });
     th.append(el("div", {}, named(city)));
@@ -740,10 +757,19 @@ function paint(data) {
   renderGrid(data);
 }
 
+// A key limited to some cities sees no province-wide figures: the page opens on its first city.
+function wholeProvince(data) {
+  return data.coverage.length === 0 || (data.coverage[0].area.length === 1 && data.coverage[0].area[0] === PROVINCE);
+}
+
 function render(data) {
   if (data.version <= state.version) return;
   state.version = data.version;
   state.data = data;
+  if (!wholeProvince(data) && !data.coverage[0].area.includes(state.city)) {
+    state.city = data.coverage[0].area[0];
+    document.body.dataset.city = state.city;
+  }
   document.body.dataset.version = String(data.version);
   paint(data);
   loadTrajectories(false);

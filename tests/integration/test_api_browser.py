@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import uvicorn
 from kafka import KafkaProducer
@@ -219,8 +220,10 @@ class ApiServer:
         wait_for(lambda: self.server.started, 30, what="uvicorn to start")
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as r:  # noqa: S310
+    def get(self, path: str, token: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        req = urllib.request.Request(self.url + path, headers=headers)  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
             return json.load(r)
 
     def stop(self) -> None:
@@ -492,7 +495,9 @@ def page_chart(browser: Browser, target_id: str) -> dict[str, Any]:
     return got
 
 
-def assert_charts_match(browser: Browser, server: ApiServer, city: str | None) -> int:
+def assert_charts_match(
+    browser: Browser, server: ApiServer, city: str | None, token: str | None = None
+) -> int:
     """Every card's chart plots its /v1/trajectories answer; returns how many were drawn."""
     area = city or "370000"
     wait_for(
@@ -501,9 +506,9 @@ def assert_charts_match(browser: Browser, server: ApiServer, city: str | None) -
         what=f"the trajectories of {area} to load",
     )
     drawn = 0
-    for target in server.get("/v1/targets"):
+    for target in server.get("/v1/targets", token):
         query = f"?city={city}" if city else ""
-        tr = server.get(f"/v1/trajectories/{target['id']}{query}")
+        tr = server.get(f"/v1/trajectories/{target['id']}{query}", token)
         got = page_chart(browser, target["id"])
         assert got["area"] == area, target["id"]
         assert got["metOn"] == (tr["met_on"] or ""), target["id"]
@@ -737,3 +742,79 @@ def test_status_page_charts_province_view_keyboard_and_languages(
         assert not [c for c in browser.console if "exceptionId" in c], browser.console
     finally:
         browser.close()
+
+
+def test_private_status_page_asks_for_a_key_and_opens_on_its_cities(
+    chromium: str, running: tuple[Settings, ApiServer], tmp_path: Path
+) -> None:
+    """``api.status_public = false``: the page asks for a key once, and a key limited to two
+    cities sees them only: the page opens on the first, the charts read that city's
+    trajectories with the key, and the other city is one tile away."""
+    settings, _ = running
+    secret = "browser-test-secret-" + "s" * 40
+    private = settings.model_copy(
+        update={
+            "api": ApiSettings(
+                coverage_cache_s=1.0,
+                anonymous_scopes=[],
+                status_public=False,
+                jwt_secret=secret,  # type: ignore[arg-type]
+            )
+        }
+    )
+    server = ApiServer(private)
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+    browser = Browser(chromium, profile)
+    token = jwt.encode(
+        {
+            "sub": "operator",
+            "iss": "qilu",
+            "aud": "qilu-api",
+            "exp": datetime.now(UTC) + timedelta(minutes=10),
+            "scope": "coverage:read",
+            "cities": ["370200", "370100"],
+        },
+        secret,
+        algorithm="HS256",
+    )
+    try:
+        wait_for(lambda: _ready(server), 30, what="the private API")
+        browser.viewport(1440, 900)
+        browser.send("Page.navigate", url=server.url + "/")
+        wait_for(
+            lambda: browser.eval(
+                "!!document.getElementById('key-form') && "
+                "!document.getElementById('key-form').hidden"
+            ),
+            30,
+            what="the page to ask for a key",
+        )
+        assert browser.eval("document.activeElement.id") == "key-input"
+        browser.send("Input.insertText", text=token)
+        browser.press("Enter")
+        wait_for(
+            lambda: browser.eval("document.body.dataset.live") == "live",
+            30,
+            what="the page to open its event stream with the key",
+        )
+        area = server.get("/v1/status", token)["coverage"][0]["area"]
+        assert sorted(area) == ["370100", "370200"]
+        assert browser.eval("document.body.dataset.city") == area[0]
+        tiles = browser.eval(
+            "[...document.querySelectorAll('#province-map .ctile')].map(b => b.dataset.city)"
+        )
+        assert sorted(tiles) == ["370100", "370200"]
+        assert browser.eval("document.getElementById('clear-city').hidden") is True
+        assert assert_charts_match(browser, server, area[0], token) >= 10
+        other = area[1]
+        browser.eval(f"document.querySelector('.ctile[data-city=\"{other}\"]').click()")
+        assert browser.eval("document.body.dataset.city") == other
+        assert assert_charts_match(browser, server, other, token) >= 10
+        # choosing the same city again keeps it: this key has no province to go back to
+        browser.eval(f"document.querySelector('.ctile[data-city=\"{other}\"]').click()")
+        assert browser.eval("document.body.dataset.city") == other
+        assert browser.eval("document.getElementById('key-form').hidden") is True
+        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+    finally:
+        browser.close()
+        server.stop()
