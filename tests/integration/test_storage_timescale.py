@@ -524,3 +524,44 @@ def test_coverage_series_and_roles(engine: Engine) -> None:
             conn.rollback()
             conn.execute("RESET ROLE")
             conn.commit()
+
+
+def test_deadletter_summary_in_the_batch_transaction_counted_once(engine: Engine) -> None:
+    """The dead-letter summary (storage/deadletters.py, ADR 0012) on the engine: a batch of
+    nothing but refusals still gets its transaction, more summary rows than one statement
+    takes are chunked, and the same records written again (a batch read again) add nothing."""
+    from qilu.errors import Rejection
+    from storage.deadletters import SummaryWriter, summary
+    from stream.deadletter import DeadLetterTally
+
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    devices = [f"NO-SUCH-{i}" for i in range(700)]
+
+    def batch(tally: DeadLetterTally) -> None:
+        tally.add_envelope(("r", 0, 4), now_us, "agent-t", "malformed", "not a map")
+        rejected = [Rejection(i, "unknown_device", repr(d)) for i, d in enumerate(devices)]
+        tally.add_readings(("r", 1, 9), now_us, "agent-t", devices, rejected)
+
+    pool = engine.pool()
+    try:
+        for _ in range(2):
+            tally = DeadLetterTally()
+            part = SummaryWriter(tally, max_rows_per_statement=500)
+            sink = ReadingsSink(
+                pool, mode=StorageMode.TIMESCALE, max_rows_per_statement=500, parts=(part,)
+            )
+            batch(tally)
+            assert sink.flush().offered == 0
+            assert tally.pending == 0
+    finally:
+        pool.close()
+    with engine.connect() as conn:
+        got = summary(
+            conn,
+            start=datetime.now(UTC) - timedelta(hours=1),
+            end=datetime.now(UTC) + timedelta(minutes=1),
+        )
+    assert [(r.reason, r.records, r.readings) for r in got] == [
+        ("unknown_device", 700, 700),
+        ("malformed", 1, 0),
+    ]
