@@ -297,11 +297,12 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         for r in rows:
             sys.stdout.write(json.dumps(r.as_json(), ensure_ascii=False) + "\n")
         return 0
-    sys.stdout.write(f"{'agent':<40} {'sites':>6} {'key':>4}  state\n")
+    sys.stdout.write(f"{'agent':<40} {'sites':>6} {'key':>4}  {'metrics':<22} state\n")
     for r in rows:
         state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
         key = str(r.active_key or "-")
-        sys.stdout.write(f"{r.agent_id:<40} {len(r.sites):>6} {key:>4}  {state}\n")
+        metrics = f"{r.metrics_host}:{r.metrics_port}" if r.metrics_port else "-"
+        sys.stdout.write(f"{r.agent_id:<40} {len(r.sites):>6} {key:>4}  {metrics:<22} {state}\n")
     return 0
 
 

@@ -629,3 +629,14 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
     )
     assert json.loads(out.read_text()) == ops.targets(s)
     assert len(json.loads(out.read_text())) == 4
+    listed = subprocess.run(
+        [*QILU_AGENTS, "list"],
+        env=cli_env(s),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+    assert [ln.split()[3] for ln in listed if ln.startswith("gw-h2 ")] == [
+        f"10.0.0.7:{default + 2}"
+    ]
