@@ -56,6 +56,7 @@ const I18N = {
     "scaled.title": "scaled from the published {published} (× {scale})",
     "banner": "Simulation: the registry stands for part of Shandong ({parts}). Count thresholds are compared scaled by the same share (marked “scaled”); ratio thresholds apply as written.",
     "banner.share": "{pct} of its {sector}",
+    "banner.share_same": "{pct} of it in every sector",
     "sector.charging": "charging piles",
     "sector.substation": "substations",
     "sector.ranch": "ranches",
@@ -140,6 +141,7 @@ const I18N = {
     "scaled.title": "由公布的 {published} 缩放（× {scale}）",
     "banner": "模拟数据：登记的资产只代表山东的一部分（{parts}）。数量类目标值按同一比例缩放后比较（标注“已缩放”）；比例类目标值不变。",
     "banner.share": "{sector}的 {pct}",
+    "banner.share_same": "各行业均为 {pct}",
     "sector.charging": "充电桩",
     "sector.substation": "变电站",
     "sector.ranch": "牧场",
@@ -341,8 +343,11 @@ function renderBanner(data) {
   document.body.dataset.scaled = banner.hidden ? "false" : "true";
   if (banner.hidden) return;
   const shares = sim ? Object.entries(sim.shares) : [["all", scaled.scale]];
-  const parts = shares.map(([sector, share]) => t("banner.share",
-    { pct: `${+(share * 100).toFixed(2)} %`, sector: t("sector." + sector) }));
+  shares.sort((a, b) => (a[0] === "all") - (b[0] === "all")); // "devices overall" last
+  const pctOf = (share) => `${+(share * 100).toFixed(2)}${state.lang === "zh" ? "" : " "}%`;
+  const parts = new Set(shares.map(([, share]) => share)).size === 1
+    ? [t("banner.share_same", { pct: pctOf(shares[0][1]) })]
+    : shares.map(([sector, share]) => t("banner.share", { pct: pctOf(share), sector: t("sector." + sector) }));
   banner.textContent = t("banner", { parts: parts.join(state.lang === "zh" ? "，" : ", ") });
   if (sim) banner.title = sim.note;
 }

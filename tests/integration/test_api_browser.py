@@ -57,7 +57,8 @@ pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-SIMULATED_SHARE = 0.02
+# the registry as a simulated share of the province, per sector (as `qilu run` records it)
+SIMULATED_SHARES = {"charging": 0.02, "substation": 0.05, "ranch": 0.5, "all": 0.02}
 HISTORY_START = date(2024, 1, 1)
 MEASURED_DAYS = 10  # the last days of the seeded history are measured, the rest modelled
 CHROMIUM_FLAGS = (
@@ -307,8 +308,8 @@ _SEED_DAYS = (
 def seed_history(settings: Settings, now: datetime) -> None:
     """A daily history for every target and area up to yesterday, growing linearly to today's
     figures: modelled (``synthetic``, as the simulation's backfill marks it) until
-    MEASURED_DAYS ago, measured after. And the registry recorded as a simulated 2 % of the
-    province, so count thresholds are scaled (the page's banner and marks)."""
+    MEASURED_DAYS ago, measured after. And the registry recorded as a simulated share of the
+    province (SIMULATED_SHARES), so count thresholds are scaled (the page's banner and marks)."""
     catalog = load_catalog()
     today = coverage.province_day(now)
     with connect(settings.db) as conn:
@@ -333,11 +334,11 @@ def seed_history(settings: Settings, now: datetime) -> None:
                     "now": now,
                 },
             )
-            for sector in ("charging", "substation", "ranch", "all"):
+            for sector, share in SIMULATED_SHARES.items():
                 conn.execute(
                     "INSERT INTO simulated_registry (sector, fraction, seed, scale)"
-                    " VALUES (%s, %s, 1, %s)",
-                    (sector, SIMULATED_SHARE, SIMULATED_SHARE),
+                    " VALUES (%s, %s, 1, 0.02)",
+                    (sector, share),
                 )
 
 
@@ -596,7 +597,9 @@ def test_status_page_charts_province_view_keyboard_and_languages(
 
         # --- the scaled thresholds are said plainly, and marked ---------------------------
         assert browser.eval("document.getElementById('scaled-banner').hidden") is False
-        assert "2 %" in browser.eval("document.getElementById('scaled-banner').textContent")
+        banner = browser.eval("document.getElementById('scaled-banner').textContent")
+        for words in ("2 % of its charging piles", "5 % of its substations", "50 % of its ranches"):
+            assert words in banner
         for c in status["coverage"]:
             goal = json.loads(
                 browser.eval(
@@ -699,7 +702,9 @@ def test_status_page_charts_province_view_keyboard_and_languages(
             "document.querySelector('.ctile[data-city=\"370200\"] .cname').textContent"
         )
         assert tile == cities["370200"]["name_zh"]
-        assert "2 %" in browser.eval("document.getElementById('scaled-banner').textContent")
+        assert "充电桩的 2%" in browser.eval(
+            "document.getElementById('scaled-banner').textContent"
+        )
         assert browser.eval("localStorage.getItem('qilu.lang')") == "zh"
 
         browser.viewport(390, 844, mobile=True)
