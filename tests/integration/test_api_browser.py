@@ -702,9 +702,7 @@ def test_status_page_charts_province_view_keyboard_and_languages(
             "document.querySelector('.ctile[data-city=\"370200\"] .cname').textContent"
         )
         assert tile == cities["370200"]["name_zh"]
-        assert "充电桩的 2%" in browser.eval(
-            "document.getElementById('scaled-banner').textContent"
-        )
+        assert "充电桩的 2%" in browser.eval("document.getElementById('scaled-banner').textContent")
         assert browser.eval("localStorage.getItem('qilu.lang')") == "zh"
 
         browser.viewport(390, 844, mobile=True)
