@@ -102,6 +102,7 @@ class Validator:
         # readings older than this are refused as too_old (after the range check, so a
         # timestamp before 2000 stays timestamp_out_of_range)
         min_ts = MIN_TS_US if self._max_age_us is None else now_us - self._max_age_us
+        min_ts = max(min_ts, MIN_TS_US)  # a retention reaching back before 2000
         index = self._index
         add_pk, add_m, add_ts = rows.device_pk.append, rows.metric_id.append, rows.ts_us.append
         add_v, add_q = rows.value.append, rows.quality.append

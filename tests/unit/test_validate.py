@@ -99,6 +99,10 @@ def test_a_reading_older_than_the_raw_retention_is_refused_as_too_old() -> None:
         (2, "timestamp_out_of_range"),  # before 2000 stays what it was
     ]
     assert "30.0 days old" in rejected[0].detail
+    # a retention reaching back before 2000 does not let 1999 in
+    long_ago = Validator(DEVICES, METRICS, max_age_s=40 * 365 * 86_400)
+    _, rejected = long_ago.validate(one("pile-1", "power_kw", MIN_TS_US - 1, 1.0), NOW)
+    assert [r.reason for r in rejected] == ["timestamp_out_of_range"]
     # without a retention (the default) the same reading is accepted
     rows, rejected = Validator(DEVICES, METRICS).validate(env, NOW)
     assert (len(rows), [r.reason for r in rejected]) == (2, ["timestamp_out_of_range"])
