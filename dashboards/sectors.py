@@ -362,6 +362,19 @@ ORDER BY 1, 2""",
         ),
     )
 
+    board.row("Telecontrol links (IEC 104)")
+    board.sql(
+        _stat("Telecontrol links connected now", span=6).description(
+            "Substation telecontrol gateways whose IEC 104 link is up, whose last general "
+            "interrogation completed and whose data is fresh: the collector reports link_up "
+            "and gi_complete only then (collectors/iec104), so online means connected."
+        ),
+        online_now("telecontrol_gateway", "links"),
+    )
+    board.sql(
+        _pct_bars("Telecontrol links connected by city"), online_by_city("telecontrol_gateway")
+    )
+
     board.row("Transformers")
     board.sql(
         ts_panel(

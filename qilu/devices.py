@@ -123,6 +123,21 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
             MetricSpec("pd_alarm", "", A, 0, 1, "partial discharge alarm"),
         ),
     ),
+    # The substation's telecontrol link to the monitoring master (IEC 60870-5-104): reported by
+    # the IEC 104 collector about the station it reads (collectors/iec104), every 60 s while the
+    # link is up, the last GI completed and data arrives; so "connected" means exactly that.
+    DeviceKind(
+        "telecontrol_gateway",
+        Sector.SUBSTATION,
+        "Telecontrol gateway (RTU) link",
+        "远动终端通道",
+        60,
+        180,
+        (
+            MetricSpec("link_up", "", S, 0, 1, "1 while the IEC 104 link is in data transfer"),
+            MetricSpec("gi_complete", "", S, 0, 1, "1 once the last general interrogation ended"),
+        ),
+    ),
     DeviceKind(
         "collar",
         Sector.RANCH,

@@ -158,6 +158,7 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
                 kinds = [("transformer", rng.randint(2, 3)), ("bus_meter", 2)]
                 if gis:
                     kinds.append(("gis_monitor", 1))
+                kinds.append(("telecontrol_gateway", 1))  # numbered last: older ids unchanged
                 add_site(site, kinds)
 
     # ranches: at least one per city; smart ones carry collars

@@ -41,6 +41,7 @@ from collectors.iec104 import codec
 from collectors.iec104.codec import Cot, ProtocolError
 from collectors.iec104.link import Link, LinkParams, State
 from qilu.contract import Quality, Reading
+from qilu.devices import KINDS
 from qilu.errors import ConfigError, RetryableError
 from qilu.pointtable import TYPE_NAMES, PointRow, csv_rows, parse_rows
 
@@ -74,6 +75,7 @@ LINK_RESETS = Counter(
 # the link-state readings of a station's own device (docs/targets.md, "connected")
 LINK_UP_METRIC = "link_up"
 GI_METRIC = "gi_complete"
+_DATA_WINDOW_S = KINDS["telecontrol_gateway"].expected_interval_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +317,12 @@ class Iec104Collector(Collector):
             with contextlib.suppress(Exception):  # the agent may be stopping
                 await sink(self._state_readings(st, time.time_ns() // 1000))
 
+    @staticmethod
+    def _healthy(st: Station) -> bool:
+        """Connected in the sense of docs/targets.md: link up, last GI completed, data within
+        the telecontrol_gateway kind's liveness window."""
+        return st.up and st.gi_complete and time.time() - st.last_data <= _DATA_WINDOW_S
+
     def _state_readings(self, st: Station, now_us: int) -> list[Reading]:
         dev = st.cfg.device_id
         if not dev:
@@ -379,7 +387,7 @@ class Iec104Collector(Collector):
             link.tick(now)
             if started and now >= next_state:
                 next_state = now + c.state_interval_s
-                if c.device_id:
+                if c.device_id and self._healthy(st):
                     await sink(self._state_readings(st, time.time_ns() // 1000))
             if started and c.counter_interrogation_s:
                 if not next_ci:

@@ -178,9 +178,10 @@ class ControlledStation:
                     return
                 now = loop.time()
                 if data:
-                    for raw in link.receive(data, now):
+                    commands = link.receive(data, now)
+                    link.processed(now)  # so the replies acknowledge the commands they answer
+                    for raw in commands:
                         self._command(link, raw, now)
-                    link.processed(now)
                 link.tick(now)
                 self._flush(link, writer)
                 await writer.drain()

@@ -438,6 +438,19 @@ class BusMeter(_Base):
         return (v, f), GOOD
 
 
+class TelecontrolGateway(_Base):
+    """The station's IEC 104 link as the collector reports it while healthy: up, GI complete.
+    (A simulated province can run the real protocol path instead: collectors/iec104.)"""
+
+    __slots__ = ()
+
+    def __init__(self, device: Device, site: Site, seed: int, anchor_us: int) -> None:
+        super().__init__(key_of(seed, "rtu", device.device_id))
+
+    def sample(self, t_us: int) -> Sample:
+        return (1.0, 1.0), GOOD
+
+
 SF6_ALARM_MPA = 0.45
 PD_ALARM_PC = 500.0
 LEAK_SHARE = 0.15  # GIS monitors on a compartment with a slow SF6 leak
@@ -652,6 +665,7 @@ MODELS: dict[str, ModelFactory] = {
     "transformer": Transformer,
     "bus_meter": BusMeter,
     "gis_monitor": GisMonitor,
+    "telecontrol_gateway": TelecontrolGateway,
     "collar": Collar,
     "barn_climate": BarnClimate,
     "water_trough": WaterTrough,

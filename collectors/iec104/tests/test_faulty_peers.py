@@ -11,6 +11,7 @@ what c104 cannot send: integrated totals on counter interrogation, several stati
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from collectors.iec104.tests.test_c104_station import (
     running,
 )
 from qilu.contract import Quality
+from qilu.devices import KINDS
 from qilu.ports import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -202,3 +204,38 @@ def test_several_stations_counters_and_clock_sync_with_our_own_station() -> None
         ("SUB-A-1", 231.0),
     } <= values
     assert (a.clock_syncs, b.clock_syncs) == (1, 0)  # only where configured
+
+
+def test_link_state_is_reported_on_change_and_periodically_while_healthy() -> None:
+    port = free_port()
+    station = ControlledStation(CA, port=port)
+    station.add(5, 13, 21.5)
+    c = collector(port, points_table([5]), state_interval_s=1.0)
+    sink = Sink()
+
+    async def main() -> None:
+        await station.start()
+        try:
+            async with running(c, sink):
+                # up (GI running), GI complete, then the periodic reports of a healthy link
+                await sink.until(lambda: len(sink.state("gi_complete")) >= 4)
+        finally:
+            await station.stop()
+
+    asyncio.run(main())
+    assert sink.state("link_up")[:4] == [1.0, 1.0, 1.0, 1.0]
+    assert sink.state("gi_complete")[:4] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_healthy_means_up_gi_complete_and_fresh_data() -> None:
+    c = collector(free_port(), points_table([5]))
+    st = c.stations[0]
+    now = time.time()
+    st.up, st.gi_complete, st.last_data = True, True, now
+    assert c._healthy(st)
+    st.last_data = now - KINDS["telecontrol_gateway"].expected_interval_s - 1
+    assert not c._healthy(st)  # stale data: not connected, whatever the link says
+    st.last_data, st.gi_complete = now, False
+    assert not c._healthy(st)
+    st.gi_complete, st.up = True, False
+    assert not c._healthy(st)

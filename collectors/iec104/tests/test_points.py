@@ -47,7 +47,7 @@ def test_the_checked_csv_round_trips() -> None:
     assert errors == []
     again, errors = parse_text(to_csv(rows))
     assert errors == []
-    assert [r.cells() for r in again] == [r.cells() for r in rows]
+    assert [r.cells() for r in again] == sorted((r.cells() for r in rows), key=lambda c: int(c[0]))
     assert to_csv(rows).splitlines()[0] == "ioa,type,device_id,metric,scale,offset,unit,description"
 
 
