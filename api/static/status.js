@@ -399,7 +399,8 @@ function makeCard(c) {
   const chart = el("div", { class: "chart", role: "img", "data-state": "loading" });
   const legend = el("div", { class: "chart-legend" });
   const marks = el("div", { class: "chart-marks" });
-  card.append(head, row, bar, why, chart, legend, marks);
+  const point = el("div", { class: "chart-readout", "aria-hidden": "true" });
+  card.append(head, row, bar, why, chart, point, legend, marks);
   const parts = { card, name, other, badge, value, goal, bar, fill, expected, why, chart, legend, marks, plot: null };
   new ResizeObserver(() => {
     if (parts.plot && chart.clientWidth > 0) parts.plot.setSize({ width: chart.clientWidth, height: chartHeight() });
@@ -652,8 +653,25 @@ function chartOptions(tr, width) {
       { label: t("chart.judgement"), stroke: COLOURS.judgement, width: 1.5, dash: [2, 3], spanGaps: true, points: { show: false } },
       { label: t("chart.plan"), stroke: COLOURS.plan, width: 1.5, dash: [9, 4], spanGaps: true, points: { show: false } },
     ],
-    hooks: { draw: [(u) => drawMarks(u, tr)] },
+    hooks: { draw: [(u) => drawMarks(u, tr)], setCursor: [(u) => readout(u, tr)] },
   };
+}
+
+// Pointing at a chart: the day's figures under it (uPlot's own legend is off).
+function readout(u, tr) {
+  const box = u.root.closest(".target").querySelector(".chart-readout");
+  const i = u.cursor.idx;
+  if (i === null || i === undefined) {
+    box.textContent = "";
+    return;
+  }
+  const parts = [tsToDay(u.data[0][i])];
+  const names = ["chart.value", "chart.modelled", "chart.threshold", "chart.judgement", "chart.plan"];
+  names.forEach((key, k) => {
+    const v = u.data[k + 1][i];
+    if (v !== null && v !== undefined) parts.push(`${t(key)} ${fmt(v, tr.kind)}`);
+  });
+  box.textContent = parts.join(" · ");
 }
 
 function compact(v) {

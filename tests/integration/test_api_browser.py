@@ -612,6 +612,26 @@ def test_status_page_charts_province_view_keyboard_and_languages(
 
         # --- the charts plot /v1/trajectories; the province view /v1/status ----------------
         assert assert_charts_match(browser, server, None) >= 10
+        # pointing at the last day of a chart reads that day's figures out under it
+        piles = server.get("/v1/trajectories/charging-public-piles-2024")
+        box = json.loads(
+            browser.eval(
+                "(o => { o.scrollIntoView({block: 'center'}); const r = o.getBoundingClientRect();"
+                " return JSON.stringify([r.right - 1, r.top + r.height / 2]); })("
+                'document.querySelector(\'article[data-target="charging-public-piles-2024"]'
+                " .u-over'))"
+            )
+        )
+        browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
+        last = piles["series"][-1]
+        readout = browser.eval(
+            'document.querySelector(\'article[data-target="charging-public-piles-2024"]'
+            " .chart-readout').textContent"
+        )
+        assert readout.startswith(last["day"]), readout
+        assert f"value per day {int(last['value'])}" in readout, readout
+        browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=0, y=0)
+        browser.eval("window.scrollTo(0, 0)")
 
         def map_matches(target: dict[str, Any]) -> None:
             shown = json.loads(
