@@ -251,3 +251,23 @@ def test_backfill_models_history_before_the_first_day_only(settings: Settings) -
     assert registered is not None
     assert 0.5 * registered[0] < synthetic[0] < 0.7 * registered[0]
     assert 0.9 * registered[0] < synthetic[-1] <= registered[0]
+
+
+def test_backfill_of_a_large_registry_models_every_kth_day(settings: Settings) -> None:
+    catalog = load_catalog()
+    now = datetime.now(UTC)
+    today = coverage.province_day(now)
+    reg = generate(3, 0.002)
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+        coverage.snapshot(conn, catalog, now - timedelta(days=2))  # measured, two days ago
+        # 8 days to model (10 back, up to the measured day), 3 days' worth of budget: every 3rd
+        trajectories.backfill(conn, catalog, now, 10, budget=3 * len(reg.devices))
+        rows = trajectories.series(conn, NETWORKED, PROVINCE, today - timedelta(days=20), today)
+    assert [(r.day, r.synthetic) for r in rows] == [
+        (today - timedelta(days=9), True),
+        (today - timedelta(days=6), True),
+        (today - timedelta(days=3), True),
+        (today - timedelta(days=2), False),
+    ]
+    assert rows[0].value < rows[1].value < rows[2].value
