@@ -34,6 +34,7 @@ from api.ratelimit import RateLimiter
 from api.routers import (
     admin_points,
     admin_registry,
+    agent_self,
     agents,
     assets,
     audit,
@@ -173,7 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (
         *(coverage, trajectories, status, targets, names, assets, gaps, export, keys, agents),
-        *(admin_registry, admin_points, audit, deadletters, health),
+        *(agent_self, admin_registry, admin_points, audit, deadletters, health),
     ):
         app.include_router(module.router)
     app.mount("/metrics", make_asgi_app())
@@ -193,8 +194,8 @@ def create_app(settings: Settings) -> FastAPI:
             }
             optional = settings.api.status_public
             for path, ops in spec["paths"].items():
-                if not path.startswith("/v1/"):
-                    continue
+                if not path.startswith("/v1/") or path.startswith("/v1/agent/"):
+                    continue  # /v1/agent: the agent's signed requests, no bearer credentials
                 public = optional and path.startswith("/v1/status")
                 for op in ops.values():
                     op["security"] = [{}, {"HTTPBearer": []}] if public else [{"HTTPBearer": []}]

@@ -467,3 +467,54 @@ def _insert_sites(cur: psycopg.Cursor[TupleRow], agent_id: str, sites: Iterable[
         "INSERT INTO agent_sites (agent_id, site_id) SELECT %s, unnest(%s::text[])",
         (agent_id, list(sites)),
     )
+
+
+# ------------------------------------------------------------------------------ agent self-check
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """What the API needs to authenticate an agent's signed request."""
+
+    public_key: bytes
+    key_revoked_at: datetime | None
+    agent_revoked_at: datetime | None
+
+
+def request_key(conn: Conn, agent_id: str, key_no: int) -> RequestKey | None:
+    """The agent's key of that number (None: no such agent or key)."""
+    row = conn.execute(
+        "SELECT k.public_key, k.revoked_at, a.revoked_at FROM agent_keys k"
+        " JOIN agents a USING (agent_id) WHERE k.agent_id = %s AND k.key_no = %s",
+        (agent_id, key_no),
+    ).fetchone()
+    return None if row is None else RequestKey(bytes(row[0]), row[1], row[2])
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCheck:
+    """An agent's sites and sectors, and where each asked-for device is registered."""
+
+    sites: tuple[str, ...]
+    sectors: tuple[str, ...]
+    devices: dict[str, tuple[str, str]]  # device id -> (site id, sector); absent: unknown
+
+
+def device_check(conn: Conn, agent_id: str, device_ids: Sequence[str]) -> DeviceCheck:
+    """Which of ``device_ids`` exist, at which site and in which sector, and the agent's own
+    sites and sectors (one transaction: consistent)."""
+    sites = tuple(
+        r[0]
+        for r in conn.execute(
+            "SELECT site_id FROM agent_sites WHERE agent_id = %s ORDER BY site_id", (agent_id,)
+        )
+    )
+    devices = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT d.device_id, d.site_id, s.sector FROM devices d JOIN sites s USING (site_id)"
+            " WHERE d.device_id = ANY(%s)",
+            (list(device_ids),),
+        )
+    }
+    return DeviceCheck(sites, tuple(sectors_of(conn, sites)), devices)

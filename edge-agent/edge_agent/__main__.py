@@ -28,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
     c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
     c.add_argument("config", type=Path, help="the agent's TOML configuration")
+    c.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the platform ([platform] url) whether every configured device is "
+        "registered and at the agent's sites (a request signed with the agent's key)",
+    )
     q = sub.add_parser(
         "requeue-quarantine",
         help="send the envelopes the broker refused (not authorised) again from the next start",
@@ -52,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config.load(args.config)
         if args.command == "check-config":
             collectors = runtime.build_collectors(cfg)
-            sys.stdout.write("\n".join(runtime.describe(cfg, collectors)) + "\n")
+            lines = runtime.describe(cfg, collectors)
+            if args.online:
+                lines += runtime.check_online(cfg, collectors)
+            sys.stdout.write("\n".join(lines) + "\n")
             return 0
         if args.command == "requeue-quarantine":
             from qilu.contract import Sector

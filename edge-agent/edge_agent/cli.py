@@ -54,6 +54,12 @@ def register(sub: Any) -> None:
         help="validate a configuration file (and environment overrides) and print a summary",
     )
     c.add_argument("config", type=Path, help="the agent's TOML file")
+    c.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the platform ([platform] url) whether every configured device is "
+        "registered and at the agent's sites (a request signed with the agent's key)",
+    )
     c.set_defaults(handler=_check)
 
     q = cmds.add_parser(
@@ -134,7 +140,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = config.load(args.config)
     collectors = runtime.build_collectors(cfg)
-    sys.stdout.write("\n".join(runtime.describe(cfg, collectors)) + "\n")
+    lines = runtime.describe(cfg, collectors)
+    if args.online:
+        lines += runtime.check_online(cfg, collectors)
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -166,7 +175,12 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
         metrics.serve(settings.agent.metrics_host, port, key=key)
     state = args.state_dir or settings.services.state_dir / "agents"
     signers = None
-    if not args.no_provision:
+    if args.no_provision:  # the named opt-out, as auth.unsigned for one agent
+        logger.warning(
+            "--no-provision: the simulated agents send unsigned envelopes; only an ingest that "
+            "does not authenticate accepts them"
+        )
+    else:
         from qilu.agents import provision_province
 
         signers = provision_province(settings, plan, actor="cli:province")

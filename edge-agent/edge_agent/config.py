@@ -8,6 +8,8 @@
     [buffer]      the durable buffer: path, disk bound, age bound, full policy, fsync policy
     [delivery]    batching, in-flight window, backlog rate cap, retry backoff
     [simulation]  registry seed and scale (only for collectors of type "simulated")
+    [platform]    the platform's API (optional): ``check-config --online`` and the check at
+                  start ask it whether the configured devices exist and are the agent's own
     [collectors.<name>]  one table per collector, ``type = "<registered type>"`` or
                   ``"package.module:Class"``; the other keys belong to that collector
 
@@ -99,6 +101,12 @@ class SimulationSection:
 
 
 @dataclass(frozen=True, slots=True)
+class PlatformSection:
+    url: str = ""  # the platform's API, e.g. "https://qilu.example.cn"; "": no online checks
+    timeout_s: float = field(default=10.0, metadata=bounds(positive=True))
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     agent: AgentSection
     kafka: KafkaSection = field(default_factory=KafkaSection)
@@ -106,6 +114,7 @@ class AgentConfig:
     delivery: DeliverySection = field(default_factory=DeliverySection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    platform: PlatformSection = field(default_factory=PlatformSection)
     collectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""  # the file it came from, for messages
 
@@ -148,6 +157,8 @@ def parse(
         raise ConfigError("delivery.retry_max_s", "must be at least delivery.retry_initial_s")
     if not cfg.buffer.path:
         raise ConfigError("buffer.path", "is empty")
+    if cfg.platform.url and not re.match(r"^https?://[^/\s]+", cfg.platform.url):
+        raise ConfigError("platform.url", f"{cfg.platform.url!r}: use http(s)://host[:port]")
     _check_credentials(cfg)
     if not cfg.collectors:
         raise ConfigError("collectors", "no collector configured: add a [collectors.<name>]")

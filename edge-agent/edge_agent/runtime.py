@@ -21,7 +21,7 @@ from edge_agent.agent import Agent, Delivery, Producer, new_producer
 from edge_agent.buffer import Buffer, requeue_quarantine
 from edge_agent.config import AgentConfig
 from qilu.contract import Sector
-from qilu.errors import ConfigError
+from qilu.errors import ConfigError, RetryableError
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ def describe(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
             else "off"
         ),
     ]
+    if cfg.platform.url:
+        lines.append(f"  platform  {cfg.platform.url} (devices checked at start)")
     lines += [f"  collector {c.name}: {c.type_name}" for c in collectors]
     return lines
 
@@ -171,9 +173,53 @@ def requeue(cfg: AgentConfig, sectors: list[Sector] | None = None) -> list[str]:
     ]
 
 
+def check_online(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
+    """``check-config --online``: what it prints when every configured device is registered
+    and the agent's own; otherwise ConfigError naming the collector, listing the problems.
+    RetryableError when the platform cannot be reached."""
+    from edge_agent import online
+
+    if not cfg.platform.url:
+        raise ConfigError("platform.url", "--online needs the platform's API address")
+    checked, problems = online.check(cfg, collectors)
+    if problems:
+        first = problems[0].key  # named once: the error names it already
+        listed = "; ".join(
+            p.message if p.key == first else f"{p.key}: {p.message}" for p in problems[:20]
+        )
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise ConfigError(problems[0].key, f"{len(problems)} device problem(s): {listed}{more}")
+    return [
+        f"  online    {checked} devices checked at {cfg.platform.url}: all registered, at the "
+        "agent's sites"
+    ]
+
+
+def check_at_start(cfg: AgentConfig, collectors: list[Collector]) -> None:
+    """When the platform can tell (``[platform] url`` and a signing key): refuse to start with
+    devices of sectors the agent is not provisioned for (the broker would refuse their
+    topic); log the other problems once. The platform out of reach: start anyway."""
+    if not (cfg.platform.url and cfg.auth.key_no):
+        return
+    from edge_agent import online
+
+    try:
+        _, problems = online.check(cfg, collectors)
+    except RetryableError as exc:
+        logger.warning("agent %s: devices not checked with the platform: %s", cfg.agent.id, exc)
+        return
+    foreign = [p for p in problems if p.kind == "foreign_sector"]
+    if foreign:
+        listed = "; ".join(p.message for p in foreign[:10])
+        raise ConfigError(foreign[0].key, f"{len(foreign)} device(s) refused: {listed}")
+    for p in problems:
+        logger.warning("agent %s: %s: %s", cfg.agent.id, p.key, p.message)
+
+
 def run(cfg: AgentConfig) -> int:
     """Run one agent until SIGINT/SIGTERM."""
     agent = build_agent(cfg)
+    check_at_start(cfg, agent.collectors)
     if cfg.agent.metrics_port:
         from edge_agent import metrics
 
