@@ -498,8 +498,15 @@ function renderMap(data) {
     tile.setAttribute("aria-label", t("map.tile", { city: cityName(tile.dataset.city), value: fmt(v, c.kind),
       status: statusWord(status) }));
   }
-  document.getElementById("map-legend").textContent =
-    c.kind === "ratio" ? t("map.legend_ratio") : t("map.legend_count", { max: fmt(max, c.kind) });
+  const legend = document.getElementById("map-legend");
+  legend.replaceChildren(c.kind === "ratio" ? t("map.legend_ratio") : t("map.legend_count", { max: fmt(max, c.kind) }));
+  if (c.kind === "ratio") {
+    const keys = el("span", { class: "keys" });
+    for (const status of ["met", "on_track", "at_risk", "behind", "no_data"]) {
+      keys.append(el("span", { class: `sw s-${status}` }), statusWord(status), " ");
+    }
+    legend.append(keys);
+  }
   document.getElementById("filter-text").textContent =
     state.city ? t("map.showing", { city: cityName(state.city) }) : t("map.all");
   document.getElementById("clear-city").hidden = !state.city || !wholeProvince(data);
