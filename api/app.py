@@ -50,6 +50,7 @@ from api.routers import (
     trajectories,
 )
 from api.service import KafkaLag, Refresher
+from interconnect.tcec102 import server as tcec102
 from qilu import __version__
 from qilu.catalog import load_catalog
 from qilu.errors import ConfigError
@@ -128,6 +129,20 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+def _start_operators(
+    app: FastAPI, settings: Settings, pool: ConnectionPool
+) -> tcec102.Endpoint | None:
+    """The T/CEC 102 endpoint operators call (docs/adr/0015-tcec102.md), when enabled."""
+    if not settings.tcec102.enabled:
+        return None
+    endpoint = tcec102.Endpoint(
+        settings, tcec102.database_loader(settings, pool), tcec102.database_link_writer(pool)
+    )
+    endpoint.start()
+    app.state.tcec102 = endpoint
+    return endpoint
+
+
 def create_app(settings: Settings) -> FastAPI:
     check_settings(settings)
     pool = ConnectionPool(
@@ -156,9 +171,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "QILU_API__ANONYMOUS_SCOPES='[]' to require a key)",
                 ", ".join(sorted(auth.anonymous_scopes(settings.api, True))),
             )
+        operators = _start_operators(app, settings, pool)
         lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
         yield
         lag_probe.cancel()
+        if operators is not None:
+            operators.stop()
         ctx.refresher.stop()
         ctx.keys.close()
         pool.close()
@@ -177,6 +195,8 @@ def create_app(settings: Settings) -> FastAPI:
         *(agent_self, admin_registry, admin_points, audit, deadletters, health),
     ):
         app.include_router(module.router)
+    if settings.tcec102.enabled:  # T/CEC 102 operators (docs/adr/0015-tcec102.md)
+        app.include_router(tcec102.build_router(settings.tcec102.path_prefix))
     app.mount("/metrics", make_asgi_app())
 
     def openapi() -> dict[str, Any]:

@@ -1,0 +1,589 @@
+"""The province side as a server: the FastAPI router operators call, and what it needs.
+
+    POST <prefix>/query_token                 OperatorID + OperatorSecret -> a bearer token
+    POST <prefix>/notification_stationStatus  a connector's status, pushed on change
+
+(``<prefix>`` is ``tcec102.path_prefix``, by default ``/evcs/v1``.) Every answer is HTTP 200
+with the standard's ``Ret`` except a body over ``tcec102.max_request_bytes`` (HTTP 413) and an
+operator over its rate (HTTP 429 with Retry-After): the standard has no code for either.
+
+An accepted status push becomes one envelope of readings (the pile's connector_status and
+fault) produced to the charging readings topic under the operator's platform-side agent
+identity and signed with its key, so the ingest checks, stores, rolls up and counts it like
+any edge agent's. The answer waits for Kafka's acknowledgement: ``Ret 0`` means the readings
+are durable; a push Kafka did not take in time, or one that arrives while more than
+``tcec102.max_in_flight`` wait for Kafka, is answered ``-1`` (busy, retry later) and the
+operator sends it again (nothing lost; a retried push repeats identical readings, which the
+storage keeps once).
+
+Every refused request gets a dead-letter record (the raw body, reason ``tcec102_<reason>``,
+source ``tcec102/<OperatorID>/<interface>``) and counts as a failure of the link. The
+decisions are :class:`Gate` (pure: directory, clock and bytes in, outcome out); the
+:class:`Endpoint` adds the network (Kafka) and the database (directory, link health).
+Design: docs/adr/0015-tcec102.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+
+from api.ratelimit import RateLimiter, retry_after_header
+from interconnect.tcec102 import mapping
+from interconnect.tcec102.exchange import (
+    Envelope,
+    ExchangeError,
+    KeySet,
+    Ret,
+    check_token,
+    issue_token,
+    open_request,
+    read_envelope,
+    seal_response,
+)
+from qilu import signing
+from qilu.contract import Envelope as Batch
+from qilu.contract import Sector, to_us
+from qilu.settings import Settings, Tcec102Settings
+from stream.deadletter import DeadLetter
+
+logger = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "qilu_tcec102_requests_total",
+    "T/CEC 102 requests answered, by interface and result (the Ret code or the HTTP status)",
+    ["interface", "result"],
+)
+LATENCY = Histogram(
+    "qilu_tcec102_answer_seconds",
+    "Time to answer a T/CEC 102 request, Kafka acknowledgement included",
+    ["interface"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+INTERFACES = ("query_token", "notification_stationStatus")
+
+
+# ------------------------------------------------------------------------------ directory
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One active operator as the endpoint sees it."""
+
+    operator_id: str
+    agent_id: str
+    key_no: int
+    inbound: KeySet
+    signer: signing.Signer
+    connectors: Mapping[str, str]  # ConnectorID -> registry device id
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    links: Mapping[str, Link] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ decisions
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to answer and do for one request."""
+
+    interface: str
+    operator_id: str
+    body: dict[str, Any]
+    http_status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    batch: Batch | None = None  # readings to produce before answering
+    link: Link | None = None
+    refused: ExchangeError | None = None  # dead-letter it
+    token_expires: datetime | None = None
+
+    @property
+    def result(self) -> str:
+        if self.http_status != 200:
+            return str(self.http_status)
+        return str(self.body.get("Ret"))
+
+
+class Gate:
+    """The endpoint's decisions, without I/O (the clock and the directory are passed in)."""
+
+    def __init__(self, cfg: Tcec102Settings, token_key: bytes, boot_id: str) -> None:
+        self._cfg = cfg
+        self._token_key = token_key
+        self._tolerance = timedelta(seconds=cfg.timestamp_tolerance_s)
+        self._lifetime = timedelta(seconds=cfg.token_lifetime_s)
+        self._limiter = RateLimiter(cfg.rate_burst)
+        self._boot_id = boot_id
+        self._seq: dict[str, int] = {}
+        self._seq_lock = threading.Lock()
+
+    def _refuse(self, interface: str, op: str, exc: ExchangeError, link: Link | None) -> Outcome:
+        # an answer we cannot sign for a caller we cannot identify carries no Data
+        keys = link.inbound if link is not None else None
+        body = seal_response(exc.ret, keys, msg=f"{exc.reason}: {exc.detail}"[:200])
+        return Outcome(interface, op, body, link=link, refused=exc)
+
+    def _identify(
+        self, interface: str, body: bytes, directory: Directory
+    ) -> tuple[Envelope, Link] | Outcome:
+        if len(body) > self._cfg.max_request_bytes:
+            big = ExchangeError(Ret.POST_PARAMETERS, "oversized", f"{len(body)} bytes")
+            return Outcome(
+                interface,
+                "",
+                {
+                    "error": "too_large",
+                    "detail": f"request body over {self._cfg.max_request_bytes} bytes",
+                },
+                http_status=413,
+                refused=big,
+            )
+        try:
+            env = read_envelope(body)
+        except ExchangeError as exc:
+            return self._refuse(interface, "", exc, None)
+        link = directory.links.get(env.operator_id)
+        if link is None:
+            unknown = ExchangeError(
+                Ret.POST_PARAMETERS, "unknown_operator", f"OperatorID {env.operator_id}"
+            )
+            return self._refuse(interface, env.operator_id, unknown, None)
+        wait = self._limiter.take(link.operator_id, self._cfg.rate_per_s)
+        if wait > 0:
+            limited = ExchangeError(Ret.BUSY, "rate_limited", f"over {self._cfg.rate_per_s:g}/s")
+            return Outcome(
+                interface,
+                link.operator_id,
+                {"error": "rate_limited", "detail": limited.detail},
+                http_status=429,
+                headers={"Retry-After": retry_after_header(wait)},
+                link=link,
+                refused=limited,
+            )
+        return env, link
+
+    def query_token(self, body: bytes, directory: Directory, now: datetime) -> Outcome:
+        found = self._identify("query_token", body, directory)
+        if isinstance(found, Outcome):
+            return found
+        env, link = found
+        try:
+            payload = open_request(env, link.inbound, now, self._tolerance)
+        except ExchangeError as exc:
+            return self._refuse("query_token", link.operator_id, exc, link)
+        secret = payload.get("OperatorSecret")
+        if payload.get("OperatorID") != link.operator_id:
+            fail, why = 1, ExchangeError(Ret.OK, "token_refused", "Data.OperatorID differs")
+        elif not isinstance(secret, str) or not hmac.compare_digest(
+            secret.encode(), link.inbound.operator_secret.encode()
+        ):
+            fail, why = 2, ExchangeError(Ret.OK, "token_refused", "wrong OperatorSecret")
+        else:
+            text, tok = issue_token(
+                self._token_key, link.operator_id, link.key_no, now, self._lifetime
+            )
+            data = {
+                "OperatorID": link.operator_id,
+                "SuccStat": 0,
+                "AccessToken": text,
+                "TokenAvailableTime": self._cfg.token_lifetime_s,
+                "FailReason": 0,
+            }
+            return Outcome(
+                "query_token",
+                link.operator_id,
+                seal_response(Ret.OK, link.inbound, data),
+                link=link,
+                token_expires=tok.expires_at,
+            )
+        data = {
+            "OperatorID": link.operator_id,
+            "SuccStat": 1,
+            "AccessToken": "",
+            "TokenAvailableTime": 0,
+            "FailReason": fail,
+        }
+        return Outcome(
+            "query_token",
+            link.operator_id,
+            seal_response(Ret.OK, link.inbound, data),
+            link=link,
+            refused=why,
+        )
+
+    def station_status(
+        self, body: bytes, authorization: str | None, directory: Directory, now: datetime
+    ) -> Outcome:
+        name = "notification_stationStatus"
+        found = self._identify(name, body, directory)
+        if isinstance(found, Outcome):
+            return found
+        env, link = found
+        try:
+            check_token(self._token_key, authorization, link.operator_id, link.key_no, now)
+            payload = open_request(env, link.inbound, now, self._tolerance)
+            status = mapping.status_notification(payload)
+        except ExchangeError as exc:
+            return self._refuse(name, link.operator_id, exc, link)
+        device = link.connectors.get(status.connector_id)
+        if device is None:
+            unknown = ExchangeError(
+                Ret.BUSINESS_PARAMETERS,
+                "unknown_connector",
+                f"ConnectorID {status.connector_id} is not a connector of {link.operator_id}",
+            )
+            return self._refuse(name, link.operator_id, unknown, link)
+        batch = Batch(link.agent_id, self._boot_id, self._next_seq(link.agent_id), to_us(now))
+        batch.extend(mapping.status_readings(device, status.status, to_us(now)))
+        return Outcome(
+            name,
+            link.operator_id,
+            seal_response(Ret.OK, link.inbound, {"Status": 0}),
+            batch=batch,
+            link=link,
+        )
+
+    def _next_seq(self, agent_id: str) -> int:
+        with self._seq_lock:
+            n = self._seq.get(agent_id, 0) + 1
+            self._seq[agent_id] = n
+            return n
+
+    def busy(self, outcome: Outcome, reason: str) -> Outcome:
+        """The same request answered -1 instead (Kafka full or down): retry later."""
+        keys = outcome.link.inbound if outcome.link else None
+        return Outcome(
+            outcome.interface,
+            outcome.operator_id,
+            seal_response(Ret.BUSY, keys),
+            link=outcome.link,
+            refused=ExchangeError(Ret.BUSY, reason, "retry later"),
+        )
+
+
+# ------------------------------------------------------------------------------ adapters
+
+
+class Sink:
+    """Where accepted batches and dead letters go (Kafka in production)."""
+
+    def produce(self, batch: Batch, signer: signing.Signer) -> asyncio.Future[None]:
+        raise NotImplementedError
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and close."""
+
+
+class KafkaSink(Sink):
+    """Produces to the charging readings topic and the dead-letter topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python 3.0 import time
+            from kafka import KafkaProducer
+
+        from stream.topics import deadletter_topic, readings_topic
+
+        k = settings.kafka
+        self._topic = readings_topic(k, Sector.CHARGING)
+        self._dlq = deadletter_topic(k)
+        self._producer = KafkaProducer(
+            bootstrap_servers=k.bootstrap,
+            client_id=f"{k.client_id}-tcec102",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_block_ms=2000,
+        )
+        self._producer.partitions_for(self._topic)  # metadata now, not on the first push
+
+    def produce(self, batch: Batch, signer: signing.Signer) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def ok(_: object) -> None:
+            loop.call_soon_threadsafe(_settle, done, None)
+
+        def err(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, done, exc)
+
+        value = batch.encode()
+        fut = self._producer.send(
+            self._topic, key=batch.agent_id.encode(), value=value, headers=signer.headers(value)
+        )
+        fut.add_callback(ok)
+        fut.add_errback(err)
+        return done
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self._producer.send(self._dlq, key=letter.key, value=letter.value, headers=letter.headers())
+
+    def close(self) -> None:
+        self._producer.flush(timeout=10)
+        self._producer.close(timeout=10)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+class LinkLedger:
+    """Link events kept in memory, folded into operator_links by the refresher."""
+
+    def __init__(self) -> None:
+        from storage.operators import LinkDelta
+
+        self._new = LinkDelta
+        self._lock = threading.Lock()
+        self._deltas: dict[str, LinkDelta] = {}
+
+    def note(self, outcome: Outcome, at: datetime) -> None:
+        if outcome.link is None:
+            return
+        with self._lock:
+            d = self._deltas.get(outcome.operator_id)
+            if d is None:
+                d = self._deltas[outcome.operator_id] = self._new()
+            if outcome.refused is not None:
+                d.failures += 1
+                d.last_failure = at
+                d.last_failure_reason = outcome.refused.reason
+            elif outcome.interface == "query_token":
+                d.last_token = at
+                d.token_expires_at = outcome.token_expires
+            else:
+                d.last_push = at
+
+    def take(self) -> dict[str, Any]:
+        with self._lock:
+            out, self._deltas = self._deltas, {}
+        return out
+
+
+class Endpoint:
+    """The running endpoint: a directory refreshed from the database, a Kafka sink, the gate.
+
+    ``start()`` connects in the background (requests are answered -1 until Kafka is ready);
+    ``stop()`` flushes what is in flight."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        load: Callable[[], Directory],
+        flush_links: Callable[[dict[str, Any]], None],
+        sink_factory: Callable[[], Sink] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        from interconnect.tcec102.secrets import box
+
+        self._cfg = settings.tcec102
+        self._settings = settings
+        self.gate = Gate(self._cfg, box(settings).token_key, uuid.uuid4().hex)
+        self._load = load
+        self._flush_links = flush_links
+        self._sink_factory = sink_factory or (lambda: KafkaSink(settings))
+        self._clock = clock
+        self.directory = Directory()
+        self.sink: Sink | None = None
+        self.ledger = LinkLedger()
+        self.in_flight = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._down = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tcec102", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._refresh_once()  # the last link events
+        if self.sink is not None:
+            self.sink.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.sink is None:
+                try:
+                    self.sink = self._sink_factory()
+                    logger.info("tcec102 endpoint producing to Kafka")
+                except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted types
+                    if not self._down:
+                        logger.warning("tcec102 endpoint: Kafka unreachable (%s), retrying", exc)
+                        self._down = True
+            self._refresh_once()
+            self._stop.wait(self._cfg.refresh_s)
+
+    def _refresh_once(self) -> None:
+        import psycopg
+
+        try:
+            self.directory = self._load()
+            deltas = self.ledger.take()
+            if deltas:
+                self._flush_links(deltas)
+        except psycopg.Error as exc:
+            if not self._down:
+                logger.warning("tcec102 endpoint: operator directory not refreshed: %s", exc)
+                self._down = True
+            return
+        if self._down and self.sink is not None:
+            logger.warning("tcec102 endpoint: database and Kafka reachable again")
+            self._down = False
+
+    def refresh_now(self) -> None:
+        """Reload the directory at once (tests, and after an admin change in this process)."""
+        self._refresh_once()
+
+    async def handle(self, interface: str, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        body = await request.body()
+        now = self._clock()
+        if interface == "query_token":
+            out = self.gate.query_token(body, self.directory, now)
+        else:
+            out = self.gate.station_status(
+                body, request.headers.get("authorization"), self.directory, now
+            )
+        if out.batch is not None and out.link is not None:
+            out = await self._produce(out)
+        self._after(out, body, now)
+        REQUESTS.labels(interface, out.result).inc()
+        LATENCY.labels(interface).observe(time.perf_counter() - started)
+        return JSONResponse(out.body, out.http_status, headers=out.headers or None)
+
+    async def _produce(self, out: Outcome) -> Outcome:
+        sink = self.sink
+        if sink is None or self.in_flight >= self._cfg.max_in_flight:
+            return self.gate.busy(out, "busy")
+        if out.batch is None or out.link is None:  # the caller checked; for the type checker
+            return out
+        self.in_flight += 1
+        try:
+            await asyncio.wait_for(
+                sink.produce(out.batch, out.link.signer), self._cfg.produce_timeout_s
+            )
+        except Exception as exc:  # noqa: BLE001 - any Kafka failure is "retry later"
+            logger.debug("tcec102 push not acknowledged: %s", exc)
+            return self.gate.busy(out, "not_acknowledged")
+        finally:
+            self.in_flight -= 1
+        return out
+
+    def _after(self, out: Outcome, body: bytes, now: datetime) -> None:
+        self.ledger.note(out, now)
+        # busy and over-rate requests are not bad input: the sender retries them
+        if out.refused is None or out.refused.ret is Ret.BUSY or self.sink is None:
+            return
+        letter = DeadLetter(
+            key=(out.operator_id or "unknown").encode(),
+            value=body[: self._cfg.max_request_bytes],
+            reason=f"tcec102_{out.refused.reason}",
+            detail=out.refused.detail[:500],
+            source=f"tcec102/{out.operator_id or '-'}/{out.interface}",
+        )
+        try:
+            self.sink.dead_letter(letter)
+        except Exception as exc:  # noqa: BLE001 - a lost dead letter must not fail the answer
+            logger.debug("tcec102 dead letter not produced: %s", exc)
+
+
+def build_router(prefix: str) -> APIRouter:
+    """The operators' interfaces under ``prefix``, answered by the running :class:`Endpoint`
+    the application keeps in ``app.state.tcec102`` (503 until it is there)."""
+    router = APIRouter(prefix=prefix, tags=["T/CEC 102"])
+
+    async def answer(interface: str, request: Request) -> JSONResponse:
+        ep: Endpoint | None = getattr(request.app.state, "tcec102", None)
+        if ep is None:
+            REQUESTS.labels(interface, "503").inc()
+            return JSONResponse(
+                {"error": "unavailable", "detail": "the T/CEC 102 endpoint is starting"},
+                503,
+                headers={"Retry-After": "1"},
+            )
+        return await ep.handle(interface, request)
+
+    @router.post("/query_token", summary="Token for an operator (T/CEC 102 part 4)")
+    async def query_token(request: Request) -> JSONResponse:
+        return await answer("query_token", request)
+
+    @router.post("/notification_stationStatus", summary="A connector's status, pushed on change")
+    async def station_status(request: Request) -> JSONResponse:
+        return await answer("notification_stationStatus", request)
+
+    return router
+
+
+# ------------------------------------------------------------------------------ database
+
+
+def database_loader(settings: Settings, pool: Any) -> Callable[[], Directory]:
+    """Load the directory from the database (active operators, their secrets, connectors)."""
+    from interconnect.tcec102.secrets import SecretsError, box
+    from storage import operators
+
+    sealer = box(settings)
+    broken: set[str] = set()
+
+    def load() -> Directory:
+        with pool.connection(timeout=5) as conn:
+            rows = operators.list_operators(conn)
+            conns = operators.connectors(conn)
+        links: dict[str, Link] = {}
+        for r in rows:
+            try:
+                s = sealer.open(r.operator_id, r.sealed)
+            except SecretsError as exc:
+                if r.operator_id not in broken:
+                    logger.error("%s", exc)  # noqa: TRY400 - the message says it all
+                    broken.add(r.operator_id)
+                continue
+            links[r.operator_id] = Link(
+                r.operator_id,
+                r.agent_id,
+                r.key_no,
+                s.inbound,
+                signing.Signer(1, s.signing_key),
+                conns.get(r.operator_id, {}),
+            )
+        return Directory(links)
+
+    return load
+
+
+def database_link_writer(pool: Any) -> Callable[[dict[str, Any]], None]:
+    from storage import operators
+
+    def flush(deltas: dict[str, Any]) -> None:
+        with pool.connection(timeout=5) as conn, conn.transaction():
+            operators.record_links(conn, deltas)
+
+    return flush
