@@ -329,7 +329,7 @@ function renderPipeline(p, refreshS) {
   setField("never_seen", p.never_seen.toLocaleString("en-US"));
   setField("lag", p.lag_records === null ? "–" : p.lag_records.toLocaleString("en-US"));
   setField("lag_note", p.lag_note || t("pipe.lag_hint"));
-  setField("computed", p.snapshot_computed_in_s.toFixed(2) + " s");
+  setField("computed", `${p.snapshot_computed_in_s.toFixed(2)} ${state.lang === "zh" ? "秒" : "s"}`);
   setField("refresh", t("pipe.refresh", { s: refreshS }));
 }
 
