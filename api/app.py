@@ -45,6 +45,7 @@ from api.routers import (
     health,
     keys,
     names,
+    operators,
     status,
     targets,
     trajectories,
@@ -171,12 +172,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "QILU_API__ANONYMOUS_SCOPES='[]' to require a key)",
                 ", ".join(sorted(auth.anonymous_scopes(settings.api, True))),
             )
-        operators = _start_operators(app, settings, pool)
+        endpoint = _start_operators(app, settings, pool)
         lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
         yield
         lag_probe.cancel()
-        if operators is not None:
-            operators.stop()
+        if endpoint is not None:
+            endpoint.stop()
         ctx.refresher.stop()
         ctx.keys.close()
         pool.close()
@@ -192,7 +193,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in (
         *(coverage, trajectories, status, targets, names, assets, gaps, export, keys, agents),
-        *(agent_self, admin_registry, admin_points, audit, deadletters, health),
+        *(agent_self, admin_registry, admin_points, audit, deadletters, operators, health),
     ):
         app.include_router(module.router)
     if settings.tcec102.enabled:  # T/CEC 102 operators (docs/adr/0015-tcec102.md)

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.deadletters_cli",
     "edge_agent.cli",
     "qilu.agents_cli",
+    "interconnect.tcec102.cli",
     "api.cli",
     "dashboards.cli",
     "qilu.check",
