@@ -84,6 +84,7 @@ def refused(settings: Settings, start_ingest: Callable[[], object]) -> Refused:
             and group_lag(settings.kafka, settings.ingest.group_id, readings_topics(settings.kafka))
             == 0
         ),
+        timeout=120,
         what="the refusals to be summed and the offsets committed",
     )
     return Refused(settings, bad)
@@ -236,3 +237,33 @@ def test_admin_api_answers_the_summary_and_the_records(
     _, reader = create_key(refused.settings, name="dl-reader", scopes=["telemetry:read"])
     denied = client.get("/v1/admin/deadletters", headers={"Authorization": f"Bearer {reader}"})
     assert denied.status_code == 403
+
+
+def test_ingest_logs_each_agent_and_reason_once_not_per_record(
+    refused: Refused, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = refused.settings
+    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    topic = readings_topic(s.kafka, Sector.CHARGING)
+    for _ in range(3):
+        producer.send(topic, key=AGENT.encode(), value=GARBAGE)
+    producer.flush()
+    producer.close()
+    wait_for(
+        lambda: (
+            scalar(s.db, "SELECT sum(records) FROM deadletter_summary WHERE reason = 'malformed'")
+            == 4
+            and group_lag(s.kafka, s.ingest.group_id, readings_topics(s.kafka)) == 0
+        ),
+        what="the three more malformed records to be summed",
+    )
+    lines = [
+        r.getMessage()
+        for phase in ("setup", "call")
+        for r in caplog.get_records(phase)
+        if r.name == "stream.ingest" and r.getMessage().startswith(f"refused from agent {AGENT}")
+    ]
+    reasons = sorted(line.split(": ", 1)[1].split(" since")[0] for line in lines)
+    # one line per (agent, reason), with what the batch refused; the three later malformed
+    # records come within the interval: counted, not logged
+    assert reasons == ["1 malformed", "1 unknown_device", "1 unsigned", "1 value_out_of_range"]
