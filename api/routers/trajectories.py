@@ -11,13 +11,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api import judge, views
-from api.deps import PROBLEMS, Ctx, current_snapshot, database
+from api.deps import (
+    NOT_MODIFIED,
+    PROBLEMS,
+    ApiContext,
+    Ctx,
+    current_snapshot,
+    database,
+    snapshot_response,
+)
 from api.routers.status import StatusArea
 from api.schemas import BaselineOut, DayValueOut, SeriesDayOut, TrajectoryOut
-from qilu.catalog import TargetKind
+from api.service import Snapshot
+from qilu.catalog import Target, TargetKind
 from storage import trajectories
 
 router = APIRouter(prefix="/v1", tags=["coverage"], responses=PROBLEMS)
@@ -32,8 +41,10 @@ def _points(path: tuple[judge.DayPoint, ...]) -> list[DayValueOut]:
     "/trajectories/{target_id}",
     response_model=TrajectoryOut,
     summary="One target's daily values against its threshold and trajectories",
+    responses=NOT_MODIFIED,
 )
 def get_trajectory(
+    request: Request,
     ctx: Ctx,
     area: StatusArea,
     target_id: str,
@@ -45,13 +56,16 @@ def get_trajectory(
             examples=["370200"],
         ),
     ] = None,
-) -> TrajectoryOut:
+) -> Response:
     """The value per day (``coverage_daily``, up to ten years back) against the threshold
     (scaled when the registry is a simulated share of the province), the path the judgement
     uses (first observed value -> threshold at the due date, ADR 0005), the plan's own path
     when the catalog gives a baseline from a document, and the day since which the target
     has been met (``met_on``) or behind (``behind_since``). A count threshold is
-    province-wide, so a city's count is charted but not judged (``status`` no_data)."""
+    province-wide, so a city's count is charted but not judged (``status`` no_data).
+
+    Built once per snapshot, target and city (the database is read then), with an ``ETag``:
+    send it back in ``If-None-Match`` to get 304 until the next snapshot changes it."""
     snap = current_snapshot(ctx)
     catalog = ctx.catalog
     t = catalog.target(target_id)
@@ -65,6 +79,15 @@ def get_trajectory(
         raise HTTPException(
             404, "the province is not visible to this key: ask for one of its cities"
         )
+    answer = snap.answer(
+        ("trajectory", t.id, city),
+        lambda: _trajectory(ctx, snap, t, city).model_dump_json().encode(),
+    )
+    return snapshot_response(request, answer)
+
+
+def _trajectory(ctx: ApiContext, snap: Snapshot, t: Target, city: str | None) -> TrajectoryOut:
+    catalog = ctx.catalog
     code = city or views.PROVINCE
     tc = next(tc for tc in snap.coverage if tc.target.id == t.id)
     figure = next((c for c in tc.cities if c.city_code == code), tc.province)

@@ -222,6 +222,16 @@ def test_trajectory_access_follows_the_status_page(scaled: Api) -> None:
         f"/v1/trajectories/{NETWORKED}", headers={"Authorization": "Bearer nope"}
     )
     assert bad.status_code == 401
+    for _ in range(5):  # the same snapshot: the same answer, not sent again
+        first = scaled.client.get(f"/v1/trajectories/{NETWORKED}")
+        again = scaled.client.get(
+            f"/v1/trajectories/{NETWORKED}", headers={"If-None-Match": first.headers["etag"]}
+        )
+        if again.status_code == 304:
+            break
+        assert again.json()["as_of"] != first.json()["as_of"]  # only a new snapshot differs
+    else:
+        pytest.fail("no 304 for five pairs of requests")
     assert scaled.client.get("/v1/trajectories/no-such-target").status_code == 404
     assert scaled.client.get(f"/v1/trajectories/{NETWORKED}?city=999999").status_code == 404
 
