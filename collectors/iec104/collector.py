@@ -303,7 +303,9 @@ class Iec104Collector(Collector):
             if not logged_down:
                 logger.warning("%s/%s: link down: %s", self.name, c.name, reason)
                 logged_down = True
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+            # equal jitter: a pause between delay/2 and delay, so a station back after the first
+            # retries is asked again within the current delay (never 1.5 times it)
+            await asyncio.sleep(delay * (0.5 + 0.5 * random.random()))  # noqa: S311 - jitter
             delay = min(delay * 2, c.reconnect_max_s)
 
     async def _link_down(self, st: Station, sink: ReadingSink) -> None:

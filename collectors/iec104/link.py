@@ -22,6 +22,7 @@ unanswered frame is detected within t1 and a silent peer within t3 + t1.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from collectors.iec104.codec import (
@@ -100,7 +101,7 @@ class Link:
         self._done = 0  # received I frames up to here are processed by the caller
         self._ack_sent = 0  # the receive number we last told the peer
         self._sent_at: list[float] = []  # send times of our unacknowledged I frames
-        self._pending: list[bytes] = []  # ASDUs waiting for room in the k window
+        self._pending: deque[bytes] = deque()  # ASDUs waiting for room in the k window
         self._t1_u: float | None = None  # deadline of an unanswered U activation
         self._t2_at: float | None = None
         self._t3_at = 0.0
@@ -232,7 +233,7 @@ class Link:
             del self._sent_at[:n]
             self.ack = recv_seq
         while self._pending and len(self._sent_at) < self.p.k and self.state is State.STARTED:
-            self._send_i(self._pending.pop(0), now)
+            self._send_i(self._pending.popleft(), now)
 
     def _u(self, f: UFrame, now: float) -> None:
         fn = f.function

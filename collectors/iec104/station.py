@@ -16,6 +16,7 @@ stations we model, it keeps nothing for a client that is not connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class ControlledStation:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+    def backlog(self) -> int:
+        """ASDUs waiting for room in the busiest master's k window."""
+        return max((link.waiting for link in self._links), default=0)
 
     @property
     def connected(self) -> int:
@@ -192,3 +197,86 @@ class ControlledStation:
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
+
+
+# ------------------------------------------------------------------ a stand-alone station
+
+
+async def serve_points(
+    ports: list[int],
+    points: int,
+    *,
+    host: str = "127.0.0.1",
+    first_ca: int = 1,
+    flood: bool = False,
+    rate: float = 0.0,
+    backlog: int = 64,
+) -> None:
+    """Stations on ``ports`` (common addresses from ``first_ca``), each with short floats at
+    IOA 1..points. ``flood``: send every point spontaneously again whenever fewer than
+    ``backlog`` ASDUs wait for a master's window; ``rate``: that many changes per second
+    per station instead; neither: answer interrogations only."""
+    stations = []
+    for i, port in enumerate(ports):
+        st = ControlledStation(first_ca + i, host=host, port=port)
+        for ioa in range(1, points + 1):
+            st.add(ioa, 13, float(ioa))
+        await st.start()
+        stations.append(st)
+    n = 0
+    try:
+        while True:
+            if flood:
+                for st in stations:
+                    if st.connected and st.backlog() < backlog:
+                        n += 1
+                        st.update((ioa, float(ioa + n), 0, b"") for ioa in range(1, points + 1))
+                await asyncio.sleep(0.0005)
+            elif rate:
+                per_tick = max(1, round(rate / 10))
+                for st in stations:
+                    base = n % points
+                    st.update(
+                        (1 + (base + j) % points, float(n + j), 0, b"") for j in range(per_tick)
+                    )
+                n += per_tick
+                await asyncio.sleep(0.1)
+            else:
+                await asyncio.sleep(3600)
+    finally:
+        for st in stations:
+            await st.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m collectors.iec104.station``: stations for benchmarks and manual tests."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m collectors.iec104.station",
+        description="IEC 104 controlled stations of short-float points on loopback ports.",
+    )
+    ap.add_argument("ports", type=int, nargs="+", help="one TCP port per station")
+    ap.add_argument("--points", type=int, default=2000, help="short floats per station, IOA 1..N")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ap.add_argument("--first-ca", type=int, default=1, help="common address of the first station")
+    ap.add_argument(
+        "--flood", action="store_true", help="send every point again as fast as masters take it"
+    )
+    ap.add_argument("--rate", type=float, default=0.0, help="changes per second per station")
+    args = ap.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_points(
+                args.ports,
+                args.points,
+                host=args.host,
+                first_ca=args.first_ca,
+                flood=args.flood,
+                rate=args.rate,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
