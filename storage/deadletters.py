@@ -10,7 +10,8 @@ the same transaction as the batch's readings, adds what the batch refused to
   crash or a rebalance), upserts the summed rows and moves the marks: per batch three or four
   set-based statements, none per record;
 * :func:`summary` answers "what was refused, by reason / agent / device, in a time window"
-  for ``qilu deadletters summary`` and ``/v1/admin/deadletters``.
+  for ``qilu deadletters summary`` and ``/v1/admin/deadletters``;
+* :func:`prune` deletes the minutes before a time (``qilu deadletters prune``).
 """
 
 from __future__ import annotations
@@ -171,3 +172,10 @@ def summary(
         for r in rows
         if r[5] is not None  # no row at all: an aggregate without GROUP BY still answers one
     ]
+
+
+def prune(conn: psycopg.Connection[TupleRow], before: datetime) -> int:
+    """Delete the summary's minutes before ``before``; returns how many rows went. Safe at any
+    time: the marks that keep the counting exact are kept apart (``deadletter_marks``)."""
+    cur = conn.execute("DELETE FROM deadletter_summary WHERE bucket < %s", (before,))
+    return cur.rowcount

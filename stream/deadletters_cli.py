@@ -3,6 +3,7 @@
     qilu deadletters summary [--since 24h] [--by reason,agent,device] [--reason R] [--agent A]
     qilu deadletters tail [-n 20] [--reason R] [--agent A]     the newest dead-letter records
     qilu deadletters show PARTITION/OFFSET                     one record, decoded
+    qilu deadletters prune --older-than 90d                    drop old summary minutes
 
 ``summary`` reads the table the ingest writes in each batch's transaction (counted exactly
 once, kept as long as the database keeps it); ``tail`` and ``show`` read the dead-letter
@@ -123,6 +124,20 @@ def register(sub: Any) -> None:
     w.add_argument("where", type=location, help="PARTITION/OFFSET in the dead-letter topic")
     w.set_defaults(handler=_show)
 
+    r = cmds.add_parser(
+        "prune",
+        help="delete summary minutes older than a duration",
+        description="Deletes the summary's minutes older than --older-than. The dead-letter "
+        "topic keeps its records by its own retention; counting stays exact after a prune.",
+    )
+    r.add_argument(
+        "--older-than",
+        type=duration,
+        required=True,
+        help="delete minutes older than this, e.g. 90d",
+    )
+    r.set_defaults(handler=_prune)
+
 
 # -- handlers -----------------------------------------------------------------------------------
 def _summary(args: argparse.Namespace, settings: Settings) -> int:
@@ -219,6 +234,15 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 1
     _out(json.dumps(describe(letter), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    before = datetime.now(UTC) - args.older_than
+    with connect(settings.db) as conn:
+        n = store.prune(conn, before)
+        conn.commit()
+    _out(f"deleted {n} summary row(s) before {before:%Y-%m-%d %H:%M} UTC")
     return 0
 
 

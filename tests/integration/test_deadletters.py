@@ -267,3 +267,27 @@ def test_ingest_logs_each_agent_and_reason_once_not_per_record(
     # one line per (agent, reason), with what the batch refused; the three later malformed
     # records come within the interval: counted, not logged
     assert reasons == ["1 malformed", "1 unknown_device", "1 unsigned", "1 value_out_of_range"]
+
+
+def test_summary_as_a_table_and_prune(cli_env: Refused, capsys: pytest.CaptureFixture[str]) -> None:
+    s = cli_env.settings
+    capsys.readouterr()
+    assert main(["deadletters", "summary", "--by", "reason"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["reason", "records", "readings"]
+    assert {line.split()[0] for line in lines[1:]} == {r for r, _, _ in EXPECTED}
+    rows = scalar(s.db, "SELECT count(*) FROM deadletter_summary")
+    with connect(s.db) as conn:  # a minute from two days ago, as if the ingest wrote it then
+        conn.execute(
+            "INSERT INTO deadletter_summary SELECT bucket - interval '2 days', agent_id, reason,"
+            " device_id, records, refused_readings, example_source, example_detail"
+            " FROM deadletter_summary WHERE reason = 'malformed'"
+        )
+        conn.commit()
+    three_days = qilu_json(capsys, "deadletters", "summary", "--since", "3d", "--by", "reason")
+    assert groups(three_days, "reason")[("malformed",)] == (2, 0)
+    assert main(["deadletters", "prune", "--older-than", "1d"]) == 0
+    assert capsys.readouterr().out.startswith("deleted 1 summary row(s) before ")
+    assert scalar(s.db, "SELECT count(*) FROM deadletter_summary") == rows
+    three_days = qilu_json(capsys, "deadletters", "summary", "--since", "3d", "--by", "reason")
+    assert groups(three_days, "reason") == {(k[0],): v for k, v in EXPECTED.items()}
