@@ -78,7 +78,9 @@ def scale_for(target: Target, fractions: Mapping[str, float]) -> float | None:
 
 
 def effective_threshold(target: Target, scale: float | None) -> float:
-    return target.threshold if scale is None else target.threshold * scale
+    """The threshold compared with: scaled (rounded to 6 decimals, so that float noise such
+    as 2000.0000000000002 never fails a value of exactly 2,000), or as written."""
+    return target.threshold if scale is None else round(target.threshold * scale, 6)
 
 
 def today_cst(now: datetime) -> date:
@@ -87,6 +89,13 @@ def today_cst(now: datetime) -> date:
 
 def _fmt(v: float, kind: TargetKind) -> str:
     return f"{v:.1%}" if kind is TargetKind.RATIO else f"{v:,.0f}"
+
+
+def fmt_threshold(v: float, kind: TargetKind) -> str:
+    """A threshold as shown: a scaled count keeps its fraction (>= 5.33 ranches is not >= 5)."""
+    if kind is TargetKind.RATIO or v == round(v):
+        return _fmt(v, kind)
+    return f"{v:,.2f}".rstrip("0").rstrip(".")
 
 
 def judge(
@@ -99,7 +108,7 @@ def judge(
     today = today_cst(now if now.tzinfo else now.replace(tzinfo=UTC))
     days_left = (target.due - today).days
     threshold = effective_threshold(target, scale)
-    goal = f"{target.comparator} {_fmt(threshold, target.kind)} by {target.due}"
+    goal = f"{target.comparator} {fmt_threshold(threshold, target.kind)} by {target.due}"
     if scale is not None:
         goal += (
             f" (the threshold {_fmt(target.threshold, target.kind)} scaled to the simulated "

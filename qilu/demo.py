@@ -191,6 +191,13 @@ def _coverage_table(url: str) -> str:
     return format_coverage(data)
 
 
+def _limit(v: float, ratio: bool) -> str:
+    """A threshold as shown: a scaled count keeps its fraction (>= 5.33 ranches is not >= 5)."""
+    if ratio:
+        return f"{v:.1%}"
+    return f"{v:,.0f}" if v == round(v) else f"{v:,.2f}".rstrip("0").rstrip(".")
+
+
 def format_coverage(data: list[dict[str, Any]]) -> str:
     """The API's coverage answer as a targets x cities text table.
 
@@ -218,7 +225,7 @@ def format_coverage(data: list[dict[str, Any]]) -> str:
         mark = SCALED_MARK if t.get("scaled") else ""
         if t.get("scaled"):
             scales[t["sector"]] = t["scale"]
-        goal = f"{t['comparator']}{fmt(threshold)}{mark} {due}"
+        goal = f"{t['comparator']}{_limit(threshold, ratio)}{mark} {due}"
         row = t["target_id"][: name_w - 1].ljust(name_w) + goal.rjust(goal_w)
         row += (fmt(t["value"]) + ("*" if t["met"] else " ")).rjust(prov_w)
         by_code = {c["city_code"]: c for c in t["cities"]}

@@ -12,12 +12,14 @@ from api.judge import (
     DayPoint,
     Status,
     effective_threshold,
+    fmt_threshold,
     judge,
     scale_for,
     trajectory,
 )
 from api.views import simulation_out
 from qilu.catalog import Catalog, Target, load_catalog
+from qilu.demo import format_coverage
 from qilu.errors import ConfigError
 from qilu.registry import generate, sector_fractions
 
@@ -98,6 +100,20 @@ def test_only_count_thresholds_are_scaled() -> None:
     assert scale_for(NETWORKED, {"charging": 1.0}) is None  # the whole province simulated
 
 
+def test_a_scaled_threshold_keeps_its_fraction_and_loses_float_noise() -> None:
+    assert 100_000 * 0.07 != 7_000  # 7000.000000000001
+    assert effective_threshold(NETWORKED, 0.07) == 7_000
+    now = datetime(2026, 12, 6, 4, tzinfo=UTC)
+    assert judge(NETWORKED, 7_000, now, None, 0.07).status is Status.MET
+    third = effective_threshold(RANCHES, 1 / 3)
+    assert third == pytest.approx(16 / 3)
+    assert fmt_threshold(third, RANCHES.kind) == "5.33"
+    assert fmt_threshold(3_600, NETWORKED.kind) == "3,600"
+    five = judge(RANCHES, 5, now, None, 1 / 3)
+    assert five.status is Status.BEHIND
+    assert ">= 5.33 by 2024-12-31" in five.explanation
+
+
 def test_the_judgement_uses_the_scaled_threshold_and_says_so() -> None:
     now = datetime(2026, 12, 6, 4, tzinfo=UTC)
     scaled = judge(NETWORKED, 2_100, now, None, 0.02)
@@ -158,3 +174,27 @@ def test_the_status_page_banner_states_the_shares() -> None:
     assert out.shares["charging"] == pytest.approx(0.02)
     assert "2.0 % of its charging stations" in out.note
     assert "33.3 % of its ranches" in out.note
+
+
+def test_the_coverage_table_shows_a_scaled_count_threshold_with_its_fraction() -> None:
+    cities = [{"city_code": c.code, "value": 1.0} for c in CATALOG.cities]
+    row = {
+        "target_id": "ranch-smart-built-2024",
+        "sector": "ranch",
+        "kind": "count",
+        "comparator": ">=",
+        "threshold": 16,
+        "threshold_effective": 16 / 3,
+        "scaled": True,
+        "scale": 1 / 3,
+        "due": "2024-12-31",
+        "value": 15.0,
+        "met": True,
+        "cities": cities,
+    }
+    table = format_coverage([row])
+    assert ">=5.33\u2020 2024" in table
+    assert "(ranch 33.3 %)" in table
+    unscaled = {**row, "threshold_effective": 16, "scaled": False, "scale": None}
+    assert ">=16 2024" in format_coverage([unscaled])
+    assert "\u2020" not in format_coverage([unscaled])
