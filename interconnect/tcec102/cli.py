@@ -6,6 +6,7 @@
     qilu operators list [--all]                                    operators and link health
     qilu operators show OPERATOR_ID                                one operator, its audit trail
     qilu operators link OPERATOR_ID --file CONNECTORS.csv          connectors -> registry piles
+    qilu operators pull [--once] [--operator ID]                   pull stations and statuses
 
 ``add`` creates the operator, its platform-side agent (the identity its readings carry) and
 the key set the operator presents to us (OperatorSecret, DataSecret, DataSecretIV,
@@ -117,6 +118,23 @@ def register(sub: Any) -> None:
         "device must exist in the registry; default device id tcec102.<operator>.<equipment>)",
     )
     n.set_defaults(handler=_link)
+
+    pl = cmds.add_parser(
+        "pull",
+        help="pull stations (into the registry) and statuses (into Kafka) from the operators",
+        description="Every operator with an endpoint URL and outbound keys, every "
+        "pull_interval_s: query_stations_info (full, then incremental) and "
+        "query_station_status, with a circuit breaker per operator (docs/adr/0015).",
+    )
+    pl.add_argument("--once", action="store_true", help="one pull of every operator, then exit")
+    pl.add_argument("--operator", default=None, help="only this OperatorID")
+    pl.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
+    )
+    pl.add_argument(
+        "--page-size", type=int, default=500, help="stations per page asked (default 500)"
+    )
+    pl.set_defaults(handler=_pull)
 
 
 def _needs_migration(handler: Handler) -> Handler:
@@ -281,3 +299,35 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
         n = operators.link_connectors(conn, args.operator_id, links)
     sys.stdout.write(f"operator {args.operator_id}: {n} connectors linked\n")
     return 0
+
+
+@_needs_migration
+def _pull(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from interconnect.tcec102.pull import KafkaOut, Puller
+
+    out = KafkaOut(settings)
+    puller = Puller(
+        settings, out.produce, out.dead_letter, timeout_s=args.timeout, page_size=args.page_size
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    failed = 0
+    try:
+        while True:
+            for r in puller.cycle(args.operator, force=args.once):
+                failed += r.error is not None
+                sys.stdout.write(
+                    f"{r.operator_id}: {'full' if r.full else 'incremental'} "
+                    f"{r.stations} stations (+{r.sites_added} sites, +{r.devices_added} "
+                    f"piles), {r.statuses} statuses, {len(r.refused)} refused"
+                    + (f", failed: {r.error}" if r.error else "")
+                    + "\n"
+                )
+            if args.once or stop.wait(1.0):
+                break
+    finally:
+        out.close()
+    return 1 if args.once and failed else 0
