@@ -74,7 +74,7 @@ def targets_cte(catalog: Catalog) -> str:
 
     ``threshold`` is the one values are compared with: when the registry is a simulated share
     of the province (``simulated_registry``, migration 052), a count target's threshold scaled
-    by that share (``scale``; NULL when not scaled), as the API does
+    by that share and rounded to 6 decimals (``scale``; NULL when not scaled), as the API does
     (docs/adr/0013-scaled-thresholds.md). ``threshold_written`` is the document's.
     ``plan_day``/``plan_value``: the catalog's baseline from a document (scaled likewise), the
     start of the plan's own path; NULL without one."""
@@ -98,7 +98,8 @@ def targets_cte(catalog: Catalog) -> str:
         " plan_value) AS (VALUES\n    " + rows + "),\n"
         "targets AS (\n"
         "    SELECT w.target_id, w.sector, w.name, w.kind, w.comparator,\n"
-        "      w.threshold * coalesce(s.fraction, 1) AS threshold, w.due,\n"
+        "      round((w.threshold * coalesce(s.fraction, 1))::numeric, 6)::float8 AS threshold,\n"
+        "      w.due,\n"
         "      w.threshold AS threshold_written, s.fraction AS scale,\n"
         "      w.plan_day, w.plan_value * coalesce(s.fraction, 1) AS plan_value\n"
         "    FROM targets_written w LEFT JOIN simulated_registry s\n"

@@ -15,6 +15,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.cli import create_key
+from dashboards import coverage as dashboards_coverage
+from dashboards.macros import Context, Variable, expand_sql
+from dashboards.provisioning import GRAFANA_ROLE
 from qilu.catalog import load_catalog
 from qilu.demo import format_coverage
 from qilu.registry import generate, sector_fractions
@@ -281,3 +284,36 @@ def test_backfill_of_a_large_registry_models_every_kth_day(settings: Settings) -
         (today - timedelta(days=2), False),
     ]
     assert rows[0].value < rows[1].value < rows[2].value
+
+
+def test_grafana_compares_with_the_scaled_threshold_and_draws_the_plan(settings: Settings) -> None:
+    catalog = load_catalog()
+    with connect(settings.db) as conn:
+        load_registry(conn, registry())
+        trajectories.record_simulation(conn, {"charging": 0.07, "all": 0.07}, 1, 0.07)
+    _store_histories(settings)
+    now = datetime.now(UTC)
+    ctx = Context(
+        start=datetime(2020, 1, 1, tzinfo=UTC),
+        end=now,
+        variables={
+            "city": Variable("city", catalog.city_codes),
+            "sector": Variable("sector", ("charging", "substation", "ranch")),
+            "target": Variable("target", (NETWORKED,), multi=False, include_all=False),
+        },
+    )
+    _, _, plan = dashboards_coverage.progress_sql(catalog)
+    with connect(settings.db) as conn:
+        conn.execute(f"SET ROLE {GRAFANA_ROLE}".encode())  # what Grafana may read
+        table = conn.execute(
+            expand_sql(dashboards_coverage.targets_table_sql(catalog).sql, ctx).encode()
+        ).fetchall()
+        path = conn.execute(expand_sql(plan.sql, ctx).encode()).fetchall()
+    names = {t.name_en: t.id for t in catalog.targets}
+    by_id = {names[r[0]]: r for r in table if names[r[0]] in (NETWORKED, MONITORING)}
+    # threshold, document threshold, scaled to (%); 100,000 x 0.07 is exactly 7,000 here
+    assert by_id[NETWORKED][3:5] == (7_000, 100_000)
+    assert by_id[NETWORKED][5] == pytest.approx(7.0)
+    assert by_id[NETWORKED][-1] == "missed"  # 2,050 on the last day, after the due date
+    assert by_id[MONITORING][3:6] == (1.0, 1.0, None)  # a ratio: as written
+    assert [r[1] for r in path] == [pytest.approx(2_170), 7_000]  # 31,000 and 100,000 x 0.07
