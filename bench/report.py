@@ -341,6 +341,36 @@ BENCHES: tuple[Bench, ...] = (
         ),
         timeout_s=900,
     ),
+    Bench(
+        "iec104",
+        "bench/iec104.py",
+        "IEC 104 collector: objects/s on one core, RSS of 10 x 2,000 points, reconnect",
+        (),
+        ("--seconds", "5", "--repeat", "2", "--outages", "0.5", "2"),
+        (
+            Figure(
+                "objects into the agent's buffer, one core",
+                "throughput.objects_per_s",
+                "objects/s",
+                50_000,
+                "higher",
+                "15",
+            ),
+            Figure("per CPU second of the collector", "throughput.objects_per_cpu_s", "objects/s"),
+            Figure(
+                "added RSS, 10 stations x 2,000 points", "memory.added_mb", "MB", 15, "lower", "15"
+            ),
+            Figure(
+                "GI complete after the station's return (away <= 2 s)",
+                lambda d: max(r["max_s"] for r in d["reconnect"] if r["outage_s"] <= 2),
+                "s",
+                2,
+                "lower",
+                "15",
+            ),
+        ),
+        timeout_s=900,
+    ),
 )
 
 

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edge_agent import metrics as agent_metrics
 from edge_agent.schema import bounds, build
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collectors.base import Collector, ReadingSink
 from collectors.iec104 import codec
@@ -48,28 +50,55 @@ from qilu.pointtable import TYPE_NAMES, PointRow, csv_rows, parse_rows
 logger = logging.getLogger(__name__)
 
 _L = ["collector", "station"]
-LINK_UP = Gauge("qilu_iec104_link_up", "1 while the station's link is in data transfer", _L)
-FRAMES_IN = Counter("qilu_iec104_frames_in_total", "APDUs received from the station", _L)
-FRAMES_OUT = Counter("qilu_iec104_frames_out_total", "APDUs sent to the station", _L)
-OBJECTS = Counter("qilu_iec104_objects_total", "Information objects handed to the agent", _L)
+# the registry on the agent's metrics endpoint: its own where the agent keeps one
+AGENT_REGISTRY: CollectorRegistry = getattr(agent_metrics, "REGISTRY", DEFAULT_REGISTRY)
+LINK_UP = Gauge(
+    "qilu_iec104_link_up",
+    "1 while the station's link is in data transfer",
+    _L,
+    registry=AGENT_REGISTRY,
+)
+FRAMES_IN = Counter(
+    "qilu_iec104_frames_in_total", "APDUs received from the station", _L, registry=AGENT_REGISTRY
+)
+FRAMES_OUT = Counter(
+    "qilu_iec104_frames_out_total", "APDUs sent to the station", _L, registry=AGENT_REGISTRY
+)
+OBJECTS = Counter(
+    "qilu_iec104_objects_total",
+    "Information objects handed to the agent",
+    _L,
+    registry=AGENT_REGISTRY,
+)
 GI_SECONDS = Gauge(
-    "qilu_iec104_gi_duration_seconds", "Duration of the last completed general interrogation", _L
+    "qilu_iec104_gi_duration_seconds",
+    "Duration of the last completed general interrogation",
+    _L,
+    registry=AGENT_REGISTRY,
 )
 LAST_DATA = Gauge(
     "qilu_iec104_last_data_timestamp_seconds",
     "Unix time of the last information object received (age = time() - this)",
     _L,
+    registry=AGENT_REGISTRY,
 )
 UNKNOWN_TYPES = Counter(
-    "qilu_iec104_unknown_types_total", "ASDUs of a type the collector does not decode", _L
+    "qilu_iec104_unknown_types_total",
+    "ASDUs of a type the collector does not decode",
+    _L,
+    registry=AGENT_REGISTRY,
 )
 UNKNOWN_POINTS = Counter(
     "qilu_iec104_unknown_points_total",
     "Information objects whose address is not in the point table (dropped)",
     _L,
+    registry=AGENT_REGISTRY,
 )
 LINK_RESETS = Counter(
-    "qilu_iec104_link_resets_total", "Links ended by an error, timeout or closed socket", _L
+    "qilu_iec104_link_resets_total",
+    "Links ended by an error, timeout or closed socket",
+    _L,
+    registry=AGENT_REGISTRY,
 )
 
 # the link-state readings of a station's own device (docs/targets.md, "connected")

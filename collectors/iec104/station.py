@@ -34,7 +34,7 @@ _COUNTERS = (15, 37)
 @dataclass(slots=True)
 class Point:
     type_id: int
-    value: float
+    value: float | None  # None: never measured, left out of interrogations
     qualifier: int = 0
     tag: bytes = b""  # CP56Time2a of the last change, for time-tagged types
 
@@ -62,7 +62,8 @@ class ControlledStation:
         self.interrogations = 0
         self.clock_syncs = 0
 
-    def add(self, ioa: int, type_id: int, value: float, qualifier: int = 0) -> None:
+    def add(self, ioa: int, type_id: int, value: float | None, qualifier: int = 0) -> None:
+        """A point of the image; ``value`` None until :meth:`update` first sets it."""
         if type_id not in codec.TYPES:
             raise ValueError(f"type {type_id} is not a monitor type the codec encodes")
         tag = self.now_tag() if codec.TYPES[type_id].timed else b""
@@ -129,7 +130,7 @@ class ControlledStation:
     def _image_asdus(self, cot: int, counters: bool) -> list[bytes]:
         by_type: dict[int, list[codec.Obj]] = {}
         for ioa, p in sorted(self.image.items()):
-            if (p.type_id in _COUNTERS) == counters:
+            if p.value is not None and (p.type_id in _COUNTERS) == counters:
                 by_type.setdefault(p.type_id, []).append((ioa, p.value, p.qualifier, p.tag))
         return [
             codec.encode_monitor(t, cot, self.ca, chunk)

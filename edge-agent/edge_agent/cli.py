@@ -111,6 +111,13 @@ def register(sub: Any) -> None:
         default="random",
         help="simulate devices that never report or go silent (default random)",
     )
+    v.add_argument(
+        "--iec104-city",
+        action="append",
+        default=None,
+        help="substation agents of these city codes read their substations over IEC 104, "
+        "through simulated stations (repeatable; default 370100, Jinan; 'none': no city)",
+    )
     v.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9102)")
     v.add_argument(
         "--no-provision",
@@ -197,6 +204,7 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         silence=args.silence,
         signers=signers,
+        iec104_cities=[c for c in args.iec104_city or ["370100"] if c != "none"],
     )
 
     async def main() -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from collectors.base import Collector
 from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from edge_agent.agent import Agent, Delivery, ProducerFactory, Signer
 from edge_agent.buffer import Buffer
@@ -53,19 +54,31 @@ def build_agents(
     seed: int,
     silence: str = "random",
     signers: Mapping[str, Signer] | None = None,
+    iec104_cities: Collection[str] = (),
 ) -> list[Agent]:
     """``signers``: agent id -> its signer (``qilu.agents.provision_province``); without one an
-    agent sends unsigned envelopes, which an authenticating ingest dead-letters."""
+    agent sends unsigned envelopes, which an authenticating ingest dead-letters.
+    ``iec104_cities``: the substation agents of these cities read their sites over IEC 104
+    from simulated stations (collectors/iec104/simulated.py) instead of the feed directly."""
     delivery = Delivery(
         batch_max_readings=cfg.batch_max_readings, batch_max_delay_s=cfg.batch_max_delay_s
     )
     agents = []
+    iec104 = {agent_id_for(Sector.SUBSTATION, c) for c in iec104_cities}
     for agent_id, sites in sorted(plan.items()):
-        collector = SimulatedCollector(
-            f"{agent_id}-sim",
-            SimulatedConfig(sites=sites, seed=seed, silence=silence),  # type: ignore[arg-type]
-            reg,
-        )
+        collectors: list[Collector]
+        if agent_id in iec104:
+            from collectors.iec104 import simulated
+
+            collectors = simulated.build(agent_id, sites, reg, seed=seed, silence=silence)
+        else:
+            collectors = [
+                SimulatedCollector(
+                    f"{agent_id}-sim",
+                    SimulatedConfig(sites=sites, seed=seed, silence=silence),  # type: ignore[arg-type]
+                    reg,
+                )
+            ]
         buffer = Buffer(
             state_dir / f"{agent_id}.db",
             agent_id,
@@ -78,7 +91,7 @@ def build_agents(
         )
         agents.append(
             Agent(
-                agent_id, [collector], buffer, producer, topic_prefix, delivery,
+                agent_id, collectors, buffer, producer, topic_prefix, delivery,
                 # one producer shared by all agents of the process: pass a SharedProducer, so
                 # a failure after a long outage replaces it once for all (ADR 0007)
                 signer=(signers or {}).get(agent_id),

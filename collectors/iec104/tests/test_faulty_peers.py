@@ -17,7 +17,7 @@ from typing import Any
 
 from collectors.iec104 import codec
 from collectors.iec104.codec import U
-from collectors.iec104.collector import Iec104Collector
+from collectors.iec104.collector import AGENT_REGISTRY, Iec104Collector
 from collectors.iec104.station import ControlledStation
 from collectors.iec104.tests.test_c104_station import (
     CA,
@@ -191,6 +191,18 @@ def test_several_stations_counters_and_clock_sync_with_our_own_station() -> None
                 a.update([(100, 231.0, 0, b"")])
                 await sink.until(lambda: any(r.value == 231.0 for r in sink.readings))
                 assert c.stations[0].up
+                # on the agent's metrics endpoint (its own registry), per station
+                labels = {"collector": "subs", "station": "a"}
+                assert AGENT_REGISTRY.get_sample_value("qilu_iec104_link_up", labels) == 1.0
+                assert (
+                    AGENT_REGISTRY.get_sample_value(
+                        "qilu_iec104_link_up", {**labels, "station": "b"}
+                    )
+                    == 0.0
+                )
+                objects = AGENT_REGISTRY.get_sample_value("qilu_iec104_objects_total", labels)
+                assert objects is not None
+                assert objects >= 3
         finally:
             await a.stop()
             await b.stop()
