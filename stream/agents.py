@@ -6,7 +6,10 @@ moved), so an agent revoked mid-run is refused from the next refresh on. An unkn
 key triggers an early check made after the envelope arrived (waiting out the rest of
 ``EARLY_CHECK_S`` if the last check was more recent), so an envelope signed with a key that
 was committed before it was sent is never refused as unknown; a flood of unknown agents costs
-at most one tiny query per ``EARLY_CHECK_S``.
+at most one tiny query per ``EARLY_CHECK_S``. Readings of a site outside the agent's list
+trigger the same early check (:meth:`AgentAuth.sites_after_refresh`), at most once per agent
+per ``ingest.agents_refresh_s``, so a site just given to an agent (``qilu agents update``) is
+not refused as foreign while the snapshot is older than the change.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class AgentAuth:
         self._refresh_s = refresh_s
         self._dir = AgentDirectory()
         self._checked = float("-inf")
+        self._site_rechecks: dict[str, float] = {}  # agent id -> last early check for sites
         self.refresh(force=True)
 
     def refresh(self, *, force: bool = False) -> None:
@@ -56,6 +60,29 @@ class AgentAuth:
                 "agent registry loaded: %d agents (version %d)", len(new.agents), new.version
             )
 
+    def _early_refresh(self) -> None:
+        """A check made after the record in hand arrived: no sooner than EARLY_CHECK_S after
+        the previous one (which may predate the change the record relies on)."""
+        wait = EARLY_CHECK_S - (time.monotonic() - self._checked)
+        if wait > 0:
+            time.sleep(wait)
+        self.refresh(force=True)
+
+    def sites_after_refresh(self, agent_id: str, sites: frozenset[str]) -> frozenset[str] | None:
+        """An authentic envelope has readings of sites outside ``sites`` (the agent's list as
+        of the last check): the agent may have been given them since. Check early, at most
+        once per agent per refresh interval (an agent that keeps sending foreign readings
+        costs no more), and return its sites if they changed, else None."""
+        now = time.monotonic()
+        if now - self._site_rechecks.get(agent_id, float("-inf")) < self._refresh_s:
+            return None
+        self._site_rechecks[agent_id] = now
+        self._early_refresh()
+        entry = self._dir.get(agent_id)
+        if entry is None or entry.sites == sites:
+            return None
+        return entry.sites
+
     def check(
         self,
         agent_id: str,
@@ -67,12 +94,8 @@ class AgentAuth:
         entry = self._dir.get(agent_id)
         reason = verify(entry, headers, value, appended_us=appended_us)
         if reason in ("unknown_agent", "unknown_key"):
-            # the last check may predate this agent's provisioning or rotation: check again,
-            # no sooner than EARLY_CHECK_S after the previous one
-            wait = EARLY_CHECK_S - (time.monotonic() - self._checked)
-            if wait > 0:
-                time.sleep(wait)
-            self.refresh(force=True)
+            # the last check may predate this agent's provisioning or rotation
+            self._early_refresh()
             entry = self._dir.get(agent_id)
             reason = verify(entry, headers, value, appended_us=appended_us)
         if reason is not None or entry is None:

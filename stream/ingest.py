@@ -186,9 +186,7 @@ class IngestConsumer:
                         key, value, "rejected_gaps", detail, source, tuple(bad_gaps)
                     )
                     self._refuse(out, letter, env.agent_id, where, now_us)
-            rows, rejected = self._validator.validate(env, now_us, sites)
-            if rejected and any(r.reason == "unknown_device" for r in rejected):
-                rows, rejected = self._revalidate_after_refresh(env, now_us, rows, rejected, sites)
+            rows, rejected = self._validate(env, now_us, sites)
             self._sink.add(rows)
             out.rejected += len(rejected)
             if rejected:
@@ -220,6 +218,25 @@ class IngestConsumer:
             self._tally.add_readings(where, now_us, agent, devices, letter.rejected)
         else:
             self._tally.add_envelope(where, now_us, agent, letter.reason, letter.detail, readings)
+
+    def _validate(
+        self, env: Envelope, now_us: int, sites: frozenset[str] | None
+    ) -> tuple[Rows, list[Rejection]]:
+        """Validate against the device index and the agent's sites, once more after a refresh
+        when a rejection may come from a stale view (a device or a site added since)."""
+        rows, rejected = self._validator.validate(env, now_us, sites)
+        if rejected and any(r.reason == "unknown_device" for r in rejected):
+            rows, rejected = self._revalidate_after_refresh(env, now_us, rows, rejected, sites)
+        if (
+            sites is not None
+            and self._agents is not None
+            and any(r.reason == "foreign_site" for r in rejected)
+        ):
+            # the agent may have been given these sites since the registry check
+            fresh = self._agents.sites_after_refresh(env.agent_id, sites)
+            if fresh is not None:
+                rows, rejected = self._validator.validate(env, now_us, fresh)
+        return rows, rejected
 
     def _revalidate_after_refresh(
         self,
@@ -322,9 +339,9 @@ class IngestConsumer:
         interval, with how many were refused since the last line: never one per record."""
         for agent, reason, n in self._refusals_log.due(outcome.refused, time.monotonic()):
             logger.warning(
-                "refused from agent %s: %d %s since the last report (e.g. %s); "
+                "refused from agent %r: %d %s since the last report (e.g. %s); "
                 "`qilu deadletters summary` has the whole picture",
-                agent or "(unknown)",
+                agent,  # repr: the id may come from an unauthenticated record
                 n,
                 reason,
                 outcome.examples.get((agent, reason), ""),

@@ -640,3 +640,54 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
     assert [ln.split()[3] for ln in listed if ln.startswith("gw-h2 ")] == [
         f"10.0.0.7:{default + 2}"
     ]
+
+
+def test_a_site_just_added_is_not_refused_by_a_stale_registry_snapshot(
+    asettings: Settings, registry: Registry
+) -> None:
+    """The ingest checks the registry only every ``agents_refresh_s`` (here a minute, longer
+    than the test); readings of a site added since trigger an early check instead of being
+    dead-lettered as foreign_site. A site never given stays refused."""
+    (c1, c1_dev), (c2, c2_dev), (c3, c3_dev) = sites_with_devices(registry, Sector.CHARGING, 3)
+    kafka = asettings.kafka.model_copy(update={"manage_agent_credentials": False})
+    slow = asettings.ingest.model_copy(update={"agents_refresh_s": 60.0})
+    s = asettings.model_copy(update={"kafka": kafka, "ingest": slow})
+    _, creds = ops.provision(s, "gw-late", sites=[c1], actor="test")
+    signer = signing.Signer(1, creds.signing_key)
+    now = 1_000_000 * int(time.time())
+    stop = threading.Event()
+    consumer, pool = build_consumer(s, stop)  # loads the registry: gw-late with c1 only
+    t = threading.Thread(target=consumer.run, name="ingest", daemon=True)
+    t.start()
+    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    try:
+
+        def send(device: str, seq: int) -> None:
+            value = envelope(registry, "gw-late", device, seq, now)
+            topic = readings_topic(s.kafka, Sector.CHARGING)
+            producer.send(topic, key=b"gw-late", value=value, headers=signer.headers(value))
+            producer.flush(timeout=15)
+
+        send(c1_dev, 1)
+        wait_for(
+            lambda: scalar(s.db, "SELECT count(*) FROM readings") == 1,
+            timeout=120,
+            what="the first reading",
+        )
+        ops.update_sites(s, "gw-late", add_sites=[c2], actor="test")
+        send(c2_dev, 2)  # at once: the ingest's snapshot is older than the change
+        send(c3_dev, 3)  # never given
+        letters = dead_letters(s, 1)
+        wait_for(
+            lambda: scalar(s.db, "SELECT count(*) FROM readings") == 2,
+            timeout=60,
+            what="the new site's reading",
+        )
+    finally:
+        producer.close()
+        stop.set()
+        t.join(timeout=30)
+        pool.close()
+    assert [h["qilu.reason"] for h in letters] == ["rejected_readings"]
+    refused = json.loads(letters[0]["qilu.rejected"])
+    assert [(r["reason"], r["detail"]) for r in refused] == [("foreign_site", f"{c3_dev} at {c3}")]
