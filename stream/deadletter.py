@@ -229,6 +229,11 @@ class OncePerInterval:
     with how many came meanwhile: a misbehaving agent fills no log. Pure: the caller passes
     the clock."""
 
+    # keys are partly chosen by the sender (an undecodable record's key, an unknown agent's
+    # id): past this many, keys whose interval is over are forgotten (they would be logged
+    # at their next appearance anyway), so random ids cannot grow the memory without bound
+    MAX_KEYS = 10_000
+
     def __init__(self, interval_s: float) -> None:
         self._interval = interval_s
         self._last: dict[tuple[str, str], float] = {}  # key -> when it was last logged
@@ -247,6 +252,9 @@ class OncePerInterval:
                 self._since[key] = 0
             else:
                 self._since[key] = count
+        if len(self._last) > self.MAX_KEYS:
+            for key in [k for k, t in self._last.items() if now - t >= self._interval]:
+                del self._last[key], self._since[key]
         return out
 
 

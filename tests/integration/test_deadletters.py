@@ -261,7 +261,7 @@ def test_ingest_logs_each_agent_and_reason_once_not_per_record(
         r.getMessage()
         for phase in ("setup", "call")
         for r in caplog.get_records(phase)
-        if r.name == "stream.ingest" and r.getMessage().startswith(f"refused from agent {AGENT}")
+        if r.name == "stream.ingest" and r.getMessage().startswith(f"refused from agent {AGENT!r}")
     ]
     reasons = sorted(line.split(": ", 1)[1].split(" since")[0] for line in lines)
     # one line per (agent, reason), with what the batch refused; the three later malformed

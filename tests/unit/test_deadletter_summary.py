@@ -107,3 +107,14 @@ def test_describe_marks_the_refused_readings() -> None:
     raw = describe(StoredLetter(0, 13, 0, None, b"\x92\x01", {"qilu.reason": "malformed"}))
     assert raw["hex"] == "9201"
     assert "decode_error" in raw
+
+
+def test_the_log_limiter_forgets_old_keys_past_its_bound() -> None:
+    log = OncePerInterval(300.0)
+    log.MAX_KEYS = 3
+    for i in range(5):
+        assert log.due({(f"x{i}", "unknown_agent"): 1}, float(i)) == [(f"x{i}", "unknown_agent", 1)]
+    assert len(log._last) == 5  # none of them past its interval yet
+    assert log.due({("y", "malformed"): 1}, 400.0) == [("y", "malformed", 1)]
+    assert set(log._last) == {("y", "malformed")}
+    assert log.due({("x0", "unknown_agent"): 2}, 401.0) == [("x0", "unknown_agent", 2)]
