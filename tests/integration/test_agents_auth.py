@@ -605,6 +605,19 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
             metrics_host="10.0.0.7",
             metrics_port=default + 2,
         )
+    # provisionings for one host at the same time wait for each other's port
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(
+            pool.map(
+                lambda n: ops.provision(
+                    s, f"gw-y{n}", sites=[site], actor="test", metrics_host="10.0.0.9"
+                )[0],
+                range(4),
+            )
+        )
+    assert sorted(r.metrics_port for r in rows) == [default + n for n in range(1, 5)]
     ops.revoke(s, "gw-h1", actor="test")  # a revoked agent's port is free again
     d, _ = ops.provision(s, "gw-h4", sites=[site], actor="test", metrics_host="10.0.0.7")
     assert d.metrics_port == default + 1
@@ -613,6 +626,10 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
         {"targets": [f"10.0.0.7:{default + 2}"], "labels": {"agent_id": "gw-h2"}},
         {"targets": [f"10.0.0.7:{default + 1}"], "labels": {"agent_id": "gw-h4"}},
         {"targets": [f"10.0.0.8:{default + 1}"], "labels": {"agent_id": "gw-x1"}},
+        *(
+            {"targets": [f"10.0.0.9:{r.metrics_port}"], "labels": {"agent_id": r.agent_id}}
+            for r in rows
+        ),
     ]
     # the simulated province's agents share the province process's endpoint
     ops.provision_province(s, plan_agents(registry), actor="test")
@@ -628,7 +645,7 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
         check=True,
     )
     assert json.loads(out.read_text()) == ops.targets(s)
-    assert len(json.loads(out.read_text())) == 4
+    assert len(json.loads(out.read_text())) == 8
     listed = subprocess.run(
         [*QILU_AGENTS, "list"],
         env=cli_env(s),
