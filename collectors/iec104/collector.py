@@ -208,6 +208,11 @@ class Station:
         return LinkParams(k=c.k, w=c.w, t0=c.t0, t1=c.t1, t2=c.t2, t3=c.t3)
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    device_id: str
+
+
 class Iec104Collector(Collector):
     type_name = "iec104"
 
@@ -280,6 +285,17 @@ class Iec104Collector(Collector):
                 raise ConfigError(self._key(f"{key}.points"), f"IOA {r.ioa} is mapped twice")
             table[r.ioa] = Target(r.device_id, r.metric, r.scale, r.offset)
         return table
+
+    def devices(self) -> list[DeviceRef]:
+        """Every device the stations' tables and link states name (after :meth:`validate`),
+        each once: what ``check-config --online`` asks the platform about."""
+        ids: dict[str, None] = {}
+        for st in self.stations:
+            if st.cfg.device_id:
+                ids[st.cfg.device_id] = None
+            for t in st.table.values():
+                ids[t.device_id] = None
+        return [DeviceRef(d) for d in ids]
 
     # ---------------------------------------------------------------- running
 

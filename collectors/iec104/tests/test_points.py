@@ -35,6 +35,8 @@ def test_a_table_file_with_chinese_headers(tmp_path: Path) -> None:
     path = tmp_path / "station.csv"
     path.write_text(TABLE_ZH, encoding="utf-8")
     c = build({"point_table": str(path)})
+    # what check-config --online asks the platform about: the table's devices, from the file
+    assert [d.device_id for d in c.devices()] == ["SUB-370100-00001-0004", "SUB-370100-00001-0006"]
     assert c.stations[0].table == {
         16385: Target("SUB-370100-00001-0004", "voltage_kv", 1.0, 0.0),
         16386: Target("SUB-370100-00001-0004", "frequency_hz", 0.01, 0.0),
