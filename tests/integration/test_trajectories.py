@@ -317,3 +317,16 @@ def test_grafana_compares_with_the_scaled_threshold_and_draws_the_plan(settings:
     assert by_id[NETWORKED][-1] == "missed"  # 2,050 on the last day, after the due date
     assert by_id[MONITORING][3:6] == (1.0, 1.0, None)  # a ratio: as written
     assert [r[1] for r in path] == [pytest.approx(2_170), 7_000]  # 31,000 and 100,000 x 0.07
+
+
+def test_a_private_status_page_needs_a_coverage_key_for_trajectories(settings: Settings) -> None:
+    private = settings.model_copy(
+        update={
+            "api": settings.api.model_copy(
+                update={"status_public": False, "anonymous_scopes": []}  # none in development
+            )
+        }
+    )
+    for api in _api(private, share=None):
+        assert api.client.get(f"/v1/trajectories/{NETWORKED}").status_code == 401
+        assert api.get(f"/v1/trajectories/{NETWORKED}")["target_id"] == NETWORKED
