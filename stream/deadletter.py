@@ -169,8 +169,10 @@ class DeadLetterTally:
         topic, partition, offset = source
         groups: dict[tuple[str, str], tuple[int, str]] = {}
         for r in rejected:
-            # a device id that is not a string (nil, a number) shows as its repr
-            key = (r.reason, clean_text(devices[r.index]) if 0 <= r.index < len(devices) else "")
+            # a device id that is not a string (nil, a number) or is empty shows as its repr:
+            # device "" marks a whole-envelope refusal
+            dev = devices[r.index] if 0 <= r.index < len(devices) else None
+            key = (r.reason, clean_text(repr(dev) if dev == "" else dev))
             got = groups.get(key)
             groups[key] = (1, r.detail) if got is None else (got[0] + 1, got[1])
         bucket = now_us - now_us % _MINUTE_US

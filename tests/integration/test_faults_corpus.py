@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from qilu.settings import Settings
@@ -141,6 +142,7 @@ def test_hostile_corpus_dead_lettered_with_reasons_good_traffic_all_stored(
             )
     assert not wrong, "\n".join(wrong)
     assert letters == {}, f"dead letters nobody expected: {list(letters.values())[:3]}"
+    assert summary_by_reason(settings) == topic_by_reason(settings)
 
     ids = ",".join(f"'{d}'" for d in corpus_devices)
     corpus_rows = scalar(
@@ -159,3 +161,31 @@ def test_hostile_corpus_dead_lettered_with_reasons_good_traffic_all_stored(
     assert t.ledger == ledger.total
     assert t.lost == 0
     assert t.duplicates == 0
+
+
+def topic_by_reason(settings: Settings) -> dict[str, int]:
+    """The dead-letter topic counted like the summary: once per record (the topic is
+    at-least-once: deduplicated by source and reason), a whole envelope once, readings refused
+    one by one each under their own reason."""
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for r in read_topic(settings.kafka, deadletter_topic(settings.kafka)):
+        h = decode_headers(r.headers)
+        seen[(h["qilu.source"], h["qilu.reason"])] = h
+    out: dict[str, int] = {}
+    for (_, reason), h in seen.items():
+        if reason == "rejected_readings":
+            for item in json.loads(h["qilu.rejected"]):
+                out[item["reason"]] = out.get(item["reason"], 0) + 1
+        else:
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
+def summary_by_reason(settings: Settings) -> dict[str, int]:
+    """``deadletter_summary`` (ADR 0012), written in the batches' transactions."""
+    with psycopg.connect(settings.db.conninfo(), prepare_threshold=None) as conn:
+        rows = conn.execute(
+            "SELECT reason, sum(CASE WHEN device_id = '' THEN records ELSE refused_readings END)"
+            " FROM deadletter_summary GROUP BY reason"
+        ).fetchall()
+    return {str(reason): int(n) for reason, n in rows}

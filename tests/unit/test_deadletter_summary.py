@@ -66,8 +66,12 @@ def test_text_is_made_storable() -> None:
     assert key_agent(None) == ""
     t = DeadLetterTally()
     t.add_readings(("r", 0, 0), NOW, "a\x00", [None], [Rejection(0, "unknown_device", "None")])
-    ((_, agent, _, device, *_),) = t.rows({})[0]
-    assert (agent, device) == ("a\\x00", "None")
+    t.add_readings(("r", 0, 1), NOW, "a", [""], [Rejection(0, "unknown_device", "''")])
+    rows = t.rows({})[0]
+    assert [(agent, device) for _, agent, _, device, *_ in rows] == [
+        ("a", "''"),
+        ("a\\x00", "None"),
+    ]
 
 
 def test_each_agent_and_reason_is_logged_once_per_interval() -> None:
