@@ -485,7 +485,7 @@ def file_sd(
     agents' own metrics carry an ``agent`` label already) and, when simulated agents are
     active, the province process's endpoint that serves all of them."""
     groups: list[dict[str, Any]] = [
-        {"targets": [f"{_hostport(host, port)}"], "labels": {"agent_id": agent_id}}
+        {"targets": [_hostport(host, port)], "labels": {"agent_id": agent_id}}
         for agent_id, host, port in agents
     ]
     if province is not None:

@@ -657,6 +657,16 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
     assert [ln.split()[3] for ln in listed if ln.startswith("gw-h2 ")] == [
         f"10.0.0.7:{default + 2}"
     ]
+    # with agent.targets_file set, every change rewrites the file Prometheus watches
+    auto_file = tmp_path / "auto" / "agents.json"
+    auto = s.model_copy(update={"agent": s.agent.model_copy(update={"targets_file": auto_file})})
+    ops.provision(auto, "gw-z1", sites=[site], actor="test", metrics_host="10.0.0.10")
+    assert json.loads(auto_file.read_text()) == ops.targets(s)
+    z1 = {"targets": [f"10.0.0.10:{default + 1}"], "labels": {"agent_id": "gw-z1"}}
+    assert z1 in json.loads(auto_file.read_text())
+    ops.revoke(auto, "gw-z1", actor="test")
+    assert json.loads(auto_file.read_text()) == ops.targets(s)
+    assert z1 not in json.loads(auto_file.read_text())
 
 
 def test_a_site_just_added_is_not_refused_by_a_stale_registry_snapshot(
