@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -37,7 +37,13 @@ SEQ_MOD = 1 << 15
 class ProtocolError(CollectorError):
     """The peer broke the protocol (bad start octet, length, sequence number, ASDU).
 
-    Fatal for the link, not for the collector: the link is closed and opened again."""
+    Fatal for the link, not for the collector: the link is closed and opened again.
+    ``asdus``: what arrived intact before the fault (set by :meth:`Link.receive`), so the
+    caller can still deliver it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.asdus: list[bytes] = []
 
 
 class U(enum.IntEnum):
@@ -127,25 +133,31 @@ class FrameReader:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[Frame]:
+        return list(self.frames(data))
+
+    def frames(self, data: bytes) -> Iterator[Frame]:
+        """The complete frames in what arrived so far, one by one: a bad one raises after
+        the good ones before it were taken."""
         buf = self._buf
         buf += data
-        out: list[Frame] = []
         pos = 0
         n = len(buf)
-        while n - pos >= 2:
-            if buf[pos] != START:
-                raise ProtocolError(f"frame starts with 0x{buf[pos]:02x}, not 0x68")
-            length = buf[pos + 1]
-            if length < 4:
-                raise ProtocolError(f"APDU length {length} is shorter than its control field")
-            end = pos + 2 + length
-            if end > n:
-                break
-            out.append(_frame(bytes(buf[pos + 2 : end])))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return out
+        try:
+            while n - pos >= 2:
+                if buf[pos] != START:
+                    raise ProtocolError(f"frame starts with 0x{buf[pos]:02x}, not 0x68")
+                length = buf[pos + 1]
+                if length < 4:
+                    raise ProtocolError(f"APDU length {length} is shorter than its control field")
+                end = pos + 2 + length
+                if end > n:
+                    break
+                apdu = bytes(buf[pos + 2 : end])
+                pos = end
+                yield _frame(apdu)
+        finally:
+            if pos:
+                del buf[:pos]
 
 
 def _frame(apdu: bytes) -> Frame:

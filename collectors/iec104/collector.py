@@ -192,6 +192,7 @@ class Station:
         self.unknown_ioas = 0
         self.gi_count = 0
         self.resets = 0
+        self.last_fault = ""  # why the last link ended
         labels = (collector, cfg.name)
         self.m_up = LINK_UP.labels(*labels)
         self.m_in = FRAMES_IN.labels(*labels)
@@ -341,6 +342,7 @@ class Iec104Collector(Collector):
                         await writer.wait_closed()
                     await self._link_down(st, sink)
                 st.resets += 1
+                st.last_fault = reason
                 st.m_resets.inc()
             if worked:  # the link worked: a new outage, and the backoff starts over
                 logged_down = False
@@ -414,10 +416,20 @@ class Iec104Collector(Collector):
             if data == b"":
                 raise RetryableError("the station closed the connection")
             readings: list[Reading] = []
+            fault: ProtocolError | None = None
             if data:
                 now_us = time.time_ns() // 1000
-                for raw in link.receive(data, now):
-                    self._asdu(st, codec.decode_asdu(raw, st.tz), now_us, readings, now)
+                try:
+                    raws = link.receive(data, now)
+                except ProtocolError as exc:
+                    raws, fault = exc.asdus, exc
+                for raw in raws:
+                    try:
+                        asdu = codec.decode_asdu(raw, st.tz)
+                    except ProtocolError as exc:
+                        fault = exc
+                        break
+                    self._asdu(st, asdu, now_us, readings, now)
             if not started and link.state is State.STARTED:
                 started = True
                 st.up = True
@@ -428,6 +440,8 @@ class Iec104Collector(Collector):
                 readings.extend(self._state_readings(st, time.time_ns() // 1000))
             if readings:
                 await sink(readings)
+            if fault is not None:  # what came intact before it is handed over; now reset
+                raise fault
             if data:
                 link.processed(loop.time())
             now = loop.time()

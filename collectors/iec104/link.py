@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from collectors.iec104.codec import (
     SEQ_MOD,
+    Frame,
     FrameReader,
     IFrame,
     ProtocolError,
@@ -147,26 +148,33 @@ class Link:
         return out
 
     def receive(self, data: bytes, now: float) -> list[bytes]:
-        """Bytes from the socket -> the ASDUs of the complete I frames among them."""
+        """Bytes from the socket -> the ASDUs of the complete I frames among them.
+
+        ProtocolError on a fault; its ``asdus`` are those that arrived intact before it."""
         asdus: list[bytes] = []
-        frames = self._reader.feed(data)
-        if frames:
-            self._t3_at = now + self.p.t3
-        for f in frames:
-            self.frames_in += 1
-            if isinstance(f, IFrame):
-                if f.send_seq != self.vr:
-                    raise ProtocolError(
-                        f"I frame numbered {f.send_seq}, expected {self.vr} (frame lost or doubled)"
-                    )
-                self._acknowledged(f.recv_seq, now)
-                self.vr = (self.vr + 1) % SEQ_MOD
-                asdus.append(f.asdu)
-            elif isinstance(f, SFrame):
-                self._acknowledged(f.recv_seq, now)
-            else:
-                self._u(f, now)
+        try:
+            for f in self._reader.frames(data):
+                self._frame_in(f, now, asdus)
+        except ProtocolError as exc:
+            exc.asdus = asdus  # intact before the fault: the caller may still deliver them
+            raise
         return asdus
+
+    def _frame_in(self, f: Frame, now: float, asdus: list[bytes]) -> None:
+        self._t3_at = now + self.p.t3
+        self.frames_in += 1
+        if isinstance(f, IFrame):
+            if f.send_seq != self.vr:
+                raise ProtocolError(
+                    f"I frame numbered {f.send_seq}, expected {self.vr} (frame lost or doubled)"
+                )
+            self._acknowledged(f.recv_seq, now)
+            self.vr = (self.vr + 1) % SEQ_MOD
+            asdus.append(f.asdu)
+        elif isinstance(f, SFrame):
+            self._acknowledged(f.recv_seq, now)
+        else:
+            self._u(f, now)
 
     def processed(self, now: float) -> None:
         """Every ASDU :meth:`receive` returned so far is safe: acknowledge them in time."""

@@ -23,7 +23,6 @@ from collectors.iec104.tests.test_c104_station import (
     CA,
     Sink,
     collector,
-    device,
     points_table,
     running,
 )
@@ -116,8 +115,9 @@ def test_a_malformed_frame_resets_the_link_and_the_next_one_works() -> None:
         await read_frame(reader)
         writer.write(codec.encode_u(U.STARTDT_CON))
         await read_frame(reader)  # the GI
-        writer.write(bytes.fromhex("680e00000200640107002f000000"))  # cut short ...
-        writer.write(bytes.fromhex("00146804"))  # ... and garbage where a frame starts
+        spont = codec.encode_monitor(13, codec.Cot.SPONTANEOUS, CA, [(5, 99.5, 0, b"")])
+        # one good I frame, and garbage where the next frame should start, in one segment
+        writer.write(codec.encode_i(0, 1, spont) + bytes.fromhex("00010203"))
         await writer.drain()
         await reader.read()
         writer.close()
@@ -125,15 +125,19 @@ def test_a_malformed_frame_resets_the_link_and_the_next_one_works() -> None:
     async def main() -> None:
         server = await serve(port, handler)
         async with server, running(c, sink) as task:
-            await sink.until(lambda: any(r.device_id == device(5) for r in sink.readings))
+            await sink.until(lambda: any(r.value == 21.5 for r in sink.data()))  # the 2nd link
             assert not task.done()
         await station.stop()
 
     asyncio.run(main())
     assert connections == 2
     assert c.stations[0].resets == 1
-    (r,) = sink.data()
-    assert (r.value, r.quality) == (21.5, Quality.GOOD)
+    assert c.stations[0].last_fault == "frame starts with 0x00, not 0x68"
+    # what arrived intact before the garbage is delivered, then the next link's GI
+    assert [(r.value, r.quality) for r in sink.data()] == [
+        (99.5, Quality.GOOD),
+        (21.5, Quality.GOOD),
+    ]
 
 
 def station_config(port: int, name: str, ca: int, points: list[dict[str, Any]]) -> dict[str, Any]:

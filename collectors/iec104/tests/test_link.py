@@ -129,3 +129,11 @@ def test_our_i_frames_carry_the_processed_receive_number() -> None:
     (f,) = sent(link)
     assert isinstance(f, IFrame)
     assert (f.send_seq, f.recv_seq) == (0, 1)
+
+
+def test_asdus_before_a_fault_are_handed_back_with_the_error() -> None:
+    link = started()
+    data = codec.encode_i(0, 0, ASDU) + codec.encode_i(1, 0, ASDU) + b"\x00\x01"
+    with pytest.raises(ProtocolError, match="starts with 0x00") as e:
+        link.receive(data, 1.0)
+    assert e.value.asdus == [ASDU, ASDU]  # intact before the garbage: still deliverable
