@@ -326,7 +326,7 @@ def update_sites(
     from storage.db import connect
 
     if cities and not (add_sectors or remove_sectors):
-        raise agents.AgentError("--city narrows --add-sector/--remove-sector; give one of them")
+        raise agents.AgentError("cities narrow the sectors to add or remove: name a sector too")
     with connect(settings.db) as conn, conn.transaction():
         add = agents.sites_matching(conn, site_ids=add_sites)
         if add_sectors:

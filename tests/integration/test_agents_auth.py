@@ -561,6 +561,9 @@ def test_admin_api_changes_an_agents_sites(asettings: Settings, registry: Regist
         refused = c.patch("/v1/admin/agents/api-r", json={"remove_sites": [r1]}, headers=auth)
         assert refused.status_code == 409
         assert "does not report for" in refused.json()["detail"]
+        refused = c.patch("/v1/admin/agents/api-r", json={"cities": [city]}, headers=auth)
+        assert refused.status_code == 409
+        assert "name a sector" in refused.json()["detail"]
         assert (
             c.patch("/v1/admin/agents/nobody", json={"add_sites": [r1]}, headers=auth).status_code
             == 404
