@@ -130,6 +130,18 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+def _mount_operators(app: FastAPI, settings: Settings) -> None:
+    """The T/CEC 102 routes (the reference, documented) and their fast path, when enabled;
+    inside the body limit and the request metrics added after it (docs/adr/0015)."""
+    if settings.tcec102.enabled:
+        app.include_router(tcec102.build_router(settings.tcec102.path_prefix))
+        app.add_middleware(
+            tcec102.FastEndpoint,
+            prefix=settings.tcec102.path_prefix,
+            max_bytes=settings.tcec102.max_request_bytes,
+        )
+
+
 def _start_operators(
     app: FastAPI, settings: Settings, pool: ConnectionPool
 ) -> tcec102.Endpoint | None:
@@ -196,8 +208,7 @@ def create_app(settings: Settings) -> FastAPI:
         *(agent_self, admin_registry, admin_points, audit, deadletters, operators, health),
     ):
         app.include_router(module.router)
-    if settings.tcec102.enabled:  # T/CEC 102 operators (docs/adr/0015-tcec102.md)
-        app.include_router(tcec102.build_router(settings.tcec102.path_prefix))
+    _mount_operators(app, settings)
     app.mount("/metrics", make_asgi_app())
 
     def openapi() -> dict[str, Any]:

@@ -26,7 +26,9 @@ Design: docs/adr/0015-tcec102.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
+import json
 import logging
 import threading
 import time
@@ -47,6 +49,7 @@ from interconnect.tcec102.exchange import (
     ExchangeError,
     KeySet,
     Ret,
+    Token,
     check_token,
     issue_token,
     open_request,
@@ -131,6 +134,7 @@ class Gate:
         self._boot_id = boot_id
         self._seq: dict[str, int] = {}
         self._seq_lock = threading.Lock()
+        self._tokens: dict[str, Token] = {}
 
     def _refuse(self, interface: str, op: str, exc: ExchangeError, link: Link | None) -> Outcome:
         # an answer we cannot sign for a caller we cannot identify carries no Data
@@ -235,7 +239,7 @@ class Gate:
             return found
         env, link = found
         try:
-            check_token(self._token_key, authorization, link.operator_id, link.key_no, now)
+            self._check_token(authorization, link, now)
             payload = open_request(env, link.inbound, now, self._tolerance)
             status = mapping.status_notification(payload)
         except ExchangeError as exc:
@@ -253,10 +257,25 @@ class Gate:
         return Outcome(
             name,
             link.operator_id,
-            seal_response(Ret.OK, link.inbound, {"Status": 0}),
+            _accepted(link.inbound),
             batch=batch,
             link=link,
         )
+
+    def _check_token(self, authorization: str | None, link: Link, now: datetime) -> None:
+        """:func:`check_token`, remembering tokens that passed (until they expire): an
+        operator pushing thousands of times a second sends the same token every time."""
+        known = self._tokens.get(authorization or "")
+        if (
+            known is not None
+            and (known.operator_id, known.key_no) == (link.operator_id, link.key_no)
+            and known.expires_at > now
+        ):
+            return
+        tok = check_token(self._token_key, authorization, link.operator_id, link.key_no, now)
+        if len(self._tokens) >= 10_000:
+            self._tokens.clear()  # bounded; the next request of each operator checks again
+        self._tokens[authorization or ""] = tok
 
     def _next_seq(self, agent_id: str) -> int:
         with self._seq_lock:
@@ -274,6 +293,18 @@ class Gate:
             link=outcome.link,
             refused=ExchangeError(Ret.BUSY, reason, "retry later"),
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _accepted_cached(keys: KeySet) -> str:
+    return json.dumps(seal_response(Ret.OK, keys, {"Status": 0}))
+
+
+def _accepted(keys: KeySet) -> dict[str, Any]:
+    """The answer to an accepted push: the same bytes every time for a key set (the IV is
+    fixed), so sealed once."""
+    out: dict[str, Any] = json.loads(_accepted_cached(keys))
+    return out
 
 
 # ------------------------------------------------------------------------------ adapters
@@ -463,21 +494,25 @@ class Endpoint:
         self._refresh_once()
 
     async def handle(self, interface: str, request: Request) -> JSONResponse:
+        out = await self.answer(
+            interface, await request.body(), request.headers.get("authorization")
+        )
+        return JSONResponse(out.body, out.http_status, headers=out.headers or None)
+
+    async def answer(self, interface: str, body: bytes, authorization: str | None) -> Outcome:
+        """Decide, produce what was accepted, dead-letter what was refused: the outcome."""
         started = time.perf_counter()
-        body = await request.body()
         now = self._clock()
         if interface == "query_token":
             out = self.gate.query_token(body, self.directory, now)
         else:
-            out = self.gate.station_status(
-                body, request.headers.get("authorization"), self.directory, now
-            )
+            out = self.gate.station_status(body, authorization, self.directory, now)
         if out.batch is not None and out.link is not None:
             out = await self._produce(out)
         self._after(out, body, now)
         REQUESTS.labels(interface, out.result).inc()
         LATENCY.labels(interface).observe(time.perf_counter() - started)
-        return JSONResponse(out.body, out.http_status, headers=out.headers or None)
+        return out
 
     async def _produce(self, out: Outcome) -> Outcome:
         sink = self.sink
@@ -513,6 +548,63 @@ class Endpoint:
             self.sink.dead_letter(letter)
         except Exception as exc:  # noqa: BLE001 - a lost dead letter must not fail the answer
             logger.debug("tcec102 dead letter not produced: %s", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """What ``scope["route"]`` carries for the API's request metrics: the template."""
+
+    path: str
+
+
+class FastEndpoint:
+    """The operators' interfaces answered before FastAPI's routing (pure ASGI middleware).
+
+    Operators push status at thousands of requests a second; FastAPI's request handling
+    (routing, the Request object, dependencies, the response class) costs more than the
+    exchange itself. This layer answers ``POST <prefix>/<interface>`` with the same
+    :meth:`Endpoint.answer` the routes of :func:`build_router` call (they stay for the
+    OpenAPI description and as the reference); anything else passes on. It reads at most
+    ``tcec102.max_request_bytes`` + 1 bytes of a body."""
+
+    def __init__(self, app: Any, prefix: str, max_bytes: int) -> None:
+        self.app = app
+        self._routes = {
+            f"{prefix}/{name}": (name, _Routed(f"{prefix}/{name}")) for name in INTERFACES
+        }
+        self._max = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        found = self._routes.get(scope["path"]) if scope["type"] == "http" else None
+        ep: Endpoint | None = getattr(scope["app"].state, "tcec102", None) if found else None
+        if found is None or ep is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        interface, routed = found
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= self._max:
+                chunks.append(chunk)
+            if not message.get("more_body", False) or size > self._max:
+                break
+        body = b"".join(chunks) if size <= self._max else b" " * size
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+        out = await ep.answer(interface, body, authorization)
+        scope["route"] = routed
+        raw = json.dumps(out.body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in out.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": out.http_status, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
 
 
 def build_router(prefix: str) -> APIRouter:

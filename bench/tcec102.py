@@ -1,0 +1,421 @@
+"""T/CEC 102 status pushes: accepted per second, the HTTP answer's p99, request -> stored row.
+
+What runs (all on 127.0.0.1, stopped at the end):
+  * a fresh database on the local PostgreSQL, migrated, with one charging site of --piles
+    piles (one connector each) of one operator, added with its keys and connectors linked;
+  * `qilu ingest` and `qilu api` (one process, as deployed) on their own topic prefix;
+  * this process: --clients asyncio clients on keep-alive HTTP/1.1 connections sending
+    sealed `notification_stationStatus` pushes at --rate pushes/s in all (open loop: latency
+    counts from the moment a push was due, so a stalled server cannot hide its queue), and
+    a probe that pushes the status of one more pile every 0.5 s and waits for its row in the
+    database (request -> stored row, under the same load).
+
+Targets (issue 16): >= 2,000 pushes/s accepted, p99 of the answer <= 50 ms, on this machine
+with ingest running. An answer is "accepted" when it is HTTP 200 with Ret 0, which the
+endpoint gives only once Kafka acknowledged the readings (docs/adr/0015-tcec102.md).
+
+    .venv/bin/python bench/tcec102.py                    # 2,500 pushes/s for 20 s
+    .venv/bin/python bench/tcec102.py --rate 0 --seconds 10   # closed loop: the maximum
+
+Prints the figures and writes bench/results/tcec102.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from psycopg import sql  # noqa: E402
+
+from interconnect.tcec102 import exchange as x  # noqa: E402
+from interconnect.tcec102 import operators as ops  # noqa: E402
+from qilu.contract import Sector  # noqa: E402
+from qilu.ports import free_port  # noqa: E402
+from qilu.registry import Device, Registry, Site  # noqa: E402
+from qilu.settings import Settings, load  # noqa: E402
+from storage import migrate  # noqa: E402
+from storage import operators as store  # noqa: E402
+from storage.db import connect  # noqa: E402
+from storage.registry_store import load_registry  # noqa: E402
+from stream.topics import deadletter_topic, ensure_topics, readings_topics  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "tcec102.json"
+OP = "BENCH0001"
+TARGET_RATE, TARGET_P99_MS = 2000, 50.0
+
+
+def say(msg: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
+
+
+class Platform:
+    def __init__(self, base: Settings, piles: int, ingest_nice: int) -> None:
+        self.tag = uuid.uuid4().hex[:8]
+        self.dbname = f"qilu_bench_tcec_{self.tag}"
+        self.port = free_port()
+        self.piles = piles
+        self.nice = ingest_nice
+        self.base = base
+        self.db = base.db.model_copy(update={"name": self.dbname})
+        self.kafka = base.kafka.model_copy(update={"topic_prefix": f"bench{self.tag}"})
+        self.settings = base.model_copy(update={"db": self.db, "kafka": self.kafka})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = ROOT / ".state" / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.keys = x.KeySet("-", "0" * 16, "0" * 16, "-")  # until start() adds the operator
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "QILU_DB__NAME": self.dbname,
+            "QILU_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
+            "QILU_INGEST__GROUP_ID": f"bench-{self.tag}",
+            "QILU_INGEST__METRICS_PORT": str(free_port()),
+            "QILU_API__PORT": str(self.port),
+            "QILU_TCEC102__RATE_PER_S": "1000000",
+            "QILU_TCEC102__RATE_BURST": "1000000",
+            "QILU_TCEC102__REFRESH_S": "1",
+        }
+
+    def start(self) -> None:
+        with connect(self.base.db, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
+        reg = Registry()
+        reg.sites.append(Site("BENCH-S", Sector.CHARGING, "370100", "bench", True, True))
+        reg.devices.extend(
+            Device(f"tcec102.{OP}.E{i}", "BENCH-S", "charging_pile") for i in range(self.piles + 1)
+        )
+        with connect(self.db) as conn:
+            migrate.apply(conn)
+            load_registry(conn, reg)
+        shown = ops.add(
+            self.settings,
+            OP,
+            name="bench",
+            endpoint_url="",
+            site_ids=["BENCH-S"],
+            cities=[],
+            outbound=None,
+            actor="bench",
+        )
+        self.keys = shown.inbound
+        with connect(self.db) as conn, conn.transaction():
+            store.link_connectors(
+                conn,
+                OP,
+                [
+                    store.ConnectorLink(f"C{i}", f"E{i}", "S", f"tcec102.{OP}.E{i}")
+                    for i in range(self.piles + 1)
+                ],
+            )
+        ensure_topics(self.kafka)
+        qilu = [sys.executable, "-m", "qilu.cli"]
+        self._spawn("ingest", [*qilu, "ingest"], self.nice)
+        self._spawn("api", [*qilu, "api", "--port", str(self.port)], 0)
+
+    def _spawn(self, name: str, argv: list[str], nice: int) -> None:
+        log = (self.logs / f"bench-tcec102-{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            argv,
+            env=self.env(),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice),  # noqa: PLW1509 - no threads yet
+        )
+
+    def url(self, interface: str) -> str:
+        return f"http://127.0.0.1:{self.port}/evcs/v1/{interface}"
+
+    def post(self, interface: str, payload: dict[str, Any], token: str | None) -> x.Response:
+        env = x.seal_request(OP, payload, self.keys, datetime.now(UTC))
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(  # noqa: S310 - loopback
+            self.url(interface), json.dumps(env.as_json()).encode(), headers, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            return x.open_response(r.read(), self.keys)
+
+    def token(self) -> str:
+        out = self.post(
+            "query_token", {"OperatorID": OP, "OperatorSecret": self.keys.operator_secret}, None
+        )
+        if out.payload is None:
+            raise RuntimeError(f"query_token answered Ret {out.ret}: {out.msg}")
+        return str(out.payload["AccessToken"])
+
+    def wait_ready(self, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}; see .state/logs")
+            try:
+                token = self.token()
+                probe = {"ConnectorStatusInfo": {"ConnectorID": "C0", "Status": 1}}
+                if self.post("notification_stationStatus", probe, token).ret == 0:
+                    return token
+            except (OSError, RuntimeError, x.ExchangeError, KeyError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("the endpoint did not accept a push")
+
+    def rows_of(self, device: str) -> int:
+        with connect(self.db) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM readings r JOIN devices d USING (device_pk)"
+                " WHERE d.device_id = %s",
+                (device,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def stored(self) -> int:
+        with connect(self.db) as conn:
+            row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        return int(row[0]) if row else 0
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        with connect(self.base.db, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.dbname)
+                )
+            )
+        from kafka.admin import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=self.kafka.bootstrap)
+        try:
+            admin.delete_topics([*readings_topics(self.kafka), deadletter_topic(self.kafka)])
+        finally:
+            admin.close()
+
+
+def requests(p: Platform, token: str, n: int) -> list[bytes]:
+    """``n`` sealed pushes, round-robin over the piles, as raw HTTP/1.1 requests."""
+    now = datetime.now(UTC)
+    out = []
+    for i in range(n):
+        payload = {
+            "ConnectorStatusInfo": {
+                "ConnectorID": f"C{1 + i % p.piles}",
+                "Status": (1, 2, 3, 4)[i % 4],
+            }
+        }
+        body = json.dumps(x.seal_request(OP, payload, p.keys, now, i).as_json()).encode()
+        out.append(
+            (
+                f"POST /evcs/v1/notification_stationStatus HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+    return out
+
+
+async def client(
+    port: int,
+    raws: list[bytes],
+    interval: float,
+    start: float,
+    stop: float,
+    lat: list[float],
+    rets: dict[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    due = start
+    try:
+        for raw in raws:
+            now = time.perf_counter()
+            if interval:
+                if due > now:
+                    await asyncio.sleep(due - now)
+            else:
+                due = now
+            if due >= stop:
+                return
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            done = time.perf_counter()
+            lat.append(done - due)
+            rets["_last"] = max(rets.get("_last", 0), int((done - start) * 1e6))
+            key = f"ret {json.loads(body).get('Ret')}" if status == 200 else f"http {status}"
+            rets[key] = rets.get(key, 0) + 1
+            due += interval
+    finally:
+        writer.close()
+
+
+def probe(p: Platform, token: str, stop: threading.Event, out: list[float]) -> None:
+    """Push pile N+1's status every 0.5 s; time until its row is in the database."""
+    device = f"tcec102.{OP}.E{p.piles}"
+    n = p.rows_of(device)
+    status = 1
+    while not stop.is_set():
+        status = 3 if status == 1 else 1
+        t0 = time.perf_counter()
+        payload = {"ConnectorStatusInfo": {"ConnectorID": f"C{p.piles}", "Status": status}}
+        if p.post("notification_stationStatus", payload, token).ret != 0:
+            stop.wait(0.5)
+            continue
+        while not stop.is_set():
+            m = p.rows_of(device)
+            if m > n:
+                out.append(time.perf_counter() - t0)
+                n = m
+                break
+            time.sleep(0.005)
+        stop.wait(max(0.0, 0.5 - (time.perf_counter() - t0)))
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return round(s[min(len(s) - 1, int(q * len(s)))] * 1000, 2) if s else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rate", type=float, default=2500, help="pushes/s in all (0: closed loop)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of the load phase")
+    ap.add_argument("--clients", type=int, default=50, help="concurrent connections")
+    ap.add_argument("--piles", type=int, default=5000, help="piles (one connector each)")
+    ap.add_argument(
+        "--ingest-nice", type=int, default=10, help="nice value of the ingest (default 10)"
+    )
+    ap.add_argument("--no-write", action="store_true", help="do not write the results file")
+    args = ap.parse_args()
+
+    p = Platform(load(), args.piles, args.ingest_nice)
+    try:
+        p.start()
+        token = p.wait_ready()
+        say(f"endpoint ready on port {p.port}; {args.piles:,} piles")
+        per_client = args.rate / args.clients if args.rate else 0.0
+        n = int(per_client * args.seconds) + 10 if args.rate else 200_000 // args.clients
+        raws = [requests(p, token, n) for _ in range(args.clients)]
+        before = p.stored() - p.rows_of(f"tcec102.{OP}.E{p.piles}")
+        lat: list[float] = []
+        rets: dict[str, int] = {}
+        stored_lat: list[float] = []
+        stop = threading.Event()
+        prober = threading.Thread(target=probe, args=(p, token, stop, stored_lat), daemon=True)
+        prober.start()
+        start = time.perf_counter() + 0.5
+        end = start + args.seconds
+        interval = 1.0 / per_client if per_client else 0.0
+
+        async def run() -> None:
+            await asyncio.gather(
+                *(
+                    client(
+                        p.port,
+                        raws[i],
+                        interval,
+                        start + i * interval / args.clients,
+                        end,
+                        lat,
+                        rets,
+                    )
+                    for i in range(args.clients)
+                )
+            )
+
+        t0 = {name: _cpu(proc.pid) for name, proc in p.procs.items()}
+        g0 = time.process_time()
+        asyncio.run(run())
+        cpu = {name: _cpu(proc.pid) - t0[name] for name, proc in p.procs.items()}
+        cpu["generator"] = time.process_time() - g0
+        stop.set()
+        prober.join(timeout=10)
+        # the load lasted until the last answer came back, not until the last push was due
+        elapsed = max(args.seconds, rets.pop("_last", 0) / 1e6)
+        accepted = rets.get("ret 0", 0)
+        deadline = time.monotonic() + 60
+        while p.stored() - before < 2 * accepted and time.monotonic() < deadline:
+            time.sleep(0.5)
+        stored = p.stored() - before - p.rows_of(f"tcec102.{OP}.E{p.piles}")
+        result = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "cpu_s": {
+                name: round(cpu.get(name, 0.0), 1) for name in ("api", "ingest", "generator")
+            },
+            "rate_asked": args.rate,
+            "seconds": args.seconds,
+            "clients": args.clients,
+            "answers": rets,
+            "elapsed_s": round(elapsed, 2),
+            "accepted_per_s": round(accepted / elapsed, 1),
+            "answer_ms": {
+                "p50": pct(lat, 0.5),
+                "p90": pct(lat, 0.9),
+                "p99": pct(lat, 0.99),
+                "max": pct(lat, 1.0),
+            },
+            "stored_rows": stored,
+            "stored_rows_expected": 2 * accepted,
+            "request_to_row_ms": {
+                "samples": len(stored_lat),
+                "p50": pct(stored_lat, 0.5),
+                "p99": pct(stored_lat, 0.99),
+                "max": pct(stored_lat, 1.0),
+            },
+            "targets": {"accepted_per_s": TARGET_RATE, "p99_ms": TARGET_P99_MS},
+        }
+        result["met"] = bool(
+            result["accepted_per_s"] >= TARGET_RATE and result["answer_ms"]["p99"] <= TARGET_P99_MS
+        )
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        if not args.no_write:
+            RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    finally:
+        p.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
