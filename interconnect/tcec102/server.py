@@ -347,16 +347,19 @@ class KafkaSink(Sink):
             max_block_ms=2000,
         )
         self._producer.partitions_for(self._topic)  # metadata now, not on the first push
+        self._lock = threading.Lock()
+        self._acks: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        self._wake_pending = False
 
     def produce(self, batch: Batch, signer: signing.Signer) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
         def ok(_: object) -> None:
-            loop.call_soon_threadsafe(_settle, done, None)
+            self._acked(loop, done, None)
 
         def err(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(_settle, done, exc)
+            self._acked(loop, done, exc)
 
         value = batch.encode()
         fut = self._producer.send(
@@ -365,6 +368,28 @@ class KafkaSink(Sink):
         fut.add_callback(ok)
         fut.add_errback(err)
         return done
+
+    def _acked(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[None],
+        exc: BaseException | None,
+    ) -> None:
+        """Called on Kafka's thread once per record: queue it, and wake the event loop once
+        per burst (a batch's records are acknowledged together), not once per record."""
+        with self._lock:
+            self._acks.append((fut, exc))
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        loop.call_soon_threadsafe(self._settle_acks)
+
+    def _settle_acks(self) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+            self._wake_pending = False
+        for fut, exc in acks:
+            _settle(fut, exc)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self._producer.send(self._dlq, key=letter.key, value=letter.value, headers=letter.headers())
