@@ -142,6 +142,10 @@ class AgentSettings(BaseModel):
     # file_sd targets; None: nowhere (`qilu agents targets` writes it on demand). `qilu run`
     # sets it to the file the local Prometheus reads (docs/services.md)
     targets_file: Path | None = None
+    # where `qilu agent province` (the simulated agents of `qilu run`) keeps their buffers;
+    # None: <services.state_dir>/agents. A second platform on the same servers (a private
+    # database and topic prefix, e.g. a test) sets its own so the two never share a buffer
+    province_dir: Path | None = None
 
 
 class ApiSettings(BaseModel):

@@ -129,7 +129,8 @@ def register(sub: Any) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help="where the agents keep their buffers (default <services state dir>/agents)",
+        help="where the agents keep their buffers (default agent.province_dir, else "
+        "<services state dir>/agents)",
     )
     v.set_defaults(handler=_province)
 
@@ -180,7 +181,7 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
     if port:
         key = "--metrics-port" if args.metrics_port is not None else "agent.metrics_port"
         metrics.serve(settings.agent.metrics_host, port, key=key)
-    state = args.state_dir or settings.services.state_dir / "agents"
+    state = args.state_dir or settings.agent.province_dir or settings.services.state_dir / "agents"
     signers = None
     if args.no_provision:  # the named opt-out, as auth.unsigned for one agent
         logger.warning(
