@@ -193,6 +193,7 @@ class Station:
         self.gi_count = 0
         self.resets = 0
         self.last_fault = ""  # why the last link ended
+        self.outage_logged = False  # an outage is logged once, and the return once
         labels = (collector, cfg.name)
         self.m_up = LINK_UP.labels(*labels)
         self.m_in = FRAMES_IN.labels(*labels)
@@ -318,7 +319,6 @@ class Iec104Collector(Collector):
         """One station, for ever: connect, run the link, back off, again."""
         c = st.cfg
         delay = c.reconnect_initial_s
-        logged_down = False  # log an outage once, not per retry
         while True:
             reason = ""
             worked = False
@@ -344,12 +344,11 @@ class Iec104Collector(Collector):
                 st.resets += 1
                 st.last_fault = reason
                 st.m_resets.inc()
-            if worked:  # the link worked: a new outage, and the backoff starts over
-                logged_down = False
+            if worked:  # the link worked: the backoff starts over
                 delay = c.reconnect_initial_s
-            if not logged_down:
+            if not st.outage_logged:  # once per outage, not per retry
                 logger.warning("%s/%s: link down: %s", self.name, c.name, reason)
-                logged_down = True
+                st.outage_logged = True
             # equal jitter: a pause between delay/2 and delay, so a station back after the first
             # retries is asked again within the current delay (never 1.5 times it)
             await asyncio.sleep(delay * (0.5 + 0.5 * random.random()))  # noqa: S311 - jitter
@@ -435,7 +434,6 @@ class Iec104Collector(Collector):
                 st.up = True
                 st.m_up.set(1)
                 self._report_availability()
-                logger.info("%s/%s: link up", self.name, c.name)
                 self._start_data(st, link, now)
                 readings.extend(self._state_readings(st, time.time_ns() // 1000))
             if readings:
@@ -465,6 +463,19 @@ class Iec104Collector(Collector):
         link.send(codec.interrogation(ca), now)
         st.gi_started = now
         st.gi_complete = False
+
+    def _interrogated(self, st: Station, now: float) -> None:
+        """The general interrogation ended (activation termination)."""
+        if st.gi_started is not None:
+            st.m_gi.set(now - st.gi_started)
+        st.gi_started = None
+        st.gi_complete = True
+        st.gi_count += 1
+        if st.outage_logged:  # the return of a logged outage, logged once
+            logger.warning("%s/%s: link up again, interrogated", self.name, st.cfg.name)
+            st.outage_logged = False
+        elif st.gi_count == 1:
+            logger.info("%s/%s: link up, interrogated", self.name, st.cfg.name)
 
     def _asdu(  # noqa: PLR0912 - one branch per kind of ASDU
         self, st: Station, a: codec.Asdu, now_us: int, out: list[Reading], now: float
@@ -510,11 +521,7 @@ class Iec104Collector(Collector):
             if a.negative:
                 logger.warning("%s/%s: the station refused the interrogation", self.name, c.name)
             elif a.cot == Cot.ACTIVATION_TERM:
-                if st.gi_started is not None:
-                    st.m_gi.set(now - st.gi_started)
-                st.gi_started = None
-                st.gi_complete = True
-                st.gi_count += 1
+                self._interrogated(st, now)
                 out.extend(self._state_readings(st, now_us))
         elif a.type_id == codec.M_EI_NA_1:  # the station (re)initialised: ask for everything
             if st.link is not None and st.link.state is State.STARTED:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -237,7 +238,10 @@ def test_time_tags_in_the_station_time_zone_and_quality_bits(station: Station) -
     assert all(readings[i].quality is Quality.GOOD for i in (1, 2, 8, 10))
 
 
-def test_the_station_restarting_mid_stream_is_interrogated_again(port: int) -> None:
+def test_the_station_restarting_mid_stream_is_interrogated_again(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="collectors.iec104")
     n = 500
     first = Station(port, n)
     first.start()
@@ -275,6 +279,12 @@ def test_the_station_restarting_mid_stream_is_interrogated_again(port: int) -> N
     assert len(data) == 2 * n + 1  # each GI once, nothing doubled
     assert c.stations[0].gi_count == 2
     assert c.stations[0].resets >= 1
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("collectors.iec104")]
+    assert [m.split(": ")[1] for m in logged if "link" in m] == [
+        "link up, interrogated",
+        "link down",
+        "link up again, interrogated",
+    ]
 
 
 def test_a_slow_agent_buffer_holds_the_station_back_through_the_k_window(

@@ -15,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from collectors.iec104 import codec
 from collectors.iec104.codec import U
 from collectors.iec104.collector import AGENT_REGISTRY, Iec104Collector
@@ -48,7 +50,9 @@ async def wait_for(cond: Callable[[], bool]) -> None:
             await asyncio.sleep(0.02)
 
 
-def test_a_peer_that_never_answers_startdt_is_dropped_after_t1() -> None:
+def test_a_peer_that_never_answers_startdt_is_dropped_after_t1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     port = free_port()
     c = collector(port, points_table([1]), t1=0.3, t2=0.2, t3=5.0)
     sink = Sink()
@@ -69,6 +73,9 @@ def test_a_peer_that_never_answers_startdt_is_dropped_after_t1() -> None:
     asyncio.run(main())
     assert connections >= 2
     assert sink.state("link_up") == []  # never up: nothing to report as lost
+    downs = [r for r in caplog.records if "link down" in r.getMessage()]
+    assert len(downs) == 1  # one outage, logged once however often it is retried
+    assert "no answer to a U frame within t1" in downs[0].getMessage()
 
 
 def test_a_peer_that_falls_silent_is_tested_and_dropped_within_t3_plus_t1() -> None:
