@@ -1,7 +1,9 @@
 """Coverage: each target's current value, province-wide and per city, from registry + liveness.
 
 An asset counts when it matches the target's measure (qilu/data/targets.toml); it is connected
-when its latest valid reading is younger than its device kind's expected interval. The registry
+when its latest valid reading is younger than its device kind's expected interval, or, for a
+pile of a T/CEC 102 operator, while its operator's link is healthy and its last status is not
+offline (:data:`_OPERATOR_LIVE`). The registry
 counted is the registry as it was on the province day of ``now`` (the versions of migration
 041 valid that day, in service: not in maintenance, not decommissioned), so a later change
 never alters an earlier day's figure (docs/adr/0009-temporal-registry.md). SQL is built
@@ -85,7 +87,32 @@ _SITES_ON = sql.SQL(
 )
 
 
-_LIVE = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
+# Piles of a charging operator connected over T/CEC 102 (docs/adr/0015-tcec102.md) push their
+# status only on change, so a quiet pile sends nothing for hours: such a pile is connected
+# while its operator's link is healthy (an accepted push or a successful pull within twice
+# the link's pull interval: one late pull is not an outage) and its last known status is not
+# offline (connector_status 7, Unavailable, is what T/CEC 102's status 0 becomes). One
+# uncorrelated subquery: PostgreSQL computes it once per query and probes it as a hash.
+_OPERATOR_LIVE = sql.SQL(
+    "d.device_pk IN (SELECT dv.device_pk FROM operator_connectors oc"
+    " JOIN operators o ON o.operator_id = oc.operator_id AND o.revoked_at IS NULL"
+    " JOIN operator_links ol ON ol.operator_id = o.operator_id"
+    " JOIN devices dv ON dv.device_id = oc.device_id"
+    " WHERE greatest(ol.last_push, ol.last_pull)"
+    "  > %(now)s - 2 * o.pull_interval_s * interval '1 second'"
+    " AND (SELECT r.value FROM readings r WHERE r.device_pk = dv.device_pk"
+    "  AND r.metric_id = (SELECT metric_id FROM metrics WHERE key = 'connector_status')"
+    "  AND r.ts <= %(now)s ORDER BY r.ts DESC LIMIT 1) <> 7)"
+)
+_LIVE_READINGS = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
+_LIVE = sql.SQL("({} OR {})").format(_LIVE_READINGS, _OPERATOR_LIVE)
+
+
+def live_condition(conn: psycopg.Connection[TupleRow]) -> sql.Composable:
+    """The connected condition this database can evaluate: without the operator tables
+    (migrated before 056) the readings' liveness alone."""
+    row = conn.execute("SELECT to_regclass('operator_links') IS NOT NULL").fetchone()
+    return _LIVE if row and row[0] else _LIVE_READINGS
 
 
 def build_query(
@@ -159,8 +186,9 @@ def compute(
     result: list[TargetCoverage] = []
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        live = live_condition(conn)
         for target in catalog.targets:
-            province, cities = figures(conn, catalog, build_query(target.measure, now))
+            province, cities = figures(conn, catalog, build_query(target.measure, now, live))
             result.append(TargetCoverage(target, now, province, cities))
     return result
 

@@ -50,11 +50,22 @@ ALTER TABLE audit_log DROP CONSTRAINT IF EXISTS audit_log_entity_check;
 ALTER TABLE audit_log ADD CONSTRAINT audit_log_entity_check
     CHECK (entity IN ('site', 'device', 'agent', 'api_key', 'import', 'operator'));
 
+-- The API serves the endpoint and the admin routes; coverage (computed by the API and the
+-- maintenance) and the dashboards read link health and connectors, never the secrets column.
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'qilu_api') THEN
         GRANT SELECT, INSERT, UPDATE ON operators, operator_links TO qilu_api;
         GRANT SELECT, INSERT, UPDATE ON operator_connectors TO qilu_api;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'qilu_ingest') THEN
+        GRANT SELECT (operator_id, pull_interval_s, revoked_at) ON operators TO qilu_ingest;
+        GRANT SELECT ON operator_connectors, operator_links TO qilu_ingest;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'qilu_grafana') THEN
+        GRANT SELECT (operator_id, name, key_no, pull_interval_s, created_at, revoked_at)
+            ON operators TO qilu_grafana;
+        GRANT SELECT ON operator_connectors, operator_links TO qilu_grafana;
     END IF;
 END
 $$;

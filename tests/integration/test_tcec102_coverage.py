@@ -1,0 +1,87 @@
+"""A T/CEC 102 operator's quiet piles count as connected while its link is healthy and their
+last status is not offline (storage/coverage.py, docs/adr/0015-tcec102.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from interconnect.tcec102 import operators as ops
+from qilu.catalog import load_catalog
+from qilu.contract import Sector
+from qilu.registry import Device, Registry, Site
+from qilu.settings import Settings, StorageMode
+from storage import coverage, mode
+from storage import operators as store
+from storage.db import connect
+from storage.maintain import ensure_partitions
+from storage.registry_store import load_registry
+
+pytestmark = pytest.mark.integration
+OP = "MA0000001"
+TARGET = "charging-public-piles-2024"
+
+
+def _count(settings: Settings, now: datetime) -> int:
+    with connect(settings.db) as conn:
+        figures = coverage.compute(conn, load_catalog(), now)
+    (tc,) = [t for t in figures if t.target.id == TARGET]
+    return tc.province.numerator
+
+
+def test_operator_piles_follow_link_health_and_last_status(settings: Settings) -> None:
+    reg = Registry()
+    reg.sites.append(Site("CHG-T", Sector.CHARGING, "370100", "T", public=True, networked=True))
+    piles = [f"tcec102.{OP}.E{n}" for n in (1, 2, 3, 4)]
+    reg.devices.extend(Device(d, "CHG-T", "charging_pile") for d in [*piles, "OCPP-X"])
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+    ops.add(
+        settings, OP, name="", endpoint_url="", site_ids=["CHG-T"], cities=[], outbound=None,
+        actor="test",
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    hour_ago = now - timedelta(minutes=50)
+    with connect(settings.db) as conn:
+        if mode.current(conn) is StorageMode.POSTGRES:  # the hour partitions of the readings
+            ensure_partitions(conn, settings.storage, now)
+    with connect(settings.db) as conn, conn.transaction():
+        store.link_connectors(
+            conn,
+            OP,
+            [store.ConnectorLink(f"C{i}", f"E{i}", "S", d) for i, d in enumerate(piles, 1)],
+        )
+        pk: dict[str, int] = dict(
+            conn.execute("SELECT device_id, device_pk FROM devices").fetchall()
+        )
+        status = conn.execute("SELECT metric_id FROM metrics WHERE key = 'connector_status'")
+        metric = status.fetchone()
+        assert metric is not None
+        # E1 idle (0 Available), E2 offline (7 Unavailable), E3 never reported, E4 charging (2)
+        # 50 minutes ago: long past the piles' 120 s liveness window
+        for dev, value in ((piles[0], 0), (piles[1], 7), (piles[3], 2)):
+            conn.execute(
+                "INSERT INTO readings (device_pk, metric_id, ts, value) VALUES (%s, %s, %s, %s)",
+                (pk[dev], metric[0], hour_ago, value),
+            )
+        # an ordinary pile reporting now: connected by the usual rule
+        conn.execute(
+            "INSERT INTO device_liveness (device_pk, last_seen) VALUES (%s, %s)",
+            (pk["OCPP-X"], now),
+        )
+    links = {OP: store.LinkDelta(last_push=now - timedelta(seconds=30))}
+    with connect(settings.db) as conn, conn.transaction():
+        store.record_links(conn, links)
+    assert _count(settings, now) == 3  # E1, E4 and OCPP-X
+
+    # the link silent for longer than twice its pull interval (300 s): its piles drop out
+    later = now + timedelta(seconds=601)
+    assert _count(settings, later) == 0  # (OCPP-X too: its own window passed)
+    # a successful pull refreshes the link
+    with connect(settings.db) as conn, conn.transaction():
+        store.record_links(conn, {OP: store.LinkDelta(last_pull=later - timedelta(seconds=5))})
+    assert _count(settings, later) == 2
+    # a revoked operator's piles do not count, however fresh its link
+    ops.revoke(settings, OP, actor="test")
+    assert _count(settings, later) == 0
