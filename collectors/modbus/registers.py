@@ -91,6 +91,13 @@ def raw_value(words: Sequence[int], p: Point) -> float:
     return float(struct.unpack(fmt, data)[0])
 
 
+def _scaled(raw: float, p: Point) -> float:
+    """``raw * scale + offset`` to 15 significant digits, what a double holds exactly: 438
+    tenths read 43.8, not 43.800000000000004 (the binary fraction's noise in the last bit)."""
+    value = raw * p.scale + p.offset
+    return float(f"{value:.15g}") if math.isfinite(value) else value
+
+
 def decode(block: Block, registers: Sequence[int]) -> list[tuple[Point, float]]:
     """Words of one request -> (point, scaled value); non-finite values are left out."""
     if len(registers) < block.count:
@@ -99,7 +106,7 @@ def decode(block: Block, registers: Sequence[int]) -> list[tuple[Point, float]]:
     for p in block.points:
         i = p.address - block.address
         raw = raw_value(registers[i : i + p.words], p)
-        value = raw if p.type == "bit" else raw * p.scale + p.offset
+        value = raw if p.type == "bit" else _scaled(raw, p)
         if math.isfinite(value):
             out.append((p, value))
     return out

@@ -72,6 +72,17 @@ def test_known_words_decode_as_documented() -> None:
     assert v == pytest.approx(-12.5)
 
 
+def test_scaled_values_carry_no_binary_noise() -> None:
+    """438 tenths are 43.8 as the RTU's manual says, not 438 * 0.1 = 43.800000000000004: the
+    value is stored and served as decoded (the edge-agent README's walk-through shows it)."""
+    for word, scale, offset, want in [(438, 0.1, 0.0, 43.8), (552, 0.001, 0.0, 0.552),
+                                      (3, 0.1, 0.0, 0.3), (70, 0.01, -0.1, 0.6)]:  # fmt: skip
+        ((_, v),) = decode(
+            Block("holding", 0, 1, (pt(0, "uint16", scale=scale, offset=offset),)), [word]
+        )
+        assert v == want, (word, scale, v)
+
+
 def test_sample_register_map_is_valid() -> None:
     table = tomllib.loads(SAMPLE.read_text())
     for name, raw in table["collectors"].items():
