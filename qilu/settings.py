@@ -125,8 +125,9 @@ class IngestSettings(BaseModel):
     # how often the agent registry (keys, revocations, sites) is checked for changes
     agents_refresh_s: float = Field(default=2.0, gt=0)
     # static group membership (KIP-345): a restarted process with the same id gets its
-    # partitions back at once instead of after the session timeout; "" = dynamic membership
-    group_instance_id: str = ""
+    # partitions back at once instead of after the session timeout (45 s); "" = dynamic
+    # membership. One id per process, stable across its restarts (docs/faults.md)
+    group_instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,249}$")
     # fault injection for the fault suite (docs/faults.md), off by default: pause this long
     # after each database commit, before the offset commit, so a kill can land in between
     failpoint_after_db_commit_s: float = Field(default=0.0, ge=0)
