@@ -311,6 +311,24 @@ class SimulationOut(BaseModel):
     )
 
 
+class OperatorHealthOut(BaseModel):
+    """A T/CEC 102 operator's link (docs/adr/0015-tcec102.md)."""
+
+    operator_id: str
+    name: str
+    connectors: int = Field(description="connectors linked to registry piles")
+    healthy: bool = Field(
+        description="an accepted push or a successful pull within twice the pull interval: "
+        "its piles count as connected unless their last status is offline"
+    )
+    last_push: datetime | None
+    last_pull: datetime | None
+    token_expires_at: datetime | None = Field(description="of the last token we issued it")
+    failures: int = Field(description="refused requests and failed pulls, in all")
+    last_failure: datetime | None
+    last_failure_reason: str
+
+
 class StatusOut(BaseModel):
     """Everything the status page shows, in one answer (also pushed as SSE ``status``)."""
 
@@ -323,6 +341,9 @@ class StatusOut(BaseModel):
     pipeline: PipelineOut
     simulation: SimulationOut | None = Field(
         description="null for a real registry; else the simulated share of the province"
+    )
+    operators: list[OperatorHealthOut] = Field(
+        default_factory=list, description="charging operators connected over T/CEC 102"
     )
 
 

@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from qilu.catalog import Catalog
 from qilu.settings import KafkaSettings, Settings
 from storage import coverage, queries_api, trajectories
+from storage import operators as operator_store
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class Snapshot:
     health: PipelineHealth
     # a simulated registry's share of the province per sector (migration 052); empty = real
     fractions: dict[str, float] = field(default_factory=dict)
+    # T/CEC 102 operators' link health (migration 056); empty without operators
+    operators: list[operator_store.OperatorHealth] = field(default_factory=list)
     memo: dict[Any, Answer] = field(default_factory=dict)
 
     def answer(self, key: Any, build: Callable[[], bytes]) -> Answer:
@@ -204,6 +207,10 @@ class Refresher:
             except queries_api.RelationMissingError:
                 fractions = {}  # migrated before 052: a real registry as far as anyone knows
             live = queries_api.liveness_summary(conn, now)
+            try:
+                operators = operator_store.health(conn, now)
+            except psycopg.errors.UndefinedTable:
+                operators = []  # migrated before 056: no operators
         lag, lag_at, lag_note = self._lag
         snap = Snapshot(
             version=(self._snapshot.version + 1) if self._snapshot else 1,
@@ -213,6 +220,7 @@ class Refresher:
             baselines=baselines,
             history_note=history_note,
             fractions=fractions,
+            operators=operators,
             health=PipelineHealth(
                 live.newest_reading,
                 live.devices,

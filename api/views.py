@@ -13,6 +13,7 @@ from api.schemas import (
     CityOut,
     CoverageOut,
     JudgementOut,
+    OperatorHealthOut,
     PipelineOut,
     SimulationOut,
     StatusOut,
@@ -270,6 +271,21 @@ def status_out(
         ],
         coverage=cov,
         simulation=simulation_out(snap.fractions),
+        operators=[
+            OperatorHealthOut(
+                operator_id=o.operator_id,
+                name=o.name,
+                connectors=o.connectors,
+                healthy=o.healthy,
+                last_push=o.last_push,
+                last_pull=o.last_pull,
+                token_expires_at=o.token_expires_at,
+                failures=o.failures,
+                last_failure=o.last_failure,
+                last_failure_reason=o.last_failure_reason,
+            )
+            for o in snap.operators
+        ],
         pipeline=PipelineOut(
             newest_reading=h.newest_reading,
             freshness_s=(snap.as_of - h.newest_reading).total_seconds()

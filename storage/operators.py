@@ -316,3 +316,38 @@ def link(conn: Conn, operator_id: str) -> LinkRow | None:
         (operator_id,),
     ).fetchone()
     return None if r is None else LinkRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7])
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorHealth:
+    """One active operator's link as the status page shows it."""
+
+    operator_id: str
+    name: str
+    connectors: int
+    last_push: datetime | None
+    last_pull: datetime | None
+    token_expires_at: datetime | None
+    failures: int
+    last_failure: datetime | None
+    last_failure_reason: str
+    healthy: bool  # the coverage rule: a push or a pull within twice the pull interval
+
+
+def health(conn: Conn, now: datetime) -> list[OperatorHealth]:
+    """Every active operator's link health as of ``now`` (storage/coverage.py's rule)."""
+    rows = conn.execute(
+        "SELECT o.operator_id, o.name,"
+        " (SELECT count(*) FROM operator_connectors c WHERE c.operator_id = o.operator_id),"
+        " l.last_push, l.last_pull, l.token_expires_at, coalesce(l.failures, 0),"
+        " l.last_failure, coalesce(l.last_failure_reason, ''),"
+        " coalesce(greatest(l.last_push, l.last_pull)"
+        "  > %s - 2 * o.pull_interval_s * interval '1 second', false)"
+        " FROM operators o LEFT JOIN operator_links l USING (operator_id)"
+        " WHERE o.revoked_at IS NULL ORDER BY o.operator_id",
+        (now,),
+    ).fetchall()
+    return [
+        OperatorHealth(r[0], r[1], int(r[2]), r[3], r[4], r[5], int(r[6]), r[7], r[8], bool(r[9]))
+        for r in rows
+    ]

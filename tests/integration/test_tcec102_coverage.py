@@ -85,3 +85,44 @@ def test_operator_piles_follow_link_health_and_last_status(settings: Settings) -
     # a revoked operator's piles do not count, however fresh its link
     ops.revoke(settings, OP, actor="test")
     assert _count(settings, later) == 0
+
+
+def test_status_answer_shows_each_operators_link(settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.helpers import wait_for
+
+    reg = Registry()
+    reg.sites.append(Site("CHG-T", Sector.CHARGING, "370100", "T", public=True, networked=True))
+    reg.devices.append(Device(f"tcec102.{OP}.E1", "CHG-T", "charging_pile"))
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+    for op in (OP, "MB0000002"):
+        ops.add(
+            settings, op, name=op, endpoint_url="", site_ids=["CHG-T"], cities=[], outbound=None,
+            actor="test",
+        )  # fmt: skip
+    now = datetime.now(UTC)
+    with connect(settings.db) as conn, conn.transaction():
+        store.link_connectors(conn, OP, [store.ConnectorLink("C1", "E1", "S", f"tcec102.{OP}.E1")])
+        store.record_links(
+            conn,
+            {
+                OP: store.LinkDelta(last_push=now),
+                "MB0000002": store.LinkDelta(
+                    failures=2, last_failure=now, last_failure_reason="pull: timeout"
+                ),
+            },
+        )
+    with TestClient(create_app(settings)) as client:
+        wait_for(lambda: client.get("/v1/status").status_code == 200, what="a snapshot")
+        body = client.get("/v1/status").json()
+    by_id = {o["operator_id"]: o for o in body["operators"]}
+    assert by_id[OP]["healthy"] is True
+    assert by_id[OP]["connectors"] == 1
+    assert by_id["MB0000002"]["healthy"] is False
+    assert (by_id["MB0000002"]["failures"], by_id["MB0000002"]["last_failure_reason"]) == (
+        2,
+        "pull: timeout",
+    )
