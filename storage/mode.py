@@ -11,6 +11,11 @@ Detection never breaks the migration's connection: ``shared_preload_libraries`` 
 whether the extension can be created is tried on a connection of its own, rolled back. The
 decision itself is :func:`plan`, pure.
 
+Detection needs no privilege beyond owning the database: a database that already has a mode is
+never asked about TimescaleDB again, and ``shared_preload_libraries`` is read only by a role
+allowed to (a superuser or a member of ``pg_read_all_settings``). For any other role whether
+the library is preloaded is unknown, and the probe on its own connection answers it.
+
 The two modes expose the same logical relations (docs/adr/0002-logical-storage-relations.md);
 how they are built differs (docs/adr/0003-storage-modes.md).
 """
@@ -60,17 +65,24 @@ class TimescaleFacts:
 
     installed: bool  # created in this database (pg_extension)
     available: bool  # the package is on the server (pg_available_extensions)
-    preloaded: bool  # named in shared_preload_libraries, which it must be to be created
+    # named in shared_preload_libraries, which it must be to be created; None when this role
+    # may not read that setting (then the probe on its own connection finds out)
+    preloaded: bool | None
 
 
 def read_facts(conn: psycopg.Connection[TupleRow]) -> TimescaleFacts:
+    # The setting is read only under the CASE: for a role without pg_read_all_settings (a
+    # database owner on managed PostgreSQL) current_setting() would raise.
     row = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb'),"
         " EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb'),"
-        " 'timescaledb' = ANY (string_to_array("
-        "   replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+        " CASE WHEN pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
+        "  THEN 'timescaledb' = ANY (string_to_array("
+        "   replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) END"
     ).fetchone()
-    return TimescaleFacts(*(bool(v) for v in row)) if row else TimescaleFacts(False, False, False)
+    if not row:
+        return TimescaleFacts(False, False, False)
+    return TimescaleFacts(bool(row[0]), bool(row[1]), None if row[2] is None else bool(row[2]))
 
 
 def timescale_installed(conn: psycopg.Connection[TupleRow]) -> bool:
@@ -121,7 +133,7 @@ def plan(facts: TimescaleFacts, configured: StorageMode, was: StorageMode | None
                 "have (install the TimescaleDB package for this PostgreSQL version)",
             )
         return Plan(StorageMode.POSTGRES)
-    if not facts.preloaded:
+    if facts.preloaded is False:
         why = "the timescaledb package is installed but not in shared_preload_libraries"
         if forced:
             raise ConfigError("db.mode", f"timescale mode: {why}. {ENABLE_HINT}")
@@ -165,7 +177,10 @@ def resolve(
     configuration cannot be honoured. ``facts`` and ``probe`` stand in for the server's answers
     in tests (a server with TimescaleDB installed but not preloaded is not at hand there).
     """
-    got = plan(facts or read_facts(conn), configured, recorded(conn))
+    was = recorded(conn)  # decided at the first migration: the server is not asked again
+    if facts is None:
+        facts = read_facts(conn) if was is None else TimescaleFacts(False, False, None)
+    got = plan(facts, configured, was)
     if got.note is not None:
         logger.warning("%s", got.note)
     if got.create:

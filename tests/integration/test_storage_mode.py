@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
+from pydantic import SecretStr
 
 from qilu.errors import ConfigError
 from qilu.settings import DatabaseSettings, Settings, StorageMode
@@ -91,3 +92,49 @@ def test_the_facts_of_this_server(fresh_db: DatabaseSettings) -> None:
     assert facts == modes.TimescaleFacts(
         installed=False, available=False, preloaded="timescaledb" in str(preload)
     )
+
+
+@pytest.fixture
+def owner_db(base_settings: Settings, services: object) -> Iterator[DatabaseSettings]:
+    """A fresh database owned by a role that is not a superuser and may not read
+    shared_preload_libraries: the migrating role of managed PostgreSQL (CREATEROLE, owner of
+    its database, nothing more)."""
+    del services
+    tag = uuid.uuid4().hex[:10]
+    name, role, password = f"qilu_t_{tag}", f"qilu_owner_{tag}", uuid.uuid4().hex
+    admin = base_settings.db
+    with connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(role)
+            )
+        )
+    yield admin.model_copy(update={"name": name, "user": role, "password": SecretStr(password)})
+    with connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_a_database_owner_that_is_not_a_superuser_migrates_and_migrates_again(
+    owner_db: DatabaseSettings,
+) -> None:
+    with connect(owner_db) as conn:
+        who = conn.execute(
+            "SELECT rolsuper, pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
+            " FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        assert who == (False, False)
+        assert modes.read_facts(conn).preloaded is None  # not readable here, and no error
+        first = migrate.run(conn, StorageMode.AUTO)
+        assert first.mode is StorageMode.POSTGRES  # this server has no TimescaleDB package
+        assert first.applied
+        again = migrate.run(conn, StorageMode.AUTO)  # an already-migrated database
+        assert (again.mode, again.applied) == (StorageMode.POSTGRES, [])
+        assert modes.recorded(conn) is StorageMode.POSTGRES

@@ -13,6 +13,8 @@ NONE = TimescaleFacts(installed=False, available=False, preloaded=False)
 NOT_PRELOADED = TimescaleFacts(installed=False, available=True, preloaded=False)
 READY = TimescaleFacts(installed=False, available=True, preloaded=True)
 INSTALLED = TimescaleFacts(installed=True, available=True, preloaded=True)
+# a role that may not read shared_preload_libraries (a database owner, not a superuser)
+UNKNOWN = TimescaleFacts(installed=False, available=True, preloaded=None)
 
 
 def test_installed_but_not_preloaded_means_postgres_with_how_to_enable_it() -> None:
@@ -39,6 +41,8 @@ def test_forcing_timescale_where_it_is_not_preloaded_names_the_key_and_the_fix()
         (INSTALLED, AUTO, None, Plan(TS)),
         (READY, TS, None, Plan(TS, create=True)),
         (READY, PG, None, Plan(PG)),
+        (UNKNOWN, AUTO, None, Plan(TS, create=True)),  # the probe on its own connection tells
+        (UNKNOWN, TS, None, Plan(TS, create=True)),
         (NOT_PRELOADED, AUTO, PG, Plan(PG)),  # recorded: read back, nothing checked
         (INSTALLED, AUTO, TS, Plan(TS)),
         (INSTALLED, TS, TS, Plan(TS)),
