@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 
-from qilu.catalog import Target, TargetKind
+from qilu.catalog import Goal, TargetKind
 
 ON_TRACK_TOLERANCE = 0.05
 AT_RISK_TOLERANCE = 0.20
@@ -68,7 +68,7 @@ class Judgement:
     explanation: str
 
 
-def scale_for(target: Target, fractions: Mapping[str, float]) -> float | None:
+def scale_for(target: Goal, fractions: Mapping[str, float]) -> float | None:
     """The share of the province a count target is scaled by, or None (thresholds as written:
     a real registry, a ratio target, or a simulation of the whole province)."""
     if target.kind is not TargetKind.COUNT:
@@ -77,7 +77,7 @@ def scale_for(target: Target, fractions: Mapping[str, float]) -> float | None:
     return None if share is None or share == 1.0 else share
 
 
-def effective_threshold(target: Target, scale: float | None) -> float:
+def effective_threshold(target: Goal, scale: float | None) -> float:
     """The threshold compared with: scaled (rounded to 6 decimals, so that float noise such
     as 2000.0000000000002 never fails a value of exactly 2,000), or as written."""
     return target.threshold if scale is None else round(target.threshold * scale, 6)
@@ -99,7 +99,7 @@ def fmt_threshold(v: float, kind: TargetKind) -> str:
 
 
 def judge(
-    target: Target,
+    target: Goal,
     value: float | None,
     now: datetime,
     baseline: tuple[date, float] | None,
@@ -211,7 +211,7 @@ def _noon(day: date) -> datetime:
 
 
 def trajectory(
-    target: Target,
+    target: Goal,
     series: Sequence[DayPoint],
     baseline: tuple[date, float] | None,
     scale: float | None,

@@ -1,8 +1,9 @@
 """The target catalog and the 16 cities, loaded from the data files in qilu/data/.
 
 The files are the single source: the API, the coverage computation, the simulator and the
-dashboards all read these models. Loading validates every entry; a broken catalog refuses to
-load with the offending target id and field.
+dashboards all read these models. ``targets`` are measured from telemetry; ``reported`` are
+targets whose values are figures other bodies report (docs/reported.md). Loading validates
+every entry; a broken catalog refuses to load with the offending target id and field.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ SECTOR_NAMES: dict[str, tuple[str, str]] = {
     Sector.RANCH.value: ("Ranches", "牧场"),
     "all": ("All sectors", "全部领域"),
 }
+# The sectors of reported targets (figures other bodies report, docs/reported.md), beside the
+# measured sectors above: key -> (English, Chinese)
+REPORTED_SECTOR_NAMES: dict[str, tuple[str, str]] = {
+    "telecom": ("Telecom networks", "信息通信网络"),
+    "computing": ("Data centres and computing", "数据中心与算力"),
+    "energy": ("Energy infrastructure", "能源基础设施"),
+    "agriculture": ("Agriculture", "农业"),
+    "water": ("Water infrastructure", "水利设施"),
+    "public": ("Public facilities", "公共设施"),
+    **SECTOR_NAMES,
+}
+ReportedSector = Literal[
+    "telecom", "computing", "energy", "agriculture", "water", "public", "charging", "ranch", "all"
+]
 
 
 class _Frozen(BaseModel):
@@ -90,9 +105,11 @@ class Measure(_Frozen):
         return self
 
 
-class Target(_Frozen):
+class Goal(_Frozen):
+    """What every target has, measured or reported: a threshold, a due date and a source."""
+
     id: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]
-    sector: Literal["charging", "substation", "ranch", "all"]
+    sector: str
     name_en: str
     name_zh: str
     kind: TargetKind
@@ -101,10 +118,8 @@ class Target(_Frozen):
     due: date
     binding: bool
     source: Source
-    fidelity: Literal["direct", "proxy"]
     note: str = ""
     baseline: Baseline | None = None
-    measure: Measure
 
     def met(self, value: float, threshold: float | None = None) -> bool:
         """Whether ``value`` satisfies the threshold (or ``threshold``, e.g. a scaled one)."""
@@ -112,17 +127,49 @@ class Target(_Frozen):
         return value > limit if self.comparator == ">" else value >= limit
 
 
+class Target(Goal):
+    """A target measured from telemetry: ``measure`` says what the platform counts."""
+
+    sector: Literal["charging", "substation", "ranch", "all"]
+    fidelity: Literal["direct", "proxy"]
+    measure: Measure
+
+
+class ReportedTarget(Goal):
+    """A target whose numerator is a statistic another body reports (telecom operators, the
+    provincial departments): its values come from audited imports of reported figures, each
+    with its reporter, its day and its document (docs/reported.md). A figure older than
+    ``interval_days`` (the reporting interval) is stale. ``per_city``: figures come per city
+    (the province's figure is then their sum for a count, or a figure of its own).
+    ``measured``: the measured target that is this figure's proxy on the platform (both are
+    shown, each judged on its own)."""
+
+    sector: ReportedSector
+    unit_en: str
+    unit_zh: str
+    reporter: str  # who reports it (the body), as the document names it
+    interval_days: Annotated[int, Field(gt=0)]
+    per_city: bool = False
+    measured: str | None = None
+
+
 class Catalog(_Frozen):
     documents: dict[str, Document]
-    targets: tuple[Target, ...]
+    targets: tuple[Target, ...]  # measured from telemetry
     cities: tuple[City, ...]
+    reported: tuple[ReportedTarget, ...] = ()  # reported figures (docs/reported.md)
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
-        ids = [t.id for t in self.targets]
+        ids = [t.id for t in (*self.targets, *self.reported)]
         if len(ids) != len(set(ids)):
             raise ValueError("duplicate target id")
-        for t in self.targets:
+        measured = {t.id for t in self.targets}
+        for r in self.reported:
+            if r.measured is not None and r.measured not in measured:
+                raise ValueError(f"target {r.id}: unknown measured target {r.measured!r}")
+        goals: tuple[Goal, ...] = (*self.targets, *self.reported)
+        for t in goals:
             if t.source.document not in self.documents:
                 raise ValueError(f"target {t.id}: unknown source document {t.source.document!r}")
             b = t.baseline
@@ -138,6 +185,13 @@ class Catalog(_Frozen):
 
     def target(self, target_id: str) -> Target | None:
         return next((t for t in self.targets if t.id == target_id), None)
+
+    def reported_target(self, target_id: str) -> ReportedTarget | None:
+        return next((t for t in self.reported if t.id == target_id), None)
+
+    def reported_for(self, measured_id: str) -> tuple[ReportedTarget, ...]:
+        """The reported figures whose measured proxy is ``measured_id``."""
+        return tuple(r for r in self.reported if r.measured == measured_id)
 
     def cite(self, source: Source) -> str:
         """A source as one line: document number, title and article."""
@@ -160,7 +214,10 @@ def load_catalog() -> Catalog:
     cities = _read("cities.toml")
     try:
         return Catalog(
-            documents=targets["documents"], targets=targets["target"], cities=cities["city"]
+            documents=targets["documents"],
+            targets=targets["target"],
+            cities=cities["city"],
+            reported=targets.get("reported", []),
         )
     except ValidationError as exc:
         err = exc.errors()[0]

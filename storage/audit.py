@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-Entity = Literal["site", "device", "agent", "api_key", "import", "operator"]
+Entity = Literal["site", "device", "agent", "api_key", "import", "operator", "reported_figure"]
 
 
 def cli_actor() -> str:
