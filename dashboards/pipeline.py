@@ -45,6 +45,9 @@ METRICS: dict[str, str] = {
     STORAGE_JOB_BACKOFF: "ingest",
     "qilu_api_request_seconds": "api",
     "qilu_api_requests_total": "api",
+    # the T/CEC 102 endpoint runs in the API (interconnect/tcec102/server.py)
+    "qilu_operator_requests_total": "api",
+    "qilu_operator_answer_seconds": "api",
 }
 
 AGENT = 'agent=~"$agent"'
@@ -79,6 +82,30 @@ LIMIT 100""",
     ),
 )
 TOPIC = 'topic=~".*[.]readings[.]${sector:regex}"'
+# T/CEC 102 operators' links, by the coverage rule (storage/coverage.py, docs/adr/0015)
+OPERATOR_LINKS = SqlSpec(
+    """SELECT o.operator_id AS "operator", o.name AS "name",
+  (SELECT count(*) FROM operator_connectors c WHERE c.operator_id = o.operator_id) AS "connectors",
+  CASE WHEN greatest(l.last_push, l.last_pull) > now() - 2 * o.pull_interval_s * interval '1 second'
+    THEN 1 ELSE 0 END AS "healthy",
+  l.last_push AS "last push", l.last_pull AS "last pull", l.token_expires_at AS "token expires",
+  l.failures AS "failures", l.last_failure_reason AS "last failure"
+FROM operators o LEFT JOIN operator_links l USING (operator_id)
+WHERE o.revoked_at IS NULL
+ORDER BY 4, 1
+LIMIT 500""",
+    (
+        ("operator", ColType.TEXT),
+        ("name", ColType.TEXT),
+        ("connectors", ColType.NUMBER),
+        ("healthy", ColType.NUMBER),
+        ("last push", ColType.TIME),
+        ("last pull", ColType.TIME),
+        ("token expires", ColType.TIME),
+        ("failures", ColType.NUMBER),
+        ("last failure", ColType.TEXT),
+    ),
+)
 
 
 def build() -> BuiltDashboard:
@@ -271,7 +298,50 @@ def build() -> BuiltDashboard:
         PromSpec("sum by (status) (rate(qilu_api_requests_total[$__rate_interval]))", "{{status}}"),
     )
     _storage_jobs(board)
+    _operators(board)
     return board.build()
+
+
+def _operators(board: Board) -> None:
+    """T/CEC 102 charging operators: their links (SQL) and the endpoint's answers."""
+    board.row("Charging operators (T/CEC 102)")
+    board.sql(
+        table_panel("Operator links", span=24).description(
+            "Each active operator: connectors linked to piles; healthy (1) while a push was "
+            "accepted or a pull succeeded within twice its pull interval, the rule under which "
+            "its quiet piles count as connected; failures are refused requests and failed "
+            "pulls. `qilu operators show` tells more."
+        ),
+        OPERATOR_LINKS,
+    )
+    board.prom(
+        ts_panel(
+            "Operator requests by interface and result",
+            "reqps",
+            description="Ret codes of the standard (0 accepted, -1 busy, 4001-4004 refused) "
+            "and HTTP 413/429.",
+            stacked=True,
+            span=12,
+        ),
+        PromSpec(
+            "sum by (interface, result) (rate(qilu_operator_requests_total[$__rate_interval]))",
+            "{{interface}} {{result}}",
+        ),
+    )
+    board.prom(
+        ts_panel(
+            "Operator answer time (p99)",
+            "s",
+            description="Until the answer, Kafka's acknowledgement of an accepted push included.",
+            steps=((None, "green"), (0.05, "orange"), (0.25, "red")),
+            span=12,
+        ),
+        PromSpec(
+            "histogram_quantile(0.99, sum by (le, interface) "
+            "(rate(qilu_operator_answer_seconds_bucket[$__rate_interval])))",
+            "{{interface}}",
+        ),
+    )
 
 
 JOB_LEGEND = "{{policy}} on {{relation}}"

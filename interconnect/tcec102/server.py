@@ -65,12 +65,12 @@ from stream.deadletter import DeadLetter
 logger = logging.getLogger(__name__)
 
 REQUESTS = Counter(
-    "qilu_tcec102_requests_total",
+    "qilu_operator_requests_total",
     "T/CEC 102 requests answered, by interface and result (the Ret code or the HTTP status)",
     ["interface", "result"],
 )
 LATENCY = Histogram(
-    "qilu_tcec102_answer_seconds",
+    "qilu_operator_answer_seconds",
     "Time to answer a T/CEC 102 request, Kafka acknowledgement included",
     ["interface"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),

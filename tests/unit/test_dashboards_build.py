@@ -35,6 +35,10 @@ ADR_RELATIONS = {
     "coverage_daily",
     "simulated_registry",
     "deadletter_summary",
+    # T/CEC 102 operators' links and connectors, never their secrets (docs/adr/0015-tcec102.md)
+    "operators",
+    "operator_links",
+    "operator_connectors",
 }
 
 
