@@ -9,17 +9,19 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from qilu.catalog import load_catalog
-from qilu.errors import ConfigError
+from qilu.errors import ConfigError, RetryableError
 from qilu.settings import IngestSettings, Settings, StorageMode
 from storage import maintain
 from storage import mode as modes
 from storage.db import connect
 from storage.deadletters import SummaryWriter
+from storage.offsets import OffsetMarks, TopicPartitionKey, stored_offsets
 from storage.registry_store import load_device_index
 from storage.writer import ReadingsSink
 from stream.deadletter import DeadLetterTally
@@ -98,12 +100,22 @@ def build_consumer(
     # refusals are summed in the readings' transaction (docs/adr/0012-dead-letters.md)
     tally = DeadLetterTally()
     summary = SummaryWriter(tally, max_rows_per_statement=settings.db.max_rows_per_statement)
+    # the offsets the database holds, stored with the rows (docs/adr/0016)
+    marks = OffsetMarks()
     sink = ReadingsSink(
         pool,
         mode=mode,
         max_rows_per_statement=settings.db.max_rows_per_statement,
-        parts=(summary,),
+        parts=(summary, marks),
     )
+
+    def load_offsets(topics: list[str]) -> dict[TopicPartitionKey, int]:
+        try:
+            with connect(settings.db) as conn:
+                return stored_offsets(conn, topics)
+        except psycopg.Error as exc:
+            raise RetryableError(f"reading the stored offsets: {exc}") from exc
+
     gaps = GapSink(pool)
     agents = None
     if settings.ingest.authenticate:
@@ -122,6 +134,8 @@ def build_consumer(
         agents=agents,
         deadletters=tally,
         max_age_s=settings.storage.raw_retention_days * 86_400.0,
+        offsets=marks,
+        load_offsets=load_offsets,
     )
     logger.info("storage mode %s; writing batches with %s", mode, sink.method)
     return consumer, pool

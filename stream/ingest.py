@@ -15,6 +15,12 @@ One iteration of the loop:
 
 A crash anywhere before 5 redelivers the batch; the natural key makes that harmless. A
 rebalance during a retry discards the pending batch: the partition's next owner rereads it.
+
+The batch's transaction also stores, per source partition, the offset after its last record
+(storage/offsets.py, migration 058). On every partition assignment the consumer compares
+them with Kafka's committed offsets and seeks back to the database's where Kafka is ahead:
+after a point-in-time restore or a failover that lost transactions, the readings Kafka still
+holds are stored again (docs/adr/0016-offsets-in-the-database.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.settings import IngestSettings, KafkaSettings
 from qilu.signing import LOG_APPEND_TIME
+from storage.offsets import OffsetMarks, TopicPartitionKey, resume_positions
 from storage.registry_store import DeviceIndex
 from storage.writer import ReadingsSink
 from stream import metrics
@@ -85,15 +92,21 @@ class BatchOutcome:
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes revocations and the partitions assigned since the loop last compared their
+    offsets with the database's (the comparison blocks on the broker, which a listener
+    running on kafka-python's I/O thread must not do)."""
+
     def __init__(self) -> None:
         self.revoked = False
+        self.unchecked: set[TopicPartition] = set()
 
     def on_partitions_revoked(self, revoked: object) -> None:
         self.revoked = True
 
-    def on_partitions_assigned(self, assigned: Collection[object]) -> None:
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         # one line per rebalance: an ingest that holds no partitions is visible in its log
         logger.info("partitions assigned: %d", len(assigned))
+        self.unchecked |= set(assigned)
 
 
 class IngestConsumer:
@@ -110,6 +123,8 @@ class IngestConsumer:
         agents: AgentAuth | None = None,
         deadletters: DeadLetterTally | None = None,
         max_age_s: float | None = None,
+        offsets: OffsetMarks | None = None,
+        load_offsets: Callable[[list[str]], dict[TopicPartitionKey, int]] | None = None,
     ) -> None:
         self._kafka, self._cfg, self._sink = kafka, ingest, sink
         self._max_age_s = max_age_s  # the raw retention: older readings are refused (too_old)
@@ -124,6 +139,9 @@ class IngestConsumer:
         self._topics = topics or readings_topics(kafka)
         self._validator = self._new_validator()
         self._index_loaded = time.monotonic()
+        # the offsets stored with the rows (the sink must have been given the same marks)
+        self._offsets = offsets
+        self._load_offsets = load_offsets
         self._listener = _Revocations()
         self._broker_down_since: float | None = None  # poll failing since (monotonic)
 
@@ -284,7 +302,9 @@ class IngestConsumer:
             while not self._stop.is_set():
                 if consumer.paused():
                     consumer.resume(*consumer.paused())
-                polled = self._poll(consumer, self._cfg.poll_timeout_ms)
+                polled = self._resume_from_database(
+                    consumer, self._poll(consumer, self._cfg.poll_timeout_ms)
+                )
                 if not polled:
                     self._report_lag(consumer)
                     continue
@@ -303,6 +323,10 @@ class IngestConsumer:
                     for r in recs
                 ]
                 firsts = {tp: recs[0].offset for tp, recs in polled.items() if recs}
+                if self._offsets is not None:
+                    for tp, recs in polled.items():
+                        if recs:
+                            self._offsets.note(tp.topic, tp.partition, recs[-1].offset + 1)
                 outcome = self.process(records)
                 if not (
                     self._flush_with_retry(consumer)
@@ -333,6 +357,67 @@ class IngestConsumer:
             consumer.close(autocommit=False)
             producer.close(timeout=10)
             logger.info("ingest stopped")
+
+    def _resume_from_database(
+        self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Seek newly assigned partitions back to the database's offsets where Kafka's
+        committed ones are ahead (storage/offsets.py :func:`resume_positions`), dropping
+        what the poll returned for them. Until the comparison succeeds (the database or the
+        broker away) nothing of those partitions is processed. Records the broker no longer
+        holds (past its retention) cannot be read again: logged as an error with their
+        count, and counted in ``qilu_ingest_replay_lost_records``."""
+        load = self._load_offsets
+        if not self._listener.unchecked or load is None:
+            return polled
+        assigned = self._listener.unchecked & consumer.assignment()
+        self._listener.unchecked.clear()
+        try:
+            stored = load(sorted({tp.topic for tp in assigned}))
+            committed: dict[TopicPartitionKey, int | None] = {}
+            if stored:
+                committed = {(tp.topic, tp.partition): consumer.committed(tp) for tp in assigned}
+            seeks = resume_positions(stored, committed)
+            tps = [TopicPartition(t, p) for t, p in seeks]
+            begins: dict[TopicPartition, int] = consumer.beginning_offsets(tps) if tps else {}
+        except (KafkaError, OSError, RetryableError) as exc:
+            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
+            self._listener.unchecked |= assigned  # again on the next round
+            for tp in assigned:
+                recs = polled.pop(tp, None)
+                if recs:
+                    consumer.seek(tp, recs[0].offset)
+            self._stop.wait(1.0)
+            return polled
+        for tp in tps:
+            polled.pop(tp, None)
+            target = seeks[tp.topic, tp.partition]
+            begin = begins.get(tp, 0)
+            if target < begin:
+                lost = begin - target
+                metrics.REPLAY_LOST.labels(tp.topic, str(tp.partition)).inc(lost)
+                logger.error(
+                    "%s/%d: the database holds records up to offset %d but the broker keeps "
+                    "only from %d on: %d record(s) are past Kafka's retention and lost with "
+                    "the database (restore a later backup, or accept the gap)",
+                    tp.topic,
+                    tp.partition,
+                    target,
+                    begin,
+                    lost,
+                )
+                target = begin
+            logger.warning(
+                "%s/%d: Kafka's committed offset is %s, the database's %d: reading again "
+                "from %d (a restored database or a failover)",
+                tp.topic,
+                tp.partition,
+                committed[tp.topic, tp.partition],
+                seeks[tp.topic, tp.partition],
+                target,
+            )
+            consumer.seek(tp, target)
+        return polled
 
     def _log_refusals(self, outcome: BatchOutcome) -> None:
         """One line per (agent, reason) when it first appears and then at most once per

@@ -31,3 +31,10 @@ LAG = Gauge("qilu_ingest_lag_records", "Records behind the partition end", ["top
 LAST_COMMIT = Gauge(
     "qilu_ingest_last_commit_timestamp_seconds", "Unix time of the last offset commit"
 )
+REPLAY_LOST = Counter(
+    "qilu_ingest_replay_lost_records",
+    "Records between the database's stored offset and the broker's first retained one when "
+    "the ingest resumed from the database (a restore or failover older than Kafka's "
+    "retention): never stored, lost with the database",
+    ["topic", "partition"],
+)
