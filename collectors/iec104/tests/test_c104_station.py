@@ -316,3 +316,35 @@ def test_a_slow_agent_buffer_holds_the_station_back_through_the_k_window(
     # the station filled its k window and waited for us: held back, not overrun
     assert max(unacked) == 12
     assert c.stations[0].resets == 0  # slow, but within t1: the link held
+
+
+def test_the_station_accepts_our_clock_synchronisation(station: Station) -> None:
+    station.add(1, c104.Type.M_ME_NC_1, c104.ShortInfo(1.0))
+    synced: list[datetime] = []
+
+    def on_clock_sync(server: c104.Server, ip: str, date_time: datetime) -> c104.ResponseState:
+        del server, ip
+        synced.append(date_time)
+        return c104.ResponseState.SUCCESS
+
+    # c104 checks a callback's annotations, as objects; this module postpones them (text)
+    on_clock_sync.__annotations__ = {
+        "server": c104.Server,
+        "ip": str,
+        "date_time": datetime,
+        "return": c104.ResponseState,
+    }
+    station.server.on_clock_sync(callable=on_clock_sync)
+    station.start()
+    c = collector(station.port, points_table([1]), clock_sync=True, timezone="UTC")
+    sink = Sink()
+    before = datetime.now(UTC)
+
+    async def main() -> None:
+        async with running(c, sink):
+            await sink.until(lambda: 1.0 in sink.state("gi_complete"))
+
+    asyncio.run(main())
+    (got,) = synced
+    # c104 hands over the wire time as the process's local time: compare as instants
+    assert abs(got.timestamp() - before.timestamp()) < 5
