@@ -46,6 +46,7 @@ from api.routers import (
     keys,
     names,
     operators,
+    reported,
     status,
     targets,
     trajectories,
@@ -206,6 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (
         *(coverage, trajectories, status, targets, names, assets, gaps, export, keys, agents),
         *(agent_self, admin_registry, admin_points, audit, deadletters, operators, health),
+        reported,
     ):
         app.include_router(module.router)
     _mount_operators(app, settings)

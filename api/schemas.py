@@ -40,6 +40,16 @@ class TargetOut(BaseModel):
         description="a figure a document gives for an earlier day, with its source: the start "
         "of the plan's own path (GET /v1/trajectories)"
     )
+    source_kind: str = Field(
+        default="measured",
+        description="measured (from this platform's telemetry); reported targets are listed "
+        "by GET /v1/reported",
+    )
+    reported: list[str] = Field(
+        default_factory=list,
+        description="ids of reported targets giving the province's own figure for what this "
+        "target measures as a proxy (GET /v1/reported/{id}); judged separately",
+    )
 
 
 class JudgementOut(BaseModel):
@@ -114,6 +124,11 @@ class CoverageOut(BaseModel):
     met: bool = Field(description="the value satisfies the (effective) threshold")
     judgement: JudgementOut
     cities: list[CityCoverageOut]
+    source_kind: str = Field(
+        default="measured",
+        description="measured: computed from telemetry (its age is as_of's); reported figures "
+        "are in GET /v1/reported",
+    )
 
 
 class SeriesPointOut(BaseModel):
@@ -373,3 +388,81 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# -- reported figures (docs/reported.md) ----------------------------------------------------
+class ReportedFigureOut(BaseModel):
+    """One reported figure with its provenance and age."""
+
+    value: float = Field(description="count, or ratio 0..1", examples=[243000])
+    as_of: date = Field(description="the day the figure is for (统计日期)")
+    age_days: int = Field(description="days between as_of and today (China Standard Time)")
+    stale: bool = Field(
+        description="older than the target's reporting interval: a newer figure was due, so "
+        "this one is not current"
+    )
+    reporter: str = Field(examples=["省通信管理局"])
+    reported_on: date
+    source: str = Field(description="the document or notice the figure comes from")
+    note: str
+    simulated: bool = Field(description="made up by the simulation (qilu run), not reported")
+
+
+class ReportedAreaOut(BaseModel):
+    source_kind: str = Field(default="reported", description="always reported")
+    area: str = Field(description="a city's code, or 370000 for the province")
+    name_en: str
+    name_zh: str
+    value: float | None
+    basis: str = Field(
+        description="reported (a figure for this area), sum_of_cities (a count reported per "
+        "city, summed), or no_data"
+    )
+    freshness: str = Field(description="current, stale, or no_data")
+    figure: ReportedFigureOut | None = Field(
+        description="the newest figure (for the province "
+        "when summed: the oldest of the cities' newest figures)"
+    )
+    judgement: JudgementOut | None = Field(
+        description="against the threshold (the province; cities for ratio targets only)"
+    )
+
+
+class ReportedTargetOut(BaseModel):
+    id: str = Field(examples=["telecom-5g-stations-2024"])
+    source_kind: str = Field(default="reported", description="always reported")
+    sector: str = Field(examples=["telecom"])
+    name_en: str
+    name_zh: str
+    kind: str
+    comparator: str
+    threshold: float
+    due: date
+    binding: bool
+    note: str
+    unit_en: str
+    unit_zh: str
+    reporter: str = Field(description="the body that reports the figure")
+    interval_days: int = Field(description="the reporting interval: older figures are stale")
+    per_city: bool
+    measured: str | None = Field(
+        description="the measured target that is this figure's proxy on the platform"
+    )
+    source: SourceOut
+    baseline: BaselineOut | None
+    province: ReportedAreaOut
+    cities: list[ReportedAreaOut]
+
+
+class ReportedOut(BaseModel):
+    as_of: datetime = Field(description="when this answer was computed")
+    targets: list[ReportedTargetOut]
+
+
+class ReportedAreaFigureOut(ReportedFigureOut):
+    area: str
+
+
+class ReportedHistoryOut(BaseModel):
+    target: ReportedTargetOut
+    figures: list[ReportedAreaFigureOut] = Field(description="every figure, oldest first")

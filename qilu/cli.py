@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "qilu.demo",
     "storage.cli",
     "storage.points_cli",
+    "storage.backup_cli",
+    "storage.reported_cli",
     "stream.cli",
     "stream.deadletters_cli",
     "edge_agent.cli",

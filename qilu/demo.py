@@ -85,10 +85,13 @@ def _step(n: int, total: int, text: str) -> None:
 
 def _prepare(args: argparse.Namespace, settings: Settings) -> None:
     """Servers up, schema current, registry loaded, topics there: steps 1 to 4."""
+    from qilu.reported import simulated_figures
     from qilu.services import Services
     from storage import migrate
+    from storage.coverage import province_day
     from storage.db import connect
     from storage.registry_store import load_registry
+    from storage.reported import save_simulated
     from storage.trajectories import backfill, record_simulation
     from stream.topics import ensure_topics
 
@@ -114,6 +117,9 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> None:
                 "before the first recorded day (marked synthetic; first start only)\n"
             )
             backfill(conn, load_catalog(), datetime.now(UTC), args.history_days)
+        # reported figures (5G base stations, racks...) as a simulated operator would report
+        # them, marked simulated; a stored figure is never replaced (docs/reported.md)
+        save_simulated(conn, simulated_figures(load_catalog(), province_day(datetime.now(UTC))))
     _step(
         4, total, f"creating Kafka topics; {len(reg.sites):,} sites, {len(reg.devices):,} devices"
     )

@@ -34,6 +34,7 @@ def target_out(catalog: Catalog, t: Target) -> TargetOut:
         source=SourceOut(
             document=t.source.document, number=doc.number, title=doc.title, article=t.source.article
         ),
+        reported=[r.id for r in catalog.reported_for(t.id)],
     )
 
 

@@ -1,0 +1,215 @@
+"""Reported figures against the real PostgreSQL: `qilu reported import` and the admin API as a
+user runs them (a bad row changes nothing and names its line; a good file appears in
+/v1/reported with its source kind, reporter and day), corrections audited, the simulation's
+figures never replacing a reported one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from qilu.catalog import load_catalog
+from qilu.cli import main as qilu_main
+from qilu.reported import Figure, Report, simulated_figures
+from qilu.settings import ApiSettings, DatabaseSettings, Settings
+from storage import reported as store
+from storage.db import connect
+from tests.helpers import scalar, wait_for
+
+pytestmark = pytest.mark.integration
+SAMPLES = Path(__file__).parents[2] / "docs" / "samples"
+SECRET = "reported-figures-secret-" + "k" * 48
+HEAD = "target,city,as_of,value,reporter,reported_on,source\n"
+
+
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    api = ApiSettings(anonymous_scopes=[], jwt_secret=SECRET, key_cache_s=1.0)  # type: ignore[arg-type]
+    return settings.model_copy(update={"api": api})
+
+
+@pytest.fixture
+def cli(
+    api_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Any:
+    db = api_settings.db
+    for key, value in {"NAME": db.name, "HOST": db.host, "PORT": str(db.port)}.items():
+        monkeypatch.setenv(f"QILU_DB__{key}", value)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = qilu_main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture
+def client(api_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings)) as c:
+        wait_for(lambda: c.get("/readyz").status_code == 200, 30, what="API ready")
+        yield c
+
+
+def _one(db: DatabaseSettings, query: str, params: tuple[Any, ...] = ()) -> Any:
+    with connect(db) as conn, conn.cursor() as cur:
+        cur.execute(query.encode(), params)
+        row = cur.fetchone()
+        return None if row is None else row[0]
+
+
+def _token(scope: str, sub: str = "ops") -> str:
+    body = {
+        "sub": sub,
+        "iss": "qilu",
+        "aud": "qilu-api",
+        "exp": datetime.now(UTC) + timedelta(minutes=5),
+        "scope": scope,
+    }
+    return jwt.encode(body, SECRET, algorithm="HS256")
+
+
+def test_cli_import_bad_row_changes_nothing_good_file_is_audited(
+    cli: Any, api_settings: Settings, tmp_path: Path
+) -> None:
+    db = api_settings.db
+    bad = SAMPLES / "reported_figures_bad.csv"
+    code, _, err = cli("reported", "import", str(bad))
+    assert code == 1
+    assert f"{bad}:3: value '130%' is above 100 %" in err
+    assert "1 bad row(s) of 2: nothing imported" in err
+    assert scalar(db, "SELECT count(*) FROM reported_figures") == 0
+
+    good = str(SAMPLES / "reported_figures.csv")
+    code, out, _ = cli("reported", "import", good, "--dry-run")
+    assert code == 0
+    assert "figures: 5 added, 0 corrected, 0 unchanged" in out
+    assert scalar(db, "SELECT count(*) FROM reported_figures") == 0
+
+    code, out, _ = cli("reported", "import", good)
+    assert code == 0
+    assert "figures: 5 added" in out
+    assert scalar(db, "SELECT count(*) FROM reported_figures WHERE NOT simulated") == 5
+    assert scalar(db, "SELECT count(*) FROM audit_log WHERE action = 'reported.add'") == 5
+    code, out, _ = cli("reported", "import", good)  # the same file again: nothing changes
+    assert "figures: 0 added, 0 corrected, 5 unchanged" in out
+    assert scalar(db, "SELECT count(*) FROM audit_log WHERE entity = 'import'") == 1
+
+    fix = tmp_path / "correction.csv"
+    fix.write_text(
+        HEAD + "telecom-5g-stations-2024,province,2024-12-31,243500,省通信管理局,2025-02-01,"
+        "correction notice\n",
+        encoding="utf-8",
+    )
+    code, out, _ = cli("reported", "import", str(fix))
+    assert "figures: 0 added, 1 corrected, 0 unchanged" in out
+    assert "telecom-5g-stations-2024 370000 2024-12-31: 243000 -> 243500" in out
+    assert scalar(db, "SELECT count(*) FROM reported_figures") == 5  # replaced, not doubled
+    correction = _one(
+        db,
+        "SELECT (before->>'value') || ' -> ' || (after->>'value') FROM audit_log"
+        " WHERE action = 'reported.correct'",
+    )
+    assert correction == "243000.0 -> 243500.0"
+    code, out, _ = cli("reported", "list")
+    assert code == 0
+    assert "telecom-5g-stations-2024" in out
+    assert "243,500 as of 2024-12-31" in out
+    assert "STALE" in out  # a 2024 figure is long past its quarterly interval
+
+
+def test_admin_api_import_and_reported_answers(client: TestClient, api_settings: Settings) -> None:
+    admin = {"Authorization": f"Bearer {_token('admin')}"}
+    reader = {"Authorization": f"Bearer {_token('coverage:read', 'reader')}"}
+    bad = (SAMPLES / "reported_figures_bad.csv").read_bytes()
+    r = client.post("/v1/admin/reported/import?name=bad.csv", content=bad, headers=admin)
+    assert r.status_code == 422
+    assert r.json()["result"]["errors"][0]["reason"].startswith("bad.csv:3: value '130%'")
+    assert scalar(api_settings.db, "SELECT count(*) FROM reported_figures") == 0
+    r = client.post("/v1/admin/reported/import", content=bad, headers=reader)
+    assert r.status_code == 403
+
+    today = datetime.now(UTC).date()
+    as_of = today - timedelta(days=10)
+    body = (
+        HEAD + f"telecom-5g-user-share-2025,370200,{as_of},61%,青岛市通信管理局,{today},"
+        "季度通报\n"
+        f"telecom-5g-user-share-2025,370100,{as_of - timedelta(days=200)},0.5,"
+        f"济南市通信管理局,{today},季度通报\n"
+    ).encode()
+    r = client.post(
+        "/v1/admin/reported/import?name=q.csv&dry_run=true", content=body, headers=admin
+    )
+    assert r.status_code == 200
+    assert (r.json()["applied"], r.json()["summary"]["added"]) == (False, 2)
+    r = client.post("/v1/admin/reported/import?name=q.csv", content=body, headers=admin)
+    assert r.status_code == 200
+    assert r.json()["applied"]
+    by = _one(api_settings.db, "SELECT DISTINCT imported_by FROM reported_figures")
+    assert by == "api:jwt:ops"
+
+    r = client.get("/v1/reported", headers=reader)
+    assert r.status_code == 200
+    targets = {t["id"]: t for t in r.json()["targets"]}
+    assert set(targets) == {t.id for t in load_catalog().reported}
+    t = targets["telecom-5g-user-share-2025"]
+    assert t["source_kind"] == "reported"
+    cities = {c["area"]: c for c in t["cities"]}
+    qd, jn = cities["370200"], cities["370100"]
+    assert qd["source_kind"] == "reported"
+    assert qd["figure"]["reporter"] == "青岛市通信管理局"
+    assert qd["figure"]["as_of"] == as_of.isoformat()
+    assert qd["figure"]["simulated"] is False
+    assert (qd["freshness"], qd["judgement"]["status"]) == ("current", "met")  # 61 % >= 56 %
+    assert jn["freshness"] == "stale"  # 210 days > 92
+    assert jn["judgement"]["status"] == "behind"
+    assert jn["judgement"]["explanation"].startswith("stale: ")
+    assert t["province"]["basis"] == "no_data"  # a ratio's cities are not summed
+
+    r = client.get("/v1/reported/telecom-5g-user-share-2025", headers=reader)
+    assert [f["area"] for f in r.json()["figures"]] == ["370100", "370200"]
+    assert client.get("/v1/reported/nope", headers=reader).status_code == 404
+    # the measured proxy names its reported counterpart; both are judged separately
+    r = client.get("/v1/targets/iot-terminals-2022", headers=reader)
+    assert r.json()["source_kind"] == "measured"
+    assert r.json()["reported"] == ["iot-terminals-reported-2022"]
+
+
+def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Settings) -> None:
+    db = api_settings.db
+    cat = load_catalog()
+    today = datetime.now(UTC).date()
+    figures = simulated_figures(cat, today)
+    real = next(f for f in figures if f.target_id == "telecom-5g-stations-2024")
+    with connect(db) as conn:
+        rep_fig = Figure(
+            real.target_id, real.area, real.day, 1.0, "省通信管理局", real.reported_on, "通报"
+        )
+        store.import_figures(
+            conn,
+            Report(None, rows=1, figures=[rep_fig]),
+            actor="cli:test",
+            source=store.ImportSource("t.csv", "0" * 64),
+            dry_run=False,
+        )
+        added = store.save_simulated(conn, figures)
+        assert added == len(figures) - 1
+        assert store.save_simulated(conn, figures) == 0
+    key = (real.target_id, real.area, real.day)
+    assert (
+        _one(
+            db,
+            "SELECT value FROM reported_figures WHERE target_id = %s AND area = %s AND day = %s",
+            key,
+        )
+        == 1.0
+    )
+    assert scalar(db, "SELECT count(*) FROM reported_figures WHERE simulated") == len(figures) - 1
