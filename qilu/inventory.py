@@ -472,6 +472,16 @@ def site_differences(a: Site, b: Site) -> list[str]:
 Change = dict[str, tuple[Any, Any]]  # field -> (before, after)
 
 
+@dataclass(frozen=True, slots=True)
+class EndedSimulation:
+    """A simulated registry that an applied import ends (docs/adr/0013-scaled-thresholds.md):
+    the recorded shares of the province (sector -> share), no longer used to scale thresholds,
+    and the number of modelled (``synthetic``) coverage rows deleted with them."""
+
+    shares: Mapping[str, float]
+    synthetic_rows: int
+
+
 @dataclass(slots=True)
 class Diff:
     """What applying an inventory would do. Entities the registry has but the file lacks are
@@ -485,6 +495,8 @@ class Diff:
     changed_devices: list[tuple[Device, Device, Change]] = field(default_factory=list)
     unchanged_devices: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # the registry was the simulation's: applying this diff ends it (filled by the storage side)
+    ends_simulation: EndedSimulation | None = None
 
     @property
     def empty(self) -> bool:

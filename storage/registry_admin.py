@@ -27,9 +27,9 @@ from psycopg.rows import TupleRow
 from qilu.contract import Sector
 from qilu.devices import KINDS
 from qilu.errors import QiluError
-from qilu.inventory import Current, Diff, Inventory, Status, diff
+from qilu.inventory import Current, Diff, EndedSimulation, Inventory, Status, diff
 from qilu.registry import Device, Site
-from storage import audit
+from storage import audit, trajectories
 from storage.registry_store import SITE_COLS
 
 logger = logging.getLogger(__name__)
@@ -210,18 +210,21 @@ def import_inventory(
             cur.execute("LOCK TABLE sites, devices IN SHARE ROW EXCLUSIVE MODE")
         now = current(conn)
         d = diff(inv, now)
+        if not (d.errors or d.empty):
+            d.ends_simulation = trajectories.simulation_to_end(conn)
         if on_diff is not None:
             on_diff(d)
         if dry_run or d.errors or d.empty:
             return d
         _effective(cur, effective)
         _apply(cur, d, actor, effective, now, progress or (lambda _: None))
+        import_id = f"{inv.sector.value}:{source.sha256[:16]}"
         audit.record(
             cur,
             actor=actor,
             action="registry.import",
             entity="import",
-            entity_id=f"{inv.sector.value}:{source.sha256[:16]}",
+            entity_id=import_id,
             before=None,
             after={
                 "file": source.name,
@@ -231,8 +234,40 @@ def import_inventory(
                 **d.summary(),
             },
         )
+        ended = trajectories.end_simulation(conn)
+        if ended is not None:
+            d.ends_simulation = ended[0]
+            audit.record(
+                cur,
+                actor=actor,
+                action="registry.simulation_ended",
+                entity="import",
+                entity_id=import_id,
+                before=ended[1],
+                after=None,
+            )
     logger.info("inventory %s applied: %s", source.name, d.summary())
+    if d.ends_simulation is not None:
+        logger.info(
+            "the registry was a simulated one: %s",
+            simulation_ended_text(d.ends_simulation),
+        )
     return d
+
+
+def simulation_ended_text(ended: EndedSimulation, *, dry_run: bool = False) -> str:
+    """One sentence for the operator: what ending the simulation removes (ADR 0013)."""
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in sorted(ended.shares.items()))
+    if dry_run:
+        head = "this import would end the simulated registry: thresholds would stop being"
+        tail = f"and the {ended.synthetic_rows:,} modelled coverage rows would be deleted"
+    else:
+        head = "this import ended the simulated registry: thresholds are no longer"
+        tail = f"and the {ended.synthetic_rows:,} modelled coverage rows were deleted"
+    return (
+        f"{head} scaled to its share of the province ({shares}), {tail}; the simulated "
+        "sites stay registered (decommission them, or import into a new database)"
+    )
 
 
 def _apply(

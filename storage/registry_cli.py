@@ -86,7 +86,10 @@ def _add_import_export(rsub: Any) -> None:
             "devices are added, changed ones updated (a device's site, a site's attributes); "
             "nothing is removed. Any bad row (reported with its line number) or refused change "
             "applies nothing. The diff is printed before anything is written; --dry-run stops "
-            "there. Importing the same file again changes nothing.\n\n"
+            "there. Importing the same file again changes nothing. In a database whose "
+            "registry the simulation generated (`qilu run`), an import that changes something "
+            "ends the simulation: thresholds are no longer scaled to its share of the province "
+            "and its modelled coverage history is deleted (said, and audited).\n\n"
             "Columns (English or Chinese header; one row per device, the site's columns "
             "repeated; an empty device_id declares a site without devices):\n"
             + _columns_help()
@@ -311,6 +314,13 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
                     "dry_run": args.dry_run,
                     "applied": not (args.dry_run or d.errors or d.empty),
                     "refused": [e.reason for e in d.errors],
+                    "simulation_ended": (
+                        None
+                        if d.ends_simulation is None
+                        else registry_admin.simulation_ended_text(
+                            d.ends_simulation, dry_run=args.dry_run
+                        )
+                    ),
                     "seconds": round(elapsed, 2),
                 },
                 ensure_ascii=False,
@@ -325,6 +335,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         _progress(f"the registry already matches the file: nothing changed ({elapsed:.1f} s)")
     else:
         _progress(f"imported in {elapsed:.1f} s")
+    if d.ends_simulation is not None and not d.errors:
+        _progress(registry_admin.simulation_ended_text(d.ends_simulation, dry_run=args.dry_run))
     return 0
 
 

@@ -20,12 +20,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
 from qilu.catalog import Catalog
+from qilu.inventory import EndedSimulation
 from storage import coverage
 from storage.queries_api import RelationMissingError
 
@@ -63,6 +65,27 @@ def simulation_fractions(conn: psycopg.Connection[TupleRow]) -> dict[str, float]
     except psycopg.errors.UndefinedTable as exc:
         raise RelationMissingError("simulated_registry") from exc
     return {r[0]: float(r[1]) for r in rows}
+
+
+def simulation_to_end(conn: psycopg.Connection[TupleRow]) -> EndedSimulation | None:
+    """What :func:`end_simulation` would remove now, or None for a real registry."""
+    shares = simulation_fractions(conn)
+    if not shares:
+        return None
+    row = conn.execute("SELECT count(*) FROM coverage_daily WHERE synthetic").fetchone()
+    return EndedSimulation(shares, int(row[0]) if row else 0)
+
+
+def end_simulation(conn: psycopg.Connection[TupleRow]) -> tuple[EndedSimulation, Any] | None:
+    """In the caller's transaction: forget the simulated shares (thresholds apply as written
+    again) and delete the modelled history (migration 060). Returns what was removed and the
+    function's JSON answer (for the audit row), or None when the registry was not simulated."""
+    row = conn.execute("SELECT qilu_end_simulation()").fetchone()
+    if not row or row[0] is None:
+        return None
+    got = row[0]
+    shares = {str(k): float(v) for k, v in got["shares"].items()}
+    return EndedSimulation(shares, int(got["synthetic_rows"])), got
 
 
 @dataclass(frozen=True, slots=True)

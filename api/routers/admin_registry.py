@@ -147,6 +147,12 @@ class ImportOut(BaseModel):
     refused: list[str]
     errors: list[RowErrorOut]
     error_count: int
+    simulation_ended: str | None = Field(
+        default=None,
+        description="set when the registry was a simulated one (`qilu run`): the import ends "
+        "it (thresholds no longer scaled, modelled history deleted; audited as "
+        "registry.simulation_ended), or would end it in a dry run",
+    )
 
 
 class ImportProblem(Problem):
@@ -237,6 +243,8 @@ async def import_inventory(
     out.changes = _changes(d)
     out.refused = [e.reason for e in d.errors]
     out.applied = not (dry_run or d.errors or d.empty)
+    if d.ends_simulation is not None:
+        out.simulation_ended = ra.simulation_ended_text(d.ends_simulation, dry_run=dry_run)
     if d.errors:
         return _invalid(out, f"{len(d.errors)} change(s) refused: nothing imported")
     return out

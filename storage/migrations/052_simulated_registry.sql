@@ -4,9 +4,9 @@
 -- `qilu storage registry generate`), the share of the province it stands for, per sector
 -- ('all' for targets over every sector's devices). Count thresholds are compared scaled by
 -- that share, and every answer says so (docs/adr/0013-scaled-thresholds.md). No rows: the
--- registry is the real one and thresholds apply as written. Loading a real registry
--- (`qilu storage registry import`) does not touch it; `qilu storage registry generate`
--- replaces it.
+-- registry is the real one and thresholds apply as written. An inventory import that changes
+-- something empties it (and deletes the synthetic rows below), see 060;
+-- `qilu storage registry generate` replaces it.
 --
 -- coverage_daily.synthetic: the row was backfilled by the simulation for a day before the
 -- platform ran (a modelled history, so charts show something on first start), not measured.

@@ -3,18 +3,26 @@ runs them (the README's sample inventories)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from qilu.catalog import load_catalog
 from qilu.cli import main as qilu_main
-from qilu.settings import ApiSettings, Settings
+from qilu.contract import Sector
+from qilu.inventory import parse
+from qilu.settings import ApiSettings, DatabaseSettings, Settings
+from storage import registry_admin, trajectories
+from storage.db import connect
+from storage.registry_admin import ImportSource
 from tests.helpers import scalar, wait_for
 
 pytestmark = pytest.mark.integration
@@ -233,3 +241,123 @@ def test_admin_api_import_status_audit_and_names(client: TestClient) -> None:
     assert kinds["charging_pile"] == "充电桩"
     assert all(t["name_zh"] and t["name_en"] for t in names["targets"])
     assert len(names["cities"]) == 16
+
+
+def _simulated(db: DatabaseSettings) -> None:
+    """A database as `qilu run` leaves it: the simulation's shares recorded, three modelled
+    coverage rows and one measured one."""
+    with connect(db) as conn:
+        trajectories.record_simulation(conn, {"charging": 0.02, "all": 0.02}, 1, 0.02)
+        with conn.transaction():
+            for day, synthetic in (
+                (date(2026, 9, 1), True),
+                (date(2026, 9, 2), True),
+                (date(2026, 9, 3), True),
+                (date(2026, 9, 4), False),
+            ):
+                conn.execute(
+                    "INSERT INTO coverage_daily (day, target_id, city_code, numerator,"
+                    " denominator, value, synthetic) VALUES (%s, %s, '370000', 1, 1, 1, %s)",
+                    (day, "charging-networked-2025", synthetic),
+                )
+
+
+def _left(db: DatabaseSettings) -> tuple[int, int, int]:
+    return (
+        scalar(db, "SELECT count(*) FROM simulated_registry"),
+        scalar(db, "SELECT count(*) FROM coverage_daily WHERE synthetic"),
+        scalar(db, "SELECT count(*) FROM coverage_daily WHERE NOT synthetic"),
+    )
+
+
+def test_a_real_import_ends_a_simulated_registry_with_a_message_and_an_audit_row(
+    cli: Any, api_settings: Settings
+) -> None:
+    db = api_settings.db
+    _simulated(db)
+    sample = str(SAMPLES / "charging_inventory.csv")
+    code, _, err = cli("registry", "import", sample, "--sector", "charging", "--dry-run")
+    assert code == 0
+    assert "this import would end the simulated registry" in err
+    assert "the 3 modelled coverage rows would be deleted" in err
+    assert _left(db) == (2, 3, 1)  # a dry run changes nothing
+
+    code, _, err = cli("registry", "import", sample, "--sector", "charging")
+    assert code == 0
+    assert (
+        "this import ended the simulated registry: thresholds are no longer scaled to its share"
+        " of the province (all 2.0%, charging 2.0%), and the 3 modelled coverage rows were"
+        " deleted" in err
+    )
+    assert _left(db) == (0, 0, 1)  # the measured row stays
+    assert scalar(db, "SELECT count(*) FROM audit_log WHERE action = 'registry.simulation_ended'")
+    with connect(db) as conn:
+        row = conn.execute(
+            "SELECT entity, before, after FROM audit_log WHERE action = 'registry.simulation_ended'"
+        ).fetchone()
+    assert row is not None
+    assert row[0] == "import"
+    assert row[1] == {
+        "shares": {"all": 0.02, "charging": 0.02},
+        "seed": 1,
+        "scale": 0.02,
+        "synthetic_rows": 3,
+    }
+    assert row[2] is None
+    # the registry is now a real one: nothing more to end, nothing said
+    code, _, err = cli(
+        "registry", "import", str(SAMPLES / "ranch_inventory.csv"), "--sector", "ranch"
+    )
+    assert code == 0
+    assert "simulated registry" not in err
+
+
+def test_the_admin_api_import_ends_a_simulated_registry(
+    client: TestClient, api_settings: Settings
+) -> None:
+    db = api_settings.db
+    _simulated(db)
+    admin = {"Authorization": f"Bearer {_token('admin')}"}
+    body = (SAMPLES / "ranch_inventory.csv").read_bytes()
+    url = "/v1/admin/registry/import?sector=ranch&name=ranch_inventory.csv"
+    r = client.post(url + "&dry_run=true", content=body, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["simulation_ended"].startswith("this import would end the simulated registry")
+    assert _left(db) == (2, 3, 1)
+    r = client.post(url, content=body, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["applied"] is True
+    assert r.json()["simulation_ended"].startswith("this import ended the simulated registry")
+    assert _left(db) == (0, 0, 1)
+    reader = {"Authorization": f"Bearer {_token('coverage:read')}"}
+    networked = next(
+        t
+        for t in client.get("/v1/coverage", headers=reader).json()
+        if t["target_id"] == "charging-networked-2025"
+    )
+    assert networked["scaled"] is False
+    assert networked["threshold_effective"] == networked["threshold"] == 100_000
+
+
+def test_the_api_role_may_end_a_simulation_but_not_delete_its_rows_itself(
+    api_settings: Settings,
+) -> None:
+    """qilu_api runs the import's ending of the simulation (a SECURITY DEFINER function of
+    migration 060) without DELETE on the tables."""
+    db = api_settings.db
+    _simulated(db)
+    data = (SAMPLES / "ranch_inventory.csv").read_bytes()
+    inv = parse(data, Sector.RANCH, load_catalog())
+    src = ImportSource("ranch_inventory.csv", hashlib.sha256(data).hexdigest())
+    with connect(db) as conn:
+        conn.execute("SET ROLE qilu_api")
+        conn.commit()
+        for statement in ("DELETE FROM simulated_registry", "DELETE FROM coverage_daily"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(statement.encode())
+        d = registry_admin.import_inventory(
+            conn, inv, actor="api:test", effective=date(2026, 10, 1), source=src, dry_run=False
+        )
+    assert d.ends_simulation is not None
+    assert d.ends_simulation.synthetic_rows == 3
+    assert _left(db) == (0, 0, 1)
