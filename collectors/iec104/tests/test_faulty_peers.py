@@ -262,3 +262,58 @@ def test_healthy_means_up_gi_complete_and_fresh_data() -> None:
     assert not c._healthy(st)
     st.gi_complete, st.up = True, False
     assert not c._healthy(st)
+
+
+def test_unknown_types_and_addresses_are_counted_never_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    c = collector(port, points_table([5]))
+    sink = Sink()
+    gi = codec.interrogation(CA)
+    bitstring = (
+        bytes.fromhex("07010300") + CA.to_bytes(2, "little") + bytes.fromhex("0a00000102030400")
+    )
+    step = bytes.fromhex("05010300") + CA.to_bytes(2, "little") + bytes.fromhex("0b00000500")
+    asdus = [
+        codec.command_reply(gi, codec.Cot.ACTIVATION_CON),
+        bitstring,  # M_BO_NA_1: not decoded
+        bitstring,
+        step,  # M_ST_NA_1: not decoded
+        codec.encode_monitor(
+            13, codec.Cot.INTERROGATED, CA, [(5, 1.5, 0, b""), (999, 2.5, 0, b"")]
+        ),
+        codec.command_reply(gi, codec.Cot.ACTIVATION_TERM),
+    ]
+
+    async def station(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        writer.write(codec.encode_u(U.STARTDT_CON))
+        await read_frame(reader)  # the GI
+        writer.write(b"".join(codec.encode_i(n, 1, a) for n, a in enumerate(asdus)))
+        await reader.read()
+        writer.close()
+
+    labels = {"collector": "sub", "station": "rtu1"}  # shared by tests in this process
+
+    def counted() -> tuple[float, float]:
+        return (
+            AGENT_REGISTRY.get_sample_value("qilu_iec104_unknown_types_total", labels) or 0.0,
+            AGENT_REGISTRY.get_sample_value("qilu_iec104_unknown_points_total", labels) or 0.0,
+        )
+
+    before = counted()
+
+    async def main() -> None:
+        server = await serve(port, station)
+        async with server, running(c, sink):
+            await sink.until(lambda: 1.0 in sink.state("gi_complete"))
+
+    asyncio.run(main())
+    after = counted()
+    st = c.stations[0]
+    assert [(r.device_id, r.value) for r in sink.data()] == [("SUB-370100-00002-0005", 1.5)]
+    assert (st.unknown_types, st.unknown_ioas, st.resets) == ({5, 7}, 1, 0)
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    logged = [r.getMessage() for r in caplog.records if "is not decoded" in r.getMessage()]
+    assert len(logged) == 2  # once per type
