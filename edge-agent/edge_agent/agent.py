@@ -18,7 +18,8 @@ off it:
   envelopes are outside the buffer at any time, so producer memory stays bounded however long
   the broker is away. A record the broker refuses for good (``TopicAuthorizationFailed``:
   the agent is not authorised for that sector's topic) is no outage: its envelope goes to the
-  buffer's quarantine (kept, counted per sector, re-sent after ``requeue-quarantine``), it is
+  buffer's quarantine (kept, counted per sector, re-sent after ``requeue-quarantine``; past
+  its share of the buffer the oldest are evicted with a ``quarantine_full`` gap), it is
   logged once per sector, and everything else keeps flowing;
 - housekeeping: the age bound and the gauges.
 
@@ -322,7 +323,7 @@ class Agent:
         self.producers_replaced = 0
         self._retry_at = 0.0
         self._full_signalled = False
-        self._drop_logged = False
+        self._drop_logged: set[str] = set()  # drop reasons already logged this run
         self.sent_envelopes = 0
         self.sent_readings = 0
         self.refused_envelopes = 0
@@ -455,8 +456,9 @@ class Agent:
     def _count_drops(self, res: AddResult) -> None:
         for reason, n in res.dropped.items():
             m.READINGS_DROPPED.labels(self.agent_id, reason).inc(n)
-        if res.dropped and not self._drop_logged:
-            self._drop_logged = True
+        new = res.dropped.keys() - self._drop_logged
+        if new:  # once per reason and run: the counter has the numbers
+            self._drop_logged |= new
             logger.warning(
                 "agent %s: buffer bound reached, dropping readings (%s); gaps are sent upstream",
                 self.agent_id,
@@ -690,11 +692,14 @@ class Agent:
         for s, reason, _ in refused:
             by_reason.setdefault(reason, []).append(s.out)
 
-        def store() -> None:
+        def store() -> AddResult:
+            evicted = AddResult()
             for reason, outs in by_reason.items():
-                self.buffer.refuse(outs, reason)
+                for why, n in self.buffer.refuse(outs, reason).dropped.items():
+                    evicted.drop(why, n)
+            return evicted
 
-        await self._in_db(store)
+        self._count_drops(await self._in_db(store))  # past the quarantine's share: evicted
         self.refused_envelopes += len(refused)
         until = time.monotonic() + self.refusal_hold_s
         for s, reason, held in refused:

@@ -10,7 +10,8 @@ Tables::
             unchanged, so the backend can recognise the duplicates. ``refused`` (the
             quarantine): the broker refused the envelope for good (the agent is not
             authorised for its topic); it stays here, counted, and is not sent again until
-            :func:`requeue_quarantine` clears the mark (after the agent's rights changed)
+            :func:`requeue_quarantine` clears the mark (after the agent's rights changed);
+            it holds at most ``quarantine_max_share`` of ``max_bytes``
     boot    one row per agent start: boot number, boot id, start time
     meta    agent id, and ``pending`` (readings in chunk + outbox) used to count what a
             corrupted file lost
@@ -27,7 +28,11 @@ Guarantees:
   still evict the oldest normal chunks). Chunks older than ``max_age_s`` are dropped too. Every
   dropped reading is counted and described by a gap record that goes upstream like an envelope.
 - A reading leaves only when its envelope was acknowledged (:meth:`Buffer.ack`); a refused
-  envelope stays in the quarantine (it counts against ``max_bytes`` and is never evicted).
+  envelope stays in the quarantine (it counts against ``max_bytes``). The quarantine is capped
+  at ``quarantine_max_share`` of ``max_bytes`` (payload bytes): past the cap the oldest
+  quarantined envelopes with readings are evicted, counted (``quarantine_full``) and described
+  by a gap record in their sector, so a sector the broker keeps refusing can never fill the
+  buffer and make the eviction delete the authorised sectors' fresh readings.
 - At open, a file that fails ``PRAGMA quick_check`` (or is not a database) is moved to a
   quarantine folder beside it; every readable chunk and envelope is copied into a fresh file,
   the unreadable rest is counted (exactly, when the ``meta`` row survived) and reported as a
@@ -51,9 +56,11 @@ from edge_agent.chunks import (
     SECTOR_INDEX,
     SECTORS,
     Chunk,
+    Span,
     chunk_is_intact,
     envelope_of,
     gaps_of,
+    spans_of,
     summarise,
 )
 from qilu.contract import Envelope, Gap, Sector, decode
@@ -158,13 +165,16 @@ class Buffer:
         fsync: Fsync = "batch",
         clock: Callable[[], int] = wall_us,
         checkpoint_bytes: int | None = None,
+        quarantine_max_share: float = 0.25,
     ) -> None:
         """``checkpoint_bytes``: WAL size that triggers a checkpoint (default: about 1/32 of
         ``max_bytes``, 256 KB to 4 MB); many small buffers on one disk (province mode) want a
-        small WAL each."""
+        small WAL each. ``quarantine_max_share``: the share of ``max_bytes`` refused envelopes
+        may hold (payload bytes); past it the oldest are evicted (``quarantine_full``)."""
         self.path = Path(path)
         self.agent_id = agent_id
         self.max_bytes = max_bytes
+        self.quarantine_max_bytes = int(max_bytes * quarantine_max_share)
         self.max_age_us = int(max_age_s * 1_000_000)
         self.policy, self.fsync = policy, fsync
         self._clock = clock
@@ -470,10 +480,17 @@ class Buffer:
         extra: Iterable[tuple[str | None, int, int, int]] = (),
     ) -> None:
         """One gap envelope per sector into the outbox, in the current transaction."""
+        self._gap_spans({s: summarise(b)[1] for s, b in dropped.items()}, reason, extra)
+
+    def _gap_spans(
+        self,
+        dropped: dict[Sector, dict[str, Span]],
+        reason: str,
+        extra: Iterable[tuple[str | None, int, int, int]] = (),
+    ) -> None:
         now = self._clock()
         more = list(extra)
-        for sector, blobs in dropped.items():
-            _, spans = summarise(blobs)
+        for sector, spans in dropped.items():
             gaps = gaps_of(self.boot_id, self._gap_no, spans, reason)
             gaps += [
                 Gap(self.boot_id, self._gap_no + len(gaps) + i, d, s, e, c, reason)
@@ -595,17 +612,65 @@ class Buffer:
             self._payload -= sum(len(o.payload) + ROW_OVERHEAD for o in outgoing)
             self._set_pending()
 
-    def refuse(self, outgoing: Sequence[Outgoing], reason: str) -> None:
+    def refuse(self, outgoing: Sequence[Outgoing], reason: str) -> AddResult:
         """The broker refused these envelopes for good (not authorised for their topic):
         they move to the quarantine, byte for byte, and are not sent again until
-        :func:`requeue_quarantine`. Their readings stay counted as pending."""
+        :func:`requeue_quarantine`. Their readings stay counted as pending, unless the
+        quarantine outgrew its share of the bound: then its oldest envelopes with readings
+        are evicted (a gap record ``quarantine_full`` in their sector); the result counts
+        them."""
+        res = AddResult()
         if not outgoing:
-            return
+            return res
         with self._tx():
             self.db.executemany(
                 "UPDATE outbox SET refused = ?, refused_us = ? WHERE id = ?",
                 [(reason, self._clock(), o.id) for o in outgoing],
             )
+            self._cap_quarantine(res)
+            if res.dropped:
+                self._set_pending()
+        return res
+
+    def _cap_quarantine(self, res: AddResult) -> None:
+        """Evict the oldest quarantined envelopes with readings until the quarantine holds at
+        most 90 % of its cap (so the next refusals do not each evict)."""
+        db = self.db
+        held = int(
+            db.execute(
+                "SELECT coalesce(sum(bytes), 0) FROM outbox WHERE refused IS NOT NULL"
+            ).fetchone()[0]
+        )
+        cap = self.quarantine_max_bytes
+        if held <= cap:
+            return
+        target = cap - cap // 10
+        picked: list[int] = []
+        for oid, nbytes in db.execute(
+            "SELECT id, bytes FROM outbox WHERE refused IS NOT NULL AND n > 0 ORDER BY id"
+        ).fetchall():
+            if held <= target:
+                break
+            picked.append(int(oid))
+            held -= int(nbytes)
+        columns: dict[Sector, list[tuple[list[str], list[int]]]] = {}
+        for lo in range(0, len(picked), 256):
+            ids = picked[lo : lo + 256]
+            marks = ",".join("?" * len(ids))
+            rows = db.execute(
+                f"SELECT sector, n, bytes, payload FROM outbox WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+                ids,
+            ).fetchall()
+            db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", ids)  # noqa: S608
+            for sector, n, nbytes, payload in rows:
+                env = decode(payload)
+                columns.setdefault(SECTORS[sector], []).append((env.devices, env.ts_us))
+                res.drop("quarantine_full", int(n))
+                self._pending -= int(n)
+                self._payload -= int(nbytes)
+        # the gap records go to the same sector's topic (refused too, so quarantined as well:
+        # they reach the platform with the rest once the agent's rights are fixed)
+        self._gap_spans({s: spans_of(c)[1] for s, c in columns.items()}, "quarantine_full")
 
     def quarantine(self) -> list[Quarantined]:
         """What waits in the quarantine, per sector."""

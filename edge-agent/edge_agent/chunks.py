@@ -109,23 +109,32 @@ def envelope_of(
 
 
 @dataclass(slots=True)
-class _Span:
+class Span:
+    """One device's lost readings: first and last timestamp, how many."""
+
     start: int
     end: int
     count: int
 
 
-def summarise(blobs: Iterable[bytes]) -> tuple[int, dict[str, _Span]]:
+def summarise(blobs: Iterable[bytes]) -> tuple[int, dict[str, Span]]:
     """Dropped chunks -> (readings, per-device time span and count)."""
+    return spans_of((d, t) for d, _, t, _, _ in map(decode_columns, blobs))
+
+
+def spans_of(
+    columns: Iterable[tuple[Sequence[str], Sequence[int]]],
+) -> tuple[int, dict[str, Span]]:
+    """(devices, times) column pairs (of chunks or envelopes) -> (readings, per-device time
+    span and count)."""
     total = 0
-    spans: dict[str, _Span] = {}
-    for blob in blobs:
-        devices, _, times, _, _ = decode_columns(blob)
+    spans: dict[str, Span] = {}
+    for devices, times in columns:
         total += len(devices)
         for dev, ts in zip(devices, times, strict=True):
             s = spans.get(dev)
             if s is None:
-                spans[dev] = _Span(ts, ts, 1)
+                spans[dev] = Span(ts, ts, 1)
             else:
                 s.count += 1
                 s.start = min(s.start, ts)
@@ -133,7 +142,7 @@ def summarise(blobs: Iterable[bytes]) -> tuple[int, dict[str, _Span]]:
     return total, spans
 
 
-def gaps_of(boot_id: str, first_no: int, spans: dict[str, _Span], reason: str) -> list[Gap]:
+def gaps_of(boot_id: str, first_no: int, spans: dict[str, Span], reason: str) -> list[Gap]:
     """Per-device gaps, or one gap without a device when too many devices lost readings."""
     if not spans:
         return []

@@ -77,6 +77,9 @@ class BufferSection:
     max_bytes: int = field(default=256 * MIB, metadata=bounds(8 * MIB))
     max_age_s: float = field(default=7 * 86_400.0, metadata=bounds(positive=True))
     policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    # envelopes the broker refused (the quarantine) hold at most this share of max_bytes;
+    # past it the oldest are evicted, counted and reported as a gap (quarantine_full)
+    quarantine_max_share: float = field(default=0.25, metadata=bounds(0.01, 0.9))
     # batch: fsync every commit (power-loss safe); os: leave flushing to the OS (kill -9 safe)
     fsync: Literal["batch", "os"] = "batch"
     # hand-overs within this window share one commit (and one fsync); 0: commit each at once

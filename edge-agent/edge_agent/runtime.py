@@ -90,6 +90,7 @@ def build_agent(cfg: AgentConfig, *, producer: Callable[[], Producer] | None = N
         max_age_s=b.max_age_s,
         policy=b.policy,
         fsync=b.fsync,
+        quarantine_max_share=b.quarantine_max_share,
     )
     k = cfg.kafka
     factory = producer or partial(

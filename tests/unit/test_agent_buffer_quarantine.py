@@ -10,7 +10,7 @@ import pytest
 from edge_agent.buffer import Buffer, requeue_quarantine
 from edge_agent.chunks import split
 
-from qilu.contract import Reading, Sector
+from qilu.contract import Reading, Sector, decode
 from qilu.errors import ConfigError
 
 T0 = 1_763_900_000_000_000
@@ -81,4 +81,54 @@ def test_a_buffer_from_before_the_quarantine_opens_and_keeps_its_envelopes(
     assert [x.payload for x in b.unsent_outbox()] == [o.payload]
     b.refuse(b.unsent_outbox(), "topic_authorization_failed")
     assert b.quarantine()[0].readings == 1
+    b.close()
+
+
+def test_a_sector_refused_for_good_cannot_fill_the_buffer(tmp_path: Path) -> None:
+    """A collector of a sector the agent is not authorised for keeps producing: its refused
+    envelopes stay within the quarantine's share of the bound (the oldest evicted, counted
+    and gap-recorded as quarantine_full), and the authorised sector loses nothing."""
+    max_bytes = 8 << 20
+    b = Buffer(
+        tmp_path / "buf.db", "agent-b", max_bytes=max_bytes, max_age_s=3600, fsync="os",
+        quarantine_max_share=0.25,
+    )  # fmt: skip
+    b.open()
+    subs = piles = acked = buffer_full = quarantine_full = 0
+    for step in range(60):  # ~18 MB of refused readings: twice the whole bound
+        t = T0 + step * 100_000
+        sub = [Reading(f"sub-{i % 7}", "oil_temp_c", t + i, 40.0) for i in range(12_000)]
+        pile = [Reading(f"pile-{i % 5}", "power_kw", t + i, 1.0) for i in range(1_000)]
+        for batch in (sub + pile, [*pile]):  # the second hand-over finds chunks waiting
+            buffer_full += sum(b.add(split(batch, 500, Sector.CHARGING)).dropped.values())
+        subs += len(sub)
+        piles += 2 * len(pile)
+        while b.form(live=True, now_us=t, live_window_us=10**12, max_readings=500,
+                     max_delay_us=0, force=True):  # fmt: skip
+            pass
+        out = b.unsent_outbox()
+        res = b.refuse([o for o in out if o.sector is Sector.SUBSTATION], "not_authorised")
+        assert set(res.dropped) <= {"quarantine_full"}
+        quarantine_full += res.dropped.get("quarantine_full", 0)
+        mine = [o for o in out if o.sector is Sector.CHARGING]
+        b.ack(mine)
+        acked += sum(o.readings for o in mine)
+        held = b.db.execute("SELECT sum(bytes) FROM outbox WHERE refused IS NOT NULL").fetchone()
+        assert held[0] <= max_bytes // 4
+        assert b.disk_bytes() <= max_bytes
+    assert buffer_full == 0  # nothing of the authorised sector was evicted
+    assert acked == piles
+    assert quarantine_full > 0
+    (q,) = b.quarantine()
+    assert q.sector is Sector.SUBSTATION
+    assert q.readings + quarantine_full == subs  # every refused reading counted
+    assert b.pending == q.readings
+    gaps = [
+        g
+        for (p,) in b.db.execute("SELECT payload FROM outbox WHERE gaps > 0")
+        for g in decode(p).gaps
+    ]
+    assert {g.reason for g in gaps} == {"quarantine_full"}
+    assert sum(g.dropped for g in gaps) == quarantine_full
+    assert {g.device_id for g in gaps} == {f"sub-{i}" for i in range(7)}
     b.close()
