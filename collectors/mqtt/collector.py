@@ -20,14 +20,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_agent import metrics as agent_metrics
 from edge_agent.schema import bounds, build
+from prometheus_client import Counter as PromCounter
 
 from collectors.base import Collector, ReadingSink
-from collectors.mqtt.chirpstack import DeviceMap, LoraDevice, UplinkError, decode_uplink
+from collectors.mqtt.chirpstack import TOPIC, DeviceMap, LoraDevice, UplinkError, decode_uplink
 from qilu.devices import KINDS
 from qilu.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+# on the agent's metrics endpoint (its own registry)
+REFUSED = PromCounter(
+    "qilu_mqtt_refused_total",
+    "Uplinks without readings and metric fields the MQTT collector refused (not stored)",
+    ["collector", "reason"],
+    registry=agent_metrics.REGISTRY,
+)
+# (device, reason) pairs remembered as logged, per collector; beyond, new ones go to DEBUG
+# (random devEUIs on a shared broker cannot grow the memory or flood the log)
+MAX_LOGGED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +83,7 @@ class MqttCollector(Collector):
         self._queue: asyncio.Queue[Any] | None = None
         # reason -> uplinks without readings, or metric fields refused (not_a_number)
         self.rejected: dict[str, int] = {}
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()  # (devEUI, reason) logged once
 
     @classmethod
     def from_config(cls, name: str, raw: Mapping[str, Any], agent_id: str = "") -> MqttCollector:
@@ -175,22 +187,37 @@ class MqttCollector(Collector):
                 try:
                     up = decode_uplink(msg.topic, msg.payload, self.devices, now)
                 except UplinkError as exc:
-                    self._reject(exc)
+                    self._reject(exc, msg.topic)
                     continue
                 readings += up.readings
                 for refused in up.refused:  # the uplink's other fields are kept
-                    self._reject(refused)
+                    self._reject(refused, msg.topic)
             if readings:
                 await sink(readings)  # on disk when this returns
             for msg in batch:
                 if msg.qos > 0:
                     self._client.ack(msg.mid, msg.qos)
 
-    def _reject(self, exc: UplinkError) -> None:
+    def _reject(self, exc: UplinkError, topic: str) -> None:
+        """Count a refusal (``qilu_mqtt_refused_total``); log it once per device and reason,
+        never per uplink."""
         self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
-        if exc.reason not in self._warned:  # once per reason, not per uplink
-            self._warned.add(exc.reason)
-            logger.warning("%s: uplink refused (%s); counting further ones", self.name, exc)
+        REFUSED.labels(self.name, exc.reason).inc()
+        m = TOPIC.match(topic)
+        key = (m.group(2).lower() if m else topic, exc.reason)
+        if key in self._warned:
+            return
+        if len(self._warned) >= MAX_LOGGED:
+            logger.debug("%s: uplink of %r refused (%s)", self.name, key[0], exc)
+            return
+        self._warned.add(key)
+        logger.warning(
+            "%s: uplink of device %r refused (%s); further ones of this device and reason are "
+            "only counted (qilu_mqtt_refused_total)%s",
+            self.name, key[0], exc,
+            "; more devices and reasons are logged at DEBUG only"
+            if len(self._warned) == MAX_LOGGED else "",
+        )  # fmt: skip
 
     async def stop(self) -> None:
         client, self._client = self._client, None

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from edge_agent.metrics import REGISTRY
 
+from collectors.mqtt import collector as mqtt_collector
 from collectors.mqtt.collector import MqttCollector
 from qilu.contract import Reading
 from qilu.ports import free_port
@@ -43,7 +45,7 @@ def uplink(temp: float, fcnt: int) -> str:
     )
 
 
-def publish(port: int, app: str, payload: str) -> None:
+def publish(port: int, app: str, payload: str, eui: str = EUI) -> None:
     subprocess.run(
         [
             "mosquitto_pub",
@@ -54,7 +56,7 @@ def publish(port: int, app: str, payload: str) -> None:
             "-q",
             "1",
             "-t",
-            f"application/{app}/device/{EUI}/event/up",
+            f"application/{app}/device/{eui}/event/up",
             "-m",
             payload,
         ],
@@ -63,9 +65,9 @@ def publish(port: int, app: str, payload: str) -> None:
     )
 
 
-def collector(port: int, app: str, client_id: str) -> MqttCollector:
+def collector(port: int, app: str, client_id: str, name: str = "lora") -> MqttCollector:
     c = MqttCollector.from_config(
-        "lora",
+        name,
         {
             "type": "mqtt",
             "port": port,
@@ -160,6 +162,56 @@ def test_numeric_strings_become_readings_and_other_strings_are_refused_with_a_re
         ("body_temp_c", 38.6),
     ]
     assert c.rejected == {"not_a_number": 1}
+
+
+def test_refusals_are_counted_on_the_agent_endpoint_and_logged_once_per_device_and_reason(
+    shared_port: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every refusal counts in qilu_mqtt_refused_total{collector,reason}; the log says it once
+    per (devEUI, reason), and remembers at most MAX_LOGGED pairs (here 3): a fourth pair is
+    counted but logged at DEBUG only."""
+    monkeypatch.setattr(mqtt_collector, "MAX_LOGGED", 3)
+    app = uuid.uuid4().hex
+    name = f"lora-{app[:8]}"
+    c = collector(shared_port, app, f"qilu-test-{app[:8]}", name)
+    states: list[bool] = []
+    c.on_availability(lambda _n, up, _r: states.append(up))
+    sink = Sink()
+    strangers = ["00000000000000a1", "00000000000000a2", "00000000000000a3"]
+
+    def refused(reason: str) -> float:
+        labels = {"collector": name, "reason": reason}
+        return REGISTRY.get_sample_value("qilu_mqtt_refused_total", labels) or 0.0
+
+    def bad_uplink(fcnt: int) -> str:
+        up = json.loads(uplink(0.0, fcnt))
+        up["object"] = {"temperature": "abc", "battery": 80}
+        return json.dumps(up)
+
+    async def main() -> None:
+        await c.connect()
+        task = asyncio.create_task(c.collect(sink))
+        await wait_until(lambda: states == [True])
+        for i in range(3):
+            publish(shared_port, app, bad_uplink(i))  # the known collar: battery kept
+            for eui in strangers:
+                up = json.loads(uplink(38.5, i))
+                up["deviceInfo"]["devEui"] = eui
+                publish(shared_port, app, json.dumps(up), eui)
+        await wait_until(lambda: refused("unknown_device") == 9 and len(sink.readings) == 3)
+        task.cancel()
+        await c.stop()
+
+    with caplog.at_level("DEBUG", logger="collectors.mqtt.collector"):
+        asyncio.run(main())
+    assert refused("not_a_number") == 3
+    assert refused("unknown_device") == 9
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 3, warned  # 4 (device, reason) pairs; the memory holds 3
+    assert sum("not_a_number" in w for w in warned) == 1
+    assert "logged at DEBUG only" in warned[-1]
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert any(strangers[2] in d for d in debug)  # the fourth pair: counted, at DEBUG
 
 
 def test_uplinks_wait_in_the_broker_until_they_are_in_the_buffer(shared_port: int) -> None:
