@@ -210,6 +210,29 @@ class Tcec102Settings(BaseModel):
     refresh_s: float = Field(default=5.0, gt=0)
 
 
+class BackupSettings(BaseModel):
+    """pgBackRest for the platform's PostgreSQL cluster (storage/backup.py, `qilu backup`,
+    docs/operations.md). Paths left empty are derived from the services state dir."""
+
+    stanza: str = Field(default="qilu", pattern=r"^[A-Za-z0-9_-]+$")
+    home: Path | None = None  # config, logs, locks (empty: <services.state_dir>/pgbackrest)
+    repo_path: Path | None = None  # the local repository (empty: <home>/repo)
+    # further repository options for pgbackrest.conf, e.g. {"repo1-type": "s3", ...};
+    # secrets go in PGBACKREST_* environment variables, never here
+    repo_options: dict[str, str] = Field(default_factory=dict)
+    pg_data_dir: Path | None = None  # the cluster to back up (empty: the services cluster)
+    pg_socket_dir: Path | None = None  # its unix socket dir (empty: the services cluster's)
+    retention_full: int = Field(default=2, ge=1)  # full backups kept (and their WAL)
+    retention_diff: int = Field(default=6, ge=1)  # differential backups kept
+    full_every_h: float = Field(default=168.0, gt=0)  # `qilu backup schedule`: weekly full
+    diff_every_h: float = Field(default=24.0, gt=0)  # and a daily differential
+    archive_timeout_s: int = Field(default=60, ge=1)  # a WAL segment at least this often
+    max_archive_lag_s: float = Field(default=120.0, gt=0)  # status/alert: archiving stalled
+    max_backup_age_h: float = Field(default=26.0, gt=0)  # status/alert: last backup too old
+    process_max: int = Field(default=2, ge=1)
+    metrics_port: int = 9104  # `qilu backup schedule` exports its gauges here (0: off)
+
+
 class GrafanaSettings(BaseModel):
     """Where ``qilu dashboards sync`` pushes, and how that Grafana reaches its data sources."""
 
@@ -236,6 +259,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)

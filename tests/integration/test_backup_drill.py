@@ -1,0 +1,249 @@
+"""The restore drill (issue 20 item 5, docs/operations.md): on a PostgreSQL cluster of its
+own, with WAL archived by pgBackRest, a ledger of readings is ingested, backed up, ingested
+further, the readings table is dropped, the database is restored to a time before the
+damage and the ingest replays Kafka from the restored database's offsets. Every reading of
+the ledger must then be stored exactly once, and the rollups must equal a recomputation.
+The steps are timed (printed, and appended to ``$QILU_FAULTS_REPORT`` when set).
+
+Then the same cluster's archive is broken (archive_command fails): ``qilu backup status``
+must report it stalled, and the alert rule's query must see the lag.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from qilu.settings import BackupSettings, KafkaSettings, Settings
+from storage import maintain, verify
+from storage.backup import (
+    ARCHIVE_SQL,
+    BackupType,
+    Layout,
+    PgBackRest,
+    RestoreTarget,
+    archive_lag_s,
+    assess,
+    create_restore_point,
+    pending_segments,
+    read_archiver,
+)
+from storage.backup_cli import current_status, status_lines
+from storage.db import connect
+from stream.cli import build_consumer
+from tests.helpers import scalar, wait_for
+from tests.integration.faults import (
+    Ledger,
+    PrivatePostgres,
+    private_postgres,
+    register_devices,
+    unauthenticated,
+    wait_writable,
+)
+from tests.integration.replay import database_offsets, produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+TOTAL = 12_000
+BACKED_UP = 4_000  # stored when the base backup is taken
+BEFORE_DAMAGE = 8_000  # stored at the restore target
+
+
+class Ingest:
+    """The real ingest consumer in a thread, stopped on request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.stop_event = threading.Event()
+        consumer, self.pool = build_consumer(settings, self.stop_event)
+        self.thread = threading.Thread(target=consumer.run, name="drill-ingest", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=60)
+        self.pool.close()
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def cluster(base_settings: Settings) -> Iterator[PrivatePostgres]:
+    with private_postgres(base_settings) as pg:
+        yield pg
+
+
+def _settings(base: Settings, pg: PrivatePostgres, kafka: KafkaSettings) -> Settings:
+    state = pg.svc.ctx.state_dir
+    ingest = base.ingest.model_copy(
+        update={"group_id": f"g{uuid.uuid4().hex[:10]}", "metrics_port": 0}
+    )
+    storage = base.storage.model_copy(update={"maintain_in_ingest": False})
+    return unauthenticated(
+        base.model_copy(
+            update={
+                "services": pg.svc.ctx.settings,
+                "db": pg.db,
+                "kafka": kafka,
+                "ingest": ingest,
+                "storage": storage,
+                "backup": BackupSettings(home=state / "pgbackrest"),
+            }
+        )
+    )
+
+
+def test_restore_drill_every_reading_once_rollups_equal(
+    base_settings: Settings, cluster: PrivatePostgres, kafka: KafkaSettings
+) -> None:
+    began = time.monotonic()
+    settings = _settings(base_settings, cluster, kafka)
+    bk = PgBackRest(Layout.of(settings.backup, settings.services, settings.db), settings.backup)
+    bk.install(lambda _: None)
+    bk.configure(lambda _: None)
+    cluster.stop()  # archive_mode needs a restart
+    cluster.start()
+    bk.stanza_create()
+    bk.check()
+    setup_s = time.monotonic() - began
+
+    db = settings.db
+    stored = "SELECT count(*) FROM readings"
+    ledger = Ledger(register_devices(db), TOTAL)
+    topic = f"{kafka.topic_prefix}.readings.charging"
+    wait_writable(kafka, topic)
+
+    produce(ledger, kafka, topic, 0, BACKED_UP)
+    ingest = Ingest(settings)
+    wait_for(lambda: scalar(db, stored) == BACKED_UP, 120, "first part stored")
+    t = time.monotonic()
+    bk.backup(BackupType.FULL)
+    backup_s = time.monotonic() - t
+
+    # more readings while the ingest keeps running, then the point to go back to
+    produce(ledger, kafka, topic, BACKED_UP, BEFORE_DAMAGE)
+    wait_for(lambda: scalar(db, stored) == BEFORE_DAMAGE, 120, "second part stored")
+    wait_for(
+        lambda: sum(database_offsets(db, topic).values()) >= (BEFORE_DAMAGE // 250),
+        60,
+        "the offsets of the second part stored",
+    )
+    with connect(db, autocommit=True) as conn:
+        row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        target: datetime = row[0]
+        assert create_restore_point(conn, "drill-before-damage") is not None
+    offsets_at_target = database_offsets(db, topic)
+
+    # the rest of the ledger arrives, then the damage
+    produce(ledger, kafka, topic, BEFORE_DAMAGE, TOTAL)
+    wait_for(lambda: scalar(db, stored) == TOTAL, 120, "third part stored")
+    ingest.stop()
+    with connect(db, autocommit=True) as conn:
+        conn.execute("DROP TABLE readings CASCADE")
+    bk.check()  # the WAL with the damage is archived too (a switch, then archive-push)
+
+    # restore to the time before the damage, into a fresh data directory
+    t = time.monotonic()
+    cluster.stop()
+    data = bk.layout.data_dir
+    damaged = data.with_name("data.damaged")
+    data.rename(damaged)
+    bk.restore(RestoreTarget(time=target), data)
+    cluster.start()
+    wait_for(lambda: scalar(db, "SELECT pg_is_in_recovery()::int") == 0, 120, "promoted")
+    restore_s = time.monotonic() - t
+    shutil.rmtree(damaged, ignore_errors=True)
+
+    # what the restored database holds: exactly the readings stored at the target
+    assert scalar(db, stored) == BEFORE_DAMAGE
+    assert database_offsets(db, topic) == offsets_at_target
+
+    # replay: the ingest resumes from the restored database's offsets
+    t = time.monotonic()
+    ingest = Ingest(settings)
+    wait_for(lambda: scalar(db, stored) == TOTAL, 180, "the ledger stored again")
+    replay_s = time.monotonic() - t
+    ingest.stop()
+
+    tally = ledger.tally(
+        "restore_drill",
+        db,
+        setup_s=round(setup_s, 1),
+        backup_s=round(backup_s, 1),
+        restore_s=round(restore_s, 1),
+        replay_s=round(replay_s, 1),
+        total_s=round(time.monotonic() - began, 1),
+    )
+    assert (tally.ledger, tally.lost, tally.duplicates, tally.rows) == (TOTAL, 0, 0, TOTAL)
+
+    # the rollups equal a recomputation from the raw readings
+    now = datetime.now(UTC)
+    lo = datetime.fromtimestamp(ledger.t0_us / 1e6, UTC).replace(minute=0, second=0, microsecond=0)
+    with connect(db) as conn:
+        maintain.refresh_rollups_postgres(conn, settings.storage, now)
+        cmp = verify.compare(conn, lo, lo + timedelta(hours=2))
+    assert cmp.buckets["readings_1m"] > 0
+    assert cmp.equal, [str(m) for m in cmp.mismatches[:5]]
+
+    # `qilu backup status` after the drill: one full backup, archiving healthy
+    st = current_status(settings, bk)
+    assert st.last_full is not None
+    assert st.backups == 1
+    assert st.repo_bytes > 0
+    assert st.archive_mode == "on"
+    assert not st.archive_failing, status_lines(st)
+    assert st.ok, status_lines(st)
+
+
+def test_backup_status_reports_a_stalled_archive(
+    base_settings: Settings, cluster: PrivatePostgres, kafka: KafkaSettings
+) -> None:
+    settings = _settings(base_settings, cluster, kafka)
+    bk = PgBackRest(Layout.of(settings.backup, settings.services, settings.db), settings.backup)
+    bk.install(lambda _: None)
+    bk.configure(lambda _: None)
+    cluster.stop()
+    cluster.start()
+    bk.stanza_create()
+    bk.check()
+    bk.backup(BackupType.FULL)
+    db = settings.db
+    assert current_status(settings, bk).ok
+    backups = bk.info()
+
+    # the repository becomes unreachable: every archive-push fails from now on
+    repo = bk.layout.repo_path
+    moved = repo.with_name("repo.away")
+    repo.rename(moved)
+    try:
+        with connect(db, autocommit=True) as conn:
+            for _ in range(2):  # two completed segments wait
+                conn.execute("CREATE TABLE IF NOT EXISTS filler (x int)")
+                conn.execute("INSERT INTO filler SELECT generate_series(1, 1000)")
+                conn.execute("SELECT pg_switch_wal()")
+        wait_for(
+            lambda: scalar(db, "SELECT failed_count FROM pg_stat_archiver") > 0,
+            60,
+            "the archiver fails",
+        )
+        with connect(db) as conn:
+            state = read_archiver(conn)
+            row = conn.execute(ARCHIVE_SQL).fetchone()
+        assert row is not None
+        assert state.failing
+        assert (pending_segments(state) or 0) >= 1
+        lag = archive_lag_s(state)
+        assert lag > 0
+        assert row[-1] > 0  # the alert rule's value: the same rule in SQL
+        # a status taken past the limit reports the stall
+        strict = settings.backup.model_copy(update={"max_archive_lag_s": lag / 2})
+        st = assess(backups, state, 0, strict)
+        assert any("stalled" in p for p in st.problems), st.problems
+        assert not assess(backups, state, 0, settings.backup).problems or lag > 120
+    finally:
+        moved.rename(repo)
