@@ -255,10 +255,14 @@ def provision(
     actor: str,
     note: str = "",
     metrics: tuple[str, int] | None = None,
+    allow_no_sites: bool = False,
 ) -> AgentRow:
     """Create an agent with key 1 and its sites, serving its metrics at ``metrics`` (host,
-    port; see :func:`free_metrics_port`). Run inside the caller's transaction."""
-    if not sites:
+    port; see :func:`free_metrics_port`). Run inside the caller's transaction.
+
+    ``allow_no_sites``: for an agent whose sites arrive later (a T/CEC 102 operator whose
+    stations its first pull brings, storage/operators.py); an edge agent needs one."""
+    if not sites and not allow_no_sites:
         raise AgentError("an agent needs at least one site to report for")
     host, port = metrics if metrics is not None else (None, None)
     with conn.cursor() as cur:

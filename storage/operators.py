@@ -150,6 +150,7 @@ def add(
         agent_public_key,
         actor=actor,
         note=f"T/CEC 102 operator {operator_id} (platform side)",
+        allow_no_sites=bool(endpoint_url),  # its pulls bring its stations
     )
     with conn.cursor() as cur:
         cur.execute(
@@ -159,6 +160,17 @@ def add(
         )
         cur.execute("INSERT INTO operator_links (operator_id) VALUES (%s)", (operator_id,))
         return _audited(conn, cur, "add", operator_id, actor, None)
+
+
+def set_endpoint(conn: Conn, operator_id: str, endpoint_url: str, *, actor: str) -> OperatorRow:
+    """Change where we call the operator (audited as ``operator.endpoint``)."""
+    before = _require(conn, operator_id)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE operators SET endpoint_url = %s WHERE operator_id = %s",
+            (endpoint_url, operator_id),
+        )
+        return _audited(conn, cur, "endpoint", operator_id, actor, before)
 
 
 def rotate(conn: Conn, operator_id: str, *, sealed: bytes, actor: str) -> OperatorRow:

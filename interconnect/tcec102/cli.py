@@ -7,6 +7,7 @@
     qilu operators show OPERATOR_ID                                one operator, its audit trail
     qilu operators link OPERATOR_ID --file CONNECTORS.csv          connectors -> registry piles
     qilu operators pull [--once] [--operator ID]                   pull stations and statuses
+    qilu operators simulate [--per-city 2] [--stations 20]         simulated operators (demo)
 
 ``add`` creates the operator, its platform-side agent (the identity its readings carry) and
 the key set the operator presents to us (OperatorSecret, DataSecret, DataSecretIV,
@@ -135,6 +136,28 @@ def register(sub: Any) -> None:
         "--page-size", type=int, default=500, help="stations per page asked (default 500)"
     )
     pl.set_defaults(handler=_pull)
+
+    sm = cmds.add_parser(
+        "simulate",
+        help="simulated operator platforms per city, pushing to the API and pulled from",
+        description="Starts --per-city simulated operator platforms in every city (each an "
+        "HTTP server of --stations generated stations), adds them as operators (or points "
+        "existing ones at the new servers with new keys), pulls them every 60 s and pushes "
+        "random status changes to the API's T/CEC 102 endpoint (QILU_API__HOST/PORT), all "
+        "over the real protocol. Runs until interrupted.",
+    )
+    sm.add_argument("--per-city", type=int, default=2, help="operators per city (default 2)")
+    sm.add_argument("--stations", type=int, default=20, help="stations per operator (default 20)")
+    sm.add_argument(
+        "--pushes-per-s", type=float, default=5.0, help="status pushes per second in all"
+    )
+    sm.add_argument("--seed", type=int, default=1, help="random seed of the stations")
+    sm.add_argument(
+        "--api-url",
+        default=None,
+        help="base URL of the endpoint (default http://QILU_API__HOST:PORT + path prefix)",
+    )
+    sm.set_defaults(handler=_simulate)
 
 
 def _needs_migration(handler: Handler) -> Handler:
@@ -331,3 +354,37 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         out.close()
     return 1 if args.once and failed else 0
+
+
+@_needs_migration
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+    import time
+
+    from interconnect.tcec102.pull import KafkaOut, Puller
+    from interconnect.tcec102.simulated import Province
+    from qilu.catalog import load_catalog
+
+    url = args.api_url or (
+        f"http://{settings.api.host}:{settings.api.port}{settings.tcec102.path_prefix}"
+    )
+    province = Province(
+        settings, list(load_catalog().city_codes), args.per_city, args.stations, url, args.seed
+    )
+    province.connect()
+    sys.stderr.write(f"{len(province.operators)} simulated operators pushing to {url}\n")
+    out = KafkaOut(settings)
+    puller = Puller(settings, out.produce, out.dead_letter)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            puller.cycle()
+            province.push_some(max(1, round(args.pushes_per_s)))
+            stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+    finally:
+        province.stop()
+        out.close()
+    return 0

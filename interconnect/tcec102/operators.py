@@ -71,9 +71,10 @@ def add(
         sites = agent_store.sites_matching(
             conn, site_ids=site_ids, cities=cities, sectors=["charging"] if cities else []
         )
-        if not sites:
+        if not sites and not endpoint_url:
             raise store.OperatorError(
-                "an operator needs at least one charging site to report for (--sites, --city)"
+                "an operator needs at least one charging site to report for (--sites, "
+                "--city), or an endpoint URL to pull its stations from"
             )
         row = store.add(
             conn,

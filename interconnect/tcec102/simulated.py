@@ -250,3 +250,93 @@ def _post(
     with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
         out = open_response(resp.read(), keys)
     return out.ret, out.payload
+
+
+# ------------------------------------------------------------------------------ qilu run
+
+
+def simulated_operator_id(city_code: str, n: int) -> str:
+    """``S`` + the city code + two digits: nine characters, like an organisation code."""
+    return f"S{city_code}{n:02d}"
+
+
+class Province:
+    """A few simulated operators per city, connected to the platform over the real protocol:
+    each serves its stations (we pull them) and pushes status changes to our endpoint."""
+
+    def __init__(
+        self,
+        settings: Any,
+        cities: list[str],
+        per_city: int,
+        stations: int,
+        api_url: str,
+        seed: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.api_url = api_url.rstrip("/")
+        self.rnd = random.Random(seed)  # noqa: S311 - simulation
+        self.operators: dict[str, tuple[SimulatedOperator, KeySet]] = {}
+        self._plan = [
+            (simulated_operator_id(c, k), c, seed * 1000 + i * 10 + k)
+            for i, c in enumerate(cities)
+            for k in range(1, per_city + 1)
+        ]
+        self._stations = stations
+        self._tokens: dict[str, str] = {}  # operator -> our endpoint's token, renewed on failure
+
+    def connect(self) -> None:
+        """Start each operator's server and add it (or point it at the new server and give it
+        new keys when it exists from an earlier run), audited as ``qilu-run``."""
+        from interconnect.tcec102 import operators as ops
+        from interconnect.tcec102.secrets import random_keyset
+        from storage import operators as store
+        from storage.db import connect
+
+        for op, city, seed in self._plan:
+            keys = random_keyset()
+            sim = SimulatedOperator(op, keys, generate_stations(op, self._stations, [city], seed))
+            url = sim.start()
+            with connect(self.settings.db) as conn:
+                row = store.get(conn, op)
+            if row is None:
+                shown = ops.add(
+                    self.settings, op, name=f"模拟运营商 {op}", endpoint_url=url, site_ids=[],
+                    cities=[], outbound=keys, actor="qilu-run", pull_interval_s=60,
+                )  # fmt: skip
+            elif row.revoked_at is None:
+                with connect(self.settings.db) as conn, conn.transaction():
+                    store.set_endpoint(conn, op, url, actor="qilu-run")
+                shown = ops.rotate(self.settings, op, outbound=keys, actor="qilu-run")
+            else:
+                sim.stop()
+                continue
+            self.operators[op] = (sim, shown.inbound)
+
+    def push_some(self, n: int) -> int:
+        """``n`` random status changes pushed to the endpoint; returns how many were accepted."""
+        accepted = 0
+        ops = list(self.operators.values())
+        for _ in range(n):
+            sim, inbound = self.rnd.choice(ops)
+            connectors = list(sim._status)  # the simulation's own state
+            if not connectors:
+                continue
+            cid = self.rnd.choice(connectors)
+            status = self.rnd.choice((1, 1, 2, 3, 3, 4, 255, 0))
+            try:
+                token = self._token(sim, inbound)
+                accepted += sim.push_status(self.api_url, inbound, cid, status, token) == 0
+            except (OSError, ExchangeError):
+                self._tokens.pop(sim.operator_id, None)
+        return accepted
+
+    def _token(self, sim: SimulatedOperator, inbound: KeySet) -> str:
+        tok = self._tokens.get(sim.operator_id)
+        if not tok:
+            tok = self._tokens[sim.operator_id] = sim.province_token(self.api_url, inbound)
+        return tok
+
+    def stop(self) -> None:
+        for sim, _ in self.operators.values():
+            sim.stop()
