@@ -15,6 +15,7 @@ from grafana_foundation_sdk.builders import dashboard as bdash
 from grafana_foundation_sdk.models import common as gcommon
 from grafana_foundation_sdk.models import dashboard as gdash
 
+from api.judge import AT_RISK_TOLERANCE
 from dashboards.board import Board, BuiltDashboard, thresholds
 from dashboards.common import (
     CITY_VARIABLE_SQL,
@@ -186,6 +187,57 @@ ORDER BY 1""",
     return actual, judged, plan
 
 
+def marks_sql(catalog: Catalog) -> SqlSpec:
+    """The day since which the target has been met, or behind, without a break: one point
+    (``met since`` or ``behind since``, at that day's value), the same day as the API's
+    ``met_on`` / ``behind_since`` (api/judge.py ``trajectory``). Each day of the province
+    series is judged as on that day (met; past due; else the shortfall against the linear path
+    from the first observed value, behind beyond the at-risk tolerance), then the last island
+    of equal statuses gives its first day. Over the whole series, not the time range."""
+    behind = f"{AT_RISK_TOLERANCE!r}"
+    sql = f"""WITH {targets_cte(catalog)},
+pts AS (
+    SELECT day, value FROM coverage_daily
+    WHERE city_code = '370000' AND target_id = '${{target}}' AND value IS NOT NULL),
+base AS (SELECT day AS day0, value AS v0 FROM pts ORDER BY day LIMIT 1),
+judged AS (
+    SELECT p.day, p.value,
+      CASE WHEN (t.comparator = '>' AND p.value > t.threshold)
+             OR (t.comparator = '>=' AND p.value >= t.threshold) THEN 'met'
+           WHEN p.day > t.due THEN 'behind'
+           WHEN p.day <= b.day0 THEN 'on track'
+           WHEN t.threshold <= b.v0 THEN 'behind'
+           WHEN (b.v0 + (t.threshold - b.v0) * ((p.day - b.day0)::float8 / (t.due - b.day0))
+                 - p.value) / (t.threshold - b.v0) > {behind} THEN 'behind'
+           ELSE 'other' END AS status
+    FROM pts p CROSS JOIN base b JOIN targets t ON t.target_id = '${{target}}'),
+islands AS (
+    SELECT day, value, status,
+      row_number() OVER (ORDER BY day)
+        - row_number() OVER (PARTITION BY status ORDER BY day) AS island
+    FROM judged)
+SELECT i.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time",
+  CASE WHEN i.status = 'met' THEN i.value END AS "met since",
+  CASE WHEN i.status = 'behind' THEN i.value END AS "behind since"
+FROM islands i
+JOIN (SELECT status, island FROM islands ORDER BY day DESC LIMIT 1) l USING (status, island)
+WHERE i.status IN ('met', 'behind')
+ORDER BY i.day
+LIMIT 1"""
+    return SqlSpec(sql, (("time", T), ("met since", N), ("behind since", N)), "time_series")
+
+
+def _mark(name: str, colour: str) -> list[gdash.DynamicConfigValue]:
+    """A marker series: one large point in a fixed colour, no line."""
+    return [
+        gdash.DynamicConfigValue(id_val="custom.drawStyle", value="points"),
+        gdash.DynamicConfigValue(id_val="custom.showPoints", value="always"),
+        gdash.DynamicConfigValue(id_val="custom.pointSize", value=14),
+        gdash.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour}),
+        gdash.DynamicConfigValue(id_val="displayName", value=name),
+    ]
+
+
 CITY_SERIES = SqlSpec(
     """SELECT d.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time", c.name_en AS "metric",
   d.value AS "value"
@@ -336,16 +388,21 @@ def build(catalog: Catalog) -> BuiltDashboard:
                 "date (when that day is before the due date); the plan path from the "
                 "document's baseline (e.g. the five-year plan's 2020 figure) to the threshold. "
                 "With a simulated registry, count thresholds and paths are scaled to its "
-                "share of the province (docs/targets.md). Met-on and behind-since days: "
-                "GET /v1/trajectories and the status page."
+                "share of the province (docs/targets.md). A green point marks the day since "
+                "which the target has been met without a break, a red one the day since which "
+                "it has been behind (as GET /v1/trajectories' met_on / behind_since and the "
+                "status page)."
             ),
             span=24,
             height=9,
             interval="1d",
-        ),
+        )
+        .override_by_name("met since", _mark("met since", "green"))
+        .override_by_name("behind since", _mark("behind since", "red")),
         actual,
         judged,
         plan,
+        marks_sql(catalog),
     )
     board.sql(
         ts_panel("${target} by city", "short", span=24, height=9, interval="1d"),

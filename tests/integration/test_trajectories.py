@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,6 +31,7 @@ from tests.integration.test_api_endpoints import registry
 
 pytestmark = pytest.mark.integration
 PROVINCE, QINGDAO, JINAN = "370000", "370200", "370100"
+CST = ZoneInfo("Asia/Shanghai")
 MONITORING = "substation-220kv-monitoring-2024"  # ratio >= 1.0, due 2024-12-31
 NETWORKED = "charging-networked-2025"  # count >= 100,000, due 2025-12-31, baseline 31,000
 # (target, city) -> [(day, value)]: the constructed histories
@@ -317,6 +319,52 @@ def test_grafana_compares_with_the_scaled_threshold_and_draws_the_plan(settings:
     assert by_id[NETWORKED][-1] == "missed"  # 2,050 on the last day, after the due date
     assert by_id[MONITORING][3:6] == (1.0, 1.0, None)  # a ratio: as written
     assert [r[1] for r in path] == [pytest.approx(2_170), 7_000]  # 31,000 and 100,000 x 0.07
+
+
+@pytest.mark.parametrize(
+    ("share", "expected"),
+    [
+        # scaled: 2,000 networked facilities; met since 2026-03-04 (after a behind day)
+        (0.02, {MONITORING: ("behind", date(2025, 1, 5)), NETWORKED: ("met", date(2026, 3, 4))}),
+        # a real registry: 100,000, never met, behind from the first (past due) day
+        (None, {MONITORING: ("behind", date(2025, 1, 5)), NETWORKED: ("behind", date(2026, 3, 1))}),
+    ],
+)
+def test_grafana_marks_the_day_met_or_behind_as_the_api_does(
+    settings: Settings, share: float | None, expected: dict[str, tuple[str, date]]
+) -> None:
+    """The coverage dashboard's trajectory panel marks met since / behind since with the day
+    /v1/trajectories answers as met_on / behind_since (read as qilu_grafana)."""
+    catalog = load_catalog()
+    for api in _api(settings, share=share):
+        for target, (status, day) in expected.items():
+            traj = api.get(f"/v1/trajectories/{target}")
+            ctx = Context(
+                start=datetime(2020, 1, 1, tzinfo=UTC),
+                end=datetime.now(UTC),
+                variables={
+                    "city": Variable("city", catalog.city_codes),
+                    "sector": Variable("sector", ("charging", "substation", "ranch")),
+                    "target": Variable("target", (target,), multi=False, include_all=False),
+                },
+            )
+            with connect(settings.db) as conn:
+                conn.execute(f"SET ROLE {GRAFANA_ROLE}".encode())
+                rows = conn.execute(
+                    expand_sql(dashboards_coverage.marks_sql(catalog).sql, ctx).encode()
+                ).fetchall()
+            assert len(rows) == 1, rows
+            (at, met, behind) = rows[0]
+            marked = at.astimezone(CST).date()
+            api_day = traj["met_on"] or traj["behind_since"]
+            assert (status, day.isoformat()) == (
+                "met" if traj["met_on"] else "behind",
+                api_day,
+            ), traj
+            assert marked == day
+            assert (met is not None, behind is not None) == (status == "met", status == "behind")
+            shown = next(p["value"] for p in traj["series"] if p["day"] == day.isoformat())
+            assert (met if status == "met" else behind) == pytest.approx(shown)
 
 
 def test_a_private_status_page_needs_a_coverage_key_for_trajectories(settings: Settings) -> None:
