@@ -110,6 +110,9 @@ class StorageSettings(BaseModel):
     coverage_snapshot_interval_s: float = Field(default=30.0, gt=0)
     # run the maintenance (partitions, rollups, coverage snapshot) inside `qilu ingest` too
     maintain_in_ingest: bool = True
+    # dead-letter summary minutes (deadletter_summary) older than this are deleted by the
+    # maintenance pass; the dead-letter topic keeps its records by its own retention
+    deadletter_retention_days: int = Field(default=30, ge=1)
 
 
 class IngestSettings(BaseModel):

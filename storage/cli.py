@@ -207,6 +207,11 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
         for health in report.jobs:
             if health.failing:
                 logger.warning("TimescaleDB job failing: %s", health.describe())
+    logger.info(
+        "deadletter_summary: %d minutes older than %d days pruned",
+        report.deadletters_pruned,
+        settings.storage.deadletter_retention_days,
+    )
     if not args.no_coverage:
         logger.info("coverage_daily: %d rows for today", report.coverage_rows)
     for note in report.not_allowed:

@@ -15,6 +15,9 @@ jobs                (none)                                      read the jobs' l
                                                                 failing ones to the metrics
                                                                 and the log (storage/jobs.py)
 coverage            upsert today's row of ``coverage_daily``    same
+dead letters        delete ``deadletter_summary`` minutes       same
+                    older than ``storage.deadletter_retention_
+                    days`` (the marks stay: counting is exact)
 ==================  ==========================================  ===============================
 
 :class:`Maintainer` runs the same tasks on a schedule in a thread (``qilu ingest`` starts one
@@ -39,7 +42,7 @@ from psycopg.rows import TupleRow
 
 from qilu.catalog import Catalog
 from qilu.settings import DatabaseSettings, StorageMode, StorageSettings
-from storage import coverage, jobs
+from storage import coverage, deadletters, jobs
 from storage.db import connect
 
 logger = logging.getLogger(__name__)
@@ -167,6 +170,14 @@ def refresh_aggregates(db: DatabaseSettings, window_start: datetime, window_end:
 
 
 # -- both ----------------------------------------------------------------------------------------
+def prune_deadletters(conn: Conn, storage: StorageSettings, now: datetime) -> int:
+    """Delete the dead-letter summary's minutes past ``storage.deadletter_retention_days``
+    (what ``qilu deadletters prune`` does by hand); returns how many rows went."""
+    n = deadletters.prune(conn, now - timedelta(days=storage.deadletter_retention_days))
+    conn.commit()
+    return n
+
+
 @dataclass(slots=True)
 class PassReport:
     mode: StorageMode
@@ -177,6 +188,7 @@ class PassReport:
     jobs: list[jobs.JobHealth] = field(default_factory=list)
     refresh: dict[str, Any] = field(default_factory=dict)
     coverage_rows: int = 0
+    deadletters_pruned: int = 0  # summary rows (minutes) past their retention
     not_allowed: list[str] = field(default_factory=list)
 
 
@@ -209,6 +221,9 @@ def maintain_once(
                 report, "retention", lambda: align_retention_policies(conn, storage), [], conn
             )
             report.jobs = _allowed(report, "jobs", lambda: jobs.job_health(conn), [], conn)
+        report.deadletters_pruned = _allowed(
+            report, "deadletters", lambda: prune_deadletters(conn, storage, now), 0, conn
+        )
         if coverage_snapshot:
             report.coverage_rows = _allowed(
                 report, "coverage", lambda: coverage.snapshot(conn, catalog, now), 0, conn
@@ -232,8 +247,9 @@ def _allowed(report: PassReport, task: str, fn: Callable[[], T], default: T, con
 class Maintainer:
     """The maintenance tasks on a schedule, in a daemon thread, until ``stop`` is set.
 
-    Rollups (postgres mode) every ``storage.refresh_interval_s``; partitions and retention
-    every ten refresh intervals; the coverage row every ``storage.coverage_snapshot_interval_s``.
+    Rollups (postgres mode) every ``storage.refresh_interval_s``; partitions, retention and
+    the dead-letter summary's retention every ten refresh intervals; the coverage row every
+    ``storage.coverage_snapshot_interval_s``.
     A database outage is logged once when it starts and once when it ends.
     """
 
@@ -309,6 +325,8 @@ class Maintainer:
                         ("retention", lambda: align_retention_policies(conn, self._storage))
                     )
                 tasks.append(("jobs", lambda: self._watch_jobs(conn)))
+            if housekeeping:
+                tasks.append(("deadletters", lambda: prune_deadletters(conn, self._storage, now)))
             if coverage_due:
                 tasks.append(("coverage", lambda: coverage.snapshot(conn, self._catalog, now)))
             for name, task in tasks:

@@ -766,3 +766,50 @@ def test_maintenance_commands_and_the_loop_in_a_thread(
     worker.join(timeout=30)
     assert scalar(db, "SELECT count(*) FROM coverage_daily") == 221
     assert_rollups_equal_raw(db, hour(now) - timedelta(hours=1), hour(now) + timedelta(hours=1))
+
+
+def test_maintenance_prunes_the_dead_letter_summary_past_its_retention(
+    db: DatabaseSettings,
+) -> None:
+    """deadletter_summary minutes older than storage.deadletter_retention_days go in each
+    maintenance pass (one pass and the loop), younger ones stay."""
+    now = datetime.now(UTC)
+
+    def agents_with_dead_letters(db: DatabaseSettings) -> set[str]:
+        with connect(db) as conn:
+            return {r[0] for r in conn.execute("SELECT agent_id FROM deadletter_summary")}
+
+    def minute(age: timedelta, agent: str) -> None:
+        with connect(db) as conn:
+            conn.execute(
+                "INSERT INTO deadletter_summary VALUES"
+                " (date_trunc('minute', %s::timestamptz), %s, 'unknown_device', 'X', 1, 1,"
+                " 'qilu.readings.charging/0/1', 'no such device')",
+                (now - age, agent),
+            )
+            conn.commit()
+
+    minute(timedelta(days=31), "old")
+    minute(timedelta(days=29), "young")
+    minute(timedelta(0), "now")
+    storage = Settings().storage
+    assert storage.deadletter_retention_days == 30
+    report = maintain.maintain_once(
+        db, storage, StorageMode.POSTGRES, load_catalog(), now=now, coverage_snapshot=False
+    )
+    assert report.deadletters_pruned == 1
+    assert report.not_allowed == []
+    kept = agents_with_dead_letters(db)
+    assert kept == {"young", "now"}
+
+    # the loop as ingest runs it: its first pass does the housekeeping
+    minute(timedelta(days=3), "three-days")
+    short = storage.model_copy(update={"deadletter_retention_days": 2, "refresh_interval_s": 0.2})
+    stop = threading.Event()
+    worker = maintain.Maintainer(db, short, StorageMode.POSTGRES, load_catalog(), stop)
+    worker.start()
+    wait_for(lambda: worker.passes >= 1, timeout=60, what="one maintenance pass")
+    stop.set()
+    worker.join(timeout=30)
+    kept = agents_with_dead_letters(db)
+    assert kept == {"now"}
