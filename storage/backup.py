@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -40,6 +39,7 @@ from qilu.services.base import Progress
 from qilu.services.render import postgres_socket_dir
 from qilu.services.tools import Apt, chown_tree, is_root, run_tool
 from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings
+from storage.restore_points import RESTORE_POINT
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ BACKUP_CONF = "qilu-backup.conf"  # in the data dir, included from postgresql.co
 INCLUDE_LINE = f"include_if_exists = '{BACKUP_CONF}'"
 SYSTEM_USER = "postgres"
 WAL_SEGMENT_BYTES = 16 * 1024 * 1024  # initdb's default; segments per "log" file: 256
-_RESTORE_POINT = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
 
 
 class BackupType(enum.StrEnum):
@@ -180,7 +179,7 @@ class RestoreTarget:
             raise ConfigError("--to/--point", "give a time or a restore point, not both")
         if self.time is not None and self.time.tzinfo is None:
             raise ConfigError("--to", "the time needs a zone (e.g. 2026-12-06T14:05:00+08:00)")
-        if self.point is not None and not _RESTORE_POINT.match(self.point):
+        if self.point is not None and not RESTORE_POINT.match(self.point):
             raise ConfigError("--point", f"not a restore point name: {self.point!r}")
 
     def describe(self) -> str:
@@ -562,29 +561,3 @@ class PgBackRest:
             chown_tree(data_dir, self.user)
         argv = restore_argv(self.layout, target, data_dir, archive=archive)
         self.run(argv[len(base_argv(self.layout)) :], what="restore", timeout_s=24 * 3600)
-
-
-def create_restore_point(conn: psycopg.Connection[Any], name: str) -> str | None:
-    """``pg_create_restore_point(name)`` when the server can (WAL level replica or more,
-    a role allowed to, not a standby, not the TimescaleDB test engine): the WAL position,
-    else None. Runs in its own savepoint, so a refusal leaves the caller's transaction as
-    it was."""
-    if not _RESTORE_POINT.match(name):
-        raise ConfigError("restore point", f"not a restore point name: {name!r}")
-    try:
-        with conn.transaction():
-            row = conn.execute("SELECT pg_create_restore_point(%s)::text", (name,)).fetchone()
-    except (
-        psycopg.errors.InsufficientPrivilege,
-        psycopg.errors.ObjectNotInPrerequisiteState,
-        psycopg.errors.UndefinedFunction,
-        psycopg.errors.FeatureNotSupported,
-    ) as exc:
-        logger.debug("no restore point %s: %s", name, str(exc).strip())
-        return None
-    return str(row[0]) if row else None
-
-
-def restore_point_name(what: str, now: datetime) -> str:
-    """``qilu-<what>-<UTC time>``, the names the platform gives its restore points."""
-    return f"qilu-{what}-{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"

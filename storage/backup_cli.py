@@ -27,13 +27,13 @@ from storage.backup import (
     PgBackRest,
     RestoreTarget,
     assess,
-    create_restore_point,
     due_backup,
     pick_backup,
     read_archiver,
     restore_argv,
 )
 from storage.db import connect
+from storage.restore_points import create_restore_point
 
 logger = logging.getLogger(__name__)
 

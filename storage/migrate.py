@@ -9,6 +9,11 @@ concurrent migrators wait for each other and a failure leaves the database as it
 Reference data that lives in the repository (the 16 cities, device kinds, metric ids) is synced
 after the migrations with upserts, so the database always matches the code's catalog. In
 postgres mode the partitions of the coming hours are created too.
+
+Before applying migrations to a database that has some already, a named restore point
+``qilu-migrate-<first version>-<UTC time>`` is created where the server allows it
+(storage/restore_points.py): ``qilu restore --point`` goes back to it if a migration went
+wrong.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from qilu.catalog import load_catalog
 from qilu.devices import DEVICE_KINDS
 from qilu.settings import StorageMode
 from storage import mode as modes
+from storage.restore_points import create_restore_point, restore_point_name
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)(?:\.(timescale|postgres))?\.sql$")
@@ -112,9 +118,12 @@ def run(
         conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS mode text")
         modes.record(conn, mode)
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-        for mig in discover():
-            if mig.version in done:
-                continue
+        pending = [mig for mig in discover() if mig.version not in done]
+        if pending and done:  # a database with data: a point to go back to (docs/operations.md)
+            point = restore_point_name(f"migrate-{pending[0].version:03d}", datetime.now(UTC))
+            if create_restore_point(conn, point) is not None:
+                logger.info("restore point %s before the migrations", point)
+        for mig in pending:
             logger.info("applying migration %03d_%s (%s mode)", mig.version, mig.name, mode)
             conn.execute(mig.for_mode(mode).encode())
             conn.execute(

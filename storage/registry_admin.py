@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import psycopg
@@ -31,6 +31,7 @@ from qilu.inventory import Current, Diff, EndedSimulation, Inventory, Status, di
 from qilu.registry import Device, Site
 from storage import audit, trajectories
 from storage.registry_store import SITE_COLS
+from storage.restore_points import create_restore_point, restore_point_name
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,8 @@ def import_inventory(
         if dry_run or d.errors or d.empty:
             return d
         _effective(cur, effective)
+        # a point to go back to if the import was wrong (docs/operations.md)
+        create_restore_point(conn, restore_point_name("import", datetime.now(UTC)))
         _apply(cur, d, actor, effective, now, progress or (lambda _: None))
         import_id = f"{inv.sector.value}:{source.sha256[:16]}"
         audit.record(

@@ -30,12 +30,12 @@ from storage.backup import (
     RestoreTarget,
     archive_lag_s,
     assess,
-    create_restore_point,
     pending_segments,
     read_archiver,
 )
 from storage.backup_cli import current_status, status_lines
 from storage.db import connect
+from storage.restore_points import create_restore_point
 from stream.cli import build_consumer
 from tests.helpers import scalar, wait_for
 from tests.integration.faults import (

@@ -26,10 +26,10 @@ from storage.backup import (
     pick_backup,
     render_config,
     restore_argv,
-    restore_point_name,
     segment_number,
     with_include,
 )
+from storage.restore_points import restore_point_name
 
 INFO = (Path(__file__).parents[1] / "fixtures" / "pgbackrest_info.json").read_text()
 NOW = datetime(2026, 12, 6, 14, 0, tzinfo=UTC)
