@@ -3,7 +3,8 @@
 Steps: start the local servers, migrate, load a generated registry (recording the share of the
 province it stands for, and modelling ``--history-days`` of coverage history before the first
 recorded day, marked synthetic), create topics, then run the ingest consumer, the simulated
-edge agents and the API as child processes, and print the coverage table (targets x cities)
+edge agents, the API and simulated T/CEC 102 charging operators (``qilu operators simulate``)
+as child processes, and print the coverage table (targets x cities)
 from the API every few seconds. Count thresholds are compared scaled to the simulated share
 and marked so (docs/adr/0013-scaled-thresholds.md). Ctrl-C stops the children
 cleanly; the servers keep running (``qilu services down`` stops them).
@@ -53,6 +54,13 @@ def register(sub: Any) -> None:
         default=90,
         help="days of coverage history to model before the first recorded day, marked "
         "synthetic, so the charts show something on first start (default 90; 0: none)",
+    )
+    p.add_argument(
+        "--operators-per-city",
+        type=int,
+        default=2,
+        help="simulated T/CEC 102 charging operators per city, pushing to the API and pulled "
+        "from (`qilu operators simulate`, docs/adr/0015-tcec102.md; default 2, 0: none)",
     )
     p.add_argument("--every", type=float, default=10.0, help="seconds between coverage tables")
     p.add_argument(
@@ -143,6 +151,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         ),
         "api": subprocess.Popen([*base, "api"], env=env),
     }
+    if args.operators_per_city > 0:
+        children["operators"] = subprocess.Popen(
+            [*base, "operators", "simulate", "--per-city", str(args.operators_per_city)],
+            env=env,
+        )
     url = f"http://{settings.api.host}:{settings.api.port}"
     stopping = False
 
@@ -172,7 +185,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                     sys.stdout.flush()
     finally:
         sys.stderr.write(
-            "stopping ingest, agents and API (servers keep running: "
+            "stopping ingest, agents, operators and API (servers keep running: "
             "`qilu services down` stops them)\n"
         )
         for proc in children.values():

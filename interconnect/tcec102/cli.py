@@ -378,13 +378,32 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     puller = Puller(settings, out.produce, out.dead_letter)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # push only once the API answers and its endpoint has reloaded the operators added above
+    # (every tcec102.refresh_s): earlier pushes would be refused as unknown operators
+    ready_url = url.removesuffix(settings.tcec102.path_prefix) + "/readyz"
+    push_from: float | None = None
     try:
         while not stop.is_set():
             started = time.monotonic()
             puller.cycle()
-            province.push_some(max(1, round(args.pushes_per_s)))
+            if push_from is None and _answers(ready_url):
+                push_from = started + 2 * settings.tcec102.refresh_s
+            if push_from is not None and started >= push_from:
+                province.push_some(max(1, round(args.pushes_per_s)))
             stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
     finally:
         province.stop()
         out.close()
     return 0
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        return False
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - scheme checked
+            return int(r.status) == 200
+    except OSError:
+        return False
