@@ -31,15 +31,17 @@ router = APIRouter(
     },
 )
 OperatorId = Annotated[str, Path(pattern=r"^[0-9A-Za-z]{9}$")]
+Printable = r"^[^\x00-\x1f]*$"  # no control characters (PostgreSQL text takes no NUL)
+SiteId = Annotated[str, Field(min_length=1, max_length=64, pattern=Printable)]
 
 
 class KeysIn(BaseModel):
     """A key set in the standard's names (what the operator gave us for calling it)."""
 
-    OperatorSecret: str = Field(min_length=1, max_length=64)
-    DataSecret: str = Field(min_length=16, max_length=16)
-    DataSecretIV: str = Field(min_length=16, max_length=16)
-    SigSecret: str = Field(min_length=1, max_length=64)
+    OperatorSecret: str = Field(min_length=1, max_length=64, pattern=Printable)
+    DataSecret: str = Field(min_length=16, max_length=16, pattern=r"^[\x20-\x7e]{16}$")
+    DataSecretIV: str = Field(min_length=16, max_length=16, pattern=r"^[\x20-\x7e]{16}$")
+    SigSecret: str = Field(min_length=1, max_length=64, pattern=Printable)
 
     def keyset(self) -> KeySet:
         return KeySet(self.OperatorSecret, self.DataSecret, self.DataSecretIV, self.SigSecret)
@@ -47,10 +49,12 @@ class KeysIn(BaseModel):
 
 class OperatorIn(BaseModel):
     operator_id: str = Field(pattern=r"^[0-9A-Za-z]{9}$")
-    name: str = Field(default="", max_length=200)
-    endpoint_url: str = Field(default="", max_length=500, pattern=r"^(https?://\S+)?$")
-    sites: list[str] = Field(default_factory=list, max_length=100_000)
-    cities: list[str] = Field(default_factory=list, max_length=16)
+    name: str = Field(default="", max_length=200, pattern=Printable)
+    endpoint_url: str = Field(default="", max_length=500, pattern=r"^(https?://[\x21-\x7e]+)?$")
+    sites: list[SiteId] = Field(default_factory=list, max_length=100_000)
+    cities: list[Annotated[str, Field(pattern=r"^[0-9]{6}$")]] = Field(
+        default_factory=list, max_length=16
+    )
     outbound_keys: KeysIn | None = None
     pull_interval_s: int = Field(default=300, ge=10, le=86_400)
 

@@ -635,7 +635,17 @@ class FastEndpoint:
 def build_router(prefix: str) -> APIRouter:
     """The operators' interfaces under ``prefix``, answered by the running :class:`Endpoint`
     the application keeps in ``app.state.tcec102`` (503 until it is there)."""
-    router = APIRouter(prefix=prefix, tags=["T/CEC 102"])
+    problem = {"description": "", "content": {"application/json": {}}}
+    router = APIRouter(
+        prefix=prefix,
+        tags=["T/CEC 102"],
+        responses={
+            200: {"description": "The standard's answer: Ret, Msg, Data (encrypted), Sig"},
+            413: {**problem, "description": "Body over tcec102.max_request_bytes"},
+            429: {**problem, "description": "Over the operator's rate; see Retry-After"},
+            503: {**problem, "description": "The endpoint is starting; see Retry-After"},
+        },
+    )
 
     async def answer(interface: str, request: Request) -> JSONResponse:
         ep: Endpoint | None = getattr(request.app.state, "tcec102", None)
