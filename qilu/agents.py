@@ -15,6 +15,7 @@ once; the database stores the public key and the broker a salted SCRAM hash.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -408,6 +409,21 @@ def revoke(settings: Settings, agent_id: str, *, actor: str) -> Any:
     return row
 
 
+def metrics_bind(scrape_host: str) -> str:
+    """The address a provisioned agent binds its metrics endpoint to, from the address
+    Prometheus scrapes it at (what provisioning records for file_sd): a loopback address is
+    bound itself (an agent on the platform's machine stays private), anything else every interface
+    (``0.0.0.0``, ``::`` for IPv6): a gateway behind NAT cannot bind the address Prometheus
+    reaches it at, and a host name is no bind address."""
+    try:
+        ip = ipaddress.ip_address(scrape_host)
+    except ValueError:
+        return "0.0.0.0"  # noqa: S104 - a scraped endpoint on a remote gateway, on purpose
+    if ip.is_loopback:
+        return scrape_host
+    return "::" if ip.version == 6 else "0.0.0.0"  # noqa: S104 - as above
+
+
 def agent_toml(settings: Settings, creds: Credentials) -> str:
     """The ready-to-copy agent configuration (add collectors; see edge-agent/agent.sample.toml)."""
     k = settings.kafka
@@ -419,11 +435,23 @@ def agent_toml(settings: Settings, creds: Credentials) -> str:
         "[agent]",
         f'id = "{creds.agent_id}"',
     ]
-    if creds.metrics_port is not None:
+    if creds.metrics_port is not None and creds.metrics_host is not None:
+        bind = metrics_bind(creds.metrics_host)
+        scrape = _hostport(creds.metrics_host, creds.metrics_port)
+        lines.append(
+            f"# Prometheus scrapes {scrape} (recorded at provisioning, listed in the platform's"
+        )
+        if bind == creds.metrics_host:
+            lines.append("# file_sd targets), the address the agent binds.")
+        else:
+            lines += [
+                "# file_sd targets). The agent binds metrics_host: every interface, since the",
+                "# scrape address may be a router's (NAT: forward the port to this machine);",
+                "# narrow it to the interface Prometheus comes in on if you like.",
+            ]
         lines += [
-            "# Prometheus scrapes this endpoint (the platform's file_sd targets list it); the",
-            "# port is this agent's alone on its host: two agents never share one",
-            f'metrics_host = "{creds.metrics_host}"',
+            "# The port is this agent's alone on its host: two agents never share one.",
+            f'metrics_host = "{bind}"',
             f"metrics_port = {creds.metrics_port}",
         ]
     lines += [

@@ -107,12 +107,22 @@ def test_file_sd_lists_each_agent_and_the_province_endpoint() -> None:
 
 
 def test_provisioned_configuration_carries_its_own_metrics_endpoint() -> None:
+    """The scrape address recorded at provisioning (file_sd) is not what the agent binds: a
+    gateway behind NAT cannot bind the router's address, so a remote agent binds every
+    interface on its port; an agent on the platform's machine keeps its loopback address."""
     key = signing.generate_key()
-    creds = Credentials("gw-1", 1, key.private_b64, None, "10.0.0.7", 9105)
-    table = tomllib.loads(agent_toml(Settings(), creds))
-    table["collectors"] = {"sim": {"type": "simulated", "sites": ["S1"]}}
-    cfg = config.parse(table, environ={})
-    assert (cfg.agent.metrics_host, cfg.agent.metrics_port) == ("10.0.0.7", 9105)
+    every = "0.0.0.0"  # noqa: S104 - what the configuration must say, not a bind here
+    binds = {"10.0.0.7": every, "203.0.113.9": every, "gw-7.example.cn": every,
+             "fd00::7": "::", "127.0.0.1": "127.0.0.1", "::1": "::1"}  # fmt: skip
+    for scrape, bind in binds.items():
+        creds = Credentials("gw-1", 1, key.private_b64, None, scrape, 9105)
+        text = agent_toml(Settings(), creds)
+        table = tomllib.loads(text)
+        table["collectors"] = {"sim": {"type": "simulated", "sites": ["S1"]}}
+        cfg = config.parse(table, environ={})
+        assert (cfg.agent.metrics_host, cfg.agent.metrics_port) == (bind, 9105)
+        shown = f"[{scrape}]" if ":" in scrape else scrape
+        assert f"# Prometheus scrapes {shown}:9105 " in text
 
 
 def test_local_prometheus_reads_the_agents_file_the_platform_writes(tmp_path: Path) -> None:
