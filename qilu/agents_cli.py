@@ -72,8 +72,10 @@ def register(sub: Any) -> None:
     v.add_argument(
         "--metrics-host",
         default="127.0.0.1",
-        help="the agent's machine as Prometheus reaches it; the agent serves its metrics "
-        "there (default 127.0.0.1: an agent on the platform's machine)",
+        help="the agent's machine as Prometheus reaches it (behind NAT: the router's address): "
+        "the scrape target; the configuration written binds it when it is a loopback address, "
+        "otherwise every interface on the same port (default 127.0.0.1: an agent on the "
+        "platform's machine)",
     )
     v.add_argument(
         "--metrics-port",
@@ -88,6 +90,15 @@ def register(sub: Any) -> None:
     u = cmds.add_parser(
         "update",
         help="add or remove an agent's sites or sectors (broker ACLs and ingest follow)",
+        description="Changes which sites, and so which sectors' topics, an agent may report "
+        "for. The change is audited (agent.sites, with who and when, in the same transaction "
+        "as the sites); the broker's WRITE ACLs are set to the sectors of the resulting "
+        "sites before the command returns (when kafka.manage_agent_credentials is on); the "
+        "ingest accepts or refuses the sites' readings from its next registry check, within "
+        "ingest.agents_refresh_s (QILU_INGEST__AGENTS_REFRESH_S, 2 s by default). Running the "
+        "same change again is harmless and repairs the ACLs after a failed commit. Envelopes "
+        "the broker refused before the change wait in the agent's quarantine: re-send them "
+        "with `python -m edge_agent requeue-quarantine --config FILE` on the agent.",
     )
     u.add_argument("agent_id", help="the agent to change")
     u.add_argument(

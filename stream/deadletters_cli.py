@@ -1,14 +1,6 @@
-"""``qilu deadletters``: what the ingest refused, for an operator.
-
-    qilu deadletters summary [--since 24h] [--by reason,agent,device] [--reason R] [--agent A]
-    qilu deadletters tail [-n 20] [--reason R] [--agent A]     the newest dead-letter records
-    qilu deadletters show PARTITION/OFFSET                     one record, decoded
-    qilu deadletters prune --older-than 90d                    drop old summary minutes
-
-``summary`` reads the table the ingest writes in each batch's transaction (counted exactly
-once, kept as long as the database keeps it); ``tail`` and ``show`` read the dead-letter
-topic itself (the original bytes and the reasons, within the topic's retention). Why both:
-docs/adr/0012-dead-letters.md.
+"""``qilu deadletters``: what the ingest refused, for an operator: ``summary`` from the table
+the ingest writes, ``tail`` and ``show`` from the dead-letter topic, ``prune``. The commands
+and why two sources: :data:`DESCRIPTION` (the ``--help`` text), docs/adr/0012-dead-letters.md.
 """
 
 from __future__ import annotations
@@ -27,6 +19,21 @@ from storage.db import connect
 from stream.deadletter import describe
 from stream.deadletter_read import fetch, tail
 from stream.topics import deadletter_topic
+
+# `qilu deadletters --help`, plain text
+DESCRIPTION = """\
+What the ingest refused, for an operator:
+
+  qilu deadletters summary [--since 24h] [--by reason,agent,device] [--reason R] [--agent A]
+  qilu deadletters tail [-n 20] [--reason R] [--agent A]     the newest dead-letter records
+  qilu deadletters show PARTITION/OFFSET                     one record, decoded
+  qilu deadletters prune --older-than 90d                    drop old summary minutes
+
+summary reads the table the ingest writes in each batch's transaction (counted exactly once;
+the storage maintenance deletes minutes older than storage.deadletter_retention_days, 30 by
+default). tail and show read the dead-letter topic itself: the original bytes and the
+reasons, within the topic's retention. Why both: docs/adr/0012-dead-letters.md.
+"""
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -62,7 +69,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "deadletters",
         help="what the ingest refused: summary by reason, agent, device; tail; show one",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = p.add_subparsers(dest="deadletters_command", metavar="SUBCOMMAND", required=True)
@@ -127,8 +134,10 @@ def register(sub: Any) -> None:
     r = cmds.add_parser(
         "prune",
         help="delete summary minutes older than a duration",
-        description="Deletes the summary's minutes older than --older-than. The dead-letter "
-        "topic keeps its records by its own retention; counting stays exact after a prune.",
+        description="Deletes the summary's minutes older than --older-than now (the storage "
+        "maintenance does the same by itself for minutes older than "
+        "storage.deadletter_retention_days). The dead-letter topic keeps its records by its "
+        "own retention; counting stays exact after a prune.",
     )
     r.add_argument(
         "--older-than",

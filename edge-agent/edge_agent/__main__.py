@@ -26,7 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("run", help="run the agent of a configuration file")
     r.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
-    c = sub.add_parser("check-config", help="validate a configuration file and print a summary")
+    c = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and print a summary (no network without --online)",
+        description="Validates the file and the QILU_EDGE__* environment overrides without "
+        "network and prints a summary (exit 2 on a bad key, the message names it). Plain "
+        "check-config does not contact the platform, the broker or any device; --online "
+        "also asks the platform's API ([platform] url) about the configured devices.",
+    )
     c.add_argument("config", type=Path, help="the agent's TOML configuration")
     c.add_argument(
         "--online",

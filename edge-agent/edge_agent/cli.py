@@ -52,6 +52,10 @@ def register(sub: Any) -> None:
     c = cmds.add_parser(
         "check-config",
         help="validate a configuration file (and environment overrides) and print a summary",
+        description="Validates the file and the QILU_EDGE__* environment overrides without "
+        "network and prints a summary (exit 2 on a bad key, the message names it). Plain "
+        "check-config does not contact the platform, the broker or any device; --online "
+        "also asks the platform's API ([platform] url) about the configured devices.",
     )
     c.add_argument("config", type=Path, help="the agent's TOML file")
     c.add_argument(
