@@ -9,7 +9,10 @@ Per operator with an ``endpoint_url`` and outbound keys, every ``pull_interval_s
    (:func:`storage.registry_admin.import_inventory`): dated, audited, adding and updating,
    never deleting, so a pile the operator stops reporting keeps its history. In the same
    transaction the connectors are linked to their piles and new sites given to the
-   operator's agent (so the ingest accepts their readings). A station refused (an AreaCode
+   operator's agent (so the ingest accepts their readings). A pile whose connectors were
+   linked by hand to a device registered otherwise (an inventory, an OCPP agent: ``qilu
+   operators link`` with a ``device_id``) gets no second device: the link stays, so the
+   pile is counted once. A station refused (an AreaCode
    outside the province, a field missing) is dead-lettered; the others are kept.
 2. ``query_station_status`` for every station of the operator: each connector's status
    becomes readings (an envelope per answer, signed by the operator's agent), which refreshes
@@ -78,6 +81,8 @@ def apply_stations(
     op = row.operator_id
     inv = Inventory(Sector.CHARGING, None, rows=len(stations))
     links: list[store.ConnectorLink] = []
+    linked = store.connectors(conn).get(op, {})
+    kept: set[str] = set()  # devices linked by hand (`qilu operators link`)
     for st in stations:
         sid = mapping.site_id(op, st.station_id)
         inv.sites[sid] = Site(
@@ -85,6 +90,12 @@ def apply_stations(
         )
         for eq in st.equipment:
             dev = mapping.device_id(op, eq.equipment_id)
+            by_hand = {linked[c] for c in eq.connector_ids if linked.get(c, dev) != dev}
+            if by_hand:
+                # the same physical pile is registered already (an inventory, an OCPP agent)
+                # and was linked to it explicitly: no second device, the link stays
+                kept |= by_hand
+                continue
             inv.devices[dev] = Device(dev, sid, "charging_pile")
             links.extend(
                 store.ConnectorLink(c, eq.equipment_id, st.station_id, dev)
@@ -105,7 +116,15 @@ def apply_stations(
         if d.errors:
             raise PullError("registry_refused", "; ".join(str(e) for e in d.errors[:5]))
         n = store.link_connectors(conn, op, links)
-        agent_store.change_sites(conn, row.agent_id, add=sorted(inv.sites), actor=actor)
+        elsewhere = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT site_id FROM devices WHERE device_id = ANY(%s)", (sorted(kept),)
+            )
+        ]
+        agent_store.change_sites(
+            conn, row.agent_id, add=sorted({*inv.sites, *elsewhere}), actor=actor
+        )
     return len(d.added_sites), len(d.added_devices), n
 
 

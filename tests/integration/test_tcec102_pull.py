@@ -196,3 +196,61 @@ def test_an_operator_that_times_out_or_answers_garbage_opens_its_breaker(
     finally:
         bad.stop()
         good.stop()
+
+
+def test_a_pile_linked_by_hand_to_an_inventory_device_is_not_registered_twice(
+    settings: Settings, out: KafkaOut, start_ingest: Callable[[], object]
+) -> None:
+    from qilu.registry import Device
+    from storage import operators as store
+
+    with connect(settings.db) as conn:  # the same physical pile, from an inventory
+        load_registry(conn, Registry(devices=[Device("INV-PILE-1", "CHG-SEED", "charging_pile")]))
+    stations = generate_stations("ME0000005", 2, ["370500"], seed=3)
+    eq = stations[0]["EquipmentInfos"][0]
+    sim = _operator(settings, "ME0000005", stations)
+    try:
+        with connect(settings.db) as conn, conn.transaction():
+            store.link_connectors(
+                conn,
+                "ME0000005",
+                [
+                    store.ConnectorLink(
+                        c["ConnectorID"], eq["EquipmentID"], "S000000", "INV-PILE-1"
+                    )
+                    for c in eq["ConnectorInfos"]
+                ],
+            )
+        start_ingest()
+        sim.set_status(eq["ConnectorInfos"][0]["ConnectorID"], 3)
+        puller = Puller(settings, out.produce, out.dead_letter, timeout_s=30)
+        (report,) = puller.cycle(force=True)
+        assert report.error is None, report
+        piles = sum(len(s["EquipmentInfos"]) for s in stations)
+        assert report.devices_added == piles - 1  # not the one linked by hand
+        db = settings.db
+        dup = f"tcec102.ME0000005.{eq['EquipmentID']}"
+        with connect(db) as conn:
+            assert (
+                conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (dup,)).fetchone()
+                is None
+            )
+            linked = conn.execute(
+                "SELECT DISTINCT device_id FROM operator_connectors WHERE equipment_id = %s",
+                (eq["EquipmentID"],),
+            ).fetchall()
+        assert linked == [("INV-PILE-1",)]
+        # its status goes to the inventory's device
+        wait_for(
+            lambda: (
+                scalar(
+                    db,
+                    "SELECT count(*) FROM readings r JOIN devices d USING (device_pk)"
+                    " WHERE d.device_id = 'INV-PILE-1'",
+                )
+                == 2
+            ),
+            what="the linked pile's readings",
+        )
+    finally:
+        sim.stop()
