@@ -20,6 +20,7 @@ from dashboards.board import Board, BuiltDashboard, thresholds
 from dashboards.common import (
     CITY_VARIABLE_SQL,
     MET_SQL,
+    PROVINCE,
     TRAJECTORY_CTES,
     D,
     N,
@@ -27,14 +28,19 @@ from dashboards.common import (
     T,
     city_variable,
     expected_sql,
+    lit,
     sector_variable,
     targets_cte,
     ts_panel,
 )
 from dashboards.model import PG, SqlSpec
-from qilu.catalog import Catalog
+from qilu.catalog import Catalog, ReportedTarget
 
 UID = "qilu-coverage"
+
+
+# Days are counted in China Standard Time, the calendar of the due dates (as the API does).
+TODAY_CST = "(now() AT TIME ZONE 'Asia/Shanghai')::date"
 
 
 def target_variable_sql(catalog: Catalog) -> SqlSpec:
@@ -53,6 +59,7 @@ SELECT t.name AS "target", t.sector AS "sector", l.value AS "value",
   t.threshold AS "threshold", t.threshold_written AS "document threshold",
   100 * t.scale AS "scaled to", {expected_sql("l.day")} AS "trajectory",
   100 * l.value / t.threshold AS "progress", t.due AS "due", l.day AS "as of",
+  'measured' AS "source kind", ({TODAY_CST} - l.day) AS "age (days)",
   CASE WHEN l.value IS NULL THEN 'no data'
        WHEN {MET_SQL} THEN 'met'
        WHEN l.day >= t.due THEN 'missed'
@@ -74,6 +81,82 @@ ORDER BY t.due, t.target_id"""
         ("progress", N),
         ("due", D),
         ("as of", D),
+        ("source kind", S),
+        ("age (days)", N),
+        ("status", S),
+    )
+    return SqlSpec(sql, cols)
+
+
+def reported_table_sql(catalog: Catalog) -> SqlSpec:
+    """The reported targets (docs/reported.md): the province's newest figure (its own, or for
+    a count reported per city the sum of the cities' newest), its source kind, day, age,
+    freshness (stale past the reporting interval), reporter and source, and whether the
+    threshold is met (the API and the status page give the full judgement)."""
+
+    def row(t: ReportedTarget) -> str:
+        return (
+            f"({lit(t.id)}, {lit(t.sector)}, {lit(t.name_en)}, {lit(t.kind.value)}, "
+            f"{lit(t.comparator)}, {float(t.threshold)!r}::float8, "
+            f"DATE {lit(t.due.isoformat())}, {t.interval_days})"
+        )
+
+    values = ",\n    ".join(row(t) for t in catalog.reported)
+    sql = f"""WITH rt(target_id, sector, name, kind, comparator, threshold, due, interval_days)
+  AS (VALUES
+    {values}),
+newest AS (
+  SELECT DISTINCT ON (target_id, area) target_id, area, day, value, reporter, source, simulated
+  FROM reported_figures ORDER BY target_id, area, day DESC),
+own AS (SELECT * FROM newest WHERE area = '{PROVINCE}'),
+cities AS (
+  SELECT target_id, sum(value) AS value, min(day) AS day, max(day) AS newest_day,
+    min(reporter) AS reporter, min(source) AS source, bool_or(simulated) AS simulated
+  FROM newest WHERE area <> '{PROVINCE}' GROUP BY target_id),
+prov AS (
+  SELECT rt.*, CASE WHEN o.value IS NOT NULL AND (c.day IS NULL OR o.day >= c.newest_day
+      OR rt.kind <> 'count') THEN 'own' WHEN rt.kind = 'count' AND c.day IS NOT NULL
+      THEN 'sum' END AS basis,
+    o.value AS o_value, o.day AS o_day, o.reporter AS o_reporter, o.source AS o_source,
+    o.simulated AS o_simulated, c.value AS c_value, c.day AS c_day, c.reporter AS c_reporter,
+    c.source AS c_source, c.simulated AS c_simulated
+  FROM rt LEFT JOIN own o USING (target_id) LEFT JOIN cities c USING (target_id)),
+fig AS (
+  SELECT target_id, sector, name, kind, comparator, threshold, due, interval_days, basis,
+    CASE basis WHEN 'own' THEN o_value WHEN 'sum' THEN c_value END AS value,
+    CASE basis WHEN 'own' THEN o_day WHEN 'sum' THEN c_day END AS day,
+    CASE basis WHEN 'own' THEN o_reporter WHEN 'sum' THEN c_reporter END AS reporter,
+    CASE basis WHEN 'own' THEN o_source WHEN 'sum' THEN c_source END AS source,
+    CASE basis WHEN 'own' THEN o_simulated WHEN 'sum' THEN c_simulated END AS simulated
+  FROM prov)
+SELECT name AS "target", sector AS "sector", 'reported' AS "source kind", value AS "value",
+  threshold AS "threshold", due AS "due", day AS "as of", ({TODAY_CST} - day) AS "age (days)",
+  CASE WHEN day IS NULL THEN 'no figure'
+       WHEN {TODAY_CST} - day > interval_days THEN 'stale' ELSE 'current' END AS "freshness",
+  coalesce(reporter, '') AS "reporter", coalesce(source, '') AS "source",
+  CASE WHEN simulated THEN 'simulated' WHEN basis = 'sum' THEN 'sum of cities' ELSE '' END
+    AS "note",
+  CASE WHEN value IS NULL THEN 'no data'
+       WHEN (comparator = '>' AND value > threshold)
+         OR (comparator = '>=' AND value >= threshold) THEN 'met'
+       WHEN {TODAY_CST} > due THEN 'missed'
+       ELSE 'before due' END AS "status"
+FROM fig
+WHERE sector IN (${{sector}}) OR sector NOT IN ('charging', 'substation', 'ranch')
+ORDER BY due, target_id"""
+    cols = (
+        ("target", S),
+        ("sector", S),
+        ("source kind", S),
+        ("value", N),
+        ("threshold", N),
+        ("due", D),
+        ("as of", D),
+        ("age (days)", N),
+        ("freshness", S),
+        ("reporter", S),
+        ("source", S),
+        ("note", S),
         ("status", S),
     )
     return SqlSpec(sql, cols)
@@ -323,6 +406,42 @@ def build(catalog: Catalog) -> BuiltDashboard:
         .span(8)
         .height(10),
         progress_bars_sql(catalog),
+    )
+
+    board.row("Reported figures")
+    board.sql(
+        table.Panel()
+        .show_header(True)
+        .title("Reported targets: the newest figures other bodies report")
+        .description(
+            "Targets whose values are statistics reported by other bodies (telecom operators, "
+            "provincial departments), not telemetry (docs/reported.md): the province's newest "
+            "figure (its own, or the sum of the cities' for a count reported per city), the day "
+            "it is for and its age, 'stale' once older than the reporting interval (never shown "
+            "as current), who reported it and from which document. 'simulated' marks the "
+            "simulation's made-up figures. Status: met, missed (due date passed) or before due."
+        )
+        .span(24)
+        .height(12)
+        .override_by_name(
+            "freshness",
+            [
+                gdash.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+                gdash.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[
+                        {
+                            "type": "value",
+                            "options": {
+                                "stale": {"color": "red", "index": 0},
+                                "current": {"color": "green", "index": 1},
+                            },
+                        }
+                    ],
+                ),
+            ],
+        ),
+        reported_table_sql(catalog),
     )
 
     board.row("Cities")

@@ -98,6 +98,28 @@ const I18N = {
     "grid.cell": "{city}: {num} of {den}",
     "footer.api": "API reference",
     "footer.json": "status JSON",
+    "kind.measured": "measured",
+    "kind.reported": "reported",
+    "kind.simulated": "simulated",
+    "kind.stale": "stale",
+    "kind.measured_title": "computed from this platform's telemetry; snapshot of {at}",
+    "rep.heading": "Reported figures",
+    "rep.intro": "Targets counted by other bodies (telecom operators, provincial departments): periodic reported statistics, not telemetry. Each figure says who reported it and for which day; one older than its reporting interval is marked stale.",
+    "rep.target": "target",
+    "rep.value": "value",
+    "rep.goal": "goal",
+    "rep.status": "status",
+    "rep.as_of": "as of (age)",
+    "rep.reporter": "reported by",
+    "rep.source": "source",
+    "rep.age": "{day} ({n} days)",
+    "rep.every": "reported every {n} days",
+    "rep.none": "no figure yet",
+    "rep.sum": "sum of the cities' figures",
+    "rep.city_count": "city's figure (threshold is province-wide)",
+    "rep.province_only": "reported for the province only",
+    "rep.counterpart": "Province's reported figure ({id}): {value} as of {day}, {status}",
+    "rep.failed": "Reported figures could not be loaded ({why}).",
   },
   zh: {
     "skip": "跳到目标",
@@ -183,6 +205,28 @@ const I18N = {
     "grid.cell": "{city}：{den} 个中的 {num} 个",
     "footer.api": "API 文档",
     "footer.json": "状态 JSON",
+    "kind.measured": "实测",
+    "kind.reported": "报告数",
+    "kind.simulated": "模拟",
+    "kind.stale": "已过期",
+    "kind.measured_title": "由本平台遥测数据计算；快照时间 {at}",
+    "rep.heading": "报告数据",
+    "rep.intro": "由其他单位（电信运营商、省直部门）统计的目标：定期报送的统计数，而非遥测数据。每个数值注明报送单位和统计日期；超过报送周期的数值标注为已过期。",
+    "rep.target": "目标",
+    "rep.value": "数值",
+    "rep.goal": "目标值",
+    "rep.status": "状态",
+    "rep.as_of": "统计日期（时长）",
+    "rep.reporter": "报送单位",
+    "rep.source": "依据",
+    "rep.age": "{day}（{n} 天）",
+    "rep.every": "每 {n} 天报送一次",
+    "rep.none": "尚无数据",
+    "rep.sum": "各市数值之和",
+    "rep.city_count": "该市数值（目标值针对全省）",
+    "rep.province_only": "仅报送全省数值",
+    "rep.counterpart": "全省报告数（{id}）：{value}，统计日期 {day}，{status}",
+    "rep.failed": "报告数据加载失败（{why}）。",
   },
 };
 
@@ -211,7 +255,7 @@ function storedLang() {
 const state = {
   version: -1, backoff: 1000, lang: storedLang(), city: null, mapTarget: null, data: null,
   cards: new Map(), trajectories: new Map(), trajArea: undefined, trajAt: 0, trajGen: 0,
-  asking: null,
+  asking: null, reported: null, reportedAt: 0,
 };
 
 function t(key, vars) {
@@ -266,6 +310,17 @@ function localTime(iso) {
   const zone = `UTC${off < 0 ? "-" : "+"}${Math.floor(Math.abs(off) / 60)}${off % 60 ? ":" + two(Math.abs(off) % 60) : ""}`;
   return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
     `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())} ${zone}`;
+}
+
+// "2026-12-06 22:04:03 CST": China Standard Time (Asia/Shanghai, UTC+8), the calendar of the
+// targets' due dates and of the daily series, whatever zone the browser is in.
+const CST_PARTS = new Intl.DateTimeFormat("en-CA", {
+  timeZone: "Asia/Shanghai", hourCycle: "h23", year: "numeric", month: "2-digit",
+  day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+});
+function cstTime(iso) {
+  const p = Object.fromEntries(CST_PARTS.formatToParts(new Date(iso)).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} CST`;
 }
 
 function named(o) {
@@ -396,12 +451,17 @@ function makeCard(c) {
   const expected = el("div", { class: "expected" });
   bar.append(fill, expected);
   const why = el("div", { class: "explain" });
+  const kind = el("span", { class: "kind", "data-kind": "measured" });
+  const counterpart = el("div", { class: "reported-line", "data-role": "reported" });
+  counterpart.hidden = true;
   const chart = el("div", { class: "chart", role: "img", "data-state": "loading" });
   const legend = el("div", { class: "chart-legend" });
   const marks = el("div", { class: "chart-marks" });
   const point = el("div", { class: "chart-readout", "aria-hidden": "true" });
-  card.append(head, row, bar, why, chart, point, legend, marks);
-  const parts = { card, name, other, badge, value, goal, bar, fill, expected, why, chart, legend, marks, plot: null };
+  row.append(kind);
+  card.append(head, row, bar, why, counterpart, chart, point, legend, marks);
+  const parts = { card, name, other, badge, value, goal, bar, fill, expected, why, kind, counterpart, chart, legend,
+    marks, plot: null };
   new ResizeObserver(() => {
     if (parts.plot && chart.clientWidth > 0) parts.plot.setSize({ width: chart.clientWidth, height: chartHeight() });
   }).observe(chart);
@@ -443,7 +503,103 @@ function renderTargets(data) {
     if (!p.expected.hidden) p.expected.style.left = `${(Math.min(1, Math.max(0, j.expected_now / thr)) * 100).toFixed(2)}%`;
     p.why.textContent = explain(c, f);
     p.why.title = j ? j.explanation : "";
+    p.kind.textContent = t("kind.measured");
+    p.kind.title = t("kind.measured_title", { at: localTime(data.as_of) });
+    renderCounterpart(c, p);
   }
+}
+
+// A measured proxy's reported counterpart (the province's own figure), judged separately.
+function renderCounterpart(c, p) {
+  const reps = state.reported ? state.reported.targets.filter((r) => r.measured === c.target_id) : [];
+  p.counterpart.hidden = reps.length === 0;
+  p.counterpart.replaceChildren();
+  for (const r of reps) {
+    const a = areaFigure(r);
+    const status = a.judgement ? a.judgement.status : "no_data";
+    const line = el("div", { "data-reported": r.id, "data-status": status, "data-fresh": a.freshness });
+    line.append(el("span", { class: "kind", "data-kind": "reported" }, t("kind.reported")), " ",
+      t("rep.counterpart", { id: r.id, value: fmt(a.value, r.kind), day: a.figure ? a.figure.as_of : "–",
+        status: statusWord(status) }));
+    if (a.freshness === "stale") line.append(" ", el("span", { class: "kind", "data-kind": "stale" }, t("kind.stale")));
+    if (a.figure && a.figure.simulated) line.append(" ", el("span", { class: "kind", "data-kind": "simulated" }, t("kind.simulated")));
+    p.counterpart.append(line);
+  }
+}
+
+// --- reported figures -------------------------------------------------------------------------
+
+// The figure a reported target shows for the chosen area: the city's when reported per city,
+// else the province's.
+function areaFigure(r) {
+  if (state.city && r.per_city) {
+    const x = r.cities.find((y) => y.area === state.city);
+    if (x) return x;
+  }
+  return r.province;
+}
+
+async function loadReported(force) {
+  if (!force && state.reported && Date.now() - state.reportedAt < TRAJECTORY_REFRESH_MS) return;
+  state.reportedAt = Date.now();
+  try {
+    const resp = await authorized("/v1/reported");
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    state.reported = await resp.json();
+  } catch (err) {
+    console.warn("reported figures:", err);
+    const body = document.querySelector("#reported tbody");
+    body.replaceChildren(el("tr", {}, ""));
+    body.firstChild.append(el("td", { colspan: "7" }, t("rep.failed", { why: String(err) })));
+    return;
+  }
+  renderReported();
+  if (state.data) renderTargets(state.data);
+  document.body.dataset.reported = String(state.reported.targets.length);
+}
+
+function renderReported() {
+  const data = state.reported;
+  if (!data) return;
+  document.getElementById("reported-area").textContent =
+    "· " + (state.city ? cityName(state.city) : t("targets.province"));
+  const head = document.querySelector("#reported thead");
+  const hr = el("tr");
+  for (const k of ["target", "value", "goal", "status", "as_of", "reporter", "source"]) {
+    hr.append(el("th", { scope: "col" }, t("rep." + k)));
+  }
+  head.replaceChildren(hr);
+  const rows = [];
+  for (const r of data.targets) {
+    const a = areaFigure(r);
+    const cityCount = r.kind === "count" && a.area !== PROVINCE && a.value !== null;
+    const status = a.judgement ? a.judgement.status : cityCount ? "city_count" : "no_data";
+    const tr = el("tr", { "data-reported": r.id, "data-kind": "reported", "data-status": status,
+      "data-fresh": a.freshness, "data-area": a.area });
+    const name = el("td", { class: "tname" });
+    name.append(el("div", {}, named(r)), el("span", { class: "kind", "data-kind": "reported" }, t("kind.reported")));
+    if (a.freshness === "stale") name.append(" ", el("span", { class: "kind", "data-kind": "stale" }, t("kind.stale")));
+    if (a.figure && a.figure.simulated) name.append(" ", el("span", { class: "kind", "data-kind": "simulated" }, t("kind.simulated")));
+    const value = el("td", { "data-role": "value", "data-value": a.value === null ? "" : String(a.value) }, fmt(a.value, r.kind));
+    if (a.basis === "sum_of_cities") value.title = t("rep.sum");
+    if (cityCount) value.title = t("rep.city_count");
+    if (state.city && !r.per_city) value.title = t("rep.province_only");
+    const goal = el("td", {}, t(r.kind === "count" && a.area !== PROVINCE ? "goal_province" : "goal", { cmp: r.comparator, threshold: fmt(r.threshold, r.kind), due: r.due }));
+    const badge = el("span", { class: "badge", "data-status": status },
+      a.freshness === "no_data" ? t("rep.none") : statusWord(status));
+    const st = el("td");
+    st.append(badge);
+    if (a.judgement) st.title = a.judgement.explanation;
+    const age = el("td", { class: "age", "data-role": "age" },
+      a.figure ? t("rep.age", { day: a.figure.as_of, n: a.figure.age_days }) : t("rep.none"));
+    age.title = t("rep.every", { n: r.interval_days });
+    const who = el("td", { "data-role": "reporter" }, a.figure ? a.figure.reporter : r.reporter);
+    const src = el("td", { class: "src" }, a.figure ? a.figure.source : "");
+    src.title = `${r.source.number} ${r.source.title} ${r.source.article}`.trim();
+    tr.append(name, value, goal, st, age, who, src);
+    rows.push(tr);
+  }
+  document.querySelector("#reported tbody").replaceChildren(...rows);
 }
 
 // --- the province view ------------------------------------------------------------------------
@@ -759,7 +915,8 @@ async function loadTrajectories(force) {
     let tr = null;
     let error = null;
     try {
-      const resp = await authorized(`/v1/trajectories/${encodeURIComponent(c.target_id)}${query}`);
+      const resp = await authorized(
+        `/v1/trajectories/${encodeURIComponent(c.target_id)}${query}`, "no-cache");
       if (resp.ok) tr = await resp.json();
       else error = resp.status === 404 && !query ? t("chart.unavailable") : t("chart.failed", { why: `HTTP ${resp.status}` });
     } catch (err) {
@@ -777,13 +934,14 @@ async function loadTrajectories(force) {
 
 function paint(data) {
   const asOf = document.getElementById("as-of");
-  asOf.textContent = localTime(data.as_of);
+  asOf.textContent = cstTime(data.as_of);
   asOf.setAttribute("datetime", data.as_of);
   document.getElementById("version").textContent = String(data.version);
   renderPipeline(data.pipeline, data.refresh_s);
   renderBanner(data);
   renderMap(data);
   renderTargets(data);
+  renderReported();
   renderGrid(data);
 }
 
@@ -803,6 +961,7 @@ function render(data) {
   document.body.dataset.version = String(data.version);
   paint(data);
   loadTrajectories(false);
+  loadReported(false);
 }
 
 function live(mode) {
@@ -833,9 +992,11 @@ function askForKey(message) {
   return state.asking;
 }
 
-async function authorized(url) {
+// cache: "no-store" for the status and its event stream; "no-cache" where the answer has an
+// ETag (/v1/trajectories): the browser revalidates with If-None-Match and reuses its copy on 304.
+async function authorized(url, cache = "no-store") {
   for (;;) {
-    const resp = await fetch(url, { headers: headers(), cache: "no-store" });
+    const resp = await fetch(url, { headers: headers(), cache });
     if (resp.status !== 401) return resp;
     sessionStorage.removeItem(KEY_ITEM);
     const body = await resp.json().catch(() => ({}));
@@ -881,6 +1042,7 @@ async function main() {
     chooseCity(code);
     document.querySelector(`#province-map .ctile[data-city="${code}"]`).focus();
   });
+  loadReported(true); // not waiting for the first snapshot: the figures are the database's
   const first = await authorized("/v1/status");
   if (first.ok) render(await first.json());
   for (;;) {

@@ -7,8 +7,8 @@ DevTools protocol: the page's figures must equal the API's, a new device reporti
 up without a reload (server-sent events), the trajectory charts and the province view must
 plot what ``/v1/trajectories`` and ``/v1/status`` answer, the page must work from the keyboard
 and in both languages. Screenshots at phone (390x844) and desktop (1440x900) widths are
-written to tests/results/; with ``QILU_UPDATE_SCREENSHOTS=1`` also to docs/images/ (the ones
-the README and docs/api.md show).
+written to tests/results/ as test artefacts; the README's and docs/api.md's images come from a
+real ``qilu run`` instead (scripts/screenshots.py).
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jwt
 import pytest
 import uvicorn
 from kafka import KafkaProducer
+from pydantic import SecretStr
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -56,7 +58,6 @@ from tests.integration.test_api_endpoints import registry
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 # the registry as a simulated share of the province, per sector (as `qilu run` records it)
 SIMULATED_SHARES = {"charging": 0.02, "substation": 0.05, "ranch": 0.5, "all": 0.02}
 HISTORY_START = date(2024, 1, 1)
@@ -115,6 +116,9 @@ class Browser:
         self._stack = contextlib.ExitStack()
         self._ids = itertools.count(1)
         self.console: list[str] = []
+        # with Network.enable: request id -> URL, and the headers each request went out with
+        self.urls: dict[str, str] = {}
+        self.sent_headers: dict[str, dict[str, str]] = {}
         try:
             port_file = profile / "DevToolsActivePort"
             wait_for(port_file.exists, 60, what="Chromium's DevTools port")
@@ -141,6 +145,12 @@ class Browser:
                 self.console.append(" ".join(str(a.get("value")) for a in msg["params"]["args"]))
             if msg.get("method") == "Runtime.exceptionThrown":
                 self.console.append(json.dumps(msg["params"]["exceptionDetails"])[:500])
+            if msg.get("method") == "Network.requestWillBeSent":
+                self.urls[msg["params"]["requestId"]] = msg["params"]["request"]["url"]
+            if msg.get("method") == "Network.requestWillBeSentExtraInfo":
+                self.sent_headers[msg["params"]["requestId"]] = {
+                    k.lower(): v for k, v in msg["params"]["headers"].items()
+                }
             if msg.get("id") == msg_id:
                 if "error" in msg:
                     raise AssertionError(f"{method}: {msg['error']}")
@@ -401,6 +411,14 @@ def test_status_page_shows_the_api_figures_and_updates_live(
             } == api_cells(status["coverage"])
 
         wait_for(matches, 20, what="page cells to equal /v1/status")
+        # the data's time in China Standard Time, the due dates' calendar, whatever the
+        # browser's zone (this one runs in UTC)
+        shown_at, iso = browser.eval(
+            "[document.getElementById('as-of').textContent,"
+            " document.getElementById('as-of').getAttribute('datetime')]"
+        )
+        cst = datetime.fromisoformat(iso).astimezone(ZoneInfo("Asia/Shanghai"))
+        assert shown_at == cst.strftime("%Y-%m-%d %H:%M:%S CST")
         cells = page_cells(browser)
         coverage = {t["target_id"]: t for t in server.get("/v1/coverage")}
         assert len(cells) == len(coverage) * 17
@@ -538,14 +556,12 @@ def focused(browser: Browser) -> tuple[str, str]:
 
 
 def save_screenshot(browser: Browser, name: str) -> Path:
-    """The viewport as a PNG in tests/results/ (and docs/images/ with QILU_UPDATE_SCREENSHOTS)."""
+    """The viewport as a PNG in tests/results/ (a test artefact, not a README image)."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / name
     browser.eval("document.activeElement && document.activeElement.blur()")
     browser.shot(path)
     assert path.stat().st_size > 20_000, f"{name} looks empty"
-    if os.environ.get("QILU_UPDATE_SCREENSHOTS") == "1":
-        shutil.copyfile(path, DOC_IMAGES / name)
     return path
 
 
@@ -556,6 +572,7 @@ def test_status_page_charts_province_view_keyboard_and_languages(
     profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
     browser = Browser(chromium, profile)
     try:
+        browser.send("Network.enable")  # to see the headers the trajectory requests carry
         browser.viewport(1440, 900)
         browser.send("Page.navigate", url=server.url + "/")
         wait_for(
@@ -690,6 +707,14 @@ def test_status_page_charts_province_view_keyboard_and_languages(
         browser.press(" ")
         assert browser.eval("document.body.dataset.city") == "370000"
         assert_charts_match(browser, server, None)
+        # the province's trajectories were fetched before: the browser revalidated its copies
+        # with their ETags (a 304 when the snapshot has not changed), not fetched them blind
+        province = [
+            rid
+            for rid, url in browser.urls.items()
+            if "/v1/trajectories/" in url and "city=" not in url
+        ]
+        assert any("if-none-match" in browser.sent_headers.get(rid, {}) for rid in province)
 
         # --- the language switch: everything the page writes, in Chinese; remembered -------
         en, zh = json.loads(
@@ -840,4 +865,143 @@ def test_private_status_page_asks_for_a_key_and_opens_on_its_cities(
         assert not [c for c in browser.console if "exceptionId" in c], browser.console
     finally:
         browser.close()
+        server.stop()
+
+
+REPORTED_SECRET = "browser-reported-secret-" + "k" * 48
+REPORTED_ROWS = """
+JSON.stringify(Object.fromEntries([...document.querySelectorAll('#reported tr[data-reported]')]
+  .map(tr => [tr.dataset.reported, {kind: tr.dataset.kind, status: tr.dataset.status,
+    fresh: tr.dataset.fresh, area: tr.dataset.area,
+    value: tr.querySelector('[data-role=value]').dataset.value,
+    age: tr.querySelector('[data-role=age]').textContent,
+    reporter: tr.querySelector('[data-role=reporter]').textContent,
+    badges: [...tr.querySelectorAll('.kind')].map(b => b.dataset.kind)}])))
+"""
+
+
+def _post(server: ApiServer, path: str, body: bytes, token: str) -> tuple[int, Any]:
+    req = urllib.request.Request(  # noqa: S310
+        server.url + path, data=body, method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_reported_figures_imported_through_the_api_appear_on_the_page(
+    chromium: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Issue 19: a bad file changes nothing and names its line; a good one shows on the page
+    with its source kind (reported), reporter and day, judged; a figure past its reporting
+    interval shows as stale; a measured proxy shows its reported counterpart beside it."""
+    with connect(settings.db) as conn:
+        load_registry(conn, registry())
+    api = ApiSettings(
+        coverage_cache_s=1.0,
+        anonymous_scopes=["coverage:read"],
+        jwt_secret=SecretStr(REPORTED_SECRET),
+    )
+    server = ApiServer(settings.model_copy(update={"api": api}))
+    admin = jwt.encode(
+        {
+            "sub": "ops",
+            "iss": "qilu",
+            "aud": "qilu-api",
+            "exp": datetime.now(UTC) + timedelta(minutes=10),
+            "scope": "admin",
+        },
+        REPORTED_SECRET,
+        algorithm="HS256",
+    )
+    browser = None
+    try:
+        wait_for(lambda: _ready(server), 30, what="the API")
+        head = "target,city,as_of,value,reporter,reported_on,source\n"
+        today = coverage.province_day(datetime.now(UTC))
+        recent, old = today - timedelta(days=15), today - timedelta(days=200)
+        bad = (
+            head + f"telecom-5g-stations-2024,province,{recent},251000,省通信管理局,{today},通报\n"
+            f"telecom-5g-stations-2024,province,{recent},lots,省通信管理局,{today},通报\n"
+        ).encode()
+        code, answer = _post(server, "/v1/admin/reported/import?name=q3.csv", bad, admin)
+        assert code == 422
+        assert answer["result"]["errors"][0]["reason"].startswith("q3.csv:3: value 'lots'")
+        assert scalar(settings.db, "SELECT count(*) FROM reported_figures") == 0
+
+        good = (
+            head + f"telecom-5g-stations-2024,province,{recent},251000,省通信管理局,{today},"
+            "2026年三季度通信业统计通报\n"
+            f"telecom-5g-user-share-2025,青岛,{recent},0.612,青岛市通信管理局,{today},季度通报\n"
+            f"telecom-5g-user-share-2025,济南,{old},0.50,济南市通信管理局,{old},季度通报\n"
+            f"iot-terminals-reported-2022,province,{recent},2.61亿,省通信管理局,{today},通报\n"
+        ).encode()
+        code, answer = _post(server, "/v1/admin/reported/import?name=q3.csv", good, admin)
+        assert code == 200, answer
+        assert answer["summary"] == {"added": 4, "changed": 0, "unchanged": 0}
+        api_targets = {t["id"]: t for t in server.get("/v1/reported")["targets"]}
+        stations = api_targets["telecom-5g-stations-2024"]["province"]
+        assert stations["judgement"]["status"] == "met"  # 251,000 > 240,000
+
+        profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+        browser = Browser(chromium, profile)
+        browser.send("Page.navigate", url=server.url + "/")
+        try:
+            wait_for(
+                lambda: (
+                    browser is not None
+                    and browser.eval("document.body && document.body.dataset.reported") == "43"
+                ),
+                30,
+                what="the page to load the reported figures",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; console: {browser.console}") from exc
+        rows = json.loads(browser.eval(REPORTED_ROWS))
+        assert len(rows) == len(api_targets)
+        s = rows["telecom-5g-stations-2024"]
+        assert s["kind"] == "reported"
+        assert s["value"] == "251000"
+        assert s["reporter"] == "省通信管理局"
+        assert s["age"] == f"{recent} (15 days)"
+        assert (s["status"], s["fresh"]) == ("met", "current")
+        assert s["badges"] == ["reported"]
+        assert rows["telecom-key-places-2024"]["age"] == "no figure yet"
+        # the measured proxy (the platform's own terminals) and the province's reported total
+        card = (
+            "document.querySelector('article[data-target=\"iot-terminals-2022\"]')"
+            ".querySelector('{}')"
+        )
+        assert browser.eval(card.format(".kind") + ".dataset.kind") == "measured"
+        line = card.format('[data-reported="iot-terminals-reported-2022"]')
+        assert browser.eval(line + ".dataset.status") == "met"  # 261 million >= 150 million
+        assert "261,000,000" in browser.eval(line + ".textContent")
+
+        # a city: its own figure; Jinan's is 200 days old, past the quarterly interval
+        browser.eval("chooseCity('370200')")
+        qd = json.loads(browser.eval(REPORTED_ROWS))["telecom-5g-user-share-2025"]
+        assert (qd["area"], qd["value"], qd["reporter"]) == ("370200", "0.612", "青岛市通信管理局")
+        assert (qd["status"], qd["fresh"]) == ("met", "current")
+        browser.eval("chooseCity('370200'); chooseCity('370100')")
+        jn = json.loads(browser.eval(REPORTED_ROWS))["telecom-5g-user-share-2025"]
+        assert (jn["area"], jn["fresh"], jn["status"]) == ("370100", "stale", "behind")
+        assert jn["badges"] == ["reported", "stale"]
+        assert jn["age"] == f"{old} (200 days)"
+        browser.eval("document.getElementById('lang').click()")
+        assert browser.eval("document.querySelector('#reported-h span').textContent") == "报告数据"
+        assert (
+            browser.eval("document.querySelector('#reported tr[data-reported] .kind').textContent")
+            == "报告数"
+        )
+
+        RESULTS.mkdir(exist_ok=True)
+        shot = RESULTS / "status_page_reported.png"
+        browser.screenshot(shot)
+        assert shot.stat().st_size > 20_000
+        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+    finally:
+        if browser is not None:
+            browser.close()
         server.stop()

@@ -213,3 +213,30 @@ def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Se
         == 1.0
     )
     assert scalar(db, "SELECT count(*) FROM reported_figures WHERE simulated") == len(figures) - 1
+
+
+def test_the_grafana_table_shows_source_kind_age_and_freshness(
+    cli: Any, api_settings: Settings
+) -> None:
+    from dashboards.coverage import reported_table_sql
+
+    code, _, _ = cli("reported", "import", str(SAMPLES / "reported_figures.csv"))
+    assert code == 0
+    spec = reported_table_sql(load_catalog())
+    query = spec.sql.replace("${sector}", "'charging','substation','ranch'")
+    with connect(api_settings.db) as conn, conn.cursor() as cur:
+        cur.execute(query.encode())
+        names = [d.name for d in cur.description or ()]
+        rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+    assert tuple(names) == spec.column_names
+    assert len(rows) == len({t.name_en for t in load_catalog().reported})
+    g = rows["5G base stations"]  # two targets share the name: the 2022 one sorts first
+    assert g["source kind"] == "reported"
+    five_g = next(
+        r for r in rows.values() if r["threshold"] == 240_000 and r["source kind"] == "reported"
+    )
+    assert five_g["value"] == 243_000
+    assert five_g["reporter"] == "省通信管理局"
+    assert five_g["freshness"] == "stale"  # as of 2024-12-31, reported quarterly
+    assert five_g["status"] == "met"
+    assert rows["Key places with improved mobile network coverage"]["freshness"] == "no figure"
