@@ -34,6 +34,7 @@ ADR_RELATIONS = {
     "site_liveness_1h",
     "coverage_daily",
     "simulated_registry",
+    "reported_figures",
     "deadletter_summary",
     # T/CEC 102 operators' links and connectors, never their secrets (docs/adr/0015-tcec102.md)
     "operators",
