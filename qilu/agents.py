@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import secrets
 import time
 import warnings
@@ -32,6 +31,7 @@ from typing import Any
 from qilu import signing
 from qilu.contract import Sector
 from qilu.errors import ServiceError
+from qilu.fileio import write_atomic
 from qilu.settings import KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -540,10 +540,7 @@ def write_targets(settings: Settings, path: Path) -> int:
     """Write the file_sd JSON atomically (Prometheus may read it at any moment) and return
     the number of target groups."""
     groups = targets(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(groups, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(groups, indent=2) + "\n")
     return len(groups)
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -65,6 +64,7 @@ from collectors.ocpp.messages import (
 from collectors.ocpp.transactions import Transactions
 from qilu.contract import Reading
 from qilu.errors import ConfigError, RetryableError
+from qilu.fileio import write_atomic
 
 logger = logging.getLogger(__name__)
 wire_logger = logger.getChild("wire")
@@ -102,16 +102,6 @@ class OcppConfig:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 class _Quiet(logging.LoggerAdapter[logging.Logger]):
@@ -333,7 +323,7 @@ class OcppCollector(Collector):
             return
         async with self._save_lock:
             try:
-                await asyncio.to_thread(_write_atomic, Path(path), self.transactions.dumps())
+                await asyncio.to_thread(write_atomic, Path(path), self.transactions.dumps())
             except OSError as exc:
                 self._log_once(
                     ("state_file",),
@@ -501,9 +491,14 @@ def _make_16() -> type:
         ) -> Any:
             tx = kw.get("transaction_id")
             tx_id = "" if tx is None else str(tx)
-            if tx_id and connector_id > 0:  # learn the connector of a transaction started
-                await self.owner.place(self.id, tx_id, connector_id)  # before a restart
-            await self.owner.emit(self.meter(connector_id, meter_value, _now_us(), tx_id))
+            connector: int | None = connector_id
+            if tx_id:  # through the transaction map: on connector > 0 it learns the connector
+                # of a transaction started before a restart; connector 0 with a transaction
+                # means that transaction's connector (None, not placed, when it is unknown)
+                connector = await self.owner.place(
+                    self.id, tx_id, connector_id if connector_id > 0 else None
+                )
+            await self.owner.emit(self.meter(connector, meter_value, _now_us(), tx_id))
             return call_result.MeterValues()
 
         @_route(Action.authorize)
@@ -581,6 +576,9 @@ def _make_201() -> type:
                 readings += self.owner.note_status(
                     self.id, connector, (state, False), ts, "charging_state"
                 )
+            elif state is not None:  # its status readings have no device either
+                n = len(status_readings("", state, False, ts))
+                self.owner.count_unplaced(self.id, UNKNOWN_TRANSACTION, n, tx_id)
             readings += self.meter(connector, kw.get("meter_value"), ts, tx_id)
             await self.owner.emit(readings)
             token = kw.get("id_token")

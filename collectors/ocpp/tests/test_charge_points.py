@@ -379,6 +379,60 @@ def test_unplaced_readings_are_counted_and_logged_once(caplog: pytest.LogCapture
     assert len([w for w in warnings if "'424242'" in w]) == 1, warnings
 
 
+def test_ocpp16_meter_values_on_connector_0_with_a_transaction_go_through_the_map() -> None:
+    """Connector 0 with a transactionId: the readings belong on that transaction's connector;
+    with a transaction never seen here they count as unknown_transaction, not connector_0."""
+
+    async def main() -> tuple[list[Reading], OcppCollector]:
+        c, sink, task = await running(name="tx16zero")
+        async with station(ChargePoint16, c, "CP-Z", "ocpp1.6") as cp:
+            start = await cp.call(
+                call16.StartTransaction(
+                    connector_id=2, id_tag="TAG", meter_start=1_000,
+                    timestamp="2026-11-23T10:00:00Z",
+                )
+            )  # fmt: skip
+            for tx in (start.transaction_id, 777):  # 777: never started here
+                await cp.call(
+                    call16.MeterValues(
+                        connector_id=0,
+                        transaction_id=tx,
+                        meter_value=energy(3_000, "2026-11-23T10:10:00Z"),
+                    )
+                )
+        await shut(c, task)
+        return sink.readings, c
+
+    rs, c = asyncio.run(main())
+    assert by_metric(rs, "CP-Z-2")["energy_kwh"] == [3.0]
+    assert {r.device_id for r in rs} == {"CP-Z-2"}
+    assert c.unplaced == {"unknown_transaction": 1}
+    assert unplaced(c, "unknown_transaction") == 1
+    assert unplaced(c, "connector_0") == 0
+
+
+def test_ocpp201_charging_state_of_an_unknown_transaction_is_counted() -> None:
+    """A TransactionEvent whose transaction cannot be placed: its chargingState (the
+    connector_status and fault readings it would give) is counted, not silently dropped."""
+
+    async def main() -> tuple[list[Reading], OcppCollector]:
+        c, sink, task = await running(name="state201")
+        async with station(ChargePoint201, c, "CS-Q", "ocpp2.0.1") as cp:
+            await cp.call(
+                tx_event(
+                    "Updated", 1, "T-NOWHERE", "2026-11-23T09:05:00Z",
+                    info={"chargingState": "Charging"},
+                )
+            )  # fmt: skip
+        await shut(c, task)
+        return sink.readings, c
+
+    rs, c = asyncio.run(main())
+    assert rs == []
+    assert c.unplaced == {"unknown_transaction": 2}
+    assert unplaced(c, "unknown_transaction") == 2
+
+
 def test_ocpp16_charging_session_with_an_allow_list() -> None:
     async def main() -> tuple[list[Reading], list[Any]]:
         c, sink, task = await running(
