@@ -52,6 +52,12 @@ class ServicesSettings(BaseModel):
     timescale_port: int = 15433
     prometheus_port: int = 19090
     start_timeout_s: float = 90.0
+    # the cluster profile (`qilu services up --profile cluster`, docs/services.md): three
+    # Kafka brokers, each a KRaft controller too, one per loopback address, same ports
+    cluster_hosts: tuple[str, str, str] = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+    cluster_kafka_port: int = 29092
+    cluster_kafka_controller_port: int = 29093
+    cluster_kafka_agent_port: int = 29094
 
     @model_validator(mode="after")
     def _derive_agent_port(self) -> ServicesSettings:
@@ -69,6 +75,16 @@ class KafkaSettings(BaseModel):
     agent_bootstrap: str = "127.0.0.1:19094"
     # `qilu agents`: create/rotate/delete each agent's SCRAM user and ACLs on the broker
     manage_agent_credentials: bool = True
+    # replicas of each topic `qilu topics` creates; -1 = the brokers' default.replication.factor
+    # (1 on the single node, 3 with min.insync.replicas=2 in the cluster profile)
+    replication_factor: int = Field(default=-1, ge=-1)
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _no_zero_replicas(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 replicas: use -1 (the brokers' default) or 1 and more")
+        return value
 
 
 class DatabaseSettings(BaseModel):

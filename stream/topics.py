@@ -46,7 +46,7 @@ def ensure_topics(kafka: KafkaSettings) -> list[str]:
                         NewTopic(
                             t,
                             kafka.partitions,
-                            1,
+                            kafka.replication_factor,
                             topic_configs=(
                                 {"message.timestamp.type": "LogAppendTime"} if t in readings else {}
                             ),

@@ -95,6 +95,9 @@ class Server(abc.ABC):
     busy_ok: ClassVar[bool] = False
     # a line for the user before a slow first install
     install_note: ClassVar[str] = "installing (first run)..."
+    # a quorum member answers only once a majority of its peers runs: start them all,
+    # then wait for each (the cluster profile's Kafka nodes)
+    starts_with_peers: ClassVar[bool] = False
 
     def __init__(self, ctx: Context, apt: Apt) -> None:
         self.ctx = ctx
@@ -128,8 +131,13 @@ class Server(abc.ABC):
         return next(iter(self.ports().values()))
 
     @property
+    def host(self) -> str:
+        """The loopback address this server listens on (the cluster's nodes have their own)."""
+        return self.ctx.host
+
+    @property
     def address(self) -> str:
-        return f"{self.ctx.host}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     # ---- lifecycle
 

@@ -7,17 +7,27 @@ import sys
 
 from qilu.errors import ServiceError
 from qilu.services import render
+from qilu.services.kafka_cluster import cluster_bootstrap
 from qilu.services.manager import Services
-from qilu.services.registry import ALL_SERVICES
+from qilu.services.registry import DEFAULT_PROFILE, PROFILES
 from qilu.settings import Settings
 
-NAMES_HELP = f"servers to act on (default: all): {', '.join(ALL_SERVICES)}"
+KNOWN = [name for servers in PROFILES.values() for name in servers]
+NAMES_HELP = "servers to act on (default: all of the profile): " + "; ".join(
+    f"{profile}: {', '.join(servers)}" for profile, servers in PROFILES.items()
+)
+PROFILE_HELP = (
+    f"which set of servers (default: the named servers' profile, else {DEFAULT_PROFILE}): "
+    f"{DEFAULT_PROFILE} = one of each on "
+    "127.0.0.1; cluster = three Kafka brokers (each a KRaft controller too) on "
+    "127.0.0.11-13, replication factor 3, min.insync.replicas 2 (docs/services.md)"
+)
 
 
 def _name(text: str) -> str:
-    if text not in ALL_SERVICES:
+    if text not in KNOWN:
         raise argparse.ArgumentTypeError(
-            f"unknown service {text!r} (choose from {', '.join(ALL_SERVICES)})"
+            f"unknown service {text!r} (choose from {', '.join(KNOWN)})"
         )
     return text
 
@@ -27,22 +37,42 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _services(settings: Settings) -> Services:
-    return Services(settings.services, settings.db, progress=_say)
+def _profile(args: argparse.Namespace) -> str:
+    """--profile, else the profile the named servers belong to, else the default."""
+    if args.profile:
+        return str(args.profile)
+    names = list(getattr(args, "names", None) or [getattr(args, "name", None)])
+    for profile, servers in PROFILES.items():
+        if names and all(n in servers for n in names):
+            return profile
+    return DEFAULT_PROFILE
+
+
+def _services(settings: Settings, args: argparse.Namespace) -> Services:
+    return Services(settings.services, settings.db, progress=_say, profile=_profile(args))
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    _services(settings).up(args.names or None, restart_stale=True)
+    services = _services(settings, args)
+    services.up(args.names or None, restart_stale=True)
+    if services.profile == "cluster":
+        s = settings.services
+        _say(
+            "clients of the cluster: QILU_KAFKA__BOOTSTRAP="
+            f"{cluster_bootstrap(s.cluster_hosts, s.cluster_kafka_port)}"
+            " (agents: port "
+            f"{s.cluster_kafka_agent_port}); topics get the brokers' replication factor 3"
+        )
     return 0
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    _services(settings).down(args.names or None)
+    _services(settings, args).down(args.names or None)
     return 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _services(settings).status(args.names or None)
+    rows = _services(settings, args).status(args.names or None)
     table = render.render_table(
         ("NAME", "STATE", "PID", "ADDRESS", "DATA"),
         ((s.name, str(s.state), str(s.pid or "-"), s.address, str(s.data_dir)) for s in rows),
@@ -52,7 +82,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _logs(args: argparse.Namespace, settings: Settings) -> int:
-    services = _services(settings)
+    services = _services(settings, args)
     path = services.server(args.name).log_file
     sys.stdout.write(f"==> {path} <==\n")
     if not path.exists():
@@ -109,6 +139,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for action, handler, summary, description in actions:
         cmd = sub.add_parser(action, help=summary, description=description)
         cmd.add_argument("names", nargs="*", type=_name, metavar="NAME", help=NAMES_HELP)
+        cmd.add_argument("--profile", choices=tuple(PROFILES), default=None, help=PROFILE_HELP)
         cmd.set_defaults(handler=handler)
 
     logs = sub.add_parser(
@@ -116,7 +147,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the log file path and its last lines",
         description="Print the path of a server's log file and its last lines.",
     )
-    logs.add_argument("name", type=_name, metavar="NAME", help=f"one of {', '.join(ALL_SERVICES)}")
+    logs.add_argument("name", type=_name, metavar="NAME", help=NAMES_HELP.split(": ", 1)[1])
+    logs.add_argument("--profile", choices=tuple(PROFILES), default=None, help=PROFILE_HELP)
     logs.add_argument(
         "-n", "--lines", type=int, default=50, help="how many lines to print (default 50)"
     )

@@ -161,7 +161,7 @@ class Kafka(Server):
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = self._cluster_id()
-        progress(f"kafka: formatting the log dir (cluster id {cluster_id})...")
+        progress(f"{self.name}: formatting the log dir (cluster id {cluster_id})...")
         run_tool(
             [
                 "java",
@@ -176,7 +176,7 @@ class Kafka(Server):
                 str(self.server_properties),
                 "--ignore-formatted",
             ],
-            what="kafka: storage format",
+            what=f"{self.name}: storage format",
             log_file=self.install_log,
             hint=f"to start over: qilu services down kafka && rm -rf {self.data_dir}",
             timeout_s=120,
@@ -206,7 +206,7 @@ class Kafka(Server):
     # ---- readiness
 
     def probe(self, timeout_s: float) -> None:
-        host, port = self.ctx.host, self.ctx.settings.kafka_port
+        host, port = self.host, self.port
         try:
             socket.create_connection((host, port), timeout=min(timeout_s, 2.0)).close()
         except OSError as exc:

@@ -11,14 +11,14 @@ import fcntl
 import logging
 import signal
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from qilu.errors import ServiceError
 from qilu.services import proc, render
 from qilu.services.base import Context, ProbeError, Progress, Server, ServiceStatus, State
-from qilu.services.registry import ALL_SERVICES, SERVER_TYPES
+from qilu.services.registry import DEFAULT_PROFILE, PROFILES
 from qilu.services.tools import TAIL_LINES, Apt
 from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings
 
@@ -44,11 +44,15 @@ class Services:
         *,
         progress: Progress | None = None,
         repo_root: Path = REPO_ROOT,
+        profile: str = DEFAULT_PROFILE,
     ) -> None:
+        if profile not in PROFILES:
+            raise ServiceError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
         self.ctx = Context(settings=settings, db=db or DatabaseSettings(), repo_root=repo_root)
         self.progress: Progress = progress or _log_progress
+        self.profile = profile
         self._apt = Apt(self.ctx.logs_dir / "apt.log")
-        self._servers = {name: cls(self.ctx, self._apt) for name, cls in SERVER_TYPES.items()}
+        self._servers = {name: cls(self.ctx, self._apt) for name, cls in PROFILES[profile].items()}
 
     # ------------------------------------------------------------------ lookup
 
@@ -57,14 +61,15 @@ class Services:
             return self._servers[name]
         except KeyError:
             raise ServiceError(
-                f"unknown service {name!r}; known: {', '.join(ALL_SERVICES)}"
+                f"unknown service {name!r} in the {self.profile} profile; known: "
+                f"{', '.join(self._servers)}"
             ) from None
 
     def _select(self, names: Iterable[str] | None) -> list[Server]:
-        wanted = list(names) if names else list(ALL_SERVICES)
+        wanted = list(names) if names else list(self._servers)
         for name in wanted:
             self.server(name)  # validates
-        return [self._servers[n] for n in ALL_SERVICES if n in wanted]
+        return [srv for n, srv in self._servers.items() if n in wanted]
 
     def _pidfile(self, srv: Server) -> proc.PidFile:
         return proc.PidFile(self.ctx.run_dir, srv.name)
@@ -84,8 +89,15 @@ class Services:
         callers (test fixtures) must not restart servers others are using."""
         servers = self._select(names)
         with self._locked():
+            waiting: list[Callable[[], None]] = []
             for srv in servers:
-                self._up_one(srv, restart_stale=restart_stale)
+                finish = self._up_one(srv, restart_stale=restart_stale)
+                if finish is not None and srv.starts_with_peers:
+                    waiting.append(finish)  # once its peers are launched too
+                elif finish is not None:
+                    finish()
+            for finish in waiting:
+                finish()
 
     def start(self, name: str) -> None:
         """``up`` for one server (e.g. after :meth:`kill`)."""
@@ -117,7 +129,7 @@ class Services:
         for srv in self._select(names):
             rec = self._pidfile(srv).live()
             if rec is not None:
-                accepts = proc.tcp_accepts(self.ctx.host, srv.port)
+                accepts = proc.tcp_accepts(srv.host, srv.port)
                 state = State.RUNNING if accepts else State.NOT_ANSWERING
             elif not srv.installed():
                 state = State.NOT_INSTALLED
@@ -172,7 +184,9 @@ class Services:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _up_one(self, srv: Server, *, restart_stale: bool = False) -> None:
+    def _up_one(self, srv: Server, *, restart_stale: bool = False) -> Callable[[], None] | None:
+        """Start ``srv`` if needed; returns what is left to do (wait until it answers), or
+        None when it already answers."""
         pidfile = self._pidfile(srv)
         rec = pidfile.live()
         if rec is not None and not srv.config_current():
@@ -192,16 +206,24 @@ class Services:
             try:
                 srv.probe(PROBE_SLICE_S)
             except ProbeError as exc:
-                if srv.busy_ok and proc.tcp_accepts(self.ctx.host, srv.port):
+                if srv.busy_ok and proc.tcp_accepts(srv.host, srv.port):
                     self.progress(
                         f"{srv.name}: already running (pid {rec.pid}) on {srv.address}; "
                         "busy with another client"
                     )
-                    return
+                    return None
                 logger.info("%s: running but not answering yet (%s); waiting", srv.name, exc)
-                self._wait_ready(srv, rec, self.ctx.settings.start_timeout_s)
+                running = rec
+
+                def finish_running() -> None:
+                    self._wait_ready(srv, running, self.ctx.settings.start_timeout_s)
+                    self.progress(
+                        f"{srv.name}: already running (pid {running.pid}) on {srv.address}"
+                    )
+
+                return finish_running
             self.progress(f"{srv.name}: already running (pid {rec.pid}) on {srv.address}")
-            return
+            return None
         pidfile.remove()
         self._check_ports(srv)
         if not srv.installed():
@@ -212,17 +234,21 @@ class Services:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"\n{START_MARKER} {srv.name} at {stamp} ====\n")
         pid = proc.launch_detached(srv.command(), srv.log_file)
-        rec = pidfile.write(pid)
+        launched = pidfile.write(pid)
         started = time.monotonic()
-        self._wait_ready(srv, rec, self.ctx.settings.start_timeout_s)
-        srv.after_start(self.progress)
-        self.progress(
-            f"{srv.name}: running (pid {pid}) on {srv.address}, "
-            f"ready in {time.monotonic() - started:.1f} s"
-        )
+
+        def finish() -> None:
+            self._wait_ready(srv, launched, self.ctx.settings.start_timeout_s)
+            srv.after_start(self.progress)
+            self.progress(
+                f"{srv.name}: running (pid {pid}) on {srv.address}, "
+                f"ready in {time.monotonic() - started:.1f} s"
+            )
+
+        return finish
 
     def _check_ports(self, srv: Server) -> None:
-        host = self.ctx.host
+        host = srv.host
         for field, port in srv.ports().items():
             if not proc.port_free(host, port):
                 owner = proc.listener_pid(host, port)

@@ -1,9 +1,14 @@
-"""The servers ``qilu services`` knows, in start order (stopped in reverse)."""
+"""The servers ``qilu services`` knows, per profile, in start order (stopped in reverse).
+
+``single`` (the default): one of each, on 127.0.0.1. ``cluster``: three Kafka nodes on their
+own loopback addresses (docs/services.md), beside the single-node servers.
+"""
 
 from __future__ import annotations
 
 from qilu.services.base import Server
 from qilu.services.kafka import Kafka
+from qilu.services.kafka_cluster import KafkaNode1, KafkaNode2, KafkaNode3
 from qilu.services.mosquitto import Mosquitto
 from qilu.services.postgres import Postgres
 from qilu.services.prometheus import Prometheus
@@ -11,6 +16,14 @@ from qilu.services.timescale import Timescale
 
 SERVER_TYPES: dict[str, type[Server]] = {
     cls.name: cls for cls in (Kafka, Postgres, Mosquitto, Timescale, Prometheus)
+}
+CLUSTER_TYPES: dict[str, type[Server]] = {
+    cls.name: cls for cls in (KafkaNode1, KafkaNode2, KafkaNode3)
+}
+DEFAULT_PROFILE = "single"
+PROFILES: dict[str, dict[str, type[Server]]] = {
+    DEFAULT_PROFILE: SERVER_TYPES,
+    "cluster": CLUSTER_TYPES,
 }
 
 ALL_SERVICES: tuple[str, ...] = tuple(SERVER_TYPES)

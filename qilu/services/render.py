@@ -120,6 +120,55 @@ def kafka_server_properties(
     }
 
 
+def kafka_cluster_properties(
+    *,
+    node_id: int,
+    hosts: Sequence[str],
+    port: int,
+    controller_port: int,
+    agent_port: int,
+    log_dir: Path,
+    partitions: int = 6,
+) -> dict[str, str | int]:
+    """One of the cluster profile's brokers (docs/services.md): node ``node_id`` (1-based)
+    listens on ``hosts[node_id - 1]``; every node is a broker and a KRaft controller, the
+    three controllers form the quorum. Topics get three replicas, and a write acknowledged
+    with ``acks=all`` is on at least two of them (``min.insync.replicas=2``), so losing one
+    broker loses no acknowledged record and leaves the partition writable."""
+    if not 1 <= node_id <= len(hosts):
+        raise ValueError(f"node_id {node_id} outside 1..{len(hosts)}")
+    replicas = len(hosts)
+    min_isr = replicas // 2 + 1
+    props = kafka_server_properties(
+        host=hosts[node_id - 1],
+        port=port,
+        controller_port=controller_port,
+        agent_port=agent_port,
+        log_dir=log_dir,
+        partitions=partitions,
+        node_id=node_id,
+    )
+    return props | {
+        "controller.quorum.voters": ",".join(
+            f"{i}@{h}:{controller_port}" for i, h in enumerate(hosts, start=1)
+        ),
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        # a replica that fell behind never becomes leader: it could lack acknowledged records
+        "unclean.leader.election.enable": "false",
+        # a broker that stops heartbeating is fenced (its partitions get new leaders) after
+        # 4 s instead of 9 s: the target is writes back within 10 s of a broker loss
+        # (docs/services.md); heartbeats every second keep a loaded broker from being fenced
+        "broker.session.timeout.ms": 4000,
+        "broker.heartbeat.interval.ms": 1000,
+    }
+
+
 def kafka_log4j2_properties() -> str:
     """log4j2 config: everything to stdout (the launcher points it at logs/kafka.log).
 

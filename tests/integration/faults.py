@@ -554,6 +554,73 @@ def private_kafka(
 
 
 @dataclass
+class PrivateKafkaCluster:
+    """The cluster profile's three brokers (kafka-1..3), on free ports of their own."""
+
+    svc: Services
+    hosts: tuple[str, ...]
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{h}:{self.port}" for h in self.hosts)
+
+    def bootstrap_without(self, node_id: int) -> str:
+        """The bootstrap list of the other nodes (clients that should not try a dead one)."""
+        return ",".join(f"{h}:{self.port}" for i, h in enumerate(self.hosts, 1) if i != node_id)
+
+    def kill(self, node_id: int) -> None:
+        self.svc.kill(f"kafka-{node_id}")
+
+    def start(self, node_id: int) -> None:
+        self.svc.start(f"kafka-{node_id}")
+
+
+@contextlib.contextmanager
+def private_kafka_cluster(base: Settings) -> Iterator[PrivateKafkaCluster]:
+    """Three KRaft brokers (each a controller too) on 127.0.0.11-13 and free ports, as
+    ``qilu services up --profile cluster`` runs them; stopped and removed afterwards."""
+    state = _state("cluster")
+    shared_lib = base.services.state_dir / "kafka" / "lib"
+    if shared_lib.is_dir():  # borrow the installed jars
+        (state / "kafka").mkdir(parents=True, exist_ok=True)
+        (state / "kafka" / "lib").symlink_to(shared_lib.resolve(), target_is_directory=True)
+    ss = ServicesSettings(
+        state_dir=state,
+        cluster_kafka_port=free_port(),
+        cluster_kafka_controller_port=free_port(),
+        cluster_kafka_agent_port=free_port(),
+        kafka_heap_mb=384,
+        start_timeout_s=180.0,
+    )
+    svc = Services(ss, DatabaseSettings(), profile="cluster")
+    try:
+        svc.up()
+        yield PrivateKafkaCluster(svc, ss.cluster_hosts, ss.cluster_kafka_port)
+    finally:
+        # killed, not stopped: a controlled shutdown of the last node waits for a quorum
+        # that is gone (a minute each); the data is thrown away anyway
+        for srv in svc.status():
+            if srv.pid is not None:
+                with contextlib.suppress(Exception):
+                    svc.kill(srv.name)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def kafka_threads_ended(timeout_s: float = 60.0) -> None:
+    """Wait until kafka-python's network threads (of producers closed without waiting) are
+    gone, then collect the sockets they dropped (:func:`collect_dropped_sockets`), so none
+    is left to the end of the session, where no test's warning filter applies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(
+        t.name.startswith("kafka-io-") or t.name.endswith("-network-thread")
+        for t in threading.enumerate()
+    ):
+        time.sleep(0.2)
+    collect_dropped_sockets()
+
+
+@dataclass
 class PrivatePostgres:
     svc: Services
     db: DatabaseSettings
