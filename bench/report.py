@@ -371,6 +371,21 @@ BENCHES: tuple[Bench, ...] = (
         ),
         timeout_s=900,
     ),
+    Bench(
+        "tcec102",
+        "bench/tcec102.py",
+        "T/CEC 102 status pushes with ingest running: accepted/s, answer p99, request -> row",
+        (),
+        ("--seconds", "5"),
+        (
+            Figure("pushes accepted", "accepted_per_s", "pushes/s", 2000, "higher", "16"),
+            Figure("answer p99", "answer_ms.p99", "ms", 50, "lower", "16"),
+            Figure("answer p50", "answer_ms.p50", "ms"),
+            Figure("request -> stored row p50", "request_to_row_ms.p50", "ms"),
+            Figure("request -> stored row p99", "request_to_row_ms.p99", "ms"),
+        ),
+        timeout_s=900,
+    ),
 )
 
 
