@@ -14,7 +14,11 @@ Rules:
   expected interval (per city and sector) above 5 %;
 - ``qilu-consumer-lag``, ``qilu-dead-letters``, ``qilu-edge-drops``: from Prometheus;
 - ``qilu-storage-job-failing`` (timescale mode): the last run of a TimescaleDB background job
-  of the platform failed and the server backs off before retrying (storage/jobs.py).
+  of the platform failed and the server backs off before retrying (storage/jobs.py);
+- ``qilu-wal-archive-stalled``: WAL segments wait to be archived and archiving has made no
+  progress for 2 minutes (the query of ``qilu backup status``, storage/backup.py), so a stall
+  fires within 5 minutes; ``qilu-backup-too-old``: the newest backup finished more than 26
+  hours ago (from ``qilu backup schedule``'s metrics). docs/operations.md.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dashboards.common import MET_SQL, TRAJECTORY_CTES, N, S, expected_sql, targ
 from dashboards.model import EXPR_UID, PG_UID, PROM_UID, SqlQueryBuilder, SqlSpec
 from dashboards.pipeline import AGENT_DROPPED
 from qilu.catalog import Catalog
+from storage.backup import ARCHIVE_SQL
 
 FOLDER_UID = "qilu"
 FOLDER_TITLE = "Qilu Telemetry"
@@ -126,6 +131,40 @@ STORAGE_JOB_FAILING = AlertSpec(
     "compression or retention) failed and is still the last one after 10 minutes: rollups, "
     "compression or retention fall behind while the server backs off (minutes to hours). "
     "`qilu storage status` shows the error; `qilu storage maintain --run-jobs` runs the jobs now.",
+)
+
+
+# the same rule as `qilu backup status` (backup.max_archive_lag_s, default 120 s): with the
+# group's 60 s interval and 1 minute pending, a stall fires within 120 + 60 + 60 s < 5 minutes
+WAL_ARCHIVE_STALLED = AlertSpec(
+    "qilu-wal-archive-stalled",
+    "WAL archiving stalled",
+    "pipeline",
+    SqlSpec(
+        f"WITH archiver AS (\n{ARCHIVE_SQL})\n"
+        'SELECT archive_lag_s AS "archive_lag_s" FROM archiver',
+        (("archive_lag_s", N),),
+    ),
+    "gt",
+    120.0,
+    "1m",
+    "WAL archiving has made no progress for {{ humanize $values.B.Value }} s",
+    "Completed WAL segments wait and none has reached the backup repository for over 2 "
+    "minutes: a restore can only go back to the last archived segment, and pg_wal grows. "
+    "`qilu backup status` shows the failure; pgBackRest's log says why (docs/operations.md).",
+    severity="critical",
+)
+BACKUP_TOO_OLD = AlertSpec(
+    "qilu-backup-too-old",
+    "Last database backup too old",
+    "pipeline",
+    PromSpec('time() - max(qilu_backup_last_success_timestamp_seconds{type="any"})'),
+    "gt",
+    26 * 3600.0,
+    "10m",
+    "The newest database backup finished {{ humanizeDuration $values.B.Value }} ago",
+    "No backup finished in the last 26 hours (a daily differential is scheduled): "
+    "`qilu backup status`; is `qilu backup schedule` running? (docs/operations.md)",
 )
 
 
@@ -229,6 +268,8 @@ def groups(catalog: Catalog) -> list[AlertGroup]:
                     severity="critical",
                 ),
                 STORAGE_JOB_FAILING,
+                WAL_ARCHIVE_STALLED,
+                BACKUP_TOO_OLD,
             ],
         ),
     ]

@@ -276,7 +276,7 @@ SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last
   CASE WHEN archive_mode = 'off' THEN 0.0
        WHEN last_seg IS NULL AND NOT failing THEN 0.0
        WHEN last_seg IS NOT NULL AND cur_seg - last_seg <= 1 THEN 0.0
-       ELSE extract(epoch FROM now - coalesce(last_archived_time, started))::float8
+       ELSE extract(epoch FROM (now - coalesce(last_archived_time, started)))::float8
   END AS archive_lag_s
 FROM n"""
 

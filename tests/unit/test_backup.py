@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from dashboards.model import SqlSpec
 from qilu.errors import ConfigError
 from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings
 from storage.backup import (
+    ARCHIVE_SQL,
     INCLUDE_LINE,
     ArchiverState,
     BackupType,
@@ -192,3 +194,31 @@ def test_the_schedule_takes_a_weekly_full_and_daily_differentials() -> None:
     assert due_backup(backups, last + timedelta(hours=23), bs) is None
     assert due_backup(backups, last + timedelta(hours=24), bs) is BackupType.DIFF
     assert due_backup(backups, backups[0].started + timedelta(days=7), bs) is BackupType.FULL
+
+
+def test_the_archive_alert_fires_within_five_minutes_of_a_stall() -> None:
+    from dashboards import alerts
+    from qilu.catalog import load_catalog
+
+    spec = alerts.WAL_ARCHIVE_STALLED
+    group = next(g for g in alerts.groups(load_catalog()) if spec in g.specs)
+    assert spec.threshold == BackupSettings().max_archive_lag_s  # the status's own limit
+    pending_s = int(spec.for_.removesuffix("m")) * 60
+    # the lag passes the threshold, the next evaluation sees it, then it stays pending
+    assert spec.threshold + group.interval_s + pending_s <= 300
+    assert isinstance(spec.query, SqlSpec)
+    assert ARCHIVE_SQL in spec.query.sql
+
+
+def test_the_backup_metrics_of_dashboards_and_alerts_are_exported_by_the_scheduler() -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    from dashboards.pipeline import METRICS
+    from storage import backup_cli
+
+    backup_cli.LAST_BACKUP.labels("any").set(1.0)
+    exported = generate_latest(REGISTRY).decode()
+    wanted = [m for m, component in METRICS.items() if component == "backup"]
+    assert wanted
+    for name in wanted:
+        assert f"# TYPE {name} gauge" in exported

@@ -40,6 +40,8 @@ ADR_RELATIONS = {
     "operators",
     "operator_links",
     "operator_connectors",
+    # the WAL archiver's state, for qilu-wal-archive-stalled (storage/backup.py ARCHIVE_SQL)
+    "pg_stat_archiver",
 }
 
 
@@ -126,6 +128,8 @@ def test_alert_rules_cover_the_issue() -> None:
         "qilu-dead-letters",
         "qilu-edge-drops",
         "qilu-storage-job-failing",
+        "qilu-wal-archive-stalled",
+        "qilu-backup-too-old",
     }
     for spec in specs.values():
         if isinstance(spec.query, SqlSpec):
