@@ -140,7 +140,8 @@ def describe(cfg: AgentConfig, collectors: list[Collector]) -> list[str]:
         ),
         f"  buffer    {b.path}: at most {b.max_bytes / 2**20:.0f} MiB and "
         f"{b.max_age_s / 3600:.1f} h, {b.policy}, fsync {b.fsync} "
-        f"(hand-overs within {b.group_commit_s * 1000:.0f} ms share a commit)",
+        f"(hand-overs within {b.group_commit_s * 1000:.0f} ms share a commit; refused "
+        f"envelopes at most {b.quarantine_max_share:.0%} of it)",
         f"  delivery  {d.batch_max_readings} readings / {d.batch_max_delay_s:g} s per envelope, "
         f"backlog {'uncapped' if d.backlog_rate <= 0 else f'{d.backlog_rate:g} readings/s'}",
         "  metrics   "

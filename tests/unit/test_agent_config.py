@@ -31,6 +31,22 @@ def test_sample_file_is_valid_and_builds_every_collector() -> None:
     assert cfg.agent.id == "agent-substation-370100-0029"
     assert cfg.buffer.fsync == "batch"
     assert [c.type_name for c in build_collectors(cfg)] == ["modbus", "ocpp", "mqtt"]
+    # no fixed metrics port (9102 is the simulated province's; provisioning assigns one)
+    assert cfg.agent.metrics_port == 0
+    piles = cfg.collectors["piles"]
+    assert (piles["authorization"], len(piles["id_tags"])) == ("allow_list", 2)
+    assert cfg.buffer.quarantine_max_share == 0.25
+    text = SAMPLE.read_text(encoding="utf-8")
+    for sector in ("sector substation", "sector charging", "sector ranch"):
+        assert sector in text  # which sites the agent needs for its three collectors
+
+
+@pytest.mark.parametrize("share", [0, 0.95])
+def test_the_quarantine_share_is_bounded(share: float) -> None:
+    table = {**MINIMAL, "buffer": {"quarantine_max_share": share}}
+    with pytest.raises(ConfigError) as err:
+        config.parse(table, environ={})
+    assert err.value.key == "buffer.quarantine_max_share"
 
 
 def test_sample_is_the_secure_configuration() -> None:
