@@ -159,9 +159,22 @@ def job_health(conn: psycopg.Connection[TupleRow]) -> list[JobHealth]:
 
 
 def publish(health: Iterable[JobHealth]) -> None:
-    """Set the gauges to ``health`` (jobs that are gone lose their series)."""
-    metrics.JOB_FAILING.clear()
-    metrics.JOB_BACKOFF.clear()
-    for h in health:
-        metrics.JOB_FAILING.labels(h.relation, h.policy).set(1.0 if h.failing else 0.0)
-        metrics.JOB_BACKOFF.labels(h.relation, h.policy).set(h.backoff.total_seconds())
+    """Set the gauges to ``health`` (jobs that are gone lose their series).
+
+    The new values are computed first and only vanished label sets are removed, so a scrape
+    at any moment sees every job that exists (clearing first would show none in between)."""
+    new = {
+        (h.relation, h.policy): (1.0 if h.failing else 0.0, h.backoff.total_seconds())
+        for h in health
+    }
+    for labels, (failing, backoff) in new.items():
+        metrics.JOB_FAILING.labels(*labels).set(failing)
+        metrics.JOB_BACKOFF.labels(*labels).set(backoff)
+    for gauge in (metrics.JOB_FAILING, metrics.JOB_BACKOFF):
+        shown = {
+            (s.labels["relation"], s.labels["policy"])
+            for family in gauge.collect()
+            for s in family.samples
+        }
+        for labels in shown - new.keys():
+            gauge.remove(*labels)

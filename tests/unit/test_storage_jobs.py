@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY
@@ -94,3 +95,21 @@ def test_publish_sets_the_gauges_and_forgets_jobs_that_are_gone() -> None:
     jobs.publish(jobs.from_rows([OK]))
     assert _gauge("qilu_storage_job_failing", "rollups", jobs.REFRESH_JOB) is None
     assert _gauge("qilu_storage_job_failing", "readings", "policy_retention") == 0.0
+
+
+def test_publish_never_shows_an_empty_set_to_a_scrape_in_between() -> None:
+    """A scrape while publish() runs still sees the jobs that exist: the gauges are not
+    cleared first. The scrape here happens while publish() reads the new health."""
+    jobs.publish(jobs.from_rows([FAILING, OK]))
+    seen: list[float | None] = []
+
+    def health() -> Iterator[jobs.JobHealth]:
+        seen.append(_gauge("qilu_storage_job_failing", "rollups", jobs.REFRESH_JOB))
+        yield from jobs.from_rows([FAILING])
+        seen.append(_gauge("qilu_storage_job_failing", "rollups", jobs.REFRESH_JOB))
+
+    jobs.publish(health())
+    assert seen == [1.0, 1.0]
+    assert _gauge("qilu_storage_job_failing", "rollups", jobs.REFRESH_JOB) == 1.0
+    assert _gauge("qilu_storage_job_failing", "readings", "policy_retention") is None
+    assert _gauge("qilu_storage_job_backoff_seconds", "readings", "policy_retention") is None
