@@ -53,7 +53,10 @@ def register(sub: Any) -> None:
         type=int,
         default=90,
         help="days of coverage history to model before the first recorded day, marked "
-        "synthetic, so the charts show something on first start (default 90; 0: none)",
+        "synthetic, so the charts show something on first start (default 90; 0: none). "
+        "Costs one coverage query per measure and modelled day over the whole registry, on "
+        "the first start only: 16-27 s at the default scale on a busy 2-core machine; a "
+        "registry beyond 600,000 device-days gets every k-th day (docs/targets.md)",
     )
     p.add_argument(
         "--operators-per-city",
