@@ -191,7 +191,11 @@ def register(sub: Any) -> None:
         help="query the audit log (who changed what, when, before and after)",
         description="Oldest first. Page with --after-id (the last audit_id printed).",
     )
-    p.add_argument("--entity", choices=("site", "device", "agent", "api_key", "import"))
+    p.add_argument(
+        "--entity",
+        choices=("site", "device", "agent", "api_key", "import", "operator", "reported_figure"),
+        help="only this kind of entity",
+    )
     p.add_argument("--id", dest="entity_id", default=None, help="the entity's id")
     p.add_argument("--actor", default=None, help="e.g. cli:alice or api:<key id>")
     p.add_argument("--since", type=_date, default=None, metavar="YYYY-MM-DD")

@@ -36,7 +36,8 @@ class AuditOut(BaseModel):
 def list_audit(
     ctx: Ctx,
     who: Admin,
-    entity: Literal["site", "device", "agent", "api_key", "import"] | None = None,
+    entity: Literal["site", "device", "agent", "api_key", "import", "operator", "reported_figure"]
+    | None = None,
     entity_id: str | None = None,
     actor: Annotated[str | None, Query(examples=["cli:alice"])] = None,
     since: Annotated[datetime | None, Query(description="at or after this instant")] = None,

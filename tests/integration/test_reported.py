@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from dashboards.coverage import reported_table_sql
 from qilu.catalog import load_catalog
 from qilu.cli import main as qilu_main
 from qilu.reported import Figure, Report, simulated_figures
@@ -119,6 +120,10 @@ def test_cli_import_bad_row_changes_nothing_good_file_is_audited(
         " WHERE action = 'reported.correct'",
     )
     assert correction == "243000.0 -> 243500.0"
+    code, out, _ = cli("audit", "--entity", "reported_figure", "--json")
+    assert code == 0
+    assert out.count("reported.add") == 5
+    assert "telecom-5g-stations-2024:370000:2024-12-31" in out
     code, out, _ = cli("reported", "list")
     assert code == 0
     assert "telecom-5g-stations-2024" in out
@@ -218,8 +223,6 @@ def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Se
 def test_the_grafana_table_shows_source_kind_age_and_freshness(
     cli: Any, api_settings: Settings
 ) -> None:
-    from dashboards.coverage import reported_table_sql
-
     code, _, _ = cli("reported", "import", str(SAMPLES / "reported_figures.csv"))
     assert code == 0
     spec = reported_table_sql(load_catalog())
