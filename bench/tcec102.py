@@ -373,6 +373,7 @@ def main() -> int:
                 )
             )
 
+        load_before = os.getloadavg()[0]
         t0 = {name: _cpu(proc.pid) for name, proc in p.procs.items()}
         g0 = time.process_time()
         asyncio.run(run())
@@ -389,7 +390,14 @@ def main() -> int:
         stored = p.stored() - before
         result = {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                # the 1-minute load average before and after the load phase: this machine is
+                # shared, and figures taken under other work are not the endpoint's own
+                "load_before": round(load_before, 1),
+                "load_after": round(os.getloadavg()[0], 1),
+            },
             "cpu_s": {
                 name: round(cpu.get(name, 0.0), 1) for name in ("api", "ingest", "generator")
             },
