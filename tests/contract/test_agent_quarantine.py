@@ -145,3 +145,44 @@ def _outbox_with_refusals(tmp: Path) -> list[Outgoing]:
         return list(b.unsent_outbox())
     finally:
         b.close()
+
+
+def test_a_full_quarantine_evicts_its_oldest_counted_and_the_rest_keeps_flowing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The quarantine holds at most its share of the bound (here ~4 KB): past it, its oldest
+    envelopes go, counted as quarantine_full (metric, one log line), while every reading of
+    the authorised sector is delivered."""
+    producer = RefusingProducer({REFUSED_TOPIC})
+    buffer = Buffer(
+        tmp_path / "buf.db", "agent-qf", max_bytes=16 << 20, max_age_s=3600, fsync="os",
+        quarantine_max_share=4096 / (16 << 20),
+    )  # fmt: skip
+    agent = Agent(
+        "agent-qf",
+        [ListCollector(mixed(400))],
+        buffer,
+        lambda: producer,
+        "t",
+        Delivery(batch_max_readings=10, batch_max_delay_s=0.05, group_commit_s=0.0),
+        replace_producer=False,
+    )
+    dropped = m.READINGS_DROPPED.labels("agent-qf", "quarantine_full")
+    with caplog.at_level(logging.WARNING, logger="edge_agent.agent"):
+        run(agent, 2.0)
+    assert agent.sent_readings == 200  # the charging half, all of it
+    (q,) = quarantine_of(tmp_path, "agent-qf")
+    evicted = dropped._value.get()
+    assert evicted > 0
+    assert q.readings + evicted == 200  # every refused reading kept or counted
+    said = [r.getMessage() for r in caplog.records if "quarantine_full" in r.getMessage()]
+    assert len(said) == 1, said
+
+
+def quarantine_of(tmp: Path, agent_id: str) -> list[Quarantined]:
+    b = Buffer(tmp / "buf.db", agent_id, max_bytes=16 << 20, max_age_s=3600)
+    b.open()
+    try:
+        return b.quarantine()
+    finally:
+        b.close()
