@@ -91,18 +91,23 @@ _SITES_ON = sql.SQL(
 # status only on change, so a quiet pile sends nothing for hours: such a pile is connected
 # while its operator's link is healthy (an accepted push or a successful pull within twice
 # the link's pull interval: one late pull is not an outage) and its last known status is not
-# offline (connector_status 7, Unavailable, is what T/CEC 102's status 0 becomes). One
+# offline (connector_status 7, Unavailable, is what T/CEC 102's status 0 becomes): the status
+# stored with its latest reading (device_liveness.last_seen), read by time. One
 # uncorrelated subquery: PostgreSQL computes it once per query and probes it as a hash.
 _OPERATOR_LIVE = sql.SQL(
     "d.device_pk IN (SELECT dv.device_pk FROM operator_connectors oc"
     " JOIN operators o ON o.operator_id = oc.operator_id AND o.revoked_at IS NULL"
     " JOIN operator_links ol ON ol.operator_id = o.operator_id"
     " JOIN devices dv ON dv.device_id = oc.device_id"
+    " JOIN device_liveness lv ON lv.device_pk = dv.device_pk"
     " WHERE greatest(ol.last_push, ol.last_pull)"
     "  > %(now)s - 2 * o.pull_interval_s * interval '1 second'"
-    " AND (SELECT r.value FROM readings r WHERE r.device_pk = dv.device_pk"
+    # the status stored with the pile's latest reading: one probe of one partition (the
+    # time is known), not a search through every partition for the latest status
+    " AND (SELECT r.value FROM readings r WHERE r.device_pk = lv.device_pk"
+    "  AND r.ts = lv.last_seen"
     "  AND r.metric_id = (SELECT metric_id FROM metrics WHERE key = 'connector_status')"
-    "  AND r.ts <= %(now)s ORDER BY r.ts DESC LIMIT 1) <> 7)"
+    "  LIMIT 1) <> 7)"
 )
 _LIVE_READINGS = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
 _LIVE = sql.SQL("({} OR {})").format(_LIVE_READINGS, _OPERATOR_LIVE)

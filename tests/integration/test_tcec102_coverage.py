@@ -65,6 +65,10 @@ def test_operator_piles_follow_link_health_and_last_status(settings: Settings) -
                 "INSERT INTO readings (device_pk, metric_id, ts, value) VALUES (%s, %s, %s, %s)",
                 (pk[dev], metric[0], hour_ago, value),
             )
+            conn.execute(  # as the ingest keeps it: the pile's latest valid reading
+                "INSERT INTO device_liveness (device_pk, last_seen) VALUES (%s, %s)",
+                (pk[dev], hour_ago),
+            )
         # an ordinary pile reporting now: connected by the usual rule
         conn.execute(
             "INSERT INTO device_liveness (device_pk, last_seen) VALUES (%s, %s)",
