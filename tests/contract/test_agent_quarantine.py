@@ -8,6 +8,7 @@ tests/integration/test_agent_quarantine.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
@@ -168,21 +169,27 @@ def test_a_full_quarantine_evicts_its_oldest_counted_and_the_rest_keeps_flowing(
         replace_producer=False,
     )
     dropped = m.READINGS_DROPPED.labels("agent-qf", "quarantine_full")
+    collector = agent.collectors[0]
+    assert isinstance(collector, ListCollector)
+
+    async def main() -> None:  # until every reading is handed over and the charging half sent
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        while not (collector.handed_over == 400 and agent.sent_readings >= 200):  # noqa: ASYNC110 - counters nobody signals
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
     with caplog.at_level(logging.WARNING, logger="edge_agent.agent"):
-        run(agent, 2.0)
+        asyncio.run(asyncio.wait_for(main(), 120))
     assert agent.sent_readings == 200  # the charging half, all of it
-    (q,) = quarantine_of(tmp_path, "agent-qf")
+    b = Buffer(tmp_path / "buf.db", "agent-qf", max_bytes=16 << 20, max_age_s=3600)
+    b.open()
+    (q,), pending = b.quarantine(), b.pending
+    b.close()
     evicted = dropped._value.get()
     assert evicted > 0
-    assert q.readings + evicted == 200  # every refused reading kept or counted
+    assert 0 < q.readings <= pending
+    assert agent.sent_readings + evicted + pending == 400  # every reading sent, kept or counted
     said = [r.getMessage() for r in caplog.records if "quarantine_full" in r.getMessage()]
     assert len(said) == 1, said
-
-
-def quarantine_of(tmp: Path, agent_id: str) -> list[Quarantined]:
-    b = Buffer(tmp / "buf.db", agent_id, max_bytes=16 << 20, max_age_s=3600)
-    b.open()
-    try:
-        return b.quarantine()
-    finally:
-        b.close()
