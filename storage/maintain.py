@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 
 from qilu.catalog import Catalog
 from qilu.settings import DatabaseSettings, StorageMode, StorageSettings
@@ -120,10 +121,24 @@ def policy_jobs(conn: Conn) -> list[tuple[int, str, str, dict[str, Any]]]:
 
 
 def align_retention_policies(conn: Conn, storage: StorageSettings) -> list[str]:
-    """Make each retention policy match the settings; returns the relations changed."""
+    """Make each retention policy, and the rollup refresh job's window, match the settings;
+    returns the relations changed ("rollups" for the refresh job).
+
+    The refresh job (migration 051) refreshes back as far as raw readings are kept: the ingest
+    accepts a late reading up to ``storage.raw_retention_days`` old, and a shorter window
+    would leave it out of the rollups for good (a refresh only recomputes the invalidated
+    buckets inside its window, so a wide window costs nothing when nothing arrived late)."""
     changed: list[str] = []
     wanted = retention(storage)
-    for _job, relation, proc, config in policy_jobs(conn):
+    window = f"{storage.raw_retention_days} days"
+    for job_id, relation, proc, config in policy_jobs(conn):
+        if proc == jobs.REFRESH_JOB:
+            rollups = config.get("rollups", [])
+            if rollups and any(r.get("start_offset") != window for r in rollups):
+                new = {**config, "rollups": [{**r, "start_offset": window} for r in rollups]}
+                conn.execute("SELECT alter_job(%s, config => %s)", (job_id, Jsonb(new)))
+                changed.append(relation)
+            continue
         if proc != "policy_retention":
             continue
         got = conn.execute("SELECT %s::interval", (config.get("drop_after"),)).fetchone()

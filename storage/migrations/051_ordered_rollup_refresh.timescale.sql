@@ -8,7 +8,9 @@
 -- site_liveness_1h, each committed before the next starts, so one run of the job carries late
 -- data through every level. The windows are those of the policies it replaces: 8 days back
 -- (late data from a device offline up to 7 days), up to the bucket in progress (left to the
--- real-time part of the aggregates).
+-- real-time part of the aggregates). The maintenance then widens the start to the raw
+-- retention (storage.raw_retention_days, 30 days by default), as far back as the ingest accepts
+-- late readings (storage/maintain.py align_retention_policies).
 --
 -- The names in the job's config are schema-qualified: a job runs with the server's default
 -- search_path, not the migrating session's. A failing run raises, so TimescaleDB records it
@@ -31,9 +33,9 @@ BEGIN
 END
 $$;
 
-SELECT remove_continuous_aggregate_policy('readings_1m');
-SELECT remove_continuous_aggregate_policy('readings_1h');
-SELECT remove_continuous_aggregate_policy('site_liveness_1h');
+SELECT remove_continuous_aggregate_policy('readings_1m', if_exists => true);
+SELECT remove_continuous_aggregate_policy('readings_1h', if_exists => true);
+SELECT remove_continuous_aggregate_policy('site_liveness_1h', if_exists => true);
 
 SELECT add_job(
     'qilu_refresh_rollups_job',

@@ -34,7 +34,7 @@ from qilu.cli import main as qilu_main
 from qilu.registry import Registry
 from qilu.services import Services
 from qilu.services.timescale import PASSWORD, USER
-from qilu.settings import DatabaseSettings, Settings, StorageMode
+from qilu.settings import DatabaseSettings, Settings, StorageMode, StorageSettings
 from storage import coverage, jobs, maintain, migrate, verify
 from storage import mode as modes
 from storage.db import connect
@@ -235,10 +235,13 @@ def test_schema_mode_and_registered_policies(engine: Engine) -> None:
     # the retention follows the settings
     storage = Settings().storage.model_copy(update={"raw_retention_days": 12})
     with engine.connect() as conn:
-        assert maintain.align_retention_policies(conn, storage) == ["readings"]
+        assert maintain.align_retention_policies(conn, storage) == ["readings", "rollups"]
         assert maintain.align_retention_policies(conn, storage) == []
         after = {(rel, proc): cfg for _id, rel, proc, cfg in maintain.policy_jobs(conn)}
     assert after[("readings", "policy_retention")]["drop_after"] == "12 days"
+    # and the refresh window with it: late readings are accepted that far back
+    refreshed = after[("rollups", jobs.REFRESH_JOB)]["rollups"]
+    assert {r["start_offset"] for r in refreshed} == {"12 days"}
 
 
 def test_aggregates_equal_recomputation_through_compression_redelivery_and_late_data(
@@ -565,3 +568,61 @@ def test_deadletter_summary_in_the_batch_transaction_counted_once(engine: Engine
         ("unknown_device", 700, 700),
         ("malformed", 1, 0),
     ]
+
+
+def test_late_data_older_than_a_week_reaches_the_rollups_within_the_raw_retention(
+    engine: Engine,
+) -> None:
+    """The ingest accepts readings up to the raw retention (30 days) old. With the refresh
+    job's first window (8 days) a reading 20 days late, below the aggregates' watermark, never
+    reached the rollups; the maintenance widens the window to the raw retention, and the next
+    run of the job rolls it up."""
+    fleet = EngineFleet(engine)
+    now = datetime.now(UTC)
+    recent = hour(now) - timedelta(hours=2)
+    write(engine, fleet.rows(["CHG-Q-1-01"], recent, minutes=30, step_s=60))
+    run_refresh_job(engine)  # the watermark moves past the day the late data belongs to
+    start = hour(now) - timedelta(days=20)
+    lo, hi = start - timedelta(hours=1), start + timedelta(hours=2)
+    late = fleet.rows(["CHG-Q-1-01", "CHG-Q-1-02"], start, minutes=30, step_s=60)
+    assert write(engine, late) == len(late)
+    assert not compare(engine, lo, hi).equal
+    run_refresh_job(engine)
+    assert not compare(engine, lo, hi).equal, "the migration's 8-day window reaches it?"
+
+    with engine.connect() as conn:
+        changed = maintain.align_retention_policies(conn, StorageSettings())
+        (config,) = [
+            c for _j, _rel, proc, c in maintain.policy_jobs(conn) if proc == jobs.REFRESH_JOB
+        ]
+    assert changed == ["rollups"]
+    assert {r["start_offset"] for r in config["rollups"]} == {"30 days"}
+    with engine.connect() as conn:  # the second pass changes nothing
+        assert maintain.align_retention_policies(conn, StorageSettings()) == []
+    run_refresh_job(engine)
+    got = compare(engine, lo, hi)
+    assert got.equal, "\n".join(map(str, got.mismatches[:10]))
+    with engine.connect() as conn:
+        site = conn.execute(
+            "SELECT devices_reporting FROM site_liveness_1h WHERE site_id = 'CHG-Q-1'"
+            " AND bucket = %s",
+            (start,),
+        ).fetchone()
+    assert site == (2,)
+    # the minute rollup of that day is compressed (after 10 days); more late data still counts
+    run_policy_jobs(engine)
+    with engine.connect() as conn:
+        compressed = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks c"
+            " JOIN timescaledb_information.continuous_aggregates a"
+            "  ON a.materialization_hypertable_name = c.hypertable_name"
+            " WHERE a.view_name = 'readings_1m' AND a.view_schema = current_schema()"
+            "  AND c.is_compressed AND c.range_start <= %s AND c.range_end > %s",
+            (start, start),
+        ).fetchone()
+    assert compressed == (1,)
+    later = fleet.rows(["CHG-Q-1-03"], start + timedelta(minutes=10), minutes=10, step_s=60)
+    assert write(engine, later) == len(later)
+    run_refresh_job(engine)
+    got = compare(engine, lo, hi)
+    assert got.equal, "\n".join(map(str, got.mismatches[:10]))
