@@ -221,16 +221,31 @@ class BackupInfo:
     wal_stop: str
 
 
+# pgBackRest's stanza status codes that still mean "the repository answered": 0 ok, 2 no
+# valid backups yet
+_INFO_OK = (0, 2)
+
+
 def parse_info(text: str, stanza: str) -> list[BackupInfo]:
-    """The backups of ``stanza`` in ``pgbackrest info --output=json``, oldest first."""
+    """The backups of ``stanza`` in ``pgbackrest info --output=json``, oldest first.
+    ServiceError when the stanza is not there or its repository cannot be read (pgBackRest
+    answers those with exit 0 and a status code in the JSON)."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ServiceError(f"pgbackrest info: not JSON ({exc}): {text[:200]!r}") from exc
     out: list[BackupInfo] = []
+    found = False
     for st in doc if isinstance(doc, list) else []:
         if st.get("name") != stanza:
             continue
+        found = True
+        status = st.get("status", {})
+        if status.get("code", 0) not in _INFO_OK:
+            raise ServiceError(
+                f"pgbackrest info: stanza {stanza}: {status.get('message', 'unknown error')} "
+                f"(status {status.get('code')})"
+            )
         for b in st.get("backup", []):
             ts = b.get("timestamp", {})
             info = b.get("info", {})
@@ -247,6 +262,8 @@ def parse_info(text: str, stanza: str) -> list[BackupInfo]:
                     wal_stop=str(archive.get("stop") or ""),
                 )
             )
+    if not found:
+        raise ServiceError(f"pgbackrest info: no stanza {stanza} (run `qilu backup setup`)")
     return sorted(out, key=lambda b: b.stopped)
 
 
@@ -387,9 +404,13 @@ def assess(
     archiver: ArchiverState,
     repo_bytes: int,
     backup: BackupSettings,
+    repo_error: str | None = None,
 ) -> BackupStatus:
-    """The status and what is wrong with it (empty: healthy)."""
+    """The status and what is wrong with it (empty: healthy). ``repo_error``: the repository
+    could not be read (its backups are then unknown, the archiver's state still counts)."""
     problems: list[str] = []
+    if repo_error is not None:
+        problems.append(f"the backup repository cannot be read: {repo_error}")
     now = archiver.now
     last = backups[-1] if backups else None
     fulls = [b for b in backups if b.type is BackupType.FULL]
@@ -403,7 +424,8 @@ def assess(
             + (f"; last failure at {archiver.last_failed_time}" if archiver.failing else "")
         )
     if last is None:
-        problems.append("no backup yet: run `qilu backup run --type full`")
+        if repo_error is None:
+            problems.append("no backup yet: run `qilu backup run --type full`")
     elif now - last.stopped > timedelta(hours=backup.max_backup_age_h):
         age_h = (now - last.stopped).total_seconds() / 3600
         problems.append(

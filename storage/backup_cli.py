@@ -21,6 +21,7 @@ from prometheus_client import Gauge, start_http_server
 from qilu.errors import ConfigError, ServiceError
 from qilu.settings import Settings
 from storage.backup import (
+    BackupInfo,
     BackupStatus,
     BackupType,
     Layout,
@@ -204,11 +205,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def current_status(settings: Settings, bk: PgBackRest | None = None) -> BackupStatus:
+    """The status ``qilu backup status`` prints: the repository's backups (if it can be
+    read: a stalled archive is often an unreachable repository) and the archiver's state."""
     bk = bk or tool(settings)
-    backups = bk.info()
+    backups: list[BackupInfo] = []
+    repo_error = None
+    try:
+        backups = bk.info()
+    except ServiceError as exc:
+        repo_error = str(exc)
     with connect(settings.db) as conn:
         archiver = read_archiver(conn)
-    return assess(backups, archiver, bk.repo_bytes(backups), settings.backup)
+    return assess(backups, archiver, bk.repo_bytes(backups), settings.backup, repo_error)
 
 
 def status_lines(st: BackupStatus) -> list[str]:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qilu import cli
 from qilu.settings import BackupSettings, KafkaSettings, Settings
 from storage import maintain, verify
 from storage.backup import (
@@ -201,7 +202,11 @@ def test_restore_drill_every_reading_once_rollups_equal(
 
 
 def test_backup_status_reports_a_stalled_archive(
-    base_settings: Settings, cluster: PrivatePostgres, kafka: KafkaSettings
+    base_settings: Settings,
+    cluster: PrivatePostgres,
+    kafka: KafkaSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = _settings(base_settings, cluster, kafka)
     bk = PgBackRest(Layout.of(settings.backup, settings.services, settings.db), settings.backup)
@@ -244,6 +249,21 @@ def test_backup_status_reports_a_stalled_archive(
         strict = settings.backup.model_copy(update={"max_archive_lag_s": lag / 2})
         st = assess(backups, state, 0, strict)
         assert any("stalled" in p for p in st.problems), st.problems
-        assert not assess(backups, state, 0, settings.backup).problems or lag > 120
+        # the command an operator runs: exit 1, the stall and the unreadable repository
+        env = {
+            "QILU_SERVICES__STATE_DIR": str(settings.services.state_dir),
+            "QILU_DB__PORT": str(db.port),
+            "QILU_DB__NAME": db.name,
+            "QILU_BACKUP__HOME": str(bk.layout.home),
+            "QILU_BACKUP__MAX_ARCHIVE_LAG_S": str(lag / 2),
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        assert cli.main(["backup", "status"]) == 1
+        printed = capsys.readouterr().out
+        assert "PROBLEM: WAL archiving stalled" in printed, printed
+        assert "PROBLEM: the backup repository cannot be read" in printed, printed
+        assert "last attempt FAILED" in printed, printed
     finally:
         moved.rename(repo)

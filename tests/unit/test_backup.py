@@ -4,13 +4,14 @@ differential backup), the WAL archive lag, the schedule and the status verdict."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from dashboards.model import SqlSpec
-from qilu.errors import ConfigError
+from qilu.errors import ConfigError, ServiceError
 from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings
 from storage.backup import (
     ARCHIVE_SQL,
@@ -112,7 +113,13 @@ def test_info_of_a_full_and_a_differential_backup() -> None:
     assert full.repo_bytes == 6_314_719
     assert full.wal_start == "000000010000000000000002"
     assert full.stopped - full.started == timedelta(seconds=5)
-    assert parse_info(INFO, "other") == []
+    with pytest.raises(ServiceError, match="no stanza other"):
+        parse_info(INFO, "other")
+    doc = json.loads(INFO)
+    doc[0]["status"] = {"code": 1, "message": "missing stanza path"}
+    missing = json.dumps(doc)
+    with pytest.raises(ServiceError, match="missing stanza path"):
+        parse_info(missing, "qilu")
     assert pick_backup(backups, RestoreTarget(time=backups[1].stopped)) == backups[1]
     assert pick_backup(backups, RestoreTarget(time=backups[1].started)) == backups[0]
     assert pick_backup(backups, RestoreTarget(time=full.started)) is None
