@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 PACKAGE = "pgbackrest"
 BACKUP_CONF = "qilu-backup.conf"  # in the data dir, included from postgresql.conf
 INCLUDE_LINE = f"include_if_exists = '{BACKUP_CONF}'"
-SYSTEM_USER = "postgres"
+SYSTEM_USER = "postgres"  # the cluster's OS user, which runs pgbackrest when we are root
+SUPERUSER = "postgres"  # the database role pgbackrest connects as (the services cluster's)
 WAL_SEGMENT_BYTES = 16 * 1024 * 1024  # initdb's default; segments per "log" file: 256
 
 
@@ -135,7 +136,7 @@ def render_config(layout: Layout, backup: BackupSettings) -> str:
         "pg1-path": str(layout.data_dir),
         "pg1-port": str(layout.port),
         "pg1-socket-path": layout.socket_dir,
-        "pg1-user": SYSTEM_USER if is_root() else os.environ.get("USER", SYSTEM_USER),
+        "pg1-user": SUPERUSER,
     }
     lines = ["# written by `qilu backup setup` (storage/backup.py); edits are overwritten"]
     lines += ["[global]", *(f"{k}={v}" for k, v in glob.items()), ""]
@@ -479,9 +480,9 @@ class PgBackRest:
         if not self.installed():
             raise ServiceError(f"backup: installed {PACKAGE} but it is not on PATH")
 
-    def configure(self, progress: Progress) -> bool:
-        """Write pgbackrest.conf and the archiving settings; True when PostgreSQL must be
-        restarted for them (archive_mode was off), else they are reloaded."""
+    def configure(self, progress: Progress) -> None:
+        """Write pgbackrest.conf and the archiving settings (idempotent). They take effect
+        with a reload of PostgreSQL, except ``archive_mode``, which needs a restart."""
         lay = self.layout
         if not (lay.data_dir / "PG_VERSION").exists():
             raise ServiceError(f"backup: no PostgreSQL cluster in {lay.data_dir}")
@@ -496,7 +497,6 @@ class PgBackRest:
             chown_tree(lay.home, self.user)
             chown_tree(lay.data_dir / BACKUP_CONF, self.user)
         progress(f"backup: pgBackRest configured in {lay.config_file}, repository {lay.repo_path}")
-        return True
 
     # -- running the tool
     def _env(self) -> dict[str, str]:
