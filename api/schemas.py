@@ -151,6 +151,11 @@ class CoverageSeriesOut(BaseModel):
     comparator: str
     due: date
     points: list[SeriesPointOut] = Field(description="one per day with a stored value")
+    source_kind: str = Field(
+        default="measured",
+        description="measured (telemetry, one value per day); a reported target's figures are "
+        "in GET /v1/reported/{id}, each with its day and age",
+    )
 
 
 class DayValueOut(BaseModel):
@@ -186,6 +191,10 @@ class TrajectoryOut(BaseModel):
         examples=["met"],
     )
     explanation: str
+    source_kind: str = Field(
+        default="measured",
+        description="measured (telemetry); reported targets: GET /v1/reported/{id}",
+    )
     series: list[SeriesDayOut] = Field(description="one per day with a value (coverage_daily)")
     judgement_path: list[DayValueOut] = Field(
         description="first observed value -> effective threshold at the due date (ADR 0005); "
