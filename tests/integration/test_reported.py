@@ -243,3 +243,21 @@ def test_the_grafana_table_shows_source_kind_age_and_freshness(
     assert five_g["freshness"] == "stale"  # as of 2024-12-31, reported quarterly
     assert five_g["status"] == "met"
     assert rows["Key places with improved mobile network coverage"]["freshness"] == "no figure"
+
+
+def test_qilu_reported_simulate_then_list(cli: Any, api_settings: Settings) -> None:
+    code, out, _ = cli("reported", "simulate")
+    assert code == 0
+    added = int(out.split()[0].replace(",", ""))
+    assert added == scalar(api_settings.db, "SELECT count(*) FROM reported_figures WHERE simulated")
+    code, out, _ = cli("reported", "simulate")  # again: nothing new
+    assert out.startswith("0 simulated figures added")
+    code, out, _ = cli("reported", "list")
+    lines = out.splitlines()
+    assert len(lines) == len(load_catalog().reported)
+    assert all("simulated" in line for line in lines)
+    # reporting on the 2022 action plan's increments stopped a year after: stale, as it would be
+    assert "STALE" in next(
+        line for line in lines if line.startswith("telecom-5g-stations-new-2022")
+    )
+    assert "current" in next(line for line in lines if line.startswith("telecom-5g-stations-2024"))
