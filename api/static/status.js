@@ -4,7 +4,14 @@
 // made the page key-protected (api.status_public = false), the key can travel in the
 // Authorization header. The key is asked for once and kept in this tab's sessionStorage; the
 // language (English or Chinese) is remembered in localStorage. Charts: the vendored uPlot
-// (api/static/vendor/), served by the API itself.
+// (api/static/vendor/), served by the API itself. Reported figures (targets other bodies
+// count) come from GET /v1/reported, at most once a minute (docs/reported.md).
+//
+// Hooks the browser test reads (tests/integration/test_api_browser.py), besides the data-*
+// attributes of the cards, tiles and table: body[data-reported] (how many reported targets
+// were loaded), #reported tr[data-reported] with data-kind, data-status, data-fresh and
+// data-area, its cells [data-role=value|age|reporter], each card's .kind badge and its
+// [data-role=reported] line of reported counterparts, and chooseCity(code).
 "use strict";
 
 const KEY_ITEM = "qilu.apiKey";
