@@ -199,11 +199,18 @@ def import_inventory(
     dry_run: bool,
     on_diff: Callable[[Diff], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    ends_simulation: bool = True,
 ) -> Diff:
     """Diff a valid inventory against the registry and, unless ``dry_run`` or the diff has
     errors, apply it in one transaction (writers are locked out meanwhile, readers are not).
     ``on_diff`` sees the diff before anything is written; ``progress`` gets a line per step
-    of the transaction. Applying an empty diff writes nothing, not even an audit row."""
+    of the transaction. Applying an empty diff writes nothing, not even an audit row.
+
+    An operator's inventory (``qilu registry import``, the admin API) applied to a registry
+    the simulation generated ends the simulation (``Diff.ends_simulation``, ADR 0013).
+    ``ends_simulation=False`` is for imports that are part of whatever registry is there:
+    the charging operators' pulls (interconnect/tcec102/pull.py), which ``qilu run`` itself
+    starts against simulated operators."""
     if not inv.ok:
         raise RegistryChangeError(f"the inventory has {inv.error_count} bad row(s)", 422)
     with _tx(conn) as cur:
@@ -211,7 +218,7 @@ def import_inventory(
             cur.execute("LOCK TABLE sites, devices IN SHARE ROW EXCLUSIVE MODE")
         now = current(conn)
         d = diff(inv, now)
-        if not (d.errors or d.empty):
+        if ends_simulation and not (d.errors or d.empty):
             d.ends_simulation = trajectories.simulation_to_end(conn)
         if on_diff is not None:
             on_diff(d)
@@ -237,7 +244,7 @@ def import_inventory(
                 **d.summary(),
             },
         )
-        ended = trajectories.end_simulation(conn)
+        ended = trajectories.end_simulation(conn) if ends_simulation else None
         if ended is not None:
             d.ends_simulation = ended[0]
             audit.record(

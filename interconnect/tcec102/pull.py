@@ -112,6 +112,9 @@ def apply_stations(
             effective=datetime.now(CST).date(),
             source=ImportSource(f"tcec102/{op}/query_stations_info", digest),
             dry_run=False,
+            # an operator's stations join the registry as it is: `qilu run` pulls from
+            # simulated operators into its simulated registry (ADR 0013)
+            ends_simulation=False,
         )
         if d.errors:
             raise PullError("registry_refused", "; ".join(str(e) for e in d.errors[:5]))

@@ -18,7 +18,7 @@ from interconnect.tcec102.simulated import SimulatedOperator, generate_stations
 from qilu.contract import Sector
 from qilu.registry import Registry, Site
 from qilu.settings import Settings
-from storage import audit
+from storage import audit, trajectories
 from storage.db import connect
 from storage.registry_store import load_registry
 from tests.helpers import scalar, wait_for
@@ -254,3 +254,33 @@ def test_a_pile_linked_by_hand_to_an_inventory_device_is_not_registered_twice(
         )
     finally:
         sim.stop()
+
+
+def test_a_pull_into_a_simulated_registry_keeps_the_simulation(
+    settings: Settings, out: KafkaOut
+) -> None:
+    """`qilu run` pulls from simulated operators into its simulated registry: the pulled
+    stations join it, and the thresholds stay scaled with the modelled history kept (only an
+    operator's inventory import ends a simulation, ADR 0013)."""
+    with connect(settings.db) as conn:
+        trajectories.record_simulation(conn, {"charging": 0.02, "all": 0.02}, 1, 0.02)
+        conn.execute(
+            "INSERT INTO coverage_daily (day, target_id, city_code, numerator, denominator,"
+            " value, synthetic) VALUES ('2026-09-01', 'charging-networked-2025', '370000',"
+            " 1, 1, 1, true)"
+        )
+        conn.commit()
+    sim = _operator(settings, "MA0000002", generate_stations("MA0000002", 20, ["370100"]))
+    try:
+        puller = Puller(settings, out.produce, out.dead_letter, page_size=500, timeout_s=30)
+        (report,) = puller.cycle(force=True)
+        assert report.error is None, report
+        assert report.sites_added == 20
+    finally:
+        sim.stop()
+    db = settings.db
+    assert scalar(db, "SELECT count(*) FROM simulated_registry") == 2
+    assert scalar(db, "SELECT count(*) FROM coverage_daily WHERE synthetic") == 1
+    assert not scalar(
+        db, "SELECT count(*) FROM audit_log WHERE action = 'registry.simulation_ended'"
+    )
