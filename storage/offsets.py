@@ -82,18 +82,18 @@ def resume_positions(
 ) -> dict[TopicPartitionKey, int]:
     """Where to seek the newly assigned partitions (those absent: keep Kafka's position).
 
-    The database's offset wins when Kafka's committed one is ahead of it or missing: the
-    records in between are not in this database (a restore to an earlier time, a failover
-    that lost transactions, a new consumer group). When the database is ahead (a crash
-    after the database commit, before the Kafka commit) Kafka's position is kept: the
-    batch is read again, which the natural key makes harmless, and its dead letters, which
-    are produced after the database commit, are sent again rather than lost.
+    Only backwards: the database's offset wins when Kafka's committed one is ahead of it,
+    since the records in between are not in this database (a restore to an earlier time, a
+    failover that lost transactions). When the database is ahead (a crash after the
+    database commit, before the Kafka commit) Kafka's position is kept: the batch is read
+    again, which the natural key makes harmless, and its dead letters, which are produced
+    after the database commit, are sent again rather than lost. A group without a committed
+    offset (a new group id) starts where the consumer's reset policy says (the earliest
+    record): it reads again what the database holds, harmlessly, and skips nothing.
     """
     out: dict[TopicPartitionKey, int] = {}
     for key, db_next in stored.items():
-        if key not in committed:
-            continue  # not assigned to us
-        kafka_next = committed[key]
-        if kafka_next is None or db_next < kafka_next:
+        kafka_next = committed.get(key)  # absent: not assigned to us
+        if kafka_next is not None and db_next < kafka_next:
             out[key] = db_next
     return out

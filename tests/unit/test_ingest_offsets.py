@@ -55,5 +55,6 @@ def test_resume_seeks_back_only_where_kafka_is_ahead_of_the_database() -> None:
     assert resume_positions(stored, committed) == {("t", 0): 100}
 
 
-def test_resume_uses_the_database_when_the_group_has_no_committed_offset() -> None:
-    assert resume_positions({("t", 0): 42}, {("t", 0): None}) == {("t", 0): 42}
+def test_a_group_without_committed_offsets_skips_nothing() -> None:
+    # a new group id reads from the earliest record: again what the database holds
+    assert resume_positions({("t", 0): 42}, {("t", 0): None}) == {}
