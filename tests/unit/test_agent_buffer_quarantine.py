@@ -88,14 +88,14 @@ def test_a_sector_refused_for_good_cannot_fill_the_buffer(tmp_path: Path) -> Non
     """A collector of a sector the agent is not authorised for keeps producing: its refused
     envelopes stay within the quarantine's share of the bound (the oldest evicted, counted
     and gap-recorded as quarantine_full), and the authorised sector loses nothing."""
-    max_bytes = 8 << 20
+    max_bytes = 4 << 20
     b = Buffer(
         tmp_path / "buf.db", "agent-b", max_bytes=max_bytes, max_age_s=3600, fsync="os",
         quarantine_max_share=0.25,
     )  # fmt: skip
     b.open()
     subs = piles = acked = buffer_full = quarantine_full = 0
-    for step in range(60):  # ~18 MB of refused readings: twice the whole bound
+    for step in range(30):  # ~9 MB of refused readings: twice the whole bound
         t = T0 + step * 100_000
         sub = [Reading(f"sub-{i % 7}", "oil_temp_c", t + i, 40.0) for i in range(12_000)]
         pile = [Reading(f"pile-{i % 5}", "power_kw", t + i, 1.0) for i in range(1_000)]
