@@ -16,8 +16,9 @@ jobs                (none)                                      read the jobs' l
                                                                 and the log (storage/jobs.py)
 coverage            upsert today's row of ``coverage_daily``    same
 dead letters        delete ``deadletter_summary`` minutes       same
-                    older than ``storage.deadletter_retention_
-                    days`` (the marks stay: counting is exact)
+                    older than
+                    ``storage.deadletter_retention_days``
+                    (the marks stay: counting stays exact)
 ==================  ==========================================  ===============================
 
 :class:`Maintainer` runs the same tasks on a schedule in a thread (``qilu ingest`` starts one
