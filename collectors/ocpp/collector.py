@@ -54,6 +54,7 @@ from collectors.ocpp.messages import (
     CHARGING_STATE_201,
     Authorization,
     DeviceNames,
+    DistinctTimes,
     Policy,
     meter_readings,
     status_16,
@@ -131,6 +132,7 @@ class OcppCollector(Collector):
         self.names = DeviceNames(config.device_pattern, dict(config.devices))
         self.auth = Authorization.of(config.authorization, config.id_tags)
         self.transactions = Transactions()
+        self.times = DistinctTimes()
         self.unplaced: Counter[str] = Counter()  # readings not placed, by reason
         self._server: Any = None
         self._sink: ReadingSink | None = None
@@ -228,6 +230,7 @@ class OcppCollector(Collector):
         """Hand readings to the agent; returns once they are durable."""
         if not readings:
             return
+        readings = self.times.apply(readings)
         await self._sink_ready.wait()
         sink = self._sink
         if sink is not None:

@@ -197,6 +197,34 @@ def test_ocpp16_charge_point_session_becomes_readings() -> None:
     assert two["fault"] == [1.0, 1.0]
 
 
+def test_two_statuses_stamped_with_one_second_both_arrive_in_order() -> None:
+    """Preparing -> Charging within a second: real piles stamp both with the same whole second;
+    both readings reach the agent, the later 1 µs after the earlier, so neither is refused."""
+
+    async def main() -> list[Reading]:
+        c, sink, task = await running({"CP-S/1": "CHG-370100-00001-0001"})
+        cp, (ws, listener) = await charge_point(ChargePoint16, c, "CP-S", "ocpp1.6")
+        for status in ("Preparing", "Charging"):
+            await cp.call(
+                call16.StatusNotification(
+                    connector_id=1,
+                    error_code="NoError",
+                    status=status,
+                    timestamp="2026-11-23T08:00:00Z",
+                )
+            )
+        await ws.close()
+        listener.cancel()
+        task.cancel()
+        await c.stop()
+        return sink.readings
+
+    rs = [r for r in asyncio.run(main()) if r.metric == "connector_status"]
+    assert [r.value for r in rs] == [1.0, 2.0]
+    assert rs[1].ts_us == rs[0].ts_us + 1
+    assert len({(r.device_id, r.metric, r.ts_us) for r in rs}) == 2
+
+
 def test_ocpp201_charging_station_session_becomes_readings() -> None:
     async def main() -> list[Reading]:
         c, sink, task = await running()

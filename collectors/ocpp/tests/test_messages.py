@@ -13,12 +13,14 @@ from collectors.ocpp.collector import OcppCollector
 from collectors.ocpp.messages import (
     Authorization,
     DeviceNames,
+    DistinctTimes,
     meter_readings,
     parse_time,
     status_16,
     status_201,
 )
 from collectors.ocpp.transactions import MAX_ID, Transactions
+from qilu.contract import Quality, Reading
 from qilu.devices import CONNECTOR_STATES
 from qilu.errors import ConfigError
 
@@ -166,3 +168,35 @@ def test_authorization_policies() -> None:
     assert Authorization.of("accept", []).status("anything") == "Accepted"
     assert Authorization.of("reject", []).status("04A1B2C3") == "Invalid"
     assert Authorization().status("04A1B2C3") == "Invalid"  # rejecting is the default
+
+
+def test_different_values_stamped_with_one_time_get_distinct_times_in_arrival_order() -> None:
+    t = DistinctTimes()
+    out = t.apply(
+        [
+            Reading("D", "connector_status", NOW, 1.0),  # Preparing
+            Reading("D", "connector_status", NOW, 2.0),  # Charging, same second
+            Reading("D", "connector_status", NOW, 2.0),  # an identical repeat
+            Reading("D", "fault", NOW, 0.0),  # another metric keeps its time
+        ]
+    )
+    assert [(r.metric, r.ts_us, r.value) for r in out] == [
+        ("connector_status", NOW, 1.0),
+        ("connector_status", NOW + 1, 2.0),
+        ("connector_status", NOW + 1, 2.0),  # same as the last one: the platform drops it
+        ("fault", NOW, 0.0),
+    ]
+    # a later hand-over stamped with the same second again continues after the last one
+    (again,) = t.apply([Reading("D", "connector_status", NOW, 3.0, Quality.UNCERTAIN)])
+    assert again.ts_us == NOW + 2
+    # a new time starts afresh; a time going back is left alone (a resend, not a collision)
+    assert t.apply([Reading("D", "connector_status", NOW + 1_000_000, 0.0)])[0].ts_us == (
+        NOW + 1_000_000
+    )
+    assert t.apply([Reading("D", "connector_status", NOW - 5, 0.0)])[0].ts_us == NOW - 5
+
+
+def test_distinct_times_remembers_a_bounded_number_of_series() -> None:
+    t = DistinctTimes(limit=2)
+    t.apply([Reading(d, "fault", NOW, 0.0) for d in ("A", "B", "C")])
+    assert len(t._last) == 2
