@@ -12,11 +12,13 @@ must report it stalled, and the alert rule's query must see the lag.
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +80,14 @@ def cluster(base_settings: Settings) -> Iterator[PrivatePostgres]:
         yield pg
 
 
+def use_cluster(monkeypatch: pytest.MonkeyPatch, settings: Settings, bk: PgBackRest) -> None:
+    """The environment that points the `qilu` command at the private cluster."""
+    monkeypatch.setenv("QILU_SERVICES__STATE_DIR", str(settings.services.state_dir))
+    monkeypatch.setenv("QILU_DB__PORT", str(settings.db.port))
+    monkeypatch.setenv("QILU_DB__NAME", settings.db.name)
+    monkeypatch.setenv("QILU_BACKUP__HOME", str(bk.layout.home))
+
+
 def _settings(base: Settings, pg: PrivatePostgres, kafka: KafkaSettings) -> Settings:
     state = pg.svc.ctx.state_dir
     ingest = base.ingest.model_copy(
@@ -99,7 +109,12 @@ def _settings(base: Settings, pg: PrivatePostgres, kafka: KafkaSettings) -> Sett
 
 
 def test_restore_drill_every_reading_once_rollups_equal(
-    base_settings: Settings, cluster: PrivatePostgres, kafka: KafkaSettings
+    base_settings: Settings,
+    cluster: PrivatePostgres,
+    kafka: KafkaSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     began = time.monotonic()
     settings = _settings(base_settings, cluster, kafka)
@@ -200,6 +215,20 @@ def test_restore_drill_every_reading_once_rollups_equal(
     assert not st.archive_failing, status_lines(st)
     assert st.ok, status_lines(st)
 
+    # the command's dry run names the backup a restore to the target starts from
+    use_cluster(monkeypatch, settings, bk)
+    capsys.readouterr()
+    new_dir = tmp_path / "copy"
+    argv = ["restore", "--to", target.isoformat(), "--data-dir", str(new_dir), "--dry-run"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert st.last_full is not None
+    assert f"from backup {st.last_full.label} (full" in printed, printed
+    assert f"--pg1-path={new_dir}" in printed, printed
+    assert not new_dir.exists()  # a dry run changes nothing
+    with capsys.disabled():  # the drill's timings, swallowed by the captures above
+        sys.stdout.write(tally.line() + "\n")
+
 
 def test_backup_status_reports_a_stalled_archive(
     base_settings: Settings,
@@ -250,15 +279,8 @@ def test_backup_status_reports_a_stalled_archive(
         st = assess(backups, state, 0, strict)
         assert any("stalled" in p for p in st.problems), st.problems
         # the command an operator runs: exit 1, the stall and the unreadable repository
-        env = {
-            "QILU_SERVICES__STATE_DIR": str(settings.services.state_dir),
-            "QILU_DB__PORT": str(db.port),
-            "QILU_DB__NAME": db.name,
-            "QILU_BACKUP__HOME": str(bk.layout.home),
-            "QILU_BACKUP__MAX_ARCHIVE_LAG_S": str(lag / 2),
-        }
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
+        use_cluster(monkeypatch, settings, bk)
+        monkeypatch.setenv("QILU_BACKUP__MAX_ARCHIVE_LAG_S", str(lag / 2))
         capsys.readouterr()
         assert cli.main(["backup", "status"]) == 1
         printed = capsys.readouterr().out
