@@ -83,6 +83,7 @@ def cluster(base_settings: Settings) -> Iterator[PrivatePostgres]:
 def use_cluster(monkeypatch: pytest.MonkeyPatch, settings: Settings, bk: PgBackRest) -> None:
     """The environment that points the `qilu` command at the private cluster."""
     monkeypatch.setenv("QILU_SERVICES__STATE_DIR", str(settings.services.state_dir))
+    monkeypatch.setenv("QILU_SERVICES__POSTGRES_PORT", str(settings.services.postgres_port))
     monkeypatch.setenv("QILU_DB__PORT", str(settings.db.port))
     monkeypatch.setenv("QILU_DB__NAME", settings.db.name)
     monkeypatch.setenv("QILU_BACKUP__HOME", str(bk.layout.home))
@@ -239,15 +240,20 @@ def test_backup_status_reports_a_stalled_archive(
 ) -> None:
     settings = _settings(base_settings, cluster, kafka)
     bk = PgBackRest(Layout.of(settings.backup, settings.services, settings.db), settings.backup)
-    bk.install(lambda _: None)
-    bk.configure(lambda _: None)
-    cluster.stop()
-    cluster.start()
-    bk.stanza_create()
-    bk.check()
-    bk.backup(BackupType.FULL)
+    # set up by the commands an operator runs, on the private cluster
+    use_cluster(monkeypatch, settings, bk)
+    capsys.readouterr()
+    assert cli.main(["backup", "setup"]) == 1  # archive_mode needs a restart: says so
+    assert "restart PostgreSQL" in capsys.readouterr().out
+    assert cli.main(["backup", "setup", "--restart"]) == 0
+    assert "WAL archiving checked" in capsys.readouterr().out
+    assert cli.main(["backup", "run", "--type", "auto"]) == 0  # none yet: a full one is due
+    assert "full backup done" in capsys.readouterr().out
+    assert cli.main(["backup", "run", "--type", "auto"]) == 0
+    assert "nothing due" in capsys.readouterr().out
+    assert cli.main(["backup", "status"]) == 0
+    assert "status: ok" in capsys.readouterr().out
     db = settings.db
-    assert current_status(settings, bk).ok
     backups = bk.info()
 
     # the repository becomes unreachable: every archive-push fails from now on
@@ -279,7 +285,6 @@ def test_backup_status_reports_a_stalled_archive(
         st = assess(backups, state, 0, strict)
         assert any("stalled" in p for p in st.problems), st.problems
         # the command an operator runs: exit 1, the stall and the unreadable repository
-        use_cluster(monkeypatch, settings, bk)
         monkeypatch.setenv("QILU_BACKUP__MAX_ARCHIVE_LAG_S", str(lag / 2))
         capsys.readouterr()
         assert cli.main(["backup", "status"]) == 1
