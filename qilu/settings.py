@@ -58,6 +58,14 @@ class ServicesSettings(BaseModel):
     cluster_kafka_port: int = 29092
     cluster_kafka_controller_port: int = 29093
     cluster_kafka_agent_port: int = 29094
+    # ... and PostgreSQL: a primary and a streaming replica managed by Patroni, which keeps
+    # its leader lock in etcd (docs/adr/0016-postgres-failover.md)
+    cluster_etcd_host: str = "127.0.0.20"
+    cluster_etcd_port: int = 22379
+    cluster_etcd_peer_port: int = 22380
+    cluster_pg_hosts: tuple[str, str] = ("127.0.0.21", "127.0.0.22")
+    cluster_pg_port: int = 25432
+    cluster_patroni_port: int = 28008
 
     @model_validator(mode="after")
     def _derive_agent_port(self) -> ServicesSettings:
@@ -98,6 +106,12 @@ class DatabaseSettings(BaseModel):
     pool_max: int = 4
     # The TimescaleDB test engine crashes on protocol messages over ~64 KB: keep it small there.
     max_rows_per_statement: int = 0  # 0 = unlimited (binary COPY)
+    # libpq's target_session_attrs: with several hosts ("127.0.0.21,127.0.0.22"), writers say
+    # "read-write" (whichever is the primary now), readers may say "prefer-standby"; "" = any
+    target_session_attrs: str = Field(
+        default="",
+        pattern=r"^(|any|read-write|read-only|primary|standby|prefer-standby)$",
+    )
 
     def conninfo(self, *, dbname: str | None = None) -> str:
         from psycopg.conninfo import make_conninfo
@@ -110,6 +124,11 @@ class DatabaseSettings(BaseModel):
             password=self.password.get_secret_value(),
             sslmode="disable" if self.host in ("127.0.0.1", "localhost") else "prefer",
             application_name="qilu",
+            **(
+                {"target_session_attrs": self.target_session_attrs}
+                if self.target_session_attrs
+                else {}
+            ),
         )
 
 

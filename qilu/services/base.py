@@ -166,5 +166,10 @@ class Server(abc.ABC):
         write now (``qilu services up`` then restarts it). Servers that cannot tell: True."""
         return True
 
+    def detached_pids(self) -> list[int]:
+        """Processes of this server that left its process tree (a daemon that detaches
+        its children, as Patroni does with PostgreSQL): ``Services.kill`` kills them too."""
+        return []
+
     def after_start(self, progress: Progress) -> None:  # noqa: B027 - optional hook
         """Runs once the server answers (e.g. create the application database)."""

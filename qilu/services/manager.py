@@ -118,7 +118,10 @@ class Services:
         rec = self._pidfile(srv).live()
         if rec is None:
             raise ServiceError(f"{name}: not running, nothing to kill")
+        detached = srv.detached_pids()  # read before the kill: their pid files go with them
         sent = proc.signal_tree(rec.pid, sig)
+        for pid in detached:
+            sent += proc.signal_tree(pid, sig)
         logger.info("%s: sent signal %s to %s", name, sig, sent)
         if sig == signal.SIGKILL and not proc.wait_gone(rec.pid, rec.start_ticks, KILL_WAIT_S):
             raise ServiceError(f"{name}: pid {rec.pid} survived SIGKILL for {KILL_WAIT_S:.0f} s")

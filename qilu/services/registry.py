@@ -1,7 +1,8 @@
 """The servers ``qilu services`` knows, per profile, in start order (stopped in reverse).
 
-``single`` (the default): one of each, on 127.0.0.1. ``cluster``: three Kafka nodes on their
-own loopback addresses (docs/services.md), beside the single-node servers.
+``single`` (the default): one of each, on 127.0.0.1. ``cluster``: three Kafka nodes, etcd and two
+PostgreSQL nodes under Patroni, each on its own loopback address (docs/services.md), beside
+the single-node servers.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from qilu.services.base import Server
 from qilu.services.kafka import Kafka
 from qilu.services.kafka_cluster import KafkaNode1, KafkaNode2, KafkaNode3
 from qilu.services.mosquitto import Mosquitto
+from qilu.services.pg_cluster import Etcd, PatroniNode1, PatroniNode2
 from qilu.services.postgres import Postgres
 from qilu.services.prometheus import Prometheus
 from qilu.services.timescale import Timescale
@@ -18,7 +20,7 @@ SERVER_TYPES: dict[str, type[Server]] = {
     cls.name: cls for cls in (Kafka, Postgres, Mosquitto, Timescale, Prometheus)
 }
 CLUSTER_TYPES: dict[str, type[Server]] = {
-    cls.name: cls for cls in (KafkaNode1, KafkaNode2, KafkaNode3)
+    cls.name: cls for cls in (KafkaNode1, KafkaNode2, KafkaNode3, Etcd, PatroniNode1, PatroniNode2)
 }
 DEFAULT_PROFILE = "single"
 PROFILES: dict[str, dict[str, type[Server]]] = {

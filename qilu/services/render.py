@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HEADER = "written by `qilu services`; edits are overwritten on the next `up`"
 
@@ -166,6 +167,76 @@ def kafka_cluster_properties(
         # (docs/services.md); heartbeats every second keep a loaded broker from being fenced
         "broker.session.timeout.ms": 4000,
         "broker.heartbeat.interval.ms": 1000,
+    }
+
+
+def patroni_config(
+    *,
+    node_name: str,
+    host: str,
+    pg_port: int,
+    api_port: int,
+    etcd: str,
+    data_dir: Path,
+    run_dir: Path,
+    bin_dir: Path,
+    superuser: str,
+    password: str,
+    replicator: str,
+) -> dict[str, Any]:
+    """One Patroni node of the cluster profile (docs/adr/0016-postgres-failover.md).
+
+    Failure detection: the primary's leader key lives ``ttl`` = 20 s (Patroni's minimum)
+    and is renewed every ``loop_wait`` = 2 s, so a dead primary is replaced within about
+    20-25 s. ``synchronous_mode``: a commit returns once the replica has it, so the replica
+    that Patroni promotes holds every acknowledged commit (when the replica is down, the
+    primary goes on alone: not ``synchronous_mode_strict``)."""
+    return {
+        "scope": "qilu",
+        "name": node_name,
+        "restapi": {"listen": f"{host}:{api_port}", "connect_address": f"{host}:{api_port}"},
+        "etcd3": {"hosts": etcd},
+        "bootstrap": {
+            "dcs": {
+                "ttl": 20,
+                "loop_wait": 2,
+                "retry_timeout": 5,
+                "maximum_lag_on_failover": 1_048_576,
+                "synchronous_mode": True,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "parameters": {
+                        "wal_level": "replica",
+                        "hot_standby": "on",
+                        "wal_log_hints": "on",
+                        "max_wal_senders": 10,
+                        "max_replication_slots": 10,
+                        "max_connections": 200,
+                    },
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+        },
+        "postgresql": {
+            "listen": f"{host}:{pg_port}",
+            "connect_address": f"{host}:{pg_port}",
+            "data_dir": str(data_dir),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(run_dir / "pgpass"),
+            "authentication": {
+                "superuser": {"username": superuser, "password": password},
+                "replication": {"username": replicator, "password": password},
+            },
+            "parameters": {"unix_socket_directories": str(run_dir)},
+            # a new replica's pg_basebackup asks for an immediate checkpoint, not a spread one
+            "basebackup": [{"checkpoint": "fast"}],
+            "pg_hba": [
+                f"host replication {replicator} 127.0.0.0/8 scram-sha-256",
+                "host all all 127.0.0.0/8 scram-sha-256",
+                "local all all trust",
+            ],
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
 
 

@@ -45,6 +45,7 @@ from qilu.ports import free_port
 from qilu.registry import generate
 from qilu.services import Services
 from qilu.services.kafka import Kafka
+from qilu.services.pg_cluster import PatroniNode
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
@@ -348,6 +349,7 @@ class IngestProcess:
             "QILU_DB__HOST": settings.db.host,
             "QILU_DB__PORT": str(settings.db.port),
             "QILU_DB__NAME": settings.db.name,
+            "QILU_DB__TARGET_SESSION_ATTRS": settings.db.target_session_attrs,
             "QILU_INGEST__GROUP_ID": settings.ingest.group_id,
             "QILU_INGEST__METRICS_PORT": "0",
             "QILU_STORAGE__MAINTAIN_IN_INGEST": "false",
@@ -595,7 +597,7 @@ def private_kafka_cluster(base: Settings) -> Iterator[PrivateKafkaCluster]:
     )
     svc = Services(ss, DatabaseSettings(), profile="cluster")
     try:
-        svc.up()
+        svc.up(["kafka-1", "kafka-2", "kafka-3"])
         yield PrivateKafkaCluster(svc, ss.cluster_hosts, ss.cluster_kafka_port)
     finally:
         # killed, not stopped: a controlled shutdown of the last node waits for a quorum
@@ -652,6 +654,65 @@ def private_postgres(base: Settings) -> Iterator[PrivatePostgres]:
     finally:
         with contextlib.suppress(Exception):
             svc.down(["postgres"])
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass
+class PrivatePgCluster:
+    """The cluster profile's PostgreSQL: etcd, pg-1 and pg-2 under Patroni; ``db`` lists both
+    nodes with ``target_session_attrs=read-write`` (the primary, whichever it is)."""
+
+    svc: Services
+    db: DatabaseSettings
+
+    def primary(self) -> str:
+        """The name of the node that is primary now ("pg-1" or "pg-2")."""
+        node = self.svc.server("pg-1")
+        assert isinstance(node, PatroniNode)
+        host = node.primary_host()
+        return next(
+            n for n in ("pg-1", "pg-2") if self.svc.server(n).host == host
+        )  # fmt: skip
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the node's Patroni and its PostgreSQL: the machine is gone."""
+        self.svc.kill(name)
+
+
+@contextlib.contextmanager
+def private_pg_cluster(base: Settings) -> Iterator[PrivatePgCluster]:
+    """etcd and two Patroni nodes on 127.0.0.20-22 and free ports (as ``qilu services up
+    --profile cluster`` runs them), a database of our own migrated on the primary."""
+    from storage import migrate
+
+    state = _state("pgcluster")
+    ss = ServicesSettings(
+        state_dir=state,
+        cluster_etcd_port=free_port(),
+        cluster_etcd_peer_port=free_port(),
+        cluster_pg_port=free_port(),
+        cluster_patroni_port=free_port(),
+        start_timeout_s=180.0,
+    )
+    db = base.db.model_copy(
+        update={
+            "host": ",".join(ss.cluster_pg_hosts),
+            "port": ss.cluster_pg_port,
+            "name": "qilu_faults",
+            "target_session_attrs": "read-write",
+        }
+    )
+    svc = Services(ss, db, profile="cluster")
+    try:
+        svc.up(["etcd", "pg-1", "pg-2"])
+        with connect(db) as conn:
+            migrate.apply(conn)
+        yield PrivatePgCluster(svc, db)
+    finally:
+        for srv in svc.status():
+            if srv.pid is not None:
+                with contextlib.suppress(Exception):
+                    svc.kill(srv.name)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -67,8 +67,10 @@ def test_topics_take_the_brokers_replication_factor_by_default() -> None:
 def test_cluster_profile_layout(tmp_path: Path) -> None:
     settings = ServicesSettings(state_dir=tmp_path / "state")
     services = Services(settings, DatabaseSettings(), profile="cluster")
-    rows = services.status()
-    assert [r.name for r in rows] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert [r.name for r in services.status()] == [
+        "kafka-1", "kafka-2", "kafka-3", "etcd", "pg-1", "pg-2"
+    ]  # fmt: skip
+    rows = services.status(["kafka-1", "kafka-2", "kafka-3"])
     assert [r.address for r in rows] == [f"{h}:29092" for h in HOSTS]
     assert all(r.state in (State.STOPPED, State.NOT_INSTALLED) for r in rows)
     assert [r.data_dir for r in rows] == [
@@ -114,3 +116,67 @@ def test_zero_replicas_refused() -> None:
     with pytest.raises(ValidationError, match="0 replicas"):
         KafkaSettings(replication_factor=0)
     assert KafkaSettings(replication_factor=3).replication_factor == 3
+
+
+# ------------------------------------------------------------------ PostgreSQL under Patroni
+
+
+def test_patroni_node_config() -> None:
+    cfg = render.patroni_config(
+        node_name="pg-2",
+        host="127.0.0.22",
+        pg_port=25432,
+        api_port=28008,
+        etcd="127.0.0.20:22379",
+        data_dir=Path("/s/pg-2/data"),
+        run_dir=Path("/s/pg-2/run"),
+        bin_dir=Path("/usr/lib/postgresql/15/bin"),
+        superuser="postgres",
+        password="pw",
+        replicator="replicator",
+    )
+    assert cfg["scope"] == "qilu"
+    assert cfg["name"] == "pg-2"
+    assert cfg["etcd3"] == {"hosts": "127.0.0.20:22379"}  # etcd v3, not the deprecated raft
+    assert cfg["restapi"]["listen"] == "127.0.0.22:28008"
+    assert cfg["postgresql"]["listen"] == "127.0.0.22:25432"
+    dcs = cfg["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True
+    assert "synchronous_mode_strict" not in dcs  # a lone primary keeps taking writes
+    assert (dcs["ttl"], dcs["loop_wait"]) == (20, 2)
+    assert dcs["postgresql"]["use_pg_rewind"] is True
+    assert cfg["postgresql"]["authentication"]["replication"]["username"] == "replicator"
+    assert all("127.0.0.0/8" in line for line in cfg["postgresql"]["pg_hba"][:2])
+
+
+def test_pg_nodes_in_the_cluster_profile(tmp_path: Path) -> None:
+    settings = ServicesSettings(state_dir=tmp_path / "state")
+    services = Services(settings, DatabaseSettings(), profile="cluster")
+    rows = {r.name: r.address for r in services.status(["etcd", "pg-1", "pg-2"])}
+    assert rows == {
+        "etcd": "127.0.0.20:22379",
+        "pg-1": "127.0.0.21:25432",
+        "pg-2": "127.0.0.22:25432",
+    }
+    for name in ("etcd", "pg-1", "pg-2"):
+        for field, port in services.server(name).ports().items():
+            assert getattr(settings, field) == port
+    pg1 = services.server("pg-1")
+    assert pg1.detached_pids() == []  # no postmaster.pid yet
+    (tmp_path / "state" / "pg-1" / "data").mkdir(parents=True)
+    (tmp_path / "state" / "pg-1" / "data" / "postmaster.pid").write_text("999999999\n/x\n")
+    assert pg1.detached_pids() == []  # not a live process
+
+
+def test_writers_conninfo_lists_both_nodes_and_asks_for_the_primary() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    db = DatabaseSettings(
+        host="127.0.0.21,127.0.0.22", port=25432, target_session_attrs="read-write"
+    )
+    info = conninfo_to_dict(db.conninfo())
+    assert info["host"] == "127.0.0.21,127.0.0.22"
+    assert info["target_session_attrs"] == "read-write"
+    assert "target_session_attrs" not in conninfo_to_dict(DatabaseSettings().conninfo())
+    with pytest.raises(ValueError, match="target_session_attrs"):
+        DatabaseSettings(target_session_attrs="write")
