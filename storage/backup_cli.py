@@ -259,6 +259,36 @@ def export(st: BackupStatus) -> None:
     PROBLEMS.set(len(st.problems))
 
 
+def schedule_round(
+    settings: Settings, bk: PgBackRest, known: frozenset[str] = frozenset()
+) -> frozenset[str]:
+    """One round of ``qilu backup schedule``: the backup that is due, then the status into
+    the metrics. Problems are logged when they appear and when they are gone, not every
+    round; returns the kinds of problem now (the text before the first colon)."""
+    try:
+        try:
+            kind = due_backup(bk.info(), datetime.now(UTC), settings.backup)
+        except ServiceError:
+            kind = None  # the repository cannot be read: the status below says so
+        if kind is not None:
+            logger.info("backup: %s backup due, starting", kind)
+            bk.backup(kind)
+        st = current_status(settings, bk)
+    except (ServiceError, psycopg.Error) as exc:  # the next round tries again
+        PROBLEMS.set(max(1, len(known)))
+        if "round failed" not in known:
+            logger.warning("backup schedule round failed: %s", exc)
+        return known | {"round failed"}
+    export(st)
+    kinds = frozenset(p.split(":")[0] for p in st.problems)
+    for p in st.problems:
+        if p.split(":")[0] not in known:
+            logger.warning("backup: %s", p)
+    if known and not kinds:
+        logger.warning("backup: healthy again")
+    return kinds
+
+
 def _schedule(args: argparse.Namespace, settings: Settings) -> int:
     port = args.metrics_port if args.metrics_port is not None else settings.backup.metrics_port
     if port:
@@ -267,24 +297,9 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     bk = tool(settings)
-    problems: tuple[str, ...] = ()
+    known: frozenset[str] = frozenset()
     while not stop.is_set():
-        try:
-            kind = due_backup(bk.info(), datetime.now(UTC), settings.backup)
-            if kind is not None:
-                logger.info("backup: %s backup due, starting", kind)
-                bk.backup(kind)
-            st = current_status(settings, bk)
-            export(st)
-            if tuple(st.problems) != problems:  # logged when it changes, not every round
-                for p in st.problems:
-                    logger.warning("backup: %s", p)
-                if not st.problems:
-                    logger.warning("backup: healthy again")
-                problems = tuple(st.problems)
-        except (ServiceError, psycopg.Error) as exc:  # the next round tries again
-            logger.warning("backup schedule round failed: %s", exc)
-            PROBLEMS.set(max(1, len(problems)))
+        known = schedule_round(settings, bk, known)
         stop.wait(args.interval_s)
     return 0
 

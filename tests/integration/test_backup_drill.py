@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from qilu import cli
 from qilu.settings import BackupSettings, KafkaSettings, Settings
@@ -36,7 +37,7 @@ from storage.backup import (
     pending_segments,
     read_archiver,
 )
-from storage.backup_cli import current_status, status_lines
+from storage.backup_cli import current_status, schedule_round, status_lines
 from storage.db import connect
 from storage.restore_points import create_restore_point
 from stream.cli import build_consumer
@@ -253,6 +254,12 @@ def test_backup_status_reports_a_stalled_archive(
     assert "nothing due" in capsys.readouterr().out
     assert cli.main(["backup", "status"]) == 0
     assert "status: ok" in capsys.readouterr().out
+    # a round of the scheduler: nothing due, the status in the metrics
+    assert schedule_round(settings, bk) == frozenset()
+    full = REGISTRY.get_sample_value("qilu_backup_last_success_timestamp_seconds", {"type": "full"})
+    assert full is not None
+    assert full > time.time() - 600
+    assert REGISTRY.get_sample_value("qilu_backup_problems") == 0
     db = settings.db
     backups = bk.info()
 
@@ -292,5 +299,13 @@ def test_backup_status_reports_a_stalled_archive(
         assert "PROBLEM: WAL archiving stalled" in printed, printed
         assert "PROBLEM: the backup repository cannot be read" in printed, printed
         assert "last attempt FAILED" in printed, printed
+        # the scheduler's metrics say so too
+        strict_settings = settings.model_copy(update={"backup": strict})
+        kinds = schedule_round(strict_settings, bk, frozenset())
+        assert "WAL archiving stalled" in kinds, kinds
+        assert REGISTRY.get_sample_value("qilu_backup_archive_failing") == 1
+        problems = REGISTRY.get_sample_value("qilu_backup_problems")
+        assert problems is not None
+        assert problems >= 1
     finally:
         moved.rename(repo)
