@@ -273,6 +273,34 @@ class IngestConsumer:
         return self._validator.validate(env, now_us, sites)
 
     # -- the I/O loop ---------------------------------------------------------------------------
+    def _await_topics(self, consumer: KafkaConsumer) -> None:
+        """Join the group only once the broker serves every topic's partitions.
+
+        A group formed while brand-new topics had no partition metadata yet was seen to hold
+        no partitions for minutes (``qilu run`` on a fresh broker stored nothing); asking for
+        each topic's partitions first fetches the metadata and waits out the leader elections.
+        """
+        waiting = list(self._topics)
+        logged = warned = False
+        since = time.monotonic()
+        while waiting and not self._stop.is_set():
+            waiting = [t for t in waiting if not consumer.partitions_for_topic(t)]
+            if not waiting:
+                break
+            if not logged:
+                logger.info("waiting for the broker to serve %s", ", ".join(waiting))
+                logged = True
+            elif not warned and time.monotonic() - since > 30:
+                logger.warning(
+                    "the broker still serves no partitions of %s after 30 s: "
+                    "do the topics exist? (`qilu topics` creates them)",
+                    ", ".join(waiting),
+                )
+                warned = True
+            self._stop.wait(0.5)
+        if logged and not waiting:
+            logger.info("all topics served; joining group %s", self._cfg.group_id)
+
     def run(self) -> None:
         consumer = KafkaConsumer(
             bootstrap_servers=self._kafka.bootstrap,
@@ -288,6 +316,7 @@ class IngestConsumer:
             # in tests/integration/test_faults_corpus.py): notice within seconds
             metadata_max_age_ms=5000,
         )
+        self._await_topics(consumer)
         consumer.subscribe(self._topics, listener=self._listener)
         producer = KafkaProducer(
             bootstrap_servers=self._kafka.bootstrap,

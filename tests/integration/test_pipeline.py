@@ -301,3 +301,65 @@ def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
         (3, "unknown_device"),
     ]
     assert scalar(settings.db, "SELECT count(*) FROM readings WHERE value IN (7, 11)") == 2
+
+
+def test_an_ingest_started_before_its_topics_exist_stores_once_they_do(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`qilu run` on a fresh broker: the ingest must not join its group before the broker
+    serves the topics' partitions (a group formed then was seen to hold none for minutes)."""
+    import threading
+    import uuid
+
+    from kafka.admin import KafkaAdminClient
+
+    from stream.cli import build_consumer
+    from stream.topics import ensure_topics
+
+    kafka = settings.kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
+    late = settings.model_copy(update={"kafka": kafka})
+    reg, _ = ground_truth()
+    with connect(late.db) as conn:
+        load_registry(conn, reg)
+    signer = provision_province(late, {"agent-late": [s.site_id for s in reg.sites]}, actor="t")
+    stop = threading.Event()
+    consumer, pool = build_consumer(late, stop)
+
+    def run() -> None:
+        try:
+            consumer.run()
+        finally:
+            pool.close()
+
+    caplog.set_level("INFO", logger="stream.ingest")
+    thread = threading.Thread(target=run, name="ingest-late", daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: "waiting for the broker to serve" in caplog.text,
+            what="the ingest to wait for its topics",
+        )
+        ensure_topics(kafka)
+        now = time.time_ns() // 1000
+        env = Envelope("agent-late", "boot-late", 0, now)
+        env.add(Reading("CHG-Q-1-01", "power_kw", now, 7.0))
+        value = env.encode()
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+        producer.send(
+            readings_topic(kafka, Sector.CHARGING),
+            key=b"agent-late",
+            value=value,
+            headers=signer["agent-late"].headers(value),
+        )
+        producer.flush()
+        producer.close()
+        wait_for(lambda: scalar(late.db, "SELECT count(*) FROM readings") == 1, what="the row")
+        assert "all topics served" in caplog.text
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        try:
+            admin.delete_topics([*readings_topics(kafka), deadletter_topic(kafka)])
+        finally:
+            admin.close()
