@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.deadletters_cli",
     "edge_agent.cli",
     "qilu.agents_cli",
+    "qilu.pki_cli",
     "interconnect.tcec102.cli",
     "api.cli",
     "dashboards.cli",
