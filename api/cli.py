@@ -21,6 +21,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("api", help="serve the coverage API and the status page (FastAPI)")
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    p.add_argument(
+        "--ssl-certfile",
+        default=None,
+        help="serve HTTPS with this certificate (PEM, chain after it; api.tls_certfile)",
+    )
+    p.add_argument(
+        "--ssl-keyfile", default=None, help="the certificate's private key (api.tls_keyfile)"
+    )
     p.set_defaults(handler=_serve)
 
     k = sub.add_parser(
@@ -65,11 +73,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
+    certfile = args.ssl_certfile or settings.api.tls_certfile
+    keyfile = args.ssl_keyfile or settings.api.tls_keyfile
+    if bool(certfile) != bool(keyfile):
+        raise ConfigError(
+            "api.tls_certfile / api.tls_keyfile", "HTTPS needs both the certificate and its key"
+        )
     app = create_app(settings)
     uvicorn.run(
         app,
         host=args.host or settings.api.host,
         port=args.port or settings.api.port,
+        ssl_certfile=str(certfile) if certfile else None,
+        ssl_keyfile=str(keyfile) if keyfile else None,
         log_level="warning",
         access_log=False,
         loop="uvloop",

@@ -30,9 +30,9 @@ from typing import Any
 
 from qilu import signing
 from qilu.contract import Sector
-from qilu.errors import ServiceError
+from qilu.errors import ConfigError, ServiceError
 from qilu.fileio import write_atomic
-from qilu.settings import KafkaSettings, Settings
+from qilu.settings import Environment, KafkaSettings, Settings
 
 logger = logging.getLogger(__name__)
 SCRAM_ITERATIONS = 8192  # Kafka's maximum is 16384; 4096 is the minimum for SHA-512
@@ -250,6 +250,24 @@ def broker_remove(kafka: KafkaSettings, agent_id: str) -> None:
 # ------------------------------------------------------------------------------ operations
 
 
+def require_agent_tls(settings: Settings) -> None:
+    """Production refuses to hand an agent a plaintext listener: agents reach the platform
+    over cellular links and the internet (issue 18 item 4). Checked before anything is
+    created, so a refusal leaves nothing half-provisioned."""
+    k = settings.kafka
+    if (
+        settings.env is Environment.PRODUCTION
+        and k.manage_agent_credentials
+        and (k.agent_security_protocol != "SASL_SSL" or not k.agent_ssl_cafile)
+    ):
+        raise ConfigError(
+            "kafka.agent_security_protocol",
+            "production provisions agents for the SASL_SSL listener only: set "
+            "QILU_KAFKA__AGENT_SECURITY_PROTOCOL=SASL_SSL and QILU_KAFKA__AGENT_SSL_CAFILE "
+            "(the CA of `qilu pki`, docs/services.md)",
+        )
+
+
 def provision(
     settings: Settings,
     agent_id: str,
@@ -270,6 +288,7 @@ def provision(
     from storage import agents
     from storage.db import connect
 
+    require_agent_tls(settings)
     key = signing.generate_key()
     password = secrets.token_urlsafe(32) if settings.kafka.manage_agent_credentials else None
     with connect(settings.db) as conn, conn.transaction():
@@ -376,6 +395,7 @@ def rotate(
     from storage import agents
     from storage.db import connect
 
+    require_agent_tls(settings)
     key = signing.generate_key()
     password = secrets.token_urlsafe(32) if settings.kafka.manage_agent_credentials else None
     with connect(settings.db) as conn, conn.transaction():
@@ -462,7 +482,8 @@ def agent_toml(settings: Settings, creds: Credentials) -> str:
     if creds.kafka_password is not None:
         lines += [
             f'bootstrap = "{k.agent_bootstrap}"',
-            'security_protocol = "SASL_PLAINTEXT"   # SASL_SSL + ssl_cafile over untrusted links',
+            f'security_protocol = "{k.agent_security_protocol}"',
+            *([f'ssl_cafile = "{k.agent_ssl_cafile}"'] if k.agent_ssl_cafile else []),
             'sasl_mechanism = "SCRAM-SHA-512"',
             f'sasl_username = "{creds.agent_id}"',
             f'sasl_password = "{creds.kafka_password}"',

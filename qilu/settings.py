@@ -47,6 +47,9 @@ class ServicesSettings(BaseModel):
     kafka_agent_port: int = 0
     kafka_version: str = "4.3.1"
     kafka_heap_mb: int = 512
+    # a folder made by `qilu pki init` + `qilu pki issue` (broker.pem): the agents' listener
+    # is then SASL_SSL with that certificate instead of SASL_PLAINTEXT (docs/services.md)
+    kafka_agent_tls_dir: Path | None = None
     postgres_port: int = 15432
     mosquitto_port: int = 11883
     timescale_port: int = 15433
@@ -83,6 +86,12 @@ class KafkaSettings(BaseModel):
     agent_bootstrap: str = "127.0.0.1:19094"
     # `qilu agents`: create/rotate/delete each agent's SCRAM user and ACLs on the broker
     manage_agent_credentials: bool = True
+    # how agents reach the agents' listener: SASL_SSL (TLS, the broker verified against
+    # agent_ssl_cafile, the CA of `qilu pki`) or SASL_PLAINTEXT (loopback and private links
+    # only; production refuses to provision agents for it: qilu.agents.require_agent_tls).
+    # What `qilu agents provision` writes into each agent's TOML
+    agent_security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
+    agent_ssl_cafile: str = ""
     # replicas of each topic `qilu topics` creates; -1 = the brokers' default.replication.factor
     # (1 on the single node, 3 with min.insync.replicas=2 in the cluster profile)
     replication_factor: int = Field(default=-1, ge=-1)
@@ -192,6 +201,10 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # HTTPS served by the API itself (uvicorn), both or neither; behind a reverse proxy that
+    # terminates TLS leave them unset (docs/api.md, "HTTPS")
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # the coverage snapshot is recomputed in the background every this many seconds
     coverage_cache_s: float = Field(default=2.0, gt=0)
     lag_refresh_s: float = Field(default=10.0, gt=0)  # Kafka consumer lag for the status page

@@ -69,8 +69,15 @@ class Kafka(Server):
             controller_port=s.kafka_controller_port,
             agent_port=self.agent_port,
             log_dir=self.data_dir,
+            agent_keystore=self.agent_keystore,
         )
         return render.render_properties(props)
+
+    @property
+    def agent_keystore(self) -> Path | None:
+        """``broker.pem`` of ``qilu pki`` when the agents' listener runs TLS."""
+        tls = self.ctx.settings.kafka_agent_tls_dir
+        return tls.resolve() / "broker.pem" if tls is not None else None
 
     def config_current(self) -> bool:
         """Does the running broker's server.properties match what this version renders?"""
@@ -154,6 +161,11 @@ class Kafka(Server):
 
     def configure(self, progress: Progress) -> None:
         self._require_java(progress)
+        if self.agent_keystore is not None and not self.agent_keystore.is_file():
+            raise ServiceError(
+                f"{self.name}: services.kafka_agent_tls_dir has no broker.pem; run "
+                f"`qilu pki init --dir D` and `qilu pki issue --dir D --name <agents' host>`"
+            )
         self.home.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.server_properties.write_text(self.rendered_properties())

@@ -61,6 +61,7 @@ class KafkaNode(Kafka):
             controller_port=s.cluster_kafka_controller_port,
             agent_port=s.cluster_kafka_agent_port,
             log_dir=self.data_dir,
+            agent_keystore=self.agent_keystore,
         )
         return render.render_properties(props)
 

@@ -66,6 +66,7 @@ def kafka_server_properties(
     agent_port: int | None = None,
     partitions: int = 6,
     node_id: int = 1,
+    agent_keystore: Path | None = None,
 ) -> dict[str, str | int]:
     """KRaft single node, combined broker + controller, loopback only.
 
@@ -76,7 +77,9 @@ def kafka_server_properties(
       must stay on loopback (or a private network the agents cannot reach);
     - ``AGENTS`` on ``agent_port``: what edge agents connect to, SASL/SCRAM-SHA-512, one user
       per agent created by ``qilu agents provision``; the ``StandardAuthorizer`` lets each agent
-      only write to the topics of its sectors (no ACL = denied).
+      only write to the topics of its sectors (no ACL = denied). With ``agent_keystore`` (the
+      ``broker.pem`` of ``qilu pki``: key and certificate chain) it is SASL_SSL: TLS with that
+      certificate, agents verifying it against the platform's CA.
     """
     listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
     advertised = f"PLAINTEXT://{host}:{port}"
@@ -84,7 +87,7 @@ def kafka_server_properties(
     if agent_port is not None:
         listeners += f",AGENTS://{host}:{agent_port}"
         advertised += f",AGENTS://{host}:{agent_port}"
-        protocols += ",AGENTS:SASL_PLAINTEXT"
+        protocols += ",AGENTS:SASL_SSL" if agent_keystore else ",AGENTS:SASL_PLAINTEXT"
     props: dict[str, str | int] = {
         "process.roles": "broker,controller",
         "node.id": node_id,
@@ -107,6 +110,12 @@ def kafka_server_properties(
             "super.users": "User:ANONYMOUS",
             "allow.everyone.if.no.acl.found": "false",
         }
+        if agent_keystore:
+            props |= {
+                "listener.name.agents.ssl.keystore.type": "PEM",
+                "listener.name.agents.ssl.keystore.location": str(agent_keystore),
+                "listener.name.agents.ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+            }
     return props | {
         "log.dirs": str(log_dir),
         "num.partitions": partitions,
@@ -130,6 +139,7 @@ def kafka_cluster_properties(
     agent_port: int,
     log_dir: Path,
     partitions: int = 6,
+    agent_keystore: Path | None = None,
 ) -> dict[str, str | int]:
     """One of the cluster profile's brokers (docs/services.md): node ``node_id`` (1-based)
     listens on ``hosts[node_id - 1]``; every node is a broker and a KRaft controller, the
@@ -148,6 +158,7 @@ def kafka_cluster_properties(
         log_dir=log_dir,
         partitions=partitions,
         node_id=node_id,
+        agent_keystore=agent_keystore,
     )
     return props | {
         "controller.quorum.voters": ",".join(

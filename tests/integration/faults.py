@@ -521,7 +521,7 @@ class PrivateKafka:
 
 @contextlib.contextmanager
 def private_kafka(
-    base: Settings, *, port: int = 0, advertised_port: int = 0
+    base: Settings, *, port: int = 0, advertised_port: int = 0, agent_tls_dir: Path | None = None
 ) -> Iterator[PrivateKafka]:
     """A broker of our own on free ports (killed and restarted by the test). With
     ``advertised_port`` it tells clients to connect there (a proxy in front of ``port``,
@@ -536,6 +536,7 @@ def private_kafka(
         kafka_port=port or free_port(),
         kafka_controller_port=free_port(),
         kafka_agent_port=free_port(),
+        kafka_agent_tls_dir=agent_tls_dir,
         start_timeout_s=180.0,
     )
     svc = Services(ss, DatabaseSettings())

@@ -103,3 +103,49 @@ def test_cli_init_issue_rotate_files_and_modes(tmp_path: Path) -> None:
     pem = (d / "broker.pem").read_bytes()
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
     assert pem.count(b"BEGIN CERTIFICATE") == 2  # the chain: broker, then the CA
+
+
+def test_agents_listener_is_sasl_ssl_with_a_keystore() -> None:
+    from qilu.services import render
+
+    plain = render.kafka_server_properties(
+        host="127.0.0.1", port=1, controller_port=2, agent_port=3, log_dir=Path("/d")
+    )
+    assert "AGENTS:SASL_PLAINTEXT" in str(plain["listener.security.protocol.map"])
+    tls = render.kafka_server_properties(
+        host="127.0.0.1",
+        port=1,
+        controller_port=2,
+        agent_port=3,
+        log_dir=Path("/d"),
+        agent_keystore=Path("/pki/broker.pem"),
+    )
+    assert "AGENTS:SASL_SSL" in str(tls["listener.security.protocol.map"])
+    assert "PLAINTEXT:PLAINTEXT" in str(tls["listener.security.protocol.map"])  # internal
+    assert tls["listener.name.agents.ssl.keystore.type"] == "PEM"
+    assert tls["listener.name.agents.ssl.keystore.location"] == "/pki/broker.pem"
+
+
+def test_production_refuses_to_provision_agents_for_a_plaintext_listener() -> None:
+    from qilu.agents import provision, require_agent_tls
+    from qilu.settings import KafkaSettings, Settings
+
+    prod = {"env": "production", "db": {"password": "a-real-one"}}
+    plain = Settings(**prod)  # type: ignore[arg-type]  # other processes do not care
+    with pytest.raises(ConfigError, match=r"kafka\.agent_security_protocol"):
+        require_agent_tls(plain)
+    with pytest.raises(ConfigError, match="SASL_SSL"):  # refused before any connection
+        provision(plain, "gw-1", sites=["s"], actor="test")
+    no_ca = plain.model_copy(update={"kafka": KafkaSettings(agent_security_protocol="SASL_SSL")})
+    with pytest.raises(ConfigError):
+        require_agent_tls(no_ca)  # TLS without the CA to verify the broker with
+    require_agent_tls(
+        plain.model_copy(
+            update={
+                "kafka": KafkaSettings(
+                    agent_security_protocol="SASL_SSL", agent_ssl_cafile="/etc/qilu/ca.crt"
+                )
+            }
+        )
+    )
+    require_agent_tls(Settings())  # development: loopback SASL_PLAINTEXT is fine
