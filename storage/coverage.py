@@ -94,8 +94,8 @@ _SITES_ON = sql.SQL(
 # offline (connector_status 7, Unavailable, is what T/CEC 102's status 0 becomes): the status
 # stored with its latest reading (device_liveness.last_seen), read by time. One
 # uncorrelated subquery: PostgreSQL computes it once per query and probes it as a hash.
-_OPERATOR_LIVE = sql.SQL(
-    "d.device_pk IN (SELECT dv.device_pk FROM operator_connectors oc"
+OPERATOR_LIVE_PILES = sql.SQL(
+    "SELECT dv.device_pk FROM operator_connectors oc"
     " JOIN operators o ON o.operator_id = oc.operator_id AND o.revoked_at IS NULL"
     " JOIN operator_links ol ON ol.operator_id = o.operator_id"
     " JOIN devices dv ON dv.device_id = oc.device_id"
@@ -107,8 +107,9 @@ _OPERATOR_LIVE = sql.SQL(
     " AND (SELECT r.value FROM readings r WHERE r.device_pk = lv.device_pk"
     "  AND r.ts = lv.last_seen"
     "  AND r.metric_id = (SELECT metric_id FROM metrics WHERE key = 'connector_status')"
-    "  LIMIT 1) <> 7)"
+    "  LIMIT 1) <> 7"
 )
+_OPERATOR_LIVE = sql.SQL("d.device_pk IN ({})").format(OPERATOR_LIVE_PILES)
 _LIVE_READINGS = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
 _LIVE = sql.SQL("({} OR {})").format(_LIVE_READINGS, _OPERATOR_LIVE)
 
@@ -120,6 +121,22 @@ def live_condition(conn: psycopg.Connection[TupleRow]) -> sql.Composable:
     return _LIVE if row and row[0] else _LIVE_READINGS
 
 
+def _measure_parts(
+    m: Measure, params: dict[str, Any]
+) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """(site filter, numerator condition, device kind filter) of a measure; fills ``params``."""
+    site_where = _attr_filters(m.where, "=", params, "w") + _attr_filters(m.min, ">=", params, "m")
+    if m.sector is not None:
+        params["sector"] = m.sector.value
+        site_where.append(sql.SQL("s.sector = %(sector)s"))
+    numer = _and(_attr_filters(m.numerator, "=", params, "n"))
+    kind_filter: sql.Composable = sql.SQL("true")
+    if m.device_kind is not None:
+        params["kind"] = m.device_kind
+        kind_filter = sql.SQL("d.kind = %(kind)s")
+    return _and(site_where), numer, kind_filter
+
+
 def build_query(
     m: Measure, now: datetime, live: sql.Composable = _LIVE
 ) -> tuple[sql.Composed, dict[str, Any]]:
@@ -129,15 +146,7 @@ def build_query(
     valid reading within its kind's expected interval; the simulation's backfill passes its
     own, :mod:`storage.trajectories`)."""
     params: dict[str, Any] = {"now": now, "day": province_day(now)}
-    site_where = _attr_filters(m.where, "=", params, "w") + _attr_filters(m.min, ">=", params, "m")
-    if m.sector is not None:
-        params["sector"] = m.sector.value
-        site_where.append(sql.SQL("s.sector = %(sector)s"))
-    numer = _and(_attr_filters(m.numerator, "=", params, "n"))
-    kind_filter = sql.SQL("true")
-    if m.device_kind is not None:
-        params["kind"] = m.device_kind
-        kind_filter = sql.SQL("d.kind = %(kind)s")
+    site, numer, kind_filter = _measure_parts(m, params)
 
     if m.unit == "device":
         cond = sql.SQL("{} AND {}").format(numer, live) if m.connected else numer
@@ -147,9 +156,7 @@ def build_query(
             " JOIN device_kinds k ON k.kind = d.kind"
             " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
             " WHERE {kind} AND {site} GROUP BY s.city_code"
-        ).format(
-            cond=cond, kind=kind_filter, site=_and(site_where), devices=_DEVICES_ON, sites=_SITES_ON
-        )
+        ).format(cond=cond, kind=kind_filter, site=site, devices=_DEVICES_ON, sites=_SITES_ON)
         return query, params
 
     site_conn = {
@@ -171,12 +178,40 @@ def build_query(
         numer=numer,
         live=live,
         kind=kind_filter,
-        site=_and(site_where),
+        site=site,
         cond=cond,
         devices=_DEVICES_ON,
         sites=_SITES_ON,
     )
     return query, params
+
+
+def membership_query(m: Measure, day: date) -> tuple[sql.Composed, dict[str, Any]]:
+    """What a measure counts on ``day``, without liveness (storage/coverage_incremental.py).
+
+    A device measure: one row per counted device, (device_pk, city_code, numerator condition
+    met). A site measure: one row per counted site, (site_id, city_code, numerator condition
+    met, the site's devices of the measure's kind). A condition on a NULL attribute is not
+    met, as in :func:`build_query`."""
+    params: dict[str, Any] = {"day": day}
+    site, numer, kind_filter = _measure_parts(m, params)
+    if m.unit == "device":
+        query = sql.SQL(
+            "SELECT d.device_pk, s.city_code, coalesce({numer}, false)"
+            " FROM {devices} d JOIN {sites} s ON s.site_id = d.site_id"
+            " JOIN device_kinds k ON k.kind = d.kind"
+            " WHERE {kind} AND {site}"
+        )
+    else:
+        query = sql.SQL(
+            "SELECT s.site_id, s.city_code, coalesce(bool_and({numer}), false),"
+            " array_remove(array_agg(d.device_pk), NULL)"
+            " FROM {sites} s LEFT JOIN {devices} d ON d.site_id = s.site_id AND {kind}"
+            " WHERE {site} GROUP BY s.site_id, s.city_code"
+        )
+    return query.format(
+        numer=numer, kind=kind_filter, site=site, devices=_DEVICES_ON, sites=_SITES_ON
+    ), params
 
 
 def compute(

@@ -19,6 +19,9 @@ dead letters        delete ``deadletter_summary`` minutes       same
                     older than
                     ``storage.deadletter_retention_days``
                     (the marks stay: counting stays exact)
+liveness changes    delete ``liveness_changes`` rows older      same
+                    than ten minutes (migration 062, the API's
+                    incremental coverage)
 ==================  ==========================================  ===============================
 
 :class:`Maintainer` runs the same tasks on a schedule in a thread (``qilu ingest`` starts one
@@ -44,7 +47,7 @@ from psycopg.types.json import Jsonb
 
 from qilu.catalog import Catalog
 from qilu.settings import DatabaseSettings, StorageMode, StorageSettings
-from storage import coverage, deadletters, jobs
+from storage import coverage, coverage_incremental, deadletters, jobs
 from storage.db import connect
 
 logger = logging.getLogger(__name__)
@@ -205,6 +208,7 @@ class PassReport:
     refresh: dict[str, Any] = field(default_factory=dict)
     coverage_rows: int = 0
     deadletters_pruned: int = 0  # summary rows (minutes) past their retention
+    liveness_changes_pruned: int = 0  # liveness_changes rows past their ten minutes
     not_allowed: list[str] = field(default_factory=list)
 
 
@@ -239,6 +243,13 @@ def maintain_once(
             report.jobs = _allowed(report, "jobs", lambda: jobs.job_health(conn), [], conn)
         report.deadletters_pruned = _allowed(
             report, "deadletters", lambda: prune_deadletters(conn, storage, now), 0, conn
+        )
+        report.liveness_changes_pruned = _allowed(
+            report,
+            "liveness changes",
+            lambda: coverage_incremental.prune_changes(conn, now),
+            0,
+            conn,
         )
         if coverage_snapshot:
             report.coverage_rows = _allowed(
@@ -343,6 +354,9 @@ class Maintainer:
                 tasks.append(("jobs", lambda: self._watch_jobs(conn)))
             if housekeeping:
                 tasks.append(("deadletters", lambda: prune_deadletters(conn, self._storage, now)))
+                tasks.append(
+                    ("liveness changes", lambda: coverage_incremental.prune_changes(conn, now))
+                )
             if coverage_due:
                 tasks.append(("coverage", lambda: coverage.snapshot(conn, self._catalog, now)))
             for name, task in tasks:

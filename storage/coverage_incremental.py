@@ -1,0 +1,372 @@
+"""Coverage kept incrementally: per changed device, not per recomputation of the registry.
+
+:func:`storage.coverage.compute` reads the whole dated registry and every device's liveness:
+O(devices) each time. The API wants a fresh figure every second, and between two seconds
+only liveness moves (docs/adr/0018-incremental-coverage.md). So:
+
+* :class:`CoverageModel` (no I/O) holds what the registry of one province day counts, per
+  target: for a device measure the devices (their city, whether the numerator's site
+  condition holds), for a site measure the sites (their city, the condition, their devices
+  and how many of them are connected); and each device's last reading and expected interval.
+  A device that goes online or offline changes the numerator of exactly the (target, city)
+  cells it belongs to, by one.
+* :class:`IncrementalCoverage` feeds it from the database: in full (the registry and every
+  device's liveness) at the start, on a new province day, when ``coverage_registry_version``
+  moved (migration 062: any change to sites, devices, their versions, the device kinds, or
+  liveness rows removed) or when it fell behind the change log's retention; otherwise only
+  the liveness rows written by the transactions its previous snapshot could not see
+  (``liveness_changes``, written by triggers on ``device_liveness``), the devices whose
+  expected interval ran out since the previous call, and the T/CEC 102 piles whose operator's
+  liveness changed (one query over the operators' piles).
+
+The figures are the same as :func:`storage.coverage.compute` at the same ``now`` on the
+same data (tests/integration/test_coverage_incremental.py compares them after random
+changes). A database migrated before 062 gets the full computation every time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from qilu.catalog import Catalog
+from storage import coverage
+from storage.coverage import PROVINCE_CODE, CityFigure, TargetCoverage
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = 1_000_000
+# liveness_changes keeps ten minutes (storage maintenance); a model whose last look at it is
+# older than this recomputes in full instead of trusting rows that may be gone
+MAX_GAP_S = 300.0
+LOG_RETENTION = timedelta(minutes=10)
+
+
+def epoch_us(t: datetime) -> int:
+    """Microseconds since the Unix epoch (exact, as PostgreSQL's timestamptz)."""
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(slots=True)
+class _Site:
+    """A counted site of a connected site measure whose numerator condition holds."""
+
+    target: int
+    city: int
+    all_rule: bool
+    n_dev: int
+    n_conn: int = 0
+
+    def counted(self) -> bool:
+        if self.all_rule:
+            return self.n_dev > 0 and self.n_conn == self.n_dev
+        return self.n_conn > 0
+
+
+class CoverageModel:
+    """The coverage of one province day's registry, kept up to date by liveness changes.
+
+    Build: :meth:`add_device` for every device of the day's registry, :meth:`add_device_member`
+    / :meth:`add_site_member` for what each target counts, then :meth:`start`. After that,
+    :meth:`advance` with the liveness that changed; :meth:`figures` at any time.
+    """
+
+    def __init__(self, catalog: Catalog, day: date) -> None:
+        self.catalog = catalog
+        self.day = day
+        self._city = {code: i for i, code in enumerate(catalog.city_codes)}
+        n, c = len(catalog.targets), len(catalog.city_codes)
+        self._connected = [t.measure.connected for t in catalog.targets]
+        self._all_rule = [t.measure.site_rule == "all" for t in catalog.targets]
+        self.denominator = [[0] * c for _ in range(n)]
+        self.numerator = [[0] * c for _ in range(n)]
+        self._expected: dict[int, int] = {}  # device -> expected interval (µs)
+        self._seen: dict[int, int] = {}  # device -> last valid reading (µs since the epoch)
+        self._operator_live: frozenset[int] = frozenset()
+        self._live: set[int] = set()
+        self._cells: dict[int, list[tuple[int, int]]] = {}  # device -> (target, city) it moves
+        self._sites: dict[int, list[_Site]] = {}  # device -> connected sites it belongs to
+        self._expiry: dict[int, list[int]] = {}  # second -> devices whose liveness ends in it
+        self.now_us: int | None = None
+
+    # -- building --------------------------------------------------------------------------
+    def add_device(self, device_pk: int, expected_us: int, seen_us: int | None) -> None:
+        self._expected[device_pk] = expected_us
+        if seen_us is not None:
+            self._seen[device_pk] = seen_us
+
+    def add_device_member(self, target: int, city_code: str, device_pk: int, num_ok: bool) -> None:
+        city = self._city.get(city_code)
+        if city is None:  # not one of the catalog's cities: compute() does not show it either
+            return
+        self.denominator[target][city] += 1
+        if not self._connected[target]:
+            self.numerator[target][city] += num_ok
+        elif num_ok:
+            self._cells.setdefault(device_pk, []).append((target, city))
+
+    def add_site_member(
+        self, target: int, city_code: str, num_ok: bool, devices: Iterable[int]
+    ) -> None:
+        city = self._city.get(city_code)
+        if city is None:
+            return
+        self.denominator[target][city] += 1
+        if not self._connected[target]:
+            self.numerator[target][city] += num_ok
+            return
+        if not num_ok:
+            return  # never counted, whatever its devices do
+        pks = list(devices)
+        site = _Site(target, city, self._all_rule[target], len(pks))
+        for pk in pks:
+            self._sites.setdefault(pk, []).append(site)
+
+    def start(self, now_us: int, operator_live: Iterable[int]) -> None:
+        """Every device's liveness at ``now_us``, counted once."""
+        self._operator_live = frozenset(operator_live)
+        self.now_us = now_us
+        for pk in self._expected:
+            self._schedule(pk)
+            if self._is_live(pk, now_us):
+                self._live.add(pk)
+                self._flip(pk, 1)
+
+    # -- keeping up --------------------------------------------------------------------------
+    def advance(
+        self, now_us: int, seen: Iterable[tuple[int, int]], operator_live: Iterable[int]
+    ) -> int:
+        """Move to ``now_us`` (not earlier than the previous time) with the newest readings
+        ``seen`` (device, µs; older or repeated ones change nothing) and the set of T/CEC 102
+        piles live now; returns how many devices went online or offline."""
+        if self.now_us is None or now_us < self.now_us:
+            raise ValueError("advance() needs start() and a time not before the previous one")
+        candidates: set[int] = set()
+        for pk, us in seen:
+            if pk in self._expected and us > self._seen.get(pk, -1 << 62):
+                self._seen[pk] = us
+                candidates.add(pk)
+        second = now_us // _US
+        for due in [s for s in self._expiry if s <= second]:
+            candidates.update(self._expiry.pop(due))
+        op = frozenset(operator_live)
+        candidates.update(pk for pk in op.symmetric_difference(self._operator_live))
+        self._operator_live = op
+        self.now_us = now_us
+        flips = 0
+        for pk in candidates:
+            if pk not in self._expected:
+                continue
+            live = self._is_live(pk, now_us)
+            if live:
+                self._schedule(pk)
+            if live != (pk in self._live):
+                flips += 1
+                if live:
+                    self._live.add(pk)
+                    self._flip(pk, 1)
+                else:
+                    self._live.discard(pk)
+                    self._flip(pk, -1)
+        return flips
+
+    def figures(self, as_of: datetime) -> list[TargetCoverage]:
+        """Every target's coverage, shaped as :func:`storage.coverage.compute` returns it."""
+        out = []
+        for t, target in enumerate(self.catalog.targets):
+            cities = tuple(
+                CityFigure(code, self.numerator[t][i], self.denominator[t][i])
+                for i, code in enumerate(self.catalog.city_codes)
+            )
+            province = CityFigure(
+                PROVINCE_CODE,
+                sum(c.numerator for c in cities),
+                sum(c.denominator for c in cities),
+            )
+            out.append(TargetCoverage(target, as_of, province, cities))
+        return out
+
+    @property
+    def devices(self) -> int:
+        return len(self._expected)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _is_live(self, pk: int, now_us: int) -> bool:
+        # coverage._LIVE_READINGS: last_seen > now - expected_interval; or a live pile
+        seen = self._seen.get(pk)
+        if seen is not None and seen > now_us - self._expected[pk]:
+            return True
+        return pk in self._operator_live
+
+    def _schedule(self, pk: int) -> None:
+        """Look at ``pk`` again in the second its readings' liveness ends."""
+        seen = self._seen.get(pk)
+        if seen is not None:
+            self._expiry.setdefault((seen + self._expected[pk]) // _US, []).append(pk)
+
+    def _flip(self, pk: int, d: int) -> None:
+        for target, city in self._cells.get(pk, ()):
+            self.numerator[target][city] += d
+        for site in self._sites.get(pk, ()):
+            before = site.counted()
+            site.n_conn += d
+            after = site.counted()
+            if before != after:
+                self.numerator[site.target][site.city] += 1 if after else -1
+
+
+# --- the database side ----------------------------------------------------------------------
+_DEVICES = sql.SQL(
+    "SELECT d.device_pk, (extract(epoch FROM k.expected_interval) * 1000000)::int8,"
+    " (extract(epoch FROM l.last_seen) * 1000000)::int8"
+    " FROM {devices} d JOIN device_kinds k ON k.kind = d.kind"
+    " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
+).format(devices=coverage._DEVICES_ON)
+_CHANGES = (
+    "SELECT u.d, max(u.t) FROM liveness_changes c, unnest(c.devices, c.seen_us) AS u(d, t)"
+    " WHERE c.xact >= %s::xid8 GROUP BY u.d"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """What one :meth:`IncrementalCoverage.compute` did."""
+
+    full: bool
+    reason: str  # why in full ("" when incremental)
+    changed_devices: int  # liveness rows read from the log (incremental)
+    flips: int  # devices that went online or offline
+    seconds: float
+
+
+class IncrementalCoverage:
+    """:func:`storage.coverage.compute`'s figures, kept by a :class:`CoverageModel`.
+
+    One instance per process that recomputes coverage repeatedly (the API's refresher); not
+    thread-safe (one refresher thread calls it)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._model: CoverageModel | None = None
+        self._mark = ""  # xmin of the previous snapshot (xid8 as text)
+        self._version: int | None = None
+        self._last = 0.0  # monotonic time of the previous look at the log
+        self.last: Refresh | None = None
+
+    def invalidate(self) -> None:
+        """Recompute in full next time."""
+        self._model = None
+
+    def compute(self, conn: psycopg.Connection[TupleRow], now: datetime) -> list[TargetCoverage]:
+        """Every target's coverage as of ``now``, read in one consistent snapshot."""
+        t0 = time.perf_counter()
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = conn.execute(
+                    "SELECT to_regclass('liveness_changes') IS NOT NULL,"
+                    " to_regclass('operator_links') IS NOT NULL,"
+                    " pg_snapshot_xmin(pg_current_snapshot())::text"
+                ).fetchone()
+                assert row is not None  # noqa: S101 - a SELECT without FROM returns one row
+                has_log, has_operators, mark = bool(row[0]), bool(row[1]), str(row[2])
+                if not has_log:
+                    self._model = None
+                    result = self._full_compute(conn, now)
+                    self._done(True, "migrated before 062", 0, 0, t0)
+                    return result
+                version_row = conn.execute("SELECT v FROM coverage_registry_version").fetchone()
+                version = int(version_row[0]) if version_row else 0
+                reason = self._why_full(now, version)
+                if reason:
+                    model = self._build(conn, now, has_operators)
+                    self._model, self._version = model, version
+                    self._mark, self._last = mark, time.monotonic()
+                    self._done(True, reason, 0, 0, t0)
+                    return model.figures(now)
+                current = self._model
+                assert current is not None  # noqa: S101 - _why_full said it is there
+                changes = conn.execute(_CHANGES, (self._mark,)).fetchall()
+                op = self._operator_live(conn, now) if has_operators else []
+                flips = current.advance(epoch_us(now), ((int(d), int(t)) for d, t in changes), op)
+                self._mark, self._last = mark, time.monotonic()
+                self._done(False, "", len(changes), flips, t0)
+                return current.figures(now)
+        except BaseException:
+            self._model = None  # a half-applied change must not survive
+            raise
+
+    # -- internals ---------------------------------------------------------------------------
+    def _why_full(self, now: datetime, version: int) -> str:
+        m = self._model
+        if m is None:
+            return "first computation"
+        if m.day != coverage.province_day(now):
+            return "a new province day"
+        if version != self._version:
+            return "the registry changed"
+        if m.now_us is not None and epoch_us(now) < m.now_us:
+            return "time went backwards"
+        if time.monotonic() - self._last > MAX_GAP_S:
+            return "too long since the previous look at the change log"
+        return ""
+
+    def _full_compute(
+        self, conn: psycopg.Connection[TupleRow], now: datetime
+    ) -> list[TargetCoverage]:
+        live = coverage.live_condition(conn)
+        out = []
+        for t in self.catalog.targets:
+            query = coverage.build_query(t.measure, now, live)
+            out.append(TargetCoverage(t, now, *coverage.figures(conn, self.catalog, query)))
+        return out
+
+    def _build(
+        self, conn: psycopg.Connection[TupleRow], now: datetime, has_operators: bool
+    ) -> CoverageModel:
+        day = coverage.province_day(now)
+        model = CoverageModel(self.catalog, day)
+        with conn.cursor() as cur:
+            cur.execute(_DEVICES, {"day": day})
+            for pk, expected, seen in cur:
+                model.add_device(pk, expected, seen)
+            for i, target in enumerate(self.catalog.targets):
+                cur.execute(*coverage.membership_query(target.measure, day))
+                if target.measure.unit == "device":
+                    for pk, city, num_ok in cur:
+                        model.add_device_member(i, city, pk, num_ok)
+                else:
+                    for _site, city, num_ok, devices in cur:
+                        model.add_site_member(i, city, num_ok, devices)
+        op = self._operator_live(conn, now) if has_operators else []
+        model.start(epoch_us(now), op)
+        return model
+
+    @staticmethod
+    def _operator_live(conn: psycopg.Connection[TupleRow], now: datetime) -> list[int]:
+        return [r[0] for r in conn.execute(coverage.OPERATOR_LIVE_PILES, {"now": now})]
+
+    def _done(self, full: bool, reason: str, changed: int, flips: int, t0: float) -> None:
+        self.last = Refresh(full, reason, changed, flips, time.perf_counter() - t0)
+        if full:
+            logger.debug("coverage recomputed in full (%s)", reason)
+
+
+def prune_changes(conn: psycopg.Connection[TupleRow], now: datetime) -> int:
+    """Delete ``liveness_changes`` rows older than :data:`LOG_RETENTION`; returns how many
+    went (storage maintenance; a database migrated before 062 has none)."""
+    row = conn.execute("SELECT to_regclass('liveness_changes') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        conn.commit()
+        return 0
+    n = conn.execute("DELETE FROM liveness_changes WHERE at < %s", (now - LOG_RETENTION,)).rowcount
+    conn.commit()
+    return n
