@@ -10,8 +10,8 @@ with it; nothing stale is ever labelled current.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 
 from api import judge
 from api.schemas import (
@@ -25,7 +25,16 @@ from api.schemas import (
 )
 from api.views import judgement_out
 from qilu.catalog import Catalog, ReportedTarget, TargetKind
-from qilu.reported import PROVINCE, Figure, age_days, is_stale, province_figure
+from qilu.reported import (
+    PROVINCE,
+    Figure,
+    ProvinceFigure,
+    age_days,
+    is_stale,
+    joined,
+    newest,
+    province_figure,
+)
 from storage.queries_api import Area
 
 Baselines = Mapping[tuple[str, str], tuple[date, float]]
@@ -54,19 +63,54 @@ def area_figure_out(fig: Figure, t: ReportedTarget, today: date) -> ReportedArea
     return ReportedAreaFigureOut(area=fig.area, **figure_out(fig, t, today).model_dump())
 
 
+def _at(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, 12, tzinfo=judge.CST)
+
+
 def _judged(
     t: ReportedTarget,
     fig: ReportedFigureOut,
+    at_due: tuple[date, float] | None,
+    baseline: Callable[[date], tuple[date, float] | None],
     now: datetime,
-    baseline: tuple[date, float] | None,
 ) -> JudgementOut:
-    j = judgement_out(judge.judge(t, fig.value, now, baseline))
+    """A figure judged as of the day it is for (the plan's path that day, not today's), so a
+    figure on the path stays on track as it ages. Once the due date has passed, the newest
+    figure at or before the due date (``at_due``: its day and value) decides met or behind: a
+    later figure cannot undo a miss. The explanation says which figure was judged."""
+    today = judge.today_cst(now)
+    if today > t.due and at_due is not None:
+        day, value = at_due
+        j = judgement_out(judge.judge(t, value, _at(t.due + timedelta(days=1)), None))
+        j.today, j.days_left = day, (t.due - day).days
+        j.explanation = f"judged by the figure for {day}, the newest at or before the due date: "
+        j.explanation += judge_text(t, value, j.status == judge.Status.MET.value)
+        if fig.as_of != day:
+            later = judge_fmt(t, fig.value)
+            j.explanation += f"; the newest figure, {later} for {fig.as_of}, came after it"
+    else:
+        j = judgement_out(judge.judge(t, fig.value, _at(fig.as_of), baseline(fig.as_of)))
+        how = "no figure at or before the due date; " if today > t.due and fig.as_of > t.due else ""
+        j.explanation = f"{how}as of the figure's day {fig.as_of}: " + j.explanation.replace(
+            " today", f" on {fig.as_of}"
+        )
     if fig.stale:
         j.explanation = (
             f"stale: the newest figure is for {fig.as_of}, {fig.age_days} days old (reported "
             f"every {t.interval_days} days); {j.explanation}"
         )
     return j
+
+
+def judge_fmt(t: ReportedTarget, value: float) -> str:
+    return f"{value:.1%}" if t.kind is TargetKind.RATIO else f"{value:,.0f}"
+
+
+def judge_text(t: ReportedTarget, value: float, met: bool) -> str:
+    goal = f"{t.comparator} {judge.fmt_threshold(t.threshold, t.kind)} by {t.due}"
+    if met:
+        return f"{judge_fmt(t, value)} satisfies {goal}: met"
+    return f"{judge_fmt(t, value)} does not satisfy {goal}: missed"
 
 
 def _no_data(t: ReportedTarget, today: date, why: str) -> JudgementOut:
@@ -84,8 +128,10 @@ def _no_data(t: ReportedTarget, today: date, why: str) -> JudgementOut:
 
 
 def _baseline(
-    t: ReportedTarget, area: str, baselines: Baselines, today: date
+    t: ReportedTarget, area: str, baselines: Baselines, day: date
 ) -> tuple[date, float] | None:
+    """The judgement's start for a figure of ``area`` for ``day``: the document's baseline
+    (the province), else the area's first figure when it is older than ``day``."""
     if area == PROVINCE and t.baseline is not None:
         return (t.baseline.day, t.baseline.value)
     first = baselines.get((t.id, area))
@@ -93,21 +139,23 @@ def _baseline(
         firsts = [v for (tid, a), v in baselines.items() if tid == t.id and a != PROVINCE]
         if firsts:
             first = (max(d for d, _ in firsts), sum(v for _, v in firsts))
-    return first if first is not None and first[0] < today else None
+    return first if first is not None and first[0] < day else None
 
 
 def target_out(
     catalog: Catalog,
     t: ReportedTarget,
-    latest: Sequence[Figure],
+    figures: Sequence[Figure],
     baselines: Baselines,
     now: datetime,
     area: Area,
 ) -> ReportedTargetOut:
-    """One reported target with its newest figures (``latest``: the newest figure of each
-    area of this target) for a caller who may see ``area``."""
+    """One reported target with its newest figures for a caller who may see ``area``
+    (``figures``: the stored figures, every day; other targets' are ignored)."""
     today = judge.today_cst(now)
-    by_area = {f.area: f for f in latest if f.target_id == t.id}
+    mine = [f for f in figures if f.target_id == t.id]
+    by_area = newest(mine)
+    at_due = newest(f for f in mine if f.day <= t.due)
     names = {c.code: (c.name_en, c.name_zh) for c in catalog.cities}
     cities: list[ReportedAreaOut] = []
     for code, (en, zh) in names.items():
@@ -139,12 +187,18 @@ def target_out(
                 basis="reported",
                 freshness="stale" if out.stale else "current",
                 figure=out,
-                judgement=_judged(t, out, now, _baseline(t, code, baselines, today))
+                judgement=_judged(
+                    t,
+                    out,
+                    (at_due[code].day, at_due[code].value) if code in at_due else None,
+                    lambda day, code=code: _baseline(t, code, baselines, day),  # type: ignore[misc]
+                    now,
+                )
                 if t.kind is TargetKind.RATIO
                 else None,
             )
         )
-    province = _province(t, by_area, baselines, now, area)
+    province = _province(t, mine, [c.code for c in catalog.cities], baselines, now, area)
     doc = catalog.documents[t.source.document]
     return ReportedTargetOut(
         id=t.id,
@@ -176,9 +230,27 @@ def target_out(
     )
 
 
+def province_figure_out(pf: ProvinceFigure, t: ReportedTarget, today: date) -> ReportedFigureOut:
+    """The province's figure with its provenance: a sum's reporters and sources are those of
+    all its parts (one day), simulated when any part is."""
+    age = (today - pf.day).days
+    return ReportedFigureOut(
+        value=pf.value,
+        as_of=pf.day,
+        age_days=age,
+        stale=age > t.interval_days,
+        reporter=pf.reporter,
+        reported_on=max(f.reported_on for f in pf.figures),
+        source=pf.source,
+        note=joined(f.note for f in pf.figures if f.note),
+        simulated=pf.simulated,
+    )
+
+
 def _province(
     t: ReportedTarget,
-    by_area: Mapping[str, Figure],
+    figures: Sequence[Figure],
+    cities: Sequence[str],
     baselines: Baselines,
     now: datetime,
     area: Area,
@@ -199,13 +271,11 @@ def _province(
 
     if area.cities is not None:
         return empty("the province's figure is not shown to a key limited to some cities")
-    pf = province_figure(t, by_area)
-    if pf is None:
-        return empty("no figure reported yet")
-    # summed: the provenance of the oldest city figure (which decides the age)
-    oldest = min(pf.figures, key=lambda f: f.day)
-    shown = figure_out(oldest, t, today)
-    shown.value = pf.value
+    pf = province_figure(t, figures, cities)
+    if isinstance(pf, str):
+        return empty(pf)
+    due = province_figure(t, [f for f in figures if f.day <= t.due], cities)
+    shown = province_figure_out(pf, t, today)
     return ReportedAreaOut(
         area=PROVINCE,
         name_en="Shandong",
@@ -214,5 +284,11 @@ def _province(
         basis=pf.basis,
         freshness="stale" if shown.stale else "current",
         figure=shown,
-        judgement=_judged(t, shown, now, _baseline(t, PROVINCE, baselines, today)),
+        judgement=_judged(
+            t,
+            shown,
+            None if isinstance(due, str) else (due.day, due.value),
+            lambda day: _baseline(t, PROVINCE, baselines, day),
+            now,
+        ),
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Literal
@@ -272,29 +272,81 @@ def is_stale(target: ReportedTarget, fig: Figure, today: date) -> bool:
 @dataclass(frozen=True, slots=True)
 class ProvinceFigure:
     value: float
-    day: date  # the oldest day of the figures it comes from
+    day: date  # every figure it comes from is for this day
     basis: Literal["reported", "sum_of_cities"]
     figures: tuple[Figure, ...]
 
+    @property
+    def simulated(self) -> bool:
+        """A sum is simulated when any of its parts is."""
+        return any(f.simulated for f in self.figures)
 
-def province_figure(target: ReportedTarget, latest: Mapping[str, Figure]) -> ProvinceFigure | None:
-    """The province's figure from the latest figure per area: its own when one was reported;
-    for a count reported per city, the sum of the cities' latest figures (as of the oldest of
-    them); otherwise none (a ratio cannot be summed)."""
-    own = latest.get(PROVINCE)
-    cities = [f for a, f in latest.items() if a != PROVINCE]
-    if own is not None and (not cities or own.day >= max(f.day for f in cities)):
-        return ProvinceFigure(own.value, own.day, "reported", (own,))
-    if target.kind is TargetKind.COUNT and cities:
-        return ProvinceFigure(
-            sum(f.value for f in cities),
-            min(f.day for f in cities),
-            "sum_of_cities",
-            tuple(sorted(cities, key=lambda f: f.area)),
+    @property
+    def reporter(self) -> str:
+        return joined(f.reporter for f in self.figures)
+
+    @property
+    def source(self) -> str:
+        return joined(f.source for f in self.figures)
+
+
+def joined(values: Iterable[str]) -> str:
+    """The distinct values of a sum's parts, sorted, joined by "; " (the Grafana table's
+    ``string_agg(DISTINCT ..., '; ' ORDER BY ...)`` gives the same)."""
+    return "; ".join(sorted(set(values)))
+
+
+def newest(figures: Iterable[Figure]) -> dict[str, Figure]:
+    """The newest figure of each area."""
+    out: dict[str, Figure] = {}
+    for f in figures:
+        if f.area not in out or f.day > out[f.area].day:
+            out[f.area] = f
+    return out
+
+
+def province_figure(
+    target: ReportedTarget, figures: Iterable[Figure], cities: Collection[str]
+) -> ProvinceFigure | str:
+    """The province's figure from ``figures`` (any of the target's figures, every area and
+    day; ``cities``: the codes of all cities), or the reason there is none.
+
+    The rule (the Grafana table's SQL, dashboards/coverage.py, applies the same one): the
+    candidates are the province's own figures and, for a count reported per city, the sum of
+    the cities' figures for each day **every** city reported; the newest candidate wins, the
+    province's own on a tie. A day only some cities reported is never summed: partial sums
+    would pass off part of the province as all of it (and mix days)."""
+    mine = [f for f in figures if f.target_id == target.id]
+    candidates: list[ProvinceFigure] = [
+        ProvinceFigure(f.value, f.day, "reported", (f,)) for f in mine if f.area == PROVINCE
+    ]
+    summed = target.kind is TargetKind.COUNT and target.per_city
+    by_day: dict[date, dict[str, Figure]] = {}
+    for f in mine:
+        if f.area in cities:
+            by_day.setdefault(f.day, {})[f.area] = f
+    if summed:
+        candidates.extend(
+            ProvinceFigure(
+                sum(f.value for f in parts.values()),
+                day,
+                "sum_of_cities",
+                tuple(sorted(parts.values(), key=lambda f: f.area)),
+            )
+            for day, parts in by_day.items()
+            if len(parts) == len(cities)
         )
-    if own is not None:
-        return ProvinceFigure(own.value, own.day, "reported", (own,))
-    return None
+    if candidates:
+        return max(candidates, key=lambda p: (p.day, p.basis == "reported"))
+    if summed and by_day:
+        reporting = {f.area for f in mine if f.area in cities}
+        day = max(by_day)
+        return (
+            f"no province figure: {len(reporting)} of {len(cities)} cities reported "
+            f"(newest {day}: {len(by_day[day])} of {len(cities)}); the cities are summed only "
+            "for a day every city reported"
+        )
+    return "no figure reported yet"
 
 
 # -- simulated figures (the demo: `qilu run`) ------------------------------------------------

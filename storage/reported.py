@@ -229,6 +229,17 @@ def latest(conn: psycopg.Connection[TupleRow]) -> list[Figure]:
         return [_figure(r) for r in cur.fetchall()]
 
 
+def all_figures(conn: psycopg.Connection[TupleRow]) -> list[Figure]:
+    """Every stored figure (a few per target, area and quarter: the province's figure and the
+    judgement at the due date need more than the newest)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLS} FROM reported_figures"  # noqa: S608 - constant column list
+            " ORDER BY target_id, area, day"
+        )
+        return [_figure(r) for r in cur.fetchall()]
+
+
 def earliest(conn: psycopg.Connection[TupleRow]) -> dict[tuple[str, str], tuple[date, float]]:
     """The first figure of every target and area: the judgement's baseline when the catalog
     gives none."""

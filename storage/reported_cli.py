@@ -15,15 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from api import reported_view
 from qilu.catalog import TargetKind, load_catalog
 from qilu.errors import ConfigError
 from qilu.inventory import detect_format
-from qilu.reported import PROVINCE, is_stale, parse, province_figure, simulated_figures
+from qilu.reported import parse, simulated_figures
 from qilu.settings import Settings
 from storage import audit
 from storage import reported as store
 from storage.coverage import province_day
 from storage.db import connect
+from storage.queries_api import Area
 
 
 def register(sub: Any) -> None:
@@ -45,7 +47,27 @@ def register(sub: Any) -> None:
     i.add_argument("--encoding", default=None, help="CSV encoding (default UTF-8, else GB18030)")
     i.add_argument("--dry-run", action="store_true", help="compare only, change nothing")
     i.set_defaults(handler=_import)
-    ls = rsub.add_parser("list", help="each reported target's newest province figure and age")
+    ls = rsub.add_parser(
+        "list",
+        help="each reported target's newest province figure, its age and status",
+        description="One line per reported target: the province's figure (its own, or the sum "
+        "of a day every city reported), the day it is for, its age, stale or current, "
+        "simulated or not, the status (met, on_track, at_risk, behind) and the reporter; the "
+        "same answer as GET /v1/reported.",
+    )
+    ls.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only this target (repeatable; default: all)",
+    )
+    ls.add_argument(
+        "--city",
+        default=None,
+        metavar="CITY",
+        help="a city's figures instead of the province's (code, English or Chinese name)",
+    )
     ls.set_defaults(handler=_list)
     sim = rsub.add_parser(
         "simulate",
@@ -92,27 +114,36 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    del args
     catalog = load_catalog()
-    today = province_day(datetime.now(UTC))
+    now = datetime.now(UTC)
     with connect(settings.db) as conn:
-        latest = store.latest(conn)
+        figures, first = store.all_figures(conn), store.earliest(conn)
     for t in catalog.reported:
-        by_area = {f.area: f for f in latest if f.target_id == t.id}
-        pf = province_figure(t, by_area)
-        if pf is None:
-            _out(f"{t.id:40} no figure")
+        if args.target and t.id not in args.target:
             continue
-        ratio = t.kind is TargetKind.RATIO
-        value = f"{pf.value:.1%}" if ratio else f"{pf.value:,.0f}"
-        oldest = min(pf.figures, key=lambda f: f.day)
-        stale = "STALE" if is_stale(t, oldest, today) else "current"
-        sim = " simulated" if any(f.simulated for f in pf.figures) else ""
-        where = "" if pf.basis == "reported" and oldest.area == PROVINCE else " (sum of cities)"
-        _out(
-            f"{t.id:40} {value:>14}{where} as of {pf.day} ({(today - pf.day).days} days, "
-            f"{stale}{sim}) by {oldest.reporter}"
+        out = reported_view.target_out(catalog, t, figures, first, now, Area())
+        rows = (
+            [out.province]
+            if args.city is None
+            else [c for c in out.cities if args.city in (c.area, c.name_en.lower(), c.name_zh)]
         )
+        for a in rows:
+            where = "" if args.city is None else f" {a.name_en}"
+            fig, j = a.figure, a.judgement
+            if fig is None:
+                why = f": {j.explanation}" if j is not None else ""
+                _out(f"{t.id:40}{where} no figure{why}")
+                continue
+            ratio = t.kind is TargetKind.RATIO
+            value = f"{fig.value:.1%}" if ratio else f"{fig.value:,.0f}"
+            basis = " (sum of cities)" if a.basis == "sum_of_cities" else ""
+            stale = "STALE" if fig.stale else "current"
+            sim = " simulated" if fig.simulated else ""
+            status = f", {j.status}" if j is not None else ""
+            _out(
+                f"{t.id:40}{where} {value:>14}{basis} as of {fig.as_of} ({fig.age_days} days, "
+                f"{stale}{sim}{status}) by {fig.reporter}"
+            )
     return 0
 
 

@@ -46,12 +46,12 @@ async def list_reported(ctx: Ctx, area: StatusArea) -> ReportedOut:
 
     def run() -> ReportedOut:
         with database(ctx) as conn:
-            latest, first = store.latest(conn), store.earliest(conn)
+            figures, first = store.all_figures(conn), store.earliest(conn)
         now = _now()
         return ReportedOut(
             as_of=now,
             targets=[
-                reported_view.target_out(ctx.catalog, t, latest, first, now, area)
+                reported_view.target_out(ctx.catalog, t, figures, first, now, area)
                 for t in ctx.catalog.reported
                 if reported_view.visible(area, t)
             ],
@@ -76,13 +76,12 @@ async def get_reported(
 
     def run() -> ReportedHistoryOut:
         with database(ctx) as conn:
-            latest, first = store.latest(conn), store.earliest(conn)
-            figures = store.history(conn, t.id)
+            figures, first = store.history(conn, t.id), store.earliest(conn)
         now = _now()
         today = judge.today_cst(now)
         seen = [f for f in figures if area.cities is None or f.area in area.cities]
         return ReportedHistoryOut(
-            target=reported_view.target_out(ctx.catalog, t, latest, first, now, area),
+            target=reported_view.target_out(ctx.catalog, t, figures, first, now, area),
             figures=[reported_view.area_figure_out(f, t, today) for f in seen],
         )
 

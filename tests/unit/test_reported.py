@@ -131,24 +131,102 @@ def test_a_figure_turns_stale_after_its_reporting_interval() -> None:
     assert is_stale(t, fig, date(2027, 1, 1))  # 93 days: it was due yesterday
 
 
-def test_the_province_figure_is_its_own_or_the_cities_sum() -> None:
+CITIES = [c.code for c in load_catalog().cities]
+
+
+def test_the_province_figure_is_its_own_or_the_sum_of_a_day_every_city_reported() -> None:
     cat = load_catalog()
     count = cat.reported_target("telecom-5g-stations-2024")
     ratio = cat.reported_target("telecom-5g-user-share-2024")
     assert count is not None
     assert ratio is not None
-    cities = {
-        "370100": _fig(count.id, "370100", date(2026, 9, 30), 30_000),
-        "370200": _fig(count.id, "370200", date(2026, 6, 30), 40_000),
-    }
-    pf = province_figure(count, cities)
-    assert pf is not None
-    assert (pf.value, pf.day, pf.basis) == (70_000, date(2026, 6, 30), "sum_of_cities")
-    own = _fig(count.id, PROVINCE, date(2026, 9, 30), 250_000)
-    pf = province_figure(count, {**cities, PROVINCE: own})
-    assert pf is not None
-    assert (pf.value, pf.basis) == (250_000, "reported")
-    assert province_figure(ratio, {"370100": _fig(ratio.id, "370100", TODAY, 0.6)}) is None
+    assert len(CITIES) == 16
+    own = _fig(count.id, PROVINCE, date(2024, 12, 31), 250_000)
+    jinan = _fig(count.id, "370100", date(2025, 3, 31), 30_000)
+    # one city's newer figure is not the province's: its own figure stays
+    pf = province_figure(count, [own, jinan], CITIES)
+    assert not isinstance(pf, str)
+    assert (pf.value, pf.day, pf.basis) == (250_000, date(2024, 12, 31), "reported")
+    # two cities of 16, on different days, and no figure of the province's own: no figure
+    partial = [jinan, _fig(count.id, "370200", date(2025, 6, 30), 40_000)]
+    why = province_figure(count, partial, CITIES)
+    assert why == (
+        "no province figure: 2 of 16 cities reported (newest 2025-06-30: 1 of 16); the cities"
+        " are summed only for a day every city reported"
+    )
+    # every city for 2025-06-30 (one of them simulated): their sum, newer than the own figure
+    day = date(2025, 6, 30)
+    full = [_fig(count.id, c, day, 16_000) for c in CITIES]
+    full[3] = Figure(count.id, CITIES[3], day, 16_000, "模拟", day, "sim", simulated=True)
+    pf = province_figure(count, [own, jinan, *full], CITIES)
+    assert not isinstance(pf, str)
+    assert (pf.value, pf.day, pf.basis, pf.simulated) == (256_000, day, "sum_of_cities", True)
+    assert pf.reporter == "模拟; 省通信管理局"
+    # the province's own figure for the same day wins over the sum
+    same = _fig(count.id, PROVINCE, day, 255_000)
+    pf = province_figure(count, [same, *full], CITIES)
+    assert not isinstance(pf, str)
+    assert (pf.value, pf.basis) == (255_000, "reported")
+    assert province_figure(ratio, [_fig(ratio.id, "370100", TODAY, 0.6)], CITIES) == (
+        "no figure reported yet"
+    )
+
+
+def test_one_city_figure_does_not_replace_the_province_figure_in_the_answer() -> None:
+    tid = "telecom-5g-stations-2024"
+    v = _view(
+        tid,
+        [
+            _fig(tid, PROVINCE, date(2024, 12, 31), 250_000),
+            _fig(tid, "370100", date(2025, 3, 31), 30_000),
+        ],
+    )
+    assert (v.province.value, v.province.basis) == (250_000, "reported")
+    assert v.province.judgement is not None
+    assert v.province.judgement.status == "met"
+    assert v.province.freshness == "stale"
+    only = _view(tid, [_fig(tid, "370100", date(2026, 9, 30), 30_000)])
+    assert (only.province.value, only.province.basis) == (None, "no_data")
+    assert only.province.judgement is not None
+    assert "1 of 16 cities reported" in only.province.judgement.explanation
+
+
+def test_a_figure_on_the_plan_path_stays_on_track_as_it_ages() -> None:
+    tid = "telecom-5g-stations-2024"  # 51,000 on 2020-12-31 -> > 240,000 on 2024-12-31
+    fig = _fig(tid, PROVINCE, date(2022, 12, 31), 146_000)  # the path: 145,434 that day
+    for now in (datetime(2023, 1, 21, 4, tzinfo=UTC), datetime(2023, 3, 31, 4, tzinfo=UTC)):
+        j = _view(tid, [fig], now).province.judgement
+        assert j is not None
+        assert j.status == "on_track", j.explanation
+        assert j.today == date(2022, 12, 31)
+        assert "as of the figure's day 2022-12-31" in j.explanation
+
+
+def test_a_late_figure_does_not_undo_a_miss_at_the_due_date() -> None:
+    tid = "telecom-5g-stations-2024"  # > 240,000 by 2024-12-31
+    missed = _fig(tid, PROVINCE, date(2024, 12, 31), 230_000)
+    late = _fig(tid, PROVINCE, date(2025, 3, 31), 250_000)
+    j = _view(tid, [missed, late], datetime(2025, 4, 10, 4, tzinfo=UTC)).province.judgement
+    assert j is not None
+    assert j.status == "behind"
+    assert j.explanation.startswith(
+        "judged by the figure for 2024-12-31, the newest at or before the due date: 230,000 "
+        "does not satisfy > 240,000 by 2024-12-31: missed; the newest figure, 250,000 for "
+        "2025-03-31, came after it"
+    )
+    met = _fig(tid, PROVINCE, date(2024, 12, 31), 241_000)
+    j = _view(tid, [met, late], datetime(2025, 4, 10, 4, tzinfo=UTC)).province.judgement
+    assert j is not None
+    assert j.status == "met"
+    # per city (a ratio): the same rule
+    share = "telecom-5g-user-share-2024"  # >= 58 % by 2024-12-31
+    v = _view(
+        share,
+        [_fig(share, "370100", date(2024, 12, 31), 0.5), _fig(share, "370100", TODAY, 0.7)],
+    )
+    jinan = next(c for c in v.cities if c.area == "370100")
+    assert jinan.judgement is not None
+    assert jinan.judgement.status == "behind"
 
 
 def _view(tid: str, figures: list[Figure], now: datetime = NOW) -> ReportedTargetOut:
