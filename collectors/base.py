@@ -14,13 +14,47 @@ province, for simulated sources).
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from qilu.contract import Reading
+from qilu.contract import Quality, Reading
 
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[None]]
 # (collector name, available, reason): the agent logs and counts transitions only
 AvailabilityListener = Callable[[str, bool, str], None]
+
+
+class DistinctTimes:
+    """Per (device, metric): a reading stamped with the same time as the previous one but a
+    different value or quality gets the next free microsecond, in the order handed in; an
+    identical repeat keeps its time (the platform drops it as a duplicate). The platform keeps
+    one reading per device, metric and instant and refuses a second, different one as
+    ``conflicting_duplicate``: a collector whose source stamps several values of one series
+    with one time (OCPP's whole seconds; IEC 104 objects without a time tag, stamped with the
+    time of the socket read that brought them) passes its hand-overs through this. Bounded: at
+    most ``limit`` series are remembered (the oldest entry goes first)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        # (device, metric) -> (time as stamped, time given, value, quality)
+        self._last: dict[tuple[str, str], tuple[int, int, float, Quality]] = {}
+
+    def apply(self, readings: Iterable[Reading]) -> list[Reading]:
+        out: list[Reading] = []
+        last = self._last
+        for r in readings:
+            key = (r.device_id, r.metric)
+            prev = last.pop(key, None)  # re-inserted below: the dict stays in recency order
+            stamped = given = r.ts_us
+            if prev is not None and prev[0] == stamped:
+                same = prev[2] == r.value and prev[3] == r.quality
+                given = prev[1] if same else prev[1] + 1
+            if len(last) >= self._limit:
+                del last[next(iter(last))]
+            last[key] = (stamped, given, r.value, r.quality)
+            out.append(
+                r if given == stamped else Reading(r.device_id, r.metric, given, r.value, r.quality)
+            )
+        return out
 
 
 class Collector(abc.ABC):

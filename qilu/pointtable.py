@@ -22,10 +22,11 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from qilu.devices import DEVICE_KINDS, MetricSpec
+from qilu.inventory import csv_rows
 
 MAX_IOA = (1 << 24) - 1
 
@@ -119,16 +120,6 @@ def _norm(header: str) -> str:
     return re.sub(r"[\s_（）()]+", "", header.strip().lower())
 
 
-def csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells) for every non-empty row."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    line = 1
-    for row in reader:
-        if any(c.strip() for c in row):
-            yield line, [c.strip() for c in row]
-        line = reader.line_num + 1
-
-
 def parse_type(raw: str) -> int | None:
     """``13``, ``M_ME_NC_1`` (any case) -> 13; None if the collector does not decode it."""
     text = raw.strip().upper()
@@ -171,6 +162,7 @@ def parse_rows(rows: Iterable[tuple[int, Sequence[str]]]) -> tuple[list[PointRow
     if missing:
         return [], errors
     seen: dict[int, int] = {}
+    mapped: dict[tuple[str, str], int] = {}  # (device, metric) -> line: one source per series
     for line, cells in it:
 
         def cell(key: str, cells: Sequence[str] = cells) -> str:
@@ -184,7 +176,18 @@ def parse_rows(rows: Iterable[tuple[int, Sequence[str]]]) -> tuple[list[PointRow
         if row.ioa in seen:
             errors.append(RowError(line, f"IOA {row.ioa} is already on line {seen[row.ioa]}"))
             continue
+        target = (row.device_id, row.metric)
+        if target in mapped:
+            errors.append(
+                RowError(
+                    line,
+                    f"{row.device_id} {row.metric} (IOA {row.ioa}) is already on line "
+                    f"{mapped[target]}",
+                )
+            )
+            continue
         seen[row.ioa] = line
+        mapped[target] = line
         points.append(row)
     return points, errors
 

@@ -38,14 +38,15 @@ from edge_agent.schema import bounds, build
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collectors.base import Collector, ReadingSink
+from collectors.base import Collector, DistinctTimes, ReadingSink
 from collectors.iec104 import codec
 from collectors.iec104.codec import Cot, ProtocolError
 from collectors.iec104.link import Link, LinkParams, State
 from qilu.contract import Quality, Reading
 from qilu.devices import KINDS
 from qilu.errors import ConfigError, RetryableError
-from qilu.pointtable import TYPE_NAMES, PointRow, csv_rows, parse_rows
+from qilu.inventory import csv_rows
+from qilu.pointtable import TYPE_NAMES, PointRow, parse_rows
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class Station:
         self.cfg = cfg
         self.tz = tz
         self.table: dict[int, Target] = {}
+        self.times = DistinctTimes()  # untimed objects of one read share its time
         self.link: Link | None = None
         self.up = False
         self.gi_complete = False
@@ -260,6 +262,7 @@ class Iec104Collector(Collector):
             tz = self._zone(sc.timezone, f"{key}.timezone") if sc.timezone else default_tz
             st = Station(self.name, sc, tz)
             st.table = self._table(sc, key)
+            st.times = DistinctTimes(limit=len(st.table) + 2)  # its points and link states
             stations.append(st)
         self.stations = stations
 
@@ -282,9 +285,15 @@ class Iec104Collector(Collector):
         if not rows:
             raise ConfigError(self._key(f"{key}.point_table"), "no points: set point_table")
         table: dict[int, Target] = {}
+        series: set[tuple[str, str]] = set()
         for r in rows:
             if r.ioa in table:
                 raise ConfigError(self._key(f"{key}.points"), f"IOA {r.ioa} is mapped twice")
+            if (r.device_id, r.metric) in series:
+                raise ConfigError(
+                    self._key(f"{key}.points"), f"{r.device_id} {r.metric} is mapped twice"
+                )
+            series.add((r.device_id, r.metric))
             table[r.ioa] = Target(r.device_id, r.metric, r.scale, r.offset)
         return table
 
@@ -437,7 +446,7 @@ class Iec104Collector(Collector):
                 self._start_data(st, link, now)
                 readings.extend(self._state_readings(st, time.time_ns() // 1000))
             if readings:
-                await sink(readings)
+                await sink(st.times.apply(readings))
             if fault is not None:  # what came intact before it is handed over; now reset
                 raise fault
             if data:

@@ -49,12 +49,11 @@ from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
-from collectors.base import Collector, ReadingSink
+from collectors.base import Collector, DistinctTimes, ReadingSink
 from collectors.ocpp.messages import (
     CHARGING_STATE_201,
     Authorization,
     DeviceNames,
-    DistinctTimes,
     Policy,
     meter_readings,
     status_16,

@@ -18,9 +18,10 @@ Connector 0 (the charge point as a whole) maps to no device and yields no readin
 
 :class:`Authorization` answers Authorize, StartTransaction and TransactionEvent id tokens.
 
-:class:`DistinctTimes` keeps two different values of one connector's metric apart when the
-charge point stamps them with the same time (OCPP times are often whole seconds: a pile going
-Preparing -> Charging within a second sends two StatusNotifications with one timestamp). The
+:class:`collectors.base.DistinctTimes` keeps two different values of one connector's metric
+apart when the charge point stamps them with the same time (OCPP times are often whole
+seconds: a pile going Preparing -> Charging within a second sends two StatusNotifications with
+one timestamp). The
 platform stores one reading per device, metric and instant, and refuses a second, different
 one as ``conflicting_duplicate``; so the later reading is moved 1 µs after the earlier, in the
 order the messages arrived. An identical repeat keeps its time (the platform drops it).
@@ -107,35 +108,6 @@ class Authorization:
     def status(self, id_tag: str) -> str:
         """The ``status`` of an IdTagInfo / IdTokenInfo (same words in 1.6 and 2.0.1)."""
         return "Accepted" if self.accepts(id_tag) else "Invalid"
-
-
-class DistinctTimes:
-    """Per (device, metric): a reading stamped with the same time as the previous one but a
-    different value or quality gets the next free microsecond. Bounded: at most ``limit``
-    series are remembered (the oldest entry goes first)."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._limit = limit
-        # (device, metric) -> (time as stamped, time given, value, quality)
-        self._last: dict[tuple[str, str], tuple[int, int, float, Quality]] = {}
-
-    def apply(self, readings: Iterable[Reading]) -> list[Reading]:
-        out: list[Reading] = []
-        last = self._last
-        for r in readings:
-            key = (r.device_id, r.metric)
-            prev = last.pop(key, None)  # re-inserted below: the dict stays in recency order
-            stamped = given = r.ts_us
-            if prev is not None and prev[0] == stamped:
-                same = prev[2] == r.value and prev[3] == r.quality
-                given = prev[1] if same else prev[1] + 1
-            if len(last) >= self._limit:
-                del last[next(iter(last))]
-            last[key] = (stamped, given, r.value, r.quality)
-            out.append(
-                r if given == stamped else Reading(r.device_id, r.metric, given, r.value, r.quality)
-            )
-        return out
 
 
 def status_readings(device: str, code: int, fault: bool, ts_us: int) -> list[Reading]:

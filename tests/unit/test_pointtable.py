@@ -57,6 +57,19 @@ def test_every_bad_row_is_reported_with_its_line() -> None:
     assert "not a type the collector reads" in errors[1].reason
 
 
+def test_one_device_metric_mapped_twice_is_refused() -> None:
+    text = (
+        "ioa,type,device_id,metric\n"
+        "1,13,D,voltage_kv\n"  # 2
+        "2,13,D,frequency_hz\n"  # 3
+        "3,13,D,voltage_kv\n"  # 4: D's voltage again, from another address
+        "4,13,E,voltage_kv\n"  # 5: another device's voltage: fine
+    )
+    rows, errors = parse_text(text)
+    assert [r.ioa for r in rows] == [1, 2, 4]
+    assert errors == [RowError(4, "D voltage_kv (IOA 3) is already on line 2")]
+
+
 def test_missing_columns_are_errors_of_line_1() -> None:
     rows, errors = parse_text("ioa,device_id\n1,D\n")
     assert rows == []

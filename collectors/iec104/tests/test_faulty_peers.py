@@ -317,3 +317,45 @@ def test_unknown_types_and_addresses_are_counted_never_fatal(
     assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
     logged = [r.getMessage() for r in caplog.records if "is not decoded" in r.getMessage()]
     assert len(logged) == 2  # once per type
+
+
+def test_a_gi_value_and_a_change_of_one_point_in_one_read_get_distinct_times() -> None:
+    """Untimed objects of one socket read share its time; the platform keeps one value per
+    device, metric and instant, so the change (cause 3) after the GI value (cause 20) of the
+    same address is moved 1 µs later, in arrival order, instead of being refused."""
+    port = free_port()
+    c = collector(port, points_table([5, 6]))
+    sink = Sink()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        writer.write(codec.encode_u(U.STARTDT_CON))
+        await read_frame(reader)  # the GI
+        gi = codec.encode_monitor(
+            13, codec.Cot.INTERROGATED, CA, [(5, 21.5, 0, b""), (6, 1.0, 0, b"")]
+        )
+        change = codec.encode_monitor(13, codec.Cot.SPONTANEOUS, CA, [(5, 22.0, 0, b"")])
+        again = codec.encode_monitor(13, codec.Cot.SPONTANEOUS, CA, [(6, 1.0, 0, b"")])
+        writer.write(
+            codec.encode_i(0, 1, gi) + codec.encode_i(1, 1, change) + codec.encode_i(2, 1, again)
+        )
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def main() -> None:
+        server = await serve(port, handler)
+        async with server, running(c, sink):
+            await sink.until(lambda: len(sink.data()) == 4)
+
+    asyncio.run(main())
+    data = sink.data()
+    # one read, one hand-over
+    assert [len(b) for b in sink.batches if any(r.metric == "voltage_kv" for r in b)] == [4]
+    five = [
+        (r.ts_us, r.value) for r in data if r.metric == "voltage_kv" and r.device_id.endswith("5")
+    ]
+    assert [v for _, v in five] == [21.5, 22.0]
+    assert five[1][0] == five[0][0] + 1  # the change is the newer one
+    six = [r.ts_us for r in data if r.device_id.endswith("6")]
+    assert six[0] == six[1]  # an identical repeat keeps its time (a duplicate, dropped)

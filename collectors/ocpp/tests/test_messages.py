@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from collectors.base import DistinctTimes
 from collectors.ocpp.collector import OcppCollector
 from collectors.ocpp.messages import (
     Authorization,
     DeviceNames,
-    DistinctTimes,
     meter_readings,
     parse_time,
     status_16,
