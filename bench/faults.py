@@ -53,6 +53,8 @@ FULL_ENV = {
 TESTS = [
     "tests/integration/test_faults_consumer.py",
     "tests/integration/test_faults_broker.py",
+    "tests/integration/test_faults_cluster.py",
+    "tests/integration/test_faults_pg_failover.py",
     "tests/integration/test_faults_database.py",
     "tests/integration/test_faults_proxy.py",
     "tests/integration/test_faults_corpus.py",

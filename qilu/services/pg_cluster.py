@@ -196,8 +196,11 @@ class PatroniNode(Server):
         if code != 200:
             raise ProbeError(f"patroni /health: {code} {doc.get('state', '')}")
 
-    def primary_host(self, timeout_s: float = 60.0) -> str:
-        """The node Patroni made primary (waits for an election in progress)."""
+    def primary_host(self, timeout_s: float | None = None) -> str:
+        """The node Patroni made primary (waits for an election or a bootstrap in progress,
+        at most ``timeout_s``, by default the services' start timeout)."""
+        if timeout_s is None:
+            timeout_s = self.ctx.settings.start_timeout_s
         deadline = time.monotonic() + timeout_s
         s = self.ctx.settings
         while True:

@@ -41,9 +41,10 @@ import pytest
 from edge_agent.agent import close_producer, new_producer
 
 from qilu.contract import Envelope
+from qilu.errors import ServiceError
 from qilu.ports import free_port
 from qilu.registry import generate
-from qilu.services import Services
+from qilu.services import ProbeError, Services
 from qilu.services.kafka import Kafka
 from qilu.services.pg_cluster import PatroniNode
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
@@ -666,18 +667,35 @@ class PrivatePgCluster:
     svc: Services
     db: DatabaseSettings
 
-    def primary(self) -> str:
-        """The name of the node that is primary now ("pg-1" or "pg-2")."""
+    def primary(self, timeout_s: float = 60.0) -> str | None:
+        """The name of the node that is primary ("pg-1" or "pg-2"), waiting at most
+        ``timeout_s`` for one; None if there is none by then."""
         node = self.svc.server("pg-1")
         assert isinstance(node, PatroniNode)
-        host = node.primary_host()
-        return next(
-            n for n in ("pg-1", "pg-2") if self.svc.server(n).host == host
-        )  # fmt: skip
+        try:
+            host = node.primary_host(timeout_s)
+        except ServiceError:
+            return None
+        return next(n for n in ("pg-1", "pg-2") if self.svc.server(n).host == host)
 
     def kill(self, name: str) -> None:
         """SIGKILL the node's Patroni and its PostgreSQL: the machine is gone."""
         self.svc.kill(name)
+
+    def synchronous(self) -> bool:
+        """Is a replica the synchronous standby? Before that, Patroni's synchronous mode
+        would not promote it (it may lack commits), so a failover test waits for it."""
+        for name in ("pg-1", "pg-2"):
+            other = self.svc.server(name)
+            assert isinstance(other, PatroniNode)
+            try:
+                code, doc = other.api("/cluster")
+            except ProbeError:
+                continue
+            members = doc.get("members", [])
+            if code == 200 and any(m.get("role") == "sync_standby" for m in members):
+                return True
+        return False
 
 
 @contextlib.contextmanager

@@ -71,11 +71,13 @@ def test_primary_lost_mid_stream_replica_promoted_nothing_lost(
         ingest.start()
         try:
             wait_for(lambda: rows(s) >= rate * 3, 120, "three seconds of readings stored")
+            wait_for(cluster.synchronous, 120, "the replica a synchronous standby")
             old = cluster.primary()
+            assert old is not None
             cluster.kill(old)
             killed_at = time.monotonic()
             at_kill = ledger.acked
-            wait_for(lambda: cluster.primary() != old, 90, "a new primary")
+            wait_for(lambda: cluster.primary(0.5) not in (None, old), 90, "a new primary")
             promoted_s = time.monotonic() - killed_at
             # stored again: more rows than the broker had acknowledged at the kill
             wait_for(lambda: rows(s) > at_kill, 120, "writes on the new primary")
