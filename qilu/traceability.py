@@ -3,8 +3,13 @@ documents, each tracked by catalog targets or marked out of scope with a reason.
 
 The list is data (qilu/data/traceability.toml, quoting the documents); :func:`problems` checks
 it against the catalog without I/O: an entry that is neither tracked nor out of scope, an
-unknown target, a threshold or due date that disagrees with the target tracking it, and a
-catalog target no sentence sets are each one problem.
+unknown target, a threshold, due date or comparator that disagrees with the target tracking it,
+and a catalog target no sentence sets are each one problem.
+
+The comparator is what the sentence's words mean: 超过 and 突破 (more than) are ``>``;
+达到, 以上, 不少于, 全覆盖 and a bare figure of an indicator table (reach) are ``>=``. When two
+sentences set the same figure with different words, the target follows one of them and the other
+entry says why in ``comparator_differs``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import tomllib
 from datetime import date
 from importlib import resources
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +38,10 @@ class Entry(BaseModel):
     threshold: str  # as written
     value: float  # the threshold as a number, in the target's unit (a ratio as a fraction)
     due: date | None = None
+    # what the words mean: ">" for 超过/突破 (more than), ">=" for 达到/以上/不少于 (reach)
+    comparator: Literal[">", ">="] | None = None
+    # why the tracking target's comparator is not this sentence's (another sentence decides)
+    comparator_differs: str = ""
     targets: tuple[str, ...] = ()
     out_of_scope: str = ""
 
@@ -39,6 +49,8 @@ class Entry(BaseModel):
     def _one_verdict(self) -> Entry:
         if self.targets and self.out_of_scope:
             raise ValueError("an entry is either tracked (targets) or out of scope, not both")
+        if self.targets and self.comparator is None:
+            raise ValueError("a tracked entry says which comparator its words mean")
         return self
 
     @property
@@ -72,6 +84,11 @@ def _agrees(entry: Entry, goal: Goal) -> list[str]:
     if not math.isclose(entry.value, goal.threshold, rel_tol=1e-9):
         out.append(
             f"{entry.where}: threshold {entry.value:g} but target {goal.id} has {goal.threshold:g}"
+        )
+    if entry.comparator != goal.comparator and not entry.comparator_differs.strip():
+        out.append(
+            f"{entry.where}: the words mean {entry.comparator} {entry.threshold} but target "
+            f"{goal.id} uses {goal.comparator}"
         )
     return out
 

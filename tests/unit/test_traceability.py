@@ -46,6 +46,42 @@ def test_the_issue_examples_are_tracked(document: str, value: float, target: str
     assert hits, f"{document}: {value} -> {target} is not traced"
 
 
+@pytest.mark.parametrize(
+    ("document", "words", "due"),
+    [
+        ("000", "培育省级智能工厂、数字化车间、智能制造场景200个以上", date(2024, 12, 31)),
+        ("001", "建设200个以上数字化车间", date(2022, 12, 31)),
+        ("001", "30个以上首台套智能制造装备", date(2022, 12, 31)),
+        ("003", "建设300个各具特色的智慧社区", date(2021, 12, 31)),
+        ("003", "建设30个左右智慧教育先进学校", date(2025, 12, 31)),
+    ],
+)
+def test_review_sentences_are_listed_with_a_verdict(document: str, words: str, due: date) -> None:
+    hits = [e for e in load_traceability().entries if e.document == document and words in e.quote]
+    assert len(hits) == 1, words
+    assert hits[0].due == due
+    assert hits[0].targets or hits[0].out_of_scope.strip()
+
+
+def test_the_comparator_is_what_the_words_mean() -> None:
+    cat = load_catalog()
+    got = problems(_with([_entry(comparator=">=")]), cat)
+    assert got == [
+        "000 （十四）: 2024年年底前建成5G基站超过24万个: the words mean >= 超过24万个 but target "
+        "telecom-5g-stations-2024 uses >"
+    ]
+    # 突破25万个 is more than 250,000: the racks target says so
+    racks = [e for e in load_traceability().entries if "computing-racks-2022" in e.targets]
+    assert {(e.threshold, e.comparator) for e in racks} == {
+        ("突破25万个", ">"),
+        ("25万个 (2022)", ">="),
+    }
+    assert next(t for t in cat.reported if t.id == "computing-racks-2022").comparator == ">"
+    assert all(e.comparator == ">" for e in racks if not e.comparator_differs)
+    with pytest.raises(ValueError, match="which comparator"):
+        _entry(comparator=None)
+
+
 def test_energy_internet_and_charging_platform_items_say_why_not() -> None:
     entries = {e.quote: e for e in load_traceability().entries}
     perception = next(q for q in entries if "电力设备状态全息感知" in q)
@@ -62,6 +98,7 @@ def _entry(**kw: object) -> Entry:
         "threshold": "超过24万个",
         "value": 240_000,
         "due": date(2024, 12, 31),
+        "comparator": ">",
         "targets": ("telecom-5g-stations-2024",),
     }
     base.update(kw)
