@@ -1,7 +1,9 @@
 """Reported figures in SQL (migration 057, docs/reported.md): the audited import, the
 simulation's figures, and the reads of the API and the dashboards.
 
-An import is one transaction: it locks the table against other writers, compares each figure
+An import is one transaction: it locks the table against other writers, deletes the simulated
+figures of the targets it brings real figures for (audited ``reported.end_simulation``: made-up
+figures of later days would otherwise hide the real ones), compares each figure
 with the one stored for the same target, area and day, adds the new ones, replaces the changed
 ones (a correction; the audit row keeps both values) and leaves identical ones alone, so
 importing a file twice changes nothing and records nothing. A bad row (qilu/reported.py)
@@ -45,17 +47,20 @@ class ImportResult:
     added: list[Figure] = field(default_factory=list)
     changed: list[tuple[Figure, Figure]] = field(default_factory=list)  # (before, after)
     unchanged: int = 0
+    # target -> simulated figures removed (a real import ends the target's simulation)
+    simulated_removed: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         return {
             "added": len(self.added),
             "changed": len(self.changed),
             "unchanged": self.unchanged,
+            "simulated_removed": sum(self.simulated_removed.values()),
         }
 
     @property
     def empty(self) -> bool:
-        return not self.added and not self.changed
+        return not self.added and not self.changed and not self.simulated_removed
 
 
 def _figure(row: Sequence[Any]) -> Figure:
@@ -113,10 +118,20 @@ def import_figures(
     with conn.transaction(), conn.cursor() as cur:
         if not dry_run:
             cur.execute("LOCK TABLE reported_figures IN SHARE ROW EXCLUSIVE MODE")
+        targets = sorted({f.target_id for f in report.figures if not f.simulated})
+        if dry_run:
+            cur.execute(
+                "SELECT target_id, count(*) FROM reported_figures"
+                " WHERE simulated AND target_id = ANY(%s) GROUP BY target_id",
+                (targets,),
+            )
+        else:  # the real figures end these targets' simulation (migration 063)
+            cur.execute("SELECT * FROM qilu_end_reported_simulation(%s)", (targets,))
+        result.simulated_removed = {r[0]: int(r[1]) for r in cur.fetchall()}
         keys = [f.key for f in report.figures]
         cur.execute(
             f"SELECT {_COLS} FROM reported_figures"  # noqa: S608 - constant column list
-            " WHERE (target_id, area, day) IN (SELECT * FROM unnest("
+            " WHERE NOT simulated AND (target_id, area, day) IN (SELECT * FROM unnest("
             "%s::text[], %s::text[], %s::date[]))",
             ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
         )
@@ -132,6 +147,20 @@ def import_figures(
         if dry_run or result.empty:
             return result
         rows = [*result.added, *(new for _, new in result.changed)]
+        audit.record_many(
+            cur,
+            [
+                (
+                    actor,
+                    "reported.end_simulation",
+                    "reported_figure",
+                    f"{tid}:simulated",
+                    json.dumps({"target": tid, "simulated_figures": n}),
+                    None,
+                )
+                for tid, n in result.simulated_removed.items()
+            ],
+        )
         cur.executemany(
             f"INSERT INTO reported_figures ({_COLS}, imported_by)"  # noqa: S608
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -198,9 +227,10 @@ def _json(f: Figure) -> str:
 
 
 def save_simulated(conn: psycopg.Connection[TupleRow], figures: Iterable[Figure]) -> int:
-    """Store the simulation's figures (marked ``simulated``) where no figure is stored for the
-    same target, area and day: a reported figure is never replaced by a made-up one. Returns
-    how many were added."""
+    """Store the simulation's figures (marked ``simulated``) for the targets no real figure
+    was imported for (a real import ended their simulation), where no figure is stored for the
+    same target, area and day: a reported figure is never replaced or hidden by a made-up one.
+    Returns how many were added."""
     rows = [(*_values(f), SIMULATION_ACTOR) for f in figures if f.simulated]
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
@@ -211,7 +241,8 @@ def save_simulated(conn: psycopg.Connection[TupleRow], figures: Iterable[Figure]
             for row in rows:
                 copy.write_row(row)
         cur.execute(
-            "INSERT INTO reported_figures SELECT * FROM _sim_figures"
+            "INSERT INTO reported_figures SELECT * FROM _sim_figures s WHERE NOT EXISTS ("
+            " SELECT FROM reported_figures r WHERE r.target_id = s.target_id AND NOT r.simulated)"
             " ON CONFLICT (target_id, area, day) DO NOTHING"
         )
         added = cur.rowcount

@@ -107,6 +107,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         )
     s = result.summary()
     _out(f"figures: {s['added']:,} added, {s['changed']:,} corrected, {s['unchanged']:,} unchanged")
+    for tid, n in sorted(result.simulated_removed.items()):
+        _out(f"  - {tid}: {n:,} simulated figures removed (real figures end its simulation)")
     for old, new in result.changed[:50]:
         _out(f"  ~ {new.target_id} {new.area} {new.day}: {old.value:g} -> {new.value:g}")
     _out("dry run: nothing changed" if args.dry_run else "applied" if not result.empty else "")

@@ -6,7 +6,7 @@ figures never replacing a reported one."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
+from api import reported_view
 from api.app import create_app
 from dashboards.coverage import reported_table_sql
 from qilu.catalog import load_catalog
@@ -22,6 +23,7 @@ from qilu.reported import Figure, Report, simulated_figures
 from qilu.settings import ApiSettings, DatabaseSettings, Settings
 from storage import reported as store
 from storage.db import connect
+from storage.queries_api import Area
 from tests.helpers import scalar, wait_for
 
 pytestmark = pytest.mark.integration
@@ -188,12 +190,61 @@ def test_admin_api_import_and_reported_answers(client: TestClient, api_settings:
     assert r.json()["reported"] == ["iot-terminals-reported-2022"]
 
 
+def test_a_real_import_ends_its_targets_simulation(api_settings: Settings) -> None:
+    """qilu run stores simulated figures up to 30 days ago; a real figure for an earlier day
+    must not stay hidden behind them: the import deletes its target's simulated figures
+    (audited), and the simulation adds none for that target again."""
+    db = api_settings.db
+    cat = load_catalog()
+    today = datetime.now(UTC).date()
+    figures = simulated_figures(cat, today)
+    tid = "telecom-5g-stations-2024"
+    mine = [f for f in figures if f.target_id == tid]
+    with connect(db) as conn:
+        assert store.save_simulated(conn, figures) == len(figures)
+        newest_sim = max(f.day for f in mine)
+        real = Figure(tid, "370000", date(2024, 12, 31), 241_500.0, "省通信管理局", today, "通报")
+        assert real.day < newest_sim
+        rep = Report(None, rows=1, figures=[real])
+        src = store.ImportSource("t.csv", "0" * 64)
+        dry = store.import_figures(conn, rep, actor="cli:test", source=src, dry_run=True)
+        assert dry.simulated_removed == {tid: len(mine)}
+        assert scalar(db, "SELECT count(*) FROM reported_figures") == len(figures)
+        done = store.import_figures(conn, rep, actor="cli:test", source=src, dry_run=False)
+        assert done.summary() == {
+            "added": 1,
+            "changed": 0,
+            "unchanged": 0,
+            "simulated_removed": len(mine),
+        }
+        assert store.save_simulated(conn, figures) == 0  # never again for this target
+        stored = [f for f in store.all_figures(conn) if f.target_id == tid]
+    assert stored == [real]
+    assert scalar(db, "SELECT count(*) FROM reported_figures WHERE simulated") == len(
+        figures
+    ) - len(mine)
+    removed = _one(
+        db,
+        "SELECT before->>'simulated_figures' FROM audit_log"
+        " WHERE action = 'reported.end_simulation' AND entity_id = %s",
+        (f"{tid}:simulated",),
+    )
+    assert removed == str(len(mine))
+    t = cat.reported_target(tid)
+    assert t is not None
+    view = reported_view.target_out(cat, t, stored, {}, datetime.now(UTC), Area())
+    assert view.province.value == 241_500
+    assert view.province.figure is not None
+    assert view.province.figure.simulated is False
+
+
 def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Settings) -> None:
     db = api_settings.db
     cat = load_catalog()
     today = datetime.now(UTC).date()
     figures = simulated_figures(cat, today)
     real = next(f for f in figures if f.target_id == "telecom-5g-stations-2024")
+    others = [f for f in figures if f.target_id != real.target_id]
     with connect(db) as conn:
         rep_fig = Figure(
             real.target_id, real.area, real.day, 1.0, "省通信管理局", real.reported_on, "通报"
@@ -206,7 +257,7 @@ def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Se
             dry_run=False,
         )
         added = store.save_simulated(conn, figures)
-        assert added == len(figures) - 1
+        assert added == len(others)  # none for the target with a real figure
         assert store.save_simulated(conn, figures) == 0
     key = (real.target_id, real.area, real.day)
     assert (
@@ -217,7 +268,7 @@ def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Se
         )
         == 1.0
     )
-    assert scalar(db, "SELECT count(*) FROM reported_figures WHERE simulated") == len(figures) - 1
+    assert scalar(db, "SELECT count(*) FROM reported_figures WHERE simulated") == len(others)
 
 
 def test_the_grafana_table_shows_source_kind_age_and_freshness(
