@@ -26,6 +26,7 @@ from dashboards.common import (
 )
 from dashboards.model import SqlSpec
 from qilu.devices import CONNECTOR_STATES
+from storage.coverage import GATEWAYS_INTERROGATED_TEMPLATE
 
 WEIGHTED_AVG = "sum(r.avg * r.n) / nullif(sum(r.n), 0)"
 
@@ -36,10 +37,26 @@ def _board(uid: str, title: str, description: str, tag: str) -> Board:
     )
 
 
+def live_now(kind: str) -> str:
+    """Whether device ``d`` (liveness ``l``, kind ``k``) is connected now: the coverage rule
+    (storage/coverage.py), for a telecontrol gateway its latest report saying link up and GI
+    complete (read from the minute rollup holding it: ``last`` is the value at last_seen)."""
+    live = "l.last_seen > now() - k.expected_interval"
+    if kind == "telecontrol_gateway":
+        gateways = GATEWAYS_INTERROGATED_TEMPLATE.format(
+            now="now()",
+            relation="readings_1m",
+            at="r.bucket = date_bin(interval '1 minute', lv.last_seen, '2000-01-01 00:00+00')",
+            value="r.last",
+        )
+        live += f" AND d.device_pk IN ({gateways})"
+    return live
+
+
 def online_now(kind: str, label: str) -> SqlSpec:
     """Devices of one kind online now / registered, for the selected cities."""
     return SqlSpec(
-        f"""SELECT count(*) FILTER (WHERE l.last_seen > now() - k.expected_interval) AS "{label}",
+        f"""SELECT count(*) FILTER (WHERE {live_now(kind)}) AS "{label}",
   count(*) AS "registered"
 FROM devices d
 JOIN sites s ON s.site_id = d.site_id
@@ -53,7 +70,7 @@ WHERE d.kind = {lit(kind)} AND {CITY_IN}""",
 def online_by_city(kind: str) -> SqlSpec:
     return SqlSpec(
         f"""SELECT c.name_en AS "city",
-  100.0 * count(*) FILTER (WHERE l.last_seen > now() - k.expected_interval)
+  100.0 * count(*) FILTER (WHERE {live_now(kind)})
     / nullif(count(*), 0) AS "online"
 FROM devices d
 JOIN sites s ON s.site_id = d.site_id
@@ -365,9 +382,10 @@ ORDER BY 1, 2""",
     board.row("Telecontrol links (IEC 104)")
     board.sql(
         _stat("Telecontrol links connected now", span=6).description(
-            "Substation telecontrol gateways whose IEC 104 link is up, whose last general "
-            "interrogation completed and whose data is fresh: the collector reports link_up "
-            "and gi_complete only then (collectors/iec104), so online means connected."
+            "Substation telecontrol gateways whose latest report (collectors/iec104, every "
+            "60 s while healthy, at once on a change) says link up and general interrogation "
+            "complete, within 180 s: the coverage rule (storage/coverage.py). A link that "
+            "connects but never completes a GI, or goes down, is not connected."
         ),
         online_now("telecontrol_gateway", "links"),
     )

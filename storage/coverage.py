@@ -1,10 +1,11 @@
 """Coverage: each target's current value, province-wide and per city, from registry + liveness.
 
 An asset counts when it matches the target's measure (qilu/data/targets.toml); it is connected
-when its latest valid reading is younger than its device kind's expected interval, or, for a
-pile of a T/CEC 102 operator, while its operator's link is healthy and its last status is not
-offline (:data:`_OPERATOR_LIVE`). The registry
-counted is the registry as it was on the province day of ``now`` (the versions of migration
+when its latest valid reading is younger than its device kind's expected interval (for a
+substation's telecontrol gateway: and that latest report says link up and general interrogation
+complete, :data:`GATEWAYS_INTERROGATED`), or, for a pile of a T/CEC 102 operator, while its
+operator's link is healthy and its last status is not offline (:data:`_OPERATOR_LIVE`). The
+registry counted is the registry as it was on the province day of ``now`` (the versions of migration
 041 valid that day, in service: not in maintenance, not decommissioned), so a later change
 never alters an earlier day's figure (docs/adr/0009-temporal-registry.md). SQL is built
 from the catalog's closed vocabulary (attribute names are checked against SITE_ATTRIBUTES and
@@ -110,7 +111,33 @@ OPERATOR_LIVE_PILES = sql.SQL(
     "  LIMIT 1) <> 7"
 )
 _OPERATOR_LIVE = sql.SQL("d.device_pk IN ({})").format(OPERATOR_LIVE_PILES)
-_LIVE_READINGS = sql.SQL("l.last_seen > %(now)s - k.expected_interval")
+# A substation's telecontrol gateway (its IEC 104 link, collectors/iec104) reports link_up and
+# gi_complete together, on every change and every 60 s while healthy; a link that connects
+# but never finishes a general interrogation, or goes down, reports 0 at once. So the gateway
+# is connected only while its latest report (the readings stored with device_liveness's
+# last_seen) says link_up = 1 and gi_complete = 1: any report, whatever its values, is not
+# enough. The gateways that pass, in one uncorrelated subquery (computed once, probed as a
+# hash), with one probe of one partition each. GATEWAYS_INTERROGATED_TEMPLATE is its text for
+# another reader: dashboards/sectors.py, which reads no raw readings (ADR 0002), fills it with
+# now() and the newest readings_1m bucket, whose ``last`` is the value at last_seen.
+GATEWAYS_INTERROGATED_TEMPLATE = (
+    "SELECT lv.device_pk FROM device_liveness lv"
+    " JOIN devices dv ON dv.device_pk = lv.device_pk AND dv.kind = 'telecontrol_gateway'"
+    " WHERE lv.last_seen > {now}"
+    "  - (SELECT expected_interval FROM device_kinds WHERE kind = 'telecontrol_gateway')"
+    " AND (SELECT count(*) FROM {relation} r WHERE r.device_pk = lv.device_pk"
+    "  AND {at} AND {value} = 1 AND r.metric_id IN"
+    "  (SELECT metric_id FROM metrics WHERE key IN ('link_up', 'gi_complete'))) = 2"
+)
+GATEWAYS_INTERROGATED = sql.SQL(
+    GATEWAYS_INTERROGATED_TEMPLATE.format(
+        now="%(now)s", relation="readings", at="r.ts = lv.last_seen", value="r.value"
+    )
+)
+_LIVE_READINGS = sql.SQL(
+    "(l.last_seen > %(now)s - k.expected_interval"
+    " AND (d.kind <> 'telecontrol_gateway' OR d.device_pk IN ({})))"
+).format(GATEWAYS_INTERROGATED)
 _LIVE = sql.SQL("({} OR {})").format(_LIVE_READINGS, _OPERATOR_LIVE)
 
 
