@@ -1,10 +1,6 @@
-"""``qilu points import|export``: IEC 104 point tables (点表) of an agent's stations.
+"""``qilu points import|export``: IEC 104 point tables of an agent's stations.
 
-``import`` checks a utility's CSV or XLSX table (English or Chinese headers) row by row and
-against the registry, prints ``FILE:LINE: reason`` for every bad row and applies nothing then;
-otherwise it replaces the station's table in one audited transaction (``--dry-run``: report
-only). ``--output`` (or ``export`` later) writes the checked table as the agent reads it, for
-``point_table`` in the IEC 104 collector's TOML (collectors/iec104/README.md).
+See :data:`DESCRIPTION` (the command's help).
 """
 
 from __future__ import annotations
@@ -17,18 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from qilu.errors import ConfigError
+from qilu.fileio import write_atomic
 from qilu.pointtable import to_csv
 from qilu.settings import Settings
 from storage import audit
 from storage import point_tables as pt
 from storage.db import connect
 
+DESCRIPTION = """\
+IEC 104 point tables (点表) of an agent's stations.
+
+import checks a utility's CSV or XLSX table (English or Chinese headers) row by row and
+against the registry, prints FILE:LINE: reason for every bad row and then applies nothing;
+otherwise it replaces the station's table in one audited transaction. --dry-run checks and
+reports only: nothing stored, no file written. --output writes the checked table as the agent
+reads it (the point_table key of the IEC 104 collector); export writes the stored one.
+"""
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "points",
         help="IEC 104 point tables of an agent's stations: import (checked, audited), export",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     psub = p.add_subparsers(dest="points_command", metavar="ACTION", required=True)
@@ -40,7 +47,9 @@ def register(sub: Any) -> None:
     i.add_argument("--agent", required=True, help="the agent whose collector reads the station")
     i.add_argument("--station", required=True, help="the station's name in the agent's TOML")
     i.add_argument("--encoding", default=None, help="CSV encoding (default UTF-8, else GB18030)")
-    i.add_argument("--dry-run", action="store_true", help="check and report, change nothing")
+    i.add_argument(
+        "--dry-run", action="store_true", help="check and report; store nothing, write no file"
+    )
     i.add_argument(
         "--output", "-o", type=Path, default=None, help="write the checked table (CSV) here"
     )
@@ -99,7 +108,10 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         f"({s['added']} added, {s['changed']} changed, {s['removed']} removed)\n"
     )
     if args.output is not None:
-        args.output.write_text(to_csv(rows), encoding="utf-8")
+        if args.dry_run:
+            sys.stderr.write(f"would write {args.output}\n")
+        else:
+            write_atomic(args.output, to_csv(rows))
     return 0
 
 
@@ -113,5 +125,5 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        write_atomic(args.output, text)
     return 0

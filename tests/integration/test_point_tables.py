@@ -84,14 +84,17 @@ def test_cli_checks_against_the_registry_stores_audited_and_the_agent_reads_it(
 
     good = tmp_path / "east.csv"
     good.write_bytes(GOOD.encode("gb18030"))  # as a Chinese Excel saves it
+    checked = tmp_path / "checked.csv"
     code, _, err = cli(
-        "points", "import", str(good), "--agent", AGENT, "--station", "east", "--dry-run"
-    )
+        "points", "import", str(good), "--agent", AGENT, "--station", "east", "--dry-run",
+        "-o", str(checked),
+    )  # fmt: skip
     assert code == 0, err
     assert "4 points, would change (4 added" in err
+    assert f"would write {checked}" in err
     assert scalar(db, "SELECT count(*) FROM point_table_points") == 0
+    assert not checked.exists()  # a dry run changes nothing, no file either
 
-    checked = tmp_path / "checked.csv"
     code, _, err = cli(
         "points", "import", str(good), "--agent", AGENT, "--station", "east", "-o", str(checked)
     )
