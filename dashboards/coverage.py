@@ -15,7 +15,7 @@ from grafana_foundation_sdk.builders import dashboard as bdash
 from grafana_foundation_sdk.models import common as gcommon
 from grafana_foundation_sdk.models import dashboard as gdash
 
-from api.judge import AT_RISK_TOLERANCE
+from api.judge import AT_RISK_TOLERANCE, ON_TRACK_TOLERANCE
 from dashboards.board import Board, BuiltDashboard, thresholds
 from dashboards.common import (
     CITY_VARIABLE_SQL,
@@ -35,6 +35,7 @@ from dashboards.common import (
 )
 from dashboards.model import PG, SqlSpec
 from qilu.catalog import Catalog, ReportedTarget
+from qilu.contract import Sector
 
 UID = "qilu-coverage"
 
@@ -89,68 +90,144 @@ ORDER BY t.due, t.target_id"""
 
 
 def reported_table_sql(catalog: Catalog) -> SqlSpec:
-    """The reported targets (docs/reported.md): the province's newest figure (its own, or for
-    a count reported per city the sum of the cities' newest), its source kind, day, age,
-    freshness (stale past the reporting interval), reporter and source, and whether the
-    threshold is met (the API and the status page give the full judgement)."""
+    """The reported targets (docs/reported.md) by the API's rules (api/reported_view.py,
+    qilu/reported.py), one row for the province and one per selected city (``${city}``):
+
+    - the province's figure: the newest of its own figures and, for a count reported per city,
+      the sums of the days **every** city reported (its own on a tie); none from a day only
+      some cities reported (the note says how many of the 16 did);
+    - the status words of the API (met, on_track, at_risk, behind, no_data), the figure judged
+      on the path at the day it is for, and past the due date by the newest figure at or before
+      the due date; cities are judged for ratio targets only;
+    - the source kind, day, age, freshness (stale past the reporting interval), reporter and
+      source (a sum's: all of its parts'), simulated if any part is.
+
+    tests/integration/test_reported.py checks this SQL and the API against the same figures."""
+    cities = [c.code for c in catalog.cities]
 
     def row(t: ReportedTarget) -> str:
+        b = t.baseline
         return (
             f"({lit(t.id)}, {lit(t.sector)}, {lit(t.name_en)}, {lit(t.kind.value)}, "
             f"{lit(t.comparator)}, {float(t.threshold)!r}::float8, "
-            f"DATE {lit(t.due.isoformat())}, {t.interval_days})"
+            f"DATE {lit(t.due.isoformat())}, {t.interval_days}, {str(t.per_city).lower()}, "
+            + (
+                f"DATE {lit(b.day.isoformat())}, {float(b.value)!r}::float8)"
+                if b is not None
+                else "NULL::date, NULL::float8)"
+            )
         )
 
     values = ",\n    ".join(row(t) for t in catalog.reported)
-    sql = f"""WITH rt(target_id, sector, name, kind, comparator, threshold, due, interval_days)
-  AS (VALUES
+    codes = ", ".join(lit(c) for c in cities)
+    measured_sectors = ", ".join(lit(s.value) for s in Sector)
+    met = "(({c} = '>' AND {v} > rt.threshold) OR ({c} = '>=' AND {v} >= rt.threshold))".format(
+        c="rt.comparator", v="{v}"
+    )
+    sql = f"""WITH rt(target_id, sector, name, kind, comparator, threshold, due, interval_days,
+    per_city, b_day, b_value) AS (VALUES
     {values}),
+cand AS (
+  SELECT f.target_id, '{PROVINCE}'::text AS area, f.day, f.value, 'reported'::text AS basis,
+    f.reporter, f.source, f.simulated, 1 AS pref
+  FROM reported_figures f WHERE f.area = '{PROVINCE}'
+  UNION ALL
+  SELECT f.target_id, '{PROVINCE}', f.day, sum(f.value), 'sum_of_cities',
+    string_agg(DISTINCT f.reporter COLLATE "C", '; ' ORDER BY f.reporter COLLATE "C"),
+    string_agg(DISTINCT f.source COLLATE "C", '; ' ORDER BY f.source COLLATE "C"),
+    bool_or(f.simulated), 0
+  FROM reported_figures f JOIN rt USING (target_id)
+  WHERE rt.kind = 'count' AND rt.per_city AND f.area IN ({codes})
+  GROUP BY f.target_id, f.day HAVING count(*) = {len(cities)}
+  UNION ALL
+  SELECT f.target_id, f.area, f.day, f.value, 'reported', f.reporter, f.source, f.simulated, 1
+  FROM reported_figures f WHERE f.area IN ({codes}) AND f.area IN (${{city}})),
+areas AS (
+  SELECT rt.target_id, '{PROVINCE}'::text AS area FROM rt
+  UNION
+  SELECT target_id, area FROM cand WHERE area <> '{PROVINCE}'),
 newest AS (
-  SELECT DISTINCT ON (target_id, area) target_id, area, day, value, reporter, source, simulated
-  FROM reported_figures ORDER BY target_id, area, day DESC),
-own AS (SELECT * FROM newest WHERE area = '{PROVINCE}'),
-cities AS (
-  SELECT target_id, sum(value) AS value, min(day) AS day, max(day) AS newest_day,
-    min(reporter) AS reporter, min(source) AS source, bool_or(simulated) AS simulated
-  FROM newest WHERE area <> '{PROVINCE}' GROUP BY target_id),
-prov AS (
-  SELECT rt.*, CASE WHEN o.value IS NOT NULL AND (c.day IS NULL OR o.day >= c.newest_day
-      OR rt.kind <> 'count') THEN 'own' WHEN rt.kind = 'count' AND c.day IS NOT NULL
-      THEN 'sum' END AS basis,
-    o.value AS o_value, o.day AS o_day, o.reporter AS o_reporter, o.source AS o_source,
-    o.simulated AS o_simulated, c.value AS c_value, c.day AS c_day, c.reporter AS c_reporter,
-    c.source AS c_source, c.simulated AS c_simulated
-  FROM rt LEFT JOIN own o USING (target_id) LEFT JOIN cities c USING (target_id)),
-fig AS (
-  SELECT target_id, sector, name, kind, comparator, threshold, due, interval_days, basis,
-    CASE basis WHEN 'own' THEN o_value WHEN 'sum' THEN c_value END AS value,
-    CASE basis WHEN 'own' THEN o_day WHEN 'sum' THEN c_day END AS day,
-    CASE basis WHEN 'own' THEN o_reporter WHEN 'sum' THEN c_reporter END AS reporter,
-    CASE basis WHEN 'own' THEN o_source WHEN 'sum' THEN c_source END AS source,
-    CASE basis WHEN 'own' THEN o_simulated WHEN 'sum' THEN c_simulated END AS simulated
-  FROM prov)
-SELECT name AS "target", sector AS "sector", 'reported' AS "source kind", value AS "value",
-  threshold AS "threshold", due AS "due", day AS "as of", ({TODAY_CST} - day) AS "age (days)",
-  CASE WHEN day IS NULL THEN 'no figure'
-       WHEN {TODAY_CST} - day > interval_days THEN 'stale' ELSE 'current' END AS "freshness",
-  coalesce(reporter, '') AS "reporter", coalesce(source, '') AS "source",
-  CASE WHEN simulated THEN 'simulated' WHEN basis = 'sum' THEN 'sum of cities' ELSE '' END
+  SELECT DISTINCT ON (target_id, area) * FROM cand ORDER BY target_id, area, day DESC, pref DESC),
+at_due AS (
+  SELECT DISTINCT ON (c.target_id, c.area) c.target_id, c.area, c.day, c.value
+  FROM cand c JOIN rt USING (target_id) WHERE c.day <= rt.due
+  ORDER BY c.target_id, c.area, c.day DESC, c.pref DESC),
+firsts AS (
+  SELECT DISTINCT ON (target_id, area) target_id, area, day, value
+  FROM reported_figures ORDER BY target_id, area, day),
+base AS (
+  SELECT a.target_id, a.area,
+    CASE WHEN a.area = '{PROVINCE}' AND rt.b_day IS NOT NULL THEN rt.b_day
+         WHEN fi.day IS NOT NULL THEN fi.day
+         WHEN a.area = '{PROVINCE}' AND rt.per_city AND rt.kind = 'count' THEN cf.day END AS day,
+    CASE WHEN a.area = '{PROVINCE}' AND rt.b_day IS NOT NULL THEN rt.b_value
+         WHEN fi.day IS NOT NULL THEN fi.value
+         WHEN a.area = '{PROVINCE}' AND rt.per_city AND rt.kind = 'count' THEN cf.value END
+      AS value
+  FROM areas a JOIN rt USING (target_id)
+  LEFT JOIN firsts fi ON fi.target_id = a.target_id AND fi.area = a.area
+  LEFT JOIN (SELECT target_id, max(day) AS day, sum(value) AS value FROM firsts
+             WHERE area <> '{PROVINCE}' GROUP BY target_id) cf ON cf.target_id = a.target_id),
+judged AS (
+  SELECT rt.*, a.area, n.day, n.value, n.basis, n.reporter, n.source, n.simulated,
+    d.day AS due_day, d.value AS due_value,
+    -- the path from the baseline (older than the figure's day, else the figure itself)
+    CASE WHEN b.day < n.day THEN b.day ELSE n.day END AS b0_day,
+    CASE WHEN b.day < n.day THEN b.value ELSE n.value END AS b0_value,
+    (SELECT count(DISTINCT f.area) FROM reported_figures f
+      WHERE f.target_id = rt.target_id AND f.area IN ({codes})) AS cities_reporting
+  FROM areas a JOIN rt USING (target_id)
+  LEFT JOIN newest n ON n.target_id = a.target_id AND n.area = a.area
+  LEFT JOIN at_due d ON d.target_id = a.target_id AND d.area = a.area
+  LEFT JOIN base b ON b.target_id = a.target_id AND b.area = a.area),
+path AS (
+  SELECT j.*,
+    b0_value + (threshold - b0_value) * CASE WHEN due - b0_day > 0
+      THEN (day - b0_day)::float8 / (due - b0_day) ELSE 1 END AS expected,
+    threshold - b0_value AS span
+  FROM judged j)
+SELECT p.target_id AS "id", p.name AS "target", p.due AS "due", p.sector AS "sector",
+  coalesce(c.name_en, 'Shandong') AS "area", p.area AS "code", 'reported' AS "source kind",
+  p.value AS "value",
+  p.comparator || ' ' || p.threshold::text AS "goal", p.threshold AS "threshold",
+  p.day AS "as of", ({TODAY_CST} - p.day) AS "age (days)",
+  CASE WHEN p.day IS NULL THEN 'no figure'
+       WHEN {TODAY_CST} - p.day > p.interval_days THEN 'stale' ELSE 'current' END
+    AS "freshness",
+  coalesce(p.reporter, '') AS "reporter", coalesce(p.source, '') AS "source",
+  concat_ws('; ',
+    CASE WHEN p.simulated THEN 'simulated' END,
+    CASE WHEN p.basis = 'sum_of_cities' THEN 'sum of the 16 cities' END,
+    CASE WHEN p.value IS NULL AND p.area = '{PROVINCE}' AND p.kind = 'count' AND p.per_city
+      AND p.cities_reporting > 0
+      THEN p.cities_reporting || ' of {len(cities)} cities reported' END,
+    CASE WHEN {TODAY_CST} > p.due AND p.due_day IS NOT NULL
+      THEN 'judged by the figure for ' || p.due_day || ' (at or before the due date)' END)
     AS "note",
-  CASE WHEN value IS NULL THEN 'no data'
-       WHEN (comparator = '>' AND value > threshold)
-         OR (comparator = '>=' AND value >= threshold) THEN 'met'
-       WHEN {TODAY_CST} > due THEN 'missed'
-       ELSE 'before due' END AS "status"
-FROM fig
-WHERE sector IN (${{sector}}) OR sector NOT IN ('charging', 'substation', 'ranch')
-ORDER BY due, target_id"""
+  CASE WHEN p.area <> '{PROVINCE}' AND p.kind <> 'ratio' THEN ''
+       WHEN p.value IS NULL THEN 'no_data'
+       WHEN {TODAY_CST} > p.due AND p.due_day IS NOT NULL THEN
+         CASE WHEN {met.format(v="p.due_value")} THEN 'met' ELSE 'behind' END
+       WHEN {met.format(v="p.value")} THEN 'met'
+       WHEN p.day > p.due THEN 'behind'
+       WHEN p.span <= 0 OR (p.expected - p.value) / p.span > {AT_RISK_TOLERANCE!r} THEN 'behind'
+       WHEN (p.expected - p.value) / p.span > {ON_TRACK_TOLERANCE!r} THEN 'at_risk'
+       ELSE 'on_track' END AS "status"
+FROM path p JOIN rt USING (target_id)
+LEFT JOIN cities c ON c.code = p.area AND p.area <> '{PROVINCE}'
+WHERE p.sector IN (${{sector}}) OR p.sector NOT IN ({measured_sectors})
+ORDER BY p.due, p.target_id, p.area <> '{PROVINCE}', p.area"""
     cols = (
+        ("id", S),
         ("target", S),
+        ("due", D),
         ("sector", S),
+        ("area", S),
+        ("code", S),
         ("source kind", S),
         ("value", N),
+        ("goal", S),
         ("threshold", N),
-        ("due", D),
         ("as of", D),
         ("age (days)", N),
         ("freshness", S),
@@ -419,7 +496,11 @@ def build(catalog: Catalog) -> BuiltDashboard:
             "figure (its own, or the sum of the cities' for a count reported per city), the day "
             "it is for and its age, 'stale' once older than the reporting interval (never shown "
             "as current), who reported it and from which document. 'simulated' marks the "
-            "simulation's made-up figures. Status: met, missed (due date passed) or before due."
+            "simulation's made-up figures. One row for the province (its own figure, or the "
+            "sum of a day all 16 cities reported) and one per selected city. Status as the API "
+            "judges it: met, on_track, at_risk, behind (the figure on the plan's path at the "
+            "day it is for; past the due date, the figure at or before the due date decides), "
+            "no_data; a count's cities are not judged."
         )
         .span(24)
         .height(12)

@@ -16,9 +16,11 @@ from fastapi.testclient import TestClient
 
 from api import reported_view
 from api.app import create_app
-from dashboards.coverage import reported_table_sql
+from api.schemas import ReportedAreaOut
+from dashboards.coverage import TODAY_CST, reported_table_sql
 from qilu.catalog import load_catalog
 from qilu.cli import main as qilu_main
+from qilu.contract import Sector
 from qilu.reported import Figure, Report, simulated_figures
 from qilu.settings import ApiSettings, DatabaseSettings, Settings
 from storage import reported as store
@@ -271,29 +273,153 @@ def test_simulated_figures_fill_gaps_and_never_replace_a_report(api_settings: Se
     assert scalar(db, "SELECT count(*) FROM reported_figures WHERE simulated") == len(others)
 
 
+def _grafana_rows(db: DatabaseSettings, today: str | None = None) -> list[dict[str, Any]]:
+    """The Grafana table's rows, its variables expanded as Grafana would (every city and
+    sector); ``today``: a day to judge on instead of the database's clock."""
+    spec = reported_table_sql(load_catalog())
+    codes = ",".join(f"'{c.code}'" for c in load_catalog().cities)
+    query = spec.sql.replace("${sector}", ",".join(f"'{s.value}'" for s in Sector))
+    query = query.replace("${city}", codes)
+    if today is not None:
+        query = query.replace(TODAY_CST, f"DATE '{today}'")
+    with connect(db) as conn, conn.cursor() as cur:
+        cur.execute(query.encode())
+        names = [d.name for d in cur.description or ()]
+        assert tuple(names) == spec.column_names
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
 def test_the_grafana_table_shows_source_kind_age_and_freshness(
     cli: Any, api_settings: Settings
 ) -> None:
     code, _, _ = cli("reported", "import", str(SAMPLES / "reported_figures.csv"))
     assert code == 0
-    spec = reported_table_sql(load_catalog())
-    query = spec.sql.replace("${sector}", "'charging','substation','ranch'")
-    with connect(api_settings.db) as conn, conn.cursor() as cur:
-        cur.execute(query.encode())
-        names = [d.name for d in cur.description or ()]
-        rows = {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
-    assert tuple(names) == spec.column_names
-    assert len(rows) == len({t.name_en for t in load_catalog().reported})
-    g = rows["5G base stations"]  # two targets share the name: the 2022 one sorts first
-    assert g["source kind"] == "reported"
-    five_g = next(
-        r for r in rows.values() if r["threshold"] == 240_000 and r["source kind"] == "reported"
-    )
+    got = _grafana_rows(api_settings.db)
+    rows = {(r["id"], r["code"]): r for r in got}
+    cat = load_catalog()
+    # one row per target for the province (same-named targets told apart by id and due)
+    assert {k for k in rows if k[1] == "370000"} == {(t.id, "370000") for t in cat.reported}
+    five_g = rows["telecom-5g-stations-2024", "370000"]
+    assert (five_g["target"], five_g["due"]) == ("5G base stations", date(2024, 12, 31))
+    assert five_g["source kind"] == "reported"
     assert five_g["value"] == 243_000
     assert five_g["reporter"] == "省通信管理局"
     assert five_g["freshness"] == "stale"  # as of 2024-12-31, reported quarterly
     assert five_g["status"] == "met"
-    assert rows["Key places with improved mobile network coverage"]["freshness"] == "no figure"
+    places = rows["telecom-key-places-2024", "370000"]
+    assert (places["freshness"], places["status"]) == ("no figure", "no_data")
+
+
+# The same figures through the Grafana SQL and the API: the cases of the review of issue 19
+CASES_TODAY = ("2023-01-21", "2023-06-30", "2024-09-30", "2025-04-10", None)
+
+
+def _case_figures() -> tuple[list[Figure], list[Figure]]:
+    cat = load_catalog()
+    cities = [c.code for c in cat.cities]
+
+    def f(tid: str, area: str, day: str, value: float, sim: bool = False) -> Figure:
+        d = date.fromisoformat(day)
+        reporter = "模拟" if sim else f"报送{area[-2:]}"
+        return Figure(tid, area, d, value, reporter, d, "通报", simulated=sim)
+
+    g24, g22, pon = (
+        "telecom-5g-stations-2024",
+        "telecom-5g-stations-2022",
+        "telecom-10gpon-ports-2022",
+    )
+    share, racks = "telecom-5g-user-share-2024", "computing-racks-2022"
+    iot = "iot-terminals-reported-2025"  # 4,500万 in 2020 -> 25,000万 by 2025-12-31
+    real = [
+        f(iot, "370000", "2022-12-31", 127_000_000),  # on the plan's path that day (126.95M)
+        f(g24, "370000", "2022-12-31", 146_000),
+        f(g24, "370000", "2024-12-31", 230_000),  # missed on the due date
+        f(g24, "370000", "2025-03-31", 250_000),  # a late figure
+        f(g24, "370100", "2025-06-30", 30_000),  # one city, newer than the province's
+        f(pon, "370100", "2022-06-30", 20_000),  # two cities of 16: no province figure
+        f(pon, "370200", "2022-09-30", 30_000),
+        f(share, "370000", "2024-12-31", 0.59),
+        f(share, "370100", "2023-06-30", 0.30),
+        f(share, "370100", "2024-12-31", 0.50),
+        f(share, "370100", "2026-09-30", 0.70),
+        f(share, "370200", "2023-06-30", 0.40),
+        f(share, "370200", "2024-06-30", 0.55),
+        f(racks, "370000", "2022-12-31", 250_000),  # not more than 250,000
+    ]
+    # every city for 2022-09-30, one of them simulated: the sum is newer than the province's
+    sim = [f(g22, c, "2022-09-30", 9_000, sim=c == cities[0]) for c in cities]
+    real += [f(g22, "370000", "2022-06-30", 100_000)]
+    real += [x for x in sim if not x.simulated]
+    return real, [x for x in sim if x.simulated]
+
+
+def test_the_grafana_table_and_the_api_judge_the_same_figures_alike(
+    api_settings: Settings,
+) -> None:
+    db = api_settings.db
+    cat = load_catalog()
+    real, sim = _case_figures()
+    with connect(db) as conn:
+        store.import_figures(
+            conn,
+            Report(None, rows=len(real), figures=real),
+            actor="cli:test",
+            source=store.ImportSource("cases.csv", "1" * 64),
+            dry_run=False,
+        )
+        # a simulated part of a real sum (written directly: an import ends a simulation)
+        (part,) = sim
+        conn.execute(
+            b"INSERT INTO reported_figures (target_id, area, day, value, reporter, reported_on,"
+            b" source, simulated, imported_by) VALUES (%s, %s, %s, %s, %s, %s, %s, true, 'test')",
+            (part.target_id, part.area, part.day, part.value, part.reporter, part.day, "sim"),
+        )
+        conn.commit()
+        figures, first = store.all_figures(conn), store.earliest(conn)
+    seen: dict[tuple[str, str, str], str] = {}
+    for today in CASES_TODAY:
+        day = date.fromisoformat(today) if today else datetime.now(UTC).date()
+        now = datetime(day.year, day.month, day.day, 4, tzinfo=UTC)  # noon in China
+        rows = {(r["id"], r["code"]): r for r in _grafana_rows(db, today)}
+        api: dict[tuple[str, str], ReportedAreaOut] = {}
+        for t in cat.reported:
+            out = reported_view.target_out(cat, t, figures, first, now, Area())
+            api[t.id, "370000"] = out.province
+            api.update({(t.id, c.area): c for c in out.cities if c.figure is not None})
+        assert set(rows) == set(api), today
+        for key, a in api.items():
+            r = rows[key]
+            status = a.judgement.status if a.judgement is not None else ""
+            assert (r["value"], r["as of"], r["status"], r["freshness"]) == (
+                a.value,
+                a.figure.as_of if a.figure else None,
+                status,
+                a.freshness if a.figure else "no figure",
+            ), (today, key, a.judgement.explanation if a.judgement else None)
+            assert ("sum of the 16 cities" in r["note"]) == (a.basis == "sum_of_cities")
+            assert ("simulated" in r["note"]) == bool(a.figure and a.figure.simulated)
+            assert r["reporter"] == (a.figure.reporter if a.figure else "")
+            seen[(today or "now", *key)] = status
+    # the review's cases, as both answer them
+    g24, share = "telecom-5g-stations-2024", "telecom-5g-user-share-2024"
+    iot = "iot-terminals-reported-2025"
+    assert seen["2023-01-21", iot, "370000"] == "on_track"
+    assert seen["2023-06-30", iot, "370000"] == "on_track"  # the same figure, half a year old
+    assert seen["2025-04-10", g24, "370000"] == "behind"  # missed at due; 250,000 came later
+    assert seen["now", g24, "370000"] == "behind"
+    assert seen["now", "computing-racks-2022", "370000"] == "behind"  # 250,000 is not > 250,000
+    assert seen["now", "telecom-10gpon-ports-2022", "370000"] == "no_data"
+    assert seen["now", share, "370100"] == "behind"  # 50 % at due; 70 % later does not count
+    assert seen["now", share, "370200"] == "behind"
+    assert seen["2024-09-30", share, "370200"] in {"on_track", "at_risk", "behind"}
+    rows = {(r["id"], r["code"]): r for r in _grafana_rows(db)}
+    g24_row = rows[g24, "370000"]
+    assert (g24_row["value"], g24_row["as of"]) == (250_000, date(2025, 3, 31))  # not Jinan's
+    pon_row = rows["telecom-10gpon-ports-2022", "370000"]
+    assert "2 of 16 cities reported" in pon_row["note"]
+    g22 = rows["telecom-5g-stations-2022", "370000"]
+    assert (g22["value"], g22["status"]) == (144_000, "behind")
+    assert "simulated" in g22["note"]
 
 
 def test_qilu_reported_simulate_then_list(cli: Any, api_settings: Settings) -> None:
