@@ -113,6 +113,10 @@ class DatabaseSettings(BaseModel):
     mode: StorageMode = StorageMode.AUTO
     pool_min: int = 1
     pool_max: int = 4
+    # the ingest's pool gives up reconnecting after this long and starts again with the next
+    # write (psycopg_pool's own backoff doubles to 16 s and more: after a failover the new
+    # primary would wait for it; docs/adr/0017-postgres-failover.md)
+    pool_reconnect_s: float = Field(default=5.0, gt=0)
     # The TimescaleDB test engine crashes on protocol messages over ~64 KB: keep it small there.
     max_rows_per_statement: int = 0  # 0 = unlimited (binary COPY)
     # libpq's target_session_attrs: with several hosts ("127.0.0.21,127.0.0.22"), writers say

@@ -89,6 +89,7 @@ def build_consumer(
         max_size=settings.db.pool_max,
         kwargs={"prepare_threshold": None},
         check=ConnectionPool.check_connection,
+        reconnect_timeout=settings.db.pool_reconnect_s,
         open=False,
     )
     pool.open(wait=False)
