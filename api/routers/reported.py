@@ -97,7 +97,10 @@ class ReportedImportOut(BaseModel):
     rows: int
     dry_run: bool
     applied: bool
-    summary: dict[str, int] = Field(description="added, changed (corrections), unchanged")
+    summary: dict[str, int] = Field(
+        description="added, changed (corrections), unchanged, simulated_removed (the simulated"
+        " figures of the imported targets, deleted: a real import ends their simulation)"
+    )
     changes: list[str] = Field(description="the first corrections, 'key: before -> after'")
     errors: list[RowErrorOut] = Field(description="bad rows: FILE:LINE and the reason")
     error_count: int

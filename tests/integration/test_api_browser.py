@@ -940,7 +940,12 @@ def test_reported_figures_imported_through_the_api_appear_on_the_page(
         ).encode()
         code, answer = _post(server, "/v1/admin/reported/import?name=q3.csv", good, admin)
         assert code == 200, answer
-        assert answer["summary"] == {"added": 4, "changed": 0, "unchanged": 0}
+        assert answer["summary"] == {
+            "added": 4,
+            "changed": 0,
+            "unchanged": 0,
+            "simulated_removed": 0,
+        }
         api_targets = {t["id"]: t for t in server.get("/v1/reported")["targets"]}
         stations = api_targets["telecom-5g-stations-2024"]["province"]
         assert stations["judgement"]["status"] == "met"  # 251,000 > 240,000
