@@ -446,11 +446,14 @@ def assess(
 
 
 def pick_backup(backups: Sequence[BackupInfo], target: RestoreTarget) -> BackupInfo | None:
-    """The backup pgBackRest starts from for a time target: the newest one that ended
-    before it (for a restore point or the end of the archive: the newest)."""
+    """The backup pgBackRest starts from for a time target: the newest one whose recorded
+    stop time is strictly earlier than the target, both in whole seconds as pgBackRest
+    compares them (a target in the same second as a backup's stop cannot use that backup;
+    for a restore point or the end of the archive: the newest)."""
     if target.time is None:
         return backups[-1] if backups else None
-    before = [b for b in backups if b.stopped <= target.time]
+    limit = int(target.time.timestamp())
+    before = [b for b in backups if int(b.stopped.timestamp()) < limit]
     return before[-1] if before else None
 
 

@@ -120,7 +120,13 @@ def test_info_of_a_full_and_a_differential_backup() -> None:
     missing = json.dumps(doc)
     with pytest.raises(ServiceError, match="missing stanza path"):
         parse_info(missing, "qilu")
-    assert pick_backup(backups, RestoreTarget(time=backups[1].stopped)) == backups[1]
+    # pgBackRest wants a stop time strictly earlier than the target, in whole seconds: a
+    # target less than a second after a backup's stop cannot start from it
+    assert pick_backup(backups, RestoreTarget(time=backups[1].stopped)) == backups[0]
+    just_after = backups[1].stopped + timedelta(milliseconds=400)
+    assert pick_backup(backups, RestoreTarget(time=just_after)) == backups[0]
+    next_second = backups[1].stopped + timedelta(seconds=1)
+    assert pick_backup(backups, RestoreTarget(time=next_second)) == backups[1]
     assert pick_backup(backups, RestoreTarget(time=backups[1].started)) == backups[0]
     assert pick_backup(backups, RestoreTarget(time=full.started)) is None
 
