@@ -10,13 +10,15 @@ offset after its last record for each source partition (``ingest_offsets``):
   (:class:`storage.writer.ReadingsSink`, ``parts``): one upsert per batch, one row per
   partition of the batch, moving only forward;
 * :func:`stored_offsets` reads them back; the ingest seeks to them on every partition
-  assignment when Kafka's committed offset is ahead (:func:`resume_positions`, pure;
+  assignment when Kafka's committed offset is ahead or missing, and reports the records
+  past the broker's retention as lost (:func:`replay_plan`, pure; storage/replay_losses.py;
   docs/adr/0016-offsets-in-the-database.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -76,24 +78,66 @@ def stored_offsets(
     return {(str(t), int(p)): int(n) for t, p, n in rows}
 
 
-def resume_positions(
+@dataclass(frozen=True, slots=True)
+class ReplayLoss:
+    """Records of one partition that the database never stored and the broker no longer
+    holds (past its retention): offsets ``first_offset`` up to ``end_offset`` (exclusive,
+    the oldest record the broker still holds). ``committed``: Kafka's committed offset of
+    the group then (None: the group had none)."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    end_offset: int
+    committed: int | None
+
+    @property
+    def records(self) -> int:
+        return self.end_offset - self.first_offset
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """Where to seek the newly assigned partitions (those absent: keep Kafka's position)
+    and what is lost past the broker's retention."""
+
+    seeks: dict[TopicPartitionKey, int]
+    losses: list[ReplayLoss]
+
+
+def replay_plan(
     stored: Mapping[TopicPartitionKey, int],
     committed: Mapping[TopicPartitionKey, int | None],
-) -> dict[TopicPartitionKey, int]:
-    """Where to seek the newly assigned partitions (those absent: keep Kafka's position).
+    begins: Mapping[TopicPartitionKey, int],
+) -> ReplayPlan:
+    """Compare, per assigned partition (a key of ``committed``; None: the group has no
+    committed offset), the database's next offset with Kafka's committed one and the
+    broker's oldest retained one (``begins``).
 
-    Only backwards: the database's offset wins when Kafka's committed one is ahead of it,
-    since the records in between are not in this database (a restore to an earlier time, a
-    failover that lost transactions). When the database is ahead (a crash after the
-    database commit, before the Kafka commit) Kafka's position is kept: the batch is read
-    again, which the natural key makes harmless, and its dead letters, which are produced
-    after the database commit, are sent again rather than lost. A group without a committed
-    offset (a new group id) starts where the consumer's reset policy says (the earliest
-    record): it reads again what the database holds, harmlessly, and skips nothing.
+    * Kafka's committed offset ahead of the database's (a restore to an earlier time, a
+      failover that lost transactions): seek back to the database's offset, since the
+      records in between are not in this database.
+    * No committed offset (a new or changed group id, offsets expired): seek to the
+      database's offset too: the consumer's reset policy (the earliest record) would read
+      again everything the database holds, or, when the database's offset is no longer
+      retained, skip silently to the oldest record.
+    * The database ahead of Kafka (a crash after the database commit, before the Kafka
+      commit): keep Kafka's position: the batch is read again, which the natural key makes
+      harmless, and its dead letters, produced after the database commit, are sent again
+      rather than lost.
+
+    Whenever the database's offset is older than the broker's oldest record, the records in
+    between are lost: a :class:`ReplayLoss`, and reading starts at the oldest record.
     """
-    out: dict[TopicPartitionKey, int] = {}
-    for key, db_next in stored.items():
-        kafka_next = committed.get(key)  # absent: not assigned to us
-        if kafka_next is not None and db_next < kafka_next:
-            out[key] = db_next
-    return out
+    seeks: dict[TopicPartitionKey, int] = {}
+    losses: list[ReplayLoss] = []
+    for key, kafka_next in committed.items():
+        db_next = stored.get(key)
+        if db_next is None:
+            continue  # the database never stored this partition: Kafka's position
+        begin = begins.get(key, 0)
+        if db_next < begin:
+            losses.append(ReplayLoss(key[0], key[1], db_next, begin, kafka_next))
+        if kafka_next is None or db_next < kafka_next:
+            seeks[key] = max(db_next, begin)
+    return ReplayPlan(seeks, losses)

@@ -23,6 +23,7 @@ from storage.db import connect
 from storage.deadletters import SummaryWriter
 from storage.offsets import OffsetMarks, TopicPartitionKey, stored_offsets
 from storage.registry_store import load_device_index
+from storage.replay_losses import ReplayLosses
 from storage.writer import ReadingsSink
 from stream.deadletter import DeadLetterTally
 from stream.gaps import GapSink
@@ -103,11 +104,13 @@ def build_consumer(
     summary = SummaryWriter(tally, max_rows_per_statement=settings.db.max_rows_per_statement)
     # the offsets the database holds, stored with the rows (docs/adr/0016)
     marks = OffsetMarks()
+    # records lost past Kafka's retention when replaying from those offsets
+    losses = ReplayLosses(lookback_s=settings.storage.raw_retention_days * 86_400.0)
     sink = ReadingsSink(
         pool,
         mode=mode,
         max_rows_per_statement=settings.db.max_rows_per_statement,
-        parts=(summary, marks),
+        parts=(summary, marks, losses),
     )
 
     def load_offsets(topics: list[str]) -> dict[TopicPartitionKey, int]:
@@ -137,6 +140,7 @@ def build_consumer(
         max_age_s=settings.storage.raw_retention_days * 86_400.0,
         offsets=marks,
         load_offsets=load_offsets,
+        losses=losses,
     )
     logger.info("storage mode %s; writing batches with %s", mode, sink.method)
     return consumer, pool

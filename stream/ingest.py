@@ -41,8 +41,9 @@ from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.settings import IngestSettings, KafkaSettings
 from qilu.signing import LOG_APPEND_TIME
-from storage.offsets import OffsetMarks, TopicPartitionKey, resume_positions
+from storage.offsets import OffsetMarks, TopicPartitionKey, replay_plan
 from storage.registry_store import DeviceIndex
+from storage.replay_losses import ReplayLosses
 from storage.writer import ReadingsSink
 from stream import metrics
 from stream.agents import AgentAuth
@@ -125,6 +126,7 @@ class IngestConsumer:
         max_age_s: float | None = None,
         offsets: OffsetMarks | None = None,
         load_offsets: Callable[[list[str]], dict[TopicPartitionKey, int]] | None = None,
+        losses: ReplayLosses | None = None,
     ) -> None:
         self._kafka, self._cfg, self._sink = kafka, ingest, sink
         self._max_age_s = max_age_s  # the raw retention: older readings are refused (too_old)
@@ -142,6 +144,9 @@ class IngestConsumer:
         # the offsets stored with the rows (the sink must have been given the same marks)
         self._offsets = offsets
         self._load_offsets = load_offsets
+        # records lost past Kafka's retention, per partition and agent (the sink must have
+        # been given the same part: storage/replay_losses.py)
+        self._losses = losses
         self._listener = _Revocations()
         self._broker_down_since: float | None = None  # poll failing since (monotonic)
 
@@ -180,7 +185,9 @@ class IngestConsumer:
             except DecodeError as exc:
                 letter = DeadLetter(key, value, exc.reason, exc.detail, source)
                 self._refuse(out, letter, key_agent(key), where, now_us)
+                self._observe_after_loss(rec, None)
                 continue
+            self._observe_after_loss(rec, env)
             sites = None
             if self._agents is not None:
                 verdict = self._agents.check(
@@ -215,6 +222,60 @@ class IngestConsumer:
                 )
                 self._refuse(out, letter, env.agent_id, where, now_us, devices=env.devices)
         return out
+
+    def _note_offsets(self, polled: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, int]:
+        """The batch's first offset per partition; the next ones noted for the database."""
+        if self._offsets is not None:
+            for tp, recs in polled.items():
+                if recs:
+                    self._offsets.note(tp.topic, tp.partition, recs[-1].offset + 1)
+        return {tp: recs[0].offset for tp, recs in polled.items() if recs}
+
+    def _idle_round(self, consumer: KafkaConsumer) -> None:
+        """Nothing polled: a loss report whose window ended (the partition's end reached)
+        is written on its own, then the lag is reported."""
+        self._close_loss_windows(consumer)
+        if self._losses is not None and self._losses.pending:
+            self._flush_with_retry(consumer)  # nothing but the report (a sink part)
+        self._report_lag(consumer)
+
+    def _observe_after_loss(self, rec: Record, env: Envelope | None) -> None:
+        """A record of a partition whose replay started past a loss: who sent it (the
+        window that tells which agents lost records, storage/replay_losses.py)."""
+        if self._losses is None:
+            return
+        window = self._losses.window(rec[0], rec[1])
+        if window is None:
+            return
+        appended = rec[6] if len(rec) == 7 else None
+        if env is None:
+            window.observe(rec[2], None, 0, None, (), appended)
+            return
+        window.observe(
+            rec[2],
+            env.agent_id,
+            len(env),
+            min(env.ts_us) if env.ts_us else None,
+            tuple(sorted(set(env.devices))),
+            appended,
+        )
+
+    def _close_loss_windows(self, consumer: KafkaConsumer) -> None:
+        """Windows after a loss end when as many records as were lost have been read, or
+        the partition's end is reached; a revoked partition's is dropped."""
+        if self._losses is None:
+            return
+        owned = consumer.assignment()
+        for tp in [tp for tp in owned if self._losses.window(tp.topic, tp.partition)]:
+            window = self._losses.window(tp.topic, tp.partition)
+            high = consumer.highwater(tp)
+            if window is not None and (
+                window.full or (high is not None and window.next_offset >= high)
+            ):
+                self._losses.close(tp.topic, tp.partition)
+        for topic, partition in self._losses.windows():
+            if TopicPartition(topic, partition) not in owned:
+                self._losses.forget(topic, partition)
 
     def _refuse(
         self,
@@ -335,7 +396,7 @@ class IngestConsumer:
                     consumer, self._poll(consumer, self._cfg.poll_timeout_ms)
                 )
                 if not polled:
-                    self._report_lag(consumer)
+                    self._idle_round(consumer)
                     continue
                 self._listener.revoked = False
                 records: list[Record] = [
@@ -351,12 +412,9 @@ class IngestConsumer:
                     for recs in polled.values()
                     for r in recs
                 ]
-                firsts = {tp: recs[0].offset for tp, recs in polled.items() if recs}
-                if self._offsets is not None:
-                    for tp, recs in polled.items():
-                        if recs:
-                            self._offsets.note(tp.topic, tp.partition, recs[-1].offset + 1)
+                firsts = self._note_offsets(polled)
                 outcome = self.process(records)
+                self._close_loss_windows(consumer)
                 if not (
                     self._flush_with_retry(consumer)
                     and self._send_dead_letters(producer, dlq, outcome.dead_letters, consumer)
@@ -390,12 +448,13 @@ class IngestConsumer:
     def _resume_from_database(
         self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[Any]]
     ) -> dict[TopicPartition, list[Any]]:
-        """Seek newly assigned partitions back to the database's offsets where Kafka's
-        committed ones are ahead (storage/offsets.py :func:`resume_positions`), dropping
-        what the poll returned for them. Until the comparison succeeds (the database or the
-        broker away) nothing of those partitions is processed. Records the broker no longer
-        holds (past its retention) cannot be read again: logged as an error with their
-        count, and counted in ``qilu_ingest_replay_lost_records``."""
+        """Seek newly assigned partitions to the database's offsets where Kafka's committed
+        ones are ahead or missing (storage/offsets.py :func:`replay_plan`), dropping what the
+        poll returned for them. Until the comparison succeeds (the database or the broker
+        away) nothing of those partitions is processed. Records the broker no longer holds
+        (past its retention) cannot be read again: logged as an error with their count,
+        counted in ``qilu_ingest_replay_lost_records``, and stored per partition and per
+        agent (storage/replay_losses.py)."""
         load = self._load_offsets
         if not self._listener.unchecked or load is None:
             return polled
@@ -404,11 +463,15 @@ class IngestConsumer:
         try:
             stored = load(sorted({tp.topic for tp in assigned}))
             committed: dict[TopicPartitionKey, int | None] = {}
-            if stored:
-                committed = {(tp.topic, tp.partition): consumer.committed(tp) for tp in assigned}
-            seeks = resume_positions(stored, committed)
-            tps = [TopicPartition(t, p) for t, p in seeks]
-            begins: dict[TopicPartition, int] = consumer.beginning_offsets(tps) if tps else {}
+            begins: dict[TopicPartitionKey, int] = {}
+            known = [tp for tp in assigned if (tp.topic, tp.partition) in stored]
+            if known:
+                committed = {(tp.topic, tp.partition): consumer.committed(tp) for tp in known}
+                begins = {
+                    (tp.topic, tp.partition): o
+                    for tp, o in consumer.beginning_offsets(known).items()
+                }
+            plan = replay_plan(stored, committed, begins)
         except (KafkaError, OSError, RetryableError) as exc:
             logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
             self._listener.unchecked |= assigned  # again on the next round
@@ -418,31 +481,31 @@ class IngestConsumer:
                     consumer.seek(tp, recs[0].offset)
             self._stop.wait(1.0)
             return polled
-        for tp in tps:
+        for loss in plan.losses:
+            if self._losses is not None and not self._losses.lost(loss):
+                continue  # seen at an earlier assignment of this process
+            metrics.REPLAY_LOST.labels(loss.topic, str(loss.partition)).inc(loss.records)
+            logger.error(
+                "%s/%d: the database holds records up to offset %d but the broker keeps "
+                "only from %d on: %d record(s) are past Kafka's retention and lost with "
+                "the database (restore a later backup, or accept the gap; reported in "
+                "replay_losses and, per agent, in agent_gaps)",
+                loss.topic,
+                loss.partition,
+                loss.first_offset,
+                loss.end_offset,
+                loss.records,
+            )
+        for (topic, partition), target in plan.seeks.items():
+            tp = TopicPartition(topic, partition)
             polled.pop(tp, None)
-            target = seeks[tp.topic, tp.partition]
-            begin = begins.get(tp, 0)
-            if target < begin:
-                lost = begin - target
-                metrics.REPLAY_LOST.labels(tp.topic, str(tp.partition)).inc(lost)
-                logger.error(
-                    "%s/%d: the database holds records up to offset %d but the broker keeps "
-                    "only from %d on: %d record(s) are past Kafka's retention and lost with "
-                    "the database (restore a later backup, or accept the gap)",
-                    tp.topic,
-                    tp.partition,
-                    target,
-                    begin,
-                    lost,
-                )
-                target = begin
             logger.warning(
-                "%s/%d: Kafka's committed offset is %s, the database's %d: reading again "
-                "from %d (a restored database or a failover)",
-                tp.topic,
-                tp.partition,
-                committed[tp.topic, tp.partition],
-                seeks[tp.topic, tp.partition],
+                "%s/%d: Kafka's committed offset is %s, the database's %d: reading from %d "
+                "(a restored database, a failover, or a group without committed offsets)",
+                topic,
+                partition,
+                committed[topic, partition],
+                stored[topic, partition],
                 target,
             )
             consumer.seek(tp, target)

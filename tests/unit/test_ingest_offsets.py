@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.offsets import OffsetMarks, resume_positions
+from storage.offsets import OffsetMarks, ReplayLoss, ReplayPlan, replay_plan
 
 
 class _Cursor:
@@ -52,9 +52,30 @@ def test_resume_seeks_back_only_where_kafka_is_ahead_of_the_database() -> None:
         ("t", 4): 12,  # no row in the database: Kafka's
     }
     # ("t", 3) is not assigned to this consumer
-    assert resume_positions(stored, committed) == {("t", 0): 100}
+    plan = replay_plan(stored, committed, {})
+    assert plan == ReplayPlan({("t", 0): 100}, [])
 
 
-def test_a_group_without_committed_offsets_skips_nothing() -> None:
-    # a new group id reads from the earliest record: again what the database holds
-    assert resume_positions({("t", 0): 42}, {("t", 0): None}) == {}
+def test_records_past_the_broker_retention_are_a_loss_and_reading_starts_at_the_oldest() -> None:
+    stored = {("t", 0): 100, ("t", 1): 50, ("t", 2): 70}
+    committed: dict[tuple[str, int], int | None] = {("t", 0): 180, ("t", 1): 60, ("t", 2): 60}
+    begins = {("t", 0): 130, ("t", 1): 20, ("t", 2): 90}
+    plan = replay_plan(stored, committed, begins)
+    assert plan.seeks == {("t", 0): 130, ("t", 1): 50}
+    # ("t", 2): the database is ahead of Kafka, but its offset is no longer retained either
+    assert plan.losses == [
+        ReplayLoss("t", 0, 100, 130, 180),
+        ReplayLoss("t", 2, 70, 90, 60),
+    ]
+    assert plan.losses[0].records == 30
+
+
+def test_a_group_without_committed_offsets_resumes_from_the_database() -> None:
+    # a new group id (or expired offsets): neither read again what the database holds nor
+    # skip silently what it does not
+    retained = replay_plan({("t", 0): 42}, {("t", 0): None}, {("t", 0): 10})
+    assert retained == ReplayPlan({("t", 0): 42}, [])
+    gone = replay_plan({("t", 0): 42}, {("t", 0): None}, {("t", 0): 50})
+    assert gone == ReplayPlan({("t", 0): 50}, [ReplayLoss("t", 0, 42, 50, None)])
+    # a partition the database never stored: the reset policy's (the earliest record)
+    assert replay_plan({}, {("t", 0): None}, {("t", 0): 50}) == ReplayPlan({}, [])
