@@ -10,6 +10,7 @@ with it; nothing stale is ever labelled current.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 
@@ -191,7 +192,7 @@ def target_out(
                     t,
                     out,
                     (at_due[code].day, at_due[code].value) if code in at_due else None,
-                    lambda day, code=code: _baseline(t, code, baselines, day),  # type: ignore[misc]
+                    functools.partial(_baseline, t, code, baselines),
                     now,
                 )
                 if t.kind is TargetKind.RATIO

@@ -18,7 +18,7 @@ from typing import Any
 from api import reported_view
 from qilu.catalog import TargetKind, load_catalog
 from qilu.errors import ConfigError
-from qilu.inventory import detect_format
+from qilu.inventory import city_lookup, detect_format
 from qilu.reported import parse, simulated_figures
 from qilu.settings import Settings
 from storage import audit
@@ -118,17 +118,19 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_catalog()
     now = datetime.now(UTC)
+    city = None if args.city is None else city_lookup(catalog).get(args.city.lower())
+    if args.city is not None and city is None:
+        raise ConfigError("--city", f"unknown city {args.city!r} (a code, Chinese or English name)")
+    unknown = set(args.target) - {t.id for t in catalog.reported}
+    if unknown:
+        raise ConfigError("--target", f"not a reported target: {', '.join(sorted(unknown))}")
     with connect(settings.db) as conn:
         figures, first = store.all_figures(conn), store.earliest(conn)
     for t in catalog.reported:
         if args.target and t.id not in args.target:
             continue
         out = reported_view.target_out(catalog, t, figures, first, now, Area())
-        rows = (
-            [out.province]
-            if args.city is None
-            else [c for c in out.cities if args.city in (c.area, c.name_en.lower(), c.name_zh)]
-        )
+        rows = [out.province] if city is None else [c for c in out.cities if c.area == city]
         for a in rows:
             where = "" if args.city is None else f" {a.name_en}"
             fig, j = a.figure, a.judgement

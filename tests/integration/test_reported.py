@@ -422,7 +422,9 @@ def test_the_grafana_table_and_the_api_judge_the_same_figures_alike(
     assert "simulated" in g22["note"]
 
 
-def test_qilu_reported_simulate_then_list(cli: Any, api_settings: Settings) -> None:
+def test_qilu_reported_simulate_then_list(
+    cli: Any, api_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     code, out, _ = cli("reported", "simulate")
     assert code == 0
     added = int(out.split()[0].replace(",", ""))
@@ -438,3 +440,15 @@ def test_qilu_reported_simulate_then_list(cli: Any, api_settings: Settings) -> N
         line for line in lines if line.startswith("telecom-5g-stations-new-2022")
     )
     assert "current" in next(line for line in lines if line.startswith("telecom-5g-stations-2024"))
+    code, out, _ = cli(
+        "reported", "list", "--target", "telecom-5g-user-share-2025", "--city", "青岛市"
+    )
+    assert code == 0
+    (line,) = out.splitlines()
+    assert line.startswith("telecom-5g-user-share-2025")
+    assert " Qingdao " in line
+    assert "simulated" in line
+    assert line.split("(")[1].split(")")[0].split(", ")[-1] in {"met", "behind"}
+    code, _, err = cli("reported", "list", "--city", "Atlantis")
+    assert code != 0
+    assert "unknown city 'Atlantis'" in err + caplog.text
