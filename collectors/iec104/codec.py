@@ -149,6 +149,8 @@ class FrameReader:
                 length = buf[pos + 1]
                 if length < 4:
                     raise ProtocolError(f"APDU length {length} is shorter than its control field")
+                if length > MAX_APDU:
+                    raise ProtocolError(f"APDU length {length} is over {MAX_APDU}")
                 end = pos + 2 + length
                 if end > n:
                     break
@@ -279,7 +281,8 @@ def _element(type_id: int, b: bytes, o: int) -> tuple[float, Quality, int]:
         return float(q & 1), _q_status(q), q
     if type_id in (3, 31):
         q = b[o]
-        return float(q & 3), _q_status(q), q
+        dpi = q & 3  # 1 off, 2 on; 0 and 3 are the indeterminate states (in transit, faulty)
+        return float(dpi), _UNCERTAIN if dpi in (0, 3) and not q & 0x80 else _q_status(q), q
     if type_id in (13, 36):
         q = b[o + 4]
         return _F.unpack_from(b, o)[0], _q_measured(q), q

@@ -7,9 +7,10 @@ information objects onto readings through the station's point table (:mod:`qilu.
 
 Per link: connect (t0) -> STARTDT -> optional clock synchronisation -> general interrogation
 (GI) -> spontaneous data, with counter interrogation every ``counter_interrogation_s`` when
-set. Received I frames are acknowledged only after the sink returned (the readings are in the
-agent's buffer), so what the station forgets is never lost here. A protocol violation, a t1
-timeout or a closed socket ends the link; it is opened again after a backoff (from
+set and a GI again every ``gi_interval_s``; a GI refused or not ended within ``gi_timeout_s``
+is sent again. Received I frames are acknowledged only after the sink returned (the readings
+are in the agent's buffer), so what the station forgets is never lost here. A protocol
+violation, a t1 timeout or a closed socket ends the link; it is opened again after a backoff (from
 ``reconnect_initial_s``, doubling, capped at ``reconnect_max_s``, with jitter) and the GI runs
 again, because a station buffers nothing while no master is connected. One station down never
 stops the others: the collector's source counts as available while any link is up.
@@ -95,6 +96,18 @@ UNKNOWN_POINTS = Counter(
     _L,
     registry=AGENT_REGISTRY,
 )
+FOREIGN_ASDUS = Counter(
+    "qilu_iec104_foreign_asdus_total",
+    "ASDUs addressed to another common address than the station's (dropped)",
+    _L,
+    registry=AGENT_REGISTRY,
+)
+GI_RETRIES = Counter(
+    "qilu_iec104_gi_retries_total",
+    "General interrogations asked again: refused or not ended within gi_timeout_s",
+    _L,
+    registry=AGENT_REGISTRY,
+)
 LINK_RESETS = Counter(
     "qilu_iec104_link_resets_total",
     "Links ended by an error, timeout or closed socket",
@@ -136,6 +149,8 @@ class StationConfig:
     timezone: str = ""  # of the time tags; default the collector's
     clock_sync: bool = False
     counter_interrogation_s: float = field(default=0.0, metadata=bounds(0))  # 0: never
+    gi_timeout_s: float = field(default=60.0, metadata=bounds(positive=True))  # then again
+    gi_interval_s: float = field(default=900.0, metadata=bounds(0))  # periodic GI; 0: never
     k: int = field(default=12, metadata=bounds(1, 32767))
     w: int = field(default=8, metadata=bounds(1, 32767))
     t0: float = field(default=30.0, metadata=bounds(positive=True))
@@ -189,6 +204,9 @@ class Station:
         self.up = False
         self.gi_complete = False
         self.gi_started: float | None = None
+        self.gi_deadline: float | None = None  # loop time the pending GI is asked again at
+        self.next_gi: float | None = None  # loop time of the next periodic GI
+        self.gi_trouble_logged = False  # a refused or unanswered GI: logged once until one ends
         self.last_data = 0.0
         self.unknown_types: set[int] = set()
         self.unknown_ioas = 0
@@ -206,6 +224,8 @@ class Station:
         self.m_unknown_types = UNKNOWN_TYPES.labels(*labels)
         self.m_unknown_points = UNKNOWN_POINTS.labels(*labels)
         self.m_resets = LINK_RESETS.labels(*labels)
+        self.m_gi_retries = GI_RETRIES.labels(*labels)
+        self.m_foreign = FOREIGN_ASDUS.labels(*labels)
 
     def params(self) -> LinkParams:
         c = self.cfg
@@ -253,6 +273,10 @@ class Iec104Collector(Collector):
             if sc.name in names:
                 raise ConfigError(self._key(f"{key}.name"), f"{sc.name!r} is used twice")
             names.add(sc.name)
+            if sc.w * 3 > sc.k * 2:
+                raise ConfigError(
+                    self._key(f"{key}.w"), f"must be at most two thirds of k ({sc.k}): {sc.w}"
+                )
             if not sc.t2 < sc.t1:
                 raise ConfigError(self._key(f"{key}.t2"), "must be less than t1")
             if sc.reconnect_max_s < sc.reconnect_initial_s:
@@ -367,6 +391,7 @@ class Iec104Collector(Collector):
         was_up = st.up
         st.up = False
         st.gi_complete = False
+        st.gi_deadline = st.next_gi = None
         st.link = None
         st.m_up.set(0)
         self._report_availability()
@@ -415,7 +440,13 @@ class Iec104Collector(Collector):
             st.m_out.inc(link.frames_out - sent_out)
             sent_in, sent_out = link.frames_in, link.frames_out
             now = loop.time()
-            wake = min(link.deadline(), next_state, next_ci if next_ci else next_state)
+            wake = min(
+                link.deadline(),
+                next_state,
+                next_ci or next_state,
+                st.gi_deadline or next_state,
+                st.next_gi or next_state,
+            )
             try:
                 data = await asyncio.wait_for(reader.read(65536), max(0.0, wake - now))
             except TimeoutError:
@@ -457,6 +488,8 @@ class Iec104Collector(Collector):
                 next_state = now + c.state_interval_s
                 if c.device_id and self._healthy(st):
                     await sink(self._state_readings(st, time.time_ns() // 1000))
+            if started:
+                self._gi_due(st, link, now)
             if started and c.counter_interrogation_s:
                 if not next_ci:
                     next_ci = now + c.counter_interrogation_s
@@ -469,17 +502,46 @@ class Iec104Collector(Collector):
         ca = st.cfg.common_address
         if st.cfg.clock_sync:
             link.send(codec.clock_sync(ca, datetime.now(st.tz)), now)
-        link.send(codec.interrogation(ca), now)
-        st.gi_started = now
         st.gi_complete = False
+        self._send_gi(st, link, now)
+
+    @staticmethod
+    def _send_gi(st: Station, link: Link, now: float) -> None:
+        link.send(codec.interrogation(st.cfg.common_address), now)
+        st.gi_started = now
+        st.gi_deadline = now + st.cfg.gi_timeout_s
+        st.next_gi = None
+
+    def _gi_due(self, st: Station, link: Link, now: float) -> None:
+        """Ask again for a GI not ended within ``gi_timeout_s`` (refused, or its activation
+        termination never came), and for the periodic one every ``gi_interval_s``. A
+        periodic or repeated GI refreshes the image: ``gi_complete`` stays as it was."""
+        if st.gi_deadline is not None and now >= st.gi_deadline:
+            if not st.gi_trouble_logged:
+                logger.warning(
+                    "%s/%s: the general interrogation did not end within %g s; asking again "
+                    "every %g s",
+                    self.name, st.cfg.name, st.cfg.gi_timeout_s, st.cfg.gi_timeout_s,
+                )  # fmt: skip
+                st.gi_trouble_logged = True
+            st.m_gi_retries.inc()
+            self._send_gi(st, link, now)
+        elif st.next_gi is not None and now >= st.next_gi:
+            self._send_gi(st, link, now)
 
     def _interrogated(self, st: Station, now: float) -> None:
         """The general interrogation ended (activation termination)."""
         if st.gi_started is not None:
             st.m_gi.set(now - st.gi_started)
         st.gi_started = None
+        st.gi_deadline = None
+        interval = st.cfg.gi_interval_s
+        st.next_gi = now + interval if interval else None
         st.gi_complete = True
         st.gi_count += 1
+        if st.gi_trouble_logged:
+            logger.warning("%s/%s: the general interrogation ended again", self.name, st.cfg.name)
+            st.gi_trouble_logged = False
         if st.outage_logged:  # the return of a logged outage, logged once
             logger.warning("%s/%s: link up again, interrogated", self.name, st.cfg.name)
             st.outage_logged = False
@@ -491,7 +553,7 @@ class Iec104Collector(Collector):
     ) -> None:
         c = st.cfg
         if a.common_address not in (c.common_address, 0xFFFF):
-            st.m_unknown_points.inc(len(a.objects))
+            st.m_foreign.inc()  # not this station's: no point of its table
             return
         if a.known:
             table = st.table
@@ -527,8 +589,14 @@ class Iec104Collector(Collector):
                 st.m_objects.inc(len(a.objects) - unknown)
             return
         if a.type_id == codec.C_IC_NA_1:
-            if a.negative:
-                logger.warning("%s/%s: the station refused the interrogation", self.name, c.name)
+            if a.negative:  # asked again when gi_timeout_s has passed (_gi_due)
+                if not st.gi_trouble_logged:
+                    logger.warning(
+                        "%s/%s: the station refused the general interrogation; asking again "
+                        "every %g s",
+                        self.name, c.name, c.gi_timeout_s,
+                    )  # fmt: skip
+                    st.gi_trouble_logged = True
             elif a.cot == Cot.ACTIVATION_TERM:
                 self._interrogated(st, now)
                 out.extend(self._state_readings(st, now_us))

@@ -164,6 +164,8 @@ def test_frames_split_anywhere_are_reassembled() -> None:
         (bytes.fromhex("680400000000"), "I frame without an ASDU"),
         (bytes.fromhex("680533000000ff"), "U frame of length 5"),
         (bytes.fromhex("6804ff000000"), "unknown U frame"),
+        (bytes.fromhex("68fe00000000"), "APDU length 254 is over 253"),
+        (bytes.fromhex("68ff00000000"), "APDU length 255 is over 253"),
     ],
 )
 def test_malformed_frames_are_protocol_errors(data: bytes, why: str) -> None:
@@ -191,3 +193,22 @@ def test_unknown_types_decode_as_unknown_not_as_errors() -> None:
 
 def test_s_frames() -> None:
     assert FrameReader().feed(codec.encode_s(32767)) == [SFrame(32767)]
+
+
+@pytest.mark.parametrize(
+    ("diq", "value", "quality"),
+    [
+        (0x00, 0.0, Quality.UNCERTAIN),  # indeterminate or intermediate (in transit)
+        (0x01, 1.0, Quality.GOOD),  # off
+        (0x02, 2.0, Quality.GOOD),  # on
+        (0x03, 3.0, Quality.UNCERTAIN),  # indeterminate (faulty)
+        (0x83, 3.0, Quality.BAD),  # and invalid
+        (0x12, 2.0, Quality.UNCERTAIN),  # blocked
+    ],
+)
+def test_a_double_point_in_an_indeterminate_state_is_uncertain(
+    diq: int, value: float, quality: Quality
+) -> None:
+    raw = codec.header(3, 1, codec.Cot.SPONTANEOUS, 1) + bytes((7, 0, 0, diq))
+    (obj,) = codec.decode_asdu(raw, UTC).objects
+    assert (obj.value, obj.quality) == (value, quality)

@@ -11,6 +11,7 @@ what c104 cannot send: integrated totals on counter interrogation, several stati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from collectors.iec104 import codec
-from collectors.iec104.codec import U
+from collectors.iec104.codec import Cot, U
 from collectors.iec104.collector import AGENT_REGISTRY, Iec104Collector
 from collectors.iec104.station import ControlledStation
 from collectors.iec104.tests.test_c104_station import (
@@ -283,6 +284,7 @@ def test_unknown_types_and_addresses_are_counted_never_fatal(
         codec.encode_monitor(
             13, codec.Cot.INTERROGATED, CA, [(5, 1.5, 0, b""), (999, 2.5, 0, b"")]
         ),
+        codec.encode_monitor(13, codec.Cot.SPONTANEOUS, CA + 1, [(5, 9.5, 0, b"")]),  # not ours
         codec.command_reply(gi, codec.Cot.ACTIVATION_TERM),
     ]
 
@@ -296,10 +298,11 @@ def test_unknown_types_and_addresses_are_counted_never_fatal(
 
     labels = {"collector": "sub", "station": "rtu1"}  # shared by tests in this process
 
-    def counted() -> tuple[float, float]:
+    def counted() -> tuple[float, float, float]:
         return (
             AGENT_REGISTRY.get_sample_value("qilu_iec104_unknown_types_total", labels) or 0.0,
             AGENT_REGISTRY.get_sample_value("qilu_iec104_unknown_points_total", labels) or 0.0,
+            AGENT_REGISTRY.get_sample_value("qilu_iec104_foreign_asdus_total", labels) or 0.0,
         )
 
     before = counted()
@@ -314,7 +317,8 @@ def test_unknown_types_and_addresses_are_counted_never_fatal(
     st = c.stations[0]
     assert [(r.device_id, r.value) for r in sink.data()] == [("SUB-370100-00002-0005", 1.5)]
     assert (st.unknown_types, st.unknown_ioas, st.resets) == ({5, 7}, 1, 0)
-    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+    # the ASDU for another common address is counted as such, not as an unknown point
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (3, 1, 1)
     logged = [r.getMessage() for r in caplog.records if "is not decoded" in r.getMessage()]
     assert len(logged) == 2  # once per type
 
@@ -359,3 +363,104 @@ def test_a_gi_value_and_a_change_of_one_point_in_one_read_get_distinct_times() -
     assert five[1][0] == five[0][0] + 1  # the change is the newer one
     six = [r.ts_us for r in data if r.device_id.endswith("6")]
     assert six[0] == six[1]  # an identical repeat keeps its time (a duplicate, dropped)
+
+
+class Peer:
+    """A bare controlled station answering each general interrogation as ``answers`` says, in
+    turn: "silent" (no answer), "refuse" (negative confirmation), "ok" (confirmation, one
+    value, activation termination); the last answer repeats."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.gis = 0
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        frames = codec.FrameReader()
+        sent = received = 0
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(4096):
+                for f in frames.feed(data):
+                    if isinstance(f, codec.UFrame):
+                        reply = {U.STARTDT_ACT: U.STARTDT_CON, U.TESTFR_ACT: U.TESTFR_CON}
+                        if f.function in reply:
+                            writer.write(codec.encode_u(reply[f.function]))
+                        continue
+                    if not isinstance(f, codec.IFrame):
+                        continue
+                    received += 1
+                    if f.asdu[0] != codec.C_IC_NA_1:
+                        continue
+                    answer = self.answers[min(self.gis, len(self.answers) - 1)]
+                    self.gis += 1
+                    asdus: list[bytes] = []
+                    if answer == "refuse":
+                        asdus = [codec.command_reply(f.asdu, Cot.ACTIVATION_CON, negative=True)]
+                    elif answer == "ok":
+                        value = codec.encode_monitor(13, Cot.INTERROGATED, CA, [(5, 1.0, 0, b"")])
+                        asdus = [
+                            codec.command_reply(f.asdu, Cot.ACTIVATION_CON),
+                            value,
+                            codec.command_reply(f.asdu, Cot.ACTIVATION_TERM),
+                        ]
+                    for a in asdus:
+                        writer.write(codec.encode_i(sent, received, a))
+                        sent += 1
+                await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def test_a_gi_not_ended_or_refused_is_asked_again_after_gi_timeout_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    peer = Peer(["silent", "refuse", "refuse", "ok"])
+    c = collector(port, points_table([5]), gi_timeout_s=0.2, gi_interval_s=0)
+    sink = Sink()
+
+    async def main() -> None:
+        server = await serve(port, peer)
+        async with server, running(c, sink):
+            await sink.until(lambda: sink.state("gi_complete") == [0.0, 1.0])
+
+    asyncio.run(main())
+    st = c.stations[0]
+    assert (peer.connections, peer.gis, st.gi_count, st.resets) == (1, 4, 1, 0)
+    assert (
+        AGENT_REGISTRY.get_sample_value(
+            "qilu_iec104_gi_retries_total", {"collector": "sub", "station": "rtu1"}
+        )
+        == 3
+    )
+    assert [r.value for r in sink.data()] == [1.0]
+    trouble = [r.getMessage() for r in caplog.records if "interrogation" in r.getMessage()]
+    assert len(trouble) == 2  # the trouble once, however often it is asked again; its end
+    assert "did not end within 0.2 s" in trouble[0]
+    assert "ended again" in trouble[1]
+
+
+def test_a_periodic_gi_refreshes_the_image_on_the_same_link() -> None:
+    port = free_port()
+    station = ControlledStation(CA, port=port)
+    station.add(5, 13, 21.5)
+    c = collector(port, points_table([5]), gi_interval_s=0.1)
+    sink = Sink()
+
+    async def main() -> None:
+        await station.start()
+        async with running(c, sink):
+            await sink.until(lambda: len(sink.data()) >= 3)
+            # a refresh is no new link: gi_complete went 0 -> 1 once and stays 1 (reported
+            # again as each GI ends)
+            gi = sink.state("gi_complete")
+            assert (gi[0], set(gi[1:])) == (0.0, {1.0})
+        await station.stop()
+
+    asyncio.run(main())
+    assert station.interrogations >= 3
+    assert c.stations[0].resets == 0  # one link
+    assert c.stations[0].gi_count >= 3
+    assert {r.value for r in sink.data()} == {21.5}

@@ -79,6 +79,13 @@ def pt(**kw: Any) -> dict[str, Any]:
         ({"point_table": "/nonexistent/t.csv"}, "/nonexistent/t.csv", "cannot read"),
         ({**pt(), "t2": 20.0}, "stations[0].t2", "less than t1"),
         ({**pt(), "timezone": "Mars/Base"}, "stations[0].timezone", "not a time zone"),
+        ({**pt(), "k": 12, "w": 9}, "stations[0].w", "at most two thirds of k (12): 9"),
+        ({**pt(), "gi_timeout_s": 0}, "stations[0].gi_timeout_s", "greater than 0"),
+        (
+            {"points": [*pt()["points"], {"ioa": 2, "device_id": "D", "metric": "voltage_kv"}]},
+            "stations[0].points[1]",
+            "D voltage_kv (IOA 2) is already on line",
+        ),
     ],
 )
 def test_config_errors_name_the_key(station: dict[str, Any], key: str, problem: str) -> None:
