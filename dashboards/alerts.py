@@ -18,7 +18,8 @@ Rules:
 - ``qilu-wal-archive-stalled``: WAL segments wait to be archived and archiving has made no
   progress for 2 minutes (the query of ``qilu backup status``, storage/backup.py), so a stall
   fires within 5 minutes; ``qilu-backup-too-old``: the newest backup finished more than 26
-  hours ago (from ``qilu backup schedule``'s metrics). docs/operations.md.
+  hours ago (from ``qilu backup schedule``'s metrics), or no backup time is exported at all
+  (the scheduler stopped, no backup yet). docs/operations.md.
 """
 
 from __future__ import annotations
@@ -158,13 +159,20 @@ BACKUP_TOO_OLD = AlertSpec(
     "qilu-backup-too-old",
     "Last database backup too old",
     "pipeline",
-    PromSpec('time() - max(qilu_backup_last_success_timestamp_seconds{type="any"})'),
+    # no series (the scheduler stopped, so Prometheus has nothing to scrape, or no backup
+    # ever finished) counts as infinitely old: the alert fires then too
+    PromSpec(
+        'time() - (max(qilu_backup_last_success_timestamp_seconds{type="any"}) or vector(-Inf))'
+    ),
     "gt",
     26 * 3600.0,
     "10m",
-    "The newest database backup finished {{ humanizeDuration $values.B.Value }} ago",
-    "No backup finished in the last 26 hours (a daily differential is scheduled): "
+    "The newest database backup finished {{ humanizeDuration $values.B.Value }} ago "
+    "(+Inf: none known)",
+    "No backup finished in the last 26 hours (a daily differential is scheduled), or "
+    "`qilu backup schedule` exports no backup time (stopped, or no backup yet): "
     "`qilu backup status`; is `qilu backup schedule` running? (docs/operations.md)",
+    no_data="Alerting",
 )
 
 
