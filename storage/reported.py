@@ -233,6 +233,8 @@ def save_simulated(conn: psycopg.Connection[TupleRow], figures: Iterable[Figure]
     Returns how many were added."""
     rows = [(*_values(f), SIMULATION_ACTOR) for f in figures if f.simulated]
     with conn.transaction(), conn.cursor() as cur:
+        # as the import does: an import running meanwhile cannot end a simulation this adds to
+        cur.execute("LOCK TABLE reported_figures IN SHARE ROW EXCLUSIVE MODE")
         cur.execute(
             "CREATE TEMP TABLE _sim_figures (LIKE reported_figures INCLUDING DEFAULTS)"
             " ON COMMIT DROP"
@@ -248,16 +250,6 @@ def save_simulated(conn: psycopg.Connection[TupleRow], figures: Iterable[Figure]
         added = cur.rowcount
     logger.info("simulated reported figures: %d added", added)
     return added
-
-
-def latest(conn: psycopg.Connection[TupleRow]) -> list[Figure]:
-    """The newest figure of every target and area."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT DISTINCT ON (target_id, area) {_COLS} FROM reported_figures"  # noqa: S608
-            " ORDER BY target_id, area, day DESC"
-        )
-        return [_figure(r) for r in cur.fetchall()]
 
 
 def all_figures(conn: psycopg.Connection[TupleRow]) -> list[Figure]:
