@@ -1,8 +1,10 @@
 """The coverage snapshot: computed in the background, served from memory.
 
-At province scale the coverage computation takes seconds; no request may wait for it. A
+At province scale a full coverage computation takes seconds; no request may wait for it. A
 :class:`Refresher` thread recomputes a :class:`Snapshot` every ``api.coverage_cache_s`` seconds
-(coverage per target x city via ``storage.coverage.compute``, the trajectory baselines from
+(coverage per target x city, kept incrementally by ``storage.coverage_incremental``: only the
+devices whose liveness changed since the previous snapshot, in full after a registry change;
+docs/adr/0018-incremental-coverage.md), the trajectory baselines from
 ``coverage_daily``, a simulated registry's share of the province, pipeline health) and swaps
 it in atomically. Requests read the newest snapshot and never touch the database for it;
 before the first snapshot exists they answer 503 with ``Retry-After``. Server-sent-event
@@ -32,6 +34,7 @@ from qilu.catalog import Catalog
 from qilu.settings import KafkaSettings, Settings
 from storage import coverage, queries_api, trajectories
 from storage import operators as operator_store
+from storage.coverage_incremental import IncrementalCoverage
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class Refresher:
         self._lag_probe = lag_probe
         self._warm = warm
         self._snapshot: Snapshot | None = None
+        self._coverage = IncrementalCoverage(catalog)  # only the refresher thread uses it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lag_thread: threading.Thread | None = None
@@ -197,7 +201,7 @@ class Refresher:
         t0 = time.perf_counter()
         history_note = ""
         with self.pool.connection() as conn:
-            rows = coverage.compute(conn, self.catalog, now)
+            rows = self._coverage.compute(conn, now)
             try:
                 baselines = queries_api.first_observations(conn)
             except queries_api.RelationMissingError as exc:
