@@ -11,7 +11,10 @@
 // attributes of the cards, tiles and table: body[data-reported] (how many reported targets
 // were loaded), #reported tr[data-reported] with data-kind, data-status, data-fresh and
 // data-area, its cells [data-role=value|age|reporter], each card's .kind badge and its
-// [data-role=reported] line of reported counterparts, and chooseCity(code).
+// [data-role=reported] line of reported counterparts, and chooseCity(code). Operator links:
+// body[data-operators] (how many operators /v1/status listed), #operators tr[data-operator]
+// with data-health, data-token and data-push / data-pull (the API's times), its cells
+// [data-role=health|push|pull|failures|token|connectors].
 "use strict";
 
 const KEY_ITEM = "qilu.apiKey";
@@ -127,6 +130,25 @@ const I18N = {
     "rep.province_only": "reported for the province only",
     "rep.counterpart": "Province's reported figure ({id}): {value} as of {day}, {status}",
     "rep.failed": "Reported figures could not be loaded ({why}).",
+    "op.heading": "Operator links",
+    "op.intro": "Charging operators connected over T/CEC 102. An operator's piles count as connected while it pushed or was pulled within twice its pull interval. Ages are counted from the data's time.",
+    "op.operator": "operator",
+    "op.health": "link",
+    "op.push": "last push",
+    "op.pull": "last pull",
+    "op.failures": "failures",
+    "op.token": "token",
+    "op.connectors": "connectors",
+    "op.healthy": "linked",
+    "op.silent": "silent",
+    "op.never": "never connected",
+    "op.ago": "{age} ago",
+    "op.not_yet": "never",
+    "op.token_valid": "valid for {age}",
+    "op.token_expired": "expired {age} ago",
+    "op.token_none": "none issued",
+    "op.token_title": "expires {at}",
+    "op.last_failure": "last {at}: {reason}",
   },
   zh: {
     "skip": "跳到目标",
@@ -234,6 +256,25 @@ const I18N = {
     "rep.province_only": "仅报送全省数值",
     "rep.counterpart": "全省报告数（{id}）：{value}，统计日期 {day}，{status}",
     "rep.failed": "报告数据加载失败（{why}）。",
+    "op.heading": "运营商连接",
+    "op.intro": "通过 T/CEC 102 接入的充电运营商。运营商在两倍拉取周期内推送过或被成功拉取过，其充电桩才计为已接入。时长从数据时间起算。",
+    "op.operator": "运营商",
+    "op.health": "连接",
+    "op.push": "最近推送",
+    "op.pull": "最近拉取",
+    "op.failures": "失败次数",
+    "op.token": "令牌",
+    "op.connectors": "充电接口",
+    "op.healthy": "正常",
+    "op.silent": "中断",
+    "op.never": "从未连接",
+    "op.ago": "{age}前",
+    "op.not_yet": "从未",
+    "op.token_valid": "有效，剩余 {age}",
+    "op.token_expired": "已过期 {age}",
+    "op.token_none": "未签发",
+    "op.token_title": "到期时间 {at}",
+    "op.last_failure": "最近一次 {at}：{reason}",
   },
 };
 
@@ -937,6 +978,77 @@ async function loadTrajectories(force) {
   if (gen === state.trajGen) document.body.dataset.trajectories = area;
 }
 
+// --- operator links (T/CEC 102) -------------------------------------------------------------
+
+// Seconds from `iso` to the data's time (positive: before it).
+function secondsBefore(iso, asOf) {
+  return (Date.parse(asOf) - Date.parse(iso)) / 1000;
+}
+
+// A link's state as the page names it: linked (the API's `healthy`), silent (heard from once,
+// not within twice its pull interval) or never connected.
+function linkHealth(o) {
+  if (o.healthy) return "healthy";
+  return o.last_push || o.last_pull ? "silent" : "never";
+}
+
+function tokenState(o, asOf) {
+  if (!o.token_expires_at) return "none";
+  return secondsBefore(o.token_expires_at, asOf) < 0 ? "valid" : "expired";
+}
+
+function ageCell(role, label, iso, asOf) {
+  const td = el("td", { "data-role": role, "data-label": label });
+  if (!iso) {
+    td.textContent = t("op.not_yet");
+    return td;
+  }
+  td.textContent = t("op.ago", { age: duration(secondsBefore(iso, asOf)) });
+  td.append(el("span", { class: "at" }, cstTime(iso)));
+  return td;
+}
+
+function operatorRow(o, asOf) {
+  const health = linkHealth(o);
+  const token = tokenState(o, asOf);
+  const tr = el("tr", { "data-operator": o.operator_id, "data-health": health, "data-token": token,
+    "data-push": o.last_push || "", "data-pull": o.last_pull || "" });
+  const name = el("th", { scope: "row", class: "tname" }, o.name);
+  name.append(el("span", { class: "opid" }, o.operator_id));
+  const state = el("td", { "data-role": "health", "data-label": t("op.health") });
+  state.append(el("span", { class: `sw h-${health}`, "aria-hidden": "true" }), t("op." + health));
+  const failures = el("td", { "data-role": "failures", "data-label": t("op.failures"),
+    "data-failures": String(o.failures) }, o.failures.toLocaleString("en-US"));
+  if (o.last_failure) {
+    failures.append(el("span", { class: "why" }, t("op.last_failure", { at: cstTime(o.last_failure),
+      reason: o.last_failure_reason || "–" })));
+  }
+  const left = o.token_expires_at ? Math.abs(secondsBefore(o.token_expires_at, asOf)) : 0;
+  const tok = el("td", { "data-role": "token", "data-label": t("op.token") },
+    t("op.token_" + token, { age: duration(left) }));
+  if (o.token_expires_at) tok.append(el("span", { class: "at" }, t("op.token_title", { at: cstTime(o.token_expires_at) })));
+  tr.append(name, state, ageCell("push", t("op.push"), o.last_push, asOf),
+    ageCell("pull", t("op.pull"), o.last_pull, asOf), failures, tok,
+    el("td", { "data-role": "connectors", "data-label": t("op.connectors") }, o.connectors.toLocaleString("en-US")));
+  return tr;
+}
+
+// One row per operator the API lists (none: the section stays hidden). Operators carry no city
+// in /v1/status, so the list is the same whichever city is chosen.
+function renderOperators(data) {
+  const ops = data.operators || [];
+  const section = document.getElementById("operators-section");
+  section.hidden = ops.length === 0;
+  document.body.dataset.operators = String(ops.length);
+  const table = document.getElementById("operators");
+  const head = el("tr");
+  for (const key of ["op.operator", "op.health", "op.push", "op.pull", "op.failures", "op.token", "op.connectors"]) {
+    head.append(el("th", { scope: "col" }, t(key)));
+  }
+  table.tHead.replaceChildren(head);
+  table.tBodies[0].replaceChildren(...ops.map((o) => operatorRow(o, data.as_of)));
+}
+
 // --- the whole page ---------------------------------------------------------------------------
 
 function paint(data) {
@@ -950,6 +1062,7 @@ function paint(data) {
   renderTargets(data);
   renderReported();
   renderGrid(data);
+  renderOperators(data);
 }
 
 // A key limited to some cities sees no province-wide figures: the page opens on its first city.

@@ -42,6 +42,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
+from interconnect.tcec102 import operators as ops
 from qilu.catalog import TargetKind, load_catalog
 from qilu.contract import Envelope, Reading
 from qilu.devices import KINDS
@@ -49,6 +50,7 @@ from qilu.ports import free_port
 from qilu.services.tools import Apt
 from qilu.settings import ApiSettings, Settings
 from storage import coverage
+from storage import operators as store
 from storage.db import connect
 from storage.registry_store import load_registry
 from stream.topics import readings_topic
@@ -1006,6 +1008,226 @@ def test_reported_figures_imported_through_the_api_appear_on_the_page(
         browser.screenshot(shot)
         assert shot.stat().st_size > 20_000
         assert not [c for c in browser.console if "exceptionId" in c], browser.console
+    finally:
+        if browser is not None:
+            browser.close()
+        server.stop()
+
+
+# the rows and the data's time they were drawn at, read at once (a new snapshot redraws both)
+OPERATOR_ROWS = """
+JSON.stringify([document.getElementById('as-of').getAttribute('datetime'),
+  Object.fromEntries([...document.querySelectorAll('#operators tr[data-operator]')]
+  .map(tr => {
+    const cell = role => tr.querySelector(`[data-role=${role}]`);
+    const first = role => cell(role).childNodes[0].textContent;
+    const at = role => cell(role).querySelector('.at')?.textContent ?? null;
+    return [tr.dataset.operator, {health: tr.dataset.health, token: tr.dataset.token,
+      push: tr.dataset.push, pull: tr.dataset.pull, name: tr.querySelector('th').textContent,
+      healthText: cell('health').textContent, pushAge: first('push'), pushAt: at('push'),
+      pullAge: first('pull'), pullAt: at('pull'), failures: first('failures'),
+      why: cell('failures').querySelector('.why')?.textContent ?? null,
+      tokenText: first('token'), tokenAt: at('token'), connectors: cell('connectors').textContent}];
+  }))])
+"""
+CST = ZoneInfo("Asia/Shanghai")
+
+
+def _ms(iso: str) -> int:
+    """Milliseconds since the epoch, as JavaScript's Date.parse reads the API's time."""
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def js_duration(seconds: float, lang: str) -> str:
+    """status.js's duration(): seconds, minutes or hours with one decimal."""
+    n, unit = (
+        (seconds, "s")
+        if seconds < 120
+        else (seconds / 60, "min")
+        if seconds < 7200
+        else (seconds / 3600, "h")
+    )
+    if lang == "zh":
+        unit = {"s": "秒", "min": "分钟", "h": "小时"}[unit]
+    return f"{n:.1f} {unit}"
+
+
+def _cst(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(CST).strftime("%Y-%m-%d %H:%M:%S CST")
+
+
+def test_operator_links_show_the_api_health_in_both_languages(
+    chromium: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Issue 16, item 5: the status page lists every T/CEC 102 operator with the API's link
+    health - linked / silent / never connected, the last push's and pull's age from the data's
+    time (and their CST times), failures with the last one's reason, the token's state - in
+    English and in Chinese, whatever city is chosen, one block per operator on a phone."""
+    now = datetime.now(UTC)
+    with connect(settings.db) as conn:
+        load_registry(conn, registry())
+    for op, name, city in (
+        ("MA0000001", "国网山东", "370200"),
+        ("MB0000002", "特来电", "370100"),
+        ("MC0000003", "星星充电", "370200"),
+    ):
+        ops.add(
+            settings,
+            op,
+            name=name,
+            endpoint_url="",
+            site_ids=[],
+            cities=[city],
+            outbound=None,
+            actor="test",
+        )
+    with connect(settings.db) as conn, conn.transaction():
+        store.link_connectors(
+            conn,
+            "MA0000001",
+            [
+                store.ConnectorLink("C1", "E1", "S1", "CHG-Q-1-01"),
+                store.ConnectorLink("C2", "E2", "S1", "CHG-Q-1-02"),
+            ],
+        )
+        store.record_links(
+            conn,
+            {
+                "MA0000001": store.LinkDelta(
+                    last_push=now - timedelta(minutes=2),
+                    last_token=now - timedelta(minutes=2),
+                    token_expires_at=now + timedelta(hours=3),
+                ),
+                "MB0000002": store.LinkDelta(
+                    last_pull=now - timedelta(hours=3),
+                    token_expires_at=now - timedelta(hours=1),
+                    failures=3,
+                    last_failure=now - timedelta(minutes=30),
+                    last_failure_reason="pull: HTTP 503 from the operator",
+                ),
+            },
+        )
+    server = ApiServer(
+        settings.model_copy(
+            update={"api": ApiSettings(coverage_cache_s=1.0, anonymous_scopes=["coverage:read"])}
+        )
+    )
+    browser = None
+    try:
+        wait_for(lambda: _ready(server), 30, what="the API")
+        profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+        browser = Browser(chromium, profile)
+        browser.send("Page.navigate", url=server.url + "/")
+        wait_for(
+            lambda: (
+                browser is not None
+                and browser.eval("document.body && document.body.dataset.operators") == "3"
+            ),
+            30,
+            what="the page to list the operators",
+        )
+        api = {o["operator_id"]: o for o in server.get("/v1/status")["operators"]}
+        assert [api[k]["healthy"] for k in sorted(api)] == [True, False, False]
+
+        def check(lang: str) -> dict[str, Any]:
+            as_of, rows = json.loads(browser.eval(OPERATOR_ROWS))
+            assert isinstance(rows, dict)
+            assert set(rows) == set(api)
+            for op, o in api.items():
+                row = rows[op]
+                assert row["name"] == o["name"] + op
+                assert row["failures"] == str(o["failures"])
+                assert row["connectors"] == str(o["connectors"])
+                for key in ("push", "pull"):
+                    iso = o[f"last_{key}"]
+                    assert row[key] == (iso or "")
+                    if iso is None:
+                        assert row[f"{key}Age"] == ("从未" if lang == "zh" else "never")
+                        continue
+                    age = js_duration((_ms(as_of) - _ms(iso)) / 1000, lang)
+                    assert row[f"{key}Age"] == (f"{age}前" if lang == "zh" else f"{age} ago")
+                    assert row[f"{key}At"] == _cst(iso)
+                expires = o["token_expires_at"]
+                if expires is None:
+                    assert row["tokenText"] == ("未签发" if lang == "zh" else "none issued")
+                    continue
+                left = (_ms(expires) - _ms(as_of)) / 1000
+                age = js_duration(abs(left), lang)
+                words = {
+                    ("en", True): f"valid for {age}",
+                    ("en", False): f"expired {age} ago",
+                    ("zh", True): f"有效，剩余 {age}",
+                    ("zh", False): f"已过期 {age}",
+                }
+                assert row["tokenText"] == words[(lang, left > 0)]
+                assert row["tokenAt"] == ("到期时间 " if lang == "zh" else "expires ") + _cst(
+                    expires
+                )
+            return rows
+
+        rows = check("en")
+        a, b, c = rows["MA0000001"], rows["MB0000002"], rows["MC0000003"]
+        assert (a["health"], a["healthText"], a["token"]) == ("healthy", "linked", "valid")
+        assert a["tokenText"].endswith(" h")  # about three hours
+        assert (a["connectors"], a["why"]) == ("2", None)
+        assert (b["health"], b["healthText"], b["token"]) == ("silent", "silent", "expired")
+        assert b["tokenText"].endswith(" min ago")  # an hour ago (60.x min)
+        assert b["failures"] == "3"
+        assert b["why"] == (
+            f"last {_cst(api['MB0000002']['last_failure'])}: pull: HTTP 503 from the operator"
+        )
+        assert b["pushAge"] == "never"
+        assert b["pullAge"].endswith(" h ago")  # three hours ago
+        assert (c["health"], c["healthText"], c["token"], c["tokenText"]) == (
+            "never",
+            "never connected",
+            "none",
+            "none issued",
+        )
+        # operators carry no city: the same list whichever city is chosen
+        browser.eval("chooseCity('370200')")
+        assert browser.eval("document.body.dataset.city") == "370200"
+        assert set(json.loads(browser.eval(OPERATOR_ROWS))[1]) == set(api)
+        assert (
+            browser.eval("document.querySelector('#operators-section .table-wrap').tabIndex") == 0
+        )
+
+        browser.eval("document.getElementById('lang').click()")
+        assert browser.eval("document.getElementById('operators-h').textContent") == "运营商连接"
+        rows = check("zh")
+        a, b, c = rows["MA0000001"], rows["MB0000002"], rows["MC0000003"]
+        assert (a["healthText"], b["healthText"], c["healthText"]) == ("正常", "中断", "从未连接")
+        assert (a["token"], b["token"], c["token"]) == ("valid", "expired", "none")
+        assert b["why"] == (
+            f"最近一次 {_cst(api['MB0000002']['last_failure'])}：pull: HTTP 503 from the operator"
+        )
+        heads = json.loads(
+            browser.eval(
+                "JSON.stringify([...document.querySelectorAll('#operators thead th')]"
+                ".map(th => th.textContent))"
+            )
+        )
+        assert heads == ["运营商", "连接", "最近推送", "最近拉取", "失败次数", "令牌", "充电接口"]
+
+        # a phone: one block per operator, each figure under its label
+        browser.viewport(390, 844, mobile=True)
+        shape = json.loads(
+            browser.eval(
+                "JSON.stringify((() => { const tr = document.querySelector("
+                "'#operators tr[data-operator=MB0000002]');"
+                " const td = tr.querySelector('[data-role=failures]');"
+                " return [getComputedStyle(tr).display, getComputedStyle(td).display,"
+                " getComputedStyle(td, '::before').content,"
+                " tr.getBoundingClientRect().width <= window.innerWidth]; })())"
+            )
+        )
+        assert shape == ["block", "block", '"失败次数"', True]
+        RESULTS.mkdir(exist_ok=True)
+        browser.eval("document.getElementById('operators-section').scrollIntoView()")
+        shot = RESULTS / "status_page_operators_phone.png"
+        browser.shot(shot)
+        assert shot.stat().st_size > 20_000
+        assert not [m for m in browser.console if "exceptionId" in m], browser.console
     finally:
         if browser is not None:
             browser.close()
