@@ -4,7 +4,8 @@ An asset counts when it matches the target's measure (qilu/data/targets.toml); i
 when its latest valid reading is younger than its device kind's expected interval (for a
 substation's telecontrol gateway: and that latest report says link up and general interrogation
 complete, :data:`GATEWAYS_INTERROGATED`), or, for a pile of a T/CEC 102 operator, while its
-operator's link is healthy and its last status is not offline (:data:`_OPERATOR_LIVE`). The
+operator's link is healthy and its last status is not offline, and for a pulled operator its
+last reading is within twice the pull interval (:data:`_OPERATOR_LIVE`). The
 registry counted is the registry as it was on the province day of ``now`` (the versions of migration
 041 valid that day, in service: not in maintenance, not decommissioned), so a later change
 never alters an earlier day's figure (docs/adr/0009-temporal-registry.md). SQL is built
@@ -93,23 +94,32 @@ _SITES_ON = sql.SQL(
 # while its operator's link is healthy (an accepted push or a successful pull within twice
 # the link's pull interval: one late pull is not an outage) and its last known status is not
 # offline (connector_status 7, Unavailable, is what T/CEC 102's status 0 becomes): the status
-# stored with its latest reading (device_liveness.last_seen), read by time. One
-# uncorrelated subquery: PostgreSQL computes it once per query and probes it as a hash.
+# stored with its latest reading (device_liveness.last_seen), read by time. A pulled operator
+# (one with an endpoint_url) refreshes every pile it still reports on each pull, so its pile
+# also needs a reading within twice the pull interval: a station the operator dropped gets
+# no answer and stops counting. A push-only operator sends a quiet pile's status only on
+# change, so its piles have no such age limit (ADR 0015, "Liveness"). One uncorrelated
+# subquery: PostgreSQL computes it once per query and probes it as a hash.
+# OPERATOR_LINK_HEALTHY is the link rule's text for other readers (storage/operators.py,
+# dashboards/pipeline.py): {now} the instant, o operators, l operator_links.
+OPERATOR_LINK_HEALTHY = (
+    "greatest({l}.last_push, {l}.last_pull) > {now} - 2 * {o}.pull_interval_s * interval '1 second'"
+)
 OPERATOR_LIVE_PILES = sql.SQL(
     "SELECT dv.device_pk FROM operator_connectors oc"
     " JOIN operators o ON o.operator_id = oc.operator_id AND o.revoked_at IS NULL"
     " JOIN operator_links ol ON ol.operator_id = o.operator_id"
     " JOIN devices dv ON dv.device_id = oc.device_id"
     " JOIN device_liveness lv ON lv.device_pk = dv.device_pk"
-    " WHERE greatest(ol.last_push, ol.last_pull)"
-    "  > %(now)s - 2 * o.pull_interval_s * interval '1 second'"
+    " WHERE {} AND (o.endpoint_url = ''"
+    "  OR lv.last_seen > %(now)s - 2 * o.pull_interval_s * interval '1 second')"
     # the status stored with the pile's latest reading: one probe of one partition (the
     # time is known), not a search through every partition for the latest status
     " AND (SELECT r.value FROM readings r WHERE r.device_pk = lv.device_pk"
     "  AND r.ts = lv.last_seen"
     "  AND r.metric_id = (SELECT metric_id FROM metrics WHERE key = 'connector_status')"
     "  LIMIT 1) <> 7"
-)
+).format(sql.SQL(OPERATOR_LINK_HEALTHY.format(l="ol", o="o", now="%(now)s")))
 _OPERATOR_LIVE = sql.SQL("d.device_pk IN ({})").format(OPERATOR_LIVE_PILES)
 # A substation's telecontrol gateway (its IEC 104 link, collectors/iec104) reports link_up and
 # gi_complete together, on every change and every 60 s while healthy; a link that connects

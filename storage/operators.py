@@ -11,7 +11,7 @@ identity (``tcec102-<OperatorID>``), provisioned and revoked with it through
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from psycopg.rows import TupleRow
 
 from qilu.errors import QiluError
 from storage import agents, audit
+from storage.coverage import OPERATOR_LINK_HEALTHY
 
 Conn = psycopg.Connection[TupleRow]
 AGENT_PREFIX = "tcec102-"
@@ -240,6 +241,62 @@ def link_connectors(conn: Conn, operator_id: str, links: Iterable[ConnectorLink]
         return cur.rowcount
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectorState:
+    """One connector as the endpoint needs it: its pile and its last known status."""
+
+    device_id: str
+    status: int | None  # None: no status known yet
+    status_at: datetime | None
+
+
+def connector_states(conn: Conn) -> dict[str, dict[str, ConnectorState]]:
+    """operator id -> connector id -> its pile and last known status, of active operators."""
+    out: dict[str, dict[str, ConnectorState]] = {}
+    for op, cid, dev, status, at in conn.execute(
+        "SELECT c.operator_id, c.connector_id, c.device_id, c.status, c.status_at"
+        " FROM operator_connectors c JOIN operators o USING (operator_id)"
+        " WHERE o.revoked_at IS NULL"
+    ):
+        out.setdefault(op, {})[cid] = ConnectorState(dev, status, at)
+    return out
+
+
+def record_statuses(
+    conn: Conn, operator_id: str, statuses: Mapping[str, tuple[int, datetime]]
+) -> None:
+    """Keep each connector's status (connector id -> (status, when reported)), replacing
+    only an older one: a push and a pull arriving out of order keep the newer."""
+    if not statuses:
+        return
+    cids = sorted(statuses)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE operator_connectors c SET status = n.status, status_at = n.at"
+            " FROM unnest(%s::text[], %s::smallint[], %s::timestamptz[]) AS n(cid, status, at)"
+            " WHERE c.operator_id = %s AND c.connector_id = n.cid"
+            " AND (c.status_at IS NULL OR c.status_at <= n.at)",
+            (
+                cids,
+                [statuses[c][0] for c in cids],
+                [statuses[c][1] for c in cids],
+                operator_id,
+            ),
+        )
+
+
+def pile_statuses(conn: Conn, operator_id: str, devices: Iterable[str]) -> dict[str, list[int]]:
+    """device id -> the last known status of each of its connectors (unknown ones left out)."""
+    out: dict[str, list[int]] = {}
+    for dev, status in conn.execute(
+        "SELECT device_id, status FROM operator_connectors WHERE operator_id = %s"
+        " AND device_id = ANY(%s) AND status IS NOT NULL ORDER BY device_id, connector_id",
+        (operator_id, sorted(set(devices))),
+    ):
+        out.setdefault(dev, []).append(int(status))
+    return out
+
+
 def connectors(conn: Conn) -> dict[str, dict[str, str]]:
     """operator id -> connector id -> device id, of active operators."""
     out: dict[str, dict[str, str]] = {}
@@ -265,12 +322,16 @@ class LinkDelta:
     failures: int = 0
     last_failure: datetime | None = None
     last_failure_reason: str = ""
+    # connector id -> (status, when) of accepted pushes (kept by :func:`record_statuses`)
+    statuses: dict[str, tuple[int, datetime]] = field(default_factory=dict)
 
 
 def record_links(conn: Conn, deltas: Mapping[str, LinkDelta]) -> None:
-    """Fold the endpoint's in-memory link events into operator_links (one statement each)."""
+    """Fold the endpoint's in-memory link events into operator_links (one statement each)
+    and the connectors' statuses into operator_connectors."""
     with conn.cursor() as cur:
         for op, d in deltas.items():
+            record_statuses(conn, op, d.statuses)
             cur.execute(
                 "UPDATE operator_links SET"
                 " last_push = greatest(last_push, %(push)s),"
@@ -349,14 +410,15 @@ class OperatorHealth:
 def health(conn: Conn, now: datetime) -> list[OperatorHealth]:
     """Every active operator's link health as of ``now`` (storage/coverage.py's rule)."""
     rows = conn.execute(
-        "SELECT o.operator_id, o.name,"
+        "SELECT o.operator_id, o.name,"  # noqa: S608 - constant text (the coverage rule)
         " (SELECT count(*) FROM operator_connectors c WHERE c.operator_id = o.operator_id),"
         " l.last_push, l.last_pull, l.token_expires_at, coalesce(l.failures, 0),"
         " l.last_failure, coalesce(l.last_failure_reason, ''),"
-        " coalesce(greatest(l.last_push, l.last_pull)"
-        "  > %s - 2 * o.pull_interval_s * interval '1 second', false)"
+        " coalesce({}, false)"
         " FROM operators o LEFT JOIN operator_links l USING (operator_id)"
-        " WHERE o.revoked_at IS NULL ORDER BY o.operator_id",
+        " WHERE o.revoked_at IS NULL ORDER BY o.operator_id".format(
+            OPERATOR_LINK_HEALTHY.format(l="l", o="o", now="%s")
+        ),
         (now,),
     ).fetchall()
     return [

@@ -1,16 +1,16 @@
 """T/CEC 102 business payloads -> the platform's readings. Pure, no I/O.
 
 A pile is one device of kind ``charging_pile``: the operator's EquipmentID namespaced by the
-operator (:func:`device_id`). A connector's status becomes the pile's ``connector_status``
-(the OCPP code the registry already knows, :data:`qilu.devices.CONNECTOR_STATES`) and its
-``fault`` alarm. The platform's device kinds carry one ``connector_status`` per pile, so a
-pile with several connectors reports the status of the connector that changed last
-(docs/adr/0015-tcec102.md, "Connectors").
+operator (:func:`device_id`). The platform's device kinds carry one ``connector_status`` (the
+OCPP code the registry already knows, :data:`qilu.devices.CONNECTOR_STATES`) and one ``fault``
+per pile, so a pile's state is computed from every one of its connectors' last known statuses
+by one rule, :func:`pile_readings`, for pushes and pulls alike (docs/adr/0015-tcec102.md,
+"Connectors").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +74,8 @@ def status_notification(payload: Mapping[str, Any]) -> ConnectorStatus:
 
 
 def status_readings(device: str, status: int, ts_us: int) -> list[Reading]:
-    """The readings one connector status makes: connector_status and fault."""
-    name, fault = STATUS[status]
-    return [
-        Reading(device, "connector_status", ts_us, float(_CODE[name]), Quality.GOOD),
-        Reading(device, "fault", ts_us, float(fault), Quality.GOOD),
-    ]
+    """The readings of a pile with one connector: :func:`pile_readings` of one status."""
+    return pile_readings(device, [status], ts_us)
 
 
 # ------------------------------------------------------------------------------ pulled stations
@@ -226,8 +222,12 @@ def station_statuses(
 _PILE_ORDER = (3, 2, 4, 1, 255, 0)
 
 
-def pile_readings(device: str, statuses: list[int], ts_us: int) -> list[Reading]:
-    """One pile's readings from all its connectors' statuses at one instant (a pull)."""
+def pile_readings(device: str, statuses: Iterable[int], ts_us: int) -> list[Reading]:
+    """One pile's readings (connector_status, fault) from the last known status of every one
+    of its connectors: the rule for pushes and pulls alike. ``statuses`` must not be empty."""
+    statuses = list(statuses)
+    if not statuses:
+        raise ValueError(f"pile {device}: no connector status known")
     best = min(statuses, key=_PILE_ORDER.index)
     name, _ = STATUS[best]
     fault = 1 if 255 in statuses else 0

@@ -14,9 +14,12 @@ Per operator with an ``endpoint_url`` and outbound keys, every ``pull_interval_s
    operators link`` with a ``device_id``) gets no second device: the link stays, so the
    pile is counted once. A station refused (an AreaCode
    outside the province, a field missing) is dead-lettered; the others are kept.
-2. ``query_station_status`` for every station of the operator: each connector's status
-   becomes readings (an envelope per answer, signed by the operator's agent), which refreshes
-   every pile's state whether or not it changed. Unknown connectors are dead-lettered.
+2. ``query_station_status`` for every station of the operator: each connector's status is
+   kept (operator_connectors.status, stamped with the answer's arrival, replacing only an
+   older one) and every pile of the answer gets its readings from all its connectors' last
+   known statuses, the rule pushes follow (:func:`mapping.pile_readings`; an envelope per
+   answer, signed by the operator's agent), which refreshes every pile's state whether or not
+   it changed. Unknown connectors and stations are dead-lettered.
 
 A failed pull (timeout, garbage, a refused token...) counts on the operator's
 :class:`~interconnect.tcec102.client.Breaker` and on its link (``operator_links``); other
@@ -249,33 +252,45 @@ class Puller:
                 )
             ]
             known = store.connectors(conn).get(op, {})
+        stations_known = set(station_ids)
         signer = signing.Signer(1, secrets.signing_key)
         for good, bad in client.statuses(station_ids):
             for exc in bad:
                 self._refuse(op, "query_station_status", exc, report)
-            ts = to_us(self._clock())
-            self._seq += 1
-            env = Envelope(row.agent_id, self._boot, self._seq, ts)
-            piles: dict[str, list[int]] = {}
-            for _sid, cs in good:
+            at = self._clock()  # the answer's arrival
+            pulled: dict[str, tuple[int, datetime]] = {}
+            piles: set[str] = set()
+            for sid, cs in good:
                 dev = known.get(cs.connector_id)
-                if dev is None:
+                if dev is None or sid not in stations_known:
+                    what = "connector" if dev is None else "station"
+                    which = cs.connector_id if dev is None else sid
                     unknown = ExchangeError(
                         Ret.BUSINESS_PARAMETERS,
-                        "unknown_connector",
-                        f"ConnectorID {cs.connector_id} is not a connector of {op}",
+                        f"unknown_{what}",
+                        f"{what.capitalize()}ID {which} is not a {what} of {op}",
                     )
                     self._refuse(op, "query_station_status", unknown, report)
                     continue
-                piles.setdefault(dev, []).append(cs.status)
+                pulled[cs.connector_id] = (cs.status, at)
+                piles.add(dev)
                 report.statuses += 1
-            for dev, statuses in piles.items():
-                env.extend(mapping.pile_readings(dev, statuses, ts))
-            if len(env):
-                try:
-                    self._produce(env, signer)
-                except Exception as exc:  # kafka-python raises assorted types
-                    raise PullError("kafka", str(exc)[:200]) from exc
+            if not piles:
+                continue
+            # the pile's state by the pushes' rule: every connector's last known status
+            # (the ones just pulled, and a newer push's where the endpoint kept one)
+            with connect(self._settings.db) as conn, conn.transaction():
+                store.record_statuses(conn, op, pulled)
+                per_pile = store.pile_statuses(conn, op, piles)
+            ts = to_us(at)
+            self._seq += 1
+            env = Envelope(row.agent_id, self._boot, self._seq, ts)
+            for dev in sorted(per_pile):
+                env.extend(mapping.pile_readings(dev, per_pile[dev], ts))
+            try:
+                self._produce(env, signer)
+            except Exception as exc:  # kafka-python raises assorted types
+                raise PullError("kafka", str(exc)[:200]) from exc
 
     def _refuse(self, op: str, interface: str, exc: ExchangeError, report: PullReport) -> None:
         report.refused.append(exc.reason)

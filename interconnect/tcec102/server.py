@@ -8,9 +8,11 @@ with the standard's ``Ret`` except a body over ``tcec102.max_request_bytes`` (HT
 operator over its rate (HTTP 429 with Retry-After): the standard has no code for either.
 
 An accepted status push becomes one envelope of readings (the pile's connector_status and
-fault) produced to the charging readings topic under the operator's platform-side agent
-identity and signed with its key, so the ingest checks, stores, rolls up and counts it like
-any edge agent's. The answer waits for Kafka's acknowledgement: ``Ret 0`` means the readings
+fault, computed from the last known status of every connector of the pile,
+:func:`mapping.pile_readings`; the connectors' statuses are kept in operator_connectors)
+produced to the charging readings topic under the operator's platform-side agent identity
+and signed with its key, so the ingest checks, stores, rolls up and counts it like any edge
+agent's. The answer waits for Kafka's acknowledgement: ``Ret 0`` means the readings
 are durable; a push Kafka did not take in time, or one that arrives while more than
 ``tcec102.max_in_flight`` wait for Kafka, is answered ``-1`` (busy, retry later) and the
 operator sends it again (nothing lost; a retried push repeats identical readings, which the
@@ -91,6 +93,17 @@ class Link:
     inbound: KeySet
     signer: signing.Signer
     connectors: Mapping[str, str]  # ConnectorID -> registry device id
+    # the connectors' last known statuses as the database had them: ConnectorID -> (status,
+    # when); the gate keeps newer ones of accepted pushes in memory
+    statuses: Mapping[str, tuple[int, datetime]] = field(default_factory=dict)
+    piles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # device -> connectors
+
+    def pile_connectors(self, device: str) -> tuple[str, ...]:
+        """The connectors of one pile (``piles``, or found in ``connectors``)."""
+        found = self.piles.get(device)
+        if found is None:
+            found = tuple(c for c, d in self.connectors.items() if d == device)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,7 @@ class Outcome:
     link: Link | None = None
     refused: ExchangeError | None = None  # dead-letter it
     token_expires: datetime | None = None
+    status: tuple[str, int] | None = None  # (ConnectorID, status) of an accepted push
 
     @property
     def result(self) -> str:
@@ -135,6 +149,8 @@ class Gate:
         self._seq: dict[str, int] = {}
         self._seq_lock = threading.Lock()
         self._tokens: dict[str, Token] = {}
+        # (OperatorID, ConnectorID) -> (status, when) of pushes decided by this process
+        self._statuses: dict[tuple[str, str], tuple[int, datetime]] = {}
 
     def _refuse(self, interface: str, op: str, exc: ExchangeError, link: Link | None) -> Outcome:
         # an answer we cannot sign for a caller we cannot identify carries no Data
@@ -253,14 +269,38 @@ class Gate:
             )
             return self._refuse(name, link.operator_id, unknown, link)
         batch = Batch(link.agent_id, self._boot_id, self._next_seq(link.agent_id), to_us(now))
-        batch.extend(mapping.status_readings(device, status.status, to_us(now)))
+        batch.extend(
+            mapping.pile_readings(device, self._pile(link, device, status, now), to_us(now))
+        )
         return Outcome(
             name,
             link.operator_id,
             _accepted(link.inbound),
             batch=batch,
             link=link,
+            status=(status.connector_id, status.status),
         )
+
+    def _pile(
+        self, link: Link, device: str, pushed: mapping.ConnectorStatus, now: datetime
+    ) -> list[int]:
+        """The last known status of every connector of the pile, the pushed one included
+        (remembered at once, so that pushes of its other connectors decided after it see
+        it): the newer of this process's memory and the database's (which pulls update)."""
+        key = (link.operator_id, pushed.connector_id)
+        mine = self._statuses.get(key)
+        if mine is None or mine[1] <= now:
+            self._statuses[key] = (pushed.status, now)
+        out = []
+        for cid in link.pile_connectors(device):
+            mine = self._statuses.get((link.operator_id, cid))
+            stored = link.statuses.get(cid)
+            known = max(
+                (k for k in (mine, stored) if k is not None), key=lambda k: k[1], default=None
+            )
+            if known is not None:
+                out.append(known[0])
+        return out or [pushed.status]
 
     def _check_token(self, authorization: str | None, link: Link, now: datetime) -> None:
         """:func:`check_token`, remembering tokens that passed (until they expire): an
@@ -434,6 +474,10 @@ class LinkLedger:
                 d.token_expires_at = outcome.token_expires
             else:
                 d.last_push = at
+                if outcome.status is not None:
+                    cid, status = outcome.status
+                    if cid not in d.statuses or d.statuses[cid][1] <= at:
+                        d.statuses[cid] = (status, at)
 
     def take(self) -> dict[str, Any]:
         with self._lock:
@@ -683,7 +727,7 @@ def database_loader(settings: Settings, pool: Any) -> Callable[[], Directory]:
     def load() -> Directory:
         with pool.connection(timeout=5) as conn:
             rows = operators.list_operators(conn)
-            conns = operators.connectors(conn)
+            conns = operators.connector_states(conn)
         links: dict[str, Link] = {}
         for r in rows:
             try:
@@ -693,13 +737,23 @@ def database_loader(settings: Settings, pool: Any) -> Callable[[], Directory]:
                     logger.error("%s", exc)  # noqa: TRY400 - the message says it all
                     broken.add(r.operator_id)
                 continue
+            mine = conns.get(r.operator_id, {})
+            piles: dict[str, list[str]] = {}
+            for cid, c in mine.items():
+                piles.setdefault(c.device_id, []).append(cid)
             links[r.operator_id] = Link(
                 r.operator_id,
                 r.agent_id,
                 r.key_no,
                 s.inbound,
                 signing.Signer(1, s.signing_key),
-                conns.get(r.operator_id, {}),
+                {cid: c.device_id for cid, c in mine.items()},
+                {
+                    cid: (c.status, c.status_at)
+                    for cid, c in mine.items()
+                    if c.status is not None and c.status_at is not None
+                },
+                {dev: tuple(cids) for dev, cids in piles.items()},
             )
         return Directory(links)
 

@@ -130,3 +130,61 @@ def test_status_answer_shows_each_operators_link(settings: Settings) -> None:
         2,
         "pull: timeout",
     )
+
+
+def test_a_pile_a_pulled_operator_stops_reporting_stops_counting(settings: Settings) -> None:
+    """A pulled operator refreshes every pile it reports on each pull: a station it dropped
+    gets no answer, so its pile's last reading ages and it stops counting after twice the
+    pull interval, however healthy the link and whatever its last status said."""
+    from interconnect.tcec102.secrets import random_keyset
+
+    reg = Registry()
+    reg.sites.append(Site("CHG-T", Sector.CHARGING, "370100", "T", public=True, networked=True))
+    kept, dropped = f"tcec102.{OP}.E1", f"tcec102.{OP}.E2"
+    reg.devices.extend(Device(d, "CHG-T", "charging_pile") for d in (kept, dropped))
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+    ops.add(
+        settings, OP, name="", endpoint_url="http://127.0.0.1:9/evcs", site_ids=["CHG-T"],
+        cities=[], outbound=random_keyset(), actor="test",
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    with connect(settings.db) as conn:
+        if mode.current(conn) is StorageMode.POSTGRES:
+            ensure_partitions(conn, settings.storage, now)
+    with connect(settings.db) as conn, conn.transaction():
+        store.link_connectors(
+            conn,
+            OP,
+            [
+                store.ConnectorLink(f"C{i}", f"E{i}", f"S{i}", d)
+                for i, d in ((1, kept), (2, dropped))
+            ],
+        )
+        pk: dict[str, int] = dict(
+            conn.execute("SELECT device_id, device_pk FROM devices").fetchall()
+        )
+        metric = conn.execute(
+            "SELECT metric_id FROM metrics WHERE key = 'connector_status'"
+        ).fetchone()
+        assert metric is not None
+        # both Available (0); E1 refreshed by the last pull a minute ago, E2's station dropped
+        # by the operator: its last reading is from 11 minutes ago (over 2 x 300 s)
+        for dev, at in ((kept, now - timedelta(minutes=1)), (dropped, now - timedelta(minutes=11))):
+            conn.execute(
+                "INSERT INTO readings (device_pk, metric_id, ts, value) VALUES (%s, %s, %s, 0)",
+                (pk[dev], metric[0], at),
+            )
+            conn.execute(
+                "INSERT INTO device_liveness (device_pk, last_seen) VALUES (%s, %s)",
+                (pk[dev], at),
+            )
+        store.record_links(conn, {OP: store.LinkDelta(last_pull=now - timedelta(minutes=1))})
+    assert _count(settings, now) == 1  # E1 only
+    with connect(settings.db) as conn:
+        (healthy,) = store.health(conn, now)
+    assert healthy.healthy
+    # the same piles of a push-only operator: statuses come only on change, no age limit
+    with connect(settings.db) as conn, conn.transaction():
+        conn.execute("UPDATE operators SET endpoint_url = '' WHERE operator_id = %s", (OP,))
+    assert _count(settings, now) == 2
