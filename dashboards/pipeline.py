@@ -17,6 +17,7 @@ from grafana_foundation_sdk.models import dashboard as gdash
 from dashboards.board import Board, BuiltDashboard, PromSpec, thresholds
 from dashboards.common import sector_variable, table_panel, ts_panel
 from dashboards.model import PROM, ColType, SqlSpec
+from storage.coverage import OPERATOR_LINK_HEALTHY
 
 UID = "qilu-pipeline"
 
@@ -88,14 +89,14 @@ TOPIC = 'topic=~".*[.]readings[.]${sector:regex}"'
 OPERATOR_LINKS = SqlSpec(
     """SELECT o.operator_id AS "operator", o.name AS "name",
   (SELECT count(*) FROM operator_connectors c WHERE c.operator_id = o.operator_id) AS "connectors",
-  CASE WHEN greatest(l.last_push, l.last_pull) > now() - 2 * o.pull_interval_s * interval '1 second'
+  CASE WHEN {healthy}
     THEN 1 ELSE 0 END AS "healthy",
   l.last_push AS "last push", l.last_pull AS "last pull", l.token_expires_at AS "token expires",
   l.failures AS "failures", l.last_failure_reason AS "last failure"
 FROM operators o LEFT JOIN operator_links l USING (operator_id)
 WHERE o.revoked_at IS NULL
 ORDER BY 4, 1
-LIMIT 500""",
+LIMIT 500""".replace("{healthy}", OPERATOR_LINK_HEALTHY.format(l="l", o="o", now="now()")),
     (
         ("operator", ColType.TEXT),
         ("name", ColType.TEXT),
