@@ -1209,7 +1209,11 @@ def test_operator_links_show_the_api_health_in_both_languages(
         )
         assert heads == ["运营商", "连接", "最近推送", "最近拉取", "失败次数", "令牌", "充电接口"]
 
-        # a phone: one block per operator, each figure under its label
+        RESULTS.mkdir(exist_ok=True)
+        browser.viewport(1440, 900)
+        browser.eval("document.getElementById('operators-section').scrollIntoView()")
+        browser.shot(RESULTS / "status_page_operators.png")
+        # a phone: one block per operator, each figure beside its label
         browser.viewport(390, 844, mobile=True)
         shape = json.loads(
             browser.eval(
@@ -1222,7 +1226,6 @@ def test_operator_links_show_the_api_health_in_both_languages(
             )
         )
         assert shape == ["block", "block", '"失败次数"', True]
-        RESULTS.mkdir(exist_ok=True)
         browser.eval("document.getElementById('operators-section').scrollIntoView()")
         shot = RESULTS / "status_page_operators_phone.png"
         browser.shot(shot)
