@@ -24,7 +24,9 @@ One command, everything on 127.0.0.1, in databases and on topics of its own:
      device), the fair ceiling; both ratios ingest / COPY are printed, and the CPU per
      reading of each side: the pipeline's consumers, their database processes and the
      broker's process (from /proc; the shared local broker, so an upper bound) against each
-     COPY's database processes, with the cost ratio (target <= 1.5);
+     COPY's database processes, with the cost ratio (target <= 1.5); before them, the
+     incremental coverage on the bench database's registry (bench/coverage_incremental.py:
+     liveness moving every second, p50/p99 of the API's background computation);
   5. queries with 100 million readings (--big-rows) stored, in the database qilu_bench_big,
      kept between runs and reused when complete (else built: 24 hours of a subset of the
      charging piles written server-side with generate_series, partition by partition, every
@@ -82,6 +84,7 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import sql  # noqa: E402
 
+from bench import coverage_incremental as coverage_bench  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
 from qilu.contract import Envelope, Sector  # noqa: E402
 from qilu.devices import KINDS  # noqa: E402
@@ -1249,7 +1252,14 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     ap.add_argument("--latency-s", type=float, default=60, help="length of the latency run")
     ap.add_argument("--big-rows", type=int, default=100_000_000, help="readings for the query run")
     ap.add_argument("--query-runs", type=int, default=50, help="timed runs per query")
-    ap.add_argument("--skip-copy", action="store_true", help="skip the raw COPY ceiling")
+    ap.add_argument("--skip-copy", action="store_true", help="skip the raw COPY ceilings")
+    ap.add_argument(
+        "--coverage-seconds",
+        type=int,
+        default=60,
+        help="simulated seconds of the incremental coverage phase on the bench database's"
+        " registry (default 60; 0 skips it)",
+    )
     ap.add_argument("--skip-latency", action="store_true", help="skip the latency run")
     ap.add_argument("--skip-big", action="store_true", help="skip the 100-million-row query run")
     ap.add_argument(
@@ -1352,6 +1362,20 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                     f" p99 {result['latency']['p99_ms']} ms"
                 )
             consumers.stop()
+
+            if args.coverage_seconds > 0:
+                say(
+                    f"[3/5] incremental coverage: liveness moving every second for"
+                    f" {args.coverage_seconds} simulated seconds (bench/coverage_incremental.py)"
+                )
+                cov = coverage_bench.measure(db, args.coverage_seconds, batch=2000)
+                result["coverage_incremental"] = cov
+                say(
+                    f"  incremental coverage: p50 {cov['incremental_ms']['p50']} ms,"
+                    f" p99 {cov['incremental_ms']['p99']} ms (target <= 100 ms);"
+                    f" full recomputation {cov['full_coverage_compute_s']} s;"
+                    f" equal to it: {cov['equal_to_full_at_end']}"
+                )
 
             if not args.skip_copy:
                 say("[4/5] raw ceiling: the same rows with psql \\copy into the same table")
