@@ -241,6 +241,29 @@ def link_connectors(conn: Conn, operator_id: str, links: Iterable[ConnectorLink]
         return cur.rowcount
 
 
+def link_by_hand(
+    conn: Conn, operator_id: str, links: Iterable[ConnectorLink], *, actor: str
+) -> int:
+    """``qilu operators link``: :func:`link_connectors` for an active operator, and the sites
+    of the linked devices given to the operator's agent (audited as ``agent.sites`` when
+    that changes) in the caller's transaction, so the ingest accepts the pushes for a pile
+    registered otherwise (an inventory, an OCPP agent) instead of refusing them as
+    ``foreign_site``. Returns the number of connectors linked."""
+    row = _require(conn, operator_id)
+    items = list(links)
+    n = link_connectors(conn, operator_id, items)
+    sites = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT site_id FROM devices WHERE device_id = ANY(%s) ORDER BY 1",
+            (sorted({c.device_id for c in items}),),
+        )
+    ]
+    if sites:
+        agents.change_sites(conn, row.agent_id, add=sites, actor=actor)
+    return n
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectorState:
     """One connector as the endpoint needs it: its pile and its last known status."""

@@ -108,7 +108,12 @@ def register(sub: Any) -> None:
     s.set_defaults(handler=_show)
 
     n = cmds.add_parser(
-        "link", help="record which registry pile each of an operator's connectors belongs to"
+        "link",
+        help="record which registry pile each of an operator's connectors belongs to",
+        description="Links each connector to a registry pile and, in the same transaction, "
+        "gives the operator's agent the sites of those piles (audited as agent.sites), so "
+        "its pushes for a pile registered otherwise (an inventory, an OCPP agent) are "
+        "stored, not refused as foreign_site. Later pulls keep such links.",
     )
     n.add_argument("operator_id", help="the operator")
     n.add_argument(
@@ -302,6 +307,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 def _link(args: argparse.Namespace, settings: Settings) -> int:
     from interconnect.tcec102.mapping import device_id
     from storage import operators
+    from storage.audit import cli_actor
     from storage.db import connect
 
     try:
@@ -317,10 +323,11 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
         dev = (r.get("device_id") or "").strip() or device_id(args.operator_id, eid)
         links.append(operators.ConnectorLink(cid, eid, (r.get("station_id") or "").strip(), dev))
     with connect(settings.db) as conn, conn.transaction():
-        if operators.get(conn, args.operator_id) is None:
-            raise operators.OperatorError(f"no operator {args.operator_id!r}")
-        n = operators.link_connectors(conn, args.operator_id, links)
-    sys.stdout.write(f"operator {args.operator_id}: {n} connectors linked\n")
+        n = operators.link_by_hand(conn, args.operator_id, links, actor=cli_actor())
+    sys.stdout.write(
+        f"operator {args.operator_id}: {n} connectors linked, their piles' sites given to its"
+        " agent\n"
+    )
     return 0
 
 

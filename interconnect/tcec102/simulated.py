@@ -324,12 +324,24 @@ class Province:
                 continue
             cid = self.rnd.choice(connectors)
             status = self.rnd.choice((1, 1, 2, 3, 3, 4, 255, 0))
-            try:
-                token = self._token(sim, inbound)
-                accepted += sim.push_status(self.api_url, inbound, cid, status, token) == 0
-            except (OSError, ExchangeError):
-                self._tokens.pop(sim.operator_id, None)
+            ret = self._push(sim, inbound, cid, status)
+            if ret == Ret.TOKEN:  # expired (after token_lifetime_s) or retired: a new one, once
+                ret = self._push(sim, inbound, cid, status)
+            accepted += ret == Ret.OK
         return accepted
+
+    def _push(self, sim: SimulatedOperator, inbound: KeySet, cid: str, status: int) -> int | None:
+        """One push with the cached token; the Ret, or None when it failed on the way. The
+        token is dropped when it was refused (4002) or the exchange failed."""
+        try:
+            token = self._token(sim, inbound)
+            ret = sim.push_status(self.api_url, inbound, cid, status, token)
+        except (OSError, ExchangeError):
+            self._tokens.pop(sim.operator_id, None)
+            return None
+        if ret == Ret.TOKEN:
+            self._tokens.pop(sim.operator_id, None)
+        return ret
 
     def _token(self, sim: SimulatedOperator, inbound: KeySet) -> str:
         tok = self._tokens.get(sim.operator_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.cli import create_key
+from interconnect.tcec102 import exchange as x
+from interconnect.tcec102 import operators as ops
+from interconnect.tcec102 import server
+from interconnect.tcec102.secrets import box
 from qilu.cli import build_parser
 from qilu.contract import Sector
 from qilu.registry import Device, Registry, Site
@@ -19,6 +25,7 @@ from qilu.settings import Settings
 from storage import audit
 from storage.db import connect
 from storage.registry_store import load_registry
+from tests.helpers import scalar, wait_for
 
 pytestmark = pytest.mark.integration
 OUTBOUND = {
@@ -136,3 +143,65 @@ def test_admin_api(settings: Settings) -> None:
     with connect(settings.db) as conn:
         trail = audit.query(conn, entity="operator", entity_id="MA0000001")
     assert {e.actor for e in trail} == {f"api:key:{admin.split('_')[1]}"}
+
+
+def test_a_connector_linked_to_a_device_registered_otherwise_is_stored(
+    settings: Settings, tmp_path: Path, start_ingest: Callable[[], object]
+) -> None:
+    """`qilu operators link` with a device_id of another site (an OCPP agent's pile) gives
+    the operator's agent that site: its pushes are stored, not refused as foreign_site."""
+    reg = Registry()
+    for sid in ("CHG-OWN", "CHG-OCPP"):
+        reg.sites.append(Site(sid, Sector.CHARGING, "370100", sid, public=True, networked=True))
+    reg.devices.append(Device("OCPP-PILE-7", "CHG-OCPP", "charging_pile"))
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+    settings = settings.model_copy(
+        update={"tcec102": settings.tcec102.model_copy(update={"refresh_s": 0.2})}
+    )
+    shown = ops.add(
+        settings, "MD0000004", name="", endpoint_url="", site_ids=["CHG-OWN"], cities=[],
+        outbound=None, actor="test",
+    )  # fmt: skip
+    csv_file = tmp_path / "connectors.csv"
+    csv_file.write_text("connector_id,equipment_id,station_id,device_id\nK1,P7,S,OCPP-PILE-7\n")
+    assert _run(settings, "operators", "link", "MD0000004", "--file", str(csv_file)) == 0
+    with connect(settings.db) as conn:
+        sites = conn.execute(
+            "SELECT site_id FROM agent_sites WHERE agent_id = 'tcec102-MD0000004' ORDER BY 1"
+        ).fetchall()
+        trail = audit.query(conn, entity="agent", entity_id="tcec102-MD0000004")
+    assert sites == [("CHG-OCPP",), ("CHG-OWN",)]
+    assert [e.action for e in trail] == ["agent.provision", "agent.sites"]
+
+    start_ingest()
+    keys = shown.inbound
+    with TestClient(create_app(settings)) as client:
+        ep: server.Endpoint = client.app.state.tcec102  # type: ignore[attr-defined]
+
+        def ready() -> bool:
+            link = ep.directory.links.get("MD0000004")
+            return ep.sink is not None and link is not None and "K1" in link.connectors
+
+        wait_for(ready, what="the endpoint knows the connector")
+        now = datetime.now(UTC)
+        token, _ = x.issue_token(box(settings).token_key, "MD0000004", 1, now, timedelta(hours=1))
+        payload = {"ConnectorStatusInfo": {"ConnectorID": "K1", "Status": 3}}
+        resp = client.post(
+            "/evcs/v1/notification_stationStatus",
+            json=x.seal_request("MD0000004", payload, keys, now).as_json(),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert x.open_response(resp.content, keys).ret == 0
+    db = settings.db
+    wait_for(
+        lambda: (
+            scalar(
+                db,
+                "SELECT count(*) FROM readings r JOIN devices d USING (device_pk)"
+                " WHERE d.device_id = 'OCPP-PILE-7'",
+            )
+            == 2
+        ),
+        what="the pushed readings stored for the OCPP pile",
+    )

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import uvicorn
 
 from api.app import create_app
+from interconnect.tcec102 import exchange as x
 from interconnect.tcec102.pull import KafkaOut, Puller
+from interconnect.tcec102.secrets import box
 from interconnect.tcec102.simulated import Province
 from qilu.ports import free_port
 from qilu.settings import Settings
@@ -56,6 +58,15 @@ def test_simulated_operators_are_pulled_and_push_through_the_endpoint(
         with connect(db) as conn:
             links = store.health(conn, datetime.now(UTC))
         assert [h.healthy for h in links] == [True, True]
+        # tokens expire (token_lifetime_s): a push refused with 4002 drops the cached token,
+        # gets a new one and is sent again, so simulated operators keep pushing
+        key = box(settings).token_key
+        for op in province.operators:
+            province._tokens[op], _ = x.issue_token(
+                key, op, 1, datetime.now(UTC) - timedelta(hours=3), timedelta(seconds=60)
+            )
+        assert province.push_some(10) == 10
+        assert all(province._tokens.values())
         # a second run points the same operators at new servers with new keys
         province.stop()
         again = Province(settings, ["370100", "370200"], 1, 5, api_url, seed=2)
