@@ -42,6 +42,7 @@ import pytest
 
 from qilu.ports import free_port
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, Settings
+from tests.helpers import scalar, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -57,6 +58,10 @@ PILE, TRANSFORMER, COLLAR = (
     "RAN-370200-00001-0001",
 )
 FOREIGN_COLLAR = "RAN-370100-00001-0001"
+SEEN_COLLAR = (  # COLLAR's rows
+    "SELECT count(*) FROM device_liveness JOIN devices USING (device_pk)"
+    " WHERE device_id = 'RAN-370200-00001-0001'"
+)
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,13 @@ def platform(
         )
     try:
         _wait_for_api(url, proc, log)
+        # the reader comes to the README once `make run` streams: the simulated ranch agent
+        # has delivered the collar the walk-through shows as seen before its own agent starts
+        wait_for(
+            lambda: scalar(db, SEEN_COLLAR) > 0,
+            timeout=180,
+            what=f"the simulated province's first reading of {COLLAR}",
+        )
         yield Platform(env, url, work, agent)
     finally:
         for pid_file in work.glob("*.pid"):  # the README's background programs, if still there
