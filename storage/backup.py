@@ -489,9 +489,7 @@ class PgBackRest:
         lay = self.layout
         if not (lay.data_dir / "PG_VERSION").exists():
             raise ServiceError(f"backup: no PostgreSQL cluster in {lay.data_dir}")
-        for d in (lay.home, lay.log_dir, lay.lock_dir, lay.repo_path):
-            d.mkdir(parents=True, exist_ok=True)
-        lay.config_file.write_text(render_config(lay, self.settings))
+        self.write_config()
         (lay.data_dir / BACKUP_CONF).write_text(archive_conf(lay, self.settings))
         conf = lay.data_dir / "postgresql.conf"
         conf.write_text(with_include(conf.read_text()))
@@ -500,6 +498,18 @@ class PgBackRest:
             chown_tree(lay.home, self.user)
             chown_tree(lay.data_dir / BACKUP_CONF, self.user)
         progress(f"backup: pgBackRest configured in {lay.config_file}, repository {lay.repo_path}")
+
+    def write_config(self) -> None:
+        """pgbackrest.conf and the folders it names (also what a restore on a new server,
+        which never ran ``qilu backup setup``, needs to reach the repository)."""
+        lay = self.layout
+        for d in (lay.home, lay.log_dir, lay.lock_dir, lay.repo_path):
+            d.mkdir(parents=True, exist_ok=True)
+        lay.config_file.write_text(render_config(lay, self.settings))
+        if self.user is not None:
+            shutil.chown(lay.home, self.user, self.user)  # not the repository inside
+            for path in (lay.config_file, lay.log_dir, lay.lock_dir):
+                chown_tree(path, self.user)
 
     # -- running the tool
     def _env(self) -> dict[str, str]:
@@ -553,7 +563,10 @@ class PgBackRest:
         self.run(["check"], what="check", timeout_s=300)
 
     def backup(self, kind: BackupType) -> None:
+        """A backup, then the retention applied (``pgbackrest expire``: backups beyond
+        ``retention_full``/``retention_diff`` and the WAL only they need are removed)."""
         self.run([f"--type={kind.value}", "backup"], what=f"backup ({kind.value})")
+        self.expire()
 
     def expire(self) -> None:
         self.run(["expire"], what="expire", timeout_s=600)

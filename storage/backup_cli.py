@@ -123,28 +123,41 @@ def register(sub: Any) -> None:
         "restore",
         help="point-in-time restore of the database into an empty data directory",
         description=(
-            "Restores the newest backup before the target into DATA_DIR (which must be empty or "
+            "Restores the newest backup before the target into --data-dir (which must be empty or "
             "missing) and sets recovery to replay the WAL archive up to the target, then "
-            "promote. Start PostgreSQL on DATA_DIR, then the ingest: it resumes from the "
-            "Kafka offsets the restored database holds (docs/operations.md)."
+            "promote. Start PostgreSQL on that directory, then the ingest: it resumes from the "
+            "Kafka offsets the restored database holds. Registry, agent and API key changes "
+            "made after the target are undone with it: --dry-run lists them from the running "
+            "database's audit log; re-apply them before starting the ingest "
+            "(docs/operations.md)."
         ),
     )
     rs.add_argument(
         "--to",
         default=None,
+        metavar="TIME",
         help="the time to go back to, ISO 8601 with a zone (e.g. 2026-12-06T14:05:00+08:00)",
     )
     rs.add_argument(
         "--point",
         default=None,
+        metavar="NAME",
         help="a named restore point instead of a time (`qilu backup point`, and the "
         "platform's qilu-migrate-*/qilu-import-* points)",
+    )
+    rs.add_argument(
+        "--latest",
+        action="store_true",
+        help="replay the whole WAL archive (to the last archived change) instead of --to/--point",
     )
     rs.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="where to restore (default: the services cluster's data dir, moved away first)",
+        metavar="DIR",
+        help="where to restore; must be missing or empty, the command refuses anything else "
+        "and moves nothing (default: the services cluster's data dir: stop PostgreSQL and "
+        "move that directory away first)",
     )
     rs.add_argument(
         "--no-archive",
@@ -326,29 +339,102 @@ def parse_time(text: str) -> datetime:
     return t
 
 
+# changes recorded in the audit log after a time: what a restore to that time undoes
+_CHANGES_AFTER = (
+    "SELECT at, actor, action, entity, entity_id FROM audit_log WHERE at >= %s"
+    " ORDER BY at, audit_id"
+)
+_POINT_TIME = (
+    "SELECT min(at) FROM audit_log WHERE action = 'registry.import'"
+    " AND after->>'restore_point' = %s"
+)
+
+
+def restore_target(args: argparse.Namespace) -> RestoreTarget:
+    given = [o for o, v in (("--to", args.to), ("--point", args.point)) if v]
+    if args.latest and given:
+        raise ConfigError("--latest", f"give --latest or {given[0]}, not both")
+    if not args.latest and not given:
+        raise ConfigError(
+            "--to/--point/--latest",
+            "say where to go back to: --to TIME, --point NAME, or --latest for the end of "
+            "the WAL archive",
+        )
+    return RestoreTarget(time=parse_time(args.to) if args.to else None, point=args.point)
+
+
+def changes_after(
+    conn: psycopg.Connection[Any], target: RestoreTarget
+) -> tuple[datetime | None, list[tuple[Any, ...]]]:
+    """The audit log's changes a restore to ``target`` undoes (from the database as it is
+    now): from the target time on, or for a restore point that a registry import created,
+    from that import on. (None, []) when that time is unknown (an operator's point, or the
+    end of the archive)."""
+    since = target.time
+    if target.point is not None:
+        row = conn.execute(_POINT_TIME, (target.point,)).fetchone()
+        since = row[0] if row else None
+    if since is None:
+        return None, []
+    return since, conn.execute(_CHANGES_AFTER, (since,)).fetchall()
+
+
+def _say_changes(settings: Settings, target: RestoreTarget) -> None:
+    """The registry, agent and API key changes the restore undoes, or how to find them."""
+    if target.time is None and target.point is None:
+        return
+    try:
+        with connect(settings.db) as conn:
+            since, rows = changes_after(conn, target)
+    except psycopg.Error as exc:
+        _say(f"  the running database does not answer ({str(exc).strip()[:200]}): list the ")
+        _say("  changes the restore undoes from a copy of it (docs/operations.md)")
+        return
+    if since is None:
+        _say("  the audit log cannot tell when this restore point was made: list the changes")
+        _say("  after it by hand (docs/operations.md)")
+        return
+    if not rows:
+        _say(f"  the audit log has no change since {since.isoformat()}: nothing to re-apply")
+        return
+    _say(f"  the restore undoes {len(rows)} change(s) of the audit log since {since.isoformat()};")
+    _say("  re-apply them before starting the ingest (else envelopes of agents provisioned")
+    _say("  or given sites after that time are refused on replay):")
+    for at, actor, action, entity, entity_id in rows:
+        _say(f"    {at.isoformat()}  {action} {entity} {entity_id}  by {actor}")
+
+
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    target = RestoreTarget(
-        time=parse_time(args.to) if args.to else None,
-        point=args.point,
-    )
+    target = restore_target(args)
     bk = tool(settings)
     data_dir = (args.data_dir or bk.layout.data_dir).resolve()
-    if args.dry_run:
-        backups = bk.info()
-        chosen = pick_backup(backups, target)
-        _say(f"restore to {target.describe()} into {data_dir}")
-        if chosen is None:
-            _say("  no backup finished before the target: the restore would fail")
+    if not bk.layout.config_file.exists():
+        # a new server: the repository is reachable, `qilu backup setup` never ran here
+        if args.dry_run:
+            _say(f"{bk.layout.config_file} is missing: the restore writes it from the settings")
             return 1
+        bk.write_config()
+        _say(f"wrote {bk.layout.config_file} (repository {bk.layout.repo_path})")
+    backups = bk.info()
+    chosen = pick_backup(backups, target)
+    _say(f"restore to {target.describe()} into {data_dir}")
+    if chosen is None:
         _say(
-            f"  from backup {chosen.label} ({chosen.type}, finished "
-            f"{chosen.stopped.isoformat()}), then WAL from {chosen.wal_start} on"
+            "  no backup qualifies: pgBackRest needs one whose stop time, in whole seconds, "
+            "is earlier than the target (`qilu backup status` lists them); nothing was changed"
         )
+        return 1
+    _say(
+        f"  from backup {chosen.label} ({chosen.type}, finished "
+        f"{chosen.stopped.isoformat()}), then WAL from {chosen.wal_start} on"
+    )
+    if args.dry_run:
         if data_dir.exists() and any(data_dir.iterdir()):
             _say(f"  {data_dir} is not empty: move it away first (the restore refuses it)")
         _say(
             "  " + " ".join(restore_argv(bk.layout, target, data_dir, archive=not args.no_archive))
         )
+        _say_changes(settings, target)
         _say("  then: start PostgreSQL on it; it replays WAL to the target and promotes;")
         _say("  then: start the ingest; it resumes from the restored database's offsets")
         return 0
@@ -357,6 +443,12 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     _say(
         f"restored into {data_dir} in {time.monotonic() - began:.1f} s; start PostgreSQL on "
         "it (`qilu services up postgres` for the services cluster): it replays the WAL "
-        f"archive to {target.describe()} and promotes. Then start the ingest."
+        f"archive to {target.describe()} and promotes."
+    )
+    _say(
+        "Before starting the ingest, re-apply the registry, agent and API key changes made "
+        "after the target (`qilu restore --dry-run` lists them from the damaged database's "
+        "audit log; docs/operations.md): envelopes of agents provisioned after it are "
+        "refused on replay otherwise. Then start the ingest."
     )
     return 0

@@ -1,9 +1,12 @@
 """The restore drill (issue 20 item 5, docs/operations.md): on a PostgreSQL cluster of its
-own, with WAL archived by pgBackRest, a ledger of readings is ingested, backed up, ingested
-further, the readings table is dropped, the database is restored to a time before the
-damage and the ingest replays Kafka from the restored database's offsets. Every reading of
-the ledger must then be stored exactly once, and the rollups must equal a recomputation.
-The steps are timed (printed, and appended to ``$QILU_FAULTS_REPORT`` when set).
+own, with WAL archived by pgBackRest, a ledger of readings from signed agents is ingested
+(authentication on), backed up, ingested further, an agent is provisioned after the restore
+target and sends the rest, the readings table is dropped, and the database is restored with
+``qilu restore`` (to a time, or to a named restore point) to before the damage. The agent
+provisioned after the target is re-applied, as the command says, and the ingest replays
+Kafka from the restored database's offsets. Every reading of the ledger must then be stored
+exactly once, and the rollups must equal a recomputation. The steps are timed (printed, and
+appended to ``$QILU_FAULTS_REPORT`` when set).
 
 Then the same cluster's archive is broken (archive_command fails): ``qilu backup status``
 must report it stalled, and the alert rule's query must see the lag.
@@ -24,14 +27,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from qilu import cli
-from qilu.settings import BackupSettings, KafkaSettings, Settings
-from storage import maintain, verify
+from qilu.settings import BackupSettings, DatabaseSettings, KafkaSettings, Settings
+from qilu.signing import KeyPair, Signer, generate_key
+from storage import agents, maintain, verify
 from storage.backup import (
     ARCHIVE_SQL,
     BackupType,
     Layout,
     PgBackRest,
-    RestoreTarget,
     archive_lag_s,
     assess,
     pending_segments,
@@ -42,37 +45,53 @@ from storage.db import connect
 from storage.restore_points import create_restore_point
 from stream.cli import build_consumer
 from tests.helpers import scalar, wait_for
+from tests.integration.conftest import RunningIngest
 from tests.integration.faults import (
     Ledger,
     PrivatePostgres,
     private_postgres,
     register_devices,
-    unauthenticated,
     wait_writable,
 )
-from tests.integration.replay import database_offsets, produce
+from tests.integration.replay import agent_ids, database_offsets, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 TOTAL = 12_000
 BACKED_UP = 4_000  # stored when the base backup is taken
 BEFORE_DAMAGE = 8_000  # stored at the restore target
+LATE_AGENT = "replay-agent-late"  # provisioned after the target; sends the last part
+POINT = "drill-before-damage"
 
 
-class Ingest:
-    """The real ingest consumer in a thread, stopped on request."""
+def start_ingest(settings: Settings) -> RunningIngest:
+    """The real ingest consumer in a thread (as tests/integration/conftest.py starts it)."""
+    stop = threading.Event()
+    consumer, pool = build_consumer(settings, stop)
 
-    def __init__(self, settings: Settings) -> None:
-        self.stop_event = threading.Event()
-        consumer, self.pool = build_consumer(settings, self.stop_event)
-        self.thread = threading.Thread(target=consumer.run, name="drill-ingest", daemon=True)
-        self.thread.start()
+    def run() -> None:
+        try:
+            consumer.run()
+        finally:
+            pool.close()
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout=60)
-        self.pool.close()
-        assert not self.thread.is_alive()
+    thread = threading.Thread(target=run, name="drill-ingest", daemon=True)
+    thread.start()
+    return RunningIngest(thread, stop)
+
+
+def stop_ingest(r: RunningIngest) -> None:
+    r.stop.set()
+    r.thread.join(timeout=60)
+    assert not r.thread.is_alive()
+
+
+def provision(db: DatabaseSettings, agent_id: str, devices: list[str], key: KeyPair) -> None:
+    """The agent in the registry with the ledger devices' sites (audited, as the CLI does)."""
+    with connect(db) as conn:
+        sites = sorted(set(agents.device_sites(conn, devices).values()))
+        agents.provision(conn, agent_id, sites, key.public, actor="cli:drill")
+        conn.commit()
 
 
 @pytest.fixture
@@ -91,25 +110,25 @@ def use_cluster(monkeypatch: pytest.MonkeyPatch, settings: Settings, bk: PgBackR
 
 
 def _settings(base: Settings, pg: PrivatePostgres, kafka: KafkaSettings) -> Settings:
+    """The private cluster's settings; ingest authentication stays on (signed envelopes)."""
     state = pg.svc.ctx.state_dir
     ingest = base.ingest.model_copy(
-        update={"group_id": f"g{uuid.uuid4().hex[:10]}", "metrics_port": 0}
+        update={"group_id": f"g{uuid.uuid4().hex[:10]}", "metrics_port": 0, "authenticate": True}
     )
     storage = base.storage.model_copy(update={"maintain_in_ingest": False})
-    return unauthenticated(
-        base.model_copy(
-            update={
-                "services": pg.svc.ctx.settings,
-                "db": pg.db,
-                "kafka": kafka,
-                "ingest": ingest,
-                "storage": storage,
-                "backup": BackupSettings(home=state / "pgbackrest"),
-            }
-        )
+    return base.model_copy(
+        update={
+            "services": pg.svc.ctx.settings,
+            "db": pg.db,
+            "kafka": kafka,
+            "ingest": ingest,
+            "storage": storage,
+            "backup": BackupSettings(home=state / "pgbackrest"),
+        }
     )
 
 
+@pytest.mark.parametrize("by", ["time", "point"])
 def test_restore_drill_every_reading_once_rollups_equal(
     base_settings: Settings,
     cluster: PrivatePostgres,
@@ -117,6 +136,7 @@ def test_restore_drill_every_reading_once_rollups_equal(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    by: str,
 ) -> None:
     began = time.monotonic()
     settings = _settings(base_settings, cluster, kafka)
@@ -132,46 +152,79 @@ def test_restore_drill_every_reading_once_rollups_equal(
     db = settings.db
     stored = "SELECT count(*) FROM readings"
     ledger = Ledger(register_devices(db), TOTAL)
+    keys = {a: generate_key() for a in [*agent_ids(), LATE_AGENT]}
+    signers = {a: Signer(1, k.private_b64) for a, k in keys.items()}
+    for a in agent_ids():
+        provision(db, a, ledger.devices, keys[a])
     topic = f"{kafka.topic_prefix}.readings.charging"
     wait_writable(kafka, topic)
 
-    produce(ledger, kafka, topic, 0, BACKED_UP)
-    ingest = Ingest(settings)
+    produce(ledger, kafka, topic, 0, BACKED_UP, signers=signers)
+    ingest = start_ingest(settings)
     wait_for(lambda: scalar(db, stored) == BACKED_UP, 120, "first part stored")
     t = time.monotonic()
     bk.backup(BackupType.FULL)
     backup_s = time.monotonic() - t
+    backup_stop = bk.info()[-1].stopped
 
     # more readings while the ingest keeps running, then the point to go back to
-    produce(ledger, kafka, topic, BACKED_UP, BEFORE_DAMAGE)
+    produce(ledger, kafka, topic, BACKED_UP, BEFORE_DAMAGE, signers=signers)
     wait_for(lambda: scalar(db, stored) == BEFORE_DAMAGE, 120, "second part stored")
     wait_for(
         lambda: sum(database_offsets(db, topic).values()) >= (BEFORE_DAMAGE // 250),
         60,
         "the offsets of the second part stored",
     )
+    # pgBackRest starts a time target only from a backup whose stop time, in whole seconds,
+    # is earlier than the target's: on a quiet machine the second part is stored within the
+    # backup's last second, so wait until the target is clearly after it
+    wait_for(
+        lambda: scalar(db, "SELECT extract(epoch FROM now())") >= backup_stop.timestamp() + 2,
+        10,
+        "two seconds past the backup's stop",
+    )
     with connect(db, autocommit=True) as conn:
         row = conn.execute("SELECT now()").fetchone()
         assert row is not None
         target: datetime = row[0]
-        assert create_restore_point(conn, "drill-before-damage") is not None
+        assert create_restore_point(conn, POINT) is not None
     offsets_at_target = database_offsets(db, topic)
 
-    # the rest of the ledger arrives, then the damage
-    produce(ledger, kafka, topic, BEFORE_DAMAGE, TOTAL)
+    # an agent provisioned after the target sends the rest of the ledger, then the damage
+    provision(db, LATE_AGENT, ledger.devices, keys[LATE_AGENT])
+    produce(ledger, kafka, topic, BEFORE_DAMAGE, TOTAL, agents=[LATE_AGENT], signers=signers)
     wait_for(lambda: scalar(db, stored) == TOTAL, 120, "third part stored")
-    ingest.stop()
+    stop_ingest(ingest)
     with connect(db, autocommit=True) as conn:
         conn.execute("DROP TABLE readings CASCADE")
     bk.check()  # the WAL with the damage is archived too (a switch, then archive-push)
 
-    # restore to the time before the damage, into a fresh data directory
+    # the command's dry run, while the damaged database still runs: the backup it starts
+    # from, and (for a time) the audit log's changes the restore undoes
+    use_cluster(monkeypatch, settings, bk)
+    where = ["--to", target.isoformat()] if by == "time" else ["--point", POINT]
+    data = bk.layout.data_dir
+    capsys.readouterr()
+    assert cli.main(["restore", *where, "--data-dir", str(data), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    backup_label = bk.info()[-1].label
+    assert f"from backup {backup_label} (full" in printed, printed
+    assert f"{data} is not empty" in printed, printed
+    if by == "time":
+        assert f"agent.provision agent {LATE_AGENT}" in printed, printed
+    else:  # an operator's point: the audit log cannot tell when it was made
+        assert "cannot tell when this restore point was made" in printed, printed
+
+    # restore with the command into a fresh data directory (the damaged one moved away)
     t = time.monotonic()
     cluster.stop()
-    data = bk.layout.data_dir
     damaged = data.with_name("data.damaged")
     data.rename(damaged)
-    bk.restore(RestoreTarget(time=target), data)
+    bk.layout.config_file.unlink()  # as on a new server: only the repository is there
+    assert cli.main(["restore", *where, "--data-dir", str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {bk.layout.config_file}" in printed, printed
+    assert "re-apply the registry, agent and API key changes" in printed, printed
     cluster.start()
     wait_for(lambda: scalar(db, "SELECT pg_is_in_recovery()::int") == 0, 120, "promoted")
     restore_s = time.monotonic() - t
@@ -180,16 +233,19 @@ def test_restore_drill_every_reading_once_rollups_equal(
     # what the restored database holds: exactly the readings stored at the target
     assert scalar(db, stored) == BEFORE_DAMAGE
     assert database_offsets(db, topic) == offsets_at_target
+    assert scalar(db, "SELECT count(*) FROM agents WHERE agent_id = 'replay-agent-late'") == 0
 
-    # replay: the ingest resumes from the restored database's offsets
+    # the change after the target re-applied (the agent keeps its key), then the replay:
+    # the ingest resumes from the restored database's offsets
+    provision(db, LATE_AGENT, ledger.devices, keys[LATE_AGENT])
     t = time.monotonic()
-    ingest = Ingest(settings)
+    ingest = start_ingest(settings)
     wait_for(lambda: scalar(db, stored) == TOTAL, 180, "the ledger stored again")
     replay_s = time.monotonic() - t
-    ingest.stop()
+    stop_ingest(ingest)
 
     tally = ledger.tally(
-        "restore_drill",
+        f"restore_drill_{by}",
         db,
         setup_s=round(setup_s, 1),
         backup_s=round(backup_s, 1),
@@ -198,6 +254,11 @@ def test_restore_drill_every_reading_once_rollups_equal(
         total_s=round(time.monotonic() - began, 1),
     )
     assert (tally.ledger, tally.lost, tally.duplicates, tally.rows) == (TOTAL, 0, 0, TOTAL)
+    with connect(db) as conn:  # nothing of the agents refused (the topic probe is unsigned)
+        refused = conn.execute(
+            "SELECT agent_id, reason FROM deadletter_summary WHERE agent_id <> 'probe'"
+        ).fetchall()
+    assert refused == []
 
     # the rollups equal a recomputation from the raw readings
     now = datetime.now(UTC)
@@ -216,18 +277,6 @@ def test_restore_drill_every_reading_once_rollups_equal(
     assert st.archive_mode == "on"
     assert not st.archive_failing, status_lines(st)
     assert st.ok, status_lines(st)
-
-    # the command's dry run names the backup a restore to the target starts from
-    use_cluster(monkeypatch, settings, bk)
-    capsys.readouterr()
-    new_dir = tmp_path / "copy"
-    argv = ["restore", "--to", target.isoformat(), "--data-dir", str(new_dir), "--dry-run"]
-    assert cli.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert st.last_full is not None
-    assert f"from backup {st.last_full.label} (full" in printed, printed
-    assert f"--pg1-path={new_dir}" in printed, printed
-    assert not new_dir.exists()  # a dry run changes nothing
     with capsys.disabled():  # the drill's timings, swallowed by the captures above
         sys.stdout.write(tally.line() + "\n")
 

@@ -4,6 +4,7 @@ differential backup), the WAL archive lag, the schedule and the status verdict."
 
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from storage.backup import (
     segment_number,
     with_include,
 )
+from storage.backup_cli import restore_target
 from storage.restore_points import restore_point_name
 
 INFO = (Path(__file__).parents[1] / "fixtures" / "pgbackrest_info.json").read_text()
@@ -235,3 +237,17 @@ def test_the_backup_metrics_of_dashboards_and_alerts_are_exported_by_the_schedul
     assert wanted
     for name in wanted:
         assert f"# TYPE {name} gauge" in exported
+
+
+def test_restore_needs_a_target_or_latest() -> None:
+    def target(**kw: object) -> RestoreTarget:
+        args = argparse.Namespace(**({"to": None, "point": None, "latest": False} | kw))
+        return restore_target(args)
+
+    with pytest.raises(ConfigError, match="--latest for the end of the WAL archive"):
+        target()
+    with pytest.raises(ConfigError, match="not both"):
+        target(latest=True, point="p1")
+    assert target(latest=True) == RestoreTarget()
+    assert target(point="p1") == RestoreTarget(point="p1")
+    assert target(to="2026-12-06T14:05:00+08:00").time == datetime(2026, 12, 6, 6, 5, tzinfo=UTC)
