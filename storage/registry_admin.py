@@ -226,7 +226,9 @@ def import_inventory(
             return d
         _effective(cur, effective)
         # a point to go back to if the import was wrong (docs/operations.md)
-        create_restore_point(conn, restore_point_name("import", datetime.now(UTC)))
+        name = restore_point_name("import", datetime.now(UTC))
+        # None: the server cannot (the test engine, no privilege, wal_level minimal)
+        point = name if create_restore_point(conn, name) is not None else None
         _apply(cur, d, actor, effective, now, progress or (lambda _: None))
         import_id = f"{inv.sector.value}:{source.sha256[:16]}"
         audit.record(
@@ -241,6 +243,8 @@ def import_inventory(
                 "sha256": source.sha256,
                 "sector": inv.sector.value,
                 "effective": effective.isoformat(),
+                # `qilu restore --point` with it goes back to just before this import
+                "restore_point": point,
                 **d.summary(),
             },
         )
@@ -256,7 +260,12 @@ def import_inventory(
                 before=ended[1],
                 after=None,
             )
-    logger.info("inventory %s applied: %s", source.name, d.summary())
+    logger.info(
+        "inventory %s applied: %s; restore point before it: %s",
+        source.name,
+        d.summary(),
+        point or "none (the server cannot create one)",
+    )
     if d.ends_simulation is not None:
         logger.info(
             "the registry was a simulated one: %s",
