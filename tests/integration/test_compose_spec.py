@@ -148,9 +148,24 @@ def test_grafana_and_prometheus_are_provisioned_from_the_repository(
 
 def test_secrets_come_from_the_environment_without_defaults(compose: dict[str, Any]) -> None:
     text = COMPOSE.read_text()
-    for var in ("QILU_DB_PASSWORD", "QILU_GRAFANA_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for var in (
+        "QILU_DB_PASSWORD",
+        "QILU_GRAFANA_DB_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "QILU_TCEC102_SECRET_KEY",
+    ):
         uses = re.findall(r"\$\{" + var + r"([^}]*)\}", text)
         assert uses, var
         assert all(u.startswith(":?") for u in uses), f"{var} must be required, not defaulted"
     assert "QILU_ENV: ${QILU_ENV:-production}" in text  # development defaults refused
     del compose
+
+
+def test_operators_are_pulled_on_a_schedule(compose: dict[str, Any]) -> None:
+    """T/CEC 102 pulls keep the operators' piles fresh (ADR 0015): one long-running
+    `qilu operators pull` (no --once), after the migrations, with the secret key."""
+    pull = compose["services"]["operators-pull"]
+    assert pull["command"] == ["qilu", "operators", "pull"]
+    assert pull["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert pull["restart"] == "unless-stopped"
+    assert "QILU_TCEC102__SECRET_KEY" in pull["environment"]
