@@ -45,6 +45,15 @@ the local servers (`qilu services up kafka postgres`) and, to build qilu_bench_b
     .venv/bin/python bench/ingest.py --skip-big --readings 3000000   # the ingest figures only
     .venv/bin/python bench/ingest.py --skip-ingest          # the query figures only
     .venv/bin/python bench/ingest.py --profile              # + a cProfile of one consumer
+    .venv/bin/python bench/ingest.py --mode timescale --scale 0.02 --readings 200000
+
+--mode timescale measures only the writer's cost on the TimescaleDB test engine (port 15433,
+`qilu services up timescale`): a schema of its own, one writer on the row-limited path (array
+statements of 500 rows), the engine's and the writer's CPU per reading; no Kafka, consumers or
+ceiling (the engine takes one connection and no COPY, and cannot be pointed at a private
+schema from a consumer process). Results in bench/results/ingest.timescale.json. The registry
+goes in 100 rows per statement batch: a larger pipelined batch crosses the engine's message
+limit and crashes the engine.
 
 Figures from a 2-core machine that also runs the broker, the database and the load generator
 are for the whole pipeline on one box; other work on the machine makes them lower (the JSON
@@ -90,7 +99,7 @@ from qilu.contract import Envelope, Sector  # noqa: E402
 from qilu.devices import KINDS  # noqa: E402
 from qilu.ports import free_port  # noqa: E402
 from qilu.registry import Registry, generate  # noqa: E402
-from qilu.settings import Settings, StorageMode, load  # noqa: E402
+from qilu.settings import DatabaseSettings, Settings, StorageMode, load  # noqa: E402
 from storage import coverage, maintain, migrate  # noqa: E402
 from storage.db import connect  # noqa: E402
 from storage.registry_store import load_registry  # noqa: E402
@@ -1232,6 +1241,132 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
 
 # -- main ---------------------------------------------------------------------------------------
+# -- timescale mode ----------------------------------------------------------------------------
+TIMESCALE_LIMITS = (
+    "TimescaleDB test engine (PGlite, PostgreSQL 17.5 as WASM, TimescaleDB 2.23, one process):"
+    " one connection at a time, no COPY FROM STDIN, protocol messages under ~64 KB, so one"
+    " writer on the row-limited path (array statements of 500 rows, storage/writer.py's unnest"
+    " method) and no raw ceiling; a cost figure of that engine, not a production figure"
+)
+
+
+def synthetic_batches(pks: list[int], metric_ids: list[int], n: int, size: int) -> list[Any]:
+    """``n`` distinct readings over the devices and metrics, a second apart per round, in
+    batches of ``size`` (stream.validate.Rows, as the consumer hands them to the writer)."""
+    from stream.validate import Rows
+
+    t0_us = (int(time.time()) - 3600) * 1_000_000
+    batches = []
+    batch = Rows()
+    for i in range(n):
+        batch.device_pk.append(pks[i % len(pks)])
+        batch.metric_id.append(metric_ids[(i // len(pks)) % len(metric_ids)])
+        batch.ts_us.append(t0_us + (i // (len(pks) * len(metric_ids))) * 1_000_000)
+        batch.value.append(float(i % 1000))
+        batch.quality.append(0)
+        if len(batch) == size:
+            batches.append(batch)
+            batch = Rows()
+    if len(batch):
+        batches.append(batch)
+    return batches
+
+
+def timescale_cost(  # noqa: PLR0915 - one linear measurement
+    base: Settings, tag: str, scale: float, readings: int, engine: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """--mode timescale: the writer's cost per reading on the TimescaleDB test engine, in a
+    schema of its own (migrated in timescale mode, a registry at ``scale`` inserted row by
+    row): ``readings`` rows, one writer, batches of 5,000 as a consumer flushes them, through
+    the row-limited path. CPU from /proc: the engine's process and this writer's process.
+    ``engine``: (port, pid) of an engine started by hand; default the `qilu services` one.
+
+    The ingest consumers are not run here: the engine cannot be pointed at a private schema
+    from another process (it ignores the connection's options), and a consumer opens a
+    second connection next to its pool's, which the engine does not take."""
+    from pydantic import SecretStr
+
+    from qilu.services import Services
+    from qilu.services.timescale import PASSWORD, USER
+    from storage import mode as modes
+    from storage.registry_store import load_device_index
+    from storage.writer import ReadingsSink, WriteMethod
+    from tests.integration.test_storage_timescale import Engine, drop_schema, load_small_registry
+
+    if engine is None:
+        services = Services(base.services, base.db)
+        services.up(["timescale"])
+        port, engine_pid = base.services.timescale_port, services.pid("timescale")
+    else:
+        port, engine_pid = engine
+    db = DatabaseSettings(
+        host=base.services.host,
+        port=port,
+        name="postgres",
+        user=USER,
+        password=SecretStr(PASSWORD),
+        mode=StorageMode.TIMESCALE,
+        max_rows_per_statement=500,
+    )
+    eng = Engine(db, f"qilu_bench_{tag}")
+    out: dict[str, Any] = {"mode": "timescale", "limits": TIMESCALE_LIMITS}
+    with connect(db, autocommit=True) as conn:
+        reason = modes.probe_features(conn)
+        if reason is not None:
+            raise RuntimeError(f"the TimescaleDB engine lacks community features: {reason}")
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(eng.schema)))
+    try:
+        with eng.connect() as conn:
+            migrate.apply(conn, StorageMode.TIMESCALE)
+        reg = generate(1, scale)
+        say(f"  loading {len(reg.devices):,} devices row by row (the engine has no COPY)")
+        # in slices: a larger pipelined executemany crosses the engine's ~64 KB message limit
+        # and crashes it (seen: the whole engine stops answering)
+        for i in range(0, len(reg.sites), 100):
+            load_small_registry(eng, Registry(sites=reg.sites[i : i + 100]))
+        for i in range(0, len(reg.devices), 100):
+            load_small_registry(eng, Registry(devices=reg.devices[i : i + 100]))
+        with eng.connect() as conn:
+            idx = load_device_index(conn)
+        pks = sorted(pk for pk, _kind in idx.devices.values())
+        metric_ids = sorted(idx.metrics.values())
+        batches = synthetic_batches(pks, metric_ids, readings, 5000)
+        pool = eng.pool()
+        try:
+            sink = ReadingsSink(pool, mode=StorageMode.TIMESCALE, max_rows_per_statement=500)
+            if sink.method is not WriteMethod.UNNEST:
+                raise RuntimeError(f"expected the row-limited path, got {sink.method}")
+            say(f"  writing {readings:,} readings in {len(batches)} batches, one writer")
+            engine0 = proc_cpu_s(engine_pid) if engine_pid else float("nan")
+            self0, wall0 = time.process_time(), time.monotonic()
+            stored = 0
+            for b in batches:
+                sink.add(b)
+                stored += sink.flush().inserted
+            wall = time.monotonic() - wall0
+            writer_s = time.process_time() - self0
+            engine_s = (proc_cpu_s(engine_pid) if engine_pid else float("nan")) - engine0
+        finally:
+            pool.close()
+        out.update(
+            {
+                "devices": len(pks),
+                "readings": readings,
+                "stored": stored,
+                "seconds": round(wall, 2),
+                "readings_per_s": round(stored / wall) if wall else None,
+                "engine_cpu_s": round(engine_s, 2),
+                "writer_cpu_s": round(writer_s, 2),
+                "engine_us_per_reading": round(engine_s / max(1, stored) * 1e6, 2),
+                "writer_us_per_reading": round(writer_s / max(1, stored) * 1e6, 2),
+            }
+        )
+    finally:
+        with eng.connect(autocommit=True) as conn:
+            drop_schema(conn, eng.schema)
+    return out
+
+
 def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after phase
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -1270,6 +1405,28 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     ap.add_argument("--profile", action="store_true", help="also profile one in-process consumer")
     ap.add_argument("--keep", action="store_true", help="keep the bench database and topics")
     ap.add_argument(
+        "--mode",
+        choices=("postgres", "timescale"),
+        default="postgres",
+        help="storage mode (default postgres: everything above on the local PostgreSQL);"
+        " timescale: only the writer's cost per reading on the TimescaleDB test engine, one"
+        " writer on the row-limited path, no ceiling (--scale, --readings; see the JSON's"
+        " limits)",
+    )
+    ap.add_argument(
+        "--engine-port",
+        type=int,
+        default=0,
+        help="--mode timescale: the port of a TimescaleDB test engine started by hand"
+        " (default: the one of `qilu services`)",
+    )
+    ap.add_argument(
+        "--engine-pid",
+        type=int,
+        default=0,
+        help="--mode timescale with --engine-port: that engine's process, for its CPU time",
+    )
+    ap.add_argument(
         "--out",
         type=Path,
         default=RESULTS / "ingest.json",
@@ -1280,6 +1437,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
 
     base = load()
     tag = uuid.uuid4().hex[:8]
+    if args.mode == "timescale":
+        return main_timescale(args, base, tag)
     db = base.db.model_copy(
         update={"name": f"qilu_bench_ingest_{tag}", "mode": StorageMode.POSTGRES}
     )
@@ -1455,6 +1614,35 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     chart(result, args.out.with_suffix(".png"))
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     say(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def main_timescale(args: argparse.Namespace, base: Settings, tag: str) -> int:
+    result: dict[str, Any] = {
+        "command": " ".join(["python", "bench/ingest.py", *sys.argv[1:]]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_at_start": os.getloadavg(),
+        },
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    say("timescale mode: the writer's cost on the TimescaleDB test engine")
+    say(f"  {TIMESCALE_LIMITS}")
+    engine = (args.engine_port, args.engine_pid) if args.engine_port else None
+    result["timescale"] = t = timescale_cost(base, tag, args.scale, args.readings, engine)
+    say(
+        f"  {t['stored']:,} readings stored in {t['seconds']} s ({t['readings_per_s']:,}/s);"
+        f" engine {t['engine_us_per_reading']} µs, writer {t['writer_us_per_reading']} µs"
+        " CPU per reading; no ceiling (no COPY on this engine)"
+    )
+    result["finished_at"] = datetime.now(UTC).isoformat()
+    result["machine"]["load_at_end"] = os.getloadavg()
+    out = args.out.with_name(args.out.stem + ".timescale.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    say(f"wrote {out}")
     return 0
 
 
