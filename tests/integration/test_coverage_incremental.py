@@ -11,8 +11,8 @@ import pytest
 
 from qilu.catalog import load_catalog
 from qilu.registry import generate
-from qilu.settings import Settings
-from storage import coverage
+from qilu.settings import Settings, StorageMode
+from storage import coverage, maintain
 from storage.coverage_incremental import IncrementalCoverage
 from storage.db import connect
 from storage.registry_store import load_registry
@@ -84,3 +84,21 @@ def test_incremental_equals_full_after_random_changes(settings: Settings) -> Non
                 assert _as_tuples(got) == _as_tuples(coverage.compute(conn, catalog, now))
     assert incremental >= rounds - 2  # the first computation and nothing else in full
     assert flips > 100  # devices really went online and offline along the way
+
+
+def test_maintenance_prunes_the_change_log_after_ten_minutes(settings: Settings) -> None:
+    now = datetime.now(UTC)
+    with connect(settings.db) as conn:
+        conn.execute(
+            "INSERT INTO liveness_changes (at, devices, seen_us) VALUES"
+            " (%s, '{1}', '{1}'), (%s, '{2}', '{2}')",
+            (now - timedelta(minutes=11), now - timedelta(minutes=9)),
+        )
+        conn.commit()
+    report = maintain.maintain_once(
+        settings.db, settings.storage, StorageMode.POSTGRES, load_catalog(), now=now
+    )
+    assert report.liveness_changes_pruned == 1
+    with connect(settings.db) as conn:
+        left = conn.execute("SELECT devices FROM liveness_changes").fetchall()
+    assert left == [([2],)]
