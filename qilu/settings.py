@@ -256,11 +256,23 @@ class Tcec102Settings(BaseModel):
     # a request whose TimeStamp is further than this from our clock is refused (4003)
     timestamp_tolerance_s: float = Field(default=300.0, gt=0)
     max_request_bytes: int = Field(default=65_536, ge=1024)
-    rate_per_s: float = Field(default=500.0, gt=0)  # per operator
+    # per operator, counted after its request's signature was checked
+    rate_per_s: float = Field(default=500.0, gt=0)
     rate_burst: float = Field(default=1000.0, ge=1)
-    # pushes waiting for Kafka's acknowledgement above this: answer -1 (busy, retry later)
-    max_in_flight: int = Field(default=5000, ge=1)
-    produce_timeout_s: float = Field(default=10.0, gt=0)
+    # per client IP address, before anything is parsed (an unauthenticated flood)
+    ip_rate_per_s: float = Field(default=5000.0, gt=0)
+    ip_rate_burst: float = Field(default=10_000.0, ge=1)
+    # dead letters of callers we cannot identify (unknown OperatorID, garbage): at most this
+    # many a second (bursts of 10), the rest only counted (qilu_operator_dead_letters_dropped)
+    unidentified_dead_letters_per_s: float = Field(default=1.0, gt=0)
+    # answer -1 (busy, retry later) when more pushes than this wait for Kafka's
+    # acknowledgement, when Kafka did not acknowledge within produce_timeout_s, when a request
+    # waited longer than max_wait_s before it was decided, or while the event loop lags more
+    # than max_loop_lag_s (the process is overloaded: answering late helps nobody)
+    max_in_flight: int = Field(default=2000, ge=1)
+    produce_timeout_s: float = Field(default=5.0, gt=0)
+    max_wait_s: float = Field(default=2.0, gt=0)
+    max_loop_lag_s: float = Field(default=0.5, gt=0)
     # how often the operator directory (keys, connectors) is reloaded from the database
     refresh_s: float = Field(default=5.0, gt=0)
 

@@ -77,6 +77,12 @@ LATENCY = Histogram(
     ["interface"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
 )
+DEAD_LETTERS_DROPPED = Counter(
+    "qilu_operator_dead_letters_dropped_total",
+    "Refused T/CEC 102 requests of unidentified callers not dead-lettered (over "
+    "tcec102.unidentified_dead_letters_per_s)",
+    ["interface"],
+)
 INTERFACES = ("query_token", "notification_stationStatus")
 
 
@@ -145,6 +151,7 @@ class Gate:
         self._tolerance = timedelta(seconds=cfg.timestamp_tolerance_s)
         self._lifetime = timedelta(seconds=cfg.token_lifetime_s)
         self._limiter = RateLimiter(cfg.rate_burst)
+        self._ip_limiter = RateLimiter(cfg.ip_rate_burst)
         self._boot_id = boot_id
         self._seq: dict[str, int] = {}
         self._seq_lock = threading.Lock()
@@ -158,9 +165,32 @@ class Gate:
         body = seal_response(exc.ret, keys, msg=f"{exc.reason}: {exc.detail}"[:200])
         return Outcome(interface, op, body, link=link, refused=exc)
 
+    def _over_rate(
+        self, interface: str, op: str, key: str, rate: float, link: Link | None
+    ) -> Outcome | None:
+        """429 with Retry-After when ``key`` is over ``rate``; None when within it."""
+        limiter = self._limiter if link is not None else self._ip_limiter
+        wait = limiter.take(key, rate)
+        if wait <= 0:
+            return None
+        limited = ExchangeError(Ret.BUSY, "rate_limited", f"over {rate:g}/s")
+        return Outcome(
+            interface,
+            op,
+            {"error": "rate_limited", "detail": limited.detail},
+            http_status=429,
+            headers={"Retry-After": retry_after_header(wait)},
+            link=link,
+            refused=limited,
+        )
+
     def _identify(
-        self, interface: str, body: bytes, directory: Directory
+        self, interface: str, body: bytes, directory: Directory, client: str
     ) -> tuple[Envelope, Link] | Outcome:
+        # per client address first: nothing is parsed for a caller over its rate
+        over = self._over_rate(interface, "", f"ip:{client}", self._cfg.ip_rate_per_s, None)
+        if over is not None:
+            return over
         if len(body) > self._cfg.max_request_bytes:
             big = ExchangeError(Ret.POST_PARAMETERS, "oversized", f"{len(body)} bytes")
             return Outcome(
@@ -183,22 +213,19 @@ class Gate:
                 Ret.POST_PARAMETERS, "unknown_operator", f"OperatorID {env.operator_id}"
             )
             return self._refuse(interface, env.operator_id, unknown, None)
-        wait = self._limiter.take(link.operator_id, self._cfg.rate_per_s)
-        if wait > 0:
-            limited = ExchangeError(Ret.BUSY, "rate_limited", f"over {self._cfg.rate_per_s:g}/s")
-            return Outcome(
-                interface,
-                link.operator_id,
-                {"error": "rate_limited", "detail": limited.detail},
-                http_status=429,
-                headers={"Retry-After": retry_after_header(wait)},
-                link=link,
-                refused=limited,
-            )
         return env, link
 
-    def query_token(self, body: bytes, directory: Directory, now: datetime) -> Outcome:
-        found = self._identify("query_token", body, directory)
+    def _operator_over_rate(self, interface: str, link: Link) -> Outcome | None:
+        """The operator's own allowance, taken only once its request's signature passed:
+        requests naming an operator they cannot sign for do not use it up."""
+        return self._over_rate(
+            interface, link.operator_id, link.operator_id, self._cfg.rate_per_s, link
+        )
+
+    def query_token(
+        self, body: bytes, directory: Directory, now: datetime, client: str = ""
+    ) -> Outcome:
+        found = self._identify("query_token", body, directory, client)
         if isinstance(found, Outcome):
             return found
         env, link = found
@@ -206,6 +233,9 @@ class Gate:
             payload = open_request(env, link.inbound, now, self._tolerance)
         except ExchangeError as exc:
             return self._refuse("query_token", link.operator_id, exc, link)
+        over = self._operator_over_rate("query_token", link)
+        if over is not None:
+            return over
         secret = payload.get("OperatorSecret")
         if payload.get("OperatorID") != link.operator_id:
             fail, why = 1, ExchangeError(Ret.OK, "token_refused", "Data.OperatorID differs")
@@ -247,16 +277,27 @@ class Gate:
         )
 
     def station_status(
-        self, body: bytes, authorization: str | None, directory: Directory, now: datetime
+        self,
+        body: bytes,
+        authorization: str | None,
+        directory: Directory,
+        now: datetime,
+        client: str = "",
     ) -> Outcome:
         name = "notification_stationStatus"
-        found = self._identify(name, body, directory)
+        found = self._identify(name, body, directory, client)
         if isinstance(found, Outcome):
             return found
         env, link = found
         try:
             self._check_token(authorization, link, now)
             payload = open_request(env, link.inbound, now, self._tolerance)
+        except ExchangeError as exc:
+            return self._refuse(name, link.operator_id, exc, link)
+        over = self._operator_over_rate(name, link)
+        if over is not None:
+            return over
+        try:
             status = mapping.status_notification(payload)
         except ExchangeError as exc:
             return self._refuse(name, link.operator_id, exc, link)
@@ -461,6 +502,8 @@ class LinkLedger:
     def note(self, outcome: Outcome, at: datetime) -> None:
         if outcome.link is None:
             return
+        if outcome.refused is not None and outcome.refused.ret is Ret.BUSY:
+            return  # refused by us (over its rate, busy): not the link's failure
         with self._lock:
             d = self._deltas.get(outcome.operator_id)
             if d is None:
@@ -515,6 +558,9 @@ class Endpoint:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._down = False
+        self.loop_lag = 0.0  # seconds, measured by _watch_loop on the serving event loop
+        self._watcher: asyncio.Task[None] | None = None
+        self._unidentified = RateLimiter(10.0)  # dead letters of unidentified callers
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tcec102", daemon=True)
@@ -563,21 +609,55 @@ class Endpoint:
         self._refresh_once()
 
     async def handle(self, interface: str, request: Request) -> JSONResponse:
+        received = time.perf_counter()
         out = await self.answer(
-            interface, await request.body(), request.headers.get("authorization")
+            interface,
+            await request.body(),
+            request.headers.get("authorization"),
+            request.client.host if request.client else "",
+            received,
         )
         return JSONResponse(out.body, out.http_status, headers=out.headers or None)
 
-    async def answer(self, interface: str, body: bytes, authorization: str | None) -> Outcome:
-        """Decide, produce what was accepted, dead-letter what was refused: the outcome."""
+    async def _watch_loop(self) -> None:
+        """Measure how late the event loop wakes up (its lag), every 0.1 s."""
+        tick = 0.1
+        while not self._stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(tick)
+            self.loop_lag = max(0.0, time.perf_counter() - before - tick)
+
+    def _overloaded(self, received: float | None) -> str | None:
+        """Why a request should be answered -1 before it is decided, or None."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_loop())
+        if received is not None and time.perf_counter() - received > self._cfg.max_wait_s:
+            return "waited_too_long"
+        if self.loop_lag > self._cfg.max_loop_lag_s:
+            return "loop_lag"
+        return None
+
+    async def answer(
+        self,
+        interface: str,
+        body: bytes,
+        authorization: str | None,
+        client: str = "",
+        received: float | None = None,
+    ) -> Outcome:
+        """Decide, produce what was accepted, dead-letter what was refused: the outcome.
+        ``client`` is the caller's address (its rate), ``received`` the perf_counter() when
+        the request arrived: one that waited longer than ``max_wait_s``, or any while the
+        event loop lags more than ``max_loop_lag_s``, is a push answered -1 (busy)."""
         started = time.perf_counter()
         now = self._clock()
         if interface == "query_token":
-            out = self.gate.query_token(body, self.directory, now)
+            out = self.gate.query_token(body, self.directory, now, client)
         else:
-            out = self.gate.station_status(body, authorization, self.directory, now)
+            out = self.gate.station_status(body, authorization, self.directory, now, client)
         if out.batch is not None and out.link is not None:
-            out = await self._produce(out)
+            late = self._overloaded(received)
+            out = self.gate.busy(out, late) if late else await self._produce(out)
         self._after(out, body, now)
         REQUESTS.labels(interface, out.result).inc()
         LATENCY.labels(interface).observe(time.perf_counter() - started)
@@ -605,6 +685,12 @@ class Endpoint:
         self.ledger.note(out, now)
         # busy and over-rate requests are not bad input: the sender retries them
         if out.refused is None or out.refused.ret is Ret.BUSY or self.sink is None:
+            return
+        if out.link is None and self._unidentified.take(
+            "", self._cfg.unidentified_dead_letters_per_s
+        ):
+            # a caller we cannot identify: sampled, so a flood cannot fill the topic
+            DEAD_LETTERS_DROPPED.labels(out.interface).inc()
             return
         letter = DeadLetter(
             key=(out.operator_id or "unknown").encode(),
@@ -650,6 +736,7 @@ class FastEndpoint:
             await self.app(scope, receive, send)
             return
         interface, routed = found
+        received = time.perf_counter()
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -664,7 +751,8 @@ class FastEndpoint:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-        out = await ep.answer(interface, body, authorization)
+        client = scope.get("client") or ("", 0)
+        out = await ep.answer(interface, body, authorization, str(client[0]), received)
         scope["route"] = routed
         raw = json.dumps(out.body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [
