@@ -34,14 +34,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from edge_agent.agent import Agent, Delivery
+from edge_agent.buffer import Buffer, Fsync
 from edge_support import REPO, write_result
 
+from collectors.base import Collector, ReadingSink
 from collectors.iec104.collector import Iec104Collector
 from collectors.iec104.station import ControlledStation
 from qilu.contract import Reading
@@ -88,34 +90,46 @@ class CountSink:
         self.n += len(readings)
 
 
-class BufferSink(CountSink):
-    """The agent's hand-over: chunks into the durable buffer on its own thread, one commit
-    per hand-over (group commit of concurrent hand-overs left out: one collector here)."""
+class AgentSink(CountSink):
+    """The agent's real intake: :meth:`edge_agent.agent.Agent.attach` gives the collector the
+    agent's sink (group commit within ``group_commit_s``, chunks into the durable buffer on
+    the agent's buffer thread, returns once committed) and its commit requests. The agent's
+    sender is not started: what goes on to Kafka is another stage's benchmark."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fsync: Fsync, hint: bool) -> None:
         super().__init__()
-        from edge_agent.buffer import Buffer
-
-        self.buffer = Buffer(path, "bench", max_bytes=1 << 30, max_age_s=86400.0, fsync="os")
+        self.buffer = Buffer(path, "bench", max_bytes=1 << 30, max_age_s=86400.0, fsync=fsync)
         self.buffer.open()
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="buffer")
+        self.agent = Agent("bench", [], self.buffer, _no_producer, "bench", Delivery())
+        self.hint = hint
+        self.inner: ReadingSink | None = None
+
+    def bind(self, c: Collector) -> None:
+        self.inner = self.agent.attach(c)
+        if not self.hint:  # the agent's intake as it was: every hand-over waits for the timer
+            c.on_commit_request(lambda: None)
 
     async def __call__(self, readings: Sequence[Reading]) -> None:
-        from edge_agent.chunks import split
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.thread, lambda: self.buffer.add(split(readings, 500)))
+        if self.inner is None:
+            raise RuntimeError("bind() the collector first")
+        await self.inner(readings)
         self.n += len(readings)
 
     def close(self) -> None:
-        self.thread.shutdown()
+        self.agent._db.shutdown()
         self.buffer.close()
+
+
+def _no_producer() -> Any:
+    raise RuntimeError("the benchmark sends nothing")
 
 
 async def _throughput(args: argparse.Namespace, port: int, sink: CountSink) -> dict[str, Any]:
     raw = {"type": "iec104", "stations": [station_cfg("flood", port, 1, args.points)]}
     c = Iec104Collector.from_config("bench", raw)
     c.validate()
+    if isinstance(sink, AgentSink):
+        sink.bind(c)
     task = asyncio.create_task(c.collect(sink))
     try:
         async with asyncio.timeout(60):
@@ -146,14 +160,27 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1.0)
         with tempfile.TemporaryDirectory(prefix="qilu-iec104-bench-") as tmp:
             sink: CountSink = (
-                BufferSink(Path(tmp) / "buffer.db") if args.sink == "buffer" else CountSink()
+                AgentSink(Path(tmp) / "buffer.db", args.fsync, not args.no_commit_hint)
+                if args.sink == "agent"
+                else CountSink()
             )
+            load_before = os.getloadavg()
             try:
                 result = asyncio.run(_throughput(args, port, sink))
             finally:
-                if isinstance(sink, BufferSink):
+                if isinstance(sink, AgentSink):
                     sink.close()
-    return {"sink": args.sink, "cpu": args.cpu, "points": args.points, **result}
+            load_after = os.getloadavg()
+    extra = {"fsync": args.fsync, "commit_hint": not args.no_commit_hint}
+    return {
+        "sink": args.sink,
+        **(extra if args.sink == "agent" else {}),
+        "cpu": args.cpu,
+        "points": args.points,
+        **result,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+    }
 
 
 _RSS_CHILD = """
@@ -265,9 +292,20 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=2000, help="points of the throughput station")
     ap.add_argument(
         "--sink",
-        choices=("buffer", "count"),
-        default="buffer",
-        help="buffer: the agent's durable buffer; count: only count the readings",
+        choices=("agent", "count"),
+        default="agent",
+        help="agent: the agent's intake (group commit, durable buffer); count: only count",
+    )
+    ap.add_argument(
+        "--fsync",
+        choices=("batch", "os"),
+        default="batch",
+        help="the buffer's fsync policy (the agent's default: batch, an fsync per commit)",
+    )
+    ap.add_argument(
+        "--no-commit-hint",
+        action="store_true",
+        help="ignore the collector's commit requests: every hand-over waits for group_commit_s",
     )
     ap.add_argument("--stations", type=int, default=10, help="stations of the memory run")
     ap.add_argument("--rss-points", type=int, default=2000, help="points per station (memory)")

@@ -21,6 +21,8 @@ from qilu.contract import Quality, Reading
 ReadingSink = Callable[[Sequence[Reading]], Awaitable[None]]
 # (collector name, available, reason): the agent logs and counts transitions only
 AvailabilityListener = Callable[[str, bool, str], None]
+# the agent's: commit the next hand-over at once, not at the end of the group-commit window
+CommitRequest = Callable[[], None]
 
 
 class DistinctTimes:
@@ -65,6 +67,7 @@ class Collector(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self._availability: AvailabilityListener | None = None
+        self._commit_request: CommitRequest | None = None
 
     def on_availability(self, listener: AvailabilityListener) -> None:
         """The agent registers here to learn when the collector's source goes down or up."""
@@ -75,6 +78,19 @@ class Collector(abc.ABC):
         the listener sees every call and acts on transitions only."""
         if self._availability is not None:
             self._availability(self.name, up, reason)
+
+    def on_commit_request(self, hook: CommitRequest) -> None:
+        """The agent registers here: :meth:`commit_next` calls ``hook``."""
+        self._commit_request = hook
+
+    def commit_next(self) -> None:
+        """Ask the agent to commit the next hand-over at once instead of at the end of its
+        group-commit window (``group_commit_s``): call it right before ``await sink(...)``,
+        with no ``await`` between, when a peer waits for the acknowledgement that follows
+        (an IEC 104 station whose send window is full). Durability is unchanged: the sink
+        still returns only once the readings are on disk. Without an agent it does nothing."""
+        if self._commit_request is not None:
+            self._commit_request()
 
     @abc.abstractmethod
     def validate(self) -> None:

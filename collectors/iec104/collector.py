@@ -9,7 +9,10 @@ Per link: connect (t0) -> STARTDT -> optional clock synchronisation -> general i
 (GI) -> spontaneous data, with counter interrogation every ``counter_interrogation_s`` when
 set and a GI again every ``gi_interval_s``; a GI refused or not ended within ``gi_timeout_s``
 is sent again. Received I frames are acknowledged only after the sink returned (the readings
-are in the agent's buffer), so what the station forgets is never lost here. A protocol
+are in the agent's buffer), so what the station forgets is never lost here; a hand-over after
+which ``w`` frames await acknowledgement asks the agent to commit it at once
+(:meth:`Collector.commit_next`), so the station's k window does not wait out the agent's
+group-commit window. A protocol
 violation, a t1 timeout or a closed socket ends the link; it is opened again after a backoff (from
 ``reconnect_initial_s``, doubling, capped at ``reconnect_max_s``, with jitter) and the GI runs
 again, because a station buffers nothing while no master is connected. One station down never
@@ -477,6 +480,10 @@ class Iec104Collector(Collector):
                 self._start_data(st, link, now)
                 readings.extend(self._state_readings(st, time.time_ns() // 1000))
             if readings:
+                if link.received_unacknowledged >= c.w:
+                    # the acknowledgement follows this hand-over at once (w reached) and the
+                    # station's window is filling: no group-commit wait (durability unchanged)
+                    self.commit_next()
                 await sink(st.times.apply(readings))
             if fault is not None:  # what came intact before it is handed over; now reset
                 raise fault

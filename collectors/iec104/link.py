@@ -142,6 +142,12 @@ class Link:
     def unacknowledged(self) -> int:
         return len(self._sent_at)
 
+    @property
+    def received_unacknowledged(self) -> int:
+        """I frames received and not yet acknowledged to the peer (its window fills with
+        them: at ``k`` it stops sending)."""
+        return _diff(self.vr, self._ack_sent)
+
     def take_output(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()

@@ -10,7 +10,9 @@ off it:
 
 - intake (group commit, no task of its own): the first hand-over of a group arms a timer of
   ``group_commit_s``; when it fires, everything handed over meanwhile goes to the buffer in one
-  transaction, and every hand-over returns once that transaction committed;
+  transaction, and every hand-over returns once that transaction committed; a collector whose
+  peer waits for the acknowledgement (an IEC 104 station with a full window) asks for its
+  next hand-over to commit at once (``Collector.commit_next``), with whatever waits with it;
 - sender: forms envelopes from the buffer (live readings first, the backlog behind them under a
   token-bucket rate cap), hands them to the producer and persists acknowledgements (in the same
   buffer job as the next envelopes). Each record is settled by its own future; a failed one is
@@ -44,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-from collectors.base import Collector
+from collectors.base import Collector, ReadingSink
 from edge_agent import metrics as m
 from edge_agent.buffer import AddResult, Buffer, Outgoing, Quarantined
 from edge_agent.chunks import split
@@ -307,6 +309,7 @@ class Agent:
         self._net = ThreadPoolExecutor(1, thread_name_prefix=f"send-{agent_id}")
         self._intake: list[_HandOver] = []
         self._commit_timer: asyncio.TimerHandle | None = None
+        self._commit_asap = False  # a collector asked for the next hand-over to commit at once
         self._send_wake = asyncio.Event()
         self._inflight: dict[int, _Send] = {}
         self._inflight_bytes = 0
@@ -393,14 +396,31 @@ class Agent:
 
     # ------------------------------------------------------------------ intake
 
+    def attach(self, c: Collector) -> ReadingSink:
+        """Register the agent's listeners on ``c`` (availability, commit requests); returns
+        the sink its readings go to (what :meth:`run` does for each collector)."""
+        c.on_availability(self._availability)
+        c.on_commit_request(self._commit_next)
+        return self._sink
+
+    def _commit_next(self) -> None:
+        self._commit_asap = True
+
     async def _sink(self, readings: Sequence[Reading]) -> None:
-        """A collector's hand-over: returns once the readings are on disk."""
+        """A collector's hand-over: returns once the readings are on disk.
+
+        Hand-overs share one commit within ``group_commit_s``, unless the collector asked
+        for this one to commit at once (:meth:`Collector.commit_next`: a peer is waiting for
+        its acknowledgement); then it commits now, with whatever else is waiting."""
+        asap, self._commit_asap = self._commit_asap, False
         if not readings:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._intake.append((readings, fut))
-        if self._commit_timer is None:  # the first hand-over of a group schedules its commit
+        if asap:
+            self._start_commit()
+        elif self._commit_timer is None:  # the first hand-over of a group schedules its commit
             self._commit_timer = loop.call_later(self.cfg.group_commit_s, self._start_commit)
         await fut
 
@@ -879,7 +899,7 @@ class Agent:
             )  # fmt: skip
         self._quarantine_gauges(held)
         for c in self.collectors:
-            c.on_availability(self._availability)
+            self.attach(c)
         tasks = [
             asyncio.create_task(self._sender(), name="sender"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),

@@ -464,3 +464,38 @@ def test_a_periodic_gi_refreshes_the_image_on_the_same_link() -> None:
     assert c.stations[0].resets == 0  # one link
     assert c.stations[0].gi_count >= 3
     assert {r.value for r in sink.data()} == {21.5}
+
+
+def test_a_hand_over_that_fills_w_asks_the_agent_to_commit_at_once() -> None:
+    """A few frames wait for the agent's group commit; once ``w`` frames await their
+    acknowledgement (the station's window is filling), the collector asks for the hand-over
+    to be committed at once (Collector.commit_next)."""
+    port = free_port()
+    c = collector(port, points_table([5]), w=4, k=6, t2=1.5)
+    sink = Sink()
+    requests: list[int] = []  # hand-overs made before each request
+    c.on_commit_request(lambda: requests.append(len(sink.batches)))
+    go = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_frame(reader)
+        writer.write(codec.encode_u(U.STARTDT_CON))
+        await read_frame(reader)  # the GI, left unanswered: only changes come
+        one = codec.encode_monitor(13, Cot.SPONTANEOUS, CA, [(5, 1.0, 0, b"")])
+        writer.write(codec.encode_i(0, 1, one))  # one frame: no hurry
+        await go.wait()
+        writer.write(b"".join(codec.encode_i(n, 1, one) for n in range(1, 5)))  # w reached
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def main() -> None:
+        server = await serve(port, handler)
+        async with server, running(c, sink):
+            await sink.until(lambda: len(sink.data()) == 1)
+            assert requests == []
+            go.set()
+            await sink.until(lambda: len(sink.data()) == 5)
+            assert len(requests) == 1
+
+    asyncio.run(main())
