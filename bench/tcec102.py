@@ -2,7 +2,9 @@
 
 What runs (all on 127.0.0.1, stopped at the end):
   * a fresh database on the local PostgreSQL, migrated, with one charging site of --piles
-    piles (one connector each) of one operator, added with its keys and connectors linked;
+    piles (one connector each) spread over --operators operators (5 by default, so 2,000
+    pushes/s are 400/s each, within the endpoint's default per-operator limit of 500/s:
+    no limit is turned off), each added with its keys and connectors linked;
   * `qilu ingest` and `qilu api` (one process, as deployed) on their own topic prefix;
   * this process: --clients asyncio clients on keep-alive HTTP/1.1 connections sending
     sealed `notification_stationStatus` pushes at --rate pushes/s in all (open loop: latency
@@ -55,7 +57,6 @@ from storage.registry_store import load_registry  # noqa: E402
 from stream.topics import deadletter_topic, ensure_topics, readings_topics  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "tcec102.json"
-OP = "BENCH0001"
 TARGET_RATE, TARGET_P99_MS = 2000, 50.0
 
 
@@ -64,7 +65,7 @@ def say(msg: str) -> None:
 
 
 class Platform:
-    def __init__(self, base: Settings, piles: int, ingest_nice: int) -> None:
+    def __init__(self, base: Settings, piles: int, ingest_nice: int, operators: int) -> None:
         self.tag = uuid.uuid4().hex[:8]
         self.dbname = f"qilu_bench_tcec_{self.tag}"
         self.port = free_port()
@@ -77,7 +78,10 @@ class Platform:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = ROOT / ".state" / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.keys = x.KeySet("-", "0" * 16, "0" * 16, "-")  # until start() adds the operator
+        self.ops = [f"BENCH{k:04d}" for k in range(1, operators + 1)]
+        self.per_op = max(2, piles // operators)  # piles E1 .. E<per_op - 1> of each operator
+        self.keys: dict[str, x.KeySet] = {}  # start() adds the operators
+        self.probe_device = f"tcec102.{self.ops[0]}.E{self.per_op}"
 
     def env(self) -> dict[str, str]:
         return {
@@ -87,8 +91,6 @@ class Platform:
             "QILU_INGEST__GROUP_ID": f"bench-{self.tag}",
             "QILU_INGEST__METRICS_PORT": str(free_port()),
             "QILU_API__PORT": str(self.port),
-            "QILU_TCEC102__RATE_PER_S": "1000000",
-            "QILU_TCEC102__RATE_BURST": "1000000",
             "QILU_TCEC102__REFRESH_S": "1",
         }
 
@@ -98,31 +100,34 @@ class Platform:
         reg = Registry()
         reg.sites.append(Site("BENCH-S", Sector.CHARGING, "370100", "bench", True, True))
         reg.devices.extend(
-            Device(f"tcec102.{OP}.E{i}", "BENCH-S", "charging_pile") for i in range(self.piles + 1)
+            Device(f"tcec102.{op}.E{i}", "BENCH-S", "charging_pile")
+            for op in self.ops
+            for i in range(self.per_op + 1)
         )
         with connect(self.db) as conn:
             migrate.apply(conn)
             load_registry(conn, reg)
-        shown = ops.add(
-            self.settings,
-            OP,
-            name="bench",
-            endpoint_url="",
-            site_ids=["BENCH-S"],
-            cities=[],
-            outbound=None,
-            actor="bench",
-        )
-        self.keys = shown.inbound
-        with connect(self.db) as conn, conn.transaction():
-            store.link_connectors(
-                conn,
-                OP,
-                [
-                    store.ConnectorLink(f"C{i}", f"E{i}", "S", f"tcec102.{OP}.E{i}")
-                    for i in range(self.piles + 1)
-                ],
+        for op in self.ops:
+            shown = ops.add(
+                self.settings,
+                op,
+                name="bench",
+                endpoint_url="",
+                site_ids=["BENCH-S"],
+                cities=[],
+                outbound=None,
+                actor="bench",
             )
+            self.keys[op] = shown.inbound
+            with connect(self.db) as conn, conn.transaction():
+                store.link_connectors(
+                    conn,
+                    op,
+                    [
+                        store.ConnectorLink(f"C{i}", f"E{i}", "S", f"tcec102.{op}.E{i}")
+                        for i in range(self.per_op + 1)
+                    ],
+                )
         ensure_topics(self.kafka)
         qilu = [sys.executable, "-m", "qilu.cli"]
         self._spawn("ingest", [*qilu, "ingest"], self.nice)
@@ -143,8 +148,10 @@ class Platform:
     def url(self, interface: str) -> str:
         return f"http://127.0.0.1:{self.port}/evcs/v1/{interface}"
 
-    def post(self, interface: str, payload: dict[str, Any], token: str | None) -> x.Response:
-        env = x.seal_request(OP, payload, self.keys, datetime.now(UTC))
+    def post(
+        self, op: str, interface: str, payload: dict[str, Any], token: str | None
+    ) -> x.Response:
+        env = x.seal_request(op, payload, self.keys[op], datetime.now(UTC))
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -152,26 +159,29 @@ class Platform:
             self.url(interface), json.dumps(env.as_json()).encode(), headers, method="POST"
         )
         with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
-            return x.open_response(r.read(), self.keys)
+            return x.open_response(r.read(), self.keys[op])
 
-    def token(self) -> str:
-        out = self.post(
-            "query_token", {"OperatorID": OP, "OperatorSecret": self.keys.operator_secret}, None
-        )
+    def token(self, op: str) -> str:
+        secret = self.keys[op].operator_secret
+        out = self.post(op, "query_token", {"OperatorID": op, "OperatorSecret": secret}, None)
         if out.payload is None:
             raise RuntimeError(f"query_token answered Ret {out.ret}: {out.msg}")
         return str(out.payload["AccessToken"])
 
-    def wait_ready(self, timeout: float = 120.0) -> str:
+    def wait_ready(self, timeout: float = 120.0) -> dict[str, str]:
+        """Every operator's token once each has a push accepted."""
+        return {op: self._ready(op, timeout) for op in self.ops}
+
+    def _ready(self, op: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     raise RuntimeError(f"{name} exited with {p.returncode}; see .state/logs")
             try:
-                token = self.token()
+                token = self.token(op)
                 probe = {"ConnectorStatusInfo": {"ConnectorID": "C0", "Status": 1}}
-                if self.post("notification_stationStatus", probe, token).ret == 0:
+                if self.post(op, "notification_stationStatus", probe, token).ret == 0:
                     return token
             except (OSError, RuntimeError, x.ExchangeError, KeyError):
                 pass
@@ -188,13 +198,12 @@ class Platform:
         return int(row[0]) if row else 0
 
     def stored(self) -> int:
-        """Rows of the load's piles (E1..E<piles>): not the readiness push's E0, not the
-        probe's pile."""
+        """Rows of the load's piles: not the readiness pushes' E0, not the probe's pile."""
         with connect(self.db) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM readings r JOIN devices d USING (device_pk)"
                 " WHERE d.device_id <> ALL(%s)",
-                ([f"tcec102.{OP}.E0", f"tcec102.{OP}.E{self.piles}"],),
+                ([*(f"tcec102.{op}.E0" for op in self.ops), self.probe_device],),
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -223,19 +232,19 @@ class Platform:
             admin.close()
 
 
-def requests(p: Platform, token: str, n: int) -> list[bytes]:
-    """``n`` sealed pushes, round-robin over piles 1 .. piles - 1 (the probe has the last),
-    as raw HTTP/1.1 requests."""
+def requests(p: Platform, op: str, token: str, n: int) -> list[bytes]:
+    """``n`` sealed pushes of ``op``, round-robin over its piles 1 .. per_op - 1 (the
+    probe has the first operator's last), as raw HTTP/1.1 requests."""
     now = datetime.now(UTC)
     out = []
     for i in range(n):
         payload = {
             "ConnectorStatusInfo": {
-                "ConnectorID": f"C{1 + i % (p.piles - 1)}",
+                "ConnectorID": f"C{1 + i % (p.per_op - 1)}",
                 "Status": (1, 2, 3, 4)[i % 4],
             }
         }
-        body = json.dumps(x.seal_request(OP, payload, p.keys, now, i).as_json()).encode()
+        body = json.dumps(x.seal_request(op, payload, p.keys[op], now, i).as_json()).encode()
         out.append(
             (
                 f"POST /evcs/v1/notification_stationStatus HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -287,15 +296,15 @@ async def client(
 
 
 def probe(p: Platform, token: str, stop: threading.Event, out: list[float]) -> None:
-    """Push pile N+1's status every 0.5 s; time until its row is in the database."""
-    device = f"tcec102.{OP}.E{p.piles}"
+    """Push the probe pile's status every 0.5 s; time until its row is in the database."""
+    device = p.probe_device
     n = p.rows_of(device)
     status = 1
     while not stop.is_set():
         status = 3 if status == 1 else 1
         t0 = time.perf_counter()
-        payload = {"ConnectorStatusInfo": {"ConnectorID": f"C{p.piles}", "Status": status}}
-        if p.post("notification_stationStatus", payload, token).ret != 0:
+        payload = {"ConnectorStatusInfo": {"ConnectorID": f"C{p.per_op}", "Status": status}}
+        if p.post(p.ops[0], "notification_stationStatus", payload, token).ret != 0:
             stop.wait(0.5)
             continue
         while not stop.is_set():
@@ -322,7 +331,7 @@ def pct(xs: list[float], q: float) -> float:
     return round(s[min(len(s) - 1, int(q * len(s)))] * 1000, 2) if s else float("nan")
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -333,25 +342,42 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50, help="concurrent connections")
     ap.add_argument("--piles", type=int, default=5000, help="piles (one connector each)")
     ap.add_argument(
+        "--operators",
+        type=int,
+        default=5,
+        help="operators the piles and the load are spread over (default 5: 400 pushes/s each "
+        "at the default rate, within tcec102.rate_per_s)",
+    )
+    ap.add_argument(
         "--ingest-nice", type=int, default=10, help="nice value of the ingest (default 10)"
     )
     ap.add_argument("--no-write", action="store_true", help="do not write the results file")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    p = Platform(load(), args.piles, args.ingest_nice)
+
+def main() -> int:
+    args = _args()
+
+    p = Platform(load(), args.piles, args.ingest_nice, args.operators)
     try:
         p.start()
-        token = p.wait_ready()
-        say(f"endpoint ready on port {p.port}; {args.piles:,} piles")
+        tokens = p.wait_ready()
+        say(f"endpoint ready on port {p.port}; {args.piles:,} piles, {args.operators} operators")
         per_client = args.rate / args.clients if args.rate else 0.0
         n = int(per_client * args.seconds) + 10 if args.rate else 200_000 // args.clients
-        raws = [requests(p, token, n) for _ in range(args.clients)]
+        # client i pushes for operator i mod --operators
+        raws = [
+            requests(p, p.ops[i % len(p.ops)], tokens[p.ops[i % len(p.ops)]], n)
+            for i in range(args.clients)
+        ]
         before = p.stored()
         lat: list[float] = []
         rets: dict[str, int] = {}
         stored_lat: list[float] = []
         stop = threading.Event()
-        prober = threading.Thread(target=probe, args=(p, token, stop, stored_lat), daemon=True)
+        prober = threading.Thread(
+            target=probe, args=(p, tokens[p.ops[0]], stop, stored_lat), daemon=True
+        )
         prober.start()
         start = time.perf_counter() + 0.5
         end = start + args.seconds
@@ -404,6 +430,7 @@ def main() -> int:
             "rate_asked": args.rate,
             "seconds": args.seconds,
             "clients": args.clients,
+            "operators": args.operators,
             "answers": rets,
             "elapsed_s": round(elapsed, 2),
             "accepted_per_s": round(accepted / elapsed, 1),
