@@ -14,6 +14,7 @@ from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings, StorageMode
 from storage import coverage, mode
 from storage import operators as store
+from storage.coverage_incremental import IncrementalCoverage
 from storage.db import connect
 from storage.maintain import ensure_partitions
 from storage.registry_store import load_registry
@@ -169,8 +170,9 @@ def test_a_pile_a_pulled_operator_stops_reporting_stops_counting(settings: Setti
         ).fetchone()
         assert metric is not None
         # both Available (0); E1 refreshed by the last pull a minute ago, E2's station dropped
-        # by the operator: its last reading is from 11 minutes ago (over 2 x 300 s)
-        for dev, at in ((kept, now - timedelta(minutes=1)), (dropped, now - timedelta(minutes=11))):
+        # by the operator: its last reading is from 9 minutes ago, 11 two minutes later
+        # (over 2 x 300 s)
+        for dev, at in ((kept, now - timedelta(minutes=1)), (dropped, now - timedelta(minutes=9))):
             conn.execute(
                 "INSERT INTO readings (device_pk, metric_id, ts, value) VALUES (%s, %s, %s, 0)",
                 (pk[dev], metric[0], at),
@@ -180,11 +182,22 @@ def test_a_pile_a_pulled_operator_stops_reporting_stops_counting(settings: Setti
                 (pk[dev], at),
             )
         store.record_links(conn, {OP: store.LinkDelta(last_pull=now - timedelta(minutes=1))})
-    assert _count(settings, now) == 1  # E1 only
+    inc = IncrementalCoverage(load_catalog())
+
+    def both(at: datetime) -> tuple[int, int]:
+        """The full computation's count and the incremental one's (the API's path)."""
+        with connect(settings.db) as conn:
+            figures = inc.compute(conn, at)
+        (tc,) = [t for t in figures if t.target.id == TARGET]
+        return _count(settings, at), tc.province.numerator
+
+    assert both(now) == (2, 2)
+    later = now + timedelta(minutes=2)
+    assert both(later) == (1, 1)  # E1 only: E2 got no answer for over two pull intervals
     with connect(settings.db) as conn:
-        (healthy,) = store.health(conn, now)
+        (healthy,) = store.health(conn, later)
     assert healthy.healthy
     # the same piles of a push-only operator: statuses come only on change, no age limit
     with connect(settings.db) as conn, conn.transaction():
         conn.execute("UPDATE operators SET endpoint_url = '' WHERE operator_id = %s", (OP,))
-    assert _count(settings, now) == 2
+    assert both(later + timedelta(seconds=1)) == (2, 2)
