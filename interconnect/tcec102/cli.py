@@ -1,20 +1,6 @@
 """``qilu operators``: charging operators connected over T/CEC 102.
 
-    qilu operators add OPERATOR_ID --sites S1,S2 | --city 370100   keys shown once
-    qilu operators rotate OPERATOR_ID [--outbound-keys FILE]       new keys; old tokens retired
-    qilu operators revoke OPERATOR_ID                              refused from the next refresh
-    qilu operators list [--all]                                    operators and link health
-    qilu operators show OPERATOR_ID                                one operator, its audit trail
-    qilu operators link OPERATOR_ID --file CONNECTORS.csv          connectors -> registry piles
-    qilu operators pull [--once] [--operator ID]                   pull stations and statuses
-    qilu operators simulate [--per-city 2] [--stations 20]         simulated operators (demo)
-
-``add`` creates the operator, its platform-side agent (the identity its readings carry) and
-the key set the operator presents to us (OperatorSecret, DataSecret, DataSecretIV,
-SigSecret), printed once as JSON (``--out FILE`` writes it with mode 0600). The keys we
-present when we call the operator are the ones it gave us: ``--outbound-keys FILE``, a JSON
-object with the same four names. Secrets are stored sealed (AES-GCM under
-QILU_TCEC102__SECRET_KEY), never in plain text; every change is in the audit log.
+The subcommands and what they do are in :data:`DESCRIPTION` (the command's help, plain text).
 Design: docs/adr/0015-tcec102.md.
 """
 
@@ -35,6 +21,28 @@ from qilu.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
+DESCRIPTION = """\
+Charging operators connected over T/CEC 102.
+
+    qilu operators add OPERATOR_ID --sites S1,S2 | --city 370100   keys shown once
+    qilu operators rotate OPERATOR_ID [--outbound-keys FILE]       new keys; old tokens retired
+    qilu operators revoke OPERATOR_ID                              refused from the next refresh
+    qilu operators list [--all]                                    operators and link health
+    qilu operators show OPERATOR_ID                                one operator, its audit trail
+    qilu operators link OPERATOR_ID --file CONNECTORS.csv          connectors -> registry piles
+    qilu operators pull [--once] [--operator ID]                   scheduled pulls (a service)
+    qilu operators simulate [--per-city 2] [--stations 20]         simulated operators (demo)
+
+add creates the operator, its platform-side agent (the identity its readings carry) and the
+key set the operator presents to us (OperatorSecret, DataSecret, DataSecretIV, SigSecret),
+printed once as JSON (--out FILE writes it with mode 0600). The keys we present when we call
+the operator are the ones it gave us: --outbound-keys FILE, a JSON object with the same four
+names. Secrets are stored sealed (AES-GCM under QILU_TCEC102__SECRET_KEY), never in plain
+text; every change is in the audit log. link also gives the operator's agent the sites of
+the linked piles. pull without --once runs until stopped, pulling each operator every
+pull_interval_s: run exactly one. Design: docs/adr/0015-tcec102.md.
+"""
+
 
 def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
@@ -44,7 +52,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "operators",
         help="charging operators over T/CEC 102: add, rotate, revoke, list, show, link",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmds = p.add_subparsers(dest="operators_command", metavar="SUBCOMMAND", required=True)

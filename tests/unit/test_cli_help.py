@@ -36,6 +36,16 @@ def test_deadletters_help_reads_as_plain_text(capsys: pytest.CaptureFixture[str]
     assert "storage.deadletter_retention_days" in text
 
 
+def test_operators_help_reads_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_of(["operators", "--help"], capsys)
+    assert "``" not in text
+    assert "qilu operators pull" in text
+    assert "QILU_TCEC102__SECRET_KEY" in text
+    link = help_of(["operators", "link", "--help"], capsys)
+    assert "gives the operator's agent the sites of those piles" in link
+    assert "foreign_site" in link
+
+
 @pytest.mark.parametrize(
     "argv", [["agent", "check-config", "--help"], ["edge_agent", "check-config", "--help"]]
 )
