@@ -280,8 +280,13 @@ _DEVICES = sql.SQL(
     " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
 ).format(devices=coverage._DEVICES_ON)
 # the arrays as the triggers wrote them (a row per writing statement): older or repeated
-# times of a device change nothing in the model, so no grouping in the server
-_CHANGES = "SELECT devices, seen_us FROM liveness_changes WHERE xact >= %s::xid8"
+# times of a device change nothing in the model, so no grouping in the server. The xmin is the
+# whole cluster's oldest running transaction, so a long transaction anywhere holds it back:
+# the rows at or above it already applied are left out by their transaction ids.
+_CHANGES = (
+    "SELECT xact::text, devices, seen_us FROM liveness_changes"
+    " WHERE xact >= %s::xid8 AND xact <> ALL(%s::xid8[])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +311,7 @@ class IncrementalCoverage:
         self.catalog = catalog
         self._model: CoverageModel | None = None
         self._mark = ""  # xmin of the previous snapshot (xid8 as text)
+        self._applied: set[int] = set()  # transactions >= the mark whose rows are applied
         self._version: int | None = None
         self._last = 0.0  # monotonic time of the previous look at the log
         self.last: Refresh | None = None
@@ -339,19 +345,24 @@ class IncrementalCoverage:
                     model = self._build(conn, now, has_operators)
                     self._model, self._version = model, version
                     self._mark, self._last = mark, time.monotonic()
+                    self._applied = set()
                     self._done(True, reason, 0, 0, t0)
                     return model.figures(now)
                 current = self._model
                 assert current is not None  # noqa: S101 - _why_full said it is there
+                applied = [str(x) for x in sorted(self._applied)]
                 with conn.cursor(binary=True) as cur:
-                    changes = cur.execute(_CHANGES, (self._mark,)).fetchall()
+                    changes = cur.execute(_CHANGES, (self._mark, applied)).fetchall()
                 op = self._operator_live(conn, now) if has_operators else []
-                seen = [p for devs, times in changes for p in zip(devs, times, strict=True)]
+                seen = [p for _, devs, times in changes for p in zip(devs, times, strict=True)]
                 gated = current.gated({pk for pk, _ in seen})
                 passing = set(self._gate_pass(conn, gated)) if gated else set()
                 t1 = time.perf_counter()
                 gate = {pk: pk in passing for pk in gated}
                 flips = current.advance(epoch_us(now), seen, op, gate)
+                floor = int(mark)
+                self._applied = {x for x in self._applied if x >= floor}
+                self._applied.update(int(x) for x, _, _ in changes if int(x) >= floor)
                 self._mark, self._last = mark, time.monotonic()
                 self._done(False, "", len(seen), flips, t0, time.perf_counter() - t1)
                 return current.figures(now)
