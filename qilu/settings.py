@@ -247,6 +247,9 @@ class Tcec102Settings(BaseModel):
 
     enabled: bool = True
     path_prefix: str = "/evcs/v1"
+    # the endpoint's URL as operators reach it (behind the proxy, with its public host name),
+    # shown by `qilu operators add/rotate`; empty: http://<api.host>:<api.port><path_prefix>
+    public_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
     # base64 of 32 bytes: encrypts the operators' stored secrets (AES-GCM) and keys the
     # bearer tokens of query_token. Changing it makes every stored operator secret unreadable.
     secret_key: SecretStr = SecretStr(DEV_TCEC102_SECRET_KEY)

@@ -49,6 +49,10 @@ class Shown:
 
 
 def _base_url(settings: Settings) -> str:
+    """The endpoint URL handed to operators: tcec102.public_url, else the API's own address
+    (which is only right on one machine: api.host may be 0.0.0.0)."""
+    if settings.tcec102.public_url:
+        return settings.tcec102.public_url.rstrip("/")
     return f"http://{settings.api.host}:{settings.api.port}{settings.tcec102.path_prefix}"
 
 

@@ -205,3 +205,20 @@ def test_a_connector_linked_to_a_device_registered_otherwise_is_stored(
         ),
         what="the pushed readings stored for the OCPP pile",
     )
+
+
+def test_the_endpoint_url_handed_to_operators_is_the_public_one(settings: Settings) -> None:
+    _registry(settings)
+    public = settings.model_copy(
+        update={
+            "tcec102": settings.tcec102.model_copy(
+                update={"public_url": "https://evcs.example.org/evcs/v1/"}
+            ),
+            "api": settings.api.model_copy(update={"host": "0.0.0.0"}),  # noqa: S104 - a bind
+        }
+    )
+    shown = ops.add(
+        public, "ME0000005", name="", endpoint_url="", site_ids=["CHG-J-9"], cities=[],
+        outbound=None, actor="test",
+    )  # fmt: skip
+    assert shown.as_json()["endpoint"] == "https://evcs.example.org/evcs/v1"
