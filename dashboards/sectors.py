@@ -37,20 +37,26 @@ def _board(uid: str, title: str, description: str, tag: str) -> Board:
     )
 
 
+_FRESH = "l.last_seen > now() - k.expected_interval"
+# the telecontrol gateways whose latest report says link up and GI complete, read from the
+# minute rollup holding it (its ``last`` is the value at last_seen): dashboards read no raw
+# readings (ADR 0002)
+_GATEWAYS_OK = GATEWAYS_INTERROGATED_TEMPLATE.format(
+    now="now()",
+    relation="readings_1m",
+    at="r.bucket = date_bin(interval '1 minute', lv.last_seen, '2000-01-01 00:00+00')",
+    value="r.last",
+)
+# device ``d`` (liveness ``l``, kind ``k``) connected now, of any kind: the coverage rule
+# (storage/coverage.py)
+LIVE_NOW = f"{_FRESH} AND (d.kind <> 'telecontrol_gateway' OR d.device_pk IN ({_GATEWAYS_OK}))"
+
+
 def live_now(kind: str) -> str:
-    """Whether device ``d`` (liveness ``l``, kind ``k``) is connected now: the coverage rule
-    (storage/coverage.py), for a telecontrol gateway its latest report saying link up and GI
-    complete (read from the minute rollup holding it: ``last`` is the value at last_seen)."""
-    live = "l.last_seen > now() - k.expected_interval"
-    if kind == "telecontrol_gateway":
-        gateways = GATEWAYS_INTERROGATED_TEMPLATE.format(
-            now="now()",
-            relation="readings_1m",
-            at="r.bucket = date_bin(interval '1 minute', lv.last_seen, '2000-01-01 00:00+00')",
-            value="r.last",
-        )
-        live += f" AND d.device_pk IN ({gateways})"
-    return live
+    """Whether device ``d`` of ``kind`` is connected now (:data:`LIVE_NOW`, for one kind)."""
+    return (
+        f"{_FRESH} AND d.device_pk IN ({_GATEWAYS_OK})" if kind == "telecontrol_gateway" else _FRESH
+    )
 
 
 def online_now(kind: str, label: str) -> SqlSpec:
@@ -297,7 +303,7 @@ ORDER BY 1""",
 
 MONITORING_PER_SITE = f"""WITH per_site AS (
   SELECT s.site_id, s.city_code, count(d.device_pk) AS n,
-    count(d.device_pk) FILTER (WHERE l.last_seen > now() - k.expected_interval) AS live
+    count(d.device_pk) FILTER (WHERE {LIVE_NOW}) AS live
   FROM sites s
   LEFT JOIN devices d ON d.site_id = s.site_id
   LEFT JOIN device_kinds k ON k.kind = d.kind
@@ -320,7 +326,10 @@ def substations() -> BuiltDashboard:
         gauge.Panel()
         .show_threshold_markers(True)
         .title("220 kV+ substations under centralized monitoring")
-        .description("A substation counts when every one of its devices is online now.")
+        .description(
+            "A substation counts when every one of its devices is connected now (its "
+            "telecontrol link: up and interrogated), as the coverage target counts it."
+        )
         .unit("percentunit")
         .min(0)
         .max(1)

@@ -23,6 +23,8 @@ from collectors.iec104 import codec
 from collectors.iec104.codec import U
 from collectors.iec104.collector import Iec104Collector
 from collectors.iec104.station import ControlledStation
+from dashboards.macros import expand_sql
+from dashboards.sectors import CONNECTED, MONITORING_PER_SITE, online_now
 from qilu.catalog import load_catalog
 from qilu.contract import Envelope, Reading, Sector
 from qilu.ports import free_port
@@ -33,6 +35,7 @@ from storage.db import connect
 from storage.registry_store import load_registry
 from stream.topics import readings_topic
 from tests.helpers import signing_headers
+from tests.integration.test_dashboards_sql import _context, as_grafana
 
 pytestmark = pytest.mark.integration
 AGENT = "agent-iec104-cov"
@@ -80,6 +83,20 @@ def connected(settings: Settings) -> dict[str, int]:
         figures = coverage.compute(conn, load_catalog(), datetime.now(UTC))
     (tc,) = [t for t in figures if t.target.id == TARGET]
     return {c.city_code: c.numerator for c in tc.cities if c.city_code in STATIONS.values()}
+
+
+def on_dashboard(settings: Settings) -> tuple[object, object]:
+    """The substation dashboard's "Telecontrol links connected now" and its 220 kV+
+    substations under centralized monitoring, run as Grafana would."""
+    ctx = _context(60)
+    links = expand_sql(online_now("telecontrol_gateway", "links").sql, ctx)
+    per_site = f"{MONITORING_PER_SITE} SELECT sum({CONNECTED}) FROM per_site p"  # noqa: S608 - the dashboard's constants
+    sites = expand_sql(per_site, ctx)
+    with as_grafana(settings) as conn:
+        a, b = conn.execute(links).fetchone(), conn.execute(sites).fetchone()
+    assert a is not None
+    assert b is not None
+    return a[0], b[0]
 
 
 def latest_state(settings: Settings, name: str) -> tuple[float, float] | None:
@@ -174,12 +191,14 @@ def test_telecontrol_links_count_only_while_up_and_interrogated(
             assert count_state(settings, "flapping", "gi_complete", 1.0) == 0
             # the flapping station has fresh readings all the time, and does not count
             assert connected(settings) == {"370100": 1, "370200": 0, "370300": 1}
+            assert on_dashboard(settings) == (2, 2)  # the dashboards count the same
 
             await leaving.stop()  # the link goes down: it stops counting at once
             await until(
                 lambda: latest_state(settings, "leaving") == (0.0, 0.0), "the link-down report"
             )
             assert connected(settings) == {"370100": 1, "370200": 0, "370300": 0}
+            assert on_dashboard(settings) == (1, 1)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
