@@ -152,3 +152,44 @@ def test_push_and_pull_give_a_two_connector_pile_the_same_state(
     finally:
         ep.stop()
         sim.stop()
+
+
+def test_a_status_answer_for_a_station_not_asked_about_is_refused(settings: Settings) -> None:
+    reg = Registry()
+    reg.sites.append(Site("CHG-SEED", Sector.CHARGING, "370100", "seed"))
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+    station: dict[str, Any] = {
+        "StationID": "S1",
+        "StationName": "one",
+        "AreaCode": "370102",
+        "StationType": 1,
+        "EquipmentInfos": [{"EquipmentID": "S1E1", "ConnectorInfos": [{"ConnectorID": A}]}],
+    }
+    keys = random_keyset()
+    sim = SimulatedOperator(OP, keys, [station])
+    asked = sim._status_of
+
+    def with_a_stranger(station_ids: list[str]) -> dict[str, Any]:
+        out = asked(station_ids)
+        stranger = {"StationID": "S9", "ConnectorStatusInfos": [{"ConnectorID": A, "Status": 3}]}
+        out["StationStatusInfos"].append(stranger)
+        return out
+
+    setattr(sim, "_status_of", with_a_stranger)  # noqa: B010 - the operator's answer, altered
+    url = sim.start()
+    ops.add(
+        settings, OP, name=OP, endpoint_url=url, site_ids=["CHG-SEED"], cities=[],
+        outbound=keys, actor="test",
+    )  # fmt: skip
+    pulled: list[Envelope] = []
+    letters: list[DeadLetter] = []
+    try:
+        puller = Puller(settings, lambda env, _s: pulled.append(env), letters.append)
+        (report,) = puller.cycle(force=True)
+    finally:
+        sim.stop()
+    assert report.error is None, report
+    assert report.refused == ["unknown_station"]
+    assert [letter.reason for letter in letters] == ["tcec102_unknown_station"]
+    assert [_pile(env) for env in pulled] == [(CODE["Available"], 0.0)]  # S9's charging left out
