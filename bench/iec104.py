@@ -5,10 +5,12 @@ the same codec; c104 stays the reference in the tests) in a separate process on 
 
 1. **Throughput**: the station sends every one of its short floats (M_ME_NC_1, cause 3, as
    many per ASDU as fit) again whenever the collector's k window has room. The collector runs
-   in this process, pinned to one core, and hands its readings to the agent's durable buffer
-   (edge_agent.buffer.Buffer on a temporary file, grouped into chunks as the agent does, in the
-   agent's buffer thread; ``--sink count`` only counts them). Reported: objects delivered per
-   wall second and per CPU second of this process, after a warm-up.
+   in this process, pinned to one core, and hands its readings to the agent's real intake
+   (``Agent.attach``: group commit within ``group_commit_s``, chunks into the durable buffer
+   on a temporary file, ``fsync`` per commit by default, the collector's commit requests
+   honoured; ``--no-commit-hint`` ignores them, ``--sink count`` only counts). The agent's
+   sender is not run. Reported: objects delivered per wall second and per CPU second of this
+   process, after a warm-up, and the load average before and after.
 2. **Memory**: a fresh interpreter imports the agent and the collector, reads its RSS, then
    runs the collector against 10 stations of 2,000 points each until every general
    interrogation completed and a round of spontaneous changes arrived; the difference is the
@@ -17,7 +19,8 @@ the same codec; c104 stays the reference in the tests) in a separate process on 
    return to the completed general interrogation, with the collector's default backoff
    (0.5 s doubling, jitter).
 
-    python bench/iec104.py [--seconds 20] [--cpu 1] [--sink buffer|count]
+    python bench/iec104.py [--seconds 20] [--cpu 1] [--sink agent|count] [--fsync batch|os]
+                           [--no-commit-hint] [--only throughput|memory|reconnect]
 
 Writes bench/results/iec104.json.
 """
