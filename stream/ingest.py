@@ -18,9 +18,11 @@ rebalance during a retry discards the pending batch: the partition's next owner 
 
 The batch's transaction also stores, per source partition, the offset after its last record
 (storage/offsets.py, migration 058). On every partition assignment the consumer compares
-them with Kafka's committed offsets and seeks back to the database's where Kafka is ahead:
-after a point-in-time restore or a failover that lost transactions, the readings Kafka still
-holds are stored again (docs/adr/0016-offsets-in-the-database.md).
+them with Kafka's committed offsets and seeks to the database's where Kafka is ahead or has
+none: after a point-in-time restore or a failover that lost transactions, the readings Kafka
+still holds are stored again (docs/adr/0016-offsets-in-the-database.md). Records the broker
+no longer holds are reported per partition and per agent (storage/replay_losses.py, written
+with the next batch).
 """
 
 from __future__ import annotations
