@@ -99,6 +99,8 @@ class CoverageModel:
         self._cells: dict[int, list[tuple[int, int]]] = {}  # device -> (target, city) it moves
         self._sites: dict[int, list[_Site]] = {}  # device -> connected sites it belongs to
         self._expiry: dict[int, list[int]] = {}  # second -> devices whose liveness ends in it
+        self._pending: set[int] = set()  # devices to look at in the next advance()
+        self._pending_gated: set[int] = set()  # gated devices whose latest report changed
         self.now_us: int | None = None
 
     # -- building --------------------------------------------------------------------------
@@ -171,15 +173,10 @@ class CoverageModel:
         returns how many devices went online or offline."""
         if self.now_us is None or now_us < self.now_us:
             raise ValueError("advance() needs start() and a time not before the previous one")
-        candidates: set[int] = set()
-        known, last, live_now = self._expected, self._seen, self._live
         for pk, us in seen:
-            if us > last.get(pk, -1 << 62) and pk in known:
-                last[pk] = us
-                # a live device stays live (its time only moved forward); its pending look in
-                # the second its old liveness ended finds the new time and looks again later
-                if pk not in live_now:
-                    candidates.add(pk)
+            self.absorb((pk,), (us,))
+        candidates, self._pending = self._pending, set()
+        self._pending_gated = set()
         second = now_us // _US
         for due in [s for s in self._expiry if s <= second]:
             candidates.update(self._expiry.pop(due))
@@ -232,9 +229,24 @@ class CoverageModel:
         )
         return (province, *cities)
 
-    def gated(self, pks: Iterable[int]) -> list[int]:
-        """Those of ``pks`` that are gated devices."""
-        return [pk for pk in pks if pk in self._gate]
+    def absorb(self, devices: Iterable[int], times: Iterable[int]) -> None:
+        """Newest readings (device, µs since the epoch) for the next :meth:`advance`, as the
+        change log holds them: older or repeated ones change nothing."""
+        known, last, live_now, gate = self._expected, self._seen, self._live, self._gate
+        for pk, us in zip(devices, times, strict=True):
+            if us > last.get(pk, -1 << 62) and pk in known:
+                last[pk] = us
+                if pk in gate:
+                    self._pending_gated.add(pk)
+                # a live device stays live (its time only moved forward); its pending look in
+                # the second its old liveness ended finds the new time and looks again later
+                if pk not in live_now:
+                    self._pending.add(pk)
+
+    def gated_changed(self) -> list[int]:
+        """The gated devices whose latest report :meth:`absorb` moved: whether they pass
+        their gate now goes with the next :meth:`advance`."""
+        return sorted(self._pending_gated)
 
     @property
     def devices(self) -> int:
@@ -354,17 +366,19 @@ class IncrementalCoverage:
                 with conn.cursor(binary=True) as cur:
                     changes = cur.execute(_CHANGES, (self._mark, applied)).fetchall()
                 op = self._operator_live(conn, now) if has_operators else []
-                seen = [p for _, devs, times in changes for p in zip(devs, times, strict=True)]
-                gated = current.gated({pk for pk, _ in seen})
-                passing = set(self._gate_pass(conn, gated)) if gated else set()
                 t1 = time.perf_counter()
+                for _, devs, times in changes:
+                    current.absorb(devs, times)
+                gated = current.gated_changed()
+                passing = set(self._gate_pass(conn, gated)) if gated else set()
                 gate = {pk: pk in passing for pk in gated}
-                flips = current.advance(epoch_us(now), seen, op, gate)
+                flips = current.advance(epoch_us(now), (), op, gate)
                 floor = int(mark)
                 self._applied = {x for x in self._applied if x >= floor}
                 self._applied.update(int(x) for x, _, _ in changes if int(x) >= floor)
                 self._mark, self._last = mark, time.monotonic()
-                self._done(False, "", len(seen), flips, t0, time.perf_counter() - t1)
+                n_seen = sum(len(devs) for _, devs, _ in changes)
+                self._done(False, "", n_seen, flips, t0, time.perf_counter() - t1)
                 return current.figures(now)
         except BaseException:
             self._model = None  # a half-applied change must not survive

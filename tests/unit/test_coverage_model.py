@@ -81,8 +81,9 @@ def test_a_gated_device_counts_only_while_it_passes_its_gate() -> None:
     m.add_device_member(PILES, JINAN, 7, True)
     m.start(110 * S, operator_live=[], gate_pass=[])
     assert _cell(m, PILES, JINAN) == (0, 1)  # reporting, but not interrogated
-    assert m.gated([7, 1]) == [7]
-    assert m.advance(111 * S, [(7, 111 * S)], [], gate={7: True}) == 1  # now it is
+    m.absorb([7, 1], [111 * S, 111 * S])  # 1 is not a device of this model: ignored
+    assert m.gated_changed() == [7]
+    assert m.advance(111 * S, [], [], gate={7: True}) == 1  # now it is
     assert _cell(m, PILES, JINAN) == (1, 1)
     m.advance(112 * S, [(7, 112 * S)], [], gate={7: False})  # its newest report: link down
     assert _cell(m, PILES, JINAN) == (0, 1)
