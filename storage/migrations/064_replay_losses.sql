@@ -29,7 +29,9 @@ DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'qilu_ingest') THEN
         GRANT SELECT, INSERT, UPDATE ON replay_losses TO qilu_ingest;
+        -- the per-agent rows, and where each agent's loss began (its last stored reading)
         GRANT SELECT, INSERT ON agent_gaps TO qilu_ingest;
+        GRANT SELECT ON readings TO qilu_ingest;
     END IF;
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'qilu_api') THEN
         GRANT SELECT ON replay_losses TO qilu_api;
