@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 REASON = "kafka_retention"
 
 _INSERT_LOSS = (
-    "INSERT INTO replay_losses (topic, partition, first_offset, end_offset, committed_offset)"
-    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic, partition, first_offset) DO NOTHING"
+    "INSERT INTO replay_losses (topic, partition, first_offset, end_offset, records,"
+    " committed_offset) VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (topic, partition, first_offset) DO NOTHING"
 )
 _REPORTED = (
     "UPDATE replay_losses SET agents_reported = true, agents = %s, first_kept_at = %s"
@@ -212,7 +213,14 @@ class ReplayLosses:
         for loss in losses:
             cur.execute(
                 _INSERT_LOSS,
-                (loss.topic, loss.partition, loss.first_offset, loss.end_offset, loss.committed),
+                (
+                    loss.topic,
+                    loss.partition,
+                    loss.first_offset,
+                    loss.end_offset,
+                    loss.records,
+                    loss.committed,
+                ),
             )
         for w in done:
             gaps = w.gaps()

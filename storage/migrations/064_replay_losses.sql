@@ -15,7 +15,7 @@ CREATE TABLE replay_losses (
     partition         integer NOT NULL CHECK (partition >= 0),
     first_offset      bigint NOT NULL CHECK (first_offset >= 0),
     end_offset        bigint NOT NULL,
-    records           bigint GENERATED ALWAYS AS (end_offset - first_offset) STORED,
+    records           bigint NOT NULL CHECK (records = end_offset - first_offset),
     committed_offset  bigint,                -- Kafka's committed offset then (NULL: none)
     detected_at       timestamptz NOT NULL DEFAULT now(),
     first_kept_at     timestamptz,
