@@ -280,9 +280,8 @@ class CoverageModel:
 # --- the database side ----------------------------------------------------------------------
 # A gate on readings-liveness, as storage.coverage's connected condition has it: a substation's
 # telecontrol gateway counts only while its latest report says interrogated (the gateways that
-# pass: coverage.GATEWAYS_INTERROGATED, one query per computation). Looked up by name so this
-# module follows storage.coverage whether or not that rule is there.
-_GATE_QUERY: sql.SQL | sql.Composed | None = getattr(coverage, "GATEWAYS_INTERROGATED", None)
+# pass: coverage.GATEWAYS_INTERROGATED; asked only for the gateways whose report changed).
+_GATE_QUERY: sql.SQL | sql.Composed | None = coverage.GATEWAYS_INTERROGATED
 _GATED_KIND = "telecontrol_gateway"
 _LONG_AGO = datetime(1, 1, 2, tzinfo=UTC)
 _DEVICES = sql.SQL(

@@ -102,3 +102,57 @@ def test_maintenance_prunes_the_change_log_after_ten_minutes(settings: Settings)
     with connect(settings.db) as conn:
         left = conn.execute("SELECT devices FROM liveness_changes").fetchall()
     assert left == [([2],)]
+
+
+def test_gateways_follow_their_latest_reports_incrementally(settings: Settings) -> None:
+    """A telecontrol gateway counts only while its latest report says link up and general
+    interrogation complete (coverage.GATEWAYS_INTERROGATED): reports that flip those values
+    move the incremental figures exactly as the full recomputation."""
+    catalog = load_catalog()
+    rng = random.Random(104)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with connect(settings.db) as conn:
+        load_registry(conn, generate(seed=3, scale=0.01))
+        maintain.ensure_partitions(conn, settings.storage, now)
+        gateways = [
+            r[0]
+            for r in conn.execute(
+                "SELECT device_pk FROM devices WHERE kind = 'telecontrol_gateway' ORDER BY 1"
+            )
+        ]
+        metrics = [
+            r[0]
+            for r in conn.execute(
+                "SELECT metric_id FROM metrics WHERE key IN ('link_up', 'gi_complete')"
+            )
+        ]
+        conn.commit()
+    assert len(gateways) >= 10
+    assert len(metrics) == 2
+
+    def report(conn: object, at: datetime, n: int) -> None:
+        chosen = rng.sample(gateways, n)
+        for pk in chosen:
+            healthy = rng.random() < 0.6
+            for m in metrics:  # mostly both 1 or both 0; sometimes only one of them
+                value = 1.0 if healthy or rng.random() < 0.2 else 0.0
+                conn.execute(  # type: ignore[attr-defined]
+                    "INSERT INTO readings (device_pk, metric_id, ts, value)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (pk, m, at, value),
+                )
+        conn.execute(_UPSERT, (chosen, [at] * len(chosen)))  # type: ignore[attr-defined]
+
+    inc = IncrementalCoverage(catalog)
+    with connect(settings.db) as conn:
+        with conn.transaction():
+            report(conn, now, len(gateways) // 2)
+        inc.compute(conn, now)
+        for i in range(25):
+            now += timedelta(seconds=rng.choice([1, 1, 20, 61]))
+            with conn.transaction():
+                report(conn, now, rng.randrange(1, 8))
+            got = inc.compute(conn, now)
+            assert inc.last is not None
+            assert not inc.last.full
+            assert _as_tuples(got) == _as_tuples(coverage.compute(conn, catalog, now)), i
