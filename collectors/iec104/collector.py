@@ -313,6 +313,9 @@ class Iec104Collector(Collector):
             raise ConfigError(self._key(f"{key}.point_table"), "no points: set point_table")
         table: dict[int, Target] = {}
         series: set[tuple[str, str]] = set()
+        # each row parses its own float objects: equal scales and offsets (mostly 1.0 and 0.0)
+        # share one, 48 bytes less per point of a large table
+        floats: dict[float, float] = {}
         for r in rows:
             if r.ioa in table:
                 raise ConfigError(self._key(f"{key}.points"), f"IOA {r.ioa} is mapped twice")
@@ -321,7 +324,9 @@ class Iec104Collector(Collector):
                     self._key(f"{key}.points"), f"{r.device_id} {r.metric} is mapped twice"
                 )
             series.add((r.device_id, r.metric))
-            table[r.ioa] = Target(r.device_id, r.metric, r.scale, r.offset)
+            scale = floats.setdefault(r.scale, r.scale)
+            offset = floats.setdefault(r.offset, r.offset)
+            table[r.ioa] = Target(r.device_id, r.metric, scale, offset)
         return table
 
     def devices(self) -> list[DeviceRef]:
