@@ -103,3 +103,17 @@ def test_the_sample_validates(tmp_path: Path) -> None:
     c = Iec104Collector.from_config("sub_iec104", raw)
     c.validate()
     assert [len(s.table) for s in c.stations] == [3, 3]
+
+
+def test_equal_scales_and_offsets_share_one_float() -> None:
+    """A large table keeps one float per distinct scale/offset, not two per point (RSS of
+    10 x 2,000 points, ADR 0014); the values are the configured ones."""
+    points = [
+        {"ioa": i, "device_id": f"D-{i}", "metric": "voltage_kv", "scale": 0.5}
+        for i in range(1, 301)
+    ]
+    table = build({"points": points}).stations[0].table
+    targets = list(table.values())
+    assert {(t.scale, t.offset) for t in targets} == {(0.5, 0.0)}
+    assert len({id(t.scale) for t in targets}) == 1
+    assert len({id(t.offset) for t in targets}) == 1
