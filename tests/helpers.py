@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from dashboards.alerts import AlertSpec
+from dashboards.board import PromSpec
+from qilu.services.prometheus import CANDIDATES
 from qilu.settings import DatabaseSettings, Settings
 
 
@@ -37,3 +45,63 @@ def signing_headers(
         with psycopg.connect(settings.db.conninfo(), prepare_threshold=None) as conn:
             sites = [r[0] for r in conn.execute("SELECT site_id FROM sites")]
     return provision_province(settings, {agent_id: sites}, actor="test")[agent_id].headers
+
+
+def promtool() -> str:
+    """The promtool next to the Prometheus that ``qilu services up`` installs, else on PATH."""
+    for prometheus in CANDIDATES:
+        if (prometheus.parent / "promtool").is_file():
+            return str(prometheus.parent / "promtool")
+    found = shutil.which("promtool")
+    assert found, "promtool comes with the prometheus package (qilu services up installs it)"
+    return found
+
+
+def promtool_alert_test(
+    tmp_path: Path,
+    spec: AlertSpec,
+    input_series: list[dict[str, str]],
+    checks: list[dict[str, Any]],
+) -> None:
+    """Evaluate the alert rule ``spec`` as Grafana runs it (its PromQL above its threshold for its
+    pending period) with Prometheus' own rule tester on ``input_series`` (1-minute steps) and
+    assert that every check of ``checks`` (``eval_time`` and ``exp_alerts``) holds."""
+    assert isinstance(spec.query, PromSpec)
+    assert spec.op == "gt"
+    rules = {
+        "groups": [
+            {
+                "name": spec.group,
+                "rules": [
+                    {
+                        "alert": spec.uid,
+                        "expr": f"({spec.query.expr}) > {spec.threshold}",
+                        "for": spec.for_,
+                    }
+                ],
+            }
+        ]
+    }
+    test = {
+        "rule_files": ["rules.json"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "alert_rule_test": [{"alertname": spec.uid, **c} for c in checks],
+            }
+        ],
+    }
+    (tmp_path / "rules.json").write_text(json.dumps(rules))  # JSON is YAML
+    (tmp_path / "test.json").write_text(json.dumps(test))
+    done = subprocess.run(
+        [promtool(), "test", "rules", "test.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout

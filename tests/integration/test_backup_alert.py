@@ -5,62 +5,20 @@ is scraped), which the rule without its fallback never did."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dashboards.alerts import BACKUP_TOO_OLD
-from dashboards.board import PromSpec
-from tests.integration.test_storage_jobs_alert import _promtool
+from tests.helpers import promtool_alert_test
 
 pytestmark = [pytest.mark.integration]
 SERIES = 'qilu_backup_last_success_timestamp_seconds{type="any"}'
 
 
 def _evaluate(tmp_path: Path, values: str, checks: list[dict[str, Any]]) -> None:
-    spec = BACKUP_TOO_OLD
-    assert isinstance(spec.query, PromSpec)
-    assert spec.op == "gt"
-    rules = {
-        "groups": [
-            {
-                "name": spec.group,
-                "rules": [
-                    {
-                        "alert": spec.uid,
-                        "expr": f"({spec.query.expr}) > {spec.threshold}",
-                        "for": spec.for_,
-                    }
-                ],
-            }
-        ]
-    }
-    test = {
-        "rule_files": ["rules.json"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": SERIES, "values": values}],
-                "alert_rule_test": [{"alertname": spec.uid, **c} for c in checks],
-            }
-        ],
-    }
-    (tmp_path / "rules.json").write_text(json.dumps(rules))  # JSON is YAML
-    (tmp_path / "test.json").write_text(json.dumps(test))
-    done = subprocess.run(
-        [_promtool(), "test", "rules", "test.json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout
+    promtool_alert_test(tmp_path, BACKUP_TOO_OLD, [{"series": SERIES, "values": values}], checks)
 
 
 def test_the_alert_fires_when_the_scheduler_stops_exporting(tmp_path: Path) -> None:

@@ -5,9 +5,6 @@ them (reduce last, then the threshold), the series as the ingest process exposes
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,22 +13,12 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards.alerts import STORAGE_JOB_FAILING
-from dashboards.board import PromSpec
-from qilu.services.prometheus import CANDIDATES
 from storage import jobs
+from tests.helpers import promtool_alert_test
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
-
-
-def _promtool() -> str:
-    for prometheus in CANDIDATES:
-        if (prometheus.parent / "promtool").is_file():
-            return str(prometheus.parent / "promtool")
-    found = shutil.which("promtool")
-    assert found, "promtool comes with the prometheus package (qilu services up installs it)"
-    return found
 
 
 def _exported(name: str) -> list[tuple[dict[str, str], float]]:
@@ -55,59 +42,21 @@ def test_the_alert_fires_for_a_failing_job_only_after_its_pending_period(tmp_pat
     series = _exported("qilu_storage_job_failing")
     assert sorted(v for _, v in series) == [0.0, 1.0]
 
-    spec = STORAGE_JOB_FAILING
-    assert isinstance(spec.query, PromSpec)
-    assert spec.op == "gt"
-    rules = {
-        "groups": [
-            {
-                "name": spec.group,
-                "rules": [
-                    {
-                        "alert": spec.uid,
-                        "expr": f"({spec.query.expr}) > {spec.threshold}",
-                        "for": spec.for_,
-                    }
-                ],
-            }
-        ]
-    }
     labels = {"relation": "rollups", "policy": jobs.REFRESH_JOB}
-    test = {
-        "rule_files": ["rules.json"],
-        "evaluation_interval": "1m",
-        "tests": [
+    promtool_alert_test(
+        tmp_path,
+        STORAGE_JOB_FAILING,
+        [
             {
-                "interval": "1m",
-                "input_series": [
-                    {
-                        "series": "qilu_storage_job_failing{"
-                        + ",".join(f'{k}="{v}"' for k, v in sorted(lab.items()))
-                        + "}",
-                        "values": f"{value:g}x30",
-                    }
-                    for lab, value in series
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "5m", "alertname": spec.uid, "exp_alerts": []},
-                    {
-                        "eval_time": "15m",
-                        "alertname": spec.uid,
-                        "exp_alerts": [{"exp_labels": labels}],
-                    },
-                ],
+                "series": "qilu_storage_job_failing{"
+                + ",".join(f'{k}="{v}"' for k, v in sorted(lab.items()))
+                + "}",
+                "values": f"{value:g}x30",
             }
+            for lab, value in series
         ],
-    }
-    (tmp_path / "rules.json").write_text(json.dumps(rules))  # JSON is YAML
-    (tmp_path / "test.json").write_text(json.dumps(test))
-    done = subprocess.run(
-        [_promtool(), "test", "rules", "test.json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [
+            {"eval_time": "5m", "exp_alerts": []},
+            {"eval_time": "15m", "exp_alerts": [{"exp_labels": labels}]},
+        ],
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout
