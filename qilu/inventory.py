@@ -131,12 +131,33 @@ class RowError:
         return f"line {self.line}: {self.reason}"
 
 
+class RowErrors:
+    """The bad rows of a parsed file: the first MAX_ERRORS kept, all of them counted.
+
+    A mixin of the parse results (:class:`Inventory`, ``qilu.reported.Report``); the dataclass
+    that uses it declares ``errors`` and ``error_count``.
+    """
+
+    __slots__ = ("error_count", "errors")
+    errors: list[RowError]
+    error_count: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def error(self, line: int, reason: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(RowError(line, reason))
+
+
 class InventoryError(QiluError):
     """The file cannot be read at all (encoding, format, empty): nothing to validate."""
 
 
 @dataclass(slots=True)
-class Inventory:
+class Inventory(RowErrors):
     """A parsed file: its sites and devices (each valid), and the errors of the bad rows."""
 
     sector: Sector
@@ -147,15 +168,6 @@ class Inventory:
     errors: list[RowError] = field(default_factory=list)
     error_count: int = 0
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error_count == 0
-
-    def error(self, line: int, reason: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append(RowError(line, reason))
 
 
 # -- reading the bytes ------------------------------------------------------------------------

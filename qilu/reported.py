@@ -30,10 +30,10 @@ from typing import Literal
 
 from qilu.catalog import Catalog, ReportedTarget, TargetKind
 from qilu.inventory import (
-    MAX_ERRORS,
     Format,
     InventoryError,
     RowError,
+    RowErrors,
     _norm,
     city_lookup,
     csv_rows,
@@ -83,7 +83,7 @@ class Figure:
 
 
 @dataclass(slots=True)
-class Report:
+class Report(RowErrors):
     """A parsed file: its valid figures and the errors of its bad rows."""
 
     encoding: str | None
@@ -92,15 +92,6 @@ class Report:
     errors: list[RowError] = field(default_factory=list)
     error_count: int = 0
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.error_count == 0
-
-    def error(self, line: int, reason: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < MAX_ERRORS:
-            self.errors.append(RowError(line, reason))
 
 
 def parse_date(text: str) -> date | None:
