@@ -181,6 +181,23 @@ def compare(eng: Engine, lo: datetime, hi: datetime) -> verify.Comparison:
         return verify.compare(conn, lo, hi)
 
 
+def assert_equal_to_recomputation(eng: Engine, lo: datetime, hi: datetime) -> verify.Comparison:
+    """The aggregates between ``lo`` and ``hi`` equal a recomputation from the readings."""
+    got = compare(eng, lo, hi)
+    assert got.equal, "\n".join(map(str, got.mismatches[:10]))
+    return got
+
+
+def devices_reporting(eng: Engine, site_id: str, bucket: datetime) -> tuple[int] | None:
+    """``site_liveness_1h.devices_reporting`` of one site's hour, None when there is no row."""
+    with eng.connect() as conn:
+        row = conn.execute(
+            "SELECT devices_reporting FROM site_liveness_1h WHERE site_id = %s AND bucket = %s",
+            (site_id, bucket),
+        ).fetchone()
+    return None if row is None else (int(row[0]),)
+
+
 def run_policy_jobs(eng: Engine) -> list[str]:
     """One refresh cycle as the server would run it: every policy job of our relations."""
     with eng.connect(autocommit=True) as conn:
@@ -271,8 +288,7 @@ def test_aggregates_equal_recomputation_through_compression_redelivery_and_late_
     recent_chunks = [c for start, c in chunks.items() if start >= hour(now) - timedelta(hours=2)]
     assert recent_chunks
     assert not any(recent_chunks)
-    first = compare(engine, lo, hi)
-    assert first.equal, "\n".join(map(str, first.mismatches[:10]))
+    first = assert_equal_to_recomputation(engine, lo, hi)
     assert first.buckets["readings_1m"] > 100
 
     # redelivery into the compressed chunks: every row is refused by the key
@@ -288,8 +304,7 @@ def test_aggregates_equal_recomputation_through_compression_redelivery_and_late_
     stale = compare(engine, lo, hi)
     assert not stale.equal  # the materialized buckets do not have them yet ...
     run_policy_jobs(engine)  # ... one refresh cycle later they do
-    again = compare(engine, lo, hi)
-    assert again.equal, "\n".join(map(str, again.mismatches[:10]))
+    assert_equal_to_recomputation(engine, lo, hi)
     with engine.connect() as conn:
         n = conn.execute(
             "SELECT sum(n) FROM readings_1h WHERE device_pk = %s AND bucket >= %s AND bucket < %s",
@@ -347,15 +362,8 @@ def test_one_run_of_the_refresh_job_carries_late_data_through_every_level(
     assert write(engine, late) == len(late)
     assert not compare(engine, lo, hi).equal
     run_refresh_job(engine)
-    again = compare(engine, lo, hi)
-    assert again.equal, "\n".join(map(str, again.mismatches[:10]))
-    with engine.connect() as conn:
-        site = conn.execute(
-            "SELECT devices_reporting FROM site_liveness_1h WHERE site_id = 'CHG-Q-1'"
-            " AND bucket = %s",
-            (start,),
-        ).fetchone()
-    assert site == (2,)
+    assert_equal_to_recomputation(engine, lo, hi)
+    assert devices_reporting(engine, "CHG-Q-1", start) == (2,)
 
 
 def record_runs(conn: psycopg.Connection[TupleRow], now: datetime) -> dict[str, int]:
@@ -600,15 +608,8 @@ def test_late_data_older_than_a_week_reaches_the_rollups_within_the_raw_retentio
     with engine.connect() as conn:  # the second pass changes nothing
         assert maintain.align_retention_policies(conn, StorageSettings()) == []
     run_refresh_job(engine)
-    got = compare(engine, lo, hi)
-    assert got.equal, "\n".join(map(str, got.mismatches[:10]))
-    with engine.connect() as conn:
-        site = conn.execute(
-            "SELECT devices_reporting FROM site_liveness_1h WHERE site_id = 'CHG-Q-1'"
-            " AND bucket = %s",
-            (start,),
-        ).fetchone()
-    assert site == (2,)
+    assert_equal_to_recomputation(engine, lo, hi)
+    assert devices_reporting(engine, "CHG-Q-1", start) == (2,)
     # the minute rollup of that day is compressed (after 10 days); more late data still counts
     run_policy_jobs(engine)
     with engine.connect() as conn:
@@ -624,5 +625,4 @@ def test_late_data_older_than_a_week_reaches_the_rollups_within_the_raw_retentio
     later = fleet.rows(["CHG-Q-1-03"], start + timedelta(minutes=10), minutes=10, step_s=60)
     assert write(engine, later) == len(later)
     run_refresh_job(engine)
-    got = compare(engine, lo, hi)
-    assert got.equal, "\n".join(map(str, got.mismatches[:10]))
+    assert_equal_to_recomputation(engine, lo, hi)
