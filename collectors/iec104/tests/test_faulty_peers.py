@@ -45,6 +45,15 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(head[1])
 
 
+def one_point_station(**extra: Any) -> tuple[ControlledStation, Iec104Collector, Sink]:
+    """A station with one measured value (IOA 5, 21.5) on a free port, a collector of that
+    point (``extra`` as collector options) and an empty sink."""
+    port = free_port()
+    station = ControlledStation(CA, port=port)
+    station.add(5, 13, 21.5)
+    return station, collector(port, points_table([5]), **extra), Sink()
+
+
 async def wait_for(cond: Callable[[], bool]) -> None:
     async with asyncio.timeout(30):
         while not cond():  # noqa: ASYNC110 - collector state, no event to wait on
@@ -107,11 +116,7 @@ def test_a_peer_that_falls_silent_is_tested_and_dropped_within_t3_plus_t1() -> N
 
 
 def test_a_malformed_frame_resets_the_link_and_the_next_one_works() -> None:
-    port = free_port()
-    station = ControlledStation(CA, port=port)
-    station.add(5, 13, 21.5)
-    c = collector(port, points_table([5]))
-    sink = Sink()
+    station, c, sink = one_point_station()
     connections = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -131,7 +136,7 @@ def test_a_malformed_frame_resets_the_link_and_the_next_one_works() -> None:
         writer.close()
 
     async def main() -> None:
-        server = await serve(port, handler)
+        server = await serve(station.port, handler)
         async with server, running(c, sink) as task:
             await sink.until(lambda: any(r.value == 21.5 for r in sink.data()))  # the 2nd link
             assert not task.done()
@@ -231,11 +236,7 @@ def test_several_stations_counters_and_clock_sync_with_our_own_station() -> None
 
 
 def test_link_state_is_reported_on_change_and_periodically_while_healthy() -> None:
-    port = free_port()
-    station = ControlledStation(CA, port=port)
-    station.add(5, 13, 21.5)
-    c = collector(port, points_table([5]), state_interval_s=1.0)
-    sink = Sink()
+    station, c, sink = one_point_station(state_interval_s=1.0)
 
     async def main() -> None:
         await station.start()
@@ -443,11 +444,7 @@ def test_a_gi_not_ended_or_refused_is_asked_again_after_gi_timeout_s(
 
 
 def test_a_periodic_gi_refreshes_the_image_on_the_same_link() -> None:
-    port = free_port()
-    station = ControlledStation(CA, port=port)
-    station.add(5, 13, 21.5)
-    c = collector(port, points_table([5]), gi_interval_s=0.1)
-    sink = Sink()
+    station, c, sink = one_point_station(gi_interval_s=0.1)
 
     async def main() -> None:
         await station.start()
