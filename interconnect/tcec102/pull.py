@@ -41,6 +41,7 @@ import psycopg
 from interconnect.tcec102 import mapping
 from interconnect.tcec102.client import Breaker, OperatorClient, PullError, Transport
 from interconnect.tcec102.exchange import CST, ExchangeError, Ret
+from interconnect.tcec102.produce import charging_producer
 from interconnect.tcec102.secrets import OperatorSecrets, box
 from qilu import signing
 from qilu.catalog import load_catalog
@@ -310,23 +311,8 @@ class KafkaOut:
     """Synchronous produce for the puller: returns once Kafka acknowledged."""
 
     def __init__(self, settings: Settings) -> None:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python 3.0 import time
-            from kafka import KafkaProducer
-
-        from stream.topics import deadletter_topic, readings_topic
-
-        k = settings.kafka
-        self._topic = readings_topic(k, Sector.CHARGING)
-        self._dlq = deadletter_topic(k)
-        self._producer = KafkaProducer(
-            bootstrap_servers=k.bootstrap,
-            client_id=f"{k.client_id}-tcec102-pull",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+        self._producer, self._topic, self._dlq = charging_producer(
+            settings, "tcec102-pull", linger_ms=5
         )
 
     def produce(self, env: Envelope, signer: signing.Signer) -> None:

@@ -58,9 +58,10 @@ from interconnect.tcec102.exchange import (
     read_envelope,
     seal_response,
 )
+from interconnect.tcec102.produce import charging_producer
 from qilu import signing
 from qilu.contract import Envelope as Batch
-from qilu.contract import Sector, to_us
+from qilu.contract import to_us
 from qilu.settings import Settings, Tcec102Settings
 from stream.deadletter import DeadLetter
 
@@ -408,24 +409,8 @@ class KafkaSink(Sink):
     """Produces to the charging readings topic and the dead-letter topic."""
 
     def __init__(self, settings: Settings) -> None:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python 3.0 import time
-            from kafka import KafkaProducer
-
-        from stream.topics import deadletter_topic, readings_topic
-
-        k = settings.kafka
-        self._topic = readings_topic(k, Sector.CHARGING)
-        self._dlq = deadletter_topic(k)
-        self._producer = KafkaProducer(
-            bootstrap_servers=k.bootstrap,
-            client_id=f"{k.client_id}-tcec102",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_block_ms=2000,
+        self._producer, self._topic, self._dlq = charging_producer(
+            settings, "tcec102", linger_ms=2, max_block_ms=2000
         )
         self._producer.partitions_for(self._topic)  # metadata now, not on the first push
         self._lock = threading.Lock()
