@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from kafka import KafkaConsumer
 
 from dashboards.alerts import AlertSpec
 from dashboards.board import PromSpec
 from qilu.services.prometheus import CANDIDATES
 from qilu.settings import DatabaseSettings, Settings
+from stream.deadletter import decode_headers
+from stream.topics import deadletter_topic
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
@@ -105,3 +108,23 @@ def promtool_alert_test(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
+
+
+def dead_letters(settings: Settings, n: int, timeout_ms: int) -> list[tuple[bytes, dict[str, str]]]:
+    """The first ``n`` records of the dead-letter topic as (value, decoded headers); fewer when
+    no record came for ``timeout_ms``."""
+    consumer = KafkaConsumer(
+        deadletter_topic(settings.kafka),
+        bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=timeout_ms,
+    )
+    out: list[tuple[bytes, dict[str, str]]] = []
+    try:
+        for rec in consumer:
+            out.append((rec.value, decode_headers(rec.headers)))
+            if len(out) == n:
+                break
+    finally:
+        consumer.close()
+    return out

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from prometheus_client import REGISTRY
 
 from qilu.agents import provision_province
@@ -19,9 +19,8 @@ from qilu.contract import Envelope, Reading, Sector
 from qilu.settings import Settings
 from storage.db import connect
 from storage.registry_store import load_registry
-from stream.deadletter import decode_headers
-from stream.topics import deadletter_topic, readings_topic
-from tests.helpers import scalar, wait_for
+from stream.topics import readings_topic
+from tests.helpers import dead_letters, scalar, wait_for
 from tests.integration.test_pipeline import ground_truth
 
 pytestmark = pytest.mark.integration
@@ -60,17 +59,7 @@ def test_too_old_and_conflicting_duplicates_are_dead_lettered_and_counted(
     producer.flush()
     producer.close()
 
-    consumer = KafkaConsumer(
-        deadletter_topic(settings.kafka),
-        bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=30000,
-    )
-    letters = []
-    for rec in consumer:
-        letters.append(decode_headers(rec.headers))
-        break
-    consumer.close()
+    letters = [headers for _, headers in dead_letters(settings, 1, timeout_ms=30_000)]
     assert [h["qilu.reason"] for h in letters] == ["rejected_readings"]
     refused = json.loads(letters[0]["qilu.rejected"])
     assert [(r["i"], r["reason"]) for r in refused] == [

@@ -28,9 +28,8 @@ from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings
 from storage.db import connect
 from storage.registry_store import load_registry
-from stream.deadletter import decode_headers
 from stream.topics import deadletter_topic, group_lag, readings_topic, readings_topics
-from tests.helpers import scalar, wait_for
+from tests.helpers import dead_letters, scalar, wait_for
 
 pytestmark = pytest.mark.integration
 QINGDAO, JINAN = "370200", "370100"
@@ -276,18 +275,7 @@ def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
     producer.close()
 
     wait_for(lambda: scalar(settings.db, "SELECT count(*) FROM readings") == 2, what="2 rows")
-    consumer = KafkaConsumer(
-        deadletter_topic(settings.kafka),
-        bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=15000,
-    )
-    letters = []
-    for rec in consumer:
-        letters.append((rec.value, decode_headers(rec.headers)))
-        if len(letters) == 2:
-            break
-    consumer.close()
+    letters = dead_letters(settings, 2, timeout_ms=15_000)
     by_reason = {h["qilu.reason"]: (v, h) for v, h in letters}
     assert set(by_reason) == {"malformed", "rejected_readings"}
     assert by_reason["malformed"][0] == garbage

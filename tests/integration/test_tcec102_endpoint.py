@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer
 
 from api.app import create_app
 from interconnect.tcec102 import exchange as x
@@ -30,9 +29,7 @@ from storage import audit
 from storage import operators as store
 from storage.db import connect
 from storage.registry_store import load_registry
-from stream.deadletter import decode_headers
-from stream.topics import deadletter_topic
-from tests.helpers import scalar, wait_for
+from tests.helpers import dead_letters, scalar, wait_for
 
 pytestmark = pytest.mark.integration
 OP, OTHER = "MA0000001", "MB0000002"
@@ -129,19 +126,7 @@ def harness(settings: Settings) -> Iterator[Harness]:
 
 
 def _dead_letters(settings: Settings, n: int) -> list[dict[str, str]]:
-    consumer = KafkaConsumer(
-        deadletter_topic(settings.kafka),
-        bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=15000,
-    )
-    out = []
-    for rec in consumer:
-        out.append(decode_headers(rec.headers))
-        if len(out) == n:
-            break
-    consumer.close()
-    return out
+    return [headers for _, headers in dead_letters(settings, n, timeout_ms=15_000)]
 
 
 def test_pushes_become_stored_readings_through_the_ingest(
