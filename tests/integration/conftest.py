@@ -10,12 +10,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from psycopg import sql
 
+from qilu.cli import main as qilu_main
 from qilu.services import Services
-from qilu.settings import DatabaseSettings, KafkaSettings, Settings, load
+from qilu.settings import ApiSettings, DatabaseSettings, KafkaSettings, Settings, load
 from storage import migrate
 from storage.db import connect
 from stream.cli import build_consumer
@@ -78,6 +80,37 @@ def settings(base_settings: Settings, db: DatabaseSettings, kafka: KafkaSettings
 class RunningIngest:
     thread: threading.Thread
     stop: threading.Event
+
+
+@pytest.fixture
+def jwt_secret() -> str:
+    """The API's token-signing secret in ``api_settings``; a module overrides it with its own."""
+    return "integration-api-secret-" + "k" * 48
+
+
+@pytest.fixture
+def api_settings(settings: Settings, jwt_secret: str) -> Settings:
+    """The test settings with an API that admits no one anonymously, signing with ``jwt_secret``."""
+    api = ApiSettings(anonymous_scopes=[], jwt_secret=jwt_secret, key_cache_s=1.0)  # type: ignore[arg-type]
+    return settings.model_copy(update={"api": api})
+
+
+@pytest.fixture
+def cli(
+    api_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Any:
+    """Run ``qilu ...`` in-process against the test database: (exit code, stdout, stderr)."""
+    db = api_settings.db
+    for key, value in {"NAME": db.name, "HOST": db.host, "PORT": str(db.port)}.items():
+        monkeypatch.setenv(f"QILU_DB__{key}", value)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = qilu_main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from qilu.cli import main as qilu_main
-from qilu.settings import ApiSettings, Settings
+from qilu.settings import Settings
 from storage.db import connect
 from storage.registry_store import load_registry
 from tests.helpers import wait_for
@@ -30,26 +29,8 @@ QINGDAO, JINAN = "370200", "370100"
 
 
 @pytest.fixture
-def api_settings(settings: Settings) -> Settings:
-    api = ApiSettings(anonymous_scopes=[], jwt_secret=SECRET, key_cache_s=1.0)  # type: ignore[arg-type]
-    return settings.model_copy(update={"api": api})
-
-
-@pytest.fixture
-def cli(
-    api_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Any:
-    """Run `qilu ...` in-process against the test database; returns (exit code, stdout)."""
-    db = api_settings.db
-    for key, value in {"NAME": db.name, "HOST": db.host, "PORT": str(db.port)}.items():
-        monkeypatch.setenv(f"QILU_DB__{key}", value)
-
-    def run(*argv: str) -> tuple[int, str]:
-        capsys.readouterr()
-        code = qilu_main(list(argv))
-        return code, capsys.readouterr().out
-
-    return run
+def jwt_secret() -> str:
+    return SECRET
 
 
 @pytest.fixture
@@ -89,7 +70,7 @@ def call(client: TestClient, token: str | None, path: str, **params: Any) -> tup
 
 
 def create(cli: Any, *args: str) -> str:
-    code, out = cli("apikey", "create", "--name", "t", *args)
+    code, out, _ = cli("apikey", "create", "--name", "t", *args)
     assert code == 0
     token = out.strip()
     assert token.startswith("qk_")
@@ -197,7 +178,7 @@ def test_revoked_and_expired_keys(client: TestClient, cli: Any) -> None:
     token = create(cli, "--scope", "coverage:read")
     key_id = token.split("_")[1]
     assert call(client, token, "/v1/targets")[0] == 200
-    code, listing = cli("apikey", "list")
+    code, listing, _ = cli("apikey", "list")
     assert code == 0
     assert key_id in listing
     assert token.split("_", 2)[2] not in listing  # the secret is never shown again
@@ -215,6 +196,6 @@ def test_revoked_and_expired_keys(client: TestClient, cli: Any) -> None:
 
 
 def test_cli_refuses_unknown_city(cli: Any) -> None:
-    code, out = cli("apikey", "create", "--name", "x", "--scope", "admin", "--city", "999999")
+    code, out, _ = cli("apikey", "create", "--name", "x", "--scope", "admin", "--city", "999999")
     assert code == 2
     assert out == ""

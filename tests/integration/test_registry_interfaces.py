@@ -16,10 +16,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from qilu.catalog import load_catalog
-from qilu.cli import main as qilu_main
 from qilu.contract import Sector
 from qilu.inventory import parse
-from qilu.settings import ApiSettings, DatabaseSettings, Settings
+from qilu.settings import DatabaseSettings, Settings
 from storage import registry_admin, trajectories
 from storage.db import connect
 from storage.registry_admin import ImportSource
@@ -33,26 +32,8 @@ SECRET = "registry-admin-secret-" + "k" * 48
 
 
 @pytest.fixture
-def api_settings(settings: Settings) -> Settings:
-    api = ApiSettings(anonymous_scopes=[], jwt_secret=SECRET, key_cache_s=1.0)  # type: ignore[arg-type]
-    return settings.model_copy(update={"api": api})
-
-
-@pytest.fixture
-def cli(
-    api_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Any:
-    db = api_settings.db
-    for key, value in {"NAME": db.name, "HOST": db.host, "PORT": str(db.port)}.items():
-        monkeypatch.setenv(f"QILU_DB__{key}", value)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = qilu_main(list(argv))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
+def jwt_secret() -> str:
+    return SECRET
 
 
 def test_cli_import_lifecycle_and_audit(

@@ -19,10 +19,9 @@ from api.app import create_app
 from api.schemas import ReportedAreaOut
 from dashboards.coverage import TODAY_CST, reported_table_sql
 from qilu.catalog import load_catalog
-from qilu.cli import main as qilu_main
 from qilu.contract import Sector
 from qilu.reported import Figure, Report, simulated_figures
-from qilu.settings import ApiSettings, DatabaseSettings, Settings
+from qilu.settings import DatabaseSettings, Settings
 from storage import reported as store
 from storage.db import connect
 from storage.queries_api import Area
@@ -35,26 +34,8 @@ HEAD = "target,city,as_of,value,reporter,reported_on,source\n"
 
 
 @pytest.fixture
-def api_settings(settings: Settings) -> Settings:
-    api = ApiSettings(anonymous_scopes=[], jwt_secret=SECRET, key_cache_s=1.0)  # type: ignore[arg-type]
-    return settings.model_copy(update={"api": api})
-
-
-@pytest.fixture
-def cli(
-    api_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Any:
-    db = api_settings.db
-    for key, value in {"NAME": db.name, "HOST": db.host, "PORT": str(db.port)}.items():
-        monkeypatch.setenv(f"QILU_DB__{key}", value)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = qilu_main(list(argv))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
+def jwt_secret() -> str:
+    return SECRET
 
 
 @pytest.fixture
