@@ -24,23 +24,15 @@ within seconds. Design: docs/adr/0010-agent-authentication.md.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from qilu.cliutil import audit_json, csv_list, emit_secret, needs_migration
 from qilu.errors import QiluError
 from qilu.settings import Settings
-
-Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def register(sub: Any) -> None:
@@ -57,7 +49,7 @@ def register(sub: Any) -> None:
         help="create an agent and print its configuration with its secrets (shown once)",
     )
     v.add_argument("agent_id", help="unique id, 1-128 of A-Z a-z 0-9 . _ - (never reused)")
-    v.add_argument("--sites", type=_csv, default=[], help="comma-separated site ids")
+    v.add_argument("--sites", type=csv_list, default=[], help="comma-separated site ids")
     v.add_argument(
         "--city", action="append", default=[], help="every site of this city code (repeatable)"
     )
@@ -103,14 +95,14 @@ def register(sub: Any) -> None:
     u.add_argument("agent_id", help="the agent to change")
     u.add_argument(
         "--add-site",
-        type=_csv,
+        type=csv_list,
         action="extend",
         default=[],
         help="comma-separated site ids it may report for from now on (repeatable)",
     )
     u.add_argument(
         "--remove-site",
-        type=_csv,
+        type=csv_list,
         action="extend",
         default=[],
         help="comma-separated site ids it may no longer report for (repeatable)",
@@ -178,31 +170,12 @@ def register(sub: Any) -> None:
     t.set_defaults(handler=_targets)
 
 
-def _needs_migration(handler: Handler) -> Handler:
-    """A database without the agent tables (or columns): say what to do, not a traceback."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        import psycopg
-
-        try:
-            return handler(args, settings)
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise QiluError(
-                f"{exc.diag.message_primary}: run `qilu migrate` first (migrations 045, 053)"
-            ) from exc
-
-    return run
+# a database without the agent tables (or columns): say what to do, not a traceback
+_needs_migration = needs_migration("migrations 045, 053")
 
 
 def _emit(args: argparse.Namespace, text: str) -> None:
-    if args.out is None:
-        sys.stdout.write(text)
-        return
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    sys.stderr.write(f"configuration written to {args.out} (mode 0600)\n")
+    emit_secret(args.out, text, "configuration")
 
 
 @_needs_migration
@@ -328,6 +301,6 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
             raise agents.AgentError(f"no agent {args.agent_id!r}")
         trail = audit.query(conn, entity="agent", entity_id=args.agent_id)
     out = row.as_json()
-    out["audit"] = [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action} for e in trail]
+    out["audit"] = audit_json(trail)
     sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
     return 0

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qilu.cliutil import audit_json, csv_list, emit_secret, needs_migration
 from qilu.errors import QiluError
 from qilu.settings import Settings
-
-Handler = Callable[[argparse.Namespace, Settings], int]
 
 DESCRIPTION = """\
 Charging operators connected over T/CEC 102.
@@ -44,10 +40,6 @@ pull_interval_s: run exactly one. Design: docs/adr/0015-tcec102.md.
 """
 
 
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "operators",
@@ -67,7 +59,10 @@ def register(sub: Any) -> None:
         "(default: none, we only receive its pushes)",
     )
     a.add_argument(
-        "--sites", type=_csv, default=[], help="comma-separated charging site ids it reports for"
+        "--sites",
+        type=csv_list,
+        default=[],
+        help="comma-separated charging site ids it reports for",
     )
     a.add_argument(
         "--city",
@@ -173,19 +168,7 @@ def register(sub: Any) -> None:
     sm.set_defaults(handler=_simulate)
 
 
-def _needs_migration(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        import psycopg
-
-        try:
-            return handler(args, settings)
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise QiluError(
-                f"{exc.diag.message_primary}: run `qilu migrate` first (migration 056)"
-            ) from exc
-
-    return run
+_needs_migration = needs_migration("migration 056")
 
 
 def _outbound(path: Path | None) -> Any:
@@ -204,13 +187,7 @@ def _outbound(path: Path | None) -> Any:
 
 def _emit(args: argparse.Namespace, shown: Any) -> None:
     text = json.dumps(shown.as_json(), ensure_ascii=False, indent=2) + "\n"
-    if args.out is None:
-        sys.stdout.write(text)
-        return
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    sys.stderr.write(f"keys written to {args.out} (mode 0600)\n")
+    emit_secret(args.out, text, "keys")
 
 
 @_needs_migration
@@ -306,7 +283,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     out = row.as_json()
     out["connectors"] = int(n[0]) if n else 0
     out["link"] = lk.as_json() if lk else None
-    out["audit"] = [{"at": e.at.isoformat(), "actor": e.actor, "action": e.action} for e in trail]
+    out["audit"] = audit_json(trail)
     sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
     return 0
 
