@@ -24,7 +24,7 @@ from api.schemas import (
     ReportedTargetOut,
     SourceOut,
 )
-from api.views import judgement_out
+from api.views import judgement_out, no_data_out
 from qilu.catalog import Catalog, ReportedTarget, TargetKind
 from qilu.reported import (
     PROVINCE,
@@ -112,20 +112,6 @@ def judge_text(t: ReportedTarget, value: float, met: bool) -> str:
     if met:
         return f"{judge_fmt(t, value)} satisfies {goal}: met"
     return f"{judge_fmt(t, value)} does not satisfy {goal}: missed"
-
-
-def _no_data(t: ReportedTarget, today: date, why: str) -> JudgementOut:
-    return JudgementOut(
-        status=judge.Status.NO_DATA.value,
-        basis=judge.Basis.NO_DATA.value,
-        today=today,
-        days_left=(t.due - today).days,
-        baseline_day=None,
-        baseline_value=None,
-        expected_now=None,
-        shortfall=None,
-        explanation=why,
-    )
 
 
 def _baseline(
@@ -267,7 +253,7 @@ def _province(
             basis="no_data",
             freshness="no_data",
             figure=None,
-            judgement=_no_data(t, today, why),
+            judgement=no_data_out(t.due, today, why),
         )
 
     if area.cities is not None:

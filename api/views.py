@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date
 
 from pydantic import TypeAdapter
 
@@ -64,13 +64,13 @@ def judgement_out(j: judge.Judgement) -> JudgementOut:
     )
 
 
-def _not_judged(t: Target, now: datetime, why: str) -> JudgementOut:
-    today = judge.today_cst(now)
+def no_data_out(due: date, today: date, why: str) -> JudgementOut:
+    """The judgement of a target that is not judged here: no data, ``why`` says so."""
     return JudgementOut(
         status=judge.Status.NO_DATA.value,
         basis=judge.Basis.NO_DATA.value,
         today=today,
-        days_left=(t.due - today).days,
+        days_left=(due - today).days,
         baseline_day=None,
         baseline_value=None,
         expected_now=None,
@@ -102,8 +102,10 @@ def coverage_out(
         base = snap.baselines.get((t.id, base_key)) if base_key else None
         top_j = judgement_out(judge.judge(t, value, snap.as_of, base, scale))
     else:
-        top_j = _not_judged(
-            t, snap.as_of, "a count threshold is province-wide: not judged for part of it"
+        top_j = no_data_out(
+            t.due,
+            judge.today_cst(snap.as_of),
+            "a count threshold is province-wide: not judged for part of it",
         )
     cities = []
     for c in visible:
