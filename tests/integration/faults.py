@@ -43,13 +43,14 @@ from edge_agent.agent import close_producer, new_producer
 from qilu.contract import Envelope
 from qilu.errors import ServiceError
 from qilu.ports import free_port
-from qilu.registry import generate
+from qilu.registry import Registry, generate
 from qilu.services import ProbeError, Services
 from qilu.services.kafka import Kafka
 from qilu.services.pg_cluster import PatroniNode
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
+from stream.topics import ensure_topics
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -103,12 +104,31 @@ class Tally:
         )
 
 
-def register_devices(db: DatabaseSettings, n: int = 50) -> list[str]:
-    """Load a small simulated registry; returns ``n`` charging piles (one sector topic)."""
-    reg = generate(1, 0.002)
+def loaded_registry(db: DatabaseSettings, scale: float = 0.002) -> Registry:
+    """A simulated registry of one province at ``scale``, loaded into the test database."""
+    reg = generate(1, scale)
     with connect(db) as conn:
         load_registry(conn, reg)
+    return reg
+
+
+def register_devices(db: DatabaseSettings, n: int = 50) -> list[str]:
+    """Load a small simulated registry; returns ``n`` charging piles (one sector topic)."""
+    reg = loaded_registry(db)
     return [d.device_id for d in reg.devices if d.kind == "charging_pile"][:n]
+
+
+def on_private_broker(base: Settings, db: DatabaseSettings, broker: tuple[str, str]) -> Settings:
+    """``base`` on the test database and a private broker, ``broker`` being its (internal
+    bootstrap, agents' SASL bootstrap), with a topic prefix of its own whose topics exist."""
+    internal, agents_listener = broker
+    ks = KafkaSettings(
+        bootstrap=internal,
+        agent_bootstrap=agents_listener,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}",
+    )
+    ensure_topics(ks)
+    return base.model_copy(update={"db": db, "kafka": ks})
 
 
 class Ledger:

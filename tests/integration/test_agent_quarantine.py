@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import tomllib
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +26,10 @@ from edge_agent.buffer import Buffer, Quarantined
 
 from qilu import agents as ops
 from qilu.contract import Sector, decode
-from qilu.registry import Registry, generate
-from qilu.settings import DatabaseSettings, KafkaSettings, Settings
-from storage.db import connect
-from storage.registry_store import load_registry
-from stream.topics import ensure_topics, readings_topic
-from tests.integration.faults import private_kafka
+from qilu.registry import Registry
+from qilu.settings import DatabaseSettings, Settings
+from stream.topics import readings_topic
+from tests.integration.faults import loaded_registry, on_private_broker, private_kafka
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -52,22 +49,12 @@ def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
 def asettings(
     base_settings: Settings, db: DatabaseSettings, sasl_kafka: tuple[str, str]
 ) -> Settings:
-    internal, agents_listener = sasl_kafka
-    ks = KafkaSettings(
-        bootstrap=internal,
-        agent_bootstrap=agents_listener,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}",
-    )
-    ensure_topics(ks)
-    return base_settings.model_copy(update={"db": db, "kafka": ks})
+    return on_private_broker(base_settings, db, sasl_kafka)
 
 
 @pytest.fixture
 def registry(asettings: Settings) -> Registry:
-    reg = generate(1, SCALE)
-    with connect(asettings.db) as conn:
-        load_registry(conn, reg)
-    return reg
+    return loaded_registry(asettings.db, SCALE)
 
 
 def site_of(reg: Registry, sector: Sector) -> str:

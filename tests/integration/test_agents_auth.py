@@ -32,21 +32,20 @@ from qilu import agents as ops
 from qilu import signing
 from qilu.contract import Envelope, Reading, Sector
 from qilu.devices import KINDS
-from qilu.registry import Registry, generate
-from qilu.settings import DatabaseSettings, KafkaSettings, Settings
+from qilu.registry import Registry
+from qilu.settings import DatabaseSettings, Settings
 from storage import agents as store
 from storage import audit
 from storage.db import connect
-from storage.registry_store import load_registry
 from stream.cli import build_consumer
-from stream.deadletter import decode_headers
-from stream.topics import deadletter_topic, ensure_topics, readings_topic
+from stream.topics import readings_topic
+from tests.helpers import dead_letters as read_dead_letters
 from tests.helpers import scalar, wait_for
-from tests.integration.faults import private_kafka
+from tests.integration.faults import loaded_registry, on_private_broker, private_kafka
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
     from kafka.errors import TopicAuthorizationFailedError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -64,25 +63,15 @@ def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
 def asettings(
     base_settings: Settings, db: DatabaseSettings, sasl_kafka: tuple[str, str]
 ) -> Settings:
-    internal, agents_listener = sasl_kafka
-    ks = KafkaSettings(
-        bootstrap=internal,
-        agent_bootstrap=agents_listener,
-        topic_prefix=f"t{uuid.uuid4().hex[:10]}",
-    )
-    ensure_topics(ks)
     ingest = base_settings.ingest.model_copy(
         update={"group_id": f"g{uuid.uuid4().hex[:10]}", "agents_refresh_s": 0.5}
     )
-    return base_settings.model_copy(update={"db": db, "kafka": ks, "ingest": ingest})
+    return on_private_broker(base_settings, db, sasl_kafka).model_copy(update={"ingest": ingest})
 
 
 @pytest.fixture
 def registry(asettings: Settings) -> Registry:
-    reg = generate(1, SCALE)
-    with connect(asettings.db) as conn:
-        load_registry(conn, reg)
-    return reg
+    return loaded_registry(asettings.db, SCALE)
 
 
 def first_site(reg: Registry, sector: Sector) -> tuple[str, str]:
@@ -143,21 +132,7 @@ def refused(bootstrap: str, user: str, password: str) -> None:
 
 
 def dead_letters(settings: Settings, n: int) -> list[dict[str, str]]:
-    consumer = KafkaConsumer(
-        deadletter_topic(settings.kafka),
-        bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=20_000,
-    )
-    out = []
-    try:
-        for rec in consumer:
-            out.append(decode_headers(rec.headers))
-            if len(out) == n:
-                break
-    finally:
-        consumer.close()
-    return out
+    return [headers for _, headers in read_dead_letters(settings, n, timeout_ms=20_000)]
 
 
 @pytest.fixture
