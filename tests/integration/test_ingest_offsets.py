@@ -29,6 +29,7 @@ from tests.integration.replay import AGENTS, PER_ENVELOPE, database_offsets, pro
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 TOTAL = 6000
+STORED = "SELECT count(*) FROM readings"
 
 
 @pytest.fixture
@@ -42,17 +43,67 @@ def _stop(r: RunningIngest) -> None:
     assert not r.thread.is_alive()
 
 
-def test_ingest_rereads_from_the_database_offsets_after_the_database_went_back(
+def _first_half_stored(
     settings: Settings, start_ingest: Callable[[], RunningIngest]
-) -> None:
+) -> tuple[Ledger, str, RunningIngest]:
+    """The ledger's first half produced to the charging topic and stored by a running ingest:
+    (the ledger, the topic, that ingest)."""
     ledger = Ledger(register_devices(settings.db), TOTAL)
     topic = f"{settings.kafka.topic_prefix}.readings.charging"
     wait_writable(settings.kafka, topic)
-    stored = "SELECT count(*) FROM readings"
-
     produce(ledger, settings.kafka, topic, 0, TOTAL // 2)
     first = start_ingest()
-    wait_for(lambda: scalar(settings.db, stored) == TOTAL // 2, 120, "first half stored")
+    wait_for(lambda: scalar(settings.db, STORED) == TOTAL // 2, 120, "first half stored")
+    return ledger, topic, first
+
+
+def _snapshot(settings: Settings) -> None:
+    """Copy the readings and the stored offsets (what a point-in-time restore brings back)."""
+    with connect(settings.db) as conn:
+        conn.execute("CREATE TABLE snap_readings AS SELECT * FROM readings")
+        conn.execute("CREATE TABLE snap_offsets AS SELECT * FROM ingest_offsets")
+        conn.commit()
+
+
+def _back_to_snapshot(settings: Settings) -> None:
+    """Put the readings and the stored offsets back as ``_snapshot`` copied them."""
+    with connect(settings.db) as conn:
+        conn.execute("DELETE FROM readings")
+        conn.execute("INSERT INTO readings SELECT * FROM snap_readings")
+        conn.execute("DELETE FROM ingest_offsets")
+        conn.execute("INSERT INTO ingest_offsets SELECT * FROM snap_offsets")
+        conn.commit()
+
+
+def _retention_cut(
+    settings: Settings, ledger: Ledger, topic: str, since: dict[tuple[str, int], int]
+) -> tuple[int, int, int]:
+    """Delete from the broker the first two records after ``since`` of the partition with the
+    most records after it (as retention would): (that partition, the cut offset, the readings
+    those two records held)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition
+
+    after = {
+        p: sorted(o for (q, o) in ledger.offsets if q == p and o >= since.get((topic, p), 0))
+        for (_, p) in since
+    }
+    part = max(after, key=lambda p: len(after[p]))
+    assert len(after[part]) >= 3
+    cut = after[part][1] + 1  # the first two envelopes after ``since`` are gone
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    try:
+        admin.delete_records({TopicPartition(topic, part): cut})
+    finally:
+        admin.close()
+    gone = [ledger.offsets[part, o] for o in after[part][:2]]
+    return part, cut, sum(hi - lo for lo, hi in gone)
+
+
+def test_ingest_rereads_from_the_database_offsets_after_the_database_went_back(
+    settings: Settings, start_ingest: Callable[[], RunningIngest]
+) -> None:
+    ledger, topic, first = _first_half_stored(settings, start_ingest)
     # the offsets went in with the rows: what the database says equals what Kafka committed
     # once the consumer caught up
     group = settings.ingest.group_id
@@ -68,29 +119,20 @@ def test_ingest_rereads_from_the_database_offsets_after_the_database_went_back(
         60,
         "Kafka's committed offsets equal the database's",
     )
-    # a snapshot of the database's state here (what a point-in-time restore brings back)
-    with connect(settings.db) as conn:
-        conn.execute("CREATE TABLE snap_readings AS SELECT * FROM readings")
-        conn.execute("CREATE TABLE snap_offsets AS SELECT * FROM ingest_offsets")
-        conn.commit()
+    _snapshot(settings)  # the database's state here (what a point-in-time restore brings back)
     before = database_offsets(settings.db, topic)
 
     produce(ledger, settings.kafka, topic, TOTAL // 2, TOTAL)
-    wait_for(lambda: scalar(settings.db, stored) == TOTAL, 120, "second half stored")
+    wait_for(lambda: scalar(settings.db, STORED) == TOTAL, 120, "second half stored")
     assert all(database_offsets(settings.db, topic)[k] >= v for k, v in before.items())
     _stop(first)
 
     # the database goes back to the snapshot; Kafka's committed offsets stay at the end
-    with connect(settings.db) as conn:
-        conn.execute("DELETE FROM readings")
-        conn.execute("INSERT INTO readings SELECT * FROM snap_readings")
-        conn.execute("DELETE FROM ingest_offsets")
-        conn.execute("INSERT INTO ingest_offsets SELECT * FROM snap_offsets")
-        conn.commit()
-    assert scalar(settings.db, stored) == TOTAL // 2
+    _back_to_snapshot(settings)
+    assert scalar(settings.db, STORED) == TOTAL // 2
 
     start_ingest()
-    wait_for(lambda: scalar(settings.db, stored) == TOTAL, 120, "the second half stored again")
+    wait_for(lambda: scalar(settings.db, STORED) == TOTAL, 120, "the second half stored again")
     t = ledger.tally("ingest_offsets_after_going_back", settings.db)
     assert (t.ledger, t.lost, t.duplicates, t.rows) == (TOTAL, 0, 0, TOTAL)
 
@@ -98,57 +140,28 @@ def test_ingest_rereads_from_the_database_offsets_after_the_database_went_back(
 def test_records_past_kafka_retention_are_counted_as_lost_and_the_rest_replayed(
     settings: Settings, start_ingest: Callable[[], RunningIngest]
 ) -> None:
-    from kafka.admin import KafkaAdminClient
-    from kafka.structs import TopicPartition
     from prometheus_client import REGISTRY
 
-    ledger = Ledger(register_devices(settings.db), TOTAL)
-    topic = f"{settings.kafka.topic_prefix}.readings.charging"
-    wait_writable(settings.kafka, topic)
-    stored = "SELECT count(*) FROM readings"
-    produce(ledger, settings.kafka, topic, 0, TOTAL // 2)
-    first = start_ingest()
-    wait_for(lambda: scalar(settings.db, stored) == TOTAL // 2, 120, "first half stored")
-    with connect(settings.db) as conn:
-        conn.execute("CREATE TABLE snap_readings AS SELECT * FROM readings")
-        conn.execute("CREATE TABLE snap_offsets AS SELECT * FROM ingest_offsets")
-        conn.commit()
+    ledger, topic, first = _first_half_stored(settings, start_ingest)
+    _snapshot(settings)
     wait_for(lambda: sum(database_offsets(settings.db, topic).values()) > 0, 60, "offsets stored")
     at_snapshot = database_offsets(settings.db, topic)
     produce(ledger, settings.kafka, topic, TOTAL // 2, TOTAL)
-    wait_for(lambda: scalar(settings.db, stored) == TOTAL, 120, "second half stored")
+    wait_for(lambda: scalar(settings.db, STORED) == TOTAL, 120, "second half stored")
     _stop(first)
 
     # the partition with the most records after the snapshot loses the first two of them
     # to "retention" (deleted from the broker)
-    after = {
-        p: sorted(o for (q, o) in ledger.offsets if q == p and o >= at_snapshot.get((topic, p), 0))
-        for (_, p) in at_snapshot
-    }
-    part = max(after, key=lambda p: len(after[p]))
-    assert len(after[part]) >= 3
+    part, cut, gone_readings = _retention_cut(settings, ledger, topic, at_snapshot)
     snap_offset = at_snapshot[topic, part]
-    cut = after[part][1] + 1  # the first two envelopes after the snapshot are gone
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    try:
-        admin.delete_records({TopicPartition(topic, part): cut})
-    finally:
-        admin.close()
-    gone = [ledger.offsets[part, o] for o in after[part][:2]]
-    gone_readings = sum(hi - lo for lo, hi in gone)
 
-    with connect(settings.db) as conn:  # the database goes back to the snapshot
-        conn.execute("DELETE FROM readings")
-        conn.execute("INSERT INTO readings SELECT * FROM snap_readings")
-        conn.execute("DELETE FROM ingest_offsets")
-        conn.execute("INSERT INTO ingest_offsets SELECT * FROM snap_offsets")
-        conn.commit()
+    _back_to_snapshot(settings)  # the database goes back to the snapshot
 
     labels = {"topic": topic, "partition": str(part)}
     before = REGISTRY.get_sample_value("qilu_ingest_replay_lost_records_total", labels) or 0.0
     start_ingest()
     wait_for(
-        lambda: scalar(settings.db, stored) == TOTAL - gone_readings,
+        lambda: scalar(settings.db, STORED) == TOTAL - gone_readings,
         120,
         "everything Kafka still holds stored again",
     )
@@ -209,17 +222,9 @@ def test_a_new_group_resumes_from_the_database_and_reports_what_retention_took(
     """A group without committed offsets (a new or changed group id, expired offsets)
     neither reads again what the database holds nor skips silently what the broker no
     longer has."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.structs import TopicPartition
     from prometheus_client import REGISTRY
 
-    ledger = Ledger(register_devices(settings.db), TOTAL)
-    topic = f"{settings.kafka.topic_prefix}.readings.charging"
-    wait_writable(settings.kafka, topic)
-    stored = "SELECT count(*) FROM readings"
-    produce(ledger, settings.kafka, topic, 0, TOTAL // 2)
-    first = start_ingest()
-    wait_for(lambda: scalar(settings.db, stored) == TOTAL // 2, 120, "first half stored")
+    ledger, topic, first = _first_half_stored(settings, start_ingest)
     wait_for(
         lambda: all(
             database_offsets(settings.db, topic).get((topic, p), 0) > o for p, o in ledger.offsets
@@ -230,20 +235,8 @@ def test_a_new_group_resumes_from_the_database_and_reports_what_retention_took(
     _stop(first)
     at_stop = database_offsets(settings.db, topic)
     produce(ledger, settings.kafka, topic, TOTAL // 2, TOTAL)  # while no ingest runs
-    after = {
-        p: sorted(o for (q, o) in ledger.offsets if q == p and o >= at_stop.get((topic, p), 0))
-        for (_, p) in at_stop
-    }
-    part = max(after, key=lambda p: len(after[p]))
-    assert len(after[part]) >= 3
+    part, cut, gone_readings = _retention_cut(settings, ledger, topic, at_stop)
     db_offset = at_stop[topic, part]
-    cut = after[part][1] + 1
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    try:
-        admin.delete_records({TopicPartition(topic, part): cut})
-    finally:
-        admin.close()
-    gone_readings = sum(hi - lo for lo, hi in (ledger.offsets[part, o] for o in after[part][:2]))
 
     labels = {"topic": topic, "partition": str(part)}
     lost_before = REGISTRY.get_sample_value("qilu_ingest_replay_lost_records_total", labels)
@@ -257,7 +250,7 @@ def test_a_new_group_resumes_from_the_database_and_reports_what_retention_took(
     thread.start()
     try:
         wait_for(
-            lambda: scalar(settings.db, stored) == TOTAL - gone_readings,
+            lambda: scalar(settings.db, STORED) == TOTAL - gone_readings,
             120,
             "what the broker still holds stored",
         )
