@@ -463,14 +463,8 @@ def test_status_page_shows_the_api_figures_and_updates_live(
         )
         wait_for(matches, 20, what="page cells to equal /v1/status after the update")
 
-        RESULTS.mkdir(exist_ok=True)
-        ignore = RESULTS / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# written by the test run\n*\n")
-        shot = RESULTS / "status_page.png"
-        browser.screenshot(shot)
-        assert shot.stat().st_size > 20_000
-        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+        save_screenshot(browser, "status_page.png", full_page=True)
+        assert_no_page_errors(browser)
     finally:
         browser.close()
 
@@ -557,14 +551,26 @@ def focused(browser: Browser) -> tuple[str, str]:
     return got[0], got[1]
 
 
-def save_screenshot(browser: Browser, name: str) -> Path:
-    """The viewport as a PNG in tests/results/ (a test artefact, not a README image)."""
+def save_screenshot(browser: Browser, name: str, *, full_page: bool = False) -> Path:
+    """The viewport (focus taken off), or with ``full_page`` the whole page 1500 px wide, as a
+    PNG in tests/results/ (a test artefact, not a README image)."""
     RESULTS.mkdir(exist_ok=True)
+    ignore = RESULTS / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# written by the test run\n*\n")
     path = RESULTS / name
-    browser.eval("document.activeElement && document.activeElement.blur()")
-    browser.shot(path)
+    if full_page:
+        browser.screenshot(path)
+    else:
+        browser.eval("document.activeElement && document.activeElement.blur()")
+        browser.shot(path)
     assert path.stat().st_size > 20_000, f"{name} looks empty"
     return path
+
+
+def assert_no_page_errors(browser: Browser) -> None:
+    """No exception was thrown in the page's scripts (as the DevTools console reported them)."""
+    assert not [c for c in browser.console if "exceptionId" in c], browser.console
 
 
 def test_status_page_charts_province_view_keyboard_and_languages(
@@ -789,7 +795,7 @@ def test_status_page_charts_province_view_keyboard_and_languages(
         top = browser.eval("document.getElementById('as-of').getBoundingClientRect().top")
         assert 0 <= top < 120
         save_screenshot(browser, "status-phone-charts.png")
-        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+        assert_no_page_errors(browser)
     finally:
         browser.close()
 
@@ -864,7 +870,7 @@ def test_private_status_page_asks_for_a_key_and_opens_on_its_cities(
         browser.eval(f"document.querySelector('.ctile[data-city=\"{other}\"]').click()")
         assert browser.eval("document.body.dataset.city") == other
         assert browser.eval("document.getElementById('key-form').hidden") is True
-        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+        assert_no_page_errors(browser)
     finally:
         browser.close()
         server.stop()
@@ -1003,11 +1009,8 @@ def test_reported_figures_imported_through_the_api_appear_on_the_page(
             == "报告数"
         )
 
-        RESULTS.mkdir(exist_ok=True)
-        shot = RESULTS / "status_page_reported.png"
-        browser.screenshot(shot)
-        assert shot.stat().st_size > 20_000
-        assert not [c for c in browser.console if "exceptionId" in c], browser.console
+        save_screenshot(browser, "status_page_reported.png", full_page=True)
+        assert_no_page_errors(browser)
     finally:
         if browser is not None:
             browser.close()
@@ -1227,10 +1230,8 @@ def test_operator_links_show_the_api_health_in_both_languages(
         )
         assert shape == ["block", "block", '"失败次数"', True]
         browser.eval("document.getElementById('operators-section').scrollIntoView()")
-        shot = RESULTS / "status_page_operators_phone.png"
-        browser.shot(shot)
-        assert shot.stat().st_size > 20_000
-        assert not [m for m in browser.console if "exceptionId" in m], browser.console
+        save_screenshot(browser, "status_page_operators_phone.png")
+        assert_no_page_errors(browser)
     finally:
         if browser is not None:
             browser.close()
