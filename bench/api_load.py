@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from psycopg import sql  # noqa: E402
 
 from api.cli import create_key  # noqa: E402
+from bench.common import spawn_logged  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
 from qilu.ports import free_port  # noqa: E402
 from qilu.registry import generate  # noqa: E402
@@ -129,17 +130,9 @@ class Platform:
         self._spawn("api", [*qilu, "api", "--port", str(self.port)], self.api_nice)
 
     def _spawn(self, name: str, argv: list[str], nice: int = 0) -> None:
-        log = (self.logs / f"bench-api-{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            argv,
-            env=self.env(),
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            # an absolute value: this process may run at another one (--generator-nice)
-            preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice),  # noqa: PLW1509 - no threads yet
-        )
+        log = self.logs / f"bench-api-{name}.log"
+        # nice is an absolute value: this process may run at another one (--generator-nice)
+        self.procs[name] = spawn_logged(argv, log, self.env(), ROOT, nice)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import sql  # noqa: E402
 
+from bench.common import run_header  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
 from qilu.devices import KINDS  # noqa: E402
 from qilu.registry import generate  # noqa: E402
@@ -180,17 +180,7 @@ def main() -> int:
     db = base.db.model_copy(
         update={"name": f"qilu_bench_cov_{uuid.uuid4().hex[:8]}", "mode": StorageMode.POSTGRES}
     )
-    result: dict[str, Any] = {
-        "command": " ".join(["python", "bench/coverage_incremental.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_at_start": os.getloadavg(),
-        },
-        "started_at": datetime.now(UTC).isoformat(),
-        "scale": args.scale,
-    }
+    result: dict[str, Any] = {**run_header("bench/coverage_incremental.py"), "scale": args.scale}
     say(f"creating {db.name} and loading a registry at scale {args.scale}")
     with connect(base.db, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))

@@ -68,7 +68,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import re
@@ -94,6 +93,7 @@ sys.path.insert(0, str(ROOT))
 from psycopg import sql  # noqa: E402
 
 from bench import coverage_incremental as coverage_bench  # noqa: E402
+from bench.common import run_header  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
 from qilu.contract import Envelope, Sector  # noqa: E402
 from qilu.devices import KINDS  # noqa: E402
@@ -1444,16 +1444,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     )
     kafka = base.kafka.model_copy(update={"topic_prefix": f"bench{tag}"})
     settings = base.model_copy(update={"db": db, "kafka": kafka})
-    result: dict[str, Any] = {
-        "command": " ".join(["python", "bench/ingest.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_at_start": os.getloadavg(),
-        },
-        "started_at": datetime.now(UTC).isoformat(),
-    }
+    result: dict[str, Any] = run_header("bench/ingest.py")
     usage = shutil.disk_usage(ROOT)
     say(f"disk: {usage.free / 1e9:,.0f} GB free of {usage.total / 1e9:,.0f} GB")
     export = Path(tempfile.mkdtemp(prefix="qilu-bench-")) / "readings.tsv"
@@ -1618,16 +1609,7 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
 
 
 def main_timescale(args: argparse.Namespace, base: Settings, tag: str) -> int:
-    result: dict[str, Any] = {
-        "command": " ".join(["python", "bench/ingest.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_at_start": os.getloadavg(),
-        },
-        "started_at": datetime.now(UTC).isoformat(),
-    }
+    result: dict[str, Any] = run_header("bench/ingest.py")
     say("timescale mode: the writer's cost on the TimescaleDB test engine")
     say(f"  {TIMESCALE_LIMITS}")
     engine = (args.engine_port, args.engine_pid) if args.engine_port else None

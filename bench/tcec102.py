@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import sql  # noqa: E402
 
+from bench.common import spawn_logged  # noqa: E402
 from interconnect.tcec102 import exchange as x  # noqa: E402
 from interconnect.tcec102 import operators as ops  # noqa: E402
 from qilu.contract import Sector  # noqa: E402
@@ -134,16 +135,8 @@ class Platform:
         self._spawn("api", [*qilu, "api", "--port", str(self.port)], 0)
 
     def _spawn(self, name: str, argv: list[str], nice: int) -> None:
-        log = (self.logs / f"bench-tcec102-{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            argv,
-            env=self.env(),
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice),  # noqa: PLW1509 - no threads yet
-        )
+        log = self.logs / f"bench-tcec102-{name}.log"
+        self.procs[name] = spawn_logged(argv, log, self.env(), ROOT, nice)
 
     def url(self, interface: str) -> str:
         return f"http://127.0.0.1:{self.port}/evcs/v1/{interface}"
