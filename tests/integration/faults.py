@@ -50,7 +50,8 @@ from qilu.services.pg_cluster import PatroniNode
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
-from stream.topics import ensure_topics
+from stream.topics import ensure_topics, group_lag, readings_topics
+from tests.helpers import wait_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -938,3 +939,22 @@ def corpus_value(entry: CorpusEntry, devices: list[str], now_us: int) -> bytes |
     if isinstance(obj, dict) and "$pad_bytes" in obj:
         obj["pad"] = b"\x00" * int(obj.pop("$pad_bytes"))
     return bytes(msgpack.packb(obj, use_bin_type=True, datetime=False))
+
+
+def stop_and_drain(
+    producer: LedgerProducer, kafka: KafkaSettings, group: str, join_s: float = 60.0
+) -> None:
+    """Stop the ledger's producer (the ledger counts what the broker acknowledged), check that
+    it failed on nothing, and wait until ``group`` consumed every readings topic to its end."""
+    producer.stop_event.set()
+    producer.join(timeout=join_s)
+    assert producer.error is None, producer.error
+    topics = readings_topics(kafka)
+    wait_for(lambda: group_lag(kafka, group, topics) == 0, 120, "consumer lag back to 0")
+
+
+def assert_exactly_once(t: Tally, ingest: IngestProcess) -> None:
+    """Every reading the broker acknowledged is stored once and nothing else is."""
+    assert t.lost == 0, ingest.log_text()[-3000:]
+    assert t.duplicates == 0
+    assert t.rows == t.ledger

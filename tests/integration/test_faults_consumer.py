@@ -24,10 +24,12 @@ from tests.integration.faults import (
     IngestProcess,
     Ledger,
     LedgerProducer,
+    assert_exactly_once,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
     fault_marks,
     register_devices,
+    stop_and_drain,
     unauthenticated,
     wait_writable,
 )
@@ -219,15 +221,7 @@ def test_consumer_sigkilled_and_restarted_at_once_is_back_before_the_session_end
             ingest.start()
             wait_for(lambda: rows(settings) > at_kill, 120, "a new row after the restart")  # noqa: B023
             resumed.append(round(time.monotonic() - killed_at, 2))
-        producer.stop_event.set()  # the ledger counts what the broker acknowledged
-        producer.join(timeout=30)
-        assert producer.error is None, producer.error
-        topics = readings_topics(settings.kafka)
-        wait_for(
-            lambda: group_lag(settings.kafka, settings.ingest.group_id, topics) == 0,
-            120,
-            "consumer lag back to 0",
-        )
+        stop_and_drain(producer, settings.kafka, settings.ingest.group_id, join_s=30)
     finally:
         producer.stop_event.set()
         ingest.stop()
@@ -241,9 +235,7 @@ def test_consumer_sigkilled_and_restarted_at_once_is_back_before_the_session_end
         resumed_max_s=max(resumed),
         session_timeout_s=session_s,
     )
-    assert t.lost == 0, ingest.log_text()[-3000:]
-    assert t.duplicates == 0
-    assert t.rows == t.ledger
+    assert_exactly_once(t, ingest)
     if membership == "static":
         # not a performance bound (the figure is reported above and in bench/results): a
         # dynamic member cannot be back before the dead member's session expires

@@ -19,17 +19,18 @@ import psycopg
 import pytest
 
 from qilu.settings import Settings
-from stream.topics import group_lag, readings_topics
 from tests.helpers import wait_for
 from tests.integration.faults import (
     IngestProcess,
     Ledger,
     LedgerProducer,
+    assert_exactly_once,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
     fault_marks,
     private_pg_cluster,
     register_devices,
+    stop_and_drain,
     unauthenticated,
     wait_writable,
 )
@@ -84,15 +85,7 @@ def test_primary_lost_mid_stream_replica_promoted_nothing_lost(
             writes_resumed_s = time.monotonic() - killed_at
             assert ingest.alive, ingest.log_text()[-3000:]  # reconnected by itself
             time.sleep(5)  # some more traffic on the new primary
-            producer.stop_event.set()
-            producer.join(timeout=60)
-            assert producer.error is None, producer.error
-            topics = readings_topics(s.kafka)
-            wait_for(
-                lambda: group_lag(s.kafka, s.ingest.group_id, topics) == 0,
-                120,
-                "consumer lag back to 0",
-            )
+            stop_and_drain(producer, s.kafka, s.ingest.group_id, join_s=60)
         finally:
             producer.stop_event.set()
             ingest.stop()
@@ -105,6 +98,4 @@ def test_primary_lost_mid_stream_replica_promoted_nothing_lost(
             writes_resumed_s=round(writes_resumed_s, 1),
             acked_at_kill=at_kill,
         )
-    assert t.lost == 0, ingest.log_text()[-3000:]
-    assert t.duplicates == 0
-    assert t.rows == t.ledger
+    assert_exactly_once(t, ingest)
