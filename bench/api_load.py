@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from psycopg import sql  # noqa: E402
 
 from api.cli import create_key  # noqa: E402
-from bench.common import spawn_logged  # noqa: E402
+from bench.common import server_env, spawn_logged  # noqa: E402
 from qilu.catalog import load_catalog  # noqa: E402
 from qilu.ports import free_port  # noqa: E402
 from qilu.registry import generate  # noqa: E402
@@ -87,14 +87,7 @@ class Platform:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "QILU_DB__NAME": self.dbname,
-            "QILU_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
-            "QILU_INGEST__GROUP_ID": f"bench-{self.tag}",
-            "QILU_INGEST__METRICS_PORT": str(free_port()),
-            "QILU_API__PORT": str(self.port),
-        }
+        return server_env(self.dbname, self.kafka.topic_prefix, self.tag, self.port)
 
     def start(self) -> None:
         with connect(self.base.db, autocommit=True) as conn:

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from qilu.ports import free_port
+
 
 def run_header(script: str) -> dict[str, Any]:
     """The first fields of a result: the command as run, the machine and the start time."""
@@ -24,6 +26,19 @@ def run_header(script: str) -> dict[str, Any]:
             "load_at_start": os.getloadavg(),
         },
         "started_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def server_env(dbname: str, topic_prefix: str, tag: str, api_port: int) -> dict[str, str]:
+    """This process's environment for the ingest and the API a benchmark starts: its own
+    database, topic prefix and consumer group, a free metrics port and the API's port."""
+    return {
+        **os.environ,
+        "QILU_DB__NAME": dbname,
+        "QILU_KAFKA__TOPIC_PREFIX": topic_prefix,
+        "QILU_INGEST__GROUP_ID": f"bench-{tag}",
+        "QILU_INGEST__METRICS_PORT": str(free_port()),
+        "QILU_API__PORT": str(api_port),
     }
 
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import sql  # noqa: E402
 
-from bench.common import spawn_logged  # noqa: E402
+from bench.common import server_env, spawn_logged  # noqa: E402
 from interconnect.tcec102 import exchange as x  # noqa: E402
 from interconnect.tcec102 import operators as ops  # noqa: E402
 from qilu.contract import Sector  # noqa: E402
@@ -85,15 +85,8 @@ class Platform:
         self.probe_device = f"tcec102.{self.ops[0]}.E{self.per_op}"
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "QILU_DB__NAME": self.dbname,
-            "QILU_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
-            "QILU_INGEST__GROUP_ID": f"bench-{self.tag}",
-            "QILU_INGEST__METRICS_PORT": str(free_port()),
-            "QILU_API__PORT": str(self.port),
-            "QILU_TCEC102__REFRESH_S": "1",
-        }
+        env = server_env(self.dbname, self.kafka.topic_prefix, self.tag, self.port)
+        return {**env, "QILU_TCEC102__REFRESH_S": "1"}
 
     def start(self) -> None:
         with connect(self.base.db, autocommit=True) as conn:
