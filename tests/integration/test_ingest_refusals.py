@@ -14,14 +14,12 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client import REGISTRY
 
-from qilu.agents import provision_province
 from qilu.contract import Envelope, Reading, Sector
 from qilu.settings import Settings
 from storage.db import connect
-from storage.registry_store import load_registry
 from stream.topics import readings_topic
 from tests.helpers import dead_letters, scalar, wait_for
-from tests.integration.test_pipeline import ground_truth
+from tests.integration.test_pipeline import provisioned_agent
 
 pytestmark = pytest.mark.integration
 DAY_US = 86_400_000_000
@@ -34,10 +32,7 @@ def _refused(reason: str) -> float:
 def test_too_old_and_conflicting_duplicates_are_dead_lettered_and_counted(
     settings: Settings, start_ingest: Callable[[], object]
 ) -> None:
-    reg, _ = ground_truth()
-    with connect(settings.db) as conn:
-        load_registry(conn, reg)
-    signer = provision_province(settings, {"agent-x": [s.site_id for s in reg.sites]}, actor="t")
+    signer = provisioned_agent(settings, "agent-x")
     before = {r: _refused(r) for r in ("too_old", "conflicting_duplicate")}
     start_ingest()
     now = time.time_ns() // 1000
@@ -54,7 +49,7 @@ def test_too_old_and_conflicting_duplicates_are_dead_lettered_and_counted(
         readings_topic(settings.kafka, Sector.CHARGING),
         key=b"agent-x",
         value=value,
-        headers=signer["agent-x"].headers(value),
+        headers=signer.headers(value),
     )
     producer.flush()
     producer.close()

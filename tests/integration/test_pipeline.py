@@ -22,6 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from api.app import create_app
 from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from collectors.simulated.models import SilencePlan
+from qilu import signing
 from qilu.agents import provision_province
 from qilu.contract import Envelope, Reading, Sector
 from qilu.registry import Device, Registry, Site
@@ -247,6 +248,16 @@ def test_coverage_matches_ground_truth_and_survives_redelivery(
         ], tid
 
 
+def provisioned_agent(settings: Settings, agent: str) -> signing.Signer:
+    """The ground-truth registry loaded and ``agent`` provisioned for all its sites; returns
+    the agent's signer."""
+    reg, _ = ground_truth()
+    with connect(settings.db) as conn:
+        load_registry(conn, reg)
+    signer = provision_province(settings, {agent: [s.site_id for s in reg.sites]}, actor="t")
+    return signer[agent]
+
+
 def _group_caught_up(settings: Settings) -> bool:
     return group_lag(settings.kafka, settings.ingest.group_id, readings_topics(settings.kafka)) == 0
 
@@ -254,10 +265,7 @@ def _group_caught_up(settings: Settings) -> bool:
 def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
     settings: Settings, start_ingest: Callable[[], object]
 ) -> None:
-    reg, _ = ground_truth()
-    with connect(settings.db) as conn:
-        load_registry(conn, reg)
-    signer = provision_province(settings, {"agent-x": [s.site_id for s in reg.sites]}, actor="t")
+    signer = provisioned_agent(settings, "agent-x")
     start_ingest()
     now = time.time_ns() // 1000
     env = Envelope("agent-x", "boot-x", 0, now)
@@ -270,7 +278,7 @@ def test_bad_records_go_to_dead_letter_while_good_readings_are_stored(
     topic = readings_topic(settings.kafka, Sector.CHARGING)
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
     producer.send(topic, key=b"agent-x", value=garbage)
-    producer.send(topic, key=b"agent-x", value=good, headers=signer["agent-x"].headers(good))
+    producer.send(topic, key=b"agent-x", value=good, headers=signer.headers(good))
     producer.flush()
     producer.close()
 
@@ -306,10 +314,7 @@ def test_an_ingest_started_before_its_topics_exist_stores_once_they_do(
 
     kafka = settings.kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
     late = settings.model_copy(update={"kafka": kafka})
-    reg, _ = ground_truth()
-    with connect(late.db) as conn:
-        load_registry(conn, reg)
-    signer = provision_province(late, {"agent-late": [s.site_id for s in reg.sites]}, actor="t")
+    signer = provisioned_agent(late, "agent-late")
     stop = threading.Event()
     consumer, pool = build_consumer(late, stop)
 
@@ -337,7 +342,7 @@ def test_an_ingest_started_before_its_topics_exist_stores_once_they_do(
             readings_topic(kafka, Sector.CHARGING),
             key=b"agent-late",
             value=value,
-            headers=signer["agent-late"].headers(value),
+            headers=signer.headers(value),
         )
         producer.flush()
         producer.close()
