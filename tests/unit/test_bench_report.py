@@ -163,7 +163,7 @@ def test_a_quick_run_leaves_the_full_results_in_place(
 
 def test_every_benchmark_script_is_in_the_report() -> None:
     """A new bench/*.py must be added to bench/report.py's BENCHES (helpers excepted)."""
-    helpers = {"report.py", "edge_support.py"}
+    helpers = {"report.py", "edge_support.py", "common.py"}
     scripts = {p.name for p in (ROOT / "bench").glob("*.py")} - helpers
     assert scripts == {Path(b.script).name for b in report.BENCHES}
 
