@@ -17,9 +17,9 @@ from tests.helpers import scalar
 from tests.integration import test_registry_interfaces as registry_interfaces
 
 pytestmark = pytest.mark.integration
-# the registry interface tests' API settings (JWT secret) and CLI runner, reused
-api_settings = registry_interfaces.api_settings
-cli = registry_interfaces.cli
+# the registry interface tests' JWT secret, token maker and API client, reused (the API
+# settings and the CLI runner are the integration conftest's)
+jwt_secret = registry_interfaces.jwt_secret
 _token = registry_interfaces._token
 client = registry_interfaces.client
 
