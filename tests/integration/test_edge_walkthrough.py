@@ -25,6 +25,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from pathlib import Path
 import pytest
 
 from qilu.ports import free_port
+from qilu.services.tools import Apt
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, Settings
 from tests.helpers import scalar, wait_for
 
@@ -197,6 +199,12 @@ def platform(
 ) -> Iterator[Platform]:
     """``qilu run`` as ``make run`` starts it, on a private database, topic prefix, consumer
     group and ports."""
+    # the README's commands need curl and jq, as it says; installed on first use like the servers
+    missing = [tool for tool in ("curl", "jq") if shutil.which(tool) is None]
+    if missing:
+        Apt(tmp_path / "apt.log").install(
+            missing, why="the edge-agent walk-through", progress=lambda _line: None
+        )
     api_port, ingest_port, agent_port = free_port(), free_port(), _port_pair()
     url = f"http://127.0.0.1:{api_port}"
     agent = f"edge-walkthrough-{uuid.uuid4().hex[:8]}"
