@@ -139,3 +139,13 @@ def start_ingest(settings: Settings) -> Iterator[Callable[[], RunningIngest]]:
         r.stop.set()
     for r in running:
         r.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
+    """(internal bootstrap, agents' SASL bootstrap) of a private broker with ACLs, one per test
+    module that asks for it (tests/integration/faults.py)."""
+    from tests.integration.faults import private_kafka
+
+    with private_kafka(base_settings) as broker:
+        yield broker.bootstrap, broker.agent_bootstrap

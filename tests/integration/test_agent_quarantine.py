@@ -14,7 +14,6 @@ import asyncio
 import logging
 import tomllib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from qilu.contract import Sector, decode
 from qilu.registry import Registry
 from qilu.settings import DatabaseSettings, Settings
 from stream.topics import readings_topic
-from tests.integration.faults import loaded_registry, on_private_broker, private_kafka
+from tests.integration.faults import loaded_registry, on_private_broker
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -37,12 +36,6 @@ with warnings.catch_warnings():
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 SCALE = 0.002
-
-
-@pytest.fixture(scope="module")
-def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
-    with private_kafka(base_settings) as broker:
-        yield broker.bootstrap, broker.agent_bootstrap
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from stream.cli import build_consumer
 from stream.topics import readings_topic
 from tests.helpers import dead_letters as read_dead_letters
 from tests.helpers import scalar, wait_for
-from tests.integration.faults import loaded_registry, on_private_broker, private_kafka
+from tests.integration.faults import loaded_registry, on_private_broker
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -50,13 +50,6 @@ with warnings.catch_warnings():
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 SCALE = 0.002
-
-
-@pytest.fixture(scope="module")
-def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
-    """(internal bootstrap, agents' SASL bootstrap) of a private broker."""
-    with private_kafka(base_settings) as broker:
-        yield broker.bootstrap, broker.agent_bootstrap
 
 
 @pytest.fixture
