@@ -11,7 +11,7 @@ durable before returning, with one fsync per batch. Measured per candidate:
 
     python bench/edge_buffer.py [--readings 200000] [--batch 100]
 
-Writes bench/results/edge_buffer.json. The numbers decide docs/adr/0003-edge-buffer.md.
+Writes bench/results/edge_buffer.json. The numbers decide docs/adr/0006-edge-buffer.md.
 """
 
 from __future__ import annotations

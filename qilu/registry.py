@@ -55,7 +55,7 @@ class Registry:
         return (d for d in self.devices if d.site_id in site_ids)
 
 
-# Sizes at scale 1.0 (order of magnitude of Shandong, see docs/simulation.md)
+# Sizes at scale 1.0 (order of magnitude of Shandong, see docs/capacity.md)
 CHARGING_STATIONS = 30_000
 SUBSTATIONS_BY_KV = {110: 1_400, 220: 520, 500: 60, 1000: 4}
 RANCHES = 48

@@ -62,7 +62,7 @@ class ServicesSettings(BaseModel):
     cluster_kafka_controller_port: int = 29093
     cluster_kafka_agent_port: int = 29094
     # ... and PostgreSQL: a primary and a streaming replica managed by Patroni, which keeps
-    # its leader lock in etcd (docs/adr/0016-postgres-failover.md)
+    # its leader lock in etcd (docs/adr/0017-postgres-failover.md)
     cluster_etcd_host: str = "127.0.0.20"
     cluster_etcd_port: int = 22379
     cluster_etcd_peer_port: int = 22380

@@ -1,7 +1,7 @@
 """Typed configuration tables without pydantic: dataclasses checked field by field.
 
 The agent runs on Pi-class hardware where every megabyte counts (pydantic and
-pydantic-settings cost ~5-13 MB of RSS at import; see docs/adr/0004-edge-agent-runtime.md), so
+pydantic-settings cost ~5-13 MB of RSS at import; see docs/adr/0007-edge-delivery-and-identity.md), so
 its TOML is validated by this small checker instead: a frozen dataclass describes a table, its
 field annotations are the types, ``field(metadata=...)`` adds bounds, and every problem is a
 :class:`qilu.errors.ConfigError` that names the full key (``buffer.max_bytes``).

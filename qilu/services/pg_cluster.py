@@ -4,7 +4,7 @@ Debian's ``patroni`` (3.0.2) runs one agent per PostgreSQL node; the agents elec
 through a leader key in ``etcd`` (Debian's ``etcd-server``, here a single member: the
 profile proves PostgreSQL's failover, not etcd's), promote the replica when the primary's
 key expires, and rejoin the old primary as a replica (``pg_rewind``). Why Patroni and not
-pg_auto_failover: docs/adr/0016-postgres-failover.md.
+pg_auto_failover: docs/adr/0017-postgres-failover.md.
 
 Writers reach whichever node is primary with one connection string listing both nodes and
 ``target_session_attrs=read-write`` (``QILU_DB__HOST=127.0.0.21,127.0.0.22``,

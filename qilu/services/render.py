@@ -195,7 +195,7 @@ def patroni_config(
     password: str,
     replicator: str,
 ) -> dict[str, Any]:
-    """One Patroni node of the cluster profile (docs/adr/0016-postgres-failover.md).
+    """One Patroni node of the cluster profile (docs/adr/0017-postgres-failover.md).
 
     Failure detection: the primary's leader key lives ``ttl`` = 20 s (Patroni's minimum)
     and is renewed every ``loop_wait`` = 2 s, so a dead primary is replaced within about

@@ -7,7 +7,7 @@ readings flow from the shared Kafka, the primary's Patroni and PostgreSQL are SI
 together (the machine is gone) and stay down: Patroni promotes the replica, the same ingest
 process reconnects to it by itself, and every acknowledged reading is stored exactly once.
 Plain PostgreSQL (the TimescaleDB test engine takes one connection and has no replication;
-docs/adr/0016-postgres-failover.md says what changes with TimescaleDB).
+docs/adr/0017-postgres-failover.md says what changes with TimescaleDB).
 """
 
 from __future__ import annotations
