@@ -4,7 +4,10 @@
   that exists, and an anchor into a Markdown file names one of its headings (GitHub's slugs);
 - a path under ``docs/`` cited anywhere (code, comments, SQL, configuration, Markdown) exists;
   ``docs/adr/NNNN`` alone must be the number of an ADR;
-- ``ADR NNNN`` names an ADR that exists.
+- ``ADR NNNN`` names an ADR that exists;
+- a file of the tree named in a Markdown page (``storage/writer.py``, ``bench/ingest.py``...)
+  exists, so a page cannot keep naming a file that moved (outputs of runs under
+  ``bench/results/`` and templates such as ``NNN_name.sql`` excepted).
 
 Links to the web are not fetched (the tests run offline).
 """
@@ -30,6 +33,12 @@ FENCE = re.compile(r"^(```|~~~).*?^\1\s*$", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 DOCS_PATH = re.compile(r"(?<![\w/.-])docs/[\w./-]*[\w/]")
 ADR_CITE = re.compile(r"\bADRs? ?(\d{4})\b")
+TOP_FOLDERS = ("qilu", "ops", "stream", "storage", "api", "dashboards", "collectors", "edge-agent",
+               "interconnect", "bench", "scripts", "tests", "docs", "infra", ".ci")  # fmt: skip
+_TOPS = "|".join(re.escape(t) for t in TOP_FOLDERS)
+TREE_PATH = re.compile(
+    rf"(?<![\w/.-])(?:{_TOPS})/[\w./-]*\.(?:py|md|sql|toml|json|ya?ml|sh|html|js|csv|service)\b"
+)
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
 
 
@@ -106,6 +115,17 @@ def _broken_citations(text: str) -> Iterator[str]:
             yield f"ADR {m.group(1)}: no such ADR in docs/adr"
 
 
+def _missing_tree_paths(text: str, folder: Path = REPO_ROOT) -> Iterator[str]:
+    """Files named in ``text`` that exist neither from the root nor from ``folder`` (a page's
+    own folder: a collector's README names ``tests/test_codec.py``, its own tests)."""
+    for m in TREE_PATH.finditer(text):
+        named = m.group(0)
+        if named.startswith("bench/results/") or "NNN" in named:
+            continue  # written by a run / a pattern, not a file of the tree
+        if not (REPO_ROOT / named).exists() and not (folder / named).exists():
+            yield f"{named}: no such file"
+
+
 def test_the_checker_finds_what_is_broken(tmp_path: Path) -> None:
     """The checks can fail: a missing file, a missing heading, a cited path and ADR number that
     do not exist are reported; what exists is not."""
@@ -122,6 +142,9 @@ def test_the_checker_finds_what_is_broken(tmp_path: Path) -> None:
         "docs/adr/0999: no such file",
         "docs/nothing.md: no such file",
         "ADR 0998: no such ADR in docs/adr",
+    ]
+    assert list(_missing_tree_paths("`storage/writer.py`, `stream/nothing.py`")) == [
+        "stream/nothing.py: no such file"
     ]
     assert slug("The `qilu run` walk-through (5 min)") == "the-qilu-run-walk-through-5-min"
     assert slug("覆盖率 Coverage") == "覆盖率-coverage"
@@ -149,4 +172,13 @@ def test_every_cited_doc_and_adr_exists(kind: str) -> None:
             for problem in _broken_citations(text)
             if problem.startswith("ADR") == (kind == "ADR numbers")
         )
+    assert not broken, "\n".join(broken)
+
+
+def test_every_file_a_page_names_exists() -> None:
+    broken = [
+        f"{md.relative_to(REPO_ROOT)}: {problem}"
+        for md in _tree() if md.suffix == ".md"
+        for problem in _missing_tree_paths(md.read_text(encoding="utf-8"), md.parent)
+    ]  # fmt: skip
     assert not broken, "\n".join(broken)
