@@ -441,18 +441,37 @@ def registry_version(conn: Conn) -> int:
 
 
 def load_snapshot(conn: Conn) -> RegistrySnapshot:
-    """The whole agent registry in four small queries (one transaction: consistent)."""
+    """The whole agent registry: its version, then agents, keys and sites in ONE statement.
+
+    One statement sees one snapshot. Separate reads do not, even in one transaction, under
+    PostgreSQL's default READ COMMITTED: an agent provisioned between the read of ``agents``
+    and that of ``agent_keys`` came back as keys of an agent the snapshot did not hold, and
+    the ingest stopped on it (``qilu run`` adds the simulated operators' agents just as the
+    ingest's first early refresh runs). The version is read first: what follows is at least
+    that new, and a change committed in between moves it, so the next check reloads."""
     version = registry_version(conn)
-    agents: dict[
-        str, tuple[datetime | None, dict[int, tuple[bytes, datetime | None]], set[str]]
-    ] = {r[0]: (r[1], {}, set()) for r in conn.execute("SELECT agent_id, revoked_at FROM agents")}
-    for agent_id, key_no, public, revoked in conn.execute(
-        "SELECT agent_id, key_no, public_key, revoked_at FROM agent_keys"
-    ):
-        agents[agent_id][1][key_no] = (bytes(public), revoked)
-    for agent_id, site_id in conn.execute("SELECT agent_id, site_id FROM agent_sites"):
-        agents[agent_id][2].add(site_id)
-    return RegistrySnapshot(version, agents)
+    rows = conn.execute(
+        "SELECT a.agent_id, a.revoked_at,"
+        "  coalesce(k.nos, '{}'), coalesce(k.pubs, '{}'), coalesce(k.revoked, '{}'),"
+        "  coalesce((SELECT array_agg(s.site_id) FROM agent_sites s"
+        "            WHERE s.agent_id = a.agent_id), '{}')"
+        " FROM agents a LEFT JOIN LATERAL ("
+        "  SELECT array_agg(key_no ORDER BY key_no) AS nos,"
+        "   array_agg(public_key ORDER BY key_no) AS pubs,"
+        "   array_agg(revoked_at ORDER BY key_no) AS revoked"
+        "  FROM agent_keys WHERE agent_id = a.agent_id) k ON true"
+    ).fetchall()
+    return RegistrySnapshot(
+        version,
+        {
+            agent_id: (
+                revoked_at,
+                {n: (bytes(p), r) for n, p, r in zip(nos, pubs, revoked, strict=True)},
+                set(sites),
+            )
+            for agent_id, revoked_at, nos, pubs, revoked, sites in rows
+        },
+    )
 
 
 def device_sites(conn: Conn, device_ids: Iterable[str] | None = None) -> dict[str, str]:
