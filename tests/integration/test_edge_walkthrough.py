@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -85,6 +86,34 @@ def test_readme_has_the_walkthrough_blocks() -> None:
                  "qilu apikey create"):  # fmt: skip
         assert step in text, step
     assert [b.check for b in blocks].count(True) == 2
+
+
+def test_a_failure_shows_the_warnings_errors_and_tracebacks_of_the_whole_log() -> None:
+    """A child's crash early in a long log (ingest's traceback, then minutes of other lines)
+    is in what a failure shows; INFO lines are not."""
+    log = "\n".join([
+        "[5/5] starting ingest, edge agents and the API",
+        "2026-12-06 16:35:26,690 WARNING collectors.iec104.collector: link down",
+        "2026-12-06 16:35:26,781 INFO    stream.ingest: ingest stopped",
+        "Traceback (most recent call last):",
+        '  File "stream/agents.py", line 98, in check',
+        "KeyError: 'tcec102-S37150001'",
+        "2026-12-06 16:35:26,933 ERROR   qilu.demo: ingest exited with code 1; stopping",
+        *(f"2026-12-06 16:35:27,000 INFO    storage.registry_admin: inventory {n}"
+          for n in range(200)),
+    ])  # fmt: skip
+    assert [line.split(": ", 1)[1] for line in notable(log)] == [
+        "2026-12-06 16:35:26,690 WARNING collectors.iec104.collector: link down",
+        "Traceback (most recent call last):",
+        '  File "stream/agents.py", line 98, in check',
+        "KeyError: 'tcec102-S37150001'",
+        "2026-12-06 16:35:26,933 ERROR   qilu.demo: ingest exited with code 1; stopping",
+    ]
+    digest = log_digest(log, head=2, tail=80)
+    assert "KeyError: 'tcec102-S37150001'" in digest
+    assert "[5/5] starting ingest" in digest  # the head
+    assert "inventory 199" in digest  # the end
+    assert "inventory 100" not in digest
 
 
 def _port_pair() -> int:
@@ -178,11 +207,53 @@ class Platform:
     agent: str
 
 
+LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) ")
+
+
+def notable(text: str) -> list[str]:
+    """A log's WARNING, ERROR and CRITICAL lines and its tracebacks (a child's crash is no log
+    line), numbered."""
+    found: list[str] = []
+    in_traceback = False
+    for no, line in enumerate(text.splitlines(), 1):
+        level = LOG_LEVEL.match(line)
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif level:
+            in_traceback = False
+        if in_traceback or (level and level[1] in ("WARNING", "ERROR", "CRITICAL")):
+            found.append(f"{no:5d}: {line}")
+    return found
+
+
+def log_digest(text: str, head: int = 100, tail: int = 3000) -> str:
+    """What a failure needs of a long log: its first ``head`` lines, the notable lines of the
+    whole log, and its end."""
+    lines, marked = text.splitlines(), notable(text)
+    return (
+        f"--- first {head} of {len(lines)} lines\n" + "\n".join(lines[:head])
+        + f"\n--- warnings, errors and tracebacks ({len(marked)} lines)\n" + "\n".join(marked)
+        + f"\n--- last {tail} characters\n{text[-tail:]}"
+    )  # fmt: skip
+
+
+def _failed(what: str, log: Path) -> NoReturn:
+    """Fail the setup: what went wrong and the notable lines of qilu run's log (the whole log's
+    digest is printed at the fixture's end)."""
+    lines = notable(log.read_text())
+    pytest.fail(f"{what}; qilu run's warnings, errors and tracebacks:\n" + "\n".join(lines))
+
+
+def _running(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """A wait's guard: ``qilu run`` (which stops when one of its children stops) is up."""
+    if proc.poll() is not None:
+        _failed(f"qilu run exited ({proc.returncode})", log)
+    return True
+
+
 def _wait_for_api(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"qilu run exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+    while _running(proc, log) and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/v1/coverage", timeout=5) as resp:  # noqa: S310
                 if resp.status == 200:
@@ -190,7 +261,7 @@ def _wait_for_api(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except (urllib.error.URLError, TimeoutError, ConnectionError):
             pass
         time.sleep(1)
-    pytest.fail(f"the API of qilu run did not answer within 240 s:\n{log.read_text()[-4000:]}")
+    _failed("the API of qilu run did not answer within 240 s", log)
 
 
 @pytest.fixture
@@ -240,11 +311,14 @@ def platform(
         _wait_for_api(url, proc, log)
         # the reader comes to the README once `make run` streams: the simulated ranch agent
         # has delivered the collar the walk-through shows as seen before its own agent starts
-        wait_for(
-            lambda: scalar(db, SEEN_COLLAR) > 0,
-            timeout=180,
-            what=f"the simulated province's first reading of {COLLAR}",
-        )
+        try:
+            wait_for(
+                lambda: _running(proc, log) and scalar(db, SEEN_COLLAR) > 0,
+                timeout=180,
+                what=f"the simulated province's first reading of {COLLAR}",
+            )
+        except AssertionError as exc:
+            _failed(str(exc), log)
         yield Platform(env, url, work, agent)
     finally:
         for pid_file in work.glob("*.pid"):  # the README's background programs, if still there
@@ -256,8 +330,8 @@ def platform(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        for log in [tmp_path / "qilu-run.log", *sorted(work.glob("*.log"))]:  # shown on failure
-            print(f"--- {log.name} (end)\n{log.read_text(errors='replace')[-3000:]}")
+        for shown in [log, *sorted(work.glob("*.log"))]:  # shown on failure
+            print(f"=== {shown.name}\n{log_digest(shown.read_text(errors='replace'))}")
         # the agent's Kafka user lives on the shared broker: remove it (the database goes)
         subprocess.run(
             [qilu, "agents", "revoke", agent], env=env, cwd=REPO_ROOT, capture_output=True,
