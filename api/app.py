@@ -30,7 +30,6 @@ from api import auth, views
 from api.deps import ApiContext
 from api.fastpath import FastPath
 from api.middleware import BodyLimit, Observe, watch_loop_lag
-from api.ratelimit import RateLimiter
 from api.routers import (
     admin_points,
     admin_registry,
@@ -51,13 +50,15 @@ from api.routers import (
     targets,
     trajectories,
 )
-from api.service import KafkaLag, Refresher
+from api.service import Refresher
 from interconnect.tcec102 import server as tcec102
 from qilu import __version__
 from qilu.catalog import load_catalog
 from qilu.errors import ConfigError
+from qilu.ratelimit import RateLimiter
 from qilu.settings import DEV_JWT_SECRET, Environment, Settings
 from storage import queries_api
+from stream.lag import KafkaLag
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api import auth, views
 from api.auth import AuthError, Principal, Scope
-from api.ratelimit import RateLimiter, retry_after_header
 from api.service import Answer, Refresher, Snapshot
 from qilu.catalog import Catalog
+from qilu.ratelimit import RateLimiter, retry_after_header
 from qilu.settings import Environment, Settings
 from storage.queries_api import RelationMissingError
 

@@ -1252,8 +1252,8 @@ TIMESCALE_LIMITS = (
 
 def synthetic_batches(pks: list[int], metric_ids: list[int], n: int, size: int) -> list[Any]:
     """``n`` distinct readings over the devices and metrics, a second apart per round, in
-    batches of ``size`` (stream.validate.Rows, as the consumer hands them to the writer)."""
-    from stream.validate import Rows
+    batches of ``size`` (storage.rows.Rows, as the consumer hands them to the writer)."""
+    from storage.rows import Rows
 
     t0_us = (int(time.time()) - 3600) * 1_000_000
     batches = []

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from qilu import signing
-from qilu.contract import Sector
+from qilu.contract import Sector, readings_topic_name, readings_topics_prefix
 from qilu.errors import ConfigError, ServiceError
 from qilu.fileio import write_atomic
 from qilu.settings import Environment, KafkaSettings, Settings
@@ -52,7 +52,7 @@ class Credentials:
 
 
 def topics_for(kafka: KafkaSettings, sectors: Sequence[str]) -> list[str]:
-    return [f"{kafka.topic_prefix}.readings.{Sector(s).value}" for s in sectors]
+    return [readings_topic_name(kafka.topic_prefix, Sector(s)) for s in sectors]
 
 
 # ------------------------------------------------------------------------------ broker
@@ -111,7 +111,7 @@ def broker_set_topics(kafka: KafkaSettings, agent_id: str, topics: Sequence[str]
         ResourceType,
     )
 
-    ours = f"{kafka.topic_prefix}.readings."
+    ours = readings_topics_prefix(kafka.topic_prefix)
     admin = _admin(kafka)
     try:
         _allow_writes(admin, agent_id, topics)

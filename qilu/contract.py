@@ -50,6 +50,23 @@ class Sector(enum.StrEnum):
     RANCH = "ranch"
 
 
+def readings_topics_prefix(prefix: str) -> str:
+    """What every readings topic's name starts with: ``<prefix>.readings.``."""
+    return f"{prefix}.readings."
+
+
+def readings_topic_name(prefix: str, sector: Sector) -> str:
+    """The Kafka topic of one sector's envelopes, ``<prefix>.readings.<sector>``: built here
+    only, for the agents that send to it, the ingest that reads it and the provisioning that
+    grants it (``prefix`` is ``kafka.topic_prefix``)."""
+    return readings_topics_prefix(prefix) + sector.value
+
+
+def deadletter_topic_name(prefix: str) -> str:
+    """The dead-letter topic, ``<prefix>.deadletter`` (docs/adr/0012-dead-letters.md)."""
+    return f"{prefix}.deadletter"
+
+
 class Quality(enum.IntEnum):
     """OPC-UA style quality, coarse: good, uncertain (estimated, stale), bad (sensor fault)."""
 

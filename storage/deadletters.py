@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from stream.deadletter import DeadLetterTally
+from storage.deadletter_tally import DeadLetterTally
 
 _ENSURE_MARKS = (
     "INSERT INTO deadletter_marks (topic, partition)"
@@ -61,7 +61,7 @@ _UPSERT = (
 class SummaryWriter:
     """The dead-letter summary as a part of the readings sink's transaction.
 
-    ``tally`` is the one the ingest consumer fills (:class:`stream.deadletter.
+    ``tally`` is the one the ingest consumer fills (:class:`storage.deadletter_tally.
     DeadLetterTally`); ``max_rows_per_statement`` bounds the array statements (the
     TimescaleDB test engine takes 500)."""
 

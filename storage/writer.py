@@ -46,7 +46,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qilu.errors import BackpressureError, RetryableError
 from qilu.settings import StorageMode
-from stream.validate import Rows
+from storage.rows import Rows
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from qilu.settings import IngestSettings, Settings, StorageMode
 from storage import maintain
 from storage import mode as modes
 from storage.db import connect
+from storage.deadletter_tally import DeadLetterTally
 from storage.deadletters import SummaryWriter
 from storage.offsets import OffsetMarks, TopicPartitionKey, stored_offsets
 from storage.registry_store import load_device_index
 from storage.replay_losses import ReplayLosses
 from storage.writer import ReadingsSink
-from stream.deadletter import DeadLetterTally
 from stream.gaps import GapSink
 from stream.ingest import IngestConsumer
 from stream.topics import ensure_topics

@@ -43,16 +43,18 @@ from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.settings import IngestSettings, KafkaSettings
 from qilu.signing import LOG_APPEND_TIME
+from storage.deadletter_tally import DeadLetterTally
 from storage.offsets import OffsetMarks, TopicPartitionKey, replay_plan
 from storage.registry_store import DeviceIndex
 from storage.replay_losses import ReplayLosses
+from storage.rows import Rows
 from storage.writer import ReadingsSink
 from stream import metrics
 from stream.agents import AgentAuth
-from stream.deadletter import DeadLetter, DeadLetterTally, OncePerInterval, key_agent
+from stream.deadletter import DeadLetter, OncePerInterval, key_agent
 from stream.gaps import GapSink
 from stream.topics import deadletter_topic, readings_topics
-from stream.validate import Rows, Validator, validate_gaps
+from stream.validate import Validator, validate_gaps
 
 logger = logging.getLogger(__name__)
 INDEX_REFRESH_S = 30.0

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from qilu.contract import Sector
+from qilu.contract import Sector, deadletter_topic_name, readings_topic_name
 from qilu.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
 
 def readings_topic(kafka: KafkaSettings, sector: Sector) -> str:
-    return f"{kafka.topic_prefix}.readings.{sector.value}"
+    return readings_topic_name(kafka.topic_prefix, sector)
 
 
 def readings_topics(kafka: KafkaSettings) -> list[str]:
@@ -23,7 +23,7 @@ def readings_topics(kafka: KafkaSettings) -> list[str]:
 
 
 def deadletter_topic(kafka: KafkaSettings) -> str:
-    return f"{kafka.topic_prefix}.deadletter"
+    return deadletter_topic_name(kafka.topic_prefix)
 
 
 def ensure_topics(kafka: KafkaSettings) -> list[str]:

@@ -23,37 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
 
 from qilu.contract import Envelope, Gap
 from qilu.devices import KINDS
 from qilu.errors import Rejection
+from storage.rows import Rows
 
 MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 _QUALITIES = frozenset({0, 1, 2})
 # device id -> (device pk, kind, metric key -> (metric id, low, high), site id, retired from µs)
 _Entry = tuple[int, str, dict[str, tuple[int, float, float]], str | None, int | None]
-
-
-@dataclass(slots=True)
-class Rows:
-    """Accepted readings, column-wise, with database ids resolved."""
-
-    device_pk: list[int] = field(default_factory=list)
-    metric_id: list[int] = field(default_factory=list)
-    ts_us: list[int] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-    quality: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.device_pk)
-
-    def extend(self, other: Rows) -> None:
-        self.device_pk.extend(other.device_pk)
-        self.metric_id.extend(other.metric_id)
-        self.ts_us.extend(other.ts_us)
-        self.value.extend(other.value)
-        self.quality.extend(other.quality)
 
 
 class Validator:

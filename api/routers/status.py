@@ -30,9 +30,9 @@ from api.deps import (
     require,
     snapshot_response,
 )
-from api.ratelimit import retry_after_header
 from api.schemas import StatusOut
 from api.service import Answer, Snapshot
+from qilu.ratelimit import retry_after_header
 from storage.queries_api import Area
 
 router = APIRouter(tags=["status"], responses=PROBLEMS)

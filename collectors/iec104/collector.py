@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge_agent import metrics as agent_metrics
-from edge_agent.schema import bounds, build
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collectors import metrics as agent_metrics
 from collectors.base import Collector, DistinctTimes, ReadingSink
 from collectors.iec104 import codec
 from collectors.iec104.codec import Cot, ProtocolError
@@ -51,6 +50,7 @@ from qilu.devices import KINDS
 from qilu.errors import ConfigError, RetryableError
 from qilu.inventory import csv_rows
 from qilu.pointtable import TYPE_NAMES, PointRow, parse_rows
+from qilu.schema import bounds, build
 
 logger = logging.getLogger(__name__)
 

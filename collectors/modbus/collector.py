@@ -21,13 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.schema import bounds, build
-
 from collectors.base import Collector, ReadingSink
 from collectors.modbus.registers import Block, Point, decode, plan
 from qilu.contract import Quality, Reading
 from qilu.devices import DEVICE_KINDS
 from qilu.errors import ConfigError, RetryableError
+from qilu.schema import bounds, build
 
 logger = logging.getLogger(__name__)
 

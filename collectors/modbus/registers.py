@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edge_agent.schema import bounds
+from qilu.schema import bounds
 
 Table = Literal["holding", "input"]
 WordType = Literal["uint16", "int16", "uint32", "int32", "float32", "bit"]

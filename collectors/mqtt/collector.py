@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent import metrics as agent_metrics
-from edge_agent.schema import bounds, build
 from prometheus_client import Counter as PromCounter
 
+from collectors import metrics as agent_metrics
 from collectors.base import Collector, ReadingSink
 from collectors.mqtt.chirpstack import TOPIC, DeviceMap, LoraDevice, UplinkError, decode_uplink
 from qilu.devices import KINDS
 from qilu.errors import ConfigError
+from qilu.schema import bounds, build
 
 logger = logging.getLogger(__name__)
 # on the agent's metrics endpoint (its own registry)

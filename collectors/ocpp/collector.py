@@ -43,12 +43,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote
 
-from edge_agent import metrics as agent_metrics
-from edge_agent.schema import bounds, build
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
+from collectors import metrics as agent_metrics
 from collectors.base import Collector, DistinctTimes, ReadingSink
 from collectors.ocpp.messages import (
     CHARGING_STATE_201,
@@ -65,6 +64,7 @@ from collectors.ocpp.transactions import Transactions
 from qilu.contract import Reading
 from qilu.errors import ConfigError, RetryableError
 from qilu.fileio import write_atomic
+from qilu.schema import bounds, build
 
 logger = logging.getLogger(__name__)
 wire_logger = logger.getChild("wire")

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_agent.schema import apply_env, bounds, build
 from qilu.errors import ConfigError
+from qilu.schema import apply_env, bounds, build
 
 ENV_PREFIX = "QILU_EDGE__"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -1,30 +1,20 @@
 """The agent's Prometheus metrics (served on ``agent.metrics_host:agent.metrics_port``).
 
 Labelled by agent id, so the simulated province (many agents in one process) and a single Pi
-agent expose the same names. They live in a registry of their own (:data:`REGISTRY`, with the
-process and Python collectors): whatever else the process imports (the ingest's or the API's
-metrics, through the platform's modules) stays off the agent's endpoint.
+agent expose the same names. They live in a registry of their own
+(:data:`collectors.metrics.REGISTRY`, with the process and Python collectors, shared with the
+collectors' metrics): whatever else the process imports (the ingest's or the API's metrics,
+through the platform's modules) stays off the agent's endpoint.
 """
 
 from __future__ import annotations
 
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    start_http_server,
-)
+from prometheus_client import Counter, Gauge, start_http_server
 
+from collectors.metrics import REGISTRY
 from qilu.errors import ConfigError
-
-REGISTRY = CollectorRegistry(auto_describe=True)
-for _c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-    REGISTRY.register(_c)
 
 READINGS_IN = Counter(
     "qilu_agent_readings_in_total",

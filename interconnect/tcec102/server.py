@@ -44,7 +44,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 
-from api.ratelimit import RateLimiter, retry_after_header
 from interconnect.tcec102 import mapping
 from interconnect.tcec102.exchange import (
     Envelope,
@@ -62,6 +61,7 @@ from interconnect.tcec102.produce import charging_producer
 from qilu import signing
 from qilu.contract import Envelope as Batch
 from qilu.contract import to_us
+from qilu.ratelimit import RateLimiter, retry_after_header
 from qilu.settings import Settings, Tcec102Settings
 from stream.deadletter import DeadLetter
 

@@ -30,8 +30,8 @@ from qilu.registry import Device, Registry, Site
 from qilu.settings import DatabaseSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_device_index, load_registry
+from storage.rows import Rows
 from storage.writer import ReadingsSink
-from stream.validate import Rows
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -36,9 +36,9 @@ from storage import coverage, maintain, verify
 from storage import mode as modes
 from storage.db import connect
 from storage.registry_store import load_device_index, load_registry
+from storage.rows import Rows
 from storage.writer import ReadingsSink, WriteMethod
 from stream.topics import readings_topic
-from stream.validate import Rows
 from tests.helpers import scalar, signing_headers, wait_for
 
 pytestmark = pytest.mark.integration

@@ -39,8 +39,8 @@ from storage import coverage, jobs, maintain, migrate, verify
 from storage import mode as modes
 from storage.db import connect
 from storage.registry_store import load_device_index
+from storage.rows import Rows
 from storage.writer import ReadingsSink, WriteMethod
-from stream.validate import Rows
 from tests.integration.test_storage_postgres import LOGICAL, Fleet, hour, registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -542,8 +542,8 @@ def test_deadletter_summary_in_the_batch_transaction_counted_once(engine: Engine
     nothing but refusals still gets its transaction, more summary rows than one statement
     takes are chunked, and the same records written again (a batch read again) add nothing."""
     from qilu.errors import Rejection
+    from storage.deadletter_tally import DeadLetterTally
     from storage.deadletters import SummaryWriter, summary
-    from stream.deadletter import DeadLetterTally
 
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     devices = [f"NO-SUCH-{i}" for i in range(700)]

@@ -14,8 +14,8 @@ from pyarrow import ipc
 
 from api import auth, export, pagination
 from api.app import create_app
-from api.ratelimit import RateLimiter, retry_after_header
 from qilu.errors import ConfigError
+from qilu.ratelimit import RateLimiter, retry_after_header
 from qilu.settings import ApiSettings, load
 from storage.queries_api import ApiKeyRow
 

@@ -1,17 +1,12 @@
-"""The dead-letter tally and the refusal log limiter (stream/deadletter.py): pure, no I/O."""
+"""The dead-letter tally (storage/deadletter_tally.py) and the refusal log limiter
+(stream/deadletter.py): pure, no I/O."""
 
 from __future__ import annotations
 
 from qilu.contract import Envelope, Reading
 from qilu.errors import Rejection
-from stream.deadletter import (
-    DeadLetterTally,
-    OncePerInterval,
-    StoredLetter,
-    clean_text,
-    describe,
-    key_agent,
-)
+from storage.deadletter_tally import DeadLetterTally, clean_text
+from stream.deadletter import OncePerInterval, StoredLetter, describe, key_agent
 
 MINUTE = 60_000_000
 NOW = 1_765_000_000_000_000 + 17  # not on a minute boundary

@@ -6,6 +6,7 @@ import struct
 from datetime import UTC, datetime
 
 from storage.coverage import province_day
+from storage.rows import Rows
 from storage.writer import (
     COPY_HEADER,
     COPY_TRAILER,
@@ -14,7 +15,6 @@ from storage.writer import (
     touched_ranges,
 )
 from storage.writer import copy_payload as payload
-from stream.validate import Rows
 
 
 def rows(*items: tuple[int, int, int, float, int]) -> Rows:

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edge_agent.metrics import REGISTRY
 
+from collectors.metrics import REGISTRY
 from collectors.mqtt import collector as mqtt_collector
 from collectors.mqtt.collector import MqttCollector
 from qilu.contract import Reading

@@ -1,10 +1,12 @@
 """Typed configuration tables without pydantic: dataclasses checked field by field.
 
 The agent runs on Pi-class hardware where every megabyte counts (pydantic and
-pydantic-settings cost ~5-13 MB of RSS at import; see docs/adr/0007-edge-delivery-and-identity.md), so
-its TOML is validated by this small checker instead: a frozen dataclass describes a table, its
-field annotations are the types, ``field(metadata=...)`` adds bounds, and every problem is a
-:class:`qilu.errors.ConfigError` that names the full key (``buffer.max_bytes``).
+pydantic-settings cost ~5-13 MB of RSS at import; see
+docs/adr/0007-edge-delivery-and-identity.md), so its TOML and the collectors' tables are
+validated by this small checker instead: a frozen dataclass describes a table, its field
+annotations are the types, ``field(metadata=...)`` adds bounds, and every problem is a
+:class:`qilu.errors.ConfigError` that names the full key (``buffer.max_bytes``). It sits on the
+ground floor because the collectors and the agent both use it (docs/adr/0019-floors.md).
 
 Supported annotations: ``int``, ``float``, ``str``, ``bool``, ``Literal[...]``, ``list[X]``
 (X one of those or a dataclass), ``dict[str, X]``, a nested dataclass and ``X | None``.
