@@ -7,6 +7,8 @@ COPY stream stream
 COPY storage storage
 COPY api api
 COPY dashboards dashboards
+COPY interconnect interconnect
+COPY ops ops
 COPY edge-agent edge-agent
 RUN pip install --no-cache-dir .
 # agents keep their durable buffers here (a volume in docker-compose.yml)

@@ -98,7 +98,7 @@ class Platform:
             load_registry(conn, reg)
         say(f"database {self.dbname}: {len(reg.sites):,} sites, {len(reg.devices):,} devices")
         ensure_topics(self.kafka)
-        qilu = [sys.executable, "-m", "qilu.cli"]
+        qilu = [sys.executable, "-m", "ops.cli"]
         if self.with_ingest:
             # batch work yields the CPU to the interactive API, as a deployment would
             # (--ingest-nice 0 to compete evenly)

@@ -383,7 +383,7 @@ class Consumers:
             self.ports.append(port)
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "qilu.cli", "ingest", "--metrics-port", str(port)],
+                    [sys.executable, "-m", "ops.cli", "ingest", "--metrics-port", str(port)],
                     cwd=ROOT,
                     env=self.env(port),
                 )
@@ -420,7 +420,7 @@ class Consumers:
 
 def broker_pid(settings: Settings) -> int | None:
     """The local Kafka broker's process (the single-broker profile of `qilu services`)."""
-    from qilu.services import Services
+    from ops.services import Services
 
     return Services(settings.services, settings.db).pid("kafka")
 
@@ -1286,8 +1286,8 @@ def timescale_cost(  # noqa: PLR0915 - one linear measurement
     second connection next to its pool's, which the engine does not take."""
     from pydantic import SecretStr
 
-    from qilu.services import Services
-    from qilu.services.timescale import PASSWORD, USER
+    from ops.services import Services
+    from ops.services.timescale import PASSWORD, USER
     from storage import mode as modes
     from storage.registry_store import load_device_index
     from storage.writer import ReadingsSink, WriteMethod

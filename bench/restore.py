@@ -3,7 +3,7 @@
 On a PostgreSQL cluster of its own (free port, own state folder; never the shared one) the
 benchmark loads ``--readings`` readings (100 million by default: 2,000 devices, one reading
 a second each, in hourly partitions, with the platform's migrations), turns WAL archiving on
-with pgBackRest (``storage/backup.py``, as ``qilu backup setup`` does), takes a full backup,
+with pgBackRest (``ops/backup.py``, as ``qilu backup setup`` does), takes a full backup,
 writes a little more (the WAL a restore replays), and then measures the recovery:
 
     restore_s   ``pgbackrest restore`` to a time after the backup, into an empty data dir
@@ -36,11 +36,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ops.backup import BackupType, Layout, PgBackRest, RestoreTarget  # noqa: E402
+from ops.services import Services  # noqa: E402
 from qilu.ports import free_port  # noqa: E402
-from qilu.services import Services  # noqa: E402
 from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings, load  # noqa: E402
 from storage import migrate  # noqa: E402
-from storage.backup import BackupType, Layout, PgBackRest, RestoreTarget  # noqa: E402
 from storage.db import connect  # noqa: E402
 
 RESULT = REPO / "bench" / "results" / "restore.json"

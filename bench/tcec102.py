@@ -123,7 +123,7 @@ class Platform:
                     ],
                 )
         ensure_topics(self.kafka)
-        qilu = [sys.executable, "-m", "qilu.cli"]
+        qilu = [sys.executable, "-m", "ops.cli"]
         self._spawn("ingest", [*qilu, "ingest"], self.nice)
         self._spawn("api", [*qilu, "api", "--port", str(self.port)], 0)
 

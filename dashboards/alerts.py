@@ -16,7 +16,7 @@ Rules:
 - ``qilu-storage-job-failing`` (timescale mode): the last run of a TimescaleDB background job
   of the platform failed and the server backs off before retrying (storage/jobs.py);
 - ``qilu-wal-archive-stalled``: WAL segments wait to be archived and archiving has made no
-  progress for 2 minutes (the query of ``qilu backup status``, storage/backup.py), so a stall
+  progress for 2 minutes (the query of ``qilu backup status``, storage/wal_archive.py), so a stall
   fires within 5 minutes; ``qilu-backup-too-old``: the newest backup finished more than 26
   hours ago (from ``qilu backup schedule``'s metrics), or no backup time is exported at all
   (the scheduler stopped, no backup yet). docs/operations.md.
@@ -40,7 +40,7 @@ from dashboards.common import MET_SQL, TRAJECTORY_CTES, N, S, expected_sql, targ
 from dashboards.model import EXPR_UID, PG_UID, PROM_UID, SqlQueryBuilder, SqlSpec
 from dashboards.pipeline import AGENT_DROPPED
 from qilu.catalog import Catalog
-from storage.backup import ARCHIVE_SQL
+from storage.wal_archive import ARCHIVE_SQL
 
 FOLDER_UID = "qilu"
 FOLDER_TITLE = "Qilu Telemetry"

@@ -49,7 +49,7 @@ METRICS: dict[str, str] = {
     # the T/CEC 102 endpoint runs in the API (interconnect/tcec102/server.py)
     "qilu_operator_requests_total": "api",
     "qilu_operator_answer_seconds": "api",
-    # `qilu backup schedule` (storage/backup_cli.py), for qilu-backup-too-old
+    # `qilu backup schedule` (ops/backup_cli.py), for qilu-backup-too-old
     "qilu_backup_last_success_timestamp_seconds": "backup",
 }
 

@@ -14,7 +14,7 @@ our agents needs to trust it, and it never signs anything else.
   issuing a new server certificate under the same CA (agents keep trusting it) and
   restarting the listener; a new CA means giving every agent the new CA certificate first.
 
-Pure: bytes in, bytes out; :mod:`qilu.pki_cli` reads and writes the files.
+Pure: bytes in, bytes out; :mod:`ops.pki_cli` reads and writes the files.
 """
 
 from __future__ import annotations

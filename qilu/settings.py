@@ -88,7 +88,7 @@ class KafkaSettings(BaseModel):
     manage_agent_credentials: bool = True
     # how agents reach the agents' listener: SASL_SSL (TLS, the broker verified against
     # agent_ssl_cafile, the CA of `qilu pki`) or SASL_PLAINTEXT (loopback and private links
-    # only; production refuses to provision agents for it: qilu.agents.require_agent_tls).
+    # only; production refuses to provision agents for it: stream.provisioning.require_agent_tls).
     # What `qilu agents provision` writes into each agent's TOML
     agent_security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
     agent_ssl_cafile: str = ""
@@ -281,7 +281,7 @@ class Tcec102Settings(BaseModel):
 
 
 class BackupSettings(BaseModel):
-    """pgBackRest for the platform's PostgreSQL cluster (storage/backup.py, `qilu backup`,
+    """pgBackRest for the platform's PostgreSQL cluster (ops/backup.py, `qilu backup`,
     docs/operations.md). Paths left empty are derived from the services state dir."""
 
     stanza: str = Field(default="qilu", pattern=r"^[A-Za-z0-9_-]+$")

@@ -168,7 +168,7 @@ def main() -> int:
     log = (work / "run.log").open("w")
     logger.info("qilu run (private: %s), log in %s", env["QILU_DB__NAME"], log.name)
     run = subprocess.Popen(
-        [sys.executable, "-m", "qilu.cli", "run", "--every", "60"],
+        [sys.executable, "-m", "ops.cli", "run", "--every", "60"],
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=log,

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer
 
 from dashboards.alerts import AlertSpec
 from dashboards.board import PromSpec
-from qilu.services.prometheus import CANDIDATES
+from ops.services.prometheus import CANDIDATES
 from qilu.settings import DatabaseSettings, Settings
 from stream.deadletter import decode_headers
 from stream.topics import deadletter_topic
@@ -42,7 +42,7 @@ def signing_headers(
     """Provision ``agent_id`` (for ``sites``, default every site in the database) and return
     what makes the signature headers of its records: the ingest refuses unsigned envelopes
     (docs/adr/0010-agent-authentication.md)."""
-    from qilu.agents import provision_province
+    from stream.provisioning import provision_province
 
     if sites is None:
         with psycopg.connect(settings.db.conninfo(), prepare_threshold=None) as conn:

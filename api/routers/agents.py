@@ -1,9 +1,9 @@
 """``/v1/admin/agents``: provision, change sites, rotate, revoke, list and show edge agents
 (admin scope).
 
-The same operations as ``qilu agents`` (qilu/agents.py), audited with the caller's key as the
-actor. Provisioning and rotation answer the agent's secrets and configuration once; nothing
-of them is stored in clear (docs/adr/0010-agent-authentication.md).
+The same operations as ``qilu agents`` (stream/provisioning.py), audited with the caller's
+key as the actor. Provisioning and rotation answer the agent's secrets and configuration once;
+nothing of them is stored in clear (docs/adr/0010-agent-authentication.md).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import PROBLEMS, Admin, Ctx, database
 from api.schemas import Problem
-from qilu import agents as ops
 from qilu.errors import ServiceError
 from storage import agents as store
+from stream import provisioning
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -149,7 +149,7 @@ def show_agent(ctx: Ctx, who: Admin, agent_id: AgentId) -> AgentOut:
 )
 def provision_agent(ctx: Ctx, who: Admin, body: AgentIn) -> CredentialsOut:
     try:
-        row, creds = ops.provision(
+        row, creds = provisioning.provision(
             ctx.settings,
             body.agent_id,
             sites=body.sites,
@@ -174,7 +174,7 @@ def provision_agent(ctx: Ctx, who: Admin, body: AgentIn) -> CredentialsOut:
 )
 def update_agent_sites(ctx: Ctx, who: Admin, agent_id: AgentId, body: AgentSitesIn) -> AgentOut:
     try:
-        _, row = ops.update_sites(
+        _, row = provisioning.update_sites(
             ctx.settings,
             agent_id,
             add_sites=body.add_sites,
@@ -201,7 +201,9 @@ def rotate_agent(
 ) -> CredentialsOut:
     grace = timedelta(seconds=(body or RotateIn()).grace_s)
     try:
-        row, creds = ops.rotate(ctx.settings, agent_id, actor=f"api:{who.subject}", grace=grace)
+        row, creds = provisioning.rotate(
+            ctx.settings, agent_id, actor=f"api:{who.subject}", grace=grace
+        )
     except store.AgentError as exc:
         raise _refused(exc) from exc
     except ServiceError as exc:
@@ -212,7 +214,7 @@ def rotate_agent(
 @router.post("/agents/{agent_id}/revoke", response_model=AgentOut, summary="Revoke an agent")
 def revoke_agent(ctx: Ctx, who: Admin, agent_id: AgentId) -> AgentOut:
     try:
-        row = ops.revoke(ctx.settings, agent_id, actor=f"api:{who.subject}")
+        row = provisioning.revoke(ctx.settings, agent_id, actor=f"api:{who.subject}")
     except store.AgentError as exc:
         raise _refused(exc) from exc
     except ServiceError as exc:
@@ -220,11 +222,11 @@ def revoke_agent(ctx: Ctx, who: Admin, agent_id: AgentId) -> AgentOut:
     return _out(row)
 
 
-def _credentials(ctx: Ctx, row: Any, creds: ops.Credentials) -> CredentialsOut:
+def _credentials(ctx: Ctx, row: Any, creds: provisioning.Credentials) -> CredentialsOut:
     return CredentialsOut(
         agent=_out(row),
         key_no=creds.key_no,
         signing_key=creds.signing_key,
         kafka_password=creds.kafka_password,
-        config_toml=ops.agent_toml(ctx.settings, creds),
+        config_toml=provisioning.agent_toml(ctx.settings, creds),
     )

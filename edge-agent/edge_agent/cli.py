@@ -193,7 +193,7 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
             "does not authenticate accepts them"
         )
     else:
-        from qilu.agents import provision_province
+        from stream.provisioning import provision_province
 
         signers = provision_province(settings, plan, actor="cli:province")
     producer = SharedProducer(

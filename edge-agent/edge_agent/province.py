@@ -56,8 +56,8 @@ def build_agents(
     signers: Mapping[str, Signer] | None = None,
     iec104_cities: Collection[str] = (),
 ) -> list[Agent]:
-    """``signers``: agent id -> its signer (``qilu.agents.provision_province``); without one an
-    agent sends unsigned envelopes, which an authenticating ingest dead-letters.
+    """``signers``: agent id -> its signer (``stream.provisioning.provision_province``); without
+    one an agent sends unsigned envelopes, which an authenticating ingest dead-letters.
     ``iec104_cities``: the substation agents of these cities read their sites over IEC 104
     from simulated stations (collectors/iec104/simulated.py) instead of the feed directly."""
     delivery = Delivery(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from qilu.cli import main
+from ops.cli import main
 
 TOKEN = "glsa_test_token"
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from qilu.cli import main as qilu_main
-from qilu.services import Services
+from ops.cli import main as qilu_main
+from ops.services import Services
 from qilu.settings import ApiSettings, DatabaseSettings, KafkaSettings, Settings, load
 from storage import migrate
 from storage.db import connect

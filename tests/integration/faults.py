@@ -40,13 +40,13 @@ import psycopg
 import pytest
 from edge_agent.agent import close_producer, new_producer
 
+from ops.services import ProbeError, Services
+from ops.services.kafka import Kafka
+from ops.services.pg_cluster import PatroniNode
 from qilu.contract import Envelope
 from qilu.errors import ServiceError
 from qilu.ports import free_port
 from qilu.registry import Registry, generate
-from qilu.services import ProbeError, Services
-from qilu.services.kafka import Kafka
-from qilu.services.pg_cluster import PatroniNode
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, ServicesSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
@@ -383,7 +383,7 @@ class IngestProcess:
     def start(self, **env: str) -> IngestProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "qilu.cli", "--log-level", "WARNING", "ingest"],
+                [sys.executable, "-m", "ops.cli", "--log-level", "WARNING", "ingest"],
                 cwd=REPO_ROOT, env={**self.env, **env}, stdout=log, stderr=log,
             )  # fmt: skip
         return self

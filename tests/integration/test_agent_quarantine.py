@@ -23,10 +23,10 @@ from edge_agent.__main__ import main as lean_main
 from edge_agent.agent import Agent
 from edge_agent.buffer import Buffer, Quarantined
 
-from qilu import agents as ops
 from qilu.contract import Sector, decode
 from qilu.registry import Registry
 from qilu.settings import DatabaseSettings, Settings
+from stream import provisioning
 from stream.topics import readings_topic
 from tests.integration.faults import loaded_registry, on_private_broker
 
@@ -106,8 +106,8 @@ def test_an_unauthorised_sector_is_quarantined_and_the_rest_keeps_flowing(
 ) -> None:
     s = asettings
     charging, substation = site_of(registry, Sector.CHARGING), site_of(registry, Sector.SUBSTATION)
-    _, creds = ops.provision(s, "gw-q", sites=[charging], actor="test")
-    toml_text = ops.agent_toml(s, creds)
+    _, creds = provisioning.provision(s, "gw-q", sites=[charging], actor="test")
+    toml_text = provisioning.agent_toml(s, creds)
     buffer = tmp_path / "buf.db"
 
     # a collector reporting a sector the agent was not provisioned for
@@ -137,7 +137,7 @@ def test_an_unauthorised_sector_is_quarantined_and_the_rest_keeps_flowing(
     assert "broker unavailable" not in caplog.text
 
     # the agent's rights change; requeue-quarantine; the next start sends them unchanged
-    ops.update_sites(s, "gw-q", add_sites=[substation], actor="test")
+    provisioning.update_sites(s, "gw-q", add_sites=[substation], actor="test")
     cfg_path = tmp_path / "agent.toml"
     cfg_path.write_text(
         toml_text.replace('path = "/var/lib/qilu-agent/buffer.db"', f'path = "{buffer}"')

@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 
-from qilu import agents as ops
 from qilu import signing
 from qilu.contract import Envelope, Reading, Sector
 from qilu.devices import KINDS
@@ -37,6 +36,7 @@ from qilu.settings import DatabaseSettings, Settings
 from storage import agents as store
 from storage import audit
 from storage.db import connect
+from stream import provisioning
 from stream.cli import build_consumer
 from stream.topics import readings_topic
 from tests.helpers import dead_letters as read_dead_letters
@@ -171,14 +171,14 @@ def test_rogue_agent_injects_nothing(
     reg, s = registry, asettings
     site_a, dev_a = first_site(reg, Sector.CHARGING)
     site_b, dev_b = first_site(reg, Sector.SUBSTATION)
-    _, creds_a = ops.provision(s, "agent-a", sites=[site_a], actor="test")
-    _, creds_b = ops.provision(s, "agent-b", sites=[site_b], actor="test")
+    _, creds_a = provisioning.provision(s, "agent-a", sites=[site_a], actor="test")
+    _, creds_b = provisioning.provision(s, "agent-b", sites=[site_b], actor="test")
     assert creds_a.kafka_password
     assert creds_b.kafka_password
 
     # the genuine agent A, as provisioning configured it (SASL/SCRAM, signed envelopes)
     sent = run_agent_from_config(
-        ops.agent_toml(s, creds_a), tmp_path / "a.db", [site_a], seconds=4.0
+        provisioning.agent_toml(s, creds_a), tmp_path / "a.db", [site_a], seconds=4.0
     )
     assert sent > 0
     wait_for(
@@ -226,7 +226,7 @@ def test_rogue_agent_injects_nothing(
 
     # 7. A revoked mid-run: its user is gone, and a signed batch that still reaches Kafka
     # (a connection opened before, a copied key) is refused from then on
-    ops.revoke(s, "agent-a", actor="test")
+    provisioning.revoke(s, "agent-a", actor="test")
     refused(s.kafka.agent_bootstrap, "agent-a", creds_a.kafka_password)
     time.sleep(s.ingest.agents_refresh_s * 3)
     internal = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
@@ -261,7 +261,7 @@ def test_provision_rotate_revoke_with_audit_rows(
         "QILU_KAFKA__AGENT_BOOTSTRAP": s.kafka.agent_bootstrap,
         "QILU_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
     }
-    cli = [sys.executable, "-m", "qilu.cli", "--log-level", "WARNING", "agents"]
+    cli = [sys.executable, "-m", "provisioning.cli", "--log-level", "WARNING", "agents"]
     out = subprocess.run(
         [*cli, "provision", "gw-1", "--city", city, "--sector", "charging"],
         env=env,
@@ -301,16 +301,16 @@ def test_provision_rotate_revoke_with_audit_rows(
     assert again.returncode == 1
     assert "exists already" in again.stderr
 
-    row, creds = ops.rotate(s, "gw-1", actor="test", grace=timedelta(0))
+    row, creds = provisioning.rotate(s, "gw-1", actor="test", grace=timedelta(0))
     assert creds.key_no == 2
     assert row.active_key == 2
     refused(s.kafka.agent_bootstrap, "gw-1", cfg["kafka"]["sasl_password"])  # the old one
     assert creds.kafka_password is not None
     sasl_producer(s.kafka.agent_bootstrap, "gw-1", creds.kafka_password).close()
 
-    ops.revoke(s, "gw-1", actor="test")
+    provisioning.revoke(s, "gw-1", actor="test")
     with pytest.raises(store.AgentError, match="revoked"):
-        ops.rotate(s, "gw-1", actor="test", grace=timedelta(0))
+        provisioning.rotate(s, "gw-1", actor="test", grace=timedelta(0))
 
     with connect(s.db) as conn:
         trail = audit.query(conn, entity="agent", entity_id="gw-1")
@@ -339,10 +339,10 @@ def test_province_agents_are_provisioned_in_bulk(asettings: Settings, registry: 
     from edge_agent.province import plan_agents
 
     plan = plan_agents(registry)
-    signers = ops.provision_province(asettings, plan, actor="test")
+    signers = provisioning.provision_province(asettings, plan, actor="test")
     assert sorted(signers) == sorted(plan)
     assert {x.key_no for x in signers.values()} == {1}
-    again = ops.provision_province(asettings, plan, actor="test")
+    again = provisioning.provision_province(asettings, plan, actor="test")
     assert {x.key_no for x in again.values()} == {2}
     with connect(asettings.db) as conn:
         snap = store.load_snapshot(conn)
@@ -416,7 +416,7 @@ def cli_env(s: Settings) -> dict[str, str]:
     }
 
 
-QILU_AGENTS = [sys.executable, "-m", "qilu.cli", "--log-level", "WARNING", "agents"]
+QILU_AGENTS = [sys.executable, "-m", "provisioning.cli", "--log-level", "WARNING", "agents"]
 
 
 def test_changed_rights_reach_the_broker_acls_and_the_ingest(
@@ -429,7 +429,7 @@ def test_changed_rights_reach_the_broker_acls_and_the_ingest(
     (s1, s1_dev), *_ = sites_with_devices(reg, Sector.SUBSTATION, 1)
     charging = readings_topic(s.kafka, Sector.CHARGING)
     substation = readings_topic(s.kafka, Sector.SUBSTATION)
-    _, creds = ops.provision(s, "gw-r", sites=[c1, c2], actor="test")
+    _, creds = provisioning.provision(s, "gw-r", sites=[c1, c2], actor="test")
     assert creds.kafka_password is not None
     signer = signing.Signer(1, creds.signing_key)
     now = 1_000_000 * int(time.time())
@@ -471,7 +471,7 @@ def test_changed_rights_reach_the_broker_acls_and_the_ingest(
     assert [r["reason"] for r in json.loads(letters[0]["qilu.rejected"])] == ["foreign_site"]
 
     # a whole sector out: the charging topic's ACL goes, and the ingest refuses its sites
-    before, after = ops.update_sites(s, "gw-r", remove_sectors=["charging"], actor="test")
+    before, after = provisioning.update_sites(s, "gw-r", remove_sectors=["charging"], actor="test")
     assert (list(before.sites), list(after.sites)) == ([c1, s1], [s1])
     with pytest.raises(TopicAuthorizationFailedError):
         send(charging, c1_dev, 5)
@@ -486,11 +486,11 @@ def test_changed_rights_reach_the_broker_acls_and_the_ingest(
 
     # refused changes name the problem and change nothing
     with pytest.raises(store.AgentError, match="does not report for"):
-        ops.update_sites(s, "gw-r", remove_sites=[c2], actor="test")
+        provisioning.update_sites(s, "gw-r", remove_sites=[c2], actor="test")
     with pytest.raises(store.AgentError, match="no site left"):
-        ops.update_sites(s, "gw-r", remove_sites=[s1], actor="test")
+        provisioning.update_sites(s, "gw-r", remove_sites=[s1], actor="test")
     with pytest.raises(store.AgentError, match="unknown site ids"):
-        ops.update_sites(s, "gw-r", add_sites=["NO-SUCH-SITE"], actor="test")
+        provisioning.update_sites(s, "gw-r", add_sites=["NO-SUCH-SITE"], actor="test")
     with connect(s.db) as conn:
         trail = audit.query(conn, entity="agent", entity_id="gw-r")
     assert [e.action for e in trail] == ["agent.provision", "agent.sites", "agent.sites"]
@@ -554,22 +554,22 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
     s = asettings.model_copy(update={"kafka": kafka})
     site, _ = first_site(registry, Sector.CHARGING)
     default = s.agent.metrics_port
-    a, ca = ops.provision(s, "gw-h1", sites=[site], actor="test", metrics_host="10.0.0.7")
-    b, cb = ops.provision(s, "gw-h2", sites=[site], actor="test", metrics_host="10.0.0.7")
-    c, _ = ops.provision(s, "gw-x1", sites=[site], actor="test", metrics_host="10.0.0.8")
+    a, ca = provisioning.provision(s, "gw-h1", sites=[site], actor="test", metrics_host="10.0.0.7")
+    b, cb = provisioning.provision(s, "gw-h2", sites=[site], actor="test", metrics_host="10.0.0.7")
+    c, _ = provisioning.provision(s, "gw-x1", sites=[site], actor="test", metrics_host="10.0.0.8")
     assert (a.metrics_port, b.metrics_port, c.metrics_port) == (
         default + 1,
         default + 2,
         default + 1,
     )
     for creds, port in ((ca, default + 1), (cb, default + 2)):  # written into its configuration
-        table = tomllib.loads(ops.agent_toml(s, creds))
+        table = tomllib.loads(provisioning.agent_toml(s, creds))
         table["collectors"] = {"sim": {"type": "simulated", "sites": [site]}}
         cfg = config.parse(table, environ={})
         # Prometheus scrapes 10.0.0.7 (file_sd below); the gateway binds every interface
         assert (cfg.agent.metrics_host, cfg.agent.metrics_port) == ("0.0.0.0", port)  # noqa: S104
     with pytest.raises(store.AgentError, match="held by another active agent"):
-        ops.provision(
+        provisioning.provision(
             s,
             "gw-h3",
             sites=[site],
@@ -583,18 +583,18 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
     with ThreadPoolExecutor(4) as pool:
         rows = list(
             pool.map(
-                lambda n: ops.provision(
+                lambda n: provisioning.provision(
                     s, f"gw-y{n}", sites=[site], actor="test", metrics_host="10.0.0.9"
                 )[0],
                 range(4),
             )
         )
     assert sorted(r.metrics_port for r in rows) == [default + n for n in range(1, 5)]
-    ops.revoke(s, "gw-h1", actor="test")  # a revoked agent's port is free again
-    d, _ = ops.provision(s, "gw-h4", sites=[site], actor="test", metrics_host="10.0.0.7")
+    provisioning.revoke(s, "gw-h1", actor="test")  # a revoked agent's port is free again
+    d, _ = provisioning.provision(s, "gw-h4", sites=[site], actor="test", metrics_host="10.0.0.7")
     assert d.metrics_port == default + 1
 
-    assert ops.targets(s) == [
+    assert provisioning.targets(s) == [
         {"targets": [f"10.0.0.7:{default + 2}"], "labels": {"agent_id": "gw-h2"}},
         {"targets": [f"10.0.0.7:{default + 1}"], "labels": {"agent_id": "gw-h4"}},
         {"targets": [f"10.0.0.8:{default + 1}"], "labels": {"agent_id": "gw-x1"}},
@@ -604,9 +604,9 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
         ),
     ]
     # the simulated province's agents share the province process's endpoint
-    ops.provision_province(s, plan_agents(registry), actor="test")
+    provisioning.provision_province(s, plan_agents(registry), actor="test")
     province = {"targets": [f"127.0.0.1:{default}"], "labels": {"agent_id": "province"}}
-    assert ops.targets(s)[-1] == province
+    assert provisioning.targets(s)[-1] == province
     # what Prometheus reads: the same groups, from the command line
     out = tmp_path / "targets" / "agents.json"
     subprocess.run(
@@ -616,7 +616,7 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
         timeout=120,
         check=True,
     )
-    assert json.loads(out.read_text()) == ops.targets(s)
+    assert json.loads(out.read_text()) == provisioning.targets(s)
     assert len(json.loads(out.read_text())) == 8
     listed = subprocess.run(
         [*QILU_AGENTS, "list"],
@@ -632,12 +632,12 @@ def test_agents_on_one_host_get_distinct_metrics_ports_and_prometheus_finds_them
     # with agent.targets_file set, every change rewrites the file Prometheus watches
     auto_file = tmp_path / "auto" / "agents.json"
     auto = s.model_copy(update={"agent": s.agent.model_copy(update={"targets_file": auto_file})})
-    ops.provision(auto, "gw-z1", sites=[site], actor="test", metrics_host="10.0.0.10")
-    assert json.loads(auto_file.read_text()) == ops.targets(s)
+    provisioning.provision(auto, "gw-z1", sites=[site], actor="test", metrics_host="10.0.0.10")
+    assert json.loads(auto_file.read_text()) == provisioning.targets(s)
     z1 = {"targets": [f"10.0.0.10:{default + 1}"], "labels": {"agent_id": "gw-z1"}}
     assert z1 in json.loads(auto_file.read_text())
-    ops.revoke(auto, "gw-z1", actor="test")
-    assert json.loads(auto_file.read_text()) == ops.targets(s)
+    provisioning.revoke(auto, "gw-z1", actor="test")
+    assert json.loads(auto_file.read_text()) == provisioning.targets(s)
     assert z1 not in json.loads(auto_file.read_text())
 
 
@@ -651,7 +651,7 @@ def test_a_site_just_added_is_not_refused_by_a_stale_registry_snapshot(
     kafka = asettings.kafka.model_copy(update={"manage_agent_credentials": False})
     slow = asettings.ingest.model_copy(update={"agents_refresh_s": 60.0})
     s = asettings.model_copy(update={"kafka": kafka, "ingest": slow})
-    _, creds = ops.provision(s, "gw-late", sites=[c1], actor="test")
+    _, creds = provisioning.provision(s, "gw-late", sites=[c1], actor="test")
     signer = signing.Signer(1, creds.signing_key)
     now = 1_000_000 * int(time.time())
     stop = threading.Event()
@@ -673,7 +673,7 @@ def test_a_site_just_added_is_not_refused_by_a_stale_registry_snapshot(
             timeout=120,
             what="the first reading",
         )
-        ops.update_sites(s, "gw-late", add_sites=[c2], actor="test")
+        provisioning.update_sites(s, "gw-late", add_sites=[c2], actor="test")
         send(c2_dev, 2)  # at once: the ingest's snapshot is older than the change
         send(c3_dev, 3)  # never given
         letters = dead_letters(s, 1)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from qilu import agents as ops
+from ops.cli import main
 from qilu import pki
-from qilu.cli import main
 from qilu.settings import Settings
+from stream import provisioning
 from stream.topics import ensure_topics, readings_topics
 from tests.integration.faults import private_kafka, read_topic
 
@@ -88,7 +88,7 @@ def test_agent_writes_over_tls_and_verifies_the_broker(
     ensure_topics(kafka)
     topic = readings_topics(kafka)[0]
     password = uuid.uuid4().hex
-    ops.broker_grant(kafka, "tls-agent", password, [topic])
+    provisioning.broker_grant(kafka, "tls-agent", password, [topic])
     producer = KafkaProducer(
         bootstrap_servers=agents_bootstrap,
         security_protocol="SASL_SSL",
@@ -123,7 +123,9 @@ def test_provisioning_writes_the_tls_settings_into_the_agent_config(
         update={"agent_security_protocol": "SASL_SSL", "agent_ssl_cafile": "/etc/qilu/ca.crt"}
     )
     s = base_settings.model_copy(update={"kafka": kafka})
-    creds = ops.Credentials(agent_id="gw-9", key_no=1, signing_key="k" * 43, kafka_password="pw")
-    text = ops.agent_toml(s, creds)
+    creds = provisioning.Credentials(
+        agent_id="gw-9", key_no=1, signing_key="k" * 43, kafka_password="pw"
+    )
+    text = provisioning.agent_toml(s, creds)
     assert 'security_protocol = "SASL_SSL"' in text
     assert 'ssl_cafile = "/etc/qilu/ca.crt"' in text

@@ -43,11 +43,11 @@ from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
 from interconnect.tcec102 import operators as ops
+from ops.services.tools import Apt
 from qilu.catalog import TargetKind, load_catalog
 from qilu.contract import Envelope, Reading
 from qilu.devices import KINDS
 from qilu.ports import free_port
-from qilu.services.tools import Apt
 from qilu.settings import ApiSettings, Settings
 from storage import coverage
 from storage import operators as store

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qilu.cli import main
+from ops.cli import main
 from qilu.ports import free_port
 from qilu.settings import REPO_ROOT, Settings
 from tests.helpers import wait_for
@@ -34,7 +34,7 @@ def test_api_serves_https_with_the_given_certificate(settings: Settings, tmp_pat
     }
     log = (tmp_path / "api.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qilu.cli", "api", "--port", str(port),
+        [sys.executable, "-m", "ops.cli", "api", "--port", str(port),
          "--ssl-certfile", str(d / "broker.crt"), "--ssl-keyfile", str(d / "broker.key")],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=log,
     )  # fmt: skip

@@ -26,23 +26,25 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from qilu import cli
-from qilu.settings import BackupSettings, DatabaseSettings, KafkaSettings, Settings
-from qilu.signing import KeyPair, Signer, generate_key
-from storage import agents, maintain, verify
-from storage.backup import (
-    ARCHIVE_SQL,
+from ops import cli
+from ops.backup import (
     BackupType,
     Layout,
     PgBackRest,
-    archive_lag_s,
     assess,
+)
+from ops.backup_cli import current_status, schedule_round, status_lines
+from qilu.settings import BackupSettings, DatabaseSettings, KafkaSettings, Settings
+from qilu.signing import KeyPair, Signer, generate_key
+from storage import agents, maintain, verify
+from storage.db import connect
+from storage.restore_points import create_restore_point
+from storage.wal_archive import (
+    ARCHIVE_SQL,
+    archive_lag_s,
     pending_segments,
     read_archiver,
 )
-from storage.backup_cli import current_status, schedule_round, status_lines
-from storage.db import connect
-from storage.restore_points import create_restore_point
 from stream.cli import build_consumer
 from tests.helpers import scalar, wait_for
 from tests.integration.conftest import RunningIngest

@@ -85,7 +85,7 @@ def qilu_process(
     """A real `qilu` command as a child process, stopped with SIGTERM (SIGKILL after 20 s)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "qilu.cli", *args], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "ops.cli", *args], env=env, stdout=out, stderr=out
         )
         try:
             yield proc

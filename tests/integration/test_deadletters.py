@@ -21,14 +21,14 @@ from kafka import KafkaProducer
 
 from api.app import create_app
 from api.cli import create_key
-from qilu.agents import provision_province
-from qilu.cli import main
+from ops.cli import main
 from qilu.contract import Envelope, Reading, Sector
 from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings
 from storage.db import connect
 from storage.registry_store import load_registry
 from stream.cli import build_consumer
+from stream.provisioning import provision_province
 from stream.topics import group_lag, readings_topic, readings_topics
 from tests.helpers import scalar, wait_for
 

@@ -341,7 +341,7 @@ def test_broker_outage_disk_within_bound_and_everything_stored_once(
         while not stop_ingest.is_set():
             with (tmp_path / "ingest.log").open("ab") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "qilu.cli", "--log-level", "WARNING", "ingest"],
+                    [sys.executable, "-m", "ops.cli", "--log-level", "WARNING", "ingest"],
                     cwd=REPO_ROOT, env=env, stdout=log, stderr=log,
                 )  # fmt: skip
             while proc.poll() is None and not stop_ingest.is_set():

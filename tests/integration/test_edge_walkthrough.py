@@ -42,8 +42,8 @@ from typing import NoReturn
 
 import pytest
 
+from ops.services.tools import Apt
 from qilu.ports import free_port
-from qilu.services.tools import Apt
 from qilu.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, Settings
 from tests.helpers import scalar, wait_for
 

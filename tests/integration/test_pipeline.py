@@ -23,12 +23,12 @@ from api.app import create_app
 from collectors.simulated.collector import SimulatedCollector, SimulatedConfig
 from collectors.simulated.models import SilencePlan
 from qilu import signing
-from qilu.agents import provision_province
 from qilu.contract import Envelope, Reading, Sector
 from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings
 from storage.db import connect
 from storage.registry_store import load_registry
+from stream.provisioning import provision_province
 from stream.topics import deadletter_topic, group_lag, readings_topic, readings_topics
 from tests.helpers import dead_letters, scalar, wait_for
 

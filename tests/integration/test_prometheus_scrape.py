@@ -30,16 +30,16 @@ from dashboards import alerts, provisioning
 from dashboards.board import PromSpec
 from dashboards.macros import Context, Variable, expand_promql
 from dashboards.pipeline import METRICS
-from qilu import agents
+from ops.services import Services
+from ops.services.prometheus import agent_targets_file
 from qilu.catalog import load_catalog
 from qilu.contract import Sector
 from qilu.ports import free_port
 from qilu.registry import generate
-from qilu.services import Services
-from qilu.services.prometheus import agent_targets_file
 from qilu.settings import REPO_ROOT, ServicesSettings, Settings
 from storage.db import connect
 from storage.registry_store import load_registry
+from stream import provisioning as agents
 from tests.helpers import wait_for
 from tests.integration.test_dashboards_sql import (
     SCALE,

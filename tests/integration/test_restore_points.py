@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
+from ops.backup import RestoreTarget
+from ops.backup_cli import changes_after
 from qilu.catalog import load_catalog
 from qilu.contract import Sector
 from qilu.inventory import parse
 from qilu.settings import DatabaseSettings
 from storage import migrate, registry_admin
-from storage.backup import RestoreTarget
-from storage.backup_cli import changes_after
 from storage.db import connect
 from storage.registry_admin import ImportSource
 from storage.restore_points import create_restore_point

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from ops.services import ALL_SERVICES, Services, State
+from ops.services.postgres import Postgres
+from ops.services.timescale import Timescale
 from qilu.errors import ServiceError
 from qilu.ports import free_ports
-from qilu.services import ALL_SERVICES, Services, State
-from qilu.services.postgres import Postgres
-from qilu.services.timescale import Timescale
 from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings
 
 with warnings.catch_warnings():

@@ -26,11 +26,11 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
+from ops.services import Services
 from qilu.catalog import load_catalog
 from qilu.contract import Envelope, Reading, Sector, to_us
 from qilu.ports import free_port
 from qilu.registry import Device, Registry, Site
-from qilu.services import Services
 from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings, Settings, StorageMode
 from storage import coverage, maintain, verify
 from storage import mode as modes
@@ -532,7 +532,7 @@ def test_roles_have_least_privilege(db: DatabaseSettings, fleet: Fleet) -> None:
     # a password set by the operator command lets the role log in (roles are per cluster)
     password = uuid.uuid4().hex
     done = subprocess.run(
-        [sys.executable, "-m", "qilu.cli", "storage", "set-password", "qilu_api"],
+        [sys.executable, "-m", "ops.cli", "storage", "set-password", "qilu_api"],
         input=password + "\n",
         capture_output=True,
         text=True,
@@ -694,7 +694,7 @@ def test_ingest_consumer_end_to_end_exactly_once(
 
 def run_qilu(db: DatabaseSettings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "qilu.cli", *args],
+        [sys.executable, "-m", "ops.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "QILU_DB__NAME": db.name},

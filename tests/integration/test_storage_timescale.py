@@ -29,11 +29,11 @@ from psycopg_pool import NullConnectionPool
 from pydantic import SecretStr
 
 import storage.cli as storage_cli
+from ops.cli import main as qilu_main
+from ops.services import Services
+from ops.services.timescale import PASSWORD, USER
 from qilu.catalog import load_catalog
-from qilu.cli import main as qilu_main
 from qilu.registry import Registry
-from qilu.services import Services
-from qilu.services.timescale import PASSWORD, USER
 from qilu.settings import DatabaseSettings, Settings, StorageMode, StorageSettings
 from storage import coverage, jobs, maintain, migrate, verify
 from storage import mode as modes

@@ -18,7 +18,7 @@ from interconnect.tcec102 import exchange as x
 from interconnect.tcec102 import operators as ops
 from interconnect.tcec102 import server
 from interconnect.tcec102.secrets import box
-from qilu.cli import build_parser
+from ops.cli import build_parser
 from qilu.contract import Sector
 from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings

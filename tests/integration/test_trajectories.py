@@ -19,8 +19,8 @@ from api.cli import create_key
 from dashboards import coverage as dashboards_coverage
 from dashboards.macros import Context, Variable, expand_sql
 from dashboards.provisioning import GRAFANA_ROLE
+from ops.demo import format_coverage
 from qilu.catalog import load_catalog
-from qilu.demo import format_coverage
 from qilu.registry import generate, sector_fractions
 from qilu.settings import Settings
 from storage import coverage, trajectories

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from edge_agent import config
 
+from ops.services import render
 from qilu import signing
-from qilu.agents import Credentials, agent_toml, file_sd, topics_for
 from qilu.errors import ConfigError
-from qilu.services import render
 from qilu.settings import KafkaSettings, ServicesSettings, Settings
+from stream.provisioning import Credentials, agent_toml, file_sd, topics_for
 
 
 def test_broker_has_an_internal_listener_and_a_scram_listener_with_acls() -> None:
@@ -83,7 +83,7 @@ def test_incomplete_credentials_name_the_key(patch: dict, key: str) -> None:  # 
 
 
 def test_a_broker_config_from_an_older_version_is_out_of_date(tmp_path: Path) -> None:
-    from qilu.services import Services
+    from ops.services import Services
     from qilu.settings import DatabaseSettings
 
     kafka = Services(ServicesSettings(state_dir=tmp_path), DatabaseSettings()).server("kafka")
@@ -126,9 +126,9 @@ def test_provisioned_configuration_carries_its_own_metrics_endpoint() -> None:
 
 
 def test_local_prometheus_reads_the_agents_file_the_platform_writes(tmp_path: Path) -> None:
-    from qilu.services.base import Context
-    from qilu.services.prometheus import Prometheus, agent_targets_file
-    from qilu.services.tools import Apt
+    from ops.services.base import Context
+    from ops.services.prometheus import Prometheus, agent_targets_file
+    from ops.services.tools import Apt
     from qilu.settings import REPO_ROOT, DatabaseSettings
 
     source = (REPO_ROOT / "infra" / "prometheus" / "prometheus.yml").read_text()

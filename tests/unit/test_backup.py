@@ -1,4 +1,4 @@
-"""The pure part of storage/backup.py: pgBackRest's configuration and commands, its info
+"""The pure part of ops/backup.py: pgBackRest's configuration and commands, its info
 output (tests/fixtures/pgbackrest_info.json, captured from pgBackRest 2.45 after a full and a
 differential backup), the WAL archive lag, the schedule and the status verdict."""
 
@@ -12,29 +12,31 @@ from pathlib import Path
 import pytest
 
 from dashboards.model import SqlSpec
-from qilu.errors import ConfigError, ServiceError
-from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings
-from storage.backup import (
-    ARCHIVE_SQL,
+from ops.backup import (
     INCLUDE_LINE,
-    ArchiverState,
     BackupType,
     Layout,
     RestoreTarget,
     archive_conf,
-    archive_lag_s,
     assess,
     due_backup,
     parse_info,
-    pending_segments,
     pick_backup,
     render_config,
     restore_argv,
-    segment_number,
     with_include,
 )
-from storage.backup_cli import restore_target
+from ops.backup_cli import restore_target
+from qilu.errors import ConfigError, ServiceError
+from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings
 from storage.restore_points import restore_point_name
+from storage.wal_archive import (
+    ARCHIVE_SQL,
+    ArchiverState,
+    archive_lag_s,
+    pending_segments,
+    segment_number,
+)
 
 INFO = (Path(__file__).parents[1] / "fixtures" / "pgbackrest_info.json").read_text()
 NOW = datetime(2026, 12, 6, 14, 0, tzinfo=UTC)
@@ -229,7 +231,7 @@ def test_the_backup_metrics_of_dashboards_and_alerts_are_exported_by_the_schedul
     from prometheus_client import REGISTRY, generate_latest
 
     from dashboards.pipeline import METRICS
-    from storage import backup_cli
+    from ops import backup_cli
 
     backup_cli.LAST_BACKUP.labels("any").set(1.0)
     exported = generate_latest(REGISTRY).decode()

@@ -169,8 +169,8 @@ def test_every_benchmark_script_is_in_the_report() -> None:
 
 
 def test_qilu_bench_takes_the_report_options() -> None:
-    from qilu import bench_cli
-    from qilu.cli import build_parser
+    from ops import bench_cli
+    from ops.cli import build_parser
 
     args = build_parser().parse_args(["bench", "--quick", "--only", "api_load,wire_format"])
     assert args.handler is bench_cli._run

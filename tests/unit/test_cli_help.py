@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from edge_agent import __main__ as agent_main
 
-from qilu.cli import main
+from ops.cli import main
 
 
 def help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

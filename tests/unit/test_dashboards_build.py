@@ -40,7 +40,7 @@ ADR_RELATIONS = {
     "operators",
     "operator_links",
     "operator_connectors",
-    # the WAL archiver's state, for qilu-wal-archive-stalled (storage/backup.py ARCHIVE_SQL)
+    # the WAL archiver's state, for qilu-wal-archive-stalled (storage/wal_archive.py ARCHIVE_SQL)
     "pg_stat_archiver",
 }
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from collectors.ocpp import collector as ocpp
-from qilu import agents, fileio
+from qilu import fileio
+from stream import provisioning
 
 
 def test_the_file_and_its_rename_are_fsynced_and_nothing_is_left_beside_it(
@@ -43,5 +44,5 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path: Path)
 
 
 def test_the_agents_targets_and_the_ocpp_state_file_share_it() -> None:
-    assert vars(agents)["write_atomic"] is fileio.write_atomic
+    assert vars(provisioning)["write_atomic"] is fileio.write_atomic
     assert vars(ocpp)["write_atomic"] is fileio.write_atomic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from qilu.cli import main
+from ops.cli import main
 from qilu.settings import IngestSettings
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from ops.cli import main
 from qilu import pki
-from qilu.cli import main
 from qilu.errors import ConfigError
 
 
@@ -106,7 +106,7 @@ def test_cli_init_issue_rotate_files_and_modes(tmp_path: Path) -> None:
 
 
 def test_agents_listener_is_sasl_ssl_with_a_keystore() -> None:
-    from qilu.services import render
+    from ops.services import render
 
     plain = render.kafka_server_properties(
         host="127.0.0.1", port=1, controller_port=2, agent_port=3, log_dir=Path("/d")
@@ -127,8 +127,8 @@ def test_agents_listener_is_sasl_ssl_with_a_keystore() -> None:
 
 
 def test_production_refuses_to_provision_agents_for_a_plaintext_listener() -> None:
-    from qilu.agents import provision, require_agent_tls
     from qilu.settings import KafkaSettings, Settings
+    from stream.provisioning import provision, require_agent_tls
 
     prod = {"env": "production", "db": {"password": "a-real-one"}}
     plain = Settings(**prod)  # type: ignore[arg-type]  # other processes do not care

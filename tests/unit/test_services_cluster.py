@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ops.services import Services, State, render
+from ops.services import cli as services_cli
+from ops.services.kafka_cluster import cluster_bootstrap
 from qilu.errors import ServiceError
-from qilu.services import Services, State, render
-from qilu.services import cli as services_cli
-from qilu.services.kafka_cluster import cluster_bootstrap
 from qilu.settings import DatabaseSettings, KafkaSettings, ServicesSettings
 
 HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qilu.services import ALL_SERVICES, SERVER_TYPES, Services, State, render
-from qilu.services import cli as services_cli
-from qilu.services.proc import PidFile
+from ops.services import ALL_SERVICES, SERVER_TYPES, Services, State, render
+from ops.services import cli as services_cli
+from ops.services.proc import PidFile
 from qilu.settings import DatabaseSettings, ServicesSettings
 
 # ------------------------------------------------------------------ kafka

@@ -18,8 +18,8 @@ from api.judge import (
     trajectory,
 )
 from api.views import simulation_out
+from ops.demo import format_coverage
 from qilu.catalog import Catalog, Target, load_catalog
-from qilu.demo import format_coverage
 from qilu.errors import ConfigError
 from qilu.registry import generate, sector_fractions
 

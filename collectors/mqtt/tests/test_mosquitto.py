@@ -22,9 +22,9 @@ import pytest
 from collectors.metrics import REGISTRY
 from collectors.mqtt import collector as mqtt_collector
 from collectors.mqtt.collector import MqttCollector
+from ops.services.mosquitto import _binary
 from qilu.contract import Reading
 from qilu.ports import free_port
-from qilu.services.mosquitto import _binary
 from qilu.settings import load
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -8,9 +8,9 @@ Kafka from the offsets the restored database holds.
 
 Pure (no I/O): :func:`render_config` (pgbackrest.conf), :func:`archive_conf` (the
 PostgreSQL settings that archive WAL), :func:`restore_argv`, :func:`parse_info` (``pgbackrest
-info --output=json``), :func:`archive_lag_s`, :func:`due_backup` (what the schedule runs
-next), :func:`assess` (the status verdict) and :data:`ARCHIVE_SQL` (the archiver's state,
-read by ``qilu backup status`` and the Grafana alert rule ``qilu-wal-archive-stalled``).
+info --output=json``), :func:`due_backup` (what the schedule runs next) and :func:`assess`
+(the status verdict). The archiver's state (its query, also the Grafana alert rule
+``qilu-wal-archive-stalled``, and its lag) is :mod:`storage.wal_archive`.
 
 I/O: :class:`PgBackRest` runs the tool as the cluster's system user (``postgres`` when we
 are root, as the services code runs the server) and installs the Debian package
@@ -23,7 +23,6 @@ import enum
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -31,15 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
-from psycopg.rows import TupleRow
-
+from ops.services.base import Progress
+from ops.services.render import postgres_socket_dir
+from ops.services.tools import Apt, chown_tree, is_root, run_tool
 from qilu.errors import ConfigError, ServiceError
-from qilu.services.base import Progress
-from qilu.services.render import postgres_socket_dir
-from qilu.services.tools import Apt, chown_tree, is_root, run_tool
 from qilu.settings import BackupSettings, DatabaseSettings, ServicesSettings
 from storage.restore_points import RESTORE_POINT
+from storage.wal_archive import ArchiverState, archive_lag_s, pending_segments
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +135,7 @@ def render_config(layout: Layout, backup: BackupSettings) -> str:
         "pg1-socket-path": layout.socket_dir,
         "pg1-user": SUPERUSER,
     }
-    lines = ["# written by `qilu backup setup` (storage/backup.py); edits are overwritten"]
+    lines = ["# written by `qilu backup setup` (ops/backup.py); edits are overwritten"]
     lines += ["[global]", *(f"{k}={v}" for k, v in glob.items()), ""]
     lines += [f"[{layout.stanza}]", *(f"{k}={v}" for k, v in stanza.items())]
     return "\n".join(lines) + "\n"
@@ -152,7 +149,7 @@ def archive_conf(layout: Layout, backup: BackupSettings) -> str:
     """The PostgreSQL settings that archive every WAL segment into the repository."""
     push = " ".join([*base_argv(layout), "archive-push", "%p"])
     return (
-        "# written by `qilu backup setup` (storage/backup.py): WAL archiving with pgBackRest\n"
+        "# written by `qilu backup setup` (ops/backup.py): WAL archiving with pgBackRest\n"
         "wal_level = replica\n"
         "archive_mode = on\n"
         f"archive_command = '{push}'\n"
@@ -266,108 +263,6 @@ def parse_info(text: str, stanza: str) -> list[BackupInfo]:
     if not found:
         raise ServiceError(f"pgbackrest info: no stanza {stanza} (run `qilu backup setup`)")
     return sorted(out, key=lambda b: b.stopped)
-
-
-# The archiver's state, readable by any role (pg_stat_archiver and the current WAL file): one
-# row, also the query of the Grafana alert rule (dashboards/alerts.py), whose value is the
-# last column
-ARCHIVE_SQL = """WITH a AS (
-  SELECT s.archived_count, s.last_archived_wal, s.last_archived_time, s.failed_count,
-    s.last_failed_wal, s.last_failed_time, pg_walfile_name(pg_current_wal_lsn()) AS current_wal,
-    pg_postmaster_start_time() AS started, now() AS now,
-    current_setting('archive_mode') AS archive_mode,
-    s.last_failed_time IS NOT NULL AND (s.last_archived_time IS NULL
-      OR s.last_failed_time > s.last_archived_time) AS failing
-  FROM pg_stat_archiver s),
-n AS (
-  SELECT a.*,
-    ('x' || lpad(substr(current_wal, 9, 8), 16, '0'))::bit(64)::int8 * 256
-      + ('x' || lpad(substr(current_wal, 17, 8), 16, '0'))::bit(64)::int8 AS cur_seg,
-    CASE WHEN last_archived_wal IS NULL THEN -1
-         WHEN last_archived_wal ~ '^[0-9A-F]{24}'
-         THEN ('x' || lpad(substr(last_archived_wal, 9, 8), 16, '0'))::bit(64)::int8 * 256
-           + ('x' || lpad(substr(last_archived_wal, 17, 8), 16, '0'))::bit(64)::int8
-    END AS last_seg
-  FROM a)
-SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal,
-  last_failed_time, current_wal, started, now, archive_mode,
-  CASE WHEN archive_mode = 'off' THEN 0.0
-       WHEN last_seg IS NULL AND NOT failing THEN 0.0
-       WHEN last_seg IS NOT NULL AND cur_seg - last_seg <= 1 THEN 0.0
-       ELSE extract(epoch FROM (now - coalesce(last_archived_time, started)))::float8
-  END AS archive_lag_s
-FROM n"""
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiverState:
-    archived_count: int
-    last_archived_wal: str | None
-    last_archived_time: datetime | None
-    failed_count: int
-    last_failed_wal: str | None
-    last_failed_time: datetime | None
-    current_wal: str
-    started: datetime
-    now: datetime
-    archive_mode: str
-
-    @property
-    def failing(self) -> bool:
-        """The last attempt to archive failed (PostgreSQL keeps retrying)."""
-        return self.last_failed_time is not None and (
-            self.last_archived_time is None or self.last_failed_time > self.last_archived_time
-        )
-
-
-_SEGMENT = re.compile(r"^[0-9A-F]{24}")
-
-
-def segment_number(wal_file: str) -> int | None:
-    """The segment number of a WAL file name (timeline left out; 16 MB segments), None
-    for a timeline history file (``00000002.history``, archived at a promotion)."""
-    if not _SEGMENT.match(wal_file):
-        return None
-    return int(wal_file[8:16], 16) * 256 + int(wal_file[16:24], 16)
-
-
-def pending_segments(state: ArchiverState) -> int | None:
-    """Completed WAL segments not archived yet (the current one is still being written);
-    None when the last file archived was not a segment (unknown)."""
-    current = segment_number(state.current_wal) or 0
-    last = segment_number(state.last_archived_wal) if state.last_archived_wal else -1
-    if last is None:
-        return None
-    return max(0, current - last - 1)
-
-
-def archive_lag_s(state: ArchiverState) -> float:
-    """How long archiving has made no progress while segments wait for it (0: none waits;
-    when that is unknown, while the last attempt failed). The same rule as the last column
-    of :data:`ARCHIVE_SQL`."""
-    pending = pending_segments(state)
-    if state.archive_mode == "off" or pending == 0 or (pending is None and not state.failing):
-        return 0.0
-    since = state.last_archived_time or state.started
-    return max(0.0, (state.now - since).total_seconds())
-
-
-def read_archiver(conn: psycopg.Connection[TupleRow]) -> ArchiverState:
-    row = conn.execute(ARCHIVE_SQL).fetchone()
-    if row is None:
-        raise ServiceError("pg_stat_archiver returned no row")
-    return ArchiverState(
-        archived_count=int(row[0]),
-        last_archived_wal=row[1],
-        last_archived_time=row[2],
-        failed_count=int(row[3]),
-        last_failed_wal=row[4],
-        last_failed_time=row[5],
-        current_wal=str(row[6]),
-        started=row[7],
-        now=row[8],
-        archive_mode=str(row[9]),
-    )
 
 
 def due_backup(

@@ -2,7 +2,9 @@
 
 Shared by ``qilu agents`` and the admin API (``/v1/admin/agents``). The database part lives in
 :mod:`storage.agents` (with the audit rows), the broker part here; the design is
-docs/adr/0010-agent-authentication.md.
+docs/adr/0010-agent-authentication.md. It sits with the stream stage, whose broker users and
+ACLs it manages, below the API and the simulated province that call it
+(docs/adr/0019-floors.md).
 
 Order of a change: database rows and audit row in an open transaction -> broker (SCRAM user
 and ACLs, through the internal listener) -> commit. If the broker refuses, nothing is

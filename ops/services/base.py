@@ -3,11 +3,11 @@
 A server is one small class: where its files live (``data_dir``), which ports it needs,
 how to tell it is installed and install it, how to write its config (and one-time init such
 as ``initdb``), the command that runs it in the foreground, and a probe that proves it
-answers. :class:`qilu.services.manager.Services` does the rest (locking, pid files, port
+answers. :class:`ops.services.manager.Services` does the rest (locking, pid files, port
 checks, detached start, waiting, stopping) the same way for all of them.
 
 Adding a server (Prometheus, say) = a subclass like the others in its own module, a port
-field in ``ServicesSettings`` and one line in ``qilu.services.registry.SERVER_TYPES``.
+field in ``ServicesSettings`` and one line in ``ops.services.registry.SERVER_TYPES``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from qilu.services.proc import Launch
-from qilu.services.tools import Apt
+from ops.services.proc import Launch
+from ops.services.tools import Apt
 from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings
 
 Progress = Callable[[str], None]

@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.services import render
 from qilu.errors import ServiceError
-from qilu.services import render
 
 logger = logging.getLogger(__name__)
 

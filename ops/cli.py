@@ -20,22 +20,22 @@ logger = logging.getLogger(__name__)
 
 # module path -> it registers one or more subcommands
 COMMAND_MODULES: tuple[str, ...] = (
-    "qilu.services.cli",
-    "qilu.demo",
+    "ops.services.cli",
+    "ops.demo",
     "storage.cli",
     "storage.points_cli",
-    "storage.backup_cli",
-    "storage.reported_cli",
+    "ops.backup_cli",
+    "ops.reported_cli",
     "stream.cli",
     "stream.deadletters_cli",
     "edge_agent.cli",
-    "qilu.agents_cli",
-    "qilu.pki_cli",
+    "ops.agents_cli",
+    "ops.pki_cli",
     "interconnect.tcec102.cli",
     "api.cli",
     "dashboards.cli",
-    "qilu.check",
-    "qilu.bench_cli",
+    "ops.check",
+    "ops.bench_cli",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]

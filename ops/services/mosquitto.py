@@ -7,11 +7,11 @@ import shutil
 import socket
 from pathlib import Path
 
+from ops.services import render
+from ops.services.base import ProbeError, Progress, Server
+from ops.services.proc import Launch
+from ops.services.tools import chown_tree, is_root, user_exists
 from qilu.errors import ServiceError
-from qilu.services import render
-from qilu.services.base import ProbeError, Progress, Server
-from qilu.services.proc import Launch
-from qilu.services.tools import chown_tree, is_root, user_exists
 
 SYSTEM_USER = "mosquitto"
 CANDIDATES = (Path("/usr/sbin/mosquitto"), Path("/usr/bin/mosquitto"))

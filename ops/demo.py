@@ -25,9 +25,9 @@ import urllib.request
 from datetime import UTC, date, datetime
 from typing import Any
 
+from ops.services.prometheus import agent_targets_file
 from qilu.catalog import load_catalog
 from qilu.registry import generate, sector_fractions
-from qilu.services.prometheus import agent_targets_file
 from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -96,8 +96,8 @@ def _step(n: int, total: int, text: str) -> None:
 
 def _prepare(args: argparse.Namespace, settings: Settings) -> None:
     """Servers up, schema current, registry loaded, topics there: steps 1 to 4."""
+    from ops.services import Services
     from qilu.reported import simulated_figures
-    from qilu.services import Services
     from storage import migrate
     from storage.coverage import province_day
     from storage.db import connect
@@ -140,7 +140,7 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> None:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     _prepare(args, settings)
     _step(5, 5, "starting ingest, edge agents and the API")
-    base = [sys.executable, "-m", "qilu.cli"]
+    base = [sys.executable, "-m", "ops.cli"]
     # agent changes (the province's, the API's) rewrite the targets the local Prometheus reads
     targets = settings.agent.targets_file or agent_targets_file(
         settings.services.state_dir.resolve()

@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ops.services import render
 from qilu.errors import ServiceError
-from qilu.services import render
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ops.services import proc, render
+from ops.services.base import ProbeError, Progress, Server
+from ops.services.postgres import PG_BIN, PG_MAJOR, SUPERUSER, SYSTEM_USER
+from ops.services.proc import Launch
+from ops.services.tools import chown_tree, is_root, make_traversable, user_exists
 from qilu.errors import ServiceError
-from qilu.services import proc, render
-from qilu.services.base import ProbeError, Progress, Server
-from qilu.services.postgres import PG_BIN, PG_MAJOR, SUPERUSER, SYSTEM_USER
-from qilu.services.proc import Launch
-from qilu.services.tools import chown_tree, is_root, make_traversable, user_exists
 
 REPLICATOR = "replicator"
 

@@ -8,11 +8,11 @@ import socket
 import warnings
 from pathlib import Path
 
+from ops.services import render
+from ops.services.base import ProbeError, Progress, Server
+from ops.services.proc import Launch
+from ops.services.tools import capture, run_tool
 from qilu.errors import ServiceError
-from qilu.services import render
-from qilu.services.base import ProbeError, Progress, Server
-from qilu.services.proc import Launch
-from qilu.services.tools import capture, run_tool
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``qilu backup`` (setup, run, status, schedule, point) and ``qilu restore``: pgBackRest for
-the platform's PostgreSQL cluster (storage/backup.py; the runbook is docs/operations.md)."""
+the platform's PostgreSQL cluster (ops/backup.py; the runbook is docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from typing import Any
 import psycopg
 from prometheus_client import Gauge, start_http_server
 
-from qilu.errors import ConfigError, ServiceError
-from qilu.settings import Settings
-from storage.backup import (
+from ops.backup import (
     BackupInfo,
     BackupStatus,
     BackupType,
@@ -30,11 +28,15 @@ from storage.backup import (
     assess,
     due_backup,
     pick_backup,
-    read_archiver,
     restore_argv,
 )
+from qilu.errors import ConfigError, ServiceError
+from qilu.settings import Settings
 from storage.db import connect
 from storage.restore_points import create_restore_point
+from storage.wal_archive import (
+    read_archiver,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ def _setup(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         if settings.backup.pg_data_dir is not None:
             raise ConfigError("backup.pg_data_dir", "--restart restarts only the services cluster")
-        from qilu.services import Services
+        from ops.services import Services
 
         svc = Services(settings.services, settings.db)
         _say("backup: restarting PostgreSQL to turn WAL archiving on")

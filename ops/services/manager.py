@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops.services import proc, render
+from ops.services.base import Context, ProbeError, Progress, Server, ServiceStatus, State
+from ops.services.registry import DEFAULT_PROFILE, PROFILES
+from ops.services.tools import TAIL_LINES, Apt
 from qilu.errors import ServiceError
-from qilu.services import proc, render
-from qilu.services.base import Context, ProbeError, Progress, Server, ServiceStatus, State
-from qilu.services.registry import DEFAULT_PROFILE, PROFILES
-from qilu.services.tools import TAIL_LINES, Apt
 from qilu.settings import REPO_ROOT, DatabaseSettings, ServicesSettings
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from qilu.services import render
-from qilu.services.kafka import Kafka
+from ops.services import render
+from ops.services.kafka import Kafka
 
 
 class KafkaNode(Kafka):

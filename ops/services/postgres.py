@@ -7,11 +7,11 @@ import os
 import signal
 from pathlib import Path
 
+from ops.services import proc, render
+from ops.services.base import ProbeError, Progress, Server
+from ops.services.proc import Launch
+from ops.services.tools import chown_tree, is_root, make_traversable, run_tool, user_exists
 from qilu.errors import ServiceError
-from qilu.services import proc, render
-from qilu.services.base import ProbeError, Progress, Server
-from qilu.services.proc import Launch
-from qilu.services.tools import chown_tree, is_root, make_traversable, run_tool, user_exists
 
 logger = logging.getLogger(__name__)
 

@@ -180,12 +180,12 @@ def _emit(args: argparse.Namespace, text: str) -> None:
 
 @_needs_migration
 def _provision(args: argparse.Namespace, settings: Settings) -> int:
-    from qilu import agents
     from storage.audit import cli_actor
+    from stream import provisioning
 
     if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
         raise QiluError(f"--metrics-port: {args.metrics_port} is not a port (1-65535)")
-    row, creds = agents.provision(
+    row, creds = provisioning.provision(
         settings,
         args.agent_id,
         sites=args.sites,
@@ -200,16 +200,16 @@ def _provision(args: argparse.Namespace, settings: Settings) -> int:
         f"agent {row.agent_id} provisioned for {len(row.sites)} sites, metrics at "
         f"{row.metrics_host}:{row.metrics_port}; the secrets below are shown once\n"
     )
-    _emit(args, agents.agent_toml(settings, creds))
+    _emit(args, provisioning.agent_toml(settings, creds))
     return 0
 
 
 @_needs_migration
 def _update(args: argparse.Namespace, settings: Settings) -> int:
-    from qilu import agents
     from storage.audit import cli_actor
+    from stream import provisioning
 
-    before, after = agents.update_sites(
+    before, after = provisioning.update_sites(
         settings,
         args.agent_id,
         add_sites=args.add_site,
@@ -235,37 +235,37 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
 
 @_needs_migration
 def _targets(args: argparse.Namespace, settings: Settings) -> int:
-    from qilu import agents
+    from stream import provisioning
 
     if args.out is None:
-        sys.stdout.write(json.dumps(agents.targets(settings), indent=2) + "\n")
+        sys.stdout.write(json.dumps(provisioning.targets(settings), indent=2) + "\n")
         return 0
-    n = agents.write_targets(settings, args.out)
+    n = provisioning.write_targets(settings, args.out)
     sys.stderr.write(f"{n} target groups written to {args.out}\n")
     return 0
 
 
 @_needs_migration
 def _rotate(args: argparse.Namespace, settings: Settings) -> int:
-    from qilu import agents
     from storage.audit import cli_actor
+    from stream import provisioning
 
-    _, creds = agents.rotate(
+    _, creds = provisioning.rotate(
         settings, args.agent_id, actor=cli_actor(), grace=timedelta(seconds=args.grace)
     )
     sys.stderr.write(
         f"agent {args.agent_id}: key {creds.key_no}; older keys accepted for {args.grace:g} s\n"
     )
-    _emit(args, agents.agent_toml(settings, creds))
+    _emit(args, provisioning.agent_toml(settings, creds))
     return 0
 
 
 @_needs_migration
 def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from qilu import agents
     from storage.audit import cli_actor
+    from stream import provisioning
 
-    row = agents.revoke(settings, args.agent_id, actor=cli_actor())
+    row = provisioning.revoke(settings, args.agent_id, actor=cli_actor())
     sys.stdout.write(f"agent {row.agent_id} revoked at {row.revoked_at.isoformat()}\n")
     return 0
 

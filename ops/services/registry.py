@@ -7,14 +7,14 @@ the single-node servers.
 
 from __future__ import annotations
 
-from qilu.services.base import Server
-from qilu.services.kafka import Kafka
-from qilu.services.kafka_cluster import KafkaNode1, KafkaNode2, KafkaNode3
-from qilu.services.mosquitto import Mosquitto
-from qilu.services.pg_cluster import Etcd, PatroniNode1, PatroniNode2
-from qilu.services.postgres import Postgres
-from qilu.services.prometheus import Prometheus
-from qilu.services.timescale import Timescale
+from ops.services.base import Server
+from ops.services.kafka import Kafka
+from ops.services.kafka_cluster import KafkaNode1, KafkaNode2, KafkaNode3
+from ops.services.mosquitto import Mosquitto
+from ops.services.pg_cluster import Etcd, PatroniNode1, PatroniNode2
+from ops.services.postgres import Postgres
+from ops.services.prometheus import Prometheus
+from ops.services.timescale import Timescale
 
 SERVER_TYPES: dict[str, type[Server]] = {
     cls.name: cls for cls in (Kafka, Postgres, Mosquitto, Timescale, Prometheus)

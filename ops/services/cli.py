@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ops.services import render
+from ops.services.kafka_cluster import cluster_bootstrap
+from ops.services.manager import Services
+from ops.services.registry import DEFAULT_PROFILE, PROFILES
 from qilu.errors import ServiceError
-from qilu.services import render
-from qilu.services.kafka_cluster import cluster_bootstrap
-from qilu.services.manager import Services
-from qilu.services.registry import DEFAULT_PROFILE, PROFILES
 from qilu.settings import Settings
 
 KNOWN = [name for servers in PROFILES.values() for name in servers]

@@ -4,7 +4,7 @@ Kafka (KRaft, jars from Maven), PostgreSQL 15 and Mosquitto (Debian packages) an
 TimescaleDB test engine (PGlite over the wire protocol, from npm) run on loopback with all
 their files under ``ServicesSettings.state_dir``. What is missing is installed on first use.
 
-    from qilu.services import Services
+    from ops.services import Services
     services = Services(settings.services, settings.db)
     services.up()                      # idempotent; waits until every server answers
     services.kill("postgres")          # SIGKILL the server and its children (fault tests)
@@ -12,9 +12,9 @@ their files under ``ServicesSettings.state_dir``. What is missing is installed o
     services.down()
 """
 
-from qilu.services.base import ProbeError, Server, ServiceStatus, State
-from qilu.services.manager import Services
-from qilu.services.registry import ALL_SERVICES, SERVER_TYPES
+from ops.services.base import ProbeError, Server, ServiceStatus, State
+from ops.services.manager import Services
+from ops.services.registry import ALL_SERVICES, SERVER_TYPES
 
 __all__ = [
     "ALL_SERVICES",

@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ops.services import render
+from ops.services.base import ProbeError, Progress, Server
+from ops.services.proc import Launch
 from qilu.errors import ServiceError
-from qilu.services import render
-from qilu.services.base import ProbeError, Progress, Server
-from qilu.services.proc import Launch
 
 CANDIDATES = (Path("/usr/bin/prometheus"), Path("/usr/sbin/prometheus"))
 RETENTION = "15d"
