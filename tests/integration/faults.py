@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import random
 import shutil
@@ -31,7 +32,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ from edge_agent.agent import close_producer, new_producer
 
 from ops.services import ProbeError, Services
 from ops.services.kafka import Kafka
+from ops.services.kafka_cluster import KafkaNode
 from ops.services.pg_cluster import PatroniNode
+from ops.services.proc import Launch
 from qilu.contract import Envelope
 from qilu.errors import ServiceError
 from qilu.ports import free_port
@@ -52,6 +55,7 @@ from storage.db import connect
 from storage.registry_store import load_registry
 from stream.topics import ensure_topics, group_lag, readings_topics
 from tests.helpers import wait_for
+from tests.integration.netns import HostNet
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -362,8 +366,15 @@ def unauthenticated(settings: Settings) -> Settings:
 class IngestProcess:
     """``qilu ingest`` in its own process (as a service manager runs it), to kill."""
 
-    def __init__(self, settings: Settings, log: Path, **env: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+        **env: str,
+    ) -> None:
         self.settings, self.log = settings, log
+        self.wrap = wrap  # e.g. HostNet.wrap: the process on another "machine"
         self.env = {
             **os.environ,
             "QILU_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
@@ -382,8 +393,9 @@ class IngestProcess:
 
     def start(self, **env: str) -> IngestProcess:
         with self.log.open("ab") as log:
+            argv = [sys.executable, "-m", "ops.cli", "--log-level", "WARNING", "ingest"]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", "--log-level", "WARNING", "ingest"],
+                self.wrap(argv) if self.wrap else argv,
                 cwd=REPO_ROOT, env={**self.env, **env}, stdout=log, stderr=log,
             )  # fmt: skip
         return self
@@ -502,6 +514,62 @@ def wait_writable(kafka: KafkaSettings, topic: str, timeout_s: float = 180.0) ->
                 close_producer(producer, 0.0)
 
 
+# ----------------------------------------------------------------------------- cluster checks
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_kafka_client() -> Iterator[None]:
+    """kafka-python logs the broker's death with tracebacks whose frames hold the sockets it
+    dropped; pytest keeps the records until after the test's teardown, so the sockets would
+    reach the end of the session (a ResourceWarning there is an error). Its log is noise in
+    a test that kills brokers: left out."""
+    client = logging.getLogger("kafka")
+    level = client.level
+    client.setLevel(logging.CRITICAL)
+    yield
+    client.setLevel(level)
+    kafka_threads_ended()
+
+
+def describe(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """The topic's partitions as the cluster reports them (leader, replicas, in-sync)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fault-describe")
+    try:
+        parts: list[dict[str, Any]] = admin.describe_topics([topic])[0]["partitions"]
+        return sorted(parts, key=lambda p: p["partition_index"])
+    finally:
+        admin.close()
+
+
+def acks_on(ledger: Ledger, partitions: set[int]) -> list[tuple[int, int]]:
+    """Readings ranges the broker acknowledged on ``partitions`` so far."""
+    return [rng for (p, _), rng in list(ledger.offsets.items()) if p in partitions]
+
+
+def stored_any(settings: Settings, ledger: Ledger, ranges: list[tuple[int, int]]) -> bool:
+    """Is any reading of ``ranges`` in the database?"""
+    t0 = ledger.t0_us
+    with psycopg.connect(settings.db.conninfo(), prepare_threshold=None) as conn:
+        for lo, hi in ranges:
+            row = conn.execute(
+                "SELECT 1 FROM readings WHERE ts >= to_timestamp(%s / 1e6)"
+                " AND ts < to_timestamp(%s / 1e6) LIMIT 1",
+                (t0 + lo * 1000, t0 + hi * 1000),
+            ).fetchone()
+            if row is not None:
+                return True
+    return False
+
+
+def in_sync_everywhere(bootstrap: str, topic: str, node_id: int) -> bool:
+    """Is ``node_id`` among the in-sync replicas of every partition of ``topic``?"""
+    try:
+        parts = describe(bootstrap, topic)
+    except Exception:  # noqa: BLE001 - kafka-python raises assorted types while nodes come back
+        return False
+    return bool(parts) and all(node_id in p["isr_nodes"] for p in parts)
+
+
 # ----------------------------------------------------------------------------- private servers
 
 
@@ -580,11 +648,13 @@ def private_kafka(
 
 @dataclass
 class PrivateKafkaCluster:
-    """The cluster profile's three brokers (kafka-1..3), on free ports of their own."""
+    """The cluster profile's three brokers (kafka-1..3), on free ports of their own; with
+    ``net``, each in a network namespace of its own (:class:`tests.integration.netns.HostNet`)."""
 
     svc: Services
     hosts: tuple[str, ...]
     port: int
+    net: HostNet | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -600,11 +670,39 @@ class PrivateKafkaCluster:
     def start(self, node_id: int) -> None:
         self.svc.start(f"kafka-{node_id}")
 
+    def wipe(self, node_id: int) -> None:
+        """Throw away a (stopped) node's log dir: it comes back empty, formatted anew."""
+        shutil.rmtree(self.svc.server(f"kafka-{node_id}").data_dir)
+
+
+def _namespaced_node(node_id: int, net: HostNet) -> type[KafkaNode]:
+    """The cluster profile's node ``node_id``, started in host ``node_id``'s namespace."""
+
+    class Node(KafkaNode):
+        name = f"kafka-{node_id}"
+
+        def ports(self) -> dict[str, int]:
+            return {}  # the address exists only in its namespace, which is the test's own
+
+        @property
+        def port(self) -> int:
+            return self.ctx.settings.cluster_kafka_port
+
+        def command(self) -> Launch:
+            launch = super().command()
+            return Launch(argv=net.wrap(node_id, launch.argv), cwd=launch.cwd, env=launch.env)
+
+    Node.node_id = node_id
+    return Node
+
 
 @contextlib.contextmanager
-def private_kafka_cluster(base: Settings) -> Iterator[PrivateKafkaCluster]:
+def private_kafka_cluster(
+    base: Settings, *, net: HostNet | None = None
+) -> Iterator[PrivateKafkaCluster]:
     """Three KRaft brokers (each a controller too) on 127.0.0.11-13 and free ports, as
-    ``qilu services up --profile cluster`` runs them; stopped and removed afterwards."""
+    ``qilu services up --profile cluster`` runs them; stopped and removed afterwards. With
+    ``net``, node ``i`` runs in host ``i``'s namespace (hosts 1-3), on its address."""
     state = _state("cluster")
     shared_lib = base.services.state_dir / "kafka" / "lib"
     if shared_lib.is_dir():  # borrow the installed jars
@@ -617,11 +715,15 @@ def private_kafka_cluster(base: Settings) -> Iterator[PrivateKafkaCluster]:
         cluster_kafka_agent_port=free_port(),
         kafka_heap_mb=384,
         start_timeout_s=180.0,
+        **({"cluster_hosts": net.addresses[:3]} if net is not None else {}),
     )
     svc = Services(ss, DatabaseSettings(), profile="cluster")
+    if net is not None:
+        for i in (1, 2, 3):
+            svc._servers[f"kafka-{i}"] = _namespaced_node(i, net)(svc.ctx, svc._apt)
     try:
         svc.up(["kafka-1", "kafka-2", "kafka-3"])
-        yield PrivateKafkaCluster(svc, ss.cluster_hosts, ss.cluster_kafka_port)
+        yield PrivateKafkaCluster(svc, ss.cluster_hosts, ss.cluster_kafka_port, net)
     finally:
         # killed, not stopped: a controlled shutdown of the last node waits for a quorum
         # that is gone (a minute each); the data is thrown away anyway
@@ -760,7 +862,8 @@ def private_pg_cluster(base: Settings) -> Iterator[PrivatePgCluster]:
 
 
 class TcpProxy:
-    """127.0.0.1:``port`` -> ``target``, in a thread of its own, with faults on demand:
+    """``host``:``port`` (127.0.0.1 by default) -> 127.0.0.1:``target``, in a thread of its
+    own, with faults on demand:
 
     - :meth:`cut`: close every open connection now (both sides see a reset);
     - ``stalled = True``: accept and hold bytes without forwarding them (a dead peer);
@@ -768,8 +871,11 @@ class TcpProxy:
     - ``refusing = True``: close new connections at once.
     """
 
-    def __init__(self, target_port: int, port: int = 0, chunk: int = 65_536) -> None:
+    def __init__(
+        self, target_port: int, port: int = 0, chunk: int = 65_536, host: str = "127.0.0.1"
+    ) -> None:
         self.target_port = target_port
+        self.host = host  # where it listens (a bridge's address serves network namespaces)
         self.port = port or free_port()
         self.chunk = chunk
         self._flowing = asyncio.Event()  # cleared while stalled
@@ -816,7 +922,7 @@ class TcpProxy:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port)
+            asyncio.start_server(self._handle, self.host, self.port)
         )
         self._ready.set()
         try:

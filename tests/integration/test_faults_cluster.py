@@ -11,14 +11,9 @@ reading must be stored exactly once (docs/faults.md).
 
 from __future__ import annotations
 
-import logging
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 
 from qilu.settings import Settings
@@ -28,21 +23,20 @@ from tests.integration.faults import (
     IngestProcess,
     Ledger,
     LedgerProducer,
+    acks_on,
     assert_exactly_once,
+    describe,
     dropped_sockets_collected,  # noqa: F401 - autouse
     env_number,
     fault_marks,
-    kafka_threads_ended,
     private_kafka_cluster,
+    quiet_kafka_client,  # noqa: F401 - autouse
     register_devices,
     stop_and_drain,
+    stored_any,
     unauthenticated,
     wait_writable,
 )
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka.admin import KafkaAdminClient
 
 pytestmark = fault_marks(int(env_number("QILU_FAULTS_TIMEOUT_S", 420)))
 
@@ -51,50 +45,6 @@ pytestmark = fault_marks(int(env_number("QILU_FAULTS_TIMEOUT_S", 420)))
 def settings(settings: Settings) -> Settings:
     """The conftest settings, with unsigned envelopes accepted (faults.unauthenticated)."""
     return unauthenticated(settings)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quiet_kafka_client() -> Iterator[None]:
-    """kafka-python logs the broker's death with tracebacks whose frames hold the sockets it
-    dropped; pytest keeps the records until after the test's teardown, so the sockets would
-    reach the end of the session (a ResourceWarning there is an error). Its log is noise in
-    a test that kills brokers: left out."""
-    client = logging.getLogger("kafka")
-    level = client.level
-    client.setLevel(logging.CRITICAL)
-    yield
-    client.setLevel(level)
-    kafka_threads_ended()
-
-
-def describe(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """The topic's partitions as the cluster reports them (leader, replicas, in-sync)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fault-describe")
-    try:
-        parts: list[dict[str, Any]] = admin.describe_topics([topic])[0]["partitions"]
-        return sorted(parts, key=lambda p: p["partition_index"])
-    finally:
-        admin.close()
-
-
-def acks_on(ledger: Ledger, partitions: set[int]) -> list[tuple[int, int]]:
-    """Readings ranges the broker acknowledged on ``partitions`` so far."""
-    return [rng for (p, _), rng in list(ledger.offsets.items()) if p in partitions]
-
-
-def stored_any(settings: Settings, ledger: Ledger, ranges: list[tuple[int, int]]) -> bool:
-    """Is any reading of ``ranges`` in the database?"""
-    t0 = ledger.t0_us
-    with psycopg.connect(settings.db.conninfo(), prepare_threshold=None) as conn:
-        for lo, hi in ranges:
-            row = conn.execute(
-                "SELECT 1 FROM readings WHERE ts >= to_timestamp(%s / 1e6)"
-                " AND ts < to_timestamp(%s / 1e6) LIMIT 1",
-                (t0 + lo * 1000, t0 + hi * 1000),
-            ).fetchone()
-            if row is not None:
-                return True
-    return False
 
 
 def test_partition_leader_killed_mid_stream_nothing_lost_writes_resume(
