@@ -10,7 +10,7 @@ COPY dashboards dashboards
 COPY interconnect interconnect
 COPY ops ops
 COPY edge-agent edge-agent
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[server]"
 # agents keep their durable buffers here (a volume in docker-compose.yml)
 RUN mkdir -p /var/lib/qilu && chown nobody /var/lib/qilu
 USER nobody
