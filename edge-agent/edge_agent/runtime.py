@@ -17,6 +17,7 @@ from typing import Any
 
 from collectors import COLLECTOR_TYPES
 from collectors.base import Collector
+from edge_agent import lean
 from edge_agent.agent import Agent, Delivery, Producer, new_producer
 from edge_agent.buffer import Buffer, requeue_quarantine
 from edge_agent.config import AgentConfig
@@ -218,8 +219,15 @@ def check_at_start(cfg: AgentConfig, collectors: list[Collector]) -> None:
         logger.warning("agent %s: %s: %s", cfg.agent.id, p.key, p.message)
 
 
+# after start-up (the producer connected, the buffer opened), and then now and again: hand
+# the heap's freed pages back (edge_agent/lean.py)
+TRIM_AFTER_S = 5.0
+TRIM_EVERY_S = 60.0
+
+
 def run(cfg: AgentConfig) -> int:
     """Run one agent until SIGINT/SIGTERM."""
+    lean.defer_kafka_init()
     agent = build_agent(cfg)
     check_at_start(cfg, agent.collectors)
     if cfg.agent.metrics_port:
@@ -227,12 +235,22 @@ def run(cfg: AgentConfig) -> int:
 
         metrics.serve(cfg.agent.metrics_host, cfg.agent.metrics_port)
 
+    async def trim_heap() -> None:
+        await asyncio.sleep(TRIM_AFTER_S)
+        while True:
+            lean.release_freed_heap()
+            await asyncio.sleep(TRIM_EVERY_S)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await agent.run(stop)
+        trimmer = asyncio.create_task(trim_heap())
+        try:
+            await agent.run(stop)
+        finally:
+            trimmer.cancel()
 
     try:
         asyncio.run(main())

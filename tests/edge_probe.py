@@ -1,0 +1,90 @@
+"""A probe of the edge agent's process: which packages it holds after walking the agent's path.
+
+Run as a script by tests/unit/test_edge_lean.py (the development environment) and by
+tests/integration/test_edge_install.py (a virtualenv with only the edge install); it imports
+nothing of the tests, so it runs wherever the project is installed::
+
+    python tests/edge_probe.py build CONFIG            build the agent of CONFIG, no network
+    python tests/edge_probe.py run CONFIG SECONDS      run it (python -m edge_agent run) that long
+    python tests/edge_probe.py build CONFIG --also M   and import module M too (a planted import)
+
+It prints one JSON object: ``modules`` (the top-level names in ``sys.modules``), ``rc`` (the
+agent's exit code for ``run``) and ``kafka_deferred`` (kafka-python's package ``__init__`` not
+run: edge_agent/lean.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import warnings
+
+# the platform's server side: none of these may be imported on the agent's path
+SERVER_PACKAGES = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "psycopg",
+    "psycopg_pool",
+    "pyarrow",
+    "numpy",
+    "grafana_foundation_sdk",
+    "grafana_client",
+    "openpyxl",
+    "jwt",
+    "yaml",
+    "cryptography",
+    "httptools",
+    "uvloop",
+)
+# the platform's stages and control plane above the edge (docs/adr/0019-floors.md)
+SERVER_STAGES = ("api", "storage", "stream", "dashboards", "interconnect", "ops")
+
+
+def main(argv: list[str]) -> int:
+    warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python's, at import
+    mode, config_path = argv[0], argv[1]
+    also = argv[argv.index("--also") + 1] if "--also" in argv else None
+    from edge_agent import __main__ as lean_main
+    from edge_agent import config, lean, online, runtime
+
+    from collectors import COLLECTOR_TYPES
+
+    del online  # imported by check-config --online and the check at start
+    for target in COLLECTOR_TYPES.values():  # every registered collector's module
+        importlib.import_module(target.partition(":")[0])
+    rc = None
+    if mode == "run":
+        seconds = float(argv[2])
+        # SIGINT: before the agent's loop runs it is a KeyboardInterrupt (exit 130), after
+        # that the agent's own stop
+        threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+        rc = lean_main.main(["--log-level", "WARNING", "run", "--config", config_path])
+    else:
+        lean.defer_kafka_init()  # as runtime.run does
+        cfg = config.load(config_path)
+        runtime.build_agent(cfg)
+        from edge_agent import metrics
+
+        del metrics
+        from kafka import KafkaProducer  # what the producer factory imports when it runs
+        from kafka.net.compat import KafkaNetClient
+
+        del KafkaProducer, KafkaNetClient
+    if also:
+        importlib.import_module(also)
+    out = {
+        "modules": sorted({name.split(".")[0] for name in sys.modules}),
+        "rc": rc,
+        "kafka_deferred": lean.kafka_init_deferred(),
+    }
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

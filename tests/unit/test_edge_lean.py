@@ -1,0 +1,134 @@
+"""The edge agent's lean process: no server package on its path, kafka-python's package
+``__init__`` deferred (edge_agent/lean.py), and nothing lost by deferring it.
+
+Each check runs in a fresh interpreter (tests/edge_probe.py): this test process has imported
+half the platform already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qilu import signing
+from tests.edge_probe import SERVER_PACKAGES, SERVER_STAGES
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = REPO / "tests" / "edge_probe.py"
+SAMPLE = REPO / "edge-agent" / "agent.sample.toml"
+
+
+def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    r = subprocess.run(
+        [sys.executable, str(PROBE), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_env() -> dict[str, str]:
+    import os
+
+    # the sample keeps its two secrets out of the file: they come from the environment
+    return {
+        **os.environ,
+        "QILU_EDGE__KAFKA__SASL_PASSWORD": "pw",
+        "QILU_EDGE__AUTH__SIGNING_KEY": signing.generate_key().private_b64,
+    }
+
+
+def test_the_agents_path_imports_no_server_package(sample_env: dict[str, str]) -> None:
+    out = probe("build", str(SAMPLE), env=sample_env)
+    held = set(out["modules"])
+    assert {"edge_agent", "collectors", "kafka", "prometheus_client"} <= held  # it did run
+    assert held.isdisjoint(SERVER_PACKAGES), sorted(held & set(SERVER_PACKAGES))
+    assert held.isdisjoint(SERVER_STAGES), sorted(held & set(SERVER_STAGES))
+
+
+def test_the_probe_sees_a_planted_server_import(sample_env: dict[str, str]) -> None:
+    out = probe("build", str(SAMPLE), "--also", "api.app", env=sample_env)
+    assert {"fastapi", "api"} <= set(out["modules"])
+
+
+def test_a_running_agent_defers_kafkas_init_and_imports_no_server_package(
+    tmp_path: Path,
+) -> None:
+    # the real `python -m edge_agent run` for 4 s, with no broker and no MQTT broker there
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        '[agent]\nid = "probe"\nmetrics_port = 0\n[kafka]\nbootstrap = "127.0.0.1:1"\n'
+        f'[auth]\nunsigned = true\n[buffer]\npath = "{tmp_path / "buf.db"}"\n'
+        '[collectors.m]\ntype = "mqtt"\nport = 1\n'
+    )
+    out = probe("run", str(cfg), "4")
+    assert out["rc"] == 0
+    held = set(out["modules"])
+    assert "kafka" in held  # the producer was built
+    assert out["kafka_deferred"] is True
+    assert held.isdisjoint(SERVER_PACKAGES), sorted(held & set(SERVER_PACKAGES))
+    assert held.isdisjoint(SERVER_STAGES), sorted(held & set(SERVER_STAGES))
+
+
+def test_kafkas_deferred_init_loads_the_producer_alone_and_the_rest_on_demand() -> None:
+    # the admin client and the consumer are not loaded for a producer
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "assert lean.defer_kafka_init()\n"
+        "from kafka import KafkaProducer, errors\n"
+        "from kafka.net.compat import KafkaNetClient\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('kafka.admin', "
+        "'kafka.consumer', 'kafka.coordinator')))\n"
+        "assert loaded == [], loaded\n"
+        "assert lean.kafka_init_deferred()\n"
+        "assert KafkaProducer.__module__ == 'kafka.producer.kafka'\n"
+        "assert errors.KafkaError\n"
+        # the rest of the package is there when asked for, unchanged
+        "from kafka import KafkaConsumer, TopicPartition\n"
+        "import kafka\n"
+        "assert not lean.kafka_init_deferred()\n"
+        "assert kafka.KafkaAdminClient.__module__ == 'kafka.admin.client'\n"
+        "assert kafka.__version__\n"
+        "assert lean.defer_kafka_init() is False  # imported already: left alone\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "ok"
+
+
+def test_releasing_the_freed_heap_gives_pages_back() -> None:
+    # 40 MB in 2 KB blocks, freed but for the last (which pins the heap's top, so glibc's own
+    # trimming at free() cannot give anything back): only malloc_trim returns the pages
+    code = (
+        "from edge_agent import lean\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS'):\n"
+        "            return int(line.split()[1])\n"
+        "blocks = [bytes(2048) for _ in range(20_000)]\n"
+        "last = blocks[-1]\n"
+        "del blocks\n"
+        "before = rss()\n"
+        "lean.release_freed_heap()\n"
+        "print(before - rss())\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout) > 20_000  # kB handed back
