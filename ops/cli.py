@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from qilu import __version__, log
 from qilu.errors import ConfigError, QiluError, ServiceError
@@ -40,9 +41,39 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
+# what the `server` extra of pyproject.toml installs (import names): an edge install (a plain
+# `pip install qilu-telemetry`, edge-agent/INSTALL-PI.md) has none of them, and its `qilu`
+# runs the agent's commands; the others say which extra they need instead of a traceback
+SERVER_EXTRA = frozenset(
+    {
+        "psycopg", "psycopg_pool", "fastapi", "starlette", "uvicorn", "jwt", "pyarrow",
+        "httptools", "uvloop", "grafana_foundation_sdk", "grafana_client", "yaml", "openpyxl",
+        "cryptography",
+    }
+)  # fmt: skip
+NEEDS_SERVER = "the platform's server packages: pip install 'qilu-telemetry[server]'"
+
+
+def server_package_missing(exc: ModuleNotFoundError) -> bool:
+    return (exc.name or "").split(".")[0] in SERVER_EXTRA
+
+
+class _Parser(argparse.ArgumentParser):
+    """Names the extra when a command is unknown because its module could not be loaded."""
+
+    unavailable: tuple[str, ...] = ()
+
+    def error(self, message: str) -> NoReturn:
+        if self.unavailable and "invalid choice" in message:
+            message += (
+                f"; this install has no server commands ({', '.join(self.unavailable)}): "
+                f"they need {NEEDS_SERVER}"
+            )
+        super().error(message)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qilu",
         description=(
             "Qilu Telemetry: edge agents -> Kafka -> PostgreSQL/TimescaleDB -> coverage API. "
@@ -52,12 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qilu {__version__}")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    unavailable = []
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as exc:
+            if not server_package_missing(exc):
+                raise
+            unavailable.append(module)
+    if unavailable:
+        parser.unavailable = tuple(unavailable)
+        parser.epilog = (
+            f"Not in this install (edge only): the commands of {', '.join(unavailable)}; "
+            f"they need {NEEDS_SERVER}."
+        )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - an exit code per error kind
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -80,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if not server_package_missing(exc):
+            raise
+        logger.error("qilu %s needs %s (%s)", args.command, NEEDS_SERVER, exc)  # noqa: TRY400
+        return 2
 
 
 if __name__ == "__main__":
