@@ -9,10 +9,18 @@ the median of its ``--slice`` parts, less exposed to bursts of other work on a s
 machine); peak RSS is the kernel's high-water mark (VmHWM) over the whole run, start-up
 included.
 
-Also measures what each import costs in RSS (fresh interpreters), because the 40 MB target is
+Also measures what each import costs in RSS (fresh interpreters), because the RSS target is
 mostly interpreter and libraries.
 
+``--tls``: the agent as a production Pi runs it, over TLS: SASL/SCRAM on a SASL_SSL agents'
+listener, the broker's certificate checked against a CA of ``qilu pki``. That is a private
+broker of the benchmark's own (tests/integration/faults.py ``private_kafka``), started and
+removed by it; the shared broker's agents' listener is plaintext SASL. ``--python``: run the
+agent (and the import measurements) with another interpreter, e.g. a virtualenv holding only
+the edge install (edge-agent/INSTALL-PI.md).
+
     python bench/edge_footprint.py [--rates 1000 10000] [--warmup 10] [--window 30] [--cpu 1]
+                                   [--tls] [--python PATH]
 
 The set-up shared with bench/edge_catchup.py (topics, the agent process, the result file)
 is in bench/edge_support.py.
@@ -25,16 +33,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edge_support import (
     REPO,
+    UNIT_ENV,
     add_common_args,
     agent_config,
     bench_topics,
@@ -47,49 +61,122 @@ from edge_support import (
 
 from qilu.ports import free_port
 
+AGENT_ID = "bench-agent"  # edge_support.agent_config's
+
+# "!lean": what runtime.run does first (edge_agent/lean.py: kafka-python's package __init__
+# deferred, so the producer's modules load without the admin client and the consumer)
 IMPORT_STEPS = [
     ("python", ""),
-    ("asyncio", "asyncio"),
+    ("asyncio (with ssl)", "asyncio,ssl"),
     ("+ sqlite3, msgpack, tomllib", "sqlite3,msgpack,tomllib"),
     ("+ prometheus_client", "prometheus_client"),
-    ("+ kafka (kafka-python)", "kafka"),
+    ("+ kafka-python's producer (package init deferred)", "!lean,kafka.producer,kafka.net.compat"),
     ("+ edge_agent runtime", "edge_agent.runtime"),
-    ("+ pydantic (not imported by the agent)", "pydantic"),
+    ("+ kafka's package init (admin, consumer: not on the agent's path)", "kafka.admin,kafka"),
+    ("+ pydantic (not on the agent's path)", "pydantic"),
 ]
 
 
-def import_costs() -> list[dict[str, object]]:
-    """RSS after importing each step cumulatively, in a fresh interpreter per step."""
+def import_costs(python: str) -> list[dict[str, object]]:
+    """RSS after importing each step cumulatively, in a fresh interpreter per step (with the
+    environment the systemd unit gives the agent)."""
     out = []
     mods: list[str] = []
     for label, step in IMPORT_STEPS:
         mods += [m for m in step.split(",") if m]
         code = (
             "import importlib, warnings\nwarnings.simplefilter('ignore')\n"
-            f"for m in {mods!r}: importlib.import_module(m)\n"
+            f"for m in {mods!r}:\n"
+            "    if m == '!lean':\n"
+            "        from edge_agent import lean; lean.defer_kafka_init()\n"
+            "    else:\n"
+            "        importlib.import_module(m)\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
         )
-        kb = int(subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True))
+        kb = int(
+            subprocess.check_output(
+                [python, "-c", code], cwd=REPO, text=True, env={**os.environ, **UNIT_ENV}
+            )
+        )
         out.append({"step": label, "rss_mb": round(kb / 1024, 1)})
     for prev, cur in zip([None, *out[:-1]], out, strict=True):
         cur["adds_mb"] = round(float(cur["rss_mb"]) - float(prev["rss_mb"]), 1) if prev else None  # type: ignore[arg-type]
     return out
 
 
-def measure(rate: float, args: argparse.Namespace, prefix: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class Target:
+    """Where the agent sends: the bootstrap it is given and its ``[kafka]`` security lines;
+    ``internal``: the broker's plaintext listener (topics, grants)."""
+
+    internal: str
+    agent_bootstrap: str
+    kafka_extra: str = ""
+    password: str = ""  # SASL: the agent's, granted its topics by :func:`grant`
+
+
+@contextmanager
+def tls_target(password: str) -> Iterator[tuple[Target, Path]]:
+    """A private broker whose agents' listener is SASL_SSL with a certificate of a fresh
+    ``qilu pki`` CA (the CA file is the second item)."""
+    from ops.cli import main as qilu
+    from qilu.settings import load
+    from tests.integration.faults import private_kafka
+
+    with tempfile.TemporaryDirectory(prefix="qilu-edge-bench-pki-") as tmp:
+        pki = Path(tmp)
+        for argv in (["init"], ["issue", "--name", "127.0.0.1"]):
+            if qilu(["pki", *argv, "--dir", str(pki)]) != 0:
+                raise RuntimeError(f"qilu pki {argv[0]} failed")
+        with private_kafka(load(), agent_tls_dir=pki) as broker:
+            extra = (
+                'security_protocol = "SASL_SSL"\n'
+                f'sasl_username = "{AGENT_ID}"\nsasl_password = "{password}"\n'
+                f'ssl_cafile = "{pki / "ca.crt"}"'
+            )
+            yield Target(broker.bootstrap, broker.agent_bootstrap, extra, password), pki / "ca.crt"
+
+
+@contextmanager
+def target_of(args: argparse.Namespace) -> Iterator[Target]:
+    if not args.tls:
+        yield Target(args.bootstrap, args.bootstrap)
+        return
+    with tls_target(uuid.uuid4().hex) as (target, _):
+        yield target
+
+
+def grant(target: Target, prefix: str) -> None:
+    """SASL_SSL: the agent's user may write its prefix's readings topics (as provisioning)."""
+    if not target.password:
+        return
+    from qilu.settings import KafkaSettings
+    from stream.provisioning import broker_grant
+    from stream.topics import readings_topics
+
+    ks = KafkaSettings(bootstrap=target.internal, topic_prefix=prefix)
+    broker_grant(ks, AGENT_ID, target.password, readings_topics(ks))
+
+
+def measure(
+    rate: float, args: argparse.Namespace, target: Target, prefix: str
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="qilu-edge-bench-") as tmp:
         folder = Path(tmp)
         port = free_port()
         cfg = agent_config(
             folder,
             rate=rate,
-            bootstrap=args.bootstrap,
+            bootstrap=target.agent_bootstrap,
             prefix=prefix,
             metrics_port=port,
             fsync=args.fsync,
             tick_s=args.tick,
+            kafka_extra=target.kafka_extra,
         )
-        with running_agent(cfg, folder / "agent.log", cpu=args.cpu, metrics_port=port) as proc:
+        with running_agent(
+            cfg, folder / "agent.log", cpu=args.cpu, metrics_port=port, python=args.python
+        ) as proc:
             time.sleep(args.warmup)
             m0, c0, t0 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
             peak_rss = 0
@@ -150,33 +237,58 @@ def main() -> None:
     ap.add_argument(
         "--tick", type=float, default=0.05, help="seconds between the generator's hand-overs"
     )
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="the agent over TLS (SASL_SSL, the broker checked against a qilu pki CA) to a "
+        "private broker the benchmark starts",
+    )
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs the agent, e.g. a virtualenv's with only the edge "
+        "install (default: this one)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the result here instead of bench/results/edge_footprint.json",
+    )
     add_common_args(ap)
     args = ap.parse_args()
     runs = []
-    with bench_topics(args.bootstrap) as prefix:
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    with target_of(args) as target, bench_topics(target.internal) as prefix:
+        grant(target, prefix)
         for rate in args.rates:
             print(
                 f"rate {rate:,.0f} readings/s: warm-up {args.warmup:.0f} s, "
                 f"window {args.window:.0f} s ...",
                 flush=True,
             )
-            r = measure(rate, args, prefix)
+            r = measure(rate, args, target, prefix)
             print(json.dumps(r), flush=True)
             runs.append(r)
-    imports = import_costs()
+    imports = import_costs(args.python)
     for row in imports:
         print(f"  {row['step']:<42} {row['rss_mb']:>6} MB  (+{row['adds_mb']})")
-    write_result(
-        "edge_footprint",
-        {
-            "pinned_cpu": args.cpu,
-            "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
-            "handover_every_s": args.tick,
-            "targets": {"peak_rss_mb": 40, "cpu_pct_per_1000_readings_s": 3},
-            "runs": runs,
-            "import_rss": imports,
-        },
-    )
+    fields = {
+        "pinned_cpu": args.cpu,
+        "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
+        "handover_every_s": args.tick,
+        "kafka": "SASL_SSL (TLS, SCRAM-SHA-512), private broker" if args.tls else "PLAINTEXT",
+        "interpreter": args.python,
+        "load_average_before": load_before,
+        "load_average_after": Path("/proc/loadavg").read_text().split()[:3],
+        "targets": {"peak_rss_mb": 33, "cpu_pct_per_1000_readings_s": 3},
+        "runs": runs,
+        "import_rss": imports,
+    }
+    if args.out:
+        args.out.write_text(json.dumps({"benchmark": "edge_footprint", **fields}, indent=2) + "\n")
+    else:
+        write_result("edge_footprint", fields)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ def agent_config(
     backlog_rate: float = 0.0,
     max_bytes: int = 256 << 20,
     tick_s: float = 0.05,
+    kafka_extra: str = "",
 ) -> Path:
+    """``kafka_extra``: more lines of the ``[kafka]`` table (e.g. SASL_SSL and its keys)."""
     path = folder / "agent.toml"
     path.write_text(
         f"""
@@ -88,6 +90,7 @@ metrics_port = {metrics_port}
 [kafka]
 bootstrap = "{bootstrap}"
 topic_prefix = "{prefix}"
+{kafka_extra}
 [auth]
 unsigned = true  # the agent against Kafka alone: no ingest reads these topics
 [buffer]
@@ -105,9 +108,13 @@ tick_s = {tick_s}
     return path
 
 
-def start_agent(config: Path, log: Path, *, cpu: int | None = None) -> subprocess.Popen[bytes]:
+def start_agent(
+    config: Path, log: Path, *, cpu: int | None = None, python: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m edge_agent run``; ``python``: another interpreter (e.g. a virtualenv with
+    only the edge install), default this one."""
     argv = [
-        sys.executable,
+        python or sys.executable,
         "-m",
         "edge_agent",
         "--log-level",
@@ -204,10 +211,16 @@ def bench_topics(bootstrap: str) -> Iterator[str]:
 
 @contextmanager
 def running_agent(
-    config: Path, log: Path, *, cpu: int | None, metrics_port: int, ready_s: float = 30.0
+    config: Path,
+    log: Path,
+    *,
+    cpu: int | None,
+    metrics_port: int,
+    ready_s: float = 30.0,
+    python: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The agent process, started and serving metrics; terminated (SIGTERM) on exit."""
-    proc = start_agent(config, log, cpu=cpu)
+    proc = start_agent(config, log, cpu=cpu, python=python)
     try:
         deadline = time.monotonic() + ready_s
         while not scrape(metrics_port):
