@@ -84,6 +84,7 @@ class MqttCollector(Collector):
         # reason -> uplinks without readings, or metric fields refused (not_a_number)
         self.rejected: dict[str, int] = {}
         self._warned: set[tuple[str, str]] = set()  # (devEUI, reason) logged once
+        self._last_received_us = 0  # the last uplink's receipt time as given (µs)
 
     @classmethod
     def from_config(cls, name: str, raw: Mapping[str, Any], agent_id: str = "") -> MqttCollector:
@@ -162,7 +163,8 @@ class MqttCollector(Collector):
 
         def on_message(_c: Any, _u: Any, msg: Any) -> None:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(queue.put_nowait, msg)
+                # stamped on arrival: an uplink without ``time`` takes its own receipt time
+                loop.call_soon_threadsafe(queue.put_nowait, (time.time_ns() // 1000, msg))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -181,9 +183,12 @@ class MqttCollector(Collector):
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < self.config.max_batch:
                 batch.append(queue.get_nowait())
-            now = time.time_ns() // 1000
             readings = []
-            for msg in batch:
+            for received_us, msg in batch:
+                # distinct per uplink: two uplinks of a device (without ``time``) handed over
+                # in one batch took the batch's time, and the second's readings were dropped
+                # as duplicates of the first's (same device, metric, time)
+                now = self._last_received_us = max(received_us, self._last_received_us + 1)
                 try:
                     up = decode_uplink(msg.topic, msg.payload, self.devices, now)
                 except UplinkError as exc:
@@ -194,7 +199,7 @@ class MqttCollector(Collector):
                     self._reject(refused, msg.topic)
             if readings:
                 await sink(readings)  # on disk when this returns
-            for msg in batch:
+            for _, msg in batch:
                 if msg.qos > 0:
                     self._client.ack(msg.mid, msg.qos)
 

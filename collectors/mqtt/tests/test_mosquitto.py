@@ -164,6 +164,45 @@ def test_numeric_strings_become_readings_and_other_strings_are_refused_with_a_re
     assert c.rejected == {"not_a_number": 1}
 
 
+def test_uplinks_without_time_handed_over_together_keep_their_own_receipt_times(
+    shared_port: int,
+) -> None:
+    """Two uplinks of one device without ``time`` that wait in the collector together (an
+    agent busy for a moment) become readings at the times they arrived, one after the other:
+    sharing one time, the second's readings were the first's duplicates and the platform kept
+    only the first (the walk-through's battery 86 after 87)."""
+    app = uuid.uuid4().hex
+    c = collector(shared_port, app, f"qilu-test-{app[:8]}")
+    states: list[bool] = []
+    c.on_availability(lambda _n, up, _r: states.append(up))
+    sink = Sink()
+
+    def untimed(battery: int) -> str:
+        up = json.loads(uplink(38.5, 0))
+        del up["time"]
+        up["object"] = {"battery": battery}
+        return json.dumps(up)
+
+    async def main() -> None:
+        await c.connect()
+        await wait_until(lambda: states == [True])
+        await asyncio.sleep(0.2)  # SUBACK
+        publish(shared_port, app, untimed(87))
+        publish(shared_port, app, untimed(86))
+        queue = c._queue  # both uplinks wait there before collect takes a batch
+        assert queue is not None
+        await wait_until(lambda: queue.qsize() == 2)
+        task = asyncio.create_task(c.collect(sink))
+        await wait_until(lambda: len(sink.readings) == 2)
+        task.cancel()
+        await c.stop()
+
+    asyncio.run(main())
+    first, second = sink.readings
+    assert (first.value, second.value) == (87.0, 86.0)
+    assert first.ts_us < second.ts_us
+
+
 def test_refusals_are_counted_on_the_agent_endpoint_and_logged_once_per_device_and_reason(
     shared_port: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
