@@ -65,6 +65,15 @@ def register(sub: Any) -> None:
         help="simulated T/CEC 102 charging operators per city, pushing to the API and pulled "
         "from (`qilu operators simulate`, docs/adr/0015-tcec102.md; default 2, 0: none)",
     )
+    p.add_argument(
+        "--profile",
+        choices=("single", "cluster"),
+        default="single",
+        help="the servers: single (one of each, the default) or cluster (three Kafka brokers, "
+        "three etcd members and two PostgreSQL nodes under Patroni, docs/services.md; the "
+        "platform's processes get every broker and both nodes with target_session_attrs="
+        "read-write)",
+    )
     p.add_argument("--every", type=float, default=10.0, help="seconds between coverage tables")
     p.add_argument(
         "--duration",
@@ -107,13 +116,23 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> None:
     from stream.topics import ensure_topics
 
     total = 5
-    _step(
-        1,
-        total,
-        "starting Kafka, PostgreSQL, Mosquitto and the TimescaleDB engine "
-        "(first run installs them: a few minutes)",
-    )
-    Services(settings.services, settings.db).up()
+    if args.profile == "cluster":
+        _step(
+            1,
+            total,
+            "starting Mosquitto and Prometheus, three Kafka brokers, etcd and PostgreSQL under "
+            "Patroni (first run installs them: a few minutes)",
+        )
+        Services(settings.services, settings.db).up(["mosquitto", "prometheus"])
+        Services(settings.services, settings.db, profile="cluster").up()
+    else:
+        _step(
+            1,
+            total,
+            "starting Kafka, PostgreSQL, Mosquitto and the TimescaleDB engine "
+            "(first run installs them: a few minutes)",
+        )
+        Services(settings.services, settings.db).up()
     _step(2, total, "applying database migrations")
     with connect(settings.db) as conn:
         migrate.apply(conn)
@@ -138,6 +157,9 @@ def _prepare(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.services.registry import client_env, client_settings
+
+    settings = client_settings(settings, args.profile)
     _prepare(args, settings)
     _step(5, 5, "starting ingest, edge agents and the API")
     base = [sys.executable, "-m", "ops.cli"]
@@ -145,7 +167,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     targets = settings.agent.targets_file or agent_targets_file(
         settings.services.state_dir.resolve()
     )
-    env = {**os.environ, "QILU_AGENT__TARGETS_FILE": str(targets)}
+    # the children reach the profile's servers (the same as before for the single profile)
+    env = {**os.environ, "QILU_AGENT__TARGETS_FILE": str(targets), **client_env(settings)}
     children = {
         "ingest": subprocess.Popen([*base, "ingest"], env=env),
         "agents": subprocess.Popen(

@@ -62,8 +62,8 @@ class ServicesSettings(BaseModel):
     cluster_kafka_controller_port: int = 29093
     cluster_kafka_agent_port: int = 29094
     # ... and PostgreSQL: a primary and a streaming replica managed by Patroni, which keeps
-    # its leader lock in etcd (docs/adr/0017-postgres-failover.md)
-    cluster_etcd_host: str = "127.0.0.20"
+    # its leader lock in a three-member etcd quorum (docs/adr/0017-postgres-failover.md)
+    cluster_etcd_hosts: tuple[str, str, str] = ("127.0.0.31", "127.0.0.32", "127.0.0.33")
     cluster_etcd_port: int = 22379
     cluster_etcd_peer_port: int = 22380
     cluster_pg_hosts: tuple[str, str] = ("127.0.0.21", "127.0.0.22")

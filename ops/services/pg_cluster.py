@@ -1,10 +1,10 @@
 """The cluster profile's PostgreSQL: a primary and a streaming replica managed by Patroni.
 
 Debian's ``patroni`` (3.0.2) runs one agent per PostgreSQL node; the agents elect the primary
-through a leader key in ``etcd`` (Debian's ``etcd-server``, here a single member: the
-profile proves PostgreSQL's failover, not etcd's), promote the replica when the primary's
-key expires, and rejoin the old primary as a replica (``pg_rewind``). Why Patroni and not
-pg_auto_failover: docs/adr/0017-postgres-failover.md.
+through a leader key in ``etcd`` (Debian's ``etcd-server``: three members, ``etcd-1`` ..
+``etcd-3``, a quorum that survives the loss of one, as in production), promote the replica
+when the primary's key expires, and rejoin the old primary as a replica (``pg_rewind``).
+Why Patroni and not pg_auto_failover: docs/adr/0017-postgres-failover.md.
 
 Writers reach whichever node is primary with one connection string listing both nodes and
 ``target_session_attrs=read-write`` (``QILU_DB__HOST=127.0.0.21,127.0.0.22``,
@@ -41,15 +41,18 @@ def _http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
         raise ProbeError(f"GET {url}: {exc}") from exc
 
 
-class Etcd(Server):
-    """One etcd member holding Patroni's leader key."""
+class EtcdMember(Server):
+    """Member ``member_id`` (1-based) of the etcd quorum holding Patroni's leader key, on
+    ``cluster_etcd_hosts[member_id - 1]``; the members start together (a member answers
+    ``/health`` only once a majority of them runs)."""
 
-    name = "etcd"
+    member_id: ClassVar[int]
     install_note = "installing etcd-server (first run)..."
+    starts_with_peers = True
 
     @property
     def host(self) -> str:
-        return self.ctx.settings.cluster_etcd_host
+        return self.ctx.settings.cluster_etcd_hosts[self.member_id - 1]
 
     def ports(self) -> dict[str, int]:
         s = self.ctx.settings
@@ -71,26 +74,35 @@ class Etcd(Server):
 
     def command(self) -> Launch:
         s = self.ctx.settings
-        client = f"http://{self.host}:{s.cluster_etcd_port}"
-        peer = f"http://{self.host}:{s.cluster_etcd_peer_port}"
-        argv = [
-            shutil.which("etcd") or "etcd",
-            "--name", "qilu-etcd",
-            "--data-dir", str(self.data_dir),
-            "--listen-client-urls", client,
-            "--advertise-client-urls", client,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"qilu-etcd={peer}",
-            "--initial-cluster-state", "new",
-        ]  # fmt: skip
-        return Launch(argv=argv, cwd=self.home)
+        argv = render.etcd_member_args(
+            member_id=self.member_id,
+            hosts=s.cluster_etcd_hosts,
+            client_port=s.cluster_etcd_port,
+            peer_port=s.cluster_etcd_peer_port,
+            data_dir=self.data_dir,
+        )
+        return Launch(argv=[shutil.which("etcd") or "etcd", *argv], cwd=self.home)
 
     def probe(self, timeout_s: float) -> None:
         url = f"http://{self.host}:{self.ctx.settings.cluster_etcd_port}/health"
         code, body = _http_get(url, timeout_s)
         if code != 200 or b'"true"' not in body:
             raise ProbeError(f"GET {url}: {code} {body[:200]!r}")
+
+
+class EtcdMember1(EtcdMember):
+    name = "etcd-1"
+    member_id = 1
+
+
+class EtcdMember2(EtcdMember):
+    name = "etcd-2"
+    member_id = 2
+
+
+class EtcdMember3(EtcdMember):
+    name = "etcd-3"
+    member_id = 3
 
 
 class PatroniNode(Server):
@@ -133,7 +145,7 @@ class PatroniNode(Server):
                 host=self.host,
                 pg_port=s.cluster_pg_port,
                 api_port=s.cluster_patroni_port,
-                etcd=f"{s.cluster_etcd_host}:{s.cluster_etcd_port}",
+                etcd=",".join(f"{h}:{s.cluster_etcd_port}" for h in s.cluster_etcd_hosts),
                 data_dir=self.data_dir,
                 run_dir=self.home / "run",
                 bin_dir=PG_BIN,

@@ -181,6 +181,29 @@ def kafka_cluster_properties(
     }
 
 
+def etcd_member_args(
+    *, member_id: int, hosts: Sequence[str], client_port: int, peer_port: int, data_dir: Path
+) -> list[str]:
+    """etcd's arguments for member ``member_id`` (1-based, ``etcd-N`` on ``hosts[N - 1]``) of
+    a quorum of ``len(hosts)`` members on the same ports, bootstrapped together."""
+    if not 1 <= member_id <= len(hosts):
+        raise ValueError(f"member_id {member_id} outside 1..{len(hosts)}")
+    host = hosts[member_id - 1]
+    client, peer = f"http://{host}:{client_port}", f"http://{host}:{peer_port}"
+    cluster = ",".join(f"etcd-{i}=http://{h}:{peer_port}" for i, h in enumerate(hosts, start=1))
+    return [
+        "--name", f"etcd-{member_id}",
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", client,
+        "--advertise-client-urls", client,
+        "--listen-peer-urls", peer,
+        "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", cluster,
+        "--initial-cluster-state", "new",
+        "--initial-cluster-token", "qilu",
+    ]  # fmt: skip
+
+
 def patroni_config(
     *,
     node_name: str,

@@ -784,7 +784,7 @@ def private_postgres(base: Settings) -> Iterator[PrivatePostgres]:
 
 @dataclass
 class PrivatePgCluster:
-    """The cluster profile's PostgreSQL: etcd, pg-1 and pg-2 under Patroni; ``db`` lists both
+    """The cluster profile's PostgreSQL: etcd-1..3, pg-1 and pg-2 under Patroni; ``db`` lists both
     nodes with ``target_session_attrs=read-write`` (the primary, whichever it is)."""
 
     svc: Services
@@ -823,7 +823,8 @@ class PrivatePgCluster:
 
 @contextlib.contextmanager
 def private_pg_cluster(base: Settings) -> Iterator[PrivatePgCluster]:
-    """etcd and two Patroni nodes on 127.0.0.20-22 and free ports (as ``qilu services up
+    """Three etcd members (127.0.0.31-33) and two Patroni nodes (127.0.0.21-22) on free ports
+    (as ``qilu services up
     --profile cluster`` runs them), a database of our own migrated on the primary."""
     from storage import migrate
 
@@ -846,7 +847,7 @@ def private_pg_cluster(base: Settings) -> Iterator[PrivatePgCluster]:
     )
     svc = Services(ss, db, profile="cluster")
     try:
-        svc.up(["etcd", "pg-1", "pg-2"])
+        svc.up(["etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2"])
         with connect(db) as conn:
             migrate.apply(conn)
         yield PrivatePgCluster(svc, db)

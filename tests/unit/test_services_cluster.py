@@ -7,10 +7,12 @@ import argparse
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ops.services import Services, State, render
 from ops.services import cli as services_cli
 from ops.services.kafka_cluster import cluster_bootstrap
+from ops.services.pg_cluster import PatroniNode
 from qilu.errors import ServiceError
 from qilu.settings import DatabaseSettings, KafkaSettings, ServicesSettings
 
@@ -68,7 +70,7 @@ def test_cluster_profile_layout(tmp_path: Path) -> None:
     settings = ServicesSettings(state_dir=tmp_path / "state")
     services = Services(settings, DatabaseSettings(), profile="cluster")
     assert [r.name for r in services.status()] == [
-        "kafka-1", "kafka-2", "kafka-3", "etcd", "pg-1", "pg-2"
+        "kafka-1", "kafka-2", "kafka-3", "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2"
     ]  # fmt: skip
     rows = services.status(["kafka-1", "kafka-2", "kafka-3"])
     assert [r.address for r in rows] == [f"{h}:29092" for h in HOSTS]
@@ -152,13 +154,16 @@ def test_patroni_node_config() -> None:
 def test_pg_nodes_in_the_cluster_profile(tmp_path: Path) -> None:
     settings = ServicesSettings(state_dir=tmp_path / "state")
     services = Services(settings, DatabaseSettings(), profile="cluster")
-    rows = {r.name: r.address for r in services.status(["etcd", "pg-1", "pg-2"])}
+    names = ["etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2"]
+    rows = {r.name: r.address for r in services.status(names)}
     assert rows == {
-        "etcd": "127.0.0.20:22379",
+        "etcd-1": "127.0.0.31:22379",
+        "etcd-2": "127.0.0.32:22379",
+        "etcd-3": "127.0.0.33:22379",
         "pg-1": "127.0.0.21:25432",
         "pg-2": "127.0.0.22:25432",
     }
-    for name in ("etcd", "pg-1", "pg-2"):
+    for name in names:
         for field, port in services.server(name).ports().items():
             assert getattr(settings, field) == port
     pg1 = services.server("pg-1")
@@ -166,6 +171,29 @@ def test_pg_nodes_in_the_cluster_profile(tmp_path: Path) -> None:
     (tmp_path / "state" / "pg-1" / "data").mkdir(parents=True)
     (tmp_path / "state" / "pg-1" / "data" / "postmaster.pid").write_text("999999999\n/x\n")
     assert pg1.detached_pids() == []  # not a live process
+
+
+def test_three_etcd_members_one_quorum_and_patroni_knows_them_all(tmp_path: Path) -> None:
+    settings = ServicesSettings(state_dir=tmp_path / "state")
+    services = Services(settings, DatabaseSettings(), profile="cluster")
+    peers = ",".join(f"etcd-{n}=http://127.0.0.3{n}:22380" for n in (1, 2, 3))
+    for n in (1, 2, 3):
+        member = services.server(f"etcd-{n}")
+        assert member.starts_with_peers  # a member answers only once a majority runs
+        argv = list(member.command().argv)
+        flags = dict(zip(argv[1::2], argv[2::2], strict=True))
+        assert flags["--name"] == f"etcd-{n}"
+        assert flags["--listen-client-urls"] == f"http://127.0.0.3{n}:22379"
+        assert flags["--initial-cluster"] == peers
+        assert flags["--data-dir"] == str(tmp_path / "state" / f"etcd-{n}" / "data")
+    with pytest.raises(ValueError, match="outside"):
+        render.etcd_member_args(
+            member_id=4, hosts=("a", "b", "c"), client_port=1, peer_port=2, data_dir=tmp_path
+        )
+    node = services.server("pg-1")
+    assert isinstance(node, PatroniNode)
+    cfg = yaml.safe_load(node.rendered_config())
+    assert cfg["etcd3"]["hosts"] == "127.0.0.31:22379,127.0.0.32:22379,127.0.0.33:22379"
 
 
 def test_writers_conninfo_lists_both_nodes_and_asks_for_the_primary() -> None:
@@ -180,3 +208,28 @@ def test_writers_conninfo_lists_both_nodes_and_asks_for_the_primary() -> None:
     assert "target_session_attrs" not in conninfo_to_dict(DatabaseSettings().conninfo())
     with pytest.raises(ValueError, match="target_session_attrs"):
         DatabaseSettings(target_session_attrs="write")
+
+
+def test_qilu_run_on_the_cluster_profile_reaches_every_broker_and_the_primary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ops.services.registry import client_env, client_settings
+    from qilu.settings import Settings
+
+    base = Settings()
+    assert client_settings(base, "single") is base
+    s = client_settings(base, "cluster")
+    assert s.kafka.bootstrap == ",".join(f"{h}:29092" for h in HOSTS)
+    assert s.kafka.agent_bootstrap == ",".join(f"{h}:29094" for h in HOSTS)
+    assert (s.db.host, s.db.port, s.db.target_session_attrs) == (
+        "127.0.0.21,127.0.0.22",
+        25432,
+        "read-write",
+    )
+    with pytest.raises(ValueError, match="unknown profile"):
+        client_settings(base, "triple")
+    # qilu run's children read the same from their environment
+    for key, value in client_env(s).items():
+        monkeypatch.setenv(key, value)
+    child = Settings()
+    assert (child.kafka.bootstrap, child.db.conninfo()) == (s.kafka.bootstrap, s.db.conninfo())
