@@ -40,6 +40,7 @@ SERVER_PACKAGES = (
     "cryptography",
     "httptools",
     "uvloop",
+    "confluent_kafka",
 )
 # the platform's stages and control plane above the edge (docs/adr/0019-floors.md)
 SERVER_STAGES = ("api", "storage", "stream", "dashboards", "interconnect", "ops")

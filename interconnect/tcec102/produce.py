@@ -1,7 +1,8 @@
-"""The Kafka producer of the T/CEC 102 interconnect, shared by the push endpoint and the puller.
+"""The kafka-python producer of the T/CEC 102 puller (``qilu operators pull``).
 
-Both write the charging readings topic and the dead-letter topic with ``acks=all`` and an
-idempotent producer; each adds its own batching and blocking options.
+It writes the charging readings topic and the dead-letter topic with ``acks=all`` and an
+idempotent producer. The push endpoint writes the same topics the same way with librdkafka
+(``server.KafkaSink``; docs/adr/0015-tcec102.md, "Throughput").
 """
 
 from __future__ import annotations

@@ -57,10 +57,10 @@ from interconnect.tcec102.exchange import (
     read_envelope,
     seal_response,
 )
-from interconnect.tcec102.produce import charging_producer
 from qilu import signing
 from qilu.contract import Envelope as Batch
-from qilu.contract import to_us
+from qilu.contract import Sector, to_us
+from qilu.errors import RetryableError
 from qilu.ratelimit import RateLimiter, retry_after_header
 from qilu.settings import Settings, Tcec102Settings
 from stream.deadletter import DeadLetter
@@ -85,6 +85,17 @@ DEAD_LETTERS_DROPPED = Counter(
     ["interface"],
 )
 INTERFACES = ("query_token", "notification_stationStatus")
+
+
+@functools.cache
+def _counter(interface: str, result: str) -> Counter:
+    """REQUESTS' child for these labels (labels() validates and locks on every call)."""
+    return REQUESTS.labels(interface, result)
+
+
+@functools.cache
+def _histogram(interface: str) -> Histogram:
+    return LATENCY.labels(interface)
 
 
 # ------------------------------------------------------------------------------ directory
@@ -378,15 +389,14 @@ class Gate:
 
 
 @functools.lru_cache(maxsize=1024)
-def _accepted_cached(keys: KeySet) -> str:
-    return json.dumps(seal_response(Ret.OK, keys, {"Status": 0}))
+def _accepted_cached(keys: KeySet) -> dict[str, Any]:
+    return seal_response(Ret.OK, keys, {"Status": 0})
 
 
 def _accepted(keys: KeySet) -> dict[str, Any]:
     """The answer to an accepted push: the same bytes every time for a key set (the IV is
-    fixed), so sealed once."""
-    out: dict[str, Any] = json.loads(_accepted_cached(keys))
-    return out
+    fixed), so sealed once; a copy (its values are strings and a number)."""
+    return dict(_accepted_cached(keys))
 
 
 # ------------------------------------------------------------------------------ adapters
@@ -406,33 +416,72 @@ class Sink:
 
 
 class KafkaSink(Sink):
-    """Produces to the charging readings topic and the dead-letter topic."""
+    """Produces to the charging readings topic and the dead-letter topic with librdkafka
+    (confluent-kafka): its client runs in C threads, without the interpreter's lock, where
+    kafka-python's pure-Python producer cost the push more than its whole exchange
+    (docs/adr/0015-tcec102.md, "Throughput"). The records are what the puller's kafka-python
+    producer writes: acks=all, idempotent, the same partition for the same agent (murmur2 of
+    the key, as kafka-python and the Java client choose)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._producer, self._topic, self._dlq = charging_producer(
-            settings, "tcec102", linger_ms=2, max_block_ms=2000
+        from confluent_kafka import KafkaException, Producer
+
+        from stream.topics import deadletter_topic, readings_topic
+
+        k = settings.kafka
+        self._topic = readings_topic(k, Sector.CHARGING)
+        self._dlq = deadletter_topic(k)
+        self._producer = Producer(
+            {
+                "bootstrap.servers": k.bootstrap,
+                "client.id": f"{k.client_id}-tcec102",
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "partitioner": "murmur2_random",
+                "logger": logging.getLogger("interconnect.tcec102.kafka"),
+            }
         )
-        self._producer.partitions_for(self._topic)  # metadata now, not on the first push
+        # metadata now, not on the first push: no broker, or no topic within 2 s (a new
+        # topic takes a moment to reach every broker's metadata): not ready, retried
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                meta = self._producer.list_topics(self._topic, timeout=2)
+            except KafkaException as exc:
+                raise RetryableError(f"Kafka unreachable: {exc}") from exc
+            found = meta.topics.get(self._topic)
+            if found is not None and found.error is None:
+                break
+            if time.monotonic() > deadline:
+                why = found.error if found is not None else "not found"
+                raise RetryableError(f"topic {self._topic}: {why}")
+            time.sleep(0.1)
         self._lock = threading.Lock()
         self._acks: list[tuple[asyncio.Future[None], BaseException | None]] = []
         self._wake_pending = False
+        self._closing = threading.Event()
+        # delivery reports (and the client's log lines) are served by poll(), on this thread
+        self._poller = threading.Thread(target=self._poll, name="tcec102-acks", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(0.1)
 
     def produce(self, batch: Batch, signer: signing.Signer) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
-        def ok(_: object) -> None:
-            self._acked(loop, done, None)
-
-        def err(exc: BaseException) -> None:
-            self._acked(loop, done, exc)
+        def report(err: Any, _msg: Any) -> None:
+            self._acked(loop, done, None if err is None else RetryableError(str(err)))
 
         value = batch.encode()
-        fut = self._producer.send(
-            self._topic, key=batch.agent_id.encode(), value=value, headers=signer.headers(value)
+        headers: list[tuple[str, str | bytes | None]] = [*signer.headers(value)]
+        # BufferError when librdkafka's queue is full: the caller answers -1 (busy)
+        self._producer.produce(
+            self._topic, value, batch.agent_id.encode(), headers=headers, on_delivery=report
         )
-        fut.add_callback(ok)
-        fut.add_errback(err)
         return done
 
     def _acked(
@@ -441,8 +490,8 @@ class KafkaSink(Sink):
         fut: asyncio.Future[None],
         exc: BaseException | None,
     ) -> None:
-        """Called on Kafka's thread once per record: queue it, and wake the event loop once
-        per burst (a batch's records are acknowledged together), not once per record."""
+        """Called on the poller thread once per record: queue it, and wake the event loop
+        once per burst (a batch's records are acknowledged together), not once per record."""
         with self._lock:
             self._acks.append((fut, exc))
             if self._wake_pending:
@@ -458,11 +507,18 @@ class KafkaSink(Sink):
             _settle(fut, exc)
 
     def dead_letter(self, letter: DeadLetter) -> None:
-        self._producer.send(self._dlq, key=letter.key, value=letter.value, headers=letter.headers())
+        headers: list[tuple[str, str | bytes | None]] = [*letter.headers()]
+        self._producer.produce(self._dlq, letter.value, letter.key, headers=headers)
 
     def close(self) -> None:
-        self._producer.flush(timeout=10)
-        self._producer.close(timeout=10)
+        self._producer.flush(10)
+        self._closing.set()
+        self._poller.join(timeout=5)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("Kafka did not acknowledge within produce_timeout_s"))
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -644,8 +700,8 @@ class Endpoint:
             late = self._overloaded(received)
             out = self.gate.busy(out, late) if late else await self._produce(out)
         self._after(out, body, now)
-        REQUESTS.labels(interface, out.result).inc()
-        LATENCY.labels(interface).observe(time.perf_counter() - started)
+        _counter(interface, out.result).inc()
+        _histogram(interface).observe(time.perf_counter() - started)
         return out
 
     async def _produce(self, out: Outcome) -> Outcome:
@@ -655,14 +711,20 @@ class Endpoint:
         if out.batch is None or out.link is None:  # the caller checked; for the type checker
             return out
         self.in_flight += 1
+        timer: asyncio.TimerHandle | None = None
         try:
-            await asyncio.wait_for(
-                sink.produce(out.batch, out.link.signer), self._cfg.produce_timeout_s
-            )
+            acked = sink.produce(out.batch, out.link.signer)
+            if not acked.done():  # one timer, not asyncio.wait_for's task and callbacks
+                timer = asyncio.get_running_loop().call_later(
+                    self._cfg.produce_timeout_s, _expire, acked
+                )
+            await acked
         except Exception as exc:  # noqa: BLE001 - any Kafka failure is "retry later"
             logger.debug("tcec102 push not acknowledged: %s", exc)
             return self.gate.busy(out, "not_acknowledged")
         finally:
+            if timer is not None:
+                timer.cancel()
             self.in_flight -= 1
         return out
 
@@ -690,13 +752,6 @@ class Endpoint:
             logger.debug("tcec102 dead letter not produced: %s", exc)
 
 
-@dataclass(frozen=True, slots=True)
-class _Routed:
-    """What ``scope["route"]`` carries for the API's request metrics: the template."""
-
-    path: str
-
-
 class FastEndpoint:
     """The operators' interfaces answered before FastAPI's routing (pure ASGI middleware).
 
@@ -705,22 +760,23 @@ class FastEndpoint:
     exchange itself. This layer answers ``POST <prefix>/<interface>`` with the same
     :meth:`Endpoint.answer` the routes of :func:`build_router` call (they stay for the
     OpenAPI description and as the reference); anything else passes on. It reads at most
-    ``tcec102.max_request_bytes`` + 1 bytes of a body."""
+    ``tcec102.max_request_bytes`` + 1 bytes of a body.
+
+    The API adds it as the outermost of its middleware: the API's request metrics and body
+    limit do not see these requests, which :data:`REQUESTS` and :data:`LATENCY` count and
+    ``tcec102.max_request_bytes`` limits (each layer cost the push a few microseconds)."""
 
     def __init__(self, app: Any, prefix: str, max_bytes: int) -> None:
         self.app = app
-        self._routes = {
-            f"{prefix}/{name}": (name, _Routed(f"{prefix}/{name}")) for name in INTERFACES
-        }
+        self._routes = {f"{prefix}/{name}": name for name in INTERFACES}
         self._max = max_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        found = self._routes.get(scope["path"]) if scope["type"] == "http" else None
-        ep: Endpoint | None = getattr(scope["app"].state, "tcec102", None) if found else None
-        if found is None or ep is None or scope["method"] != "POST":
+        interface = self._routes.get(scope["path"]) if scope["type"] == "http" else None
+        ep: Endpoint | None = getattr(scope["app"].state, "tcec102", None) if interface else None
+        if interface is None or ep is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        interface, routed = found
         received = time.perf_counter()
         chunks, size = [], 0
         while True:
@@ -738,7 +794,6 @@ class FastEndpoint:
                 authorization = value.decode("latin-1")
         client = scope.get("client") or ("", 0)
         out = await ep.answer(interface, body, authorization, str(client[0]), received)
-        scope["route"] = routed
         raw = json.dumps(out.body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [
             (b"content-type", b"application/json"),
