@@ -278,7 +278,7 @@ def main() -> None:
         "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
         "handover_every_s": args.tick,
         "kafka": "SASL_SSL (TLS, SCRAM-SHA-512), private broker" if args.tls else "PLAINTEXT",
-        "interpreter": args.python,
+        "interpreter": "this one" if args.python == sys.executable else "--python",
         "load_average_before": load_before,
         "load_average_after": Path("/proc/loadavg").read_text().split()[:3],
         "targets": {"peak_rss_mb": 33, "cpu_pct_per_1000_readings_s": 3},

@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import threading
 import types
 from typing import Any
 
@@ -43,13 +44,15 @@ def defer_kafka_init() -> bool:
         return False
     module = importlib.util.module_from_spec(spec)
     done = False
+    lock = threading.RLock()  # one thread runs it; the others wait for it
 
     def run_init() -> None:
         nonlocal done
-        if not done:
-            done = True
-            code = spec.loader.get_code("kafka")  # type: ignore[union-attr]
-            exec(code, module.__dict__)  # noqa: S102 - the package's own __init__, deferred
+        with lock:
+            if not done:
+                done = True  # set first: the init's own imports must not run it again
+                code = spec.loader.get_code("kafka")  # type: ignore[union-attr]
+                exec(code, module.__dict__)  # noqa: S102 - the package's own __init__, deferred
 
     def package_getattr(name: str) -> Any:
         if name.startswith("__"):
