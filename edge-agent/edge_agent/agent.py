@@ -67,7 +67,7 @@ from edge_agent.sender import (
 )
 from edge_agent.sending import SendLoop
 from edge_agent.supervision import Availability, supervise
-from qilu.contract import Sector
+from qilu.contract import Sector, readings_topic_name
 from qilu.errors import ConfigError
 
 # the names other modules import from here (the producer side moved to edge_agent.kafka_io,
@@ -178,7 +178,7 @@ class Agent:
         return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
 
     def _topic(self, sector: Sector) -> str:
-        return f"{self._prefix}.readings.{sector.value}"
+        return readings_topic_name(self._prefix, sector)
 
     def validate(self) -> None:
         names = [c.name for c in self.collectors]

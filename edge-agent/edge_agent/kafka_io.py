@@ -28,6 +28,10 @@ them (tests/unit/test_agent_kafka_io.py fails when one of these names is gone):
    an expired batch's sequence state and never deliver again. After a failed record the
    producer is closed and a new one (a new producer id) takes over; no private API is
    involved, only the policy.
+
+One more measure concerns kafka-python but not the producer's behaviour: the deferral of its
+package ``__init__`` to keep the agent's memory small lives with the other memory measures
+in :mod:`edge_agent.lean`.
 """
 
 from __future__ import annotations
