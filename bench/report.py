@@ -422,8 +422,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "cluster_faults",
         "bench/cluster_faults.py",
-        "Three-broker cluster: the partition leader killed mid-stream",
-        ("--scenario", "broker", "--runs", "3"),
+        "Three-broker cluster: a broker killed, back empty, cut off; an ingest host lost",
+        ("--scenario", "brokers", "--runs", "3"),
         ("--scenario", "broker", "--runs", "1"),
         (
             Figure("writes acknowledged again", "produce_resumed_s_max", "s", 10, "lower", "18"),
@@ -431,8 +431,38 @@ BENCHES: tuple[Bench, ...] = (
             Figure("lost", "lost", "readings", 0, "lower", "18"),
             Figure("duplicates", "duplicates", "readings", 0, "lower", "18"),
         ),
-        timeout_s=1800,
+        timeout_s=3600,
         note="`--scenario postgres` (Patroni primary killed) writes bench/results/pg_failover.json",
+    ),
+    Bench(
+        "sync_replication",
+        "bench/sync_replication.py",
+        "PostgreSQL synchronous replication (Patroni) on and off: the ingest's batch commit",
+        (),
+        ("--batches", "50", "--rounds", "1"),
+        (
+            Figure("commit p50, synchronous", "results.synchronous.commit_p50_ms", "ms"),
+            Figure("commit p50, asynchronous", "results.asynchronous.commit_p50_ms", "ms"),
+            Figure(
+                "one writer's rate, synchronous / asynchronous",
+                "synchronous_cost.readings_per_s_ratio",
+                "",
+                better="higher",
+            ),
+        ),
+        timeout_s=1800,
+    ),
+    Bench(
+        "province_live",
+        "bench/province_live.py",
+        "The whole province live on the cluster profile: consumer lag, CPU and memory",
+        (),
+        ("--duration", "90", "--warmup", "30"),
+        (
+            Figure("consumer lag (max after warm-up)", "lag.max_s", "s", 10, "lower", "18"),
+            Figure("readings stored", "readings_stored_per_s", "/s", 37033, "higher", "18"),
+        ),
+        timeout_s=3600,
     ),
     Bench(
         "restore",

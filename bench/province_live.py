@@ -1,0 +1,380 @@
+"""The whole province, live, on the cluster profile (issue 18): consumer lag and what each
+component costs.
+
+Starts ``qilu run --profile cluster --scale 1.0`` (three Kafka brokers, etcd and two
+PostgreSQL nodes under Patroni, started if they are not running; the ingest, the simulated
+province's edge agents, the API and the simulated T/CEC 102 operators as ``qilu run``'s
+children), waits until the children run, then every ``--every`` seconds for ``--duration``
+seconds samples
+
+- the ingest group's **consumer lag**, in records and in seconds (per partition the age of
+  the oldest record not yet committed: now minus that record's timestamp; 0 when caught up);
+- **CPU and memory per component** from /proc: CPU seconds per second of wall time (1.0 =
+  one core) and PSS (proportional set size: shared pages counted once across a component's
+  processes) of each process tree: every broker, etcd, each Patroni node with its
+  PostgreSQL, and ``qilu run``'s children;
+- the readings the ingest stored (its ``qilu_ingest_readings_total{outcome="stored"}``
+  counter), hence ``readings_stored_per_s`` against the province's 37,033/s
+  (docs/capacity.md);
+
+and stops ``qilu run`` by itself (SIGINT, as Ctrl-C). The servers keep running
+(``qilu services down --profile cluster`` stops them).
+
+    python bench/province_live.py [--duration 600] [--every 5] [--scale 1.0]
+
+Writes bench/results/province_live.json: the samples, per component the mean and maximum
+CPU and PSS, the lag's maximum and 95th percentile, whether the lag stayed under
+``--lag-target-s`` (10 s) after ``--warmup`` seconds, and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import run_header  # noqa: E402
+from ops.services.registry import client_settings  # noqa: E402
+from qilu.settings import Settings, load  # noqa: E402
+from stream.topics import readings_topics  # noqa: E402
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition
+
+RESULT = REPO / "bench" / "results" / "province_live.json"
+# the cluster profile's servers, by their pid files
+SERVERS = ("kafka-1", "kafka-2", "kafka-3", "etcd", "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2")
+TICK = os.sysconf("SC_CLK_TCK")
+# qilu run's children, by their command line
+CHILDREN = {
+    "ingest": " ingest",
+    "agents": " agent province",
+    "api": " api",
+    "operators": " operators simulate",
+}
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------- /proc
+
+
+def parents() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            out[int(d.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    return out
+
+
+def tree(root: int, pp: dict[int, int]) -> list[int]:
+    """``root`` and every process below it."""
+    out, todo = [], [root]
+    kids: dict[int, list[int]] = {}
+    for pid, ppid in pp.items():
+        kids.setdefault(ppid, []).append(pid)
+    while todo:
+        pid = todo.pop()
+        if pid in pp and pid not in out:
+            out.append(pid)
+            todo.extend(kids.get(pid, []))
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        text = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return 0
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def pss_kb(pid: int) -> int:
+    try:
+        for line in (Path("/proc") / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def pidfile(settings: Settings, name: str) -> int | None:
+    try:
+        return int((settings.services.state_dir / "run" / f"{name}.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def components(settings: Settings, run_pid: int) -> dict[str, list[int]]:
+    """Component name -> its processes, now."""
+    pp = parents()
+    out: dict[str, list[int]] = {}
+    for name in (
+        "kafka-1",
+        "kafka-2",
+        "kafka-3",
+        "etcd",
+        "etcd-1",
+        "etcd-2",
+        "etcd-3",
+        "pg-1",
+        "pg-2",
+    ):
+        pid = pidfile(settings, name)
+        if pid is None or pid not in pp:
+            continue
+        pids = tree(pid, pp)
+        if name.startswith("pg-"):  # Patroni's PostgreSQL runs detached from it
+            try:
+                post = (settings.services.state_dir / name / "data" / "postmaster.pid").read_text()
+                pids += tree(int(post.split()[0]), pp)
+            except (OSError, ValueError, IndexError):
+                pass
+        out[name] = pids
+    for child in tree(run_pid, pp):
+        if pp.get(child) != run_pid:
+            continue
+        line = cmdline(child)
+        for name, marker in CHILDREN.items():
+            if marker in line:
+                out[name] = tree(child, pp)
+    out["qilu run"] = [run_pid]
+    return out
+
+
+# ----------------------------------------------------------------------------- lag
+
+
+def readings_stored(settings: Settings) -> float | None:
+    """The ingest's ``qilu_ingest_readings_total{outcome="stored"}`` (its metrics endpoint)."""
+    url = f"http://127.0.0.1:{settings.ingest.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('qilu_ingest_readings_total{outcome="stored"}'):
+            return float(line.split()[-1])
+    return None
+
+
+def lag(settings: Settings, group: str) -> tuple[int, float]:
+    """Records not yet committed by ``group`` and the age in seconds of the oldest of them."""
+    ks = settings.kafka
+    admin = KafkaAdminClient(bootstrap_servers=ks.bootstrap, client_id="bench-lag")
+    consumer = KafkaConsumer(
+        bootstrap_servers=ks.bootstrap,
+        client_id="bench-lag",
+        enable_auto_commit=False,
+        max_poll_records=1,
+    )
+    try:
+        parts = [
+            TopicPartition(t, p)
+            for t in readings_topics(ks)
+            for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(parts)
+        starts = consumer.beginning_offsets(parts)
+        done = admin.list_group_offsets({group: parts}).get(group, {})
+        records, oldest_ms = 0, None
+        for tp in parts:
+            c = done.get(tp)
+            pos = c.offset if c is not None and c.offset >= 0 else starts[tp]
+            if pos >= ends[tp]:
+                continue
+            records += ends[tp] - pos
+            consumer.assign([tp])
+            consumer.seek(tp, pos)
+            for recs in consumer.poll(timeout_ms=3000).values():
+                for r in recs[:1]:
+                    oldest_ms = r.timestamp if oldest_ms is None else min(oldest_ms, r.timestamp)
+        age = max(0.0, time.time() - oldest_ms / 1000) if oldest_ms is not None else 0.0
+        return records, age
+    finally:
+        consumer.close()
+        admin.close()
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def pump(stream: Any, log: Path, started: threading.Event) -> None:
+    """Copy ``qilu run``'s stderr to ``log``; set ``started`` at its last step."""
+    with log.open("a") as out:
+        for line in iter(stream.readline, ""):
+            out.write(line)
+            out.flush()
+            if line.startswith("[5/5]"):
+                started.set()
+
+
+def summarise(samples: list[dict[str, Any]], warmup: float, target: float) -> dict[str, Any]:
+    """The lag after ``warmup`` against ``target``; per component mean and max CPU and PSS."""
+    counted = [s for s in samples if s["t_s"] >= warmup and "lag_s" in s]
+    lags = [s["lag_s"] for s in counted]
+    out: dict[str, Any] = {}
+    out["lag"] = {
+        "target_s": target,
+        "warmup_s": warmup,
+        "max_s": max(lags) if lags else None,
+        "p95_s": (
+            round(statistics.quantiles(lags, n=20, method="inclusive")[18], 2)
+            if len(lags) >= 2
+            else None
+        ),
+        "max_records": max((s["lag_records"] for s in counted), default=None),
+        "under_target": bool(lags) and max(lags) < target,
+        "samples_missed": sum(1 for s in samples if "lag_error" in s),
+    }
+    names = sorted({n for s in samples for n in s["components"]})
+    budget: dict[str, Any] = {}
+    for name in names:
+        cpus = [c for s in samples if (c := s["components"].get(name, {}).get("cpu")) is not None]
+        pss = [s["components"][name]["pss_mb"] for s in samples if name in s["components"]]
+        budget[name] = {
+            "cpu_mean": round(statistics.fmean(cpus), 3) if cpus else None,
+            "cpu_max": max(cpus) if cpus else None,
+            "pss_mb_mean": round(statistics.fmean(pss), 1) if pss else None,
+            "pss_mb_max": max(pss) if pss else None,
+        }
+    out["budget"] = budget
+    stored = [
+        (s["t_s"], s["readings_stored_total"]) for s in samples if "readings_stored_total" in s
+    ]
+    if len(stored) >= 2 and stored[-1][0] > stored[0][0]:
+        (t0, n0), (t1, n1) = stored[0], stored[-1]
+        out["readings_stored_per_s"] = round((n1 - n0) / (t1 - t0))
+    return out
+
+
+def sample_once(
+    settings: Settings, run_pid: int, t: float, prev: dict[str, int], dt: float
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """One sample: per component CPU since ``prev`` (``dt`` seconds ago) and PSS; the lag."""
+    comps = components(settings, run_pid)
+    ticks = {n: sum(cpu_ticks(p) for p in ps) for n, ps in comps.items()}
+    sample: dict[str, Any] = {"t_s": round(t, 1), "components": {}}
+    for name, pids in comps.items():
+        cpu = (ticks[name] - prev[name]) / TICK / dt if name in prev else None
+        sample["components"][name] = {
+            "cpu": None if cpu is None else round(cpu, 3),
+            "pss_mb": round(sum(pss_kb(p) for p in pids) / 1024, 1),
+            "processes": len(pids),
+        }
+    stored = readings_stored(settings)
+    if stored is not None:
+        sample["readings_stored_total"] = stored
+    try:
+        records, age = lag(settings, settings.ingest.group_id)
+        sample |= {"lag_records": records, "lag_s": round(age, 2)}
+    except Exception as exc:  # noqa: BLE001 - a sample missed, said in the result
+        sample["lag_error"] = str(exc)[:200]
+    sample["load"] = os.getloadavg()[0]
+    return sample, ticks
+
+
+def arguments() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=600.0, help="seconds sampled (600)")
+    ap.add_argument("--every", type=float, default=5.0, help="seconds between samples (5)")
+    ap.add_argument("--scale", type=float, default=1.0, help="province scale (1.0: all of it)")
+    ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the lag counts")
+    ap.add_argument("--lag-target-s", type=float, default=10.0, help="the lag's bound (10 s)")
+    ap.add_argument(
+        "--history-days", type=int, default=0, help="qilu run --history-days (default 0: none)"
+    )
+    ap.add_argument("--out", type=Path, default=RESULT, help="result file")
+    ap.add_argument("--log", type=Path, default=Path("province_live.log"), help="qilu run's log")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = arguments()
+    base = load()
+    settings = client_settings(base, "cluster")
+    out: dict[str, Any] = {"benchmark": "province_live"} | run_header("bench/province_live.py")
+    argv = [sys.executable, "-m", "ops.cli", "run", "--profile", "cluster"]
+    argv += ["--scale", str(args.scale), "--history-days", str(args.history_days)]
+    argv += ["--every", "60"]
+    say(f"starting: {' '.join(argv[1:])} (log: {args.log})")
+    began = time.monotonic()
+    run = subprocess.Popen(
+        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    started = threading.Event()
+    threading.Thread(target=pump, args=(run.stderr, args.log, started), daemon=True).start()
+    samples: list[dict[str, Any]] = []
+    try:
+        while not started.wait(2.0):
+            if run.poll() is not None:
+                raise SystemExit(f"qilu run exited ({run.returncode}) before starting; {args.log}")
+        out["prepare_s"] = round(time.monotonic() - began, 1)
+        say(f"platform starting after {out['prepare_s']} s of preparation; sampling")
+        t_start = time.monotonic()
+        prev: dict[str, int] = {}
+        prev_t = time.monotonic()
+        while time.monotonic() - t_start < args.duration:
+            if run.poll() is not None:
+                raise SystemExit(f"qilu run exited ({run.returncode}); see {args.log}")
+            time.sleep(args.every)
+            now = time.monotonic()
+            sample, prev = sample_once(settings, run.pid, now - t_start, prev, now - prev_t)
+            prev_t = now
+            samples.append(sample)
+            say(
+                f"t={sample['t_s']:.0f}s lag={sample.get('lag_records')} records "
+                f"{sample.get('lag_s')} s stored={sample.get('readings_stored_total')} "
+                f"load={sample['load']:.1f}"
+            )
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.wait()
+    out["samples"] = samples
+    out |= summarise(samples, args.warmup, args.lag_target_s)
+    out["duration_s"] = args.duration
+    out["machine"]["load_at_end"] = os.getloadavg()
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    say(json.dumps({k: out.get(k) for k in ("lag", "readings_stored_per_s", "budget")}, indent=1))
+    say(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
