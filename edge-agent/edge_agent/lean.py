@@ -1,34 +1,27 @@
-"""Keeping the agent's process small on a Pi: two measures, each tied to what it works around.
+"""Keeping the agent's process small on a Pi: what works around a library's import cost.
 
-1. :func:`defer_kafka_init` (kafka-python 3.0.12, the version pinned in pyproject.toml):
-   ``import kafka`` runs ``kafka/__init__.py``, which imports the admin client, the consumer
-   and the group coordinator with their protocol schemas; an agent only produces. Before
-   kafka-python is first imported, the ``kafka`` package is registered without running that
-   file: its submodules import as usual (``kafka.producer``, ``kafka.errors``), and the first
-   access to any other name of the package (``from kafka import KafkaConsumer``) runs the
-   real ``__init__`` then, so a process that later needs the rest gets it unchanged. Saves
-   about 1.5 MB of RSS (bench/results/edge_footprint.json, ``import_rss``). When kafka-python
-   changes how its package is laid out, re-check :data:`PRODUCER_NAMES` against its
-   ``__init__``; tests/unit/test_edge_lean.py fails when the deferral stops working.
-2. :func:`release_freed_heap`: once the agent has started, the interpreter's heap holds the
-   memory that imports used for a moment (kafka-python parses its JSON protocol schemas at
-   import) and freed, in pages glibc keeps. ``malloc_trim(0)`` hands those pages back (about
-   1 MB measured); on a C library without it (musl) this does nothing.
+:func:`defer_kafka_init` (kafka-python 3.0.12, the version pinned in pyproject.toml): ``import
+kafka`` runs ``kafka/__init__.py``, which imports the admin client, the consumer and the group
+coordinator with their protocol schemas; an agent only produces. Before kafka-python is first
+imported, the ``kafka`` package is registered without running that file: its submodules
+import as usual (``kafka.producer``, ``kafka.errors``), and the first access to any other name
+of the package (``from kafka import KafkaConsumer``) runs the real ``__init__`` then, so a
+process that later needs the rest gets it unchanged. Saves about 1.2 MB of the agent's RSS
+(bench/results/edge_footprint.json; docs/adr/0007-edge-delivery-and-identity.md). When
+kafka-python changes how its package is laid out, re-check :data:`PRODUCER_NAMES` against its
+``__init__``; tests/unit/test_edge_lean.py fails when the deferral stops working.
 
-Neither changes what the agent does; both only change when and where memory is held.
+It changes when kafka-python's modules load, not what the agent does.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import sys
 import threading
 import types
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 # the names a producer takes from the package itself, and the submodule that defines each
 PRODUCER_NAMES = {"KafkaProducer": "kafka.producer"}
@@ -76,16 +69,3 @@ def kafka_init_deferred(module: types.ModuleType | None = None) -> bool:
     """Whether the ``kafka`` package in this process still waits for its ``__init__``."""
     module = module or sys.modules.get("kafka")
     return module is not None and "KafkaConsumer" not in module.__dict__
-
-
-def release_freed_heap() -> None:
-    """Return the heap's free pages to the system (glibc ``malloc_trim``); a no-op elsewhere."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        logger.debug("malloc_trim is not available: heap not trimmed")
-        return
-    trim(0)

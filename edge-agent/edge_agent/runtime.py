@@ -219,12 +219,6 @@ def check_at_start(cfg: AgentConfig, collectors: list[Collector]) -> None:
         logger.warning("agent %s: %s: %s", cfg.agent.id, p.key, p.message)
 
 
-# after start-up (the producer connected, the buffer opened), and then now and again: hand
-# the heap's freed pages back (edge_agent/lean.py)
-TRIM_AFTER_S = 5.0
-TRIM_EVERY_S = 60.0
-
-
 def run(cfg: AgentConfig) -> int:
     """Run one agent until SIGINT/SIGTERM."""
     lean.defer_kafka_init()
@@ -235,22 +229,12 @@ def run(cfg: AgentConfig) -> int:
 
         metrics.serve(cfg.agent.metrics_host, cfg.agent.metrics_port)
 
-    async def trim_heap() -> None:
-        await asyncio.sleep(TRIM_AFTER_S)
-        while True:
-            lean.release_freed_heap()
-            await asyncio.sleep(TRIM_EVERY_S)
-
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        trimmer = asyncio.create_task(trim_heap())
-        try:
-            await agent.run(stop)
-        finally:
-            trimmer.cancel()
+        await agent.run(stop)
 
     try:
         asyncio.run(main())
