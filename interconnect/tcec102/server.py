@@ -467,7 +467,10 @@ class KafkaSink(Sink):
 
     def _poll(self) -> None:
         while not self._closing.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except Exception:  # a callback's error leaves poll(): the reports must go on
+                logger.exception("tcec102 endpoint: a Kafka delivery report failed")
 
     def produce(self, batch: Batch, signer: signing.Signer) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
@@ -497,7 +500,10 @@ class KafkaSink(Sink):
             if self._wake_pending:
                 return
             self._wake_pending = True
-        loop.call_soon_threadsafe(self._settle_acks)
+        try:
+            loop.call_soon_threadsafe(self._settle_acks)
+        except RuntimeError:  # the event loop is closed: nobody waits for these answers
+            logger.debug("tcec102 endpoint: acknowledgements after the event loop closed")
 
     def _settle_acks(self) -> None:
         with self._lock:
