@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import enum
 import logging
-import operator
 import struct
 import time
 import weakref
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.rows import TupleRow
@@ -46,7 +46,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qilu.errors import BackpressureError, RetryableError
 from qilu.settings import StorageMode
-from storage.rows import Rows
+from storage.rows import RowArrays, Rows
 
 logger = logging.getLogger(__name__)
 
@@ -62,29 +62,45 @@ class WriteMethod(enum.StrEnum):
 PG_EPOCH_US = 946_684_800_000_000
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = b"\xff\xff"
-_ROW = struct.Struct(">hiiihiqidih")  # 5 fields: int4, int2, timestamptz, float8, int2
+# one row: 5 fields (int4, int2, timestamptz, float8, int2), each after its length
+_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("pk_len", ">i4"),
+        ("pk", ">i4"),
+        ("metric_len", ">i4"),
+        ("metric", ">i2"),
+        ("ts_len", ">i4"),
+        ("ts", ">i8"),
+        ("value_len", ">i4"),
+        ("value", ">f8"),
+        ("quality_len", ">i4"),
+        ("quality", ">i2"),
+    ]
+)
+_ROW_CONSTANTS = {
+    "fields": 5,
+    "pk_len": 4,
+    "metric_len": 2,
+    "ts_len": 8,
+    "value_len": 8,
+    "quality_len": 2,
+}
 
 
-def copy_payload(rows: Rows) -> bytes:
-    """The whole batch as one binary COPY stream; the per-row work runs in C (map + pack)."""
-    ts = map(operator.sub, rows.ts_us, repeat(PG_EPOCH_US))
-    body = b"".join(
-        map(
-            _ROW.pack,
-            repeat(5),
-            repeat(4),
-            rows.device_pk,
-            repeat(2),
-            rows.metric_id,
-            repeat(8),
-            ts,
-            repeat(8),
-            rows.value,
-            repeat(2),
-            rows.quality,
-        )
-    )
-    return COPY_HEADER + body + COPY_TRAILER
+def copy_payload(rows: Rows | RowArrays) -> bytes:
+    """The whole batch as one binary COPY stream: one record array filled column by column
+    (numpy does the byte order), no Python work per row."""
+    cols = RowArrays.of(rows)
+    out = np.empty(len(cols), _ROW)
+    for name, value in _ROW_CONSTANTS.items():
+        out[name] = value
+    out["pk"] = cols.device_pk
+    out["metric"] = cols.metric_id
+    out["ts"] = cols.ts_us - PG_EPOCH_US
+    out["value"] = cols.value
+    out["quality"] = cols.quality
+    return COPY_HEADER + out.tobytes() + COPY_TRAILER
 
 
 _COPY_READINGS = (
@@ -219,31 +235,32 @@ class ReadingsSink:
         )
         self._pool_timeout_s = pool_timeout_s
         self._statement_timeout = str(statement_timeout_ms)
-        self._pending = Rows()
+        self._pending: list[Rows | RowArrays] = []
         self._staged: weakref.WeakSet[psycopg.Connection[TupleRow]] = weakref.WeakSet()
         self._staging = False  # the last batch held duplicates: stage until one does not
         self._partition_hours: set[int] = set()  # hours known to have a partition
         self._parts = parts
 
-    def add(self, rows: Rows) -> None:
-        self._pending.extend(rows)
+    def add(self, rows: Rows | RowArrays) -> None:
+        if len(rows):
+            self._pending.append(rows)
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return sum(map(len, self._pending))
 
     def discard(self) -> None:
         """Forget the pending batch (its Kafka records will be redelivered to someone)."""
-        self._pending = Rows()
+        self._pending = []
         for part in self._parts:
             part.discard()
 
     def flush(self) -> WriteResult:
         """Write the pending rows in one transaction; on success the batch is cleared."""
-        rows = self._pending
         start = time.perf_counter()
-        if not rows and not any(part.pending for part in self._parts):
+        if not self._pending and not any(part.pending for part in self._parts):
             return WriteResult(0, 0, 0.0)
+        rows = RowArrays.concat(self._pending)
         try:
             try:
                 if self._mode is StorageMode.POSTGRES and rows:
@@ -266,20 +283,20 @@ class ReadingsSink:
             raise RetryableError(f"write conflict, retrying: {exc}") from exc
         except psycopg.OperationalError as exc:
             raise RetryableError(f"database unavailable: {exc}") from exc
-        self._pending = Rows()
+        self._pending = []
         for part in self._parts:
             part.committed()
         return WriteResult(len(rows), inserted, time.perf_counter() - start)
 
     # -- internals ------------------------------------------------------------------------------
-    def _ensure_partitions(self, rows: Rows) -> None:
+    def _ensure_partitions(self, rows: RowArrays) -> None:
         """Create the partitions of the hours this batch has rows in (not of the hours in
         between: one reading from years ago must not create years of partitions)."""
         known = self._partition_hours
-        lo, hi = min(rows.ts_us) // _HOUR_US, max(rows.ts_us) // _HOUR_US
+        lo, hi = int(rows.ts_us.min()) // _HOUR_US, int(rows.ts_us.max()) // _HOUR_US
         if hi - lo <= 1 and lo in known and hi in known:
             return  # the usual batch: live data of one or two hours already seen
-        missing = set(map(operator.floordiv, rows.ts_us, repeat(_HOUR_US))) - known
+        missing = set(np.unique(rows.ts_us // _HOUR_US).tolist()) - known
         if not missing:
             return
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
@@ -287,7 +304,7 @@ class ReadingsSink:
                 conn.execute(_ENSURE_PARTITIONS, (h * _HOUR_US, h * _HOUR_US))
         known |= missing
 
-    def _write(self, rows: Rows) -> int:
+    def _write(self, rows: RowArrays) -> int:
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(
@@ -308,7 +325,7 @@ class ReadingsSink:
             return inserted
 
     def _write_copy(
-        self, conn: psycopg.Connection[TupleRow], cur: psycopg.Cursor[TupleRow], rows: Rows
+        self, conn: psycopg.Connection[TupleRow], cur: psycopg.Cursor[TupleRow], rows: RowArrays
     ) -> int:
         payload = copy_payload(rows)
         if not self._staging:
@@ -334,7 +351,7 @@ class ReadingsSink:
             self._staging = False  # no duplicates any more: back to the direct COPY
         return inserted
 
-    def _write_unnest(self, cur: psycopg.Cursor[TupleRow], rows: Rows) -> int:
+    def _write_unnest(self, cur: psycopg.Cursor[TupleRow], rows: RowArrays) -> int:
         inserted = 0
         for lo in range(0, len(rows), self._chunk):
             hi = lo + self._chunk
@@ -351,14 +368,13 @@ class ReadingsSink:
             inserted += cur.rowcount
         return inserted
 
-    def _write_liveness(self, cur: psycopg.Cursor[TupleRow], rows: Rows) -> None:
-        last = newest_per_device(rows)
-        devs = sorted(last)
+    def _write_liveness(self, cur: psycopg.Cursor[TupleRow], rows: RowArrays) -> None:
+        devs, last = newest_per_device(rows)
         for lo in range(0, len(devs), self._chunk):
-            part = devs[lo : lo + self._chunk]
-            cur.execute(_LIVENESS, (array_literal(part), array_literal([last[d] for d in part])))
+            hi = lo + self._chunk
+            cur.execute(_LIVENESS, (array_literal(devs[lo:hi]), array_literal(last[lo:hi])))
 
-    def _write_invalidations(self, cur: psycopg.Cursor[TupleRow], rows: Rows) -> None:
+    def _write_invalidations(self, cur: psycopg.Cursor[TupleRow], rows: RowArrays) -> None:
         row = cur.execute(_WATERMARK).fetchone()
         watermark = row[0] if row and row[0] is not None else None
         ranges = touched_ranges(rows, watermark)
@@ -374,26 +390,32 @@ class ReadingsSink:
             )
 
 
-def array_literal(values: list[int] | list[float]) -> str:
+def array_literal(values: list[int] | list[float] | npt.NDArray[np.generic]) -> str:
     """A PostgreSQL array literal of numbers (``{1,2,3}``), built in C by ``map``/``join``.
 
     psycopg dumps a Python list element by element in Python with a quoting regexp per
     element: 7 % of the consumer's time for the liveness arrays (bench/ingest.py --profile).
     Numbers need no quoting; ``repr`` of a float round-trips exactly."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     return "{" + ",".join(map(repr, values)) + "}"
 
 
-def newest_per_device(rows: Rows) -> dict[int, int]:
-    """device_pk -> newest timestamp (us) of the batch."""
-    last: dict[int, int] = {}
-    get = last.get
-    for d, t in zip(rows.device_pk, rows.ts_us, strict=True):
-        if t > get(d, -1):
-            last[d] = t  # noqa: PERF403 - a max per key, not a plain mapping
-    return last
+def newest_per_device(
+    rows: Rows | RowArrays,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """The batch's devices in ascending order and the newest timestamp (µs) of each."""
+    cols = RowArrays.of(rows)
+    order = np.lexsort((cols.ts_us, cols.device_pk))  # by device, then time
+    devs = cols.device_pk[order]
+    last = np.ones(len(devs), bool)  # the last row of each device: its newest
+    last[:-1] = devs[1:] != devs[:-1]
+    return devs[last], cols.ts_us[order][last]
 
 
-def touched_ranges(rows: Rows, watermark_us: int | None) -> list[tuple[int | None, int, int]]:
+def touched_ranges(
+    rows: Rows | RowArrays, watermark_us: int | None
+) -> list[tuple[int | None, int, int]]:
     """What the rollup refresh must recompute for this batch, as (device or None, lo, hi).
 
     Rows at or after the minute watermark give one range for all devices (the advance of the
@@ -401,22 +423,23 @@ def touched_ranges(rows: Rows, watermark_us: int | None) -> list[tuple[int | Non
     them while this transaction was open). Older rows (late data) give one range per device,
     so a device uploading a backlog costs a recomputation of that device only.
     """
-    lo, hi = min(rows.ts_us), max(rows.ts_us)
+    cols = RowArrays.of(rows)
+    ts = cols.ts_us
+    lo, hi = int(ts.min()), int(ts.max())
     if watermark_us is None or lo >= watermark_us:
         return [(None, lo, hi)]
-    late: dict[int, tuple[int, int]] = {}
-    live_lo, live_hi = None, None
-    for d, t in zip(rows.device_pk, rows.ts_us, strict=True):
-        if t >= watermark_us:
-            live_lo = t if live_lo is None or t < live_lo else live_lo
-            live_hi = t if live_hi is None or t > live_hi else live_hi
-            continue
-        got = late.get(d)
-        if got is None:
-            late[d] = (t, t)
-        elif t < got[0] or t > got[1]:
-            late[d] = (min(t, got[0]), max(t, got[1]))
-    out: list[tuple[int | None, int, int]] = [(d, a, b) for d, (a, b) in sorted(late.items())]
-    if live_lo is not None and live_hi is not None:
-        out.append((None, live_lo, live_hi))
+    late = ts < watermark_us
+    devs, late_ts = cols.device_pk[late], ts[late]
+    order = np.lexsort((late_ts, devs))
+    devs, late_ts = devs[order], late_ts[order]
+    first = np.ones(len(devs), bool)
+    first[1:] = devs[1:] != devs[:-1]
+    last = np.ones(len(devs), bool)
+    last[:-1] = first[1:]
+    out: list[tuple[int | None, int, int]] = list(
+        zip(devs[first].tolist(), late_ts[first].tolist(), late_ts[last].tolist(), strict=True)
+    )
+    live = ts[~late]
+    if len(live):
+        out.append((None, int(live.min()), int(live.max())))
     return out

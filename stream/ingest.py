@@ -96,6 +96,54 @@ class BatchOutcome:
         self.examples.setdefault(key, detail)
 
 
+@dataclass(slots=True)
+class _Authentic:
+    """A record whose envelope decoded and passed authentication, awaiting validation."""
+
+    env: Envelope
+    sites: frozenset[str] | None
+    key: bytes | None
+    value: bytes
+    source: str  # topic/partition/offset
+    where: tuple[str, int, int]
+    gap_letter: DeadLetter | None  # its gap records refused, if any
+    slow: bool = False  # a reading refused or a key repeated: validated one by one
+
+
+def _records(polled: dict[TopicPartition, list[Any]]) -> tuple[list[Record], list[float]]:
+    """What the consumer polled as :data:`Record` tuples, and the broker's append time
+    (LogAppendTime, in seconds) of those that have one."""
+    records: list[Record] = []
+    appended_s: list[float] = []
+    for recs in polled.values():
+        for r in recs:
+            appended = r.timestamp * 1000 if r.timestamp_type == LOG_APPEND_TIME else None
+            records.append((r.topic, r.partition, r.offset, r.key, r.value, r.headers, appended))
+            if appended is not None:
+                appended_s.append(r.timestamp / 1000)
+    return records, appended_s
+
+
+def _observe_age(stage: str, appended_s: list[float]) -> None:
+    """The age of each record of the batch at ``stage`` (from the broker's append time;
+    records of topics without LogAppendTime are not counted)."""
+    if appended_s:
+        observe = metrics.RECORD_AGE.labels(stage).observe
+        now = time.time()
+        for t in appended_s:
+            observe(now - t)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A record refused whole (undecodable, not authentic)."""
+
+    letter: DeadLetter
+    agent: str
+    where: tuple[str, int, int]
+    readings: int  # what the envelope held, for the summary (0: not decoded)
+
+
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
     """Notes revocations and the partitions assigned since the loop last compared their
     offsets with the database's (the comparison blocks on the broker, which a listener
@@ -170,62 +218,87 @@ class IngestConsumer:
 
     # -- the pure part: records in, rows and dead letters out ---------------------------------
     def process(self, records: list[Record]) -> BatchOutcome:
-        """Authenticate, decode and validate records (:data:`Record`) into the sink."""
+        """Authenticate, decode and validate records (:data:`Record`) into the sink.
+
+        Two passes: each record is decoded and authenticated (a refusal of the whole record
+        is noted in its place); then the readings of all authentic envelopes are validated
+        at once (:meth:`Validator.validate_batch`), and the envelopes with a refused reading
+        one by one, which gives the reasons. Dead letters come out in the records' order."""
         out = BatchOutcome(records=len(records))
         now_us = time.time_ns() // 1000
         if time.monotonic() - self._index_loaded > INDEX_MAX_AGE_S:  # decommissionings, moves
             self._validator = self._new_validator()
             self._index_loaded = time.monotonic()
-        for rec in records:
-            topic, partition, offset, key, value = rec[0], rec[1], rec[2], rec[3], rec[4]
-            source = f"{topic}/{partition}/{offset}"
-            where = (topic, partition, offset)
-            if value is None:  # a tombstone (null value): nothing to decode
-                letter = DeadLetter(key, b"", "malformed", "record has no value", source)
-                self._refuse(out, letter, key_agent(key), where, now_us)
-                continue
-            try:
-                env = decode(value)
-            except DecodeError as exc:
-                letter = DeadLetter(key, value, exc.reason, exc.detail, source)
-                self._refuse(out, letter, key_agent(key), where, now_us)
-                self._observe_after_loss(rec, None)
-                continue
-            self._observe_after_loss(rec, env)
-            sites = None
-            if self._agents is not None:
-                verdict = self._agents.check(
-                    env.agent_id,
-                    rec[5] if len(rec) == 7 else None,  # the Record variants
-                    value,
-                    rec[6] if len(rec) == 7 else None,
+        steps = [self._open(rec, now_us) for rec in records]
+        authentic = [s for s in steps if isinstance(s, _Authentic)]
+        rows, slow = self._validator.validate_batch(
+            [a.env for a in authentic], now_us, [a.sites for a in authentic]
+        )
+        self._sink.add(rows)
+        for i in slow:
+            authentic[i].slow = True
+        for step in steps:
+            if isinstance(step, _Refused):
+                self._refuse(
+                    out, step.letter, step.agent, step.where, now_us, readings=step.readings
                 )
-                if verdict.reason is not None:
-                    letter = DeadLetter(key, value, verdict.reason, verdict.detail, source)
-                    self._refuse(out, letter, env.agent_id, where, now_us, readings=len(env))
-                    continue
-                sites = verdict.sites
-            if env.gaps and self._gaps is not None:
-                env.gaps, bad_gaps = validate_gaps(env, now_us, self._cfg.max_future_skew_s)
-                self._gaps.add(env)
-                if bad_gaps:
-                    why = ", ".join(sorted({r.reason for r in bad_gaps}))
-                    detail = f"{len(bad_gaps)} gap record(s) rejected: {why}"
-                    letter = DeadLetter(
-                        key, value, "rejected_gaps", detail, source, tuple(bad_gaps)
-                    )
-                    self._refuse(out, letter, env.agent_id, where, now_us)
-            rows, rejected = self._validate(env, now_us, sites)
-            self._sink.add(rows)
+                continue
+            env = step.env
+            if step.gap_letter is not None:
+                self._refuse(out, step.gap_letter, env.agent_id, step.where, now_us)
+            if not step.slow:
+                continue
+            exact, rejected = self._validate(env, now_us, step.sites)
+            self._sink.add(exact)
             out.rejected += len(rejected)
             if rejected:
                 reasons = sorted({r.reason for r in rejected})
                 detail = f"{len(rejected)} of {len(env)} readings rejected: {', '.join(reasons)}"
                 letter = DeadLetter(
-                    key, value, "rejected_readings", detail, source, tuple(rejected)
+                    step.key, step.value, "rejected_readings", detail, step.source, tuple(rejected)
                 )
-                self._refuse(out, letter, env.agent_id, where, now_us, devices=env.devices)
+                self._refuse(out, letter, env.agent_id, step.where, now_us, devices=env.devices)
         return out
+
+    def _open(self, rec: Record, now_us: int) -> _Refused | _Authentic:
+        """Decode and authenticate one record: its envelope, or the refusal of the whole
+        record."""
+        topic, partition, offset, key, value = rec[0], rec[1], rec[2], rec[3], rec[4]
+        source = f"{topic}/{partition}/{offset}"
+        where = (topic, partition, offset)
+        if value is None:  # a tombstone (null value): nothing to decode
+            letter = DeadLetter(key, b"", "malformed", "record has no value", source)
+            return _Refused(letter, key_agent(key), where, 0)
+        try:
+            env = decode(value)
+        except DecodeError as exc:
+            self._observe_after_loss(rec, None)
+            letter = DeadLetter(key, value, exc.reason, exc.detail, source)
+            return _Refused(letter, key_agent(key), where, 0)
+        self._observe_after_loss(rec, env)
+        sites = None
+        if self._agents is not None:
+            verdict = self._agents.check(
+                env.agent_id,
+                rec[5] if len(rec) == 7 else None,  # the Record variants
+                value,
+                rec[6] if len(rec) == 7 else None,
+            )
+            if verdict.reason is not None:
+                letter = DeadLetter(key, value, verdict.reason, verdict.detail, source)
+                return _Refused(letter, env.agent_id, where, len(env))
+            sites = verdict.sites
+        gap_letter = None
+        if env.gaps and self._gaps is not None:
+            env.gaps, bad_gaps = validate_gaps(env, now_us, self._cfg.max_future_skew_s)
+            self._gaps.add(env)
+            if bad_gaps:
+                why = ", ".join(sorted({r.reason for r in bad_gaps}))
+                detail = f"{len(bad_gaps)} gap record(s) rejected: {why}"
+                gap_letter = DeadLetter(
+                    key, value, "rejected_gaps", detail, source, tuple(bad_gaps)
+                )
+        return _Authentic(env, sites, key, value, source, where, gap_letter)
 
     def _note_offsets(self, polled: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, int]:
         """The batch's first offset per partition; the next ones noted for the database."""
@@ -403,19 +476,8 @@ class IngestConsumer:
                     self._idle_round(consumer)
                     continue
                 self._listener.revoked = False
-                records: list[Record] = [
-                    (
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        r.value,
-                        r.headers,
-                        r.timestamp * 1000 if r.timestamp_type == LOG_APPEND_TIME else None,
-                    )
-                    for recs in polled.values()
-                    for r in recs
-                ]
+                records, appended_s = _records(polled)
+                _observe_age("polled", appended_s)
                 firsts = self._note_offsets(polled)
                 outcome = self.process(records)
                 self._close_loss_windows(consumer)
@@ -425,6 +487,7 @@ class IngestConsumer:
                 ):
                     self._abort_batch(consumer, firsts)
                     continue
+                _observe_age("stored", appended_s)
                 if self._cfg.failpoint_after_db_commit_s:
                     self._failpoint_after_db_commit()
                 try:
@@ -440,6 +503,7 @@ class IngestConsumer:
                     self._idle(consumer, 1.0)
                     continue
                 metrics.LAST_COMMIT.set_to_current_time()
+                _observe_age("committed", appended_s)
                 metrics.RECORDS.labels("committed").inc(outcome.records)
                 if outcome.refused:
                     self._log_refusals(outcome)

@@ -24,6 +24,14 @@ FLUSH_SECONDS = Histogram(
     "Database transaction time per flushed batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+RECORD_AGE = Histogram(
+    "qilu_ingest_record_age_seconds",
+    "Time since the broker appended a record (its LogAppendTime) when the ingest had polled it"
+    " (stage=polled), stored its readings (stage=stored: the database transaction committed)"
+    " and committed its offset (stage=committed): where produce-to-stored latency goes",
+    ["stage"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RETRIES = Counter(
     "qilu_ingest_retries_total", "Batches retried after a database or broker failure", ["cause"]
 )

@@ -15,24 +15,91 @@ Returns the accepted readings as columns ready for the database and one
     same device, metric and time in one envelope with another value or quality; the first
     one is kept. An identical repeat is dropped silently.)
 
+:meth:`Validator.validate_batch` checks a whole batch of envelopes at once with numpy and
+hands over the readings of every envelope that is entirely acceptable; the others (any
+reading refused, a repeated key, an unexpected type) go through :meth:`Validator.validate`
+one by one, which gives the reasons. Both paths accept exactly the same readings
+(tests/unit/test_validate_batch.py compares them).
+
 :func:`validate_gaps` does the same for an envelope's gap records.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from itertools import chain, repeat
+
+import numpy as np
+import numpy.typing as npt
 
 from qilu.contract import Envelope, Gap
 from qilu.devices import KINDS
 from qilu.errors import Rejection
-from storage.rows import Rows
+from storage.rows import RowArrays, Rows
 
 MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 _QUALITIES = frozenset({0, 1, 2})
 # device id -> (device pk, kind, metric key -> (metric id, low, high), site id, retired from µs)
 _Entry = tuple[int, str, dict[str, tuple[int, float, float]], str | None, int | None]
+_NEVER = np.iinfo(np.int64).max
+_EXACT_INT_FLOAT = 2**53  # ints up to this compare with the float bounds as floats, exactly
+# multipliers of the key hash that tells whether an envelope repeats a (device, metric, time)
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+class _Arrays:
+    """The registry as arrays for :meth:`Validator.validate_batch`: device id -> row, and per
+    row the device's pk, kind, site and decommissioning; per (kind, metric) the metric id and
+    the valid range."""
+
+    def __init__(
+        self,
+        index: Mapping[str, _Entry],
+        metric_ids: Mapping[str, int],
+    ) -> None:
+        kinds = sorted(KINDS)
+        kind_no = {k: i for i, k in enumerate(kinds)}
+        self.metric_no = {m: i for i, m in enumerate(sorted(metric_ids))}
+        shape = (len(kinds), max(1, len(self.metric_no)))
+        self.known = np.zeros(shape, bool)  # the kind has the metric
+        self.metric_id = np.zeros(shape, np.int16)
+        self.low = np.zeros(shape, np.float64)
+        self.high = np.zeros(shape, np.float64)
+        for spec in KINDS.values():
+            for m in spec.metrics:
+                if m.key in metric_ids:
+                    at = kind_no[spec.key], self.metric_no[m.key]
+                    self.known[at] = True
+                    self.metric_id[at] = metric_ids[m.key]
+                    self.low[at], self.high[at] = m.low, m.high
+        n = len(index)
+        self.row: dict[str, int] = {}
+        self.pk = np.empty(n, np.int32)
+        self.kind = np.empty(n, np.intp)
+        self.site = np.empty(n, np.intp)  # -1: no site
+        self.retired = np.full(n, _NEVER, np.int64)
+        self.site_no: dict[str, int] = {}
+        for r, (dev, (pk, kind, _specs, site, retired_from)) in enumerate(index.items()):
+            self.row[dev] = r
+            self.pk[r] = pk
+            self.kind[r] = kind_no[kind]
+            self.site[r] = -1 if site is None else self.site_no.setdefault(site, len(self.site_no))
+            if retired_from is not None:
+                self.retired[r] = retired_from
+        self._masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
+
+    def site_mask(self, sites: AbstractSet[str]) -> npt.NDArray[np.bool_]:
+        """Site number -> in ``sites``; the last entry (number -1: no site) is False."""
+        mask = self._masks.get(sites) if isinstance(sites, frozenset) else None
+        if mask is None:
+            mask = np.zeros(len(self.site_no) + 1, bool)
+            numbers = [self.site_no[s] for s in sites if s in self.site_no]
+            mask[numbers] = True
+            if isinstance(sites, frozenset):
+                self._masks[sites] = mask
+        return mask
 
 
 class Validator:
@@ -67,9 +134,93 @@ class Validator:
         }
         self._skew_us = int(max_future_skew_s * 1_000_000)
         self._max_age_us = None if max_age_s is None else int(max_age_s * 1_000_000)
+        self._arrays = _Arrays(self._index, metric_ids)
 
     def knows(self, device_id: str) -> bool:
         return device_id in self._devices
+
+    def validate_batch(
+        self,
+        envs: Sequence[Envelope],
+        now_us: int,
+        sites: Sequence[AbstractSet[str] | None],
+    ) -> tuple[RowArrays, list[int]]:
+        """The readings of every envelope whose readings are all acceptable (``sites[i]``: the
+        sites of the agent that sent ``envs[i]``, as for :meth:`validate`), and the indexes of
+        the other envelopes, for :meth:`validate` to tell what is wrong with them.
+
+        The checks of :meth:`validate`, on the whole batch at once: one dictionary lookup per
+        reading (the device), the rest in numpy. An envelope that repeats a (device, metric,
+        time) goes to :meth:`validate` too (identical repeats are dropped there)."""
+        a = self._arrays
+        lens = [len(e) for e in envs]
+        n = sum(lens)
+        try:
+            devices = list(chain.from_iterable(e.devices for e in envs))
+            metrics = list(chain.from_iterable(e.metrics for e in envs))
+            ts_col = list(chain.from_iterable(e.ts_us for e in envs))
+            value_col = list(chain.from_iterable(e.values for e in envs))
+            quality_col = list(chain.from_iterable(e.qualities for e in envs))
+            value_types = set(map(type, value_col))
+            if not (
+                set(map(type, devices)) <= {str}
+                and set(map(type, metrics)) <= {str}
+                and set(map(type, ts_col)) <= {int}
+                and value_types <= {float, int}
+                and set(map(type, quality_col)) <= {int}
+            ):
+                return RowArrays.of(Rows()), list(range(len(envs)))
+            row = np.fromiter(map(a.row.get, devices, repeat(-1)), np.intp, n)
+            metric = np.fromiter(map(a.metric_no.get, metrics, repeat(-1)), np.intp, n)
+            ts = np.fromiter(ts_col, np.int64, n)
+            value = np.fromiter(value_col, np.float64, n)
+            quality = np.fromiter(quality_col, np.int64, n)
+        except OverflowError:  # an integer beyond 64 bits: validate() says which
+            return RowArrays.of(Rows()), list(range(len(envs)))
+        if int in value_types and n and np.abs(value).max() > _EXACT_INT_FLOAT:
+            return RowArrays.of(Rows()), list(range(len(envs)))
+        ok = (row >= 0) & (metric >= 0)
+        row[~ok] = 0
+        metric[~ok] = 0
+        kind = a.kind[row]
+        min_ts = MIN_TS_US if self._max_age_us is None else now_us - self._max_age_us
+        min_ts = max(min_ts, MIN_TS_US)
+        ok &= a.known[kind, metric]
+        ok &= (ts >= min_ts) & (ts <= now_us + self._skew_us) & (ts < a.retired[row])
+        ok &= np.isfinite(value) & (value >= a.low[kind, metric]) & (value <= a.high[kind, metric])
+        ok &= (quality >= 0) & (quality <= 2)
+        bounds = np.zeros(len(envs) + 1, np.intp)
+        np.cumsum(lens, out=bounds[1:])
+        site = a.site[row]
+        for i, agent_sites in enumerate(sites):
+            if agent_sites is not None and lens[i]:
+                lo, hi = bounds[i], bounds[i + 1]
+                ok[lo:hi] &= a.site_mask(agent_sites)[site[lo:hi]]
+        env_of = np.repeat(np.arange(len(envs)), lens)
+        slow = np.zeros(len(envs), bool)
+        slow[env_of[~ok]] = True
+        pk = a.pk[row]
+        metric_id = a.metric_id[kind, metric]
+        # a repeated (envelope, device, metric, time) has a repeated hash; a hash repeated
+        # without one (a collision) only sends its envelopes the exact way
+        key = (
+            ts.astype(np.uint64) * _MIX[0]
+            ^ ((pk.astype(np.uint64) << np.uint64(16)) | metric_id.astype(np.uint64)) * _MIX[1]
+            ^ env_of.astype(np.uint64) * _MIX[2]
+        )
+        ordered = np.sort(key)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if len(repeated):
+            slow[env_of[np.isin(key, repeated)]] = True
+        keep = ~slow[env_of]
+        rows = RowArrays(
+            pk[keep],
+            metric_id[keep],
+            ts[keep],
+            value[keep],
+            quality[keep].astype(np.int16),
+        )
+        return rows, np.flatnonzero(slow).tolist()
 
     def validate(
         self, env: Envelope, now_us: int, sites: AbstractSet[str] | None = None

@@ -66,7 +66,8 @@ def test_copy_payload_of_nothing_is_a_valid_empty_stream() -> None:
 
 def test_newest_per_device_takes_the_maximum_not_the_last() -> None:
     r = rows((1, 1, 30, 0, 0), (1, 2, 10, 0, 0), (2, 1, 5, 0, 0), (1, 3, 20, 0, 0))
-    assert newest_per_device(r) == {1: 30, 2: 5}
+    devices, newest = newest_per_device(r)
+    assert dict(zip(devices.tolist(), newest.tolist(), strict=True)) == {1: 30, 2: 5}
 
 
 def test_live_batch_is_one_range_for_all_devices() -> None:
