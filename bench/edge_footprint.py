@@ -15,12 +15,13 @@ mostly interpreter and libraries.
 ``--tls``: the agent as a production Pi runs it, over TLS: SASL/SCRAM on a SASL_SSL agents'
 listener, the broker's certificate checked against a CA of ``qilu pki``. That is a private
 broker of the benchmark's own (tests/integration/faults.py ``private_kafka``), started and
-removed by it; the shared broker's agents' listener is plaintext SASL. ``--python``: run the
-agent (and the import measurements) with another interpreter, e.g. a virtualenv holding only
-the edge install (edge-agent/INSTALL-PI.md).
+removed by it; the shared broker's agents' listener is plaintext SASL. ``--edge-install``: run
+the agent (and the import measurements) in a fresh virtualenv holding only the edge install
+(``pip install qilu-telemetry`` without an extra, as edge-agent/INSTALL-PI.md does on a Pi),
+made and removed by the benchmark; ``--python``: another interpreter of your own.
 
     python bench/edge_footprint.py [--rates 1000 10000] [--warmup 10] [--window 30] [--cpu 1]
-                                   [--tls] [--python PATH]
+                                   [--tls] [--edge-install | --python PATH]
 
 The set-up shared with bench/edge_catchup.py (topics, the agent process, the result file)
 is in bench/edge_support.py.
@@ -138,6 +139,24 @@ def tls_target(password: str) -> Iterator[tuple[Target, Path]]:
 
 
 @contextmanager
+def edge_interpreter(args: argparse.Namespace) -> Iterator[str]:
+    """``--edge-install``: the python of a virtualenv with only the edge install (no pip in it:
+    this environment's pip fills it), removed afterwards; else ``--python``."""
+    if not args.edge_install:
+        yield args.python
+        return
+    with tempfile.TemporaryDirectory(prefix="qilu-edge-venv-") as tmp:
+        venv = Path(tmp) / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        python = str(venv / "bin" / "python")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", str(REPO)],
+            check=True,
+        )
+        yield python
+
+
+@contextmanager
 def target_of(args: argparse.Namespace) -> Iterator[Target]:
     if not args.tls:
         yield Target(args.bootstrap, args.bootstrap)
@@ -250,6 +269,12 @@ def main() -> None:
         "install (default: this one)",
     )
     ap.add_argument(
+        "--edge-install",
+        action="store_true",
+        help="run the agent in a fresh virtualenv with only the edge install (made for the "
+        "run: pip install of this repository without an extra)",
+    )
+    ap.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -259,7 +284,12 @@ def main() -> None:
     args = ap.parse_args()
     runs = []
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    with target_of(args) as target, bench_topics(target.internal) as prefix:
+    with (
+        edge_interpreter(args) as python,
+        target_of(args) as target,
+        bench_topics(target.internal) as prefix,
+    ):
+        args.python = python
         grant(target, prefix)
         for rate in args.rates:
             print(
@@ -270,7 +300,7 @@ def main() -> None:
             r = measure(rate, args, target, prefix)
             print(json.dumps(r), flush=True)
             runs.append(r)
-    imports = import_costs(args.python)
+        imports = import_costs(args.python)
     for row in imports:
         print(f"  {row['step']:<42} {row['rss_mb']:>6} MB  (+{row['adds_mb']})")
     fields = {
@@ -278,7 +308,13 @@ def main() -> None:
         "durable_buffer": f"sqlite WAL, buffer.fsync = {args.fsync}",
         "handover_every_s": args.tick,
         "kafka": "SASL_SSL (TLS, SCRAM-SHA-512), private broker" if args.tls else "PLAINTEXT",
-        "interpreter": "this one" if args.python == sys.executable else "--python",
+        "interpreter": (
+            "a fresh virtualenv with only the edge install"
+            if args.edge_install
+            else "this one"
+            if args.python == sys.executable
+            else "--python"
+        ),
         "load_average_before": load_before,
         "load_average_after": Path("/proc/loadavg").read_text().split()[:3],
         "targets": {"peak_rss_mb": 33, "cpu_pct_per_1000_readings_s": 3},
