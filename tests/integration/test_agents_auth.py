@@ -261,7 +261,7 @@ def test_provision_rotate_revoke_with_audit_rows(
         "QILU_KAFKA__AGENT_BOOTSTRAP": s.kafka.agent_bootstrap,
         "QILU_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
     }
-    cli = [sys.executable, "-m", "provisioning.cli", "--log-level", "WARNING", "agents"]
+    cli = [sys.executable, "-m", "ops.cli", "--log-level", "WARNING", "agents"]
     out = subprocess.run(
         [*cli, "provision", "gw-1", "--city", city, "--sector", "charging"],
         env=env,
@@ -416,7 +416,7 @@ def cli_env(s: Settings) -> dict[str, str]:
     }
 
 
-QILU_AGENTS = [sys.executable, "-m", "provisioning.cli", "--log-level", "WARNING", "agents"]
+QILU_AGENTS = [sys.executable, "-m", "ops.cli", "--log-level", "WARNING", "agents"]
 
 
 def test_changed_rights_reach_the_broker_acls_and_the_ingest(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import itertools
 import re
 import tomllib
@@ -169,6 +170,38 @@ def test_function_level_imports_and_named_modules_are_read() -> None:
     found = _real()
     assert any(a.in_function for a in found)
     assert any(a.src == "ops" and a.what == "api.cli" for a in found)  # COMMAND_MODULES
+
+
+def test_every_module_named_as_text_exists() -> None:
+    """A module named as text (a ``python -m`` spawn, ``import_module``, ``COMMAND_MODULES``)
+    anywhere in the repository, tests and benchmarks included, is one that exists: a move that
+    rewrites imports but misses a string fails here, not in a subprocess."""
+    missing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0].startswith(".") or "node_modules" in rel.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            missing.extend(
+                f"{rel}:{getattr(node, 'lineno', '?')}: {name}"
+                for name in _named_modules(node)
+                if not _exists(name)
+            )
+    assert missing == []
+
+
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def test_a_misspelt_spawn_is_caught() -> None:
+    spawn = ast.parse('CMD = [sys.executable, "-m", "provisioning.cli", "agents"]')
+    assert [n for node in ast.walk(spawn) for n in _named_modules(node) if not _exists(n)] == [
+        "provisioning.cli"
+    ]
 
 
 def test_every_package_has_a_floor() -> None:
