@@ -19,13 +19,15 @@ import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from qilu.catalog import Catalog
 from qilu.contract import Sector
 from qilu.devices import KINDS
 from qilu.errors import QiluError
 from qilu.registry import Device, Site
+
+if TYPE_CHECKING:  # pydantic's: the IEC 104 collector imports this module on a Pi
+    from qilu.catalog import Catalog
 
 Format = Literal["csv", "xlsx"]
 Status = Literal["active", "maintenance", "decommissioned"]

@@ -12,7 +12,6 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from qilu.catalog import load_catalog
 from qilu.contract import Sector
 from qilu.devices import KINDS
 
@@ -108,6 +107,8 @@ def generate(seed: int = 1, scale: float = 0.02) -> Registry:
     """A province-like registry; the same (seed, scale) always gives the same registry."""
     if scale <= 0:
         raise ValueError("scale must be positive")
+    from qilu.catalog import load_catalog  # pydantic: not for a collector's import (edge)
+
     rng = random.Random(seed)
     cities = load_catalog().cities
     weights = [c.weight for c in cities]

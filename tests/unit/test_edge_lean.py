@@ -109,3 +109,18 @@ def test_kafkas_deferred_init_loads_the_producer_alone_and_the_rest_on_demand() 
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "ok"
+
+
+def test_the_iec104_collector_loads_without_pydantic() -> None:
+    # a substation's agent reads its point tables with qilu.inventory's CSV reader; the target
+    # catalog (pydantic models, ~9 MB of RSS with their schemas) is for the platform's imports
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "import collectors.iec104.collector, qilu.pointtable, qilu.inventory, qilu.registry\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'qilu.catalog'))))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[]"
