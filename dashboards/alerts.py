@@ -12,6 +12,8 @@ Rules:
   online now (per city and sector);
 - ``qilu-devices-silent``: share of recently active devices silent beyond their kind's
   expected interval (per city and sector) above 5 %;
+  both read the view ``device_connected`` (migration 066: today's registry in service and the
+  one liveness rule coverage, the API and the dashboards use);
 - ``qilu-consumer-lag``, ``qilu-dead-letters``, ``qilu-edge-drops``: from Prometheus;
 - ``qilu-storage-job-failing`` (timescale mode): the last run of a TimescaleDB background job
   of the platform failed and the server backs off before retrying (storage/jobs.py);
@@ -90,30 +92,23 @@ SITE_SILENT = SqlSpec(
   SELECT DISTINCT site_id FROM site_liveness_1h
   WHERE bucket > now() - interval '24 hours' AND devices_reporting > 0),
 per_site AS (
-  SELECT d.site_id,
-    count(l.device_pk) FILTER (WHERE l.last_seen > now() - k.expected_interval) AS live
-  FROM devices d
-  JOIN recent r ON r.site_id = d.site_id
-  JOIN device_kinds k ON k.kind = d.kind
-  LEFT JOIN device_liveness l ON l.device_pk = d.device_pk
-  GROUP BY d.site_id)
-SELECT s.city_code AS "city_code", s.sector AS "sector",
+  SELECT c.site_id, c.city_code, c.sector, count(*) FILTER (WHERE c.online) AS live
+  FROM device_connected c
+  JOIN recent r ON r.site_id = c.site_id
+  GROUP BY c.site_id, c.city_code, c.sector)
+SELECT p.city_code AS "city_code", p.sector AS "sector",
   count(*) FILTER (WHERE p.live = 0)::float8 AS "silent_sites"
-FROM per_site p JOIN sites s ON s.site_id = p.site_id
-GROUP BY s.city_code, s.sector""",
+FROM per_site p
+GROUP BY p.city_code, p.sector""",
     (("city_code", S), ("sector", S), ("silent_sites", N)),
 )
 
 DEVICES_SILENT = SqlSpec(
-    """SELECT s.city_code AS "city_code", s.sector AS "sector",
-  100.0 * count(*) FILTER (WHERE l.last_seen <= now() - k.expected_interval) / count(*)
-    AS "silent_pct"
-FROM device_liveness l
-JOIN devices d ON d.device_pk = l.device_pk
-JOIN device_kinds k ON k.kind = d.kind
-JOIN sites s ON s.site_id = d.site_id
-WHERE l.last_seen > now() - interval '7 days'
-GROUP BY s.city_code, s.sector""",
+    """SELECT c.city_code AS "city_code", c.sector AS "sector",
+  100.0 * count(*) FILTER (WHERE c.state = 'offline') / count(*) AS "silent_pct"
+FROM device_connected c
+WHERE c.last_seen > now() - interval '7 days'
+GROUP BY c.city_code, c.sector""",
     (("city_code", S), ("sector", S), ("silent_pct", N)),
 )
 

@@ -52,9 +52,7 @@ class DataSources:
 def all_dashboards(catalog: Catalog) -> list[BuiltDashboard]:
     return [
         coverage.build(catalog),
-        sectors.charging(),
-        sectors.substations(),
-        sectors.ranches(),
+        *sectors.build_all(catalog),
         pipeline.build(),
     ]
 

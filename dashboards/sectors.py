@@ -1,11 +1,29 @@
-"""One dashboard per sector: charging, substations, ranches.
+"""One dashboard per sector, built from data: the sector's device kinds (qilu/devices.py) and its
+coverage targets (qilu/catalog.py, qilu/data/targets.toml). No metric key, device kind or
+target id is written here; adding a kind, a metric with a :class:`~qilu.devices.Chart` or a
+target adds its panels.
 
-"Now" panels read the registry and ``device_liveness`` (small tables; a device is online when
-its newest valid reading is younger than its kind's expected interval). Series read the
-``readings_1m`` / ``readings_1h`` rollups and ``site_liveness_1h``; nothing scans ``readings``.
+Each board, in order:
+
+* **Targets**: each measured target of the sector, its value now and by city, counted as
+  coverage counts it (the registry of today's province day, in service, and the liveness rule
+  of migration 066, through the ``device_connected`` and ``sites_in_service`` views; a
+  telecontrol gateway also needs its latest report to say interrogated), and its daily series
+  from ``coverage_daily``;
+* per device kind: how many are online now (the same views) and the share by city; a STATE
+  metric with named states: the states now and over time; each metric's chart (a series per
+  city from the minute or hour rollup, or one figure now); its ALARM metrics: devices in alarm
+  over time and now; with ``rank_by``: the devices highest in that metric;
+* the sector's devices reporting per hour (``site_liveness_1h``).
+
+Series read the ``readings_1m`` / ``readings_1h`` rollups; nothing scans ``readings``
+(ADR 0002).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import bargauge, gauge, piechart, stat, table
 from grafana_foundation_sdk.builders import common as bcommon
@@ -14,7 +32,6 @@ from grafana_foundation_sdk.models import dashboard as gdash
 
 from dashboards.board import Board, BuiltDashboard, thresholds
 from dashboards.common import (
-    CITY_IN,
     CITY_VARIABLE_SQL,
     N,
     S,
@@ -25,19 +42,68 @@ from dashboards.common import (
     ts_panel,
 )
 from dashboards.model import SqlSpec
-from qilu.devices import CONNECTOR_STATES
-from storage.coverage import GATEWAYS_INTERROGATED_TEMPLATE
+from qilu.catalog import SITE_ATTRIBUTES, Catalog, Measure, Target, TargetKind, load_catalog
+from qilu.contract import Sector
+from qilu.devices import (
+    DEVICE_KINDS,
+    Aggregate,
+    Chart,
+    DeviceKind,
+    MetricKind,
+    MetricSpec,
+    Steps,
+)
+from storage.coverage import GATED_KIND, GATEWAYS_INTERROGATED_TEMPLATE
 
 WEIGHTED_AVG = "sum(r.avg * r.n) / nullif(sum(r.n), 0)"
 
 
-def _board(uid: str, title: str, description: str, tag: str) -> Board:
-    return Board(uid, title, description=description, tags=[tag], time_from="now-6h").variable(
-        city_variable(), CITY_VARIABLE_SQL
-    )
+@dataclass(frozen=True, slots=True)
+class SectorBoard:
+    uid: str
+    title: str
+    description: str
 
 
-_FRESH = "l.last_seen > now() - k.expected_interval"
+BOARDS: dict[Sector, SectorBoard] = {
+    Sector.CHARGING: SectorBoard(
+        "qilu-charging",
+        "Qilu — Charging",
+        "Public charging piles: targets, piles online by city, connector states, faults, "
+        "energy delivered.",
+    ),
+    Sector.SUBSTATION: SectorBoard(
+        "qilu-substations",
+        "Qilu — Substations",
+        "Substations: centralized-monitoring targets, telecontrol links, transformer "
+        "temperatures, SF6 and partial-discharge alarms.",
+    ),
+    Sector.RANCH: SectorBoard(
+        "qilu-ranches",
+        "Qilu — Ranches",
+        "Smart ranches: collars reporting, barn climate, water and feed.",
+    ),
+}
+
+# Grafana's unit for a metric's unit (qilu/devices.py); any other is shown as a suffix
+_UNITS = {
+    "degC": "celsius",
+    "kW": "kwatt",
+    "kWh": "kwatth",
+    "kV": "kvolt",
+    "Hz": "hertz",
+    "%": "percent",
+    "ppm": "ppm",
+    "kg": "masskg",
+    "": "short",
+}
+
+
+def grafana_unit(unit: str) -> str:
+    return _UNITS.get(unit, f"suffix: {unit}")
+
+
+# --- liveness: the views of migration 066 ------------------------------------------------------
 # the telecontrol gateways whose latest report says link up and GI complete, read from the
 # minute rollup holding it (its ``last`` is the value at last_seen): dashboards read no raw
 # readings (ADR 0002)
@@ -47,103 +113,194 @@ _GATEWAYS_OK = GATEWAYS_INTERROGATED_TEMPLATE.format(
     at="r.bucket = date_bin(interval '1 minute', lv.last_seen, '2000-01-01 00:00+00')",
     value="r.last",
 )
-# device ``d`` (liveness ``l``, kind ``k``) connected now, of any kind: the coverage rule
-# (storage/coverage.py)
-LIVE_NOW = f"{_FRESH} AND (d.kind <> 'telecontrol_gateway' OR d.device_pk IN ({_GATEWAYS_OK}))"
 
 
-def live_now(kind: str) -> str:
-    """Whether device ``d`` of ``kind`` is connected now (:data:`LIVE_NOW`, for one kind)."""
+def live(alias: str = "c") -> str:
+    """Whether the ``device_connected`` row ``alias`` is connected now, as coverage counts it:
+    online by the liveness rule, and for a telecontrol gateway its latest report passes."""
     return (
-        f"{_FRESH} AND d.device_pk IN ({_GATEWAYS_OK})" if kind == "telecontrol_gateway" else _FRESH
+        f"({alias}.online AND ({alias}.kind <> {lit(GATED_KIND)}"
+        f" OR {alias}.device_pk IN ({_GATEWAYS_OK})))"
     )
 
 
-def online_now(kind: str, label: str) -> SqlSpec:
-    """Devices of one kind online now / registered, for the selected cities."""
+def city_in(alias: str) -> str:
+    """``city_code IN (${city})``: the city variable is multi-value with "All"."""
+    return f"{alias}.city_code IN (${{city}})"
+
+
+CITY_IN = city_in("s")
+
+
+def online_now(kind: DeviceKind, label: str = "online") -> SqlSpec:
+    """Devices of one kind connected now / in service today, for the selected cities."""
     return SqlSpec(
-        f"""SELECT count(*) FILTER (WHERE {live_now(kind)}) AS "{label}",
+        f"""SELECT count(*) FILTER (WHERE {live()}) AS "{label}",
   count(*) AS "registered"
-FROM devices d
-JOIN sites s ON s.site_id = d.site_id
-JOIN device_kinds k ON k.kind = d.kind
-LEFT JOIN device_liveness l ON l.device_pk = d.device_pk
-WHERE d.kind = {lit(kind)} AND {CITY_IN}""",
+FROM device_connected c
+WHERE c.kind = {lit(kind.key)} AND {city_in("c")}""",
         ((label, N), ("registered", N)),
     )
 
 
-def online_by_city(kind: str) -> SqlSpec:
+def online_by_city(kind: DeviceKind) -> SqlSpec:
     return SqlSpec(
-        f"""SELECT c.name_en AS "city",
-  100.0 * count(*) FILTER (WHERE {live_now(kind)})
+        f"""SELECT ci.name_en AS "city",
+  100.0 * count(*) FILTER (WHERE {live()})
     / nullif(count(*), 0) AS "online"
-FROM devices d
-JOIN sites s ON s.site_id = d.site_id
-JOIN cities c ON c.code = s.city_code
-JOIN device_kinds k ON k.kind = d.kind
-LEFT JOIN device_liveness l ON l.device_pk = d.device_pk
-WHERE d.kind = {lit(kind)} AND {CITY_IN}
-GROUP BY c.code, c.name_en
-ORDER BY c.code""",
+FROM device_connected c
+JOIN cities ci ON ci.code = c.city_code
+WHERE c.kind = {lit(kind.key)} AND {city_in("c")}
+GROUP BY ci.code, ci.name_en
+ORDER BY ci.code""",
         (("city", S), ("online", N)),
     )
 
 
-def reporting_per_hour(sector: str, label: str) -> SqlSpec:
-    """Devices reporting per hour by city, from the per-site liveness rollup."""
+# --- targets -----------------------------------------------------------------------------------
+def _value(v: bool | int) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(int(v))
+
+
+def _site_conditions(attrs: Mapping[str, bool | int], op: str) -> list[str]:
+    out = []
+    for name, value in sorted(attrs.items()):
+        if name not in SITE_ATTRIBUTES:  # the catalog checks it too; never SQL from elsewhere
+            raise ValueError(f"unknown site attribute {name!r}")
+        out.append(f's."{name}" {op} {_value(value)}')
+    return out
+
+
+def _and(parts: Sequence[str]) -> str:
+    return " AND ".join(parts) if parts else "true"
+
+
+def target_figures(m: Measure) -> str:
+    """SQL returning (city_code, numerator, denominator) of a measure now, for the selected
+    cities: :func:`storage.coverage.build_query` over the views of migration 066 (today's
+    registry in service, the liveness rule, the gateways' gate). A T/CEC 102 operator's quiet
+    piles, which coverage also counts while their operator's link is healthy, are counted
+    here only by their readings (their rule reads raw readings, ADR 0002)."""
+    site = [
+        *_site_conditions(m.where, "="),
+        *_site_conditions(m.min, ">="),
+        *([f"s.sector = {lit(m.sector.value)}"] if m.sector is not None else []),
+        CITY_IN,
+    ]
+    numer = _and(_site_conditions(m.numerator, "="))
+    if m.unit == "device":
+        kind = f"c.kind = {lit(m.device_kind)}" if m.device_kind is not None else "true"
+        cond = f"{numer} AND {live()}" if m.connected else numer
+        return f"""SELECT s.city_code, count(*) FILTER (WHERE {cond}) AS numerator,
+  count(*) AS denominator
+FROM device_connected c
+JOIN sites_in_service s ON s.site_id = c.site_id
+WHERE {kind} AND {_and(site)}
+GROUP BY s.city_code"""
+    kind = f" AND c.kind = {lit(m.device_kind)}" if m.device_kind is not None else ""
+    rule = "n_conn > 0" if m.site_rule == "any" else "n_dev > 0 AND n_conn = n_dev"
+    cond = f"num_ok AND {rule}" if m.connected else "num_ok"
+    return f"""WITH per_site AS (
+  SELECT s.site_id, s.city_code, bool_and({numer}) AS num_ok, count(c.device_pk) AS n_dev,
+    count(c.device_pk) FILTER (WHERE {live()}) AS n_conn
+  FROM sites_in_service s
+  LEFT JOIN device_connected c ON c.site_id = s.site_id{kind}
+  WHERE {_and(site)}
+  GROUP BY s.site_id, s.city_code)
+SELECT city_code, count(*) FILTER (WHERE {cond}) AS numerator, count(*) AS denominator
+FROM per_site
+GROUP BY city_code"""
+
+
+def _figure(t: Target, num: str, den: str) -> str:
+    if t.kind is TargetKind.COUNT:
+        return f"{num}::float8"
+    return f"{num}::float8 / nullif({den}, 0)"
+
+
+def target_now(t: Target) -> SqlSpec:
     return SqlSpec(
-        f"""SELECT h.bucket AS "time", c.name_en AS "metric", sum(h.devices_reporting) AS "{label}"
-FROM site_liveness_1h h
-JOIN sites s ON s.site_id = h.site_id
-JOIN cities c ON c.code = s.city_code
-WHERE s.sector = {lit(sector)} AND {CITY_IN} AND $__timeFilter(h.bucket)
-GROUP BY 1, 2
-ORDER BY 1""",
-        (("time", T), ("metric", S), (label, N)),
+        f"""SELECT coalesce({_figure(t, "sum(f.numerator)", "sum(f.denominator)")}, 0) AS "value"
+FROM ({target_figures(t.measure)}) f""",
+        (("value", N),),
+    )
+
+
+def target_by_city(t: Target) -> SqlSpec:
+    return SqlSpec(
+        f"""SELECT ci.name_en AS "city", {_figure(t, "f.numerator", "f.denominator")} AS "value"
+FROM ({target_figures(t.measure)}) f
+JOIN cities ci ON ci.code = f.city_code
+ORDER BY ci.code""",
+        (("city", S), ("value", N)),
+    )
+
+
+def target_per_day(t: Target) -> SqlSpec:
+    return SqlSpec(
+        f"""SELECT d.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time",
+  c.name_en AS "metric", d.value AS "value"
+FROM coverage_daily d JOIN cities c ON c.code = d.city_code
+WHERE d.target_id = {lit(t.id)} AND d.city_code IN (${{city}})
+  AND d.day BETWEEN
+    ($__timeFrom()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
+  AND ($__timeTo()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
+ORDER BY 1, 2""",
+        (("time", T), ("metric", S), ("value", N)),
         "time_series",
     )
 
 
-def latest_alarms(keys: dict[str, str], kind: str, what: str) -> SqlSpec:
-    """Devices whose newest 1-minute bucket of an alarm metric (last 15 min) is in alarm."""
-    names = ", ".join(f"({lit(k)}, {lit(v)})" for k, v in keys.items())
-    return SqlSpec(
-        f"""WITH alarm(key, name) AS (VALUES {names}),
-newest AS (
-  SELECT DISTINCT ON (r.device_pk, r.metric_id) r.device_pk, r.metric_id, r.bucket, r.last
-  FROM readings_1m r
-  WHERE r.metric_id IN (SELECT m.metric_id FROM metrics m JOIN alarm a ON a.key = m.key)
-    AND r.bucket > now() - interval '15 minutes'
-  ORDER BY r.device_pk, r.metric_id, r.bucket DESC)
-SELECT d.device_id AS "{what}", s.name AS "site", c.name_en AS "city", a.name AS "alarm",
-  n.bucket AS "last seen in alarm"
-FROM newest n
-JOIN metrics m ON m.metric_id = n.metric_id
-JOIN alarm a ON a.key = m.key
-JOIN devices d ON d.device_pk = n.device_pk
-JOIN sites s ON s.site_id = d.site_id
-JOIN cities c ON c.code = s.city_code
-WHERE n.last >= 1 AND d.kind = {lit(kind)} AND {CITY_IN}
-ORDER BY n.bucket DESC
-LIMIT 200""",
-        ((what, S), ("site", S), ("city", S), ("alarm", S), ("last seen in alarm", T)),
+def _target_panels(board: Board, t: Target) -> None:
+    ratio = t.kind is TargetKind.RATIO
+    unit = "percentunit" if ratio else "short"
+    steps: Steps = ((None, "red"), (float(t.threshold), "green"))
+    about = (
+        f"{t.name_zh}. Due {t.due.isoformat()}: {t.comparator} {t.threshold:g}"
+        f"{' (a share)' if ratio else ''}. Counted now as coverage counts it (today's registry "
+        "in service, the liveness rule of migration 066)."
+    )
+    now_panel: gauge.Panel | stat.Panel
+    if ratio:
+        now_panel = gauge.Panel().show_threshold_markers(True).min(0).max(1)
+    else:
+        now_panel = (
+            stat.Panel()
+            .graph_mode(gcommon.BigValueGraphMode.NONE)
+            .reduce_options(bcommon.ReduceDataOptions().calcs(["lastNotNull"]))
+        )
+    now_panel.title(t.name_en).description(about).unit(unit).thresholds(thresholds(*steps))
+    board.sql(now_panel.span(6).height(8), target_now(t))
+    bars = _bars(f"{t.name_en}: by city", unit, steps if ratio else ((None, "blue"),), span=8)
+    if ratio:
+        bars.min(0).max(1)
+    board.sql(bars, target_by_city(t))
+    board.sql(
+        ts_panel(
+            f"{t.name_en}: per day",
+            unit,
+            description="The day's last coverage snapshot (coverage_daily).",
+            steps=steps,
+            span=10,
+            height=8,
+            interval="1d",
+        ),
+        target_per_day(t),
     )
 
 
-def _pct_bars(title: str) -> bargauge.Panel:
+# --- device kinds ------------------------------------------------------------------------------
+def _bars(title: str, unit: str, steps: Steps, span: int = 10) -> bargauge.Panel:
     return (
         bargauge.Panel()
         .title(title)
-        .unit("percent")
-        .min(0)
-        .max(100)
-        .thresholds(thresholds((None, "red"), (80.0, "orange"), (95.0, "green")))
+        .unit(unit)
+        .thresholds(thresholds(*steps))
         .display_mode(gcommon.BarGaugeDisplayMode.GRADIENT)
         .orientation(gcommon.VizOrientation.HORIZONTAL)
         .reduce_options(bcommon.ReduceDataOptions().values(True).calcs(["lastNotNull"]))
-        .span(10)
-        .height(9)
+        .span(span)
+        .height(8)
     )
 
 
@@ -160,547 +317,328 @@ def _stat(title: str, unit: str = "short", span: int = 4) -> stat.Panel:
     )
 
 
-# ----------------------------------------------------------------------------------- charging
+_ROLLUP_FOLD = {
+    Aggregate.MAX: "max(r.max)",
+    Aggregate.MIN: "min(r.min)",
+    Aggregate.MEAN: WEIGHTED_AVG,
+    Aggregate.RISE: "sum(greatest(r.max - r.min, 0))",
+}
 
 
-def charging() -> BuiltDashboard:
-    states = ", ".join(f"({i}, {lit(name)})" for i, name in enumerate(CONNECTOR_STATES))
-    board = _board(
-        "qilu-charging",
-        "Qilu — Charging",
-        "Public charging piles: online by city, OCPP connector states, faults, energy delivered.",
-        "charging",
-    )
-    board.row("Piles online")
-    board.sql(
-        _stat("Piles online now").description(
-            "Piles whose newest valid reading is within the kind's expected interval (2 min)."
-        ),
-        online_now("charging_pile", "online"),
-    )
-    board.sql(_pct_bars("Piles online by city"), online_by_city("charging_pile"))
-    board.sql(
-        ts_panel("Piles reporting per hour", "short", span=10, height=9, interval="1h"),
-        reporting_per_hour("charging", "piles reporting"),
-    )
-
-    board.row("Connectors and faults")
-    board.sql(
-        piechart.Panel()
-        .title("Connector states now")
-        .description("OCPP 1.6 status of each pile's newest 1-minute bucket (last 15 minutes).")
-        .span(8)
-        .height(9)
-        .reduce_options(bcommon.ReduceDataOptions().values(True).calcs(["lastNotNull"]))
-        .hide_from(bcommon.HideSeriesConfig().legend(False).tooltip(False).viz(False)),
-        SqlSpec(
-            f"""WITH states(code, state) AS (VALUES {states}),
-newest AS (
-  SELECT DISTINCT ON (r.device_pk) r.device_pk, r.last
-  FROM readings_1m r
-  JOIN metrics m ON m.metric_id = r.metric_id
-  JOIN devices d ON d.device_pk = r.device_pk
-  JOIN sites s ON s.site_id = d.site_id
-  WHERE m.key = 'connector_status' AND {CITY_IN} AND r.bucket > now() - interval '15 minutes'
-  ORDER BY r.device_pk, r.bucket DESC)
-SELECT st.state AS "state", count(n.device_pk) AS "piles"
-FROM states st LEFT JOIN newest n ON round(n.last) = st.code
-GROUP BY st.code, st.state
-ORDER BY st.code""",
-            (("state", S), ("piles", N)),
-        ),
-    )
-    board.sql(
-        ts_panel("Connector states over time", "short", span=16, height=9, stacked=True),
-        SqlSpec(
-            f"""WITH states(code, state) AS (VALUES {states})
-SELECT $__timeGroupAlias(r.bucket, $__interval), st.state AS "metric",
-  count(DISTINCT r.device_pk) AS "piles"
-FROM readings_1m r
-JOIN metrics m ON m.metric_id = r.metric_id
-JOIN devices d ON d.device_pk = r.device_pk
-JOIN sites s ON s.site_id = d.site_id
-JOIN states st ON st.code = round(r.last)
-WHERE m.key = 'connector_status' AND {CITY_IN} AND $__timeFilter(r.bucket)
-GROUP BY 1, 2
-ORDER BY 1""",
-            (("time", T), ("metric", S), ("piles", N)),
-            "time_series",
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "Piles with a fault",
-            "short",
-            description="Piles that reported fault = 1 at least once in the interval.",
-            steps=((None, "green"), (1.0, "red")),
-        ),
-        SqlSpec(
-            f"""SELECT $__timeGroupAlias(r.bucket, $__interval), c.name_en AS "metric",
-  count(DISTINCT r.device_pk) FILTER (WHERE r.max >= 1) AS "faulted piles"
-FROM readings_1m r
-JOIN metrics m ON m.metric_id = r.metric_id
-JOIN devices d ON d.device_pk = r.device_pk
-JOIN sites s ON s.site_id = d.site_id
-JOIN cities c ON c.code = s.city_code
-WHERE m.key = 'fault' AND {CITY_IN} AND $__timeFilter(r.bucket)
-GROUP BY 1, 2
-ORDER BY 1""",
-            (("time", T), ("metric", S), ("faulted piles", N)),
-            "time_series",
-        ),
-    )
-    board.sql(
-        table.Panel().show_header(True).title("Piles in fault now").span(12).height(8),
-        latest_alarms({"fault": "fault"}, "charging_pile", "pile"),
-    )
-
-    board.row("Energy")
-    board.sql(
-        ts_panel(
-            "Energy delivered per hour",
-            "kwatth",
-            description=(
-                "Per pile and hour, the rise of the energy register (max - min of the hour), "
-                "summed by city. The rise between two hours' last and first reading (one "
-                "reporting interval) is not counted."
-            ),
-            interval="1h",
-            stacked=True,
-        ),
-        series_by_city(
-            relation="readings_1h",
-            kind="charging_pile",
-            metric="energy_kwh",
-            aggregate="sum(greatest(r.max - r.min, 0))",
-            label="energy",
-        ),
-    )
-    board.sql(
-        ts_panel("Charging power", "kwatt", description="Sum of the piles' mean power."),
-        SqlSpec(
+def metric_series(kind: DeviceKind, m: MetricSpec, chart: Chart) -> SqlSpec:
+    """A metric's chart: a series per city from the minute (or hour) rollup."""
+    relation = "readings_1h" if chart.hourly else "readings_1m"
+    if chart.aggregate is Aggregate.SUM:  # per bucket the devices' sum, then its mean
+        return SqlSpec(
             f"""SELECT $__timeGroupAlias(p.bucket, $__interval), p.city AS "metric",
-  avg(p.kw) AS "power"
+  avg(p.total) AS "{m.short}"
 FROM (
-  SELECT r.bucket, c.name_en AS city, sum(r.avg) AS kw
-  FROM readings_1m r
+  SELECT r.bucket, c.name_en AS city, sum(r.avg) AS total
+  FROM {relation} r
   JOIN metrics m ON m.metric_id = r.metric_id
   JOIN devices d ON d.device_pk = r.device_pk
   JOIN sites s ON s.site_id = d.site_id
   JOIN cities c ON c.code = s.city_code
-  WHERE m.key = 'power_kw' AND {CITY_IN} AND $__timeFilter(r.bucket)
+  WHERE m.key = {lit(m.key)} AND d.kind = {lit(kind.key)} AND {CITY_IN}
+    AND $__timeFilter(r.bucket)
   GROUP BY r.bucket, c.name_en) p
 GROUP BY 1, 2
 ORDER BY 1""",
-            (("time", T), ("metric", S), ("power", N)),
+            (("time", T), ("metric", S), (m.short, N)),
             "time_series",
-        ),
-    )
-    return board.build()
-
-
-# --------------------------------------------------------------------------------- substations
-
-MONITORING_PER_SITE = f"""WITH per_site AS (
-  SELECT s.site_id, s.city_code, count(d.device_pk) AS n,
-    count(d.device_pk) FILTER (WHERE {LIVE_NOW}) AS live
-  FROM sites s
-  LEFT JOIN devices d ON d.site_id = s.site_id
-  LEFT JOIN device_kinds k ON k.kind = d.kind
-  LEFT JOIN device_liveness l ON l.device_pk = d.device_pk
-  WHERE s.sector = 'substation' AND s.voltage_kv >= 220 AND {CITY_IN}
-  GROUP BY s.site_id, s.city_code)"""
-CONNECTED = "CASE WHEN p.n > 0 AND p.live = p.n THEN 1.0 ELSE 0.0 END"
-
-
-def substations() -> BuiltDashboard:
-    board = _board(
-        "qilu-substations",
-        "Qilu — Substations",
-        "220 kV+ substations: centralized-monitoring connection ratio, transformer "
-        "temperatures, SF6 and partial-discharge alarms.",
-        "substation",
-    )
-    board.row("Centralized monitoring")
-    board.sql(
-        gauge.Panel()
-        .show_threshold_markers(True)
-        .title("220 kV+ substations under centralized monitoring")
-        .description(
-            "A substation counts when every one of its devices is connected now (its "
-            "telecontrol link: up and interrogated), as the coverage target counts it."
         )
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .thresholds(thresholds((None, "red"), (0.9, "orange"), (1.0, "green")))
-        .span(6)
-        .height(8),
-        SqlSpec(
-            MONITORING_PER_SITE
-            + f"""
-SELECT coalesce(avg({CONNECTED}), 0) AS "connected ratio" FROM per_site p""",
-            (("connected ratio", N),),
-        ),
-    )
-    board.sql(
-        bargauge.Panel()
-        .title("Connection ratio by city")
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .thresholds(thresholds((None, "red"), (0.9, "orange"), (1.0, "green")))
-        .display_mode(gcommon.BarGaugeDisplayMode.GRADIENT)
-        .orientation(gcommon.VizOrientation.HORIZONTAL)
-        .reduce_options(bcommon.ReduceDataOptions().values(True).calcs(["lastNotNull"]))
-        .span(8)
-        .height(8),
-        SqlSpec(
-            MONITORING_PER_SITE
-            + f"""
-SELECT c.name_en AS "city", avg({CONNECTED}) AS "connected ratio"
-FROM per_site p JOIN cities c ON c.code = p.city_code
-GROUP BY c.code, c.name_en
-ORDER BY c.code""",
-            (("city", S), ("connected ratio", N)),
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "Connection ratio per day",
-            "percentunit",
-            steps=((None, "red"), (1.0, "green")),
-            span=10,
-            height=8,
-            interval="1d",
-        ),
-        SqlSpec(
-            """SELECT d.day::timestamp AT TIME ZONE 'Asia/Shanghai' AS "time",
-  c.name_en AS "metric", d.value AS "ratio"
-FROM coverage_daily d JOIN cities c ON c.code = d.city_code
-WHERE d.target_id = 'substation-220kv-monitoring-2024' AND d.city_code IN (${city})
-  AND d.day BETWEEN
-    ($__timeFrom()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
-  AND ($__timeTo()::timestamptz AT TIME ZONE 'Asia/Shanghai')::date
-ORDER BY 1, 2""",
-            (("time", T), ("metric", S), ("ratio", N)),
-            "time_series",
-        ),
+    return series_by_city(
+        relation=relation,
+        kind=kind.key,
+        metric=m.key,
+        aggregate=_ROLLUP_FOLD[chart.aggregate],
+        label=m.short,
     )
 
-    board.row("Telecontrol links (IEC 104)")
-    board.sql(
-        _stat("Telecontrol links connected now", span=6).description(
-            "Substation telecontrol gateways whose latest report (collectors/iec104, every "
-            "60 s while healthy, at once on a change) says link up and general interrogation "
-            "complete, within 180 s: the coverage rule (storage/coverage.py). A link that "
-            "connects but never completes a GI, or goes down, is not connected."
-        ),
-        online_now("telecontrol_gateway", "links"),
-    )
-    board.sql(
-        _pct_bars("Telecontrol links connected by city"), online_by_city("telecontrol_gateway")
-    )
 
-    board.row("Transformers")
-    board.sql(
-        ts_panel(
-            "Top-oil temperature (hottest transformer)",
-            "celsius",
-            steps=((None, "green"), (85.0, "orange"), (95.0, "red")),
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="transformer",
-            metric="oil_temp_c",
-            aggregate="max(r.max)",
-            label="oil",
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "Winding hot-spot temperature (hottest transformer)",
-            "celsius",
-            steps=((None, "green"), (98.0, "orange"), (120.0, "red")),
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="transformer",
-            metric="winding_temp_c",
-            aggregate="max(r.max)",
-            label="winding",
-        ),
-    )
-    board.sql(
-        table.Panel()
-        .show_header(True)
-        .title("Hottest transformers (last 15 minutes)")
-        .span(24)
-        .height(8)
-        .override_by_name(
-            "oil °C", [_unit("celsius"), _thresholds_override(((None, "green"), (85, "red")))]
-        )
-        .override_by_name("winding °C", [_unit("celsius")])
-        .override_by_name("load", [_unit("percent")]),
-        SqlSpec(
-            f"""SELECT d.device_id AS "transformer", s.name AS "substation", c.name_en AS "city",
-  max(r.max) FILTER (WHERE m.key = 'oil_temp_c') AS "oil °C",
-  max(r.max) FILTER (WHERE m.key = 'winding_temp_c') AS "winding °C",
-  max(r.max) FILTER (WHERE m.key = 'load_pct') AS "load"
-FROM readings_1m r
-JOIN metrics m ON m.metric_id = r.metric_id
-JOIN devices d ON d.device_pk = r.device_pk
-JOIN sites s ON s.site_id = d.site_id
-JOIN cities c ON c.code = s.city_code
-WHERE d.kind = 'transformer' AND {CITY_IN} AND r.bucket > now() - interval '15 minutes'
-GROUP BY d.device_id, s.name, c.name_en
-ORDER BY 4 DESC NULLS LAST
-LIMIT 20""",
-            (
-                ("transformer", S),
-                ("substation", S),
-                ("city", S),
-                ("oil °C", N),
-                ("winding °C", N),
-                ("load", N),
-            ),
-        ),
-    )
-
-    board.row("GIS: SF6 and partial discharge")
-    board.sql(
-        ts_panel(
-            "GIS monitors in alarm",
-            "short",
-            steps=((None, "green"), (1.0, "red")),
-            stacked=True,
-        ),
-        SqlSpec(
-            f"""SELECT $__timeGroupAlias(r.bucket, $__interval),
-  count(DISTINCT r.device_pk) FILTER (WHERE m.key = 'sf6_alarm' AND r.max >= 1) AS "SF6 alarm",
-  count(DISTINCT r.device_pk) FILTER (WHERE m.key = 'pd_alarm' AND r.max >= 1)
-    AS "partial discharge alarm"
-FROM readings_1m r
-JOIN metrics m ON m.metric_id = r.metric_id
-JOIN devices d ON d.device_pk = r.device_pk
-JOIN sites s ON s.site_id = d.site_id
-WHERE m.key IN ('sf6_alarm', 'pd_alarm') AND {CITY_IN} AND $__timeFilter(r.bucket)
-GROUP BY 1
-ORDER BY 1""",
-            (("time", T), ("SF6 alarm", N), ("partial discharge alarm", N)),
-            "time_series",
-        ),
-    )
-    board.sql(
-        table.Panel()
-        .show_header(True)
-        .title("Active SF6 and partial-discharge alarms")
-        .span(12)
-        .height(8),
-        latest_alarms(
-            {"sf6_alarm": "SF6 low pressure", "pd_alarm": "partial discharge"},
-            "gis_monitor",
-            "monitor",
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "SF6 gas density (lowest)",
-            "suffix: MPa",
-            steps=((None, "red"), (0.45, "orange"), (0.5, "green")),
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="gis_monitor",
-            metric="sf6_pressure_mpa",
-            aggregate="min(r.min)",
-            label="SF6",
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "Partial discharge (highest)",
-            "suffix: pC",
-            steps=((None, "green"), (500.0, "orange"), (1000.0, "red")),
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="gis_monitor",
-            metric="pd_pc",
-            aggregate="max(r.max)",
-            label="PD",
-        ),
-    )
-    return board.build()
-
-
-def _unit(unit: str) -> gdash.DynamicConfigValue:
-    return gdash.DynamicConfigValue(id_val="unit", value=unit)
-
-
-def _thresholds_override(
-    steps: tuple[tuple[float | None, str], ...],
-) -> gdash.DynamicConfigValue:
-    return gdash.DynamicConfigValue(id_val="thresholds", value=thresholds(*steps).build())
-
-
-# ------------------------------------------------------------------------------------- ranches
-
-
-def ranches() -> BuiltDashboard:
-    board = _board(
-        "qilu-ranches",
-        "Qilu — Ranches",
-        "Smart ranches: collars reporting, barn climate, water and feed.",
-        "ranch",
-    )
-    board.row("Collars")
-    board.sql(_stat("Collars online now"), online_now("collar", "online"))
-    board.sql(_pct_bars("Collars online by city"), online_by_city("collar"))
-    board.sql(
-        ts_panel("Collars reporting per hour", "short", span=10, height=9, interval="1h"),
-        SqlSpec(
-            f"""SELECT $__timeGroupAlias(r.bucket, $__interval), c.name_en AS "metric",
-  count(DISTINCT r.device_pk) AS "collars"
-FROM readings_1h r
-JOIN metrics m ON m.metric_id = r.metric_id
-JOIN devices d ON d.device_pk = r.device_pk
-JOIN sites s ON s.site_id = d.site_id
-JOIN cities c ON c.code = s.city_code
-WHERE d.kind = 'collar' AND m.key = 'body_temp_c' AND {CITY_IN} AND $__timeFilter(r.bucket)
-GROUP BY 1, 2
-ORDER BY 1""",
-            (("time", T), ("metric", S), ("collars", N)),
-            "time_series",
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "Ranch devices reporting per hour (all kinds)",
-            "short",
-            span=12,
-            height=8,
-            interval="1h",
-        ),
-        reporting_per_hour("ranch", "devices reporting"),
-    )
-    board.sql(
-        ts_panel(
-            "Cattle body temperature (highest)",
-            "celsius",
-            steps=((None, "blue"), (38.0, "green"), (39.5, "orange"), (40.5, "red")),
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="collar",
-            metric="body_temp_c",
-            aggregate="max(r.max)",
-            label="body",
-        ),
-    )
-
-    board.row("Barn climate")
-    for title, metric, agg, unit, steps, label in (
-        (
-            "Barn temperature (mean)",
-            "temp_c",
-            WEIGHTED_AVG,
-            "celsius",
-            ((None, "blue"), (5.0, "green"), (25.0, "orange"), (30.0, "red")),
-            "temperature",
-        ),
-        (
-            "Barn humidity (mean)",
-            "humidity_pct",
-            WEIGHTED_AVG,
-            "humidity",
-            ((None, "orange"), (40.0, "green"), (80.0, "orange")),
-            "humidity",
-        ),
-        (
-            "Ammonia (highest)",
-            "nh3_ppm",
-            "max(r.max)",
-            "ppm",
-            ((None, "green"), (15.0, "orange"), (25.0, "red")),
-            "NH3",
-        ),
-        (
-            "Carbon dioxide (highest)",
-            "co2_ppm",
-            "max(r.max)",
-            "ppm",
-            ((None, "green"), (2500.0, "orange"), (3000.0, "red")),
-            "CO2",
-        ),
-    ):
-        board.sql(
-            ts_panel(title, unit, steps=steps, span=6),
-            series_by_city(
-                relation="readings_1m",
-                kind="barn_climate",
-                metric=metric,
-                aggregate=agg,
-                label=label,
-            ),
-        )
-
-    board.row("Water and feed")
-    board.sql(
-        ts_panel(
-            "Water trough level (lowest)",
-            "percent",
-            steps=((None, "red"), (20.0, "orange"), (40.0, "green")),
-            span=8,
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="water_trough",
-            metric="level_pct",
-            aggregate="min(r.min)",
-            label="level",
-        ),
-    )
-    board.sql(
-        ts_panel("Water inflow (mean per trough)", "suffix: L/min", span=8),
-        series_by_city(
-            relation="readings_1m",
-            kind="water_trough",
-            metric="flow_l_min",
-            aggregate=WEIGHTED_AVG,
-            label="inflow",
-        ),
-    )
-    board.sql(
-        ts_panel(
-            "Feed silo level (lowest)",
-            "percent",
-            steps=((None, "red"), (15.0, "orange"), (30.0, "green")),
-            span=8,
-            interval="5m",
-        ),
-        series_by_city(
-            relation="readings_1m",
-            kind="feed_silo",
-            metric="level_pct",
-            aggregate="min(r.min)",
-            label="level",
-        ),
-    )
-    board.sql(
-        _stat("Feed in silos now", "masskg", span=6),
-        SqlSpec(
-            f"""SELECT coalesce(sum(n.last), 0) AS "feed"
+def total_now(kind: DeviceKind, m: MetricSpec) -> SqlSpec:
+    """The sum of each device's latest value (newest hour bucket of the last day)."""
+    return SqlSpec(
+        f"""SELECT coalesce(sum(n.last), 0) AS "{m.short}"
 FROM (
   SELECT DISTINCT ON (r.device_pk) r.device_pk, r.last
   FROM readings_1h r
   JOIN metrics m ON m.metric_id = r.metric_id
   JOIN devices d ON d.device_pk = r.device_pk
   JOIN sites s ON s.site_id = d.site_id
-  WHERE d.kind = 'feed_silo' AND m.key = 'feed_kg' AND {CITY_IN}
+  WHERE d.kind = {lit(kind.key)} AND m.key = {lit(m.key)} AND {CITY_IN}
     AND r.bucket > now() - interval '1 day'
   ORDER BY r.device_pk, r.bucket DESC) n""",
-            (("feed", N),),
+        ((m.short, N),),
+    )
+
+
+def _states_cte(m: MetricSpec) -> str:
+    return ", ".join(f"({i}, {lit(name)})" for i, name in enumerate(m.states))
+
+
+def states_now(kind: DeviceKind, m: MetricSpec) -> SqlSpec:
+    return SqlSpec(
+        f"""WITH states(code, state) AS (VALUES {_states_cte(m)}),
+newest AS (
+  SELECT DISTINCT ON (r.device_pk) r.device_pk, r.last
+  FROM readings_1m r
+  JOIN metrics m ON m.metric_id = r.metric_id
+  JOIN devices d ON d.device_pk = r.device_pk
+  JOIN sites s ON s.site_id = d.site_id
+  WHERE m.key = {lit(m.key)} AND d.kind = {lit(kind.key)} AND {CITY_IN}
+    AND r.bucket > now() - interval '15 minutes'
+  ORDER BY r.device_pk, r.bucket DESC)
+SELECT st.state AS "state", count(n.device_pk) AS "devices"
+FROM states st LEFT JOIN newest n ON round(n.last) = st.code
+GROUP BY st.code, st.state
+ORDER BY st.code""",
+        (("state", S), ("devices", N)),
+    )
+
+
+def states_over_time(kind: DeviceKind, m: MetricSpec) -> SqlSpec:
+    return SqlSpec(
+        f"""WITH states(code, state) AS (VALUES {_states_cte(m)})
+SELECT $__timeGroupAlias(r.bucket, $__interval), st.state AS "metric",
+  count(DISTINCT r.device_pk) AS "devices"
+FROM readings_1m r
+JOIN metrics m ON m.metric_id = r.metric_id
+JOIN devices d ON d.device_pk = r.device_pk
+JOIN sites s ON s.site_id = d.site_id
+JOIN states st ON st.code = round(r.last)
+WHERE m.key = {lit(m.key)} AND d.kind = {lit(kind.key)} AND {CITY_IN}
+  AND $__timeFilter(r.bucket)
+GROUP BY 1, 2
+ORDER BY 1""",
+        (("time", T), ("metric", S), ("devices", N)),
+        "time_series",
+    )
+
+
+def _alarms_cte(alarms: Sequence[MetricSpec]) -> str:
+    return ", ".join(f"({lit(m.key)}, {lit(m.short)})" for m in alarms)
+
+
+def alarms_over_time(kind: DeviceKind, alarms: Sequence[MetricSpec]) -> SqlSpec:
+    """Devices that reported each alarm at least once in the interval."""
+    return SqlSpec(
+        f"""WITH alarm(key, name) AS (VALUES {_alarms_cte(alarms)})
+SELECT $__timeGroupAlias(r.bucket, $__interval), a.name AS "metric",
+  count(DISTINCT r.device_pk) FILTER (WHERE r.max >= 1) AS "devices"
+FROM readings_1m r
+JOIN metrics m ON m.metric_id = r.metric_id
+JOIN alarm a ON a.key = m.key
+JOIN devices d ON d.device_pk = r.device_pk
+JOIN sites s ON s.site_id = d.site_id
+WHERE d.kind = {lit(kind.key)} AND {CITY_IN} AND $__timeFilter(r.bucket)
+GROUP BY 1, 2
+ORDER BY 1""",
+        (("time", T), ("metric", S), ("devices", N)),
+        "time_series",
+    )
+
+
+def alarms_now(kind: DeviceKind, alarms: Sequence[MetricSpec]) -> SqlSpec:
+    """Devices whose newest 1-minute bucket of an alarm metric (last 15 min) is in alarm."""
+    return SqlSpec(
+        f"""WITH alarm(key, name) AS (VALUES {_alarms_cte(alarms)}),
+newest AS (
+  SELECT DISTINCT ON (r.device_pk, r.metric_id) r.device_pk, r.metric_id, r.bucket, r.last
+  FROM readings_1m r
+  WHERE r.metric_id IN (SELECT m.metric_id FROM metrics m JOIN alarm a ON a.key = m.key)
+    AND r.bucket > now() - interval '15 minutes'
+  ORDER BY r.device_pk, r.metric_id, r.bucket DESC)
+SELECT d.device_id AS "device", s.name AS "site", c.name_en AS "city", a.name AS "alarm",
+  n.bucket AS "last seen in alarm"
+FROM newest n
+JOIN metrics m ON m.metric_id = n.metric_id
+JOIN alarm a ON a.key = m.key
+JOIN devices d ON d.device_pk = n.device_pk
+JOIN sites s ON s.site_id = d.site_id
+JOIN cities c ON c.code = s.city_code
+WHERE n.last >= 1 AND d.kind = {lit(kind.key)} AND {CITY_IN}
+ORDER BY n.bucket DESC
+LIMIT 200""",
+        (("device", S), ("site", S), ("city", S), ("alarm", S), ("last seen in alarm", T)),
+    )
+
+
+def _column(m: MetricSpec) -> str:
+    return m.short
+
+
+def ranked(kind: DeviceKind, by: MetricSpec) -> SqlSpec:
+    """The 20 devices highest in ``by`` over the last 15 minutes, with their other gauges."""
+    gauges = [m for m in kind.metrics if m.kind is MetricKind.GAUGE]
+    cols = ",\n  ".join(
+        f'max(r.max) FILTER (WHERE m.key = {lit(m.key)}) AS "{_column(m)}"' for m in gauges
+    )
+    order = 4 + gauges.index(by)
+    return SqlSpec(
+        f"""SELECT d.device_id AS "device", s.name AS "site", c.name_en AS "city",
+  {cols}
+FROM readings_1m r
+JOIN metrics m ON m.metric_id = r.metric_id
+JOIN devices d ON d.device_pk = r.device_pk
+JOIN sites s ON s.site_id = d.site_id
+JOIN cities c ON c.code = s.city_code
+WHERE d.kind = {lit(kind.key)} AND {CITY_IN} AND r.bucket > now() - interval '15 minutes'
+GROUP BY d.device_id, s.name, c.name_en
+ORDER BY {order} DESC NULLS LAST
+LIMIT 20""",
+        (("device", S), ("site", S), ("city", S), *((_column(m), N) for m in gauges)),
+    )
+
+
+def reporting_per_hour(sector: Sector) -> SqlSpec:
+    """Devices reporting per hour by city, from the per-site liveness rollup."""
+    return SqlSpec(
+        f"""SELECT h.bucket AS "time", c.name_en AS "metric", sum(h.devices_reporting) AS "devices"
+FROM site_liveness_1h h
+JOIN sites s ON s.site_id = h.site_id
+JOIN cities c ON c.code = s.city_code
+WHERE s.sector = {lit(sector.value)} AND {CITY_IN} AND $__timeFilter(h.bucket)
+GROUP BY 1, 2
+ORDER BY 1""",
+        (("time", T), ("metric", S), ("devices", N)),
+        "time_series",
+    )
+
+
+def _unit_override(unit: str) -> gdash.DynamicConfigValue:
+    return gdash.DynamicConfigValue(id_val="unit", value=unit)
+
+
+def _kind_panels(board: Board, kind: DeviceKind) -> None:
+    board.row(kind.plural)
+    board.sql(
+        _stat(f"{kind.plural} online now").description(
+            f"{kind.plural} of today's registry in service whose newest valid reading is "
+            f"within the kind's expected interval ({kind.expected_interval_s:g} s; the rule "
+            "of migration 066, the view device_connected), as coverage counts them."
         ),
+        online_now(kind),
+    )
+    board.sql(
+        _bars(
+            f"{kind.plural} online by city",
+            "percent",
+            ((None, "red"), (80.0, "orange"), (95.0, "green")),
+        )
+        .min(0)
+        .max(100),
+        online_by_city(kind),
+    )
+    for m in kind.metrics:
+        chart = m.chart
+        if chart is None:
+            continue
+        if m.states:
+            board.sql(
+                piechart.Panel()
+                .title(f"{chart.title} now")
+                .description(chart.description)
+                .span(8)
+                .height(9)
+                .reduce_options(bcommon.ReduceDataOptions().values(True).calcs(["lastNotNull"]))
+                .hide_from(bcommon.HideSeriesConfig().legend(False).tooltip(False).viz(False)),
+                states_now(kind, m),
+            )
+            board.sql(
+                ts_panel(f"{chart.title} over time", "short", span=16, height=9, stacked=True),
+                states_over_time(kind, m),
+            )
+        elif chart.aggregate is Aggregate.TOTAL_NOW:
+            board.sql(
+                _stat(chart.title, grafana_unit(m.unit), span=6).description(chart.description),
+                total_now(kind, m),
+            )
+        else:
+            board.sql(
+                ts_panel(
+                    chart.title,
+                    grafana_unit(m.unit),
+                    description=chart.description,
+                    steps=chart.steps,
+                    interval="1h" if chart.hourly else None,
+                    stacked=chart.aggregate in (Aggregate.RISE, Aggregate.SUM),
+                ),
+                metric_series(kind, m, chart),
+            )
+    alarms = [m for m in kind.metrics if m.kind is MetricKind.ALARM]
+    if alarms:
+        names = ", ".join(m.short for m in alarms)
+        board.sql(
+            ts_panel(
+                f"{kind.plural} in alarm",
+                "short",
+                description=f"{kind.plural} that reported {names} at least once in the interval.",
+                steps=((None, "green"), (1.0, "red")),
+                stacked=True,
+            ),
+            alarms_over_time(kind, alarms),
+        )
+        board.sql(
+            table.Panel().show_header(True).title(f"{kind.plural} in alarm now").span(12).height(8),
+            alarms_now(kind, alarms),
+        )
+    by = kind.metric(kind.rank_by) if kind.rank_by else None
+    if by is not None:
+        panel = (
+            table.Panel()
+            .show_header(True)
+            .title(f"{kind.plural}: highest {by.short} (last 15 minutes)")
+            .span(24)
+            .height(8)
+        )
+        for m in kind.metrics:
+            if m.kind is MetricKind.GAUGE:
+                panel.override_by_name(_column(m), [_unit_override(grafana_unit(m.unit))])
+        board.sql(panel, ranked(kind, by))
+
+
+def build(
+    sector: Sector, catalog: Catalog, kinds: Sequence[DeviceKind] = DEVICE_KINDS
+) -> BuiltDashboard:
+    """The sector's dashboard from its targets in ``catalog`` and its ``kinds``."""
+    meta = BOARDS[sector]
+    board = Board(
+        meta.uid, meta.title, description=meta.description, tags=[sector.value], time_from="now-6h"
+    ).variable(city_variable(), CITY_VARIABLE_SQL)
+    targets = [t for t in catalog.targets if t.sector == sector.value]
+    if targets:
+        board.row("Targets")
+        for t in targets:
+            _target_panels(board, t)
+    for kind in kinds:
+        if kind.sector is sector:
+            _kind_panels(board, kind)
+    board.row("Reporting")
+    board.sql(
+        ts_panel(
+            f"{sector.value.capitalize()} devices reporting per hour",
+            "short",
+            span=12,
+            height=8,
+            interval="1h",
+        ),
+        reporting_per_hour(sector),
     )
     return board.build()
+
+
+def build_all(catalog: Catalog, kinds: Sequence[DeviceKind] = DEVICE_KINDS) -> list[BuiltDashboard]:
+    return [build(sector, catalog, kinds) for sector in BOARDS]
+
+
+def charging() -> BuiltDashboard:
+    return build(Sector.CHARGING, load_catalog())
+
+
+def substations() -> BuiltDashboard:
+    return build(Sector.SUBSTATION, load_catalog())
+
+
+def ranches() -> BuiltDashboard:
+    return build(Sector.RANCH, load_catalog())

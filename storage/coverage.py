@@ -1,7 +1,8 @@
 """Coverage: each target's current value, province-wide and per city, from registry + liveness.
 
 An asset counts when it matches the target's measure (qilu/data/targets.toml); it is connected
-when its latest valid reading is younger than its device kind's expected interval (for a
+when its latest valid reading is younger than its device kind's expected interval (the rule
+of migration 066, ``qilu_seen_within``, read by every reader of liveness; for a
 substation's telecontrol gateway: and that latest report says link up and general interrogation
 complete, :data:`GATEWAYS_INTERROGATED`), or, for a pile of a T/CEC 102 operator, while its
 operator's link is healthy and its last status is not offline, and for a pulled operator its
@@ -112,7 +113,7 @@ OPERATOR_LIVE_PILES = sql.SQL(
     " JOIN devices dv ON dv.device_id = oc.device_id"
     " JOIN device_liveness lv ON lv.device_pk = dv.device_pk"
     " WHERE {} AND (o.endpoint_url = ''"
-    "  OR lv.last_seen > %(now)s - 2 * o.pull_interval_s * interval '1 second')"
+    "  OR qilu_seen_within(lv.last_seen, 2 * o.pull_interval_s * interval '1 second', %(now)s))"
     # the status stored with the pile's latest reading: one probe of one partition (the
     # time is known), not a search through every partition for the latest status
     " AND (SELECT r.value FROM readings r WHERE r.device_pk = lv.device_pk"
@@ -130,11 +131,12 @@ _OPERATOR_LIVE = sql.SQL("d.device_pk IN ({})").format(OPERATOR_LIVE_PILES)
 # hash), with one probe of one partition each. GATEWAYS_INTERROGATED_TEMPLATE is its text for
 # another reader: dashboards/sectors.py, which reads no raw readings (ADR 0002), fills it with
 # now() and the newest readings_1m bucket, whose ``last`` is the value at last_seen.
+GATED_KIND = "telecontrol_gateway"  # the kind GATEWAYS_INTERROGATED_TEMPLATE is about
 GATEWAYS_INTERROGATED_TEMPLATE = (
     "SELECT lv.device_pk FROM device_liveness lv"
     " JOIN devices dv ON dv.device_pk = lv.device_pk AND dv.kind = 'telecontrol_gateway'"
-    " WHERE lv.last_seen > {now}"
-    "  - (SELECT expected_interval FROM device_kinds WHERE kind = 'telecontrol_gateway')"
+    " WHERE qilu_seen_within(lv.last_seen,"
+    "  (SELECT expected_interval FROM device_kinds WHERE kind = 'telecontrol_gateway'), {now})"
     " AND (SELECT count(*) FROM {relation} r WHERE r.device_pk = lv.device_pk"
     "  AND {at} AND {value} = 1 AND r.metric_id IN"
     "  (SELECT metric_id FROM metrics WHERE key IN ('link_up', 'gi_complete'))) = 2"
@@ -144,10 +146,14 @@ GATEWAYS_INTERROGATED = sql.SQL(
         now="%(now)s", relation="readings", at="r.ts = lv.last_seen", value="r.value"
     )
 )
-_LIVE_READINGS = sql.SQL(
-    "(l.last_seen > %(now)s - k.expected_interval"
-    " AND (d.kind <> 'telecontrol_gateway' OR d.device_pk IN ({})))"
-).format(GATEWAYS_INTERROGATED)
+# The liveness rule itself (a valid reading within the kind's expected interval) is the SQL
+# function qilu_seen_within of migration 066, the one definition every reader uses (coverage,
+# the API's queries, the device_connected view the dashboards and alert rules read); the
+# planner inlines it. SEEN_WITHIN is its call: device ``d``'s liveness ``l``, kind ``k``.
+SEEN_WITHIN = "qilu_seen_within(l.last_seen, k.expected_interval, {now})"
+_LIVE_READINGS = sql.SQL("({} AND (d.kind <> {} OR d.device_pk IN ({})))").format(
+    sql.SQL(SEEN_WITHIN.format(now="%(now)s")), sql.Literal(GATED_KIND), GATEWAYS_INTERROGATED
+)
 _LIVE = sql.SQL("({} OR {})").format(_LIVE_READINGS, _OPERATOR_LIVE)
 
 

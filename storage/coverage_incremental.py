@@ -254,7 +254,11 @@ class CoverageModel:
 
     # -- internals ---------------------------------------------------------------------------
     def _is_live(self, pk: int, now_us: int) -> bool:
-        # coverage._LIVE_READINGS: last_seen > now - expected_interval; or a live pile
+        # coverage._LIVE_READINGS: the rule of migration 066, qilu_seen_within (last_seen >
+        # now - expected_interval), evaluated here on the model's integers because it runs for
+        # each changed device every second without a query; the full computation and the
+        # database's view use the SQL function, and the test of this module holds the two
+        # equal at the boundary (tests/integration/test_coverage_incremental.py); or a live pile
         seen = self._seen.get(pk)
         if seen is not None and seen > now_us - self._expected[pk] and self._gate.get(pk, True):
             return True
@@ -282,7 +286,7 @@ class CoverageModel:
 # telecontrol gateway counts only while its latest report says interrogated (the gateways that
 # pass: coverage.GATEWAYS_INTERROGATED; asked only for the gateways whose report changed).
 _GATE_QUERY: sql.SQL | sql.Composed | None = coverage.GATEWAYS_INTERROGATED
-_GATED_KIND = "telecontrol_gateway"
+_GATED_KIND = coverage.GATED_KIND
 _LONG_AGO = datetime(1, 1, 2, tzinfo=UTC)
 _DEVICES = sql.SQL(
     "SELECT d.device_pk, (extract(epoch FROM k.expected_interval) * 1000000)::int8,"

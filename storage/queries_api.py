@@ -27,6 +27,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from storage.coverage import SEEN_WITHIN
+
 SCOPES = ("coverage:read", "telemetry:read", "admin")
 
 
@@ -88,10 +90,12 @@ def _and(parts: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
 
 
+# the liveness rule of migration 066 (qilu_seen_within, storage.coverage.SEEN_WITHIN), at the
+# request's ``now``: the one definition coverage, dashboards and alert rules use too
+_ONLINE = SEEN_WITHIN.format(now="%(now)s")
 _STATE = sql.SQL(
-    "CASE WHEN l.last_seen IS NULL THEN 'never_seen'"
-    " WHEN l.last_seen > %(now)s - k.expected_interval THEN 'online' ELSE 'offline' END"
-)
+    "CASE WHEN l.last_seen IS NULL THEN 'never_seen' WHEN {} THEN 'online' ELSE 'offline' END"
+).format(sql.SQL(_ONLINE))
 
 
 # -- devices --------------------------------------------------------------------------------
@@ -243,15 +247,15 @@ def list_sites(
         " a.devices, a.online, a.offline, a.never_seen, a.last_seen"
         " FROM sites s CROSS JOIN LATERAL ("
         "  SELECT count(d.device_pk) AS devices,"
-        "   count(*) FILTER (WHERE l.last_seen > %(now)s - k.expected_interval) AS online,"
-        "   count(*) FILTER (WHERE l.last_seen <= %(now)s - k.expected_interval) AS offline,"
+        "   count(*) FILTER (WHERE {online}) AS online,"
+        "   count(*) FILTER (WHERE NOT {online}) AS offline,"
         "   count(d.device_pk) FILTER (WHERE l.last_seen IS NULL) AS never_seen,"
         "   max(l.last_seen) AS last_seen"
         "  FROM devices d JOIN device_kinds k ON k.kind = d.kind"
         "  LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
         "  WHERE d.site_id = s.site_id AND {kind}) a"
         " WHERE {where} AND {state} ORDER BY s.site_id LIMIT %(limit)s"
-    ).format(attrs=attrs, kind=kind, where=_and(where), state=state)
+    ).format(attrs=attrs, kind=kind, where=_and(where), state=state, online=sql.SQL(_ONLINE))
     out = []
     for r in conn.execute(query, params):
         n = len(_SITE_ATTRS)
@@ -400,12 +404,14 @@ class Liveness:
 
 def liveness_summary(conn: psycopg.Connection[TupleRow], now: datetime) -> Liveness:
     row = conn.execute(
-        "SELECT max(l.last_seen), count(*),"
-        " count(*) FILTER (WHERE l.last_seen > %(now)s - k.expected_interval),"
-        " count(*) FILTER (WHERE l.last_seen IS NULL)"
-        " FROM devices d JOIN device_kinds k ON k.kind = d.kind"
-        " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
-        " WHERE d.status <> 'decommissioned'",  # gone for good: neither silent nor unseen
+        sql.SQL(
+            "SELECT max(l.last_seen), count(*),"
+            " count(*) FILTER (WHERE {}),"
+            " count(*) FILTER (WHERE l.last_seen IS NULL)"
+            " FROM devices d JOIN device_kinds k ON k.kind = d.kind"
+            " LEFT JOIN device_liveness l ON l.device_pk = d.device_pk"
+            " WHERE d.status <> 'decommissioned'"  # gone for good: neither silent nor unseen
+        ).format(sql.SQL(_ONLINE)),
         {"now": now},
     ).fetchone()
     assert row is not None  # noqa: S101 - an aggregate always returns one row

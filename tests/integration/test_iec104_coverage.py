@@ -24,9 +24,10 @@ from collectors.iec104.codec import U
 from collectors.iec104.collector import Iec104Collector
 from collectors.iec104.station import ControlledStation
 from dashboards.macros import expand_sql
-from dashboards.sectors import CONNECTED, MONITORING_PER_SITE, online_now
+from dashboards.sectors import online_now, target_figures
 from qilu.catalog import load_catalog
 from qilu.contract import Envelope, Reading, Sector
+from qilu.devices import KINDS
 from qilu.ports import free_port
 from qilu.registry import Device, Registry, Site
 from qilu.settings import Settings
@@ -86,12 +87,14 @@ def connected(settings: Settings) -> dict[str, int]:
 
 
 def on_dashboard(settings: Settings) -> tuple[object, object]:
-    """The substation dashboard's "Telecontrol links connected now" and its 220 kV+
-    substations under centralized monitoring, run as Grafana would."""
+    """The substation dashboard's "Telecontrol links online now" and its 220 kV+
+    substations under centralized monitoring (the target's figures), run as Grafana would."""
     ctx = _context(60)
-    links = expand_sql(online_now("telecontrol_gateway", "links").sql, ctx)
-    per_site = f"{MONITORING_PER_SITE} SELECT sum({CONNECTED}) FROM per_site p"  # noqa: S608 - the dashboard's constants
-    sites = expand_sql(per_site, ctx)
+    links = expand_sql(online_now(KINDS["telecontrol_gateway"], "links").sql, ctx)
+    target = load_catalog().target(TARGET)
+    assert target is not None
+    figures = target_figures(target.measure)
+    sites = expand_sql(f"SELECT sum(f.numerator) FROM ({figures}) f", ctx)  # noqa: S608 - the dashboard's SQL
     with as_grafana(settings) as conn:
         a, b = conn.execute(links).fetchone(), conn.execute(sites).fetchone()
     assert a is not None

@@ -29,6 +29,9 @@ ADR_RELATIONS = {
     "sites",
     "devices",
     "device_liveness",
+    # migration 066: the one liveness rule over today's registry in service (ADR 0018)
+    "device_connected",
+    "sites_in_service",
     "readings_1m",
     "readings_1h",
     "site_liveness_1h",
