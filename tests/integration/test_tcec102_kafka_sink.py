@@ -19,6 +19,8 @@ from kafka.partitioner.default import murmur2
 from interconnect.tcec102 import server
 from qilu import signing
 from qilu.contract import Envelope, Quality, Reading, Sector, decode
+from qilu.errors import RetryableError
+from qilu.ports import free_port
 from qilu.settings import KafkaSettings, Settings
 from stream.deadletter import DeadLetter
 from stream.topics import deadletter_topic, readings_topic
@@ -88,3 +90,11 @@ def test_dead_letters_reach_their_topic(sink: server.KafkaSink, kafka: KafkaSett
     (rec,) = _records(kafka, deadletter_topic(kafka), 1)
     assert rec.value == b"garbage"
     assert dict(rec.headers)["qilu.reason"] == b"tcec102_malformed_request"
+
+
+def test_without_a_broker_the_sink_is_not_ready(base_settings: Settings) -> None:
+    """No broker on the port: a retryable error (after the 2 s metadata wait), so the
+    endpoint answers -1 and builds the sink again at its next refresh."""
+    kafka = base_settings.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{free_port()}"})
+    with pytest.raises(RetryableError, match="Kafka unreachable"):
+        server.KafkaSink(base_settings.model_copy(update={"kafka": kafka}))
