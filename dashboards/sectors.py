@@ -251,6 +251,11 @@ ORDER BY 1, 2""",
     )
 
 
+def target_title(t: Target) -> str:
+    """A target's panel title: its name and due year (two targets may share a name)."""
+    return f"{t.name_en} (due {t.due.year})"
+
+
 def _target_panels(board: Board, t: Target) -> None:
     ratio = t.kind is TargetKind.RATIO
     unit = "percentunit" if ratio else "short"
@@ -269,15 +274,16 @@ def _target_panels(board: Board, t: Target) -> None:
             .graph_mode(gcommon.BigValueGraphMode.NONE)
             .reduce_options(bcommon.ReduceDataOptions().calcs(["lastNotNull"]))
         )
-    now_panel.title(t.name_en).description(about).unit(unit).thresholds(thresholds(*steps))
+    title = target_title(t)
+    now_panel.title(title).description(about).unit(unit).thresholds(thresholds(*steps))
     board.sql(now_panel.span(6).height(8), target_now(t))
-    bars = _bars(f"{t.name_en}: by city", unit, steps if ratio else ((None, "blue"),), span=8)
+    bars = _bars(f"{title}: by city", unit, steps if ratio else ((None, "blue"),), span=8)
     if ratio:
         bars.min(0).max(1)
     board.sql(bars, target_by_city(t))
     board.sql(
         ts_panel(
-            f"{t.name_en}: per day",
+            f"{title}: per day",
             unit,
             description="The day's last coverage snapshot (coverage_daily).",
             steps=steps,
@@ -588,7 +594,7 @@ def _kind_panels(board: Board, kind: DeviceKind) -> None:
         panel = (
             table.Panel()
             .show_header(True)
-            .title(f"{kind.plural}: highest {by.short} (last 15 minutes)")
+            .title(f"{kind.plural} by {by.description} (last 15 minutes)")
             .span(24)
             .height(8)
         )

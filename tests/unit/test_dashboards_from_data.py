@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from grafana_foundation_sdk.models import dashboard as gdash
 
 from dashboards import provisioning, sectors
 from dashboards.board import BuiltDashboard
@@ -124,9 +125,9 @@ def test_a_new_kind_metric_and_target_get_their_panels(monkeypatch: pytest.Monke
         "Wind (strongest)",
         "Weather masts in alarm",
         "Weather masts in alarm now",
-        "Ranches with a weather mast reporting",
-        "Ranches with a weather mast reporting: by city",
-        "Ranches with a weather mast reporting: per day",
+        "Ranches with a weather mast reporting (due 2030)",
+        "Ranches with a weather mast reporting (due 2030): by city",
+        "Ranches with a weather mast reporting (due 2030): per day",
     }
     assert set(before) <= set(after)
     (wind,) = after["Wind (strongest)"]
@@ -135,9 +136,9 @@ def test_a_new_kind_metric_and_target_get_their_panels(monkeypatch: pytest.Monke
     assert "max(r.max)" in wind.sql
     (alarms,) = after["Weather masts in alarm now"]
     assert "('storm_alarm', 'storm')" in alarms.sql
-    (per_day,) = after["Ranches with a weather mast reporting: per day"]
+    (per_day,) = after["Ranches with a weather mast reporting (due 2030): per day"]
     assert "d.target_id = 'ranch-weather-masts-2030'" in per_day.sql
-    (now,) = after["Ranches with a weather mast reporting"]
+    (now,) = after["Ranches with a weather mast reporting (due 2030)"]
     assert "c.kind = 'weather_mast'" in now.sql
     assert "device_connected" in now.sql
     assert "sites_in_service" in now.sql
@@ -164,6 +165,10 @@ def test_the_provisioned_sector_boards_are_the_generated_ones() -> None:
     for t in CATALOG.targets:
         if t.sector in {s.value for s in sectors.BOARDS}:
             board = built[sectors.BOARDS[Sector(t.sector)].uid]
-            assert t.name_en in _panels(board), t.id
+            assert sectors.target_title(t) in _panels(board), t.id
     for k in DEVICE_KINDS:
         assert f"{k.plural} online now" in _panels(built[sectors.BOARDS[k.sector].uid])
+    # titles name panels (Grafana's links, the SQL tests): one panel per title on a board
+    for b in built.values():
+        titles = [p.title for p in b.model.panels or [] if not isinstance(p, gdash.RowPanel)]
+        assert len(titles) == len(set(titles)), b.uid
