@@ -136,9 +136,13 @@ def start_agent(
 
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text -> {metric name: value summed over labels}."""
-    url = f"http://127.0.0.1:{port}/metrics"
+    # as a Prometheus server asks (OpenMetrics first): what the agent answers in production
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics",
+        headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"},
+    )
     try:
-        body = urllib.request.urlopen(url, timeout=5).read().decode()
+        body = urllib.request.urlopen(req, timeout=5).read().decode()  # noqa: S310 - http, fixed
     except OSError:
         return {}
     out: dict[str, float] = {}

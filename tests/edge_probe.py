@@ -6,6 +6,7 @@ nothing of the tests, so it runs wherever the project is installed::
 
     python tests/edge_probe.py build CONFIG            build the agent of CONFIG, no network
     python tests/edge_probe.py run CONFIG SECONDS      run it (python -m edge_agent run) that long
+    python tests/edge_probe.py run CONFIG SECONDS --scrape PORT   and scrape its metrics
     python tests/edge_probe.py build CONFIG --also M   and import module M too (a planted import)
 
 It prints one JSON object: ``modules`` (the top-level names in ``sys.modules``), ``rc`` (the
@@ -19,6 +20,7 @@ import importlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import warnings
@@ -46,12 +48,30 @@ SERVER_PACKAGES = (
 SERVER_STAGES = ("api", "storage", "stream", "dashboards", "interconnect", "ops")
 
 
+def scrape(port: int, into: list[str]) -> None:
+    """GET /metrics as a Prometheus server does (OpenMetrics first), over a bare socket:
+    urllib would load modules of its own into the process this probe inspects."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            b"GET /metrics HTTP/1.1\r\nHost: probe\r\nAccept: application/openmetrics-text;"
+            b"version=1.0.0,text/plain;version=0.0.4;q=0.5\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    into.extend(data.decode("utf-8", "replace").splitlines())
+
+
 def main(argv: list[str]) -> int:
     warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python's, at import
     mode, config_path = argv[0], argv[1]
     also = argv[argv.index("--also") + 1] if "--also" in argv else None
+    from edge_agent import lean
+
+    lean.defer_kafka_init()  # as python -m edge_agent does before anything else
+    lean.defer_prometheus_init()
     from edge_agent import __main__ as lean_main
-    from edge_agent import config, lean, online, runtime
+    from edge_agent import config, online, runtime
 
     from collectors import COLLECTOR_TYPES
 
@@ -59,14 +79,17 @@ def main(argv: list[str]) -> int:
     for target in COLLECTOR_TYPES.values():  # every registered collector's module
         importlib.import_module(target.partition(":")[0])
     rc = None
+    scraped: list[str] = []
     if mode == "run":
         seconds = float(argv[2])
         # SIGINT: before the agent's loop runs it is a KeyboardInterrupt (exit 130), after
         # that the agent's own stop
         threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+        if "--scrape" in argv:  # as a Prometheus server asks, just before the stop
+            port = int(argv[argv.index("--scrape") + 1])
+            threading.Timer(seconds - 1.5, scrape, (port, scraped)).start()
         rc = lean_main.main(["--log-level", "WARNING", "run", "--config", config_path])
     else:
-        lean.defer_kafka_init()  # as runtime.run does
         cfg = config.load(config_path)
         runtime.build_agent(cfg)
         from edge_agent import metrics
@@ -82,6 +105,9 @@ def main(argv: list[str]) -> int:
         "modules": sorted({name.split(".")[0] for name in sys.modules}),
         "rc": rc,
         "kafka_deferred": lean.kafka_init_deferred(),
+        "prometheus_deferred": lean.init_deferred("prometheus_client"),
+        "prometheus_exposition": "prometheus_client.exposition" in sys.modules,
+        "scraped": scraped,
     }
     sys.stdout.write(json.dumps(out) + "\n")
     return 0

@@ -55,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from edge_agent import lean
+
+    # before anything imports them: kafka-python's and prometheus_client's package __init__
+    # load what an agent does not use (edge_agent/lean.py)
+    lean.defer_kafka_init()
+    lean.defer_prometheus_init()
     from qilu import log
     from qilu.errors import ConfigError, QiluError
 

@@ -20,19 +20,42 @@ import importlib
 import importlib.util
 import sys
 import threading
-import types
 from typing import Any
 
-# the names a producer takes from the package itself, and the submodule that defines each
+# name -> the submodule that defines it, for the names the agent's path takes from each
+# package itself; any other name runs the package's real ``__init__``
 PRODUCER_NAMES = {"KafkaProducer": "kafka.producer"}
+PROMETHEUS_NAMES = {
+    **dict.fromkeys(
+        ("Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"), "prometheus_client.metrics"
+    ),
+    "CollectorRegistry": "prometheus_client.registry",
+    "REGISTRY": "prometheus_client.registry",
+    "PROCESS_COLLECTOR": "prometheus_client.process_collector",
+    "ProcessCollector": "prometheus_client.process_collector",
+    "PLATFORM_COLLECTOR": "prometheus_client.platform_collector",
+    "PlatformCollector": "prometheus_client.platform_collector",
+    "GC_COLLECTOR": "prometheus_client.gc_collector",
+    "GCCollector": "prometheus_client.gc_collector",
+}
 
 
 def defer_kafka_init() -> bool:
     """Register the ``kafka`` package without running its ``__init__`` (see the module
     docstring). False, doing nothing, when kafka-python is imported already or missing."""
-    if "kafka" in sys.modules:
+    return _defer_init("kafka", PRODUCER_NAMES)
+
+
+def defer_prometheus_init() -> bool:
+    """The same for ``prometheus_client``: its metric classes, registry and collectors load,
+    its exposition (HTTP server, WSGI, urllib) only when something asks for it."""
+    return _defer_init("prometheus_client", PROMETHEUS_NAMES)
+
+
+def _defer_init(package: str, names: dict[str, str]) -> bool:
+    if package in sys.modules:
         return False
-    spec = importlib.util.find_spec("kafka")
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         return False
     module = importlib.util.module_from_spec(spec)
@@ -44,28 +67,35 @@ def defer_kafka_init() -> bool:
         with lock:
             if not done:
                 done = True  # set first: the init's own imports must not run it again
-                code = spec.loader.get_code("kafka")  # type: ignore[union-attr]
+                code = spec.loader.get_code(package)  # type: ignore[union-attr]
                 exec(code, module.__dict__)  # noqa: S102 - the package's own __init__, deferred
 
     def package_getattr(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        if name in PRODUCER_NAMES:
-            return getattr(importlib.import_module(PRODUCER_NAMES[name]), name)
-        if importlib.util.find_spec(f"kafka.{name}") is not None:  # ``from kafka import errors``
-            return importlib.import_module(f"kafka.{name}")
+        if name in names and not done:
+            return getattr(importlib.import_module(names[name]), name)
+        if not done and importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")  # ``from kafka import errors``
         run_init()
         try:
             return module.__dict__[name]
         except KeyError:
-            raise AttributeError(f"module 'kafka' has no attribute {name!r}") from None
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
 
     module.__getattr__ = package_getattr  # type: ignore[method-assign]
-    sys.modules["kafka"] = module
+    module.__dict__["_qilu_init_deferred"] = lambda: not done
+    sys.modules[package] = module
     return True
 
 
-def kafka_init_deferred(module: types.ModuleType | None = None) -> bool:
+def init_deferred(package: str) -> bool:
+    """Whether ``package`` in this process still waits for its ``__init__``."""
+    module = sys.modules.get(package)
+    still = getattr(module, "__dict__", {}).get("_qilu_init_deferred")
+    return bool(still and still())
+
+
+def kafka_init_deferred() -> bool:
     """Whether the ``kafka`` package in this process still waits for its ``__init__``."""
-    module = module or sys.modules.get("kafka")
-    return module is not None and "KafkaConsumer" not in module.__dict__
+    return init_deferred("kafka")
