@@ -64,16 +64,27 @@ from qilu.ports import free_port
 
 AGENT_ID = "bench-agent"  # edge_support.agent_config's
 
-# "!lean": what runtime.run does first (edge_agent/lean.py: kafka-python's package __init__
-# deferred, so the producer's modules load without the admin client and the consumer)
+# "!lean": what python -m edge_agent does first (edge_agent/lean.py): kafka-python's and
+# prometheus_client's package __init__ deferred, so only the modules the agent uses load
+PROMETHEUS_USED = (
+    "prometheus_client.metrics,prometheus_client.registry,prometheus_client.process_collector,"
+    "prometheus_client.gc_collector,prometheus_client.platform_collector,"
+    "prometheus_client.openmetrics.exposition"
+)
 IMPORT_STEPS = [
     ("python", ""),
     ("asyncio (with ssl)", "asyncio,ssl"),
     ("+ sqlite3, msgpack, tomllib", "sqlite3,msgpack,tomllib"),
-    ("+ prometheus_client", "prometheus_client"),
-    ("+ kafka-python's producer (package init deferred)", "!lean,kafka.producer,kafka.net.compat"),
+    (
+        "+ prometheus_client's metrics and OpenMetrics (package init deferred)",
+        f"!lean,{PROMETHEUS_USED}",
+    ),
+    ("+ kafka-python's producer (package init deferred)", "kafka.producer,kafka.net.compat"),
     ("+ edge_agent runtime", "edge_agent.runtime"),
-    ("+ kafka's package init (admin, consumer: not on the agent's path)", "kafka.admin,kafka"),
+    (
+        "+ the package inits (kafka admin and consumer, prometheus exposition: not used)",
+        "kafka.admin,kafka,prometheus_client.exposition",
+    ),
     ("+ pydantic (not on the agent's path)", "pydantic"),
 ]
 
@@ -89,7 +100,8 @@ def import_costs(python: str) -> list[dict[str, object]]:
             "import importlib, warnings\nwarnings.simplefilter('ignore')\n"
             f"for m in {mods!r}:\n"
             "    if m == '!lean':\n"
-            "        from edge_agent import lean; lean.defer_kafka_init()\n"
+            "        from edge_agent import lean\n"
+            "        lean.defer_kafka_init(); lean.defer_prometheus_init()\n"
             "    else:\n"
             "        importlib.import_module(m)\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"

@@ -1,17 +1,22 @@
-"""Keeping the agent's process small on a Pi: what works around a library's import cost.
+"""Keeping the agent's process small on a Pi: two packages whose ``__init__`` loads much that
+an agent never uses, registered without running it (``python -m edge_agent`` does this first).
 
-:func:`defer_kafka_init` (kafka-python 3.0.12, the version pinned in pyproject.toml): ``import
-kafka`` runs ``kafka/__init__.py``, which imports the admin client, the consumer and the group
-coordinator with their protocol schemas; an agent only produces. Before kafka-python is first
-imported, the ``kafka`` package is registered without running that file: its submodules
-import as usual (``kafka.producer``, ``kafka.errors``), and the first access to any other name
-of the package (``from kafka import KafkaConsumer``) runs the real ``__init__`` then, so a
-process that later needs the rest gets it unchanged. Saves about 1.2 MB of the agent's RSS
-(bench/results/edge_footprint.json; docs/adr/0007-edge-delivery-and-identity.md). When
-kafka-python changes how its package is laid out, re-check :data:`PRODUCER_NAMES` against its
-``__init__``; tests/unit/test_edge_lean.py fails when the deferral stops working.
+- kafka-python 3.0.12 (pinned in pyproject.toml): ``kafka/__init__.py`` imports the admin
+  client, the consumer and the group coordinator with their protocol schemas; an agent only
+  produces (:data:`PRODUCER_NAMES`). About 1.2-1.7 MB of RSS.
+- prometheus-client 0.26: ``prometheus_client/__init__.py`` imports its exposition module,
+  which imports an HTTP server, WSGI and urllib; the agent needs the metric classes, the
+  registry and the process collectors (:data:`PROMETHEUS_NAMES`) and renders what Prometheus
+  asks for with ``prometheus_client.openmetrics.exposition`` (edge_agent/metrics.py). About
+  1 MB of RSS.
 
-It changes when kafka-python's modules load, not what the agent does.
+A deferred package imports its submodules as usual (``kafka.producer``, ``kafka.errors``); the
+names listed come from the submodule that defines them; the first access to any other name
+(``from kafka import KafkaConsumer``) runs the real ``__init__`` then, so a process that later
+needs the rest gets it unchanged. When a new version lays its package out differently,
+re-check the lists against its ``__init__``: tests/unit/test_edge_lean.py and
+tests/unit/test_agent_metrics_endpoint.py fail when a deferral stops working.
+(bench/results/edge_footprint.json; docs/adr/0007-edge-delivery-and-identity.md)
 """
 
 from __future__ import annotations
