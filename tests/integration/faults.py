@@ -866,7 +866,8 @@ class TcpProxy:
     """``host``:``port`` (127.0.0.1 by default) -> 127.0.0.1:``target``, in a thread of its
     own, with faults on demand:
 
-    - :meth:`cut`: close every open connection now (both sides see a reset);
+    - :meth:`cut`: close every open connection now (both sides see a reset); :meth:`cut_client`
+      only those of one client address;
     - ``stalled = True``: accept and hold bytes without forwarding them (a dead peer);
     - ``delay_s``: sleep this long before forwarding each chunk (a slow link);
     - ``refusing = True``: close new connections at once.
@@ -885,6 +886,7 @@ class TcpProxy:
         self.delay_s = 0.0
         self.cuts = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._by_client: dict[str, set[asyncio.StreamWriter]] = {}  # client address -> both ends
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="tcp-proxy", daemon=True)
@@ -898,6 +900,17 @@ class TcpProxy:
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+    def cut_client(self, address: str) -> None:
+        """Close the connections of the client at ``address`` only (both sides see a reset)."""
+
+        def close_its() -> None:
+            for w in list(self._by_client.pop(address, set())):
+                self._writers.discard(w)
+                with contextlib.suppress(Exception):
+                    w.transport.abort()
+
+        self._loop.call_soon_threadsafe(close_its)
 
     def cut(self) -> None:
         def close_all() -> None:
@@ -945,11 +958,14 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_w}
+        client = str((writer.get_extra_info("peername") or ("",))[0])
+        self._by_client.setdefault(client, set()).update({writer, up_w})
         await asyncio.gather(
             self._pipe(reader, up_w), self._pipe(up_r, writer), return_exceptions=True
         )
         for w in (writer, up_w):
             self._writers.discard(w)
+            self._by_client.get(client, set()).discard(w)
             w.transport.abort()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -147,6 +147,11 @@ def test_patroni_node_config() -> None:
     assert "synchronous_mode_strict" not in dcs  # a lone primary keeps taking writes
     assert (dcs["ttl"], dcs["loop_wait"]) == (20, 2)
     assert dcs["postgresql"]["use_pg_rewind"] is True
+    # a vanished client's transaction (and its locks) goes within about 25 s, not 2 h
+    params = dcs["postgresql"]["parameters"]
+    keepalive = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+    idle, interval, count = (params[k] for k in keepalive)
+    assert idle + interval * count <= 30
     assert cfg["postgresql"]["authentication"]["replication"]["username"] == "replicator"
     assert all("127.0.0.0/8" in line for line in cfg["postgresql"]["pg_hba"][:2])
 
