@@ -62,7 +62,7 @@ with warnings.catch_warnings():
 RESULT = REPO / "bench" / "results" / "province_live.json"
 PROVINCE_RATE = 37_033  # readings/s of the whole province (docs/capacity.md)
 # the cluster profile's servers, by their pid files
-SERVERS = ("kafka-1", "kafka-2", "kafka-3", "etcd", "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2")
+SERVERS = ("kafka-1", "kafka-2", "kafka-3", "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2")
 TICK = os.sysconf("SC_CLK_TCK")
 # qilu run's children, by their command line
 CHILDREN = {
@@ -143,17 +143,7 @@ def components(settings: Settings, run_pid: int) -> dict[str, list[int]]:
     """Component name -> its processes, now."""
     pp = parents()
     out: dict[str, list[int]] = {}
-    for name in (
-        "kafka-1",
-        "kafka-2",
-        "kafka-3",
-        "etcd",
-        "etcd-1",
-        "etcd-2",
-        "etcd-3",
-        "pg-1",
-        "pg-2",
-    ):
+    for name in SERVERS:
         pid = pidfile(settings, name)
         if pid is None or pid not in pp:
             continue
