@@ -64,8 +64,8 @@ from qilu.ports import free_port
 
 AGENT_ID = "bench-agent"  # edge_support.agent_config's
 
-# "!lean": what python -m edge_agent does first (edge_agent/lean.py): kafka-python's and
-# prometheus_client's package __init__ deferred, so only the modules the agent uses load
+# "!lean": what python -m edge_agent does first (edge_agent/lean.py): kafka-python's,
+# prometheus_client's and crc32c's package __init__ deferred, so only what the agent uses loads
 PROMETHEUS_USED = (
     "prometheus_client.metrics,prometheus_client.registry,prometheus_client.process_collector,"
     "prometheus_client.gc_collector,prometheus_client.platform_collector,"
@@ -82,8 +82,9 @@ IMPORT_STEPS = [
     ("+ kafka-python's producer (package init deferred)", "kafka.producer,kafka.net.compat"),
     ("+ edge_agent runtime", "edge_agent.runtime"),
     (
-        "+ the package inits (kafka admin and consumer, prometheus exposition: not used)",
-        "kafka.admin,kafka,prometheus_client.exposition",
+        "+ the package inits (kafka admin and consumer, prometheus exposition, crc32c version "
+        "lookup and CLI: not used)",
+        "kafka.admin,kafka,prometheus_client.exposition,crc32c.__init__",
     ),
     ("+ pydantic (not on the agent's path)", "pydantic"),
 ]
@@ -101,7 +102,7 @@ def import_costs(python: str) -> list[dict[str, object]]:
             f"for m in {mods!r}:\n"
             "    if m == '!lean':\n"
             "        from edge_agent import lean\n"
-            "        lean.defer_kafka_init(); lean.defer_prometheus_init()\n"
+            "        lean.defer_all()\n"
             "    else:\n"
             "        importlib.import_module(m)\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"

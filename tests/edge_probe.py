@@ -68,19 +68,12 @@ def main(argv: list[str]) -> int:
     also = argv[argv.index("--also") + 1] if "--also" in argv else None
     from edge_agent import lean
 
-    lean.defer_kafka_init()  # as python -m edge_agent does before anything else
-    lean.defer_prometheus_init()
+    lean.defer_all()  # as python -m edge_agent does before anything else
     from edge_agent import __main__ as lean_main
-    from edge_agent import config, online, runtime
 
-    from collectors import COLLECTOR_TYPES
-
-    del online  # imported by check-config --online and the check at start
-    for target in COLLECTOR_TYPES.values():  # every registered collector's module
-        importlib.import_module(target.partition(":")[0])
     rc = None
     scraped: list[str] = []
-    if mode == "run":
+    if mode == "run":  # the agent's process as the systemd unit runs it
         seconds = float(argv[2])
         # SIGINT: before the agent's loop runs it is a KeyboardInterrupt (exit 130), after
         # that the agent's own stop
@@ -90,15 +83,22 @@ def main(argv: list[str]) -> int:
             threading.Timer(seconds - 1.5, scrape, (port, scraped)).start()
         rc = lean_main.main(["--log-level", "WARNING", "run", "--config", config_path])
     else:
-        cfg = config.load(config_path)
-        runtime.build_agent(cfg)
-        from edge_agent import metrics
+        from edge_agent import config, metrics, runtime
 
         del metrics
+        runtime.build_agent(config.load(config_path))
         from kafka import KafkaProducer  # what the producer factory imports when it runs
         from kafka.net.compat import KafkaNetClient
 
         del KafkaProducer, KafkaNetClient
+    agent = set(sys.modules)  # what the agent itself loaded; then the rest of its path:
+    from edge_agent import online
+
+    from collectors import COLLECTOR_TYPES
+
+    del online  # imported by check-config --online and the check at start
+    for target in COLLECTOR_TYPES.values():  # every registered collector's module
+        importlib.import_module(target.partition(":")[0])
     if also:
         importlib.import_module(also)
     out = {
@@ -106,7 +106,9 @@ def main(argv: list[str]) -> int:
         "rc": rc,
         "kafka_deferred": lean.kafka_init_deferred(),
         "prometheus_deferred": lean.init_deferred("prometheus_client"),
-        "prometheus_exposition": "prometheus_client.exposition" in sys.modules,
+        "prometheus_exposition": "prometheus_client.exposition" in agent,
+        "crc32c_deferred": lean.init_deferred("crc32c"),
+        "importlib_metadata": "importlib.metadata" in agent,
         "scraped": scraped,
     }
     sys.stdout.write(json.dumps(out) + "\n")

@@ -57,10 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from edge_agent import lean
 
-    # before anything imports them: kafka-python's and prometheus_client's package __init__
-    # load what an agent does not use (edge_agent/lean.py)
-    lean.defer_kafka_init()
-    lean.defer_prometheus_init()
+    # before anything imports them: kafka-python's, prometheus_client's and crc32c's package
+    # __init__ load what an agent does not use (edge_agent/lean.py)
+    lean.defer_all()
     from qilu import log
     from qilu.errors import ConfigError, QiluError
 

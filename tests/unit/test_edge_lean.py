@@ -77,6 +77,8 @@ def test_a_running_agent_defers_kafkas_init_and_imports_no_server_package(
     held = set(out["modules"])
     assert "kafka" in held  # the producer was built
     assert out["kafka_deferred"] is True
+    assert out["crc32c_deferred"] is True
+    assert out["importlib_metadata"] is False  # crc32c's version lookup stayed out
     assert held.isdisjoint(SERVER_PACKAGES), sorted(held & set(SERVER_PACKAGES))
     assert held.isdisjoint(SERVER_STAGES), sorted(held & set(SERVER_STAGES))
 
@@ -124,3 +126,24 @@ def test_the_iec104_collector_loads_without_pydantic() -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "[]"
+
+
+def test_crc32cs_deferred_init_gives_kafka_the_c_function_and_the_rest_on_demand() -> None:
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "assert lean.defer_crc32c_init()\n"
+        "from kafka.record.util import calc_crc32c\n"
+        "import crc32c._crc32c as c\n"
+        "assert calc_crc32c.__defaults__[0] is c.crc32c  # the C function, not the Python one\n"
+        "assert calc_crc32c(memoryview(b'123456789')) == 0xE3069283  # the check value\n"
+        "assert 'importlib.metadata' not in sys.modules and lean.init_deferred('crc32c')\n"
+        "import crc32c\n"
+        "assert crc32c.__version__ and not lean.init_deferred('crc32c')\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "ok"
