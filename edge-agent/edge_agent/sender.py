@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeAlias
 
 from edge_agent.buffer import Outgoing
 from qilu.contract import Sector
@@ -110,46 +110,39 @@ class Send:
 # ------------------------------------------------------------------ actions and answers
 
 
-@dataclass(frozen=True, slots=True)
-class Connect:
+class Connect(NamedTuple):
     """Make a producer; answer :class:`Connected`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(NamedTuple):
     error: BaseException | None  # None: a producer is ready
     now: float  # monotonic, when the attempt ended
 
 
-@dataclass(frozen=True, slots=True)
-class Transmit:
+class Transmit(NamedTuple):
     """Hand these records to the producer, in order: (record, attempt number)."""
 
     records: list[tuple[Send, int]]
 
 
-@dataclass(frozen=True, slots=True)
-class Look:
+class Look(NamedTuple):
     """Answer :class:`View`."""
 
 
-@dataclass(frozen=True, slots=True)
-class View:
+class View(NamedTuple):
     due: bool  # the buffer holds a chunk to form now (full, or past its delay)
     oldest_chunk_us: int | None  # wall clock µs of the oldest unformed chunk
     now_us: int  # wall clock, µs
     now: float  # monotonic, s
 
 
-@dataclass(frozen=True, slots=True)
-class PersistAcks:
+class PersistAcks(NamedTuple):
     """Delete these acknowledged envelopes from the buffer."""
 
     acked: list[Send]
 
 
-@dataclass(frozen=True, slots=True)
-class AckAndForm:
+class AckAndForm(NamedTuple):
     """One buffer job: delete ``acked``, then form envelopes by driving :func:`form_plan`
     with these arguments; answer ``(formed, monotonic time)``."""
 
@@ -159,48 +152,41 @@ class AckAndForm:
     draining: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(NamedTuple):
     send: Send
     reason: str
     held: bool  # quarantined unsent (within the hold-off), not refused by the broker itself
 
 
-@dataclass(frozen=True, slots=True)
-class Quarantine:
+class Quarantine(NamedTuple):
     """Move these envelopes to the buffer's quarantine; answer the monotonic time after."""
 
     refused: list[Refused]
 
 
-@dataclass(frozen=True, slots=True)
-class Retire:
+class Retire(NamedTuple):
     """The producer's records failed: close it (in the background); the next round makes a
     new one. Every record in flight is sent again through the new producer."""
 
 
-@dataclass(frozen=True, slots=True)
-class Wake:
+class Wake(NamedTuple):
     """Run another round soon (refusals inferred during this one wait to be settled)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Failing:
+class Failing(NamedTuple):
     """A send or a connection failed (``first``: the outage starts now)."""
 
     error: str
     first: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Recovered:
+class Recovered(NamedTuple):
     """Acknowledgements again after an outage of ``after_s``."""
 
     after_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class Readmitted:
+class Readmitted(NamedTuple):
     """A sector the broker refused had a record acknowledged."""
 
     sector: Sector
@@ -216,8 +202,7 @@ Steps: TypeAlias = Generator[Action, Any, None]
 # ------------------------------------------------------------------ forming envelopes
 
 
-@dataclass(frozen=True, slots=True)
-class FormRequest:
+class FormRequest(NamedTuple):
     """Form one envelope (``Buffer.form`` with these arguments); answer :class:`Formed`."""
 
     live: bool
@@ -228,8 +213,7 @@ class FormRequest:
     force: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Formed:
+class Formed(NamedTuple):
     envelope: Outgoing | None
     oldest_chunk_us: int | None  # after forming it
     now_us: int
@@ -284,24 +268,40 @@ def drive_form(
 # ------------------------------------------------------------------ the state machine
 
 
-@dataclass(slots=True)
 class Counters:
-    sent_envelopes: int = 0
-    sent_readings: int = 0
-    refused_envelopes: int = 0
-    producers_replaced: int = 0
-    send_errors: int = 0
+    """What the sender did, for the agent's figures (``Agent.sent_readings``, ...)."""
+
+    __slots__ = (
+        "producers_replaced", "refused_envelopes", "send_errors", "sent_envelopes", "sent_readings"
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.sent_envelopes = 0
+        self.sent_readings = 0
+        self.refused_envelopes = 0
+        self.producers_replaced = 0
+        self.send_errors = 0
 
 
-@dataclass(slots=True)
 class _State:
-    inflight: dict[int, Send] = field(default_factory=dict)  # envelope id -> its record
-    inflight_bytes: int = 0
-    acked: list[Send] = field(default_factory=list)  # settled since the last round
-    failed: list[tuple[Send, BaseException]] = field(default_factory=list)
-    waiting: dict[int, Send] = field(default_factory=dict)  # to send again at the retry time
-    restored: list[Outgoing] = field(default_factory=list)  # outbox of earlier boots
-    refused_until: dict[Sector, float] = field(default_factory=dict)  # hold-off per sector
+    __slots__ = (
+        "acked",
+        "failed",
+        "inflight",
+        "inflight_bytes",
+        "refused_until",
+        "restored",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        self.inflight: dict[int, Send] = {}  # envelope id -> its record
+        self.inflight_bytes = 0
+        self.acked: list[Send] = []  # settled since the last round
+        self.failed: list[tuple[Send, BaseException]] = []
+        self.waiting: dict[int, Send] = {}  # to send again at the retry time
+        self.restored: list[Outgoing] = []  # outbox of earlier boots
+        self.refused_until: dict[Sector, float] = {}  # hold-off per sector
 
 
 class Sender:
