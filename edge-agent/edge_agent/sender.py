@@ -48,7 +48,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 from edge_agent.buffer import Outgoing
 from qilu.contract import Sector
@@ -110,86 +110,154 @@ class Send:
 # ------------------------------------------------------------------ actions and answers
 
 
-class Connect(NamedTuple):
+class _Message:
+    """An action or an answer: compared by value, shown with its fields (tests read them)."""
+
+    __slots__ = ()
+    __match_args__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__match_args__
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(repr(getattr(self, k)) for k in self.__match_args__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Connect(_Message):
     """Make a producer; answer :class:`Connected`."""
 
-
-class Connected(NamedTuple):
-    error: BaseException | None  # None: a producer is ready
-    now: float  # monotonic, when the attempt ended
+    __slots__ = ()
 
 
-class Transmit(NamedTuple):
+class Connected(_Message):
+    __slots__ = ("error", "now")
+    __match_args__ = ("error", "now")
+
+    def __init__(self, error: BaseException | None, now: float) -> None:
+        self.error = error  # None: a producer is ready
+        self.now = now  # monotonic, when the attempt ended
+
+
+class Transmit(_Message):
     """Hand these records to the producer, in order: (record, attempt number)."""
 
-    records: list[tuple[Send, int]]
+    __slots__ = ("records",)
+    __match_args__ = ("records",)
+
+    def __init__(self, records: list[tuple[Send, int]]) -> None:
+        self.records = records
 
 
-class Look(NamedTuple):
+class Look(_Message):
     """Answer :class:`View`."""
 
-
-class View(NamedTuple):
-    due: bool  # the buffer holds a chunk to form now (full, or past its delay)
-    oldest_chunk_us: int | None  # wall clock µs of the oldest unformed chunk
-    now_us: int  # wall clock, µs
-    now: float  # monotonic, s
+    __slots__ = ()
 
 
-class PersistAcks(NamedTuple):
+class View(_Message):
+    __slots__ = ("due", "now", "now_us", "oldest_chunk_us")
+    __match_args__ = ("due", "oldest_chunk_us", "now_us", "now")
+
+    def __init__(self, due: bool, oldest_chunk_us: int | None, now_us: int, now: float) -> None:
+        self.due = due  # the buffer holds a chunk to form now (full, or past its delay)
+        self.oldest_chunk_us = oldest_chunk_us  # wall clock µs of the oldest unformed chunk
+        self.now_us = now_us  # wall clock, µs
+        self.now = now  # monotonic, s
+
+
+class PersistAcks(_Message):
     """Delete these acknowledged envelopes from the buffer."""
 
-    acked: list[Send]
+    __slots__ = ("acked",)
+    __match_args__ = ("acked",)
+
+    def __init__(self, acked: list[Send]) -> None:
+        self.acked = acked
 
 
-class AckAndForm(NamedTuple):
+class AckAndForm(_Message):
     """One buffer job: delete ``acked``, then form envelopes by driving :func:`form_plan`
     with these arguments; answer ``(formed, monotonic time)``."""
 
-    acked: list[Send]
-    room: int
-    allowance: float
-    draining: bool
+    __slots__ = ("acked", "allowance", "draining", "room")
+    __match_args__ = ("acked", "room", "allowance", "draining")
+
+    def __init__(self, acked: list[Send], room: int, allowance: float, draining: bool) -> None:
+        self.acked = acked
+        self.room = room
+        self.allowance = allowance
+        self.draining = draining
 
 
-class Refused(NamedTuple):
-    send: Send
-    reason: str
-    held: bool  # quarantined unsent (within the hold-off), not refused by the broker itself
+class Refused(_Message):
+    __slots__ = ("held", "reason", "send")
+    __match_args__ = ("send", "reason", "held")
+
+    def __init__(self, send: Send, reason: str, held: bool) -> None:
+        self.send = send
+        self.reason = reason
+        self.held = (
+            held  # quarantined unsent (within the hold-off), not refused by the broker itself
+        )
 
 
-class Quarantine(NamedTuple):
+class Quarantine(_Message):
     """Move these envelopes to the buffer's quarantine; answer the monotonic time after."""
 
-    refused: list[Refused]
+    __slots__ = ("refused",)
+    __match_args__ = ("refused",)
+
+    def __init__(self, refused: list[Refused]) -> None:
+        self.refused = refused
 
 
-class Retire(NamedTuple):
+class Retire(_Message):
     """The producer's records failed: close it (in the background); the next round makes a
     new one. Every record in flight is sent again through the new producer."""
 
+    __slots__ = ()
 
-class Wake(NamedTuple):
+
+class Wake(_Message):
     """Run another round soon (refusals inferred during this one wait to be settled)."""
 
+    __slots__ = ()
 
-class Failing(NamedTuple):
+
+class Failing(_Message):
     """A send or a connection failed (``first``: the outage starts now)."""
 
-    error: str
-    first: bool
+    __slots__ = ("error", "first")
+    __match_args__ = ("error", "first")
+
+    def __init__(self, error: str, first: bool) -> None:
+        self.error = error
+        self.first = first
 
 
-class Recovered(NamedTuple):
+class Recovered(_Message):
     """Acknowledgements again after an outage of ``after_s``."""
 
-    after_s: float
+    __slots__ = ("after_s",)
+    __match_args__ = ("after_s",)
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
 
 
-class Readmitted(NamedTuple):
+class Readmitted(_Message):
     """A sector the broker refused had a record acknowledged."""
 
-    sector: Sector
+    __slots__ = ("sector",)
+    __match_args__ = ("sector",)
+
+    def __init__(self, sector: Sector) -> None:
+        self.sector = sector
 
 
 Action: TypeAlias = (
@@ -202,21 +270,37 @@ Steps: TypeAlias = Generator[Action, Any, None]
 # ------------------------------------------------------------------ forming envelopes
 
 
-class FormRequest(NamedTuple):
+class FormRequest(_Message):
     """Form one envelope (``Buffer.form`` with these arguments); answer :class:`Formed`."""
 
-    live: bool
-    now_us: int
-    live_window_us: int
-    max_readings: int
-    max_delay_us: int
-    force: bool = False
+    __slots__ = ("force", "live", "live_window_us", "max_delay_us", "max_readings", "now_us")
+    __match_args__ = ("live", "now_us", "live_window_us", "max_readings", "max_delay_us", "force")
+
+    def __init__(
+        self,
+        live: bool,
+        now_us: int,
+        live_window_us: int,
+        max_readings: int,
+        max_delay_us: int,
+        force: bool = False,
+    ) -> None:
+        self.live = live
+        self.now_us = now_us
+        self.live_window_us = live_window_us
+        self.max_readings = max_readings
+        self.max_delay_us = max_delay_us
+        self.force = force
 
 
-class Formed(NamedTuple):
-    envelope: Outgoing | None
-    oldest_chunk_us: int | None  # after forming it
-    now_us: int
+class Formed(_Message):
+    __slots__ = ("envelope", "now_us", "oldest_chunk_us")
+    __match_args__ = ("envelope", "oldest_chunk_us", "now_us")
+
+    def __init__(self, envelope: Outgoing | None, oldest_chunk_us: int | None, now_us: int) -> None:
+        self.envelope = envelope
+        self.oldest_chunk_us = oldest_chunk_us  # after forming it
+        self.now_us = now_us
 
 
 def backlog_waiting(cfg: Delivery, oldest_chunk_us: int | None, now_us: int) -> bool:
