@@ -133,19 +133,12 @@ _INSERT_UNNEST = (
 )
 
 # --- both methods --------------------------------------------------------------------------
-# Newest reading per device, moving only forward (a redelivery writes nothing). The usual
-# case, a device already seen, is a plain UPDATE: one WAL record per device, where INSERT ...
-# ON CONFLICT DO UPDATE writes two (it locks the row, then updates it); only the devices it
-# did not move (new ones, or not newer) go on to the upsert, in device order. Two writers of
-# the same devices (only while partitions move between consumers) may lock them in another
-# order and deadlock: the loser's batch is retried (_CONFLICT).
+# Newest reading per device, moving only forward (a redelivery writes nothing); device order,
+# so concurrent writers lock liveness rows in the same order.
 _LIVENESS = (
-    "WITH u AS (SELECT d, 'epoch'::timestamptz + t * interval '1 microsecond' AS seen"
-    " FROM unnest(%s::int4[], %s::int8[]) AS u(d, t)),"
-    " moved AS (UPDATE device_liveness l SET last_seen = u.seen FROM u"
-    " WHERE l.device_pk = u.d AND l.last_seen < u.seen RETURNING l.device_pk)"
-    " INSERT INTO device_liveness (device_pk, last_seen)"
-    " SELECT d, seen FROM u WHERE d NOT IN (SELECT device_pk FROM moved) ORDER BY d"
+    "INSERT INTO device_liveness (device_pk, last_seen)"
+    " SELECT d, 'epoch'::timestamptz + t * interval '1 microsecond'"
+    " FROM unnest(%s::int4[], %s::int8[]) AS u(d, t) ORDER BY d"
     " ON CONFLICT (device_pk) DO UPDATE SET last_seen = EXCLUDED.last_seen"
     " WHERE device_liveness.last_seen < EXCLUDED.last_seen"
 )
