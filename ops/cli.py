@@ -48,7 +48,7 @@ SERVER_EXTRA = frozenset(
     {
         "psycopg", "psycopg_pool", "fastapi", "starlette", "uvicorn", "jwt", "pyarrow",
         "httptools", "uvloop", "grafana_foundation_sdk", "grafana_client", "yaml", "openpyxl",
-        "cryptography",
+        "cryptography", "numpy", "confluent_kafka",
     }
 )  # fmt: skip
 NEEDS_SERVER = "the platform's server packages: pip install 'qilu-telemetry[server]'"
