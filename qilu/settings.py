@@ -179,6 +179,26 @@ class IngestSettings(BaseModel):
     # partitions back at once instead of after the session timeout (45 s); "" = dynamic
     # membership. One id per process, stable across its restarts (docs/faults.md)
     group_instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,249}$")
+    # the ingest's Kafka clients (consumer, dead-letter producer) and a broker that goes
+    # silent, cut off the network without closing its connections (docs/faults.md):
+    # - request_timeout_ms: how long a request may wait for its answer. Longer than the
+    #   controllers take to fence a silent broker (the cluster profile's 4 s session plus a
+    #   heartbeat): until then an offset commit (acks=all on __consumer_offsets) waits for
+    #   the ISR to shrink, a healthy wait that must not time out; kafka-python's 30 s kept
+    #   the data waiting that long behind a metadata request sent to the silent broker
+    request_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
+    # - broker_silence_ms: a connection whose sent bytes the broker's host has not
+    #   acknowledged for this long is closed (TCP_USER_TIMEOUT, Linux), whatever request
+    #   waits on it. The host's kernel acknowledges even when the broker is busy, so this
+    #   tells a silent host from a slow broker; the metadata, fetch or commit on it fails
+    #   then and goes to another broker instead of waiting out request_timeout_ms.
+    #   0 = off (the request timeout alone)
+    broker_silence_ms: int = Field(default=2_500, ge=0, le=300_000)
+    # - connect_timeout_ms: a connection attempt (TCP and the Kafka handshake) to a broker
+    #   that does not answer is given up after this long, doubling on each failure up to
+    #   request_timeout_ms; kafka-python's 10 s, up to 30 s, held a metadata request sent to
+    #   a cut-off broker that long
+    connect_timeout_ms: int = Field(default=3_000, ge=100, le=300_000)
     # fault injection for the fault suite (docs/faults.md), off by default: pause this long
     # after each database commit, before the offset commit, so a kill can land in between
     failpoint_after_db_commit_s: float = Field(default=0.0, ge=0)

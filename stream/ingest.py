@@ -27,8 +27,10 @@ with the next batch).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -37,6 +39,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.net.compat import KafkaNetClient
 from kafka.structs import TopicPartition
 
 from qilu.contract import Envelope, decode
@@ -70,6 +73,27 @@ Record = (
 INDEX_MAX_AGE_S = 300.0
 # an (agent, reason) that keeps being refused is logged at most this often
 REFUSALS_LOG_INTERVAL_S = 300.0
+
+
+def client_timeouts(cfg: IngestSettings) -> dict[str, Any]:
+    """kafka-python options of the ingest's clients for a broker that goes silent (its host
+    cut off: connections stall, nothing is refused): request and connection set-up bounds,
+    and TCP_USER_TIMEOUT on every socket (``ingest.broker_silence_ms``, docs/faults.md).
+    The consumer and producer classes take no connection set-up timeout of their own: it
+    goes to the network client they build (``kafka_client``)."""
+    options: list[tuple[int, int, int]] = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+    if cfg.broker_silence_ms and user_timeout is not None:
+        options.append((socket.IPPROTO_TCP, user_timeout, cfg.broker_silence_ms))
+    return {
+        "request_timeout_ms": cfg.request_timeout_ms,
+        "socket_options": options,
+        "kafka_client": functools.partial(
+            KafkaNetClient,
+            socket_connection_setup_timeout_ms=min(cfg.connect_timeout_ms, cfg.request_timeout_ms),
+            socket_connection_setup_timeout_max_ms=cfg.request_timeout_ms,
+        ),
+    }
 
 
 @dataclass(slots=True)
@@ -444,6 +468,7 @@ class IngestConsumer:
             bootstrap_servers=self._kafka.bootstrap,
             group_id=self._cfg.group_id,
             group_instance_id=self._cfg.group_instance_id or None,
+            **client_timeouts(self._cfg),
             client_id=f"{self._kafka.client_id}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -451,14 +476,20 @@ class IngestConsumer:
             fetch_max_bytes=16 * 1024 * 1024,
             # a group that formed before the broker served its topics' metadata holds no
             # partitions until a metadata refresh notices them (5 minutes by default; seen
-            # in tests/integration/test_faults_corpus.py): notice within seconds
-            metadata_max_age_ms=5000,
+            # in tests/integration/test_faults_corpus.py): notice within seconds. And a
+            # partition's new leader, after its old one went silent, is learnt only from
+            # metadata: the errors on the silent broker's connections (broker_silence_ms)
+            # come before the controllers fence it (~4 s), so the refresh that shows the new
+            # leader is a periodic one; every second, a small request (docs/faults.md)
+            metadata_max_age_ms=1000,
         )
         self._await_topics(consumer)
         consumer.subscribe(self._topics, listener=self._listener)
         producer = KafkaProducer(
             bootstrap_servers=self._kafka.bootstrap,
             client_id=f"{self._kafka.client_id}-deadletter",
+            # the dead letters' flush runs on the poll loop's thread: the same bounds
+            **client_timeouts(self._cfg),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
