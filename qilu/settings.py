@@ -196,9 +196,11 @@ class IngestSettings(BaseModel):
     broker_silence_ms: int = Field(default=2_500, ge=0, le=300_000)
     # - connect_timeout_ms: a connection attempt (TCP and the Kafka handshake) to a broker
     #   that does not answer is given up after this long, doubling on each failure up to
-    #   request_timeout_ms; kafka-python's 10 s, up to 30 s, held a metadata request sent to
-    #   a cut-off broker that long
-    connect_timeout_ms: int = Field(default=3_000, ge=100, le=300_000)
+    #   request_timeout_ms (so a slow handshake on a loaded machine costs one retry).
+    #   kafka-python's 10 s, up to 30 s, held the ingest that long on a cut-off broker that
+    #   metadata still named, before its fencing: as the group's coordinator, the offset
+    #   commit waited on the attempt
+    connect_timeout_ms: int = Field(default=1_000, ge=100, le=300_000)
     # fault injection for the fault suite (docs/faults.md), off by default: pause this long
     # after each database commit, before the offset commit, so a kill can land in between
     failpoint_after_db_commit_s: float = Field(default=0.0, ge=0)
