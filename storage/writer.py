@@ -142,11 +142,14 @@ _LIVENESS = (
     " ON CONFLICT (device_pk) DO UPDATE SET last_seen = EXCLUDED.last_seen"
     " WHERE device_liveness.last_seen < EXCLUDED.last_seen"
 )
-# postgres mode: what the batch touched, for the rollup refresh (migration 003)
-_WATERMARK = (
-    "SELECT CASE WHEN isfinite(watermark)"
+# the transaction's statement timeout; in postgres mode with the minute watermark of the
+# rollup refresh (migration 003), which decides the ranges the batch invalidates: one round trip
+_TIMEOUT = "SELECT set_config('statement_timeout', %s, true), NULL::int8"
+_TIMEOUT_AND_WATERMARK = (
+    "SELECT set_config('statement_timeout', %s, true),"
+    " (SELECT CASE WHEN isfinite(watermark)"
     " THEN (extract(epoch FROM watermark) * 1000000)::int8 END"
-    " FROM rollup_state WHERE name = 'readings_1m'"
+    " FROM rollup_state WHERE name = 'readings_1m')"
 )
 _INVALIDATE = (
     "INSERT INTO rollup_invalidations (device_pk, lo, hi)"
@@ -305,23 +308,29 @@ class ReadingsSink:
         known |= missing
 
     def _write(self, rows: RowArrays) -> int:
+        """One transaction in few round trips: the settings (and watermark), the rows, then
+        liveness, invalidations and the parts sent together (pipeline mode)."""
+        postgres = self._mode is StorageMode.POSTGRES
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(
-                    "SELECT set_config('statement_timeout', %s, true)", (self._statement_timeout,)
-                )
+                row = cur.execute(
+                    _TIMEOUT_AND_WATERMARK if postgres else _TIMEOUT, (self._statement_timeout,)
+                ).fetchone()
+                watermark = row[1] if row else None
                 inserted = 0
                 if rows:
                     if self.method is WriteMethod.COPY:
                         inserted = self._write_copy(conn, cur, rows)
                     else:
                         inserted = self._write_unnest(cur, rows)
-                    self._write_liveness(cur, rows)
-                    if self._mode is StorageMode.POSTGRES:
-                        self._write_invalidations(cur, rows)
-                for part in self._parts:
-                    if part.pending:
-                        part.write(cur)
+                with conn.pipeline():
+                    if rows:
+                        self._write_liveness(cur, rows)
+                        if postgres:
+                            self._write_invalidations(cur, rows, watermark)
+                    for part in self._parts:
+                        if part.pending:
+                            part.write(cur)
             return inserted
 
     def _write_copy(
@@ -374,9 +383,9 @@ class ReadingsSink:
             hi = lo + self._chunk
             cur.execute(_LIVENESS, (array_literal(devs[lo:hi]), array_literal(last[lo:hi])))
 
-    def _write_invalidations(self, cur: psycopg.Cursor[TupleRow], rows: RowArrays) -> None:
-        row = cur.execute(_WATERMARK).fetchone()
-        watermark = row[0] if row and row[0] is not None else None
+    def _write_invalidations(
+        self, cur: psycopg.Cursor[TupleRow], rows: RowArrays, watermark: int | None
+    ) -> None:
         ranges = touched_ranges(rows, watermark)
         for lo in range(0, len(ranges), self._chunk):
             part = ranges[lo : lo + self._chunk]
