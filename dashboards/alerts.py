@@ -15,6 +15,8 @@ Rules:
   both read the view ``device_connected`` (migration 066: today's registry in service and the
   one liveness rule coverage, the API and the dashboards use);
 - ``qilu-consumer-lag``, ``qilu-dead-letters``, ``qilu-edge-drops``: from Prometheus;
+- ``qilu-ingest-stalled``: the ingest's poll loop made no progress for 5 minutes (its
+  watchdog should have restarted it first: docs/operations.md);
 - ``qilu-storage-job-failing`` (timescale mode): the last run of a TimescaleDB background job
   of the platform failed and the server backs off before retrying (storage/jobs.py);
 - ``qilu-wal-archive-stalled``: WAL segments wait to be archived and archiving has made no
@@ -240,6 +242,21 @@ def groups(catalog: Catalog) -> list[AlertGroup]:
                     "{{ $labels.topic }} is {{ humanize $values.B.Value }} records behind",
                     "The ingest consumer group is more than 50,000 records behind the end of "
                     "a readings topic for 5 minutes: ingest is down or too slow.",
+                    severity="critical",
+                ),
+                AlertSpec(
+                    "qilu-ingest-stalled",
+                    "Ingest poll loop stalled",
+                    "pipeline",
+                    PromSpec("time() - max(qilu_ingest_loop_progress_timestamp_seconds)"),
+                    "gt",
+                    300.0,
+                    "2m",
+                    "The ingest's poll loop has made no progress for "
+                    "{{ humanize $values.B.Value }} s",
+                    "No poll of the ingest consumer has returned for over 5 minutes, although "
+                    "the process still answers Prometheus: its watchdog (ingest.stall_timeout_s) "
+                    "should have restarted it. Its stacks: `kill -USR1 PID` (docs/operations.md).",
                     severity="critical",
                 ),
                 AlertSpec(

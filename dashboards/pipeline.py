@@ -42,6 +42,7 @@ METRICS: dict[str, str] = {
     "qilu_ingest_flush_seconds": "ingest",
     "qilu_ingest_retries_total": "ingest",
     "qilu_ingest_last_commit_timestamp_seconds": "ingest",
+    "qilu_ingest_loop_progress_timestamp_seconds": "ingest",  # qilu-ingest-stalled
     STORAGE_JOB_FAILING: "ingest",  # the maintenance loop runs in ingest (storage/jobs.py)
     STORAGE_JOB_BACKOFF: "ingest",
     "qilu_api_request_seconds": "api",

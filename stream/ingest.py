@@ -58,6 +58,7 @@ from stream.deadletter import DeadLetter, OncePerInterval, key_agent
 from stream.gaps import GapSink
 from stream.topics import deadletter_topic, readings_topics
 from stream.validate import Validator, validate_gaps
+from stream.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 INDEX_REFRESH_S = 30.0
@@ -225,6 +226,12 @@ class IngestConsumer:
         self._losses = losses
         self._listener = _Revocations()
         self._broker_down_since: float | None = None  # poll failing since (monotonic)
+        # beaten each time a poll returns, which the waits of handled outages do too
+        self.watchdog = Watchdog(
+            "the ingest's poll loop",
+            ingest.stall_timeout_s,
+            on_beat=metrics.LOOP_PROGRESS.set_to_current_time,
+        )
 
     def _new_validator(self) -> Validator:
         idx = self._load_index()
@@ -459,6 +466,7 @@ class IngestConsumer:
                     ", ".join(waiting),
                 )
                 warned = True
+            self.watchdog.beat()
             self._stop.wait(0.5)
         if logged and not waiting:
             logger.info("all topics served; joining group %s", self._cfg.group_id)
@@ -483,6 +491,7 @@ class IngestConsumer:
             # leader is a periodic one; every second, a small request (docs/faults.md)
             metadata_max_age_ms=1000,
         )
+        self.watchdog.start()
         self._await_topics(consumer)
         consumer.subscribe(self._topics, listener=self._listener)
         producer = KafkaProducer(
@@ -540,9 +549,13 @@ class IngestConsumer:
                     self._log_refusals(outcome)
                 self._report_lag(consumer)
         finally:
-            consumer.close(autocommit=False)
-            producer.close(timeout=10)
-            logger.info("ingest stopped")
+            self._close(consumer, producer)
+
+    def _close(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
+        self.watchdog.stop()  # a process that goes on (a test) must not be ended by it
+        consumer.close(autocommit=False)
+        producer.close(timeout=10)
+        logger.info("ingest stopped")
 
     def _resume_from_database(
         self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[Any]]
@@ -630,6 +643,7 @@ class IngestConsumer:
         logger.warning("failpoint after_db_commit: pause begins")
         time.sleep(self._cfg.failpoint_after_db_commit_s)
         logger.warning("failpoint after_db_commit: pause ends")
+        self.watchdog.beat()
 
     def _abort_batch(self, consumer: KafkaConsumer, firsts: dict[TopicPartition, int]) -> None:
         """Forget the batch and rewind the partitions we still own to its first record."""
@@ -650,6 +664,7 @@ class IngestConsumer:
         try:
             got: dict[TopicPartition, list[Any]] = consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
+            self.watchdog.beat()
             if self._broker_down_since is None:
                 self._broker_down_since = time.monotonic()
                 logger.warning("polling the broker failed, retrying until it answers: %s", exc)
@@ -662,6 +677,7 @@ class IngestConsumer:
                 time.monotonic() - self._broker_down_since,
             )
             self._broker_down_since = None
+        self.watchdog.beat()
         return got
 
     def _idle(self, consumer: KafkaConsumer, seconds: float) -> None:

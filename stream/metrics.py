@@ -39,6 +39,10 @@ LAG = Gauge("qilu_ingest_lag_records", "Records behind the partition end", ["top
 LAST_COMMIT = Gauge(
     "qilu_ingest_last_commit_timestamp_seconds", "Unix time of the last offset commit"
 )
+LOOP_PROGRESS = Gauge(
+    "qilu_ingest_loop_progress_timestamp_seconds",
+    "Unix time the poll loop last made progress (a poll returned; the stall watchdog's beat)",
+)
 REPLAY_LOST = Counter(
     "qilu_ingest_replay_lost_records",
     "Records between the database's stored offset and the broker's first retained one when "

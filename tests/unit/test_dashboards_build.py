@@ -128,6 +128,7 @@ def test_alert_rules_cover_the_issue() -> None:
         "qilu-site-silent",
         "qilu-devices-silent",
         "qilu-consumer-lag",
+        "qilu-ingest-stalled",
         "qilu-dead-letters",
         "qilu-edge-drops",
         "qilu-storage-job-failing",

@@ -1,0 +1,102 @@
+"""The poll loop's stall watchdog (stream/watchdog.py): the decision on a fake clock, the
+thread that fires on a loop that blocks, and the exit of a stuck process with its stacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+from stream.watchdog import STALL_EXIT_CODE, Watchdog
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_stalled_only_after_the_timeout_without_a_beat() -> None:
+    clock = FakeClock()
+    dog = Watchdog("loop", 120.0, on_stall=lambda *_: None, clock=clock)
+    clock.now += 119.0
+    assert dog.stalled() is None
+    dog.beat()  # a poll returned (e.g. one of the waits of a database outage)
+    clock.now += 119.0
+    assert dog.stalled() is None
+    clock.now += 2.0
+    assert dog.stalled() == 121.0
+
+
+def test_zero_timeout_never_fires() -> None:
+    clock = FakeClock()
+    dog = Watchdog("loop", 0.0, on_stall=lambda *_: None, clock=clock)
+    clock.now += 1e9
+    assert dog.stalled() is None
+    dog.start()  # no thread
+    assert not any(t.name == "loop-watchdog" for t in threading.enumerate())
+
+
+def test_beat_runs_the_progress_hook() -> None:
+    beats: list[int] = []
+    dog = Watchdog("loop", 10.0, on_stall=lambda *_: None, on_beat=lambda: beats.append(1))
+    dog.beat()
+    dog.beat()
+    assert len(beats) == 2
+
+
+def test_the_thread_fires_once_on_a_loop_that_blocks() -> None:
+    fired: list[tuple[str, float]] = []
+    done = threading.Event()
+
+    def on_stall(what: str, seconds: float) -> None:
+        fired.append((what, seconds))
+        done.set()
+
+    dog = Watchdog("blocked loop", 0.2, on_stall=on_stall)
+    dog.start()
+    blocked = threading.Event()
+    blocked.wait(0.5)  # the loop: no beat while it waits
+    assert done.wait(10)
+    dog.stop()
+    assert len(fired) == 1
+    assert fired[0][0] == "blocked loop"
+    assert fired[0][1] > 0.2
+
+
+def test_a_beating_loop_is_left_alone() -> None:
+    fired: list[float] = []
+    dog = Watchdog("loop", 0.3, on_stall=lambda _w, s: fired.append(s))
+    dog.start()
+    pace = threading.Event()
+    for _ in range(20):  # 1 s of iterations, each well inside the timeout
+        dog.beat()
+        pace.wait(0.05)
+    dog.stop()
+    assert fired == []
+
+
+def test_a_stuck_process_logs_every_stack_and_exits_with_its_code() -> None:
+    script = textwrap.dedent(
+        """
+        import logging, threading
+        from stream.watchdog import Watchdog
+        logging.basicConfig(level="INFO")
+
+        def stuck_in_a_synchronous_call():
+            threading.Event().wait()  # what a net.run() without a timeout does
+
+        Watchdog("test loop", 0.3).start()
+        stuck_in_a_synchronous_call()
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == STALL_EXIT_CODE
+    assert "test loop made no progress" in proc.stderr
+    assert "stuck_in_a_synchronous_call" in proc.stderr  # the main thread's stack
+    assert "test loop-watchdog" in proc.stderr  # and the others'
