@@ -6,7 +6,10 @@ recorded day, marked synthetic), create topics, then run the ingest consumer, th
 edge agents, the API and simulated T/CEC 102 charging operators (``qilu operators simulate``)
 as child processes, and print the coverage table (targets x cities)
 from the API every few seconds. Count thresholds are compared scaled to the simulated share
-and marked so (docs/adr/0013-scaled-thresholds.md). Ctrl-C stops the children
+and marked so (docs/adr/0013-scaled-thresholds.md). A child that fails (a crash, a kill, the
+ingest's stall watchdog) is started again after a doubling delay, as systemd's
+``Restart=on-failure`` would (:class:`Restarts`); only a child that keeps failing within a
+minute of its start stops the whole run. Ctrl-C stops the children
 cleanly; the servers keep running (``qilu services down`` stops them).
 """
 
@@ -22,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -32,6 +36,87 @@ from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
 SCALED_MARK = "\u2020"  # a dagger: this threshold is scaled (see the table's footnote)
+
+
+@dataclass(slots=True)
+class Restarts:
+    """When a child that failed is started again (no I/O): after ``first_delay_s``, doubling
+    with each failure that comes within ``quick_s`` of the start before it, up to
+    ``max_delay_s``; a run longer than ``quick_s`` starts the count again. The
+    ``limit + 1``-th quick failure in a row gives up."""
+
+    quick_s: float = 60.0
+    limit: int = 5
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    quick: int = 0  # failures in a row, each within quick_s of its start
+
+    def after_failure(self, ran_s: float) -> float | None:
+        """The delay before the next start of a child that failed after running ``ran_s``
+        seconds; None: give up."""
+        self.quick = self.quick + 1 if ran_s < self.quick_s else 1
+        if self.quick > self.limit:
+            return None
+        return min(self.first_delay_s * (1 << (self.quick - 1)), self.max_delay_s)
+
+
+class _Children:
+    """The platform's processes, each started again after a failure (:class:`Restarts`)."""
+
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]) -> None:
+        self._commands, self._env = commands, env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._started: dict[str, float] = {}
+        self._restarts = {name: Restarts() for name in commands}
+        self._due: dict[str, float] = {}  # name -> when it is started again (monotonic)
+        for name in commands:
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen(self._commands[name], env=self._env)
+        self._started[name] = time.monotonic()
+
+    def check(self) -> bool:
+        """Restart what failed and is due; False when a child should stop the run (it ended
+        on its own, or failed too often in a row)."""
+        now = time.monotonic()
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is None or name in self._due:
+                continue
+            if code == 0:  # not a failure: nothing to restart (systemd's on-failure)
+                logger.error("%s exited; stopping", name)
+                return False
+            delay = self._restarts[name].after_failure(now - self._started[name])
+            if delay is None:
+                logger.error(
+                    "%s exited with code %s, the %d-th time in a row within %.0f s of its "
+                    "start; stopping",
+                    name,
+                    code,
+                    self._restarts[name].quick,
+                    self._restarts[name].quick_s,
+                )
+                return False
+            logger.warning("%s exited with code %s; starting it again in %.0f s", name, code, delay)
+            self._due[name] = now + delay
+        for name, at in list(self._due.items()):
+            if now >= at:
+                del self._due[name]
+                self._start(name)
+                logger.warning("%s started again (pid %d)", name, self.procs[name].pid)
+        return True
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in 20 s; killing it", name)
+                proc.kill()
 
 
 def register(sub: Any) -> None:
@@ -169,19 +254,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     )
     # the children reach the profile's servers (the same as before for the single profile)
     env = {**os.environ, "QILU_AGENT__TARGETS_FILE": str(targets), **client_env(settings)}
-    children = {
-        "ingest": subprocess.Popen([*base, "ingest"], env=env),
-        "agents": subprocess.Popen(
-            [*base, "agent", "province", "--seed", str(args.seed), "--scale", str(args.scale)],
-            env=env,
-        ),
-        "api": subprocess.Popen([*base, "api"], env=env),
+    commands = {
+        "ingest": [*base, "ingest"],
+        "agents": [
+            *base,
+            "agent",
+            "province",
+            "--seed",
+            str(args.seed),
+            "--scale",
+            str(args.scale),
+        ],
+        "api": [*base, "api"],
     }
     if args.operators_per_city > 0:
-        children["operators"] = subprocess.Popen(
-            [*base, "operators", "simulate", "--per-city", str(args.operators_per_city)],
-            env=env,
-        )
+        commands["operators"] = [
+            *base,
+            "operators",
+            "simulate",
+            "--per-city",
+            str(args.operators_per_city),
+        ]
+    children = _Children(commands, env)
     url = f"http://{settings.api.host}:{settings.api.port}"
     stopping = False
 
@@ -197,10 +291,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         while not stopping:
             time.sleep(0.2)
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    logger.error("%s exited with code %s; stopping", name, proc.returncode)
-                    stopping, code = True, 1
+            if not children.check():
+                stopping, code = True, 1
             if args.duration and time.monotonic() - started >= args.duration:
                 break
             if time.monotonic() >= next_table:
@@ -214,15 +306,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             "stopping ingest, agents, operators and API (servers keep running: "
             "`qilu services down` stops them)\n"
         )
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in children.items():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop in 20 s; killing it", name)
-                proc.kill()
+        children.stop()
     sys.stderr.write(f"API was at {url}/docs\n")
     return code
 
