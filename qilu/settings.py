@@ -204,8 +204,8 @@ class IngestSettings(BaseModel):
     # fault injection for the fault suite (docs/faults.md), off by default: pause this long
     # after each database commit, before the offset commit, so a kill can land in between
     failpoint_after_db_commit_s: float = Field(default=0.0, ge=0)
-    # the poll loop's watchdog (docs/operations.md): no progress for this long (no poll
-    # returned, not even one of the waits of a handled database or broker outage) logs
+    # the poll loop's watchdog (docs/operations.md): no progress for this long (no records
+    # polled, not caught up, not waiting out a handled database or broker outage) logs
     # every thread's stack and exits with code 70 so the service manager restarts the
     # ingest. Above the longest legitimate step: a batch's flush, whose statements each
     # time out after 60 s, and the dead letters' 30 s acknowledgement wait. 0 = off

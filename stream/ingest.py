@@ -52,7 +52,7 @@ from storage.registry_store import DeviceIndex
 from storage.replay_losses import ReplayLosses
 from storage.rows import Rows
 from storage.writer import ReadingsSink
-from stream import metrics
+from stream import kafka_calls, metrics
 from stream.agents import AgentAuth
 from stream.deadletter import DeadLetter, OncePerInterval, key_agent
 from stream.gaps import GapSink
@@ -172,11 +172,14 @@ class _Refused:
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
     """Notes revocations and the partitions assigned since the loop last compared their
     offsets with the database's (the comparison blocks on the broker, which a listener
-    running on kafka-python's I/O thread must not do)."""
+    running on kafka-python's I/O thread must not do). The listener runs on that I/O thread,
+    the loop on its own: the set is handed over under a lock (an assignment noted between the
+    loop's read and its clear was lost)."""
 
     def __init__(self) -> None:
         self.revoked = False
-        self.unchecked: set[TopicPartition] = set()
+        self._lock = threading.Lock()
+        self._unchecked: set[TopicPartition] = set()
 
     def on_partitions_revoked(self, revoked: object) -> None:
         self.revoked = True
@@ -184,7 +187,23 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         # one line per rebalance: an ingest that holds no partitions is visible in its log
         logger.info("partitions assigned: %d", len(assigned))
-        self.unchecked |= set(assigned)
+        with self._lock:
+            self._unchecked |= set(assigned)
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._unchecked)
+
+    def take(self) -> set[TopicPartition]:
+        """The partitions to compare, no longer noted."""
+        with self._lock:
+            taken, self._unchecked = self._unchecked, set()
+        return taken
+
+    def put_back(self, partitions: set[TopicPartition]) -> None:
+        """Compare these again on the next round (the comparison failed)."""
+        with self._lock:
+            self._unchecked |= partitions
 
 
 class IngestConsumer:
@@ -226,7 +245,8 @@ class IngestConsumer:
         self._losses = losses
         self._listener = _Revocations()
         self._broker_down_since: float | None = None  # poll failing since (monotonic)
-        # beaten each time a poll returns, which the waits of handled outages do too
+        # beaten on records polled, an empty poll with every partition read to its end, and
+        # the waits of handled outages (docs/operations.md section 7)
         self.watchdog = Watchdog(
             "the ingest's poll loop",
             ingest.stall_timeout_s,
@@ -345,7 +365,11 @@ class IngestConsumer:
         self._close_loss_windows(consumer)
         if self._losses is not None and self._losses.pending:
             self._flush_with_retry(consumer)  # nothing but the report (a sink part)
-        self._report_lag(consumer)
+        if self._report_lag(consumer):
+            # an empty poll is progress only when there is nothing to read: a consumer that
+            # holds partitions but never fetches polls empty forever (the stall seen twice:
+            # partitions assigned, empty polls, nothing stored, the broker dropping the member)
+            self.watchdog.beat()
 
     def _observe_after_loss(self, rec: Record, env: Envelope | None) -> None:
         """A record of a partition whose replay started past a loss: who sent it (the
@@ -453,7 +477,7 @@ class IngestConsumer:
         logged = warned = False
         since = time.monotonic()
         while waiting and not self._stop.is_set():
-            waiting = [t for t in waiting if not consumer.partitions_for_topic(t)]
+            waiting = [t for t in waiting if not self._served(consumer, t)]
             if not waiting:
                 break
             if not logged:
@@ -470,6 +494,15 @@ class IngestConsumer:
             self._stop.wait(0.5)
         if logged and not waiting:
             logger.info("all topics served; joining group %s", self._cfg.group_id)
+
+    def _served(self, consumer: KafkaConsumer, topic: str) -> bool:
+        try:
+            return bool(
+                kafka_calls.partitions_for_topic(consumer, topic, self._cfg.request_timeout_ms)
+            )
+        except KafkaError as exc:  # a metadata request without an answer: asked again
+            logger.info("the partitions of %s are not known yet: %s", topic, exc)
+            return False
 
     def run(self) -> None:
         consumer = KafkaConsumer(
@@ -531,7 +564,7 @@ class IngestConsumer:
                 if self._cfg.failpoint_after_db_commit_s:
                     self._failpoint_after_db_commit()
                 try:
-                    consumer.commit()
+                    kafka_calls.commit(consumer, self._cfg.request_timeout_ms)
                 except CommitFailedError:
                     logger.warning("offset commit refused after a rebalance; batch will be reread")
                     self._abort_batch(consumer, firsts)
@@ -568,25 +601,28 @@ class IngestConsumer:
         counted in ``qilu_ingest_replay_lost_records``, and stored per partition and per
         agent (storage/replay_losses.py)."""
         load = self._load_offsets
-        if not self._listener.unchecked or load is None:
+        if load is None or not self._listener.pending():
             return polled
-        assigned = self._listener.unchecked & consumer.assignment()
-        self._listener.unchecked.clear()
+        assigned = self._listener.take() & consumer.assignment()
         try:
             stored = load(sorted({tp.topic for tp in assigned}))
             committed: dict[TopicPartitionKey, int | None] = {}
             begins: dict[TopicPartitionKey, int] = {}
             known = [tp for tp in assigned if (tp.topic, tp.partition) in stored]
             if known:
-                committed = {(tp.topic, tp.partition): consumer.committed(tp) for tp in known}
+                bound = self._cfg.request_timeout_ms
+                committed = {
+                    (tp.topic, tp.partition): o
+                    for tp, o in kafka_calls.committed(consumer, known, bound).items()
+                }
                 begins = {
                     (tp.topic, tp.partition): o
-                    for tp, o in consumer.beginning_offsets(known).items()
+                    for tp, o in kafka_calls.beginning_offsets(consumer, known, bound).items()
                 }
             plan = replay_plan(stored, committed, begins)
         except (KafkaError, OSError, RetryableError) as exc:
             logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
-            self._listener.unchecked |= assigned  # again on the next round
+            self._listener.put_back(assigned)  # again on the next round
             for tp in assigned:
                 recs = polled.pop(tp, None)
                 if recs:
@@ -664,7 +700,7 @@ class IngestConsumer:
         try:
             got: dict[TopicPartition, list[Any]] = consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
-            self.watchdog.beat()
+            self.watchdog.beat()  # a handled outage: the loop goes on
             if self._broker_down_since is None:
                 self._broker_down_since = time.monotonic()
                 logger.warning("polling the broker failed, retrying until it answers: %s", exc)
@@ -677,7 +713,8 @@ class IngestConsumer:
                 time.monotonic() - self._broker_down_since,
             )
             self._broker_down_since = None
-        self.watchdog.beat()
+        if got:
+            self.watchdog.beat()
         return got
 
     def _idle(self, consumer: KafkaConsumer, seconds: float) -> None:
@@ -688,6 +725,7 @@ class IngestConsumer:
         """
         consumer.pause(*consumer.assignment())
         got = self._poll(consumer, int(seconds * 1000))
+        self.watchdog.beat()  # a handled outage's wait (database, dead letters, commit)
         for tp, recs in got.items():
             if recs:
                 consumer.seek(tp, recs[0].offset)
@@ -753,14 +791,22 @@ class IngestConsumer:
             break
         return not self._listener.revoked
 
-    def _report_lag(self, consumer: KafkaConsumer) -> None:
+    def _report_lag(self, consumer: KafkaConsumer) -> bool:
+        """Export each partition's lag; True when every assigned partition is known to be
+        read to its end (a position and a high watermark, nothing between them)."""
+        caught_up = True
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:
+                caught_up = False
                 continue
             try:
                 pos = consumer.position(tp, timeout_ms=1000)
             except KafkaError:  # the broker away: the gauge waits for the next batch
-                return
-            if pos is not None:
-                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
+                return False
+            if pos is None:
+                caught_up = False
+                continue
+            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
+            caught_up = caught_up and pos >= high
+        return caught_up

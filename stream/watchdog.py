@@ -1,7 +1,8 @@
 """A watchdog for a loop that must keep going: the ingest's poll loop.
 
-The loop calls :meth:`Watchdog.beat` whenever it makes progress (each poll returns, each
-retry of a handled database or broker outage waits out its backoff through a poll). A thread
+The loop calls :meth:`Watchdog.beat` whenever it makes progress (a poll returns records, an
+empty poll finds every partition read to its end, a handled database or broker outage waits
+out a retry's backoff). A thread
 checks the time since the last beat; when it exceeds the timeout the loop is stuck somewhere
 nothing handles (a synchronous Kafka call that never returns, a lock), and
 :func:`exit_stalled` logs every thread's stack as one ERROR and ends the process with
