@@ -415,17 +415,20 @@ class Consumers:
             total += float(m.group(1)) if m else 0.0
         return total
 
-    def record_age(self) -> dict[str, dict[float, float]]:
-        """qilu_ingest_record_age_seconds summed over the consumers: stage -> upper bound ->
-        records at most that old (the histogram's cumulative buckets)."""
+    def histogram(self, name: str) -> dict[str, dict[float, float]]:
+        """A histogram of the consumers, summed over them: its label's value (the stage of
+        qilu_ingest_record_age_seconds; "" without one) -> upper bound -> observations at
+        most that (the cumulative buckets)."""
         out: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
-        pattern = re.compile(
-            r'^qilu_ingest_record_age_seconds_bucket\{le="([^"]+)",stage="(\w+)"\} (\S+)$', re.M
-        )
+        pattern = re.compile(rf'^{name}_bucket\{{le="([^"]+)"(?:,stage="(\w+)")?\}} (\S+)$', re.M)
         for text in self.scrape() or []:
             for le, stage, n in pattern.findall(text):
                 out[stage][float(le)] += float(n)
         return out
+
+    def record_age(self) -> dict[str, dict[float, float]]:
+        """qilu_ingest_record_age_seconds: stage -> cumulative buckets."""
+        return self.histogram("qilu_ingest_record_age_seconds")
 
     def check_alive(self) -> None:
         for p in self.procs:
@@ -893,6 +896,7 @@ def latency(
     watcher = CommitWatcher(settings, group)
     watcher.thread.start()
     ages_before = consumers.record_age()
+    flushes_before = consumers.histogram("qilu_ingest_flush_seconds")[""]
     produced = s = 0
     cpu = CpuSampler().__enter__()
     started = time.monotonic()
@@ -922,6 +926,7 @@ def latency(
         watcher.close()
         cpu.__exit__()
     ages_after = consumers.record_age()
+    flushes_after = consumers.histogram("qilu_ingest_flush_seconds")[""]
     lat_ms = [x * 1000 for x in watcher.latencies_s]
     acked_ms = [x * 1000 for x in watcher.acked_s]
     per_second: dict[int, list[float]] = defaultdict(list)
@@ -953,6 +958,8 @@ def latency(
             for stage in ("polled", "stored", "committed")
             if stage in ages_after
         },
+        # the database transaction of each batch (qilu_ingest_flush_seconds)
+        "flush_ms": histogram_quantiles(flushes_before, flushes_after),
         "samples": [  # [seconds after the start when sent, ms to committed]
             [round(t - started, 2), round(ms, 1)]
             for t, ms in zip(watcher.sent_at, lat_ms, strict=True)
@@ -1648,6 +1655,8 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                     f"  where: send -> acknowledged p50 {lat['send_to_ack_ms']['p50']} ms;"
                     " since the broker appended it, a record was "
                     + ", ".join(f"{stage} at p50 {a['p50']} ms" for stage, a in ages.items())
+                    + f"; a batch's database transaction p50 {lat['flush_ms']['p50']} ms"
+                    f" ({lat['flush_ms']['records']} batches)"
                 )
             consumers.stop()
 
