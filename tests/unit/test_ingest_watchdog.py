@@ -7,7 +7,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import Any
 
+from kafka.structs import TopicPartition
+
+from stream.ingest import IngestConsumer
 from stream.watchdog import STALL_EXIT_CODE, Watchdog
 
 
@@ -100,3 +104,57 @@ def test_a_stuck_process_logs_every_stack_and_exits_with_its_code() -> None:
     assert "test loop made no progress" in proc.stderr
     assert "stuck_in_a_synchronous_call" in proc.stderr  # the main thread's stack
     assert "test loop-watchdog" in proc.stderr  # and the others'
+
+
+class Partitions:
+    """The consumer's view of its partitions: positions and high watermarks (None: unknown,
+    as before the first fetch)."""
+
+    def __init__(self, marks: dict[TopicPartition, tuple[int | None, int | None]]) -> None:
+        self.marks = marks
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.marks)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.marks[tp][1]
+
+    def position(self, tp: TopicPartition, timeout_ms: int) -> int | None:
+        return self.marks[tp][0]
+
+
+def _idle_loop(beats: list[int]) -> IngestConsumer:
+    loop = object.__new__(IngestConsumer)  # only the idle round's parts
+    loop._losses = None
+    loop.watchdog = Watchdog(
+        "loop", 120.0, on_stall=lambda *_: None, on_beat=lambda: beats.append(1)
+    )
+    return loop
+
+
+TP0, TP1 = TopicPartition("t.readings", 0), TopicPartition("t.readings", 1)
+
+
+def test_an_empty_poll_is_progress_when_every_partition_is_read_to_its_end() -> None:
+    beats: list[int] = []
+    consumer: Any = Partitions({TP0: (10, 10), TP1: (0, 0)})
+    _idle_loop(beats)._idle_round(consumer)
+    assert beats == [1]
+
+
+def test_an_empty_poll_is_no_progress_while_records_wait_or_nothing_is_known() -> None:
+    beats: list[int] = []
+    loop = _idle_loop(beats)
+    behind: Any = Partitions({TP0: (10, 10), TP1: (3, 9)})
+    never_fetched: Any = Partitions({TP0: (None, None), TP1: (10, 10)})
+    no_watermark: Any = Partitions({TP0: (0, None)})
+    for consumer in (behind, never_fetched, no_watermark):
+        loop._idle_round(consumer)
+    assert beats == []
+
+
+def test_an_ingest_without_partitions_is_idle_not_stuck() -> None:
+    beats: list[int] = []
+    consumer: Any = Partitions({})
+    _idle_loop(beats)._idle_round(consumer)
+    assert beats == [1]
