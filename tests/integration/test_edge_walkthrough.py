@@ -245,7 +245,8 @@ def _failed(what: str, log: Path) -> NoReturn:
 
 
 def _running(proc: subprocess.Popen[bytes], log: Path) -> bool:
-    """A wait's guard: ``qilu run`` (which stops when one of its children stops) is up."""
+    """A wait's guard: ``qilu run`` is up (it starts a failed child again and stops only after
+    repeated quick failures; a failure's ERROR line is in the digest either way)."""
     if proc.poll() is not None:
         _failed(f"qilu run exited ({proc.returncode})", log)
     return True
