@@ -15,9 +15,13 @@ One command, everything on 127.0.0.1, in databases and on topics of its own:
      server processes used in that window (from /proc): the cost per reading, which other
      work on the machine changes far less than the rate;
   3. latency: envelopes produced at a fixed --rate readings/s (default 20,000) with current
-     timestamps; a record counts as stored when the consumer group's committed offset passes
-     it (offsets are committed only after the database transaction), p50/p99 of the time from
-     send to that moment;
+     timestamps, each agent at its own phase of the second through a producer that lingers
+     as an agent's does (--latency-burst: all agents at the start of each second); a record
+     counts as stored when the consumer group's committed offset passes it (offsets are
+     committed only after the database transaction), p50/p99 of the time from send to that
+     moment (targets 30 and 100 ms), and where it goes (send -> acknowledged; the records'
+     age since the broker's append when polled, stored and committed; each batch's database
+     transaction);
   4. the raw ceilings: the rows stored in 2, exported with psql, are loaded again with one
      `psql \\copy` into the same (emptied) table with the same partitions and indexes, and
      then with as many binary COPY writers at once as there are consumers (the rows split by
@@ -36,13 +40,17 @@ One command, everything on 127.0.0.1, in databases and on topics of its own:
      series of one device as the API queries it (storage.queries_api.device_readings), and
      the same series from the view readings_1m for comparison.
 
-Writes bench/results/ingest.json and bench/results/ingest.png. Drops the ingest database and
+The run ends with a summary of every figure against issue 17's targets. Writes
+bench/results/ingest.json and bench/results/ingest.png. Drops the ingest database and
 topics at the end unless --keep (qilu_bench_big stays: drop it by hand to rebuild it). Needs
 the local servers (`qilu services up kafka postgres`) and, to build qilu_bench_big, about
 25 GB free on the disk of the PostgreSQL data (checked first).
 
     .venv/bin/python bench/ingest.py                        # everything, ~15-40 min on 2 cores
     .venv/bin/python bench/ingest.py --skip-big --readings 3000000   # the ingest figures only
+    QILU_KAFKA__BOOTSTRAP=127.0.0.11:29092,127.0.0.12:29092,127.0.0.13:29092 \\
+      .venv/bin/python bench/ingest.py --skip-big --out bench/results/ingest.rf3.json
+                                    # on the cluster profile: replication factor 3, acks=all
     .venv/bin/python bench/ingest.py --skip-ingest          # the query figures only
     .venv/bin/python bench/ingest.py --profile              # + a cProfile of one consumer
     .venv/bin/python bench/ingest.py --mode timescale --scale 0.02 --readings 200000
