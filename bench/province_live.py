@@ -38,6 +38,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -323,7 +324,12 @@ def arguments() -> argparse.Namespace:
         "--history-days", type=int, default=0, help="qilu run --history-days (default 0: none)"
     )
     ap.add_argument("--out", type=Path, default=RESULT, help="result file")
-    ap.add_argument("--log", type=Path, default=Path("province_live.log"), help="qilu run's log")
+    ap.add_argument(
+        "--log",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "province_live.log",
+        help="qilu run's log (default: province_live.log in the temporary directory)",
+    )
     return ap.parse_args()
 
 
