@@ -37,6 +37,15 @@ def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
+def fresh_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter; it must succeed. Returns its stripped output."""
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def sample_env() -> dict[str, str]:
     import os
@@ -106,11 +115,7 @@ def test_kafkas_deferred_init_loads_the_producer_alone_and_the_rest_on_demand() 
         "assert lean.defer_kafka_init() is False  # imported already: left alone\n"
         "print('ok')\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip() == "ok"
+    assert fresh_python(code) == "ok"
 
 
 def test_the_iec104_collector_loads_without_pydantic() -> None:
@@ -121,11 +126,7 @@ def test_the_iec104_collector_loads_without_pydantic() -> None:
         "import collectors.iec104.collector, qilu.pointtable, qilu.inventory, qilu.registry\n"
         "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'qilu.catalog'))))\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip() == "[]"
+    assert fresh_python(code) == "[]"
 
 
 def test_crc32cs_deferred_init_gives_kafka_the_c_function_and_the_rest_on_demand() -> None:
@@ -142,8 +143,4 @@ def test_crc32cs_deferred_init_gives_kafka_the_c_function_and_the_rest_on_demand
         "assert crc32c.__version__ and not lean.init_deferred('crc32c')\n"
         "print('ok')\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip() == "ok"
+    assert fresh_python(code) == "ok"
