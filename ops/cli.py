@@ -11,11 +11,14 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from functools import partial
+from typing import TYPE_CHECKING, NoReturn
 
 from qilu import __version__, log
 from qilu.errors import ConfigError, QiluError, ServiceError
-from qilu.settings import Settings, load
+
+if TYPE_CHECKING:  # pydantic-settings: the server extra's; the agent's commands go without
+    from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ops.bench_cli",
 )
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, "Settings"], int]
+# a command that needs no platform settings (the agent's own: `qilu agent run`, `check-config`,
+# `requeue-quarantine`) sets ``agent_handler`` instead: it runs where the settings' pydantic
+# is not installed (the edge install), and the platform's settings are not built for it
+AgentHandler = Callable[[argparse.Namespace], int]
 
 # what the `server` extra of pyproject.toml installs (import names): an edge install (a plain
 # `pip install qilu-telemetry`, edge-agent/INSTALL-PI.md) has none of them, and its `qilu`
@@ -48,7 +55,8 @@ SERVER_EXTRA = frozenset(
     {
         "psycopg", "psycopg_pool", "fastapi", "starlette", "uvicorn", "jwt", "pyarrow",
         "httptools", "uvloop", "grafana_foundation_sdk", "grafana_client", "yaml", "openpyxl",
-        "cryptography", "numpy", "confluent_kafka",
+        "cryptography", "numpy", "confluent_kafka", "pydantic", "pydantic_core",
+        "pydantic_settings",
     }
 )  # fmt: skip
 NEEDS_SERVER = "the platform's server packages: pip install 'qilu-telemetry[server]'"
@@ -103,15 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - an exit code per error kind
     parser = build_parser()
     args = parser.parse_args(argv)
+    agent_handler: AgentHandler | None = getattr(args, "agent_handler", None)
+    if agent_handler is not None:
+        log.setup(args.log_level or "INFO")
+        run: Callable[[], int] = partial(agent_handler, args)
+    else:
+        try:
+            from qilu.settings import load
+
+            settings = load()
+        except ConfigError as exc:
+            print(f"qilu: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+            return 2
+        except ModuleNotFoundError as exc:  # an edge install: no pydantic-settings
+            if not server_package_missing(exc):
+                raise
+            print(f"qilu {args.command} needs {NEEDS_SERVER} ({exc})", file=sys.stderr)  # noqa: T201
+            return 2
+        log.setup(args.log_level or settings.log_level)
+        handler: Handler = args.handler
+        run = partial(handler, args, settings)
     try:
-        settings = load()
-    except ConfigError as exc:
-        print(f"qilu: configuration error: {exc}", file=sys.stderr)  # noqa: T201
-        return 2
-    log.setup(args.log_level or settings.log_level)
-    handler: Handler = args.handler
-    try:
-        return handler(args, settings)
+        return run()
     except ConfigError as exc:
         logger.error("configuration error: %s", exc)  # noqa: TRY400 - the message is the whole story
         return 2

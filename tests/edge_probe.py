@@ -43,6 +43,11 @@ SERVER_PACKAGES = (
     "httptools",
     "uvloop",
     "confluent_kafka",
+    # the platform's typed settings and target catalog: the agent's configuration is
+    # dataclasses (qilu/schema.py), and the edge install does not hold pydantic
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
 )
 # the platform's stages and control plane above the edge (docs/adr/0019-floors.md)
 SERVER_STAGES = ("api", "storage", "stream", "dashboards", "interconnect", "ops")

@@ -12,26 +12,28 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from collectors.base import Collector, ReadingSink
 from collectors.simulated.models import SilencePlan, SimulatedFeed
 from qilu.errors import ConfigError
 from qilu.registry import Device, Registry
+from qilu.schema import build
 
 logger = logging.getLogger(__name__)
 
 SILENCE_HORIZON_S = 30 * 86_400.0  # a random silence plan covers 30 days from the start
 
 
-class SimulatedConfig(BaseModel):
-    """``[collectors.<name>]`` of type ``simulated`` (see this folder's sample.toml)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, slots=True)
+class SimulatedConfig:
+    """``[collectors.<name>]`` of type ``simulated`` (see this folder's sample.toml); checked
+    by qilu.schema like the other collectors' tables, so the module imports without pydantic
+    (the registry the collector simulates is generated from the catalog, which needs it)."""
 
     sites: list[str]  # site ids from the registry; must not be empty
+    type: str = "simulated"
     seed: int = 1  # same seed and registry: same readings
     tick_s: float = 1.0  # how often the feed is polled; the readings do not depend on it
     silence: Literal["none", "random"] = "random"  # random: ~3 % dead, ~5 % flaky, rare outages
@@ -70,15 +72,8 @@ class SimulatedCollector(Collector):
     def from_config(
         cls, name: str, raw: Mapping[str, Any], registry: Registry, **kwargs: Any
     ) -> SimulatedCollector:
-        """From a ``[collectors.<name>]`` table; a ``type`` key naming this collector is allowed."""
-        data = {k: v for k, v in raw.items() if not (k == "type" and v == cls.type_name)}
-        try:
-            config = SimulatedConfig.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in (name, *first["loc"]))
-            raise ConfigError(f"collectors.{where}", first["msg"]) from exc
-        return cls(name, config, registry, **kwargs)
+        """From a ``[collectors.<name>]`` table (its ``type`` key included)."""
+        return cls(name, build(SimulatedConfig, raw, f"collectors.{name}"), registry, **kwargs)
 
     def _key(self, field: str) -> str:
         return f"collectors.{self.name}.{field}"

@@ -19,11 +19,13 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qilu.contract import Sector
 from qilu.errors import ConfigError
-from qilu.settings import Settings
+
+if TYPE_CHECKING:  # the platform's settings (pydantic): only `qilu agent province` builds them
+    from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def register(sub: Any) -> None:
         ),
     )
     r.add_argument("--config", required=True, type=Path, help="the agent's TOML file")
-    r.set_defaults(handler=_run)
+    r.set_defaults(agent_handler=_run)
 
     c = cmds.add_parser(
         "check-config",
@@ -64,7 +66,7 @@ def register(sub: Any) -> None:
         help="also ask the platform ([platform] url) whether every configured device is "
         "registered and at the agent's sites (a request signed with the agent's key)",
     )
-    c.set_defaults(handler=_check)
+    c.set_defaults(agent_handler=_check)
 
     q = cmds.add_parser(
         "requeue-quarantine",
@@ -83,7 +85,7 @@ def register(sub: Any) -> None:
         default=None,
         help="only this sector's quarantine (repeatable; default all)",
     )
-    q.set_defaults(handler=_requeue)
+    q.set_defaults(agent_handler=_requeue)
 
     v = cmds.add_parser(
         "province",
@@ -139,15 +141,13 @@ def register(sub: Any) -> None:
     v.set_defaults(handler=_province)
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    del settings
+def _run(args: argparse.Namespace) -> int:
     from edge_agent import config, runtime
 
     return runtime.run(config.load(args.config))
 
 
-def _check(args: argparse.Namespace, settings: Settings) -> int:
-    del settings
+def _check(args: argparse.Namespace) -> int:
     from edge_agent import config, runtime
 
     cfg = config.load(args.config)
@@ -159,8 +159,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _requeue(args: argparse.Namespace, settings: Settings) -> int:
-    del settings
+def _requeue(args: argparse.Namespace) -> int:
     from edge_agent import config, runtime
 
     cfg = config.load(args.config)

@@ -26,6 +26,10 @@ from qilu.errors import ConfigError, RetryableError
 
 logger = logging.getLogger(__name__)
 
+# the server extra's packages a collector may need: the simulated collector's registry is built
+# from the target catalog, pydantic models (pyproject.toml; an edge install has none of them)
+PLATFORM_PACKAGES = frozenset({"pydantic", "pydantic_core", "pydantic_settings"})
+
 
 def collector_class(name: str, type_name: str) -> type[Collector]:
     """A registered type (``collectors.COLLECTOR_TYPES``) or ``package.module:Class``."""
@@ -36,11 +40,23 @@ def collector_class(name: str, type_name: str) -> type[Collector]:
         raise ConfigError(f"collectors.{name}.type", f"unknown type {type_name!r} (known: {known})")
     try:
         cls = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in PLATFORM_PACKAGES:
+            raise _needs_platform(name, type_name, exc) from exc
+        raise ConfigError(f"collectors.{name}.type", f"cannot load {target!r}: {exc}") from exc
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"collectors.{name}.type", f"cannot load {target!r}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Collector)):
         raise ConfigError(f"collectors.{name}.type", f"{target!r} is not a Collector")
     return cls
+
+
+def _needs_platform(name: str, type_name: str, exc: ModuleNotFoundError) -> ConfigError:
+    return ConfigError(
+        f"collectors.{name}.type",
+        f"{type_name!r} needs the platform's packages ({exc.name}), which the edge install "
+        "leaves out: pip install 'qilu-telemetry[server]'",
+    )
 
 
 def build_collectors(cfg: AgentConfig) -> list[Collector]:
@@ -59,7 +75,12 @@ def build_collectors(cfg: AgentConfig) -> list[Collector]:
             if registry is None:
                 from qilu.registry import generate
 
-                registry = generate(cfg.simulation.seed, cfg.simulation.scale)
+                try:
+                    registry = generate(cfg.simulation.seed, cfg.simulation.scale)
+                except ModuleNotFoundError as exc:  # the catalog's pydantic, on a Pi
+                    if (exc.name or "").split(".")[0] not in PLATFORM_PACKAGES:
+                        raise
+                    raise _needs_platform(name, str(table["type"]), exc) from exc
             kwargs["registry"] = registry
         collector: Collector = factory(name, table, **kwargs)
         collector.validate()

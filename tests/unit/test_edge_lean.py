@@ -37,10 +37,15 @@ def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
-def fresh_python(code: str) -> str:
+def fresh_python(code: str, env: dict[str, str] | None = None) -> str:
     """Run ``code`` in a fresh interpreter; it must succeed. Returns its stripped output."""
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.strip()
@@ -127,6 +132,33 @@ def test_the_iec104_collector_loads_without_pydantic() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'qilu.catalog'))))\n"
     )
     assert fresh_python(code) == "[]"
+
+
+def test_qilu_agent_commands_go_without_the_platforms_settings(
+    sample_env: dict[str, str],
+) -> None:
+    # `qilu agent check-config` (and run, requeue-quarantine) runs on an edge install, which
+    # holds no pydantic (tests/integration/test_edge_install.py): the platform's settings are
+    # not built for them, so a platform setting the agent does not use (here one the settings
+    # refuse) does not stop it
+    env = {**sample_env, "QILU_ENV": "production"}  # the development db password: refused
+    code = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "from ops.cli import main\n"
+        f"print(main(['agent', 'check-config', {str(SAMPLE)!r}]))\n"
+    )
+    assert fresh_python(code, env=env).splitlines()[-1] == "0"
+    # a platform command still builds them, and refuses the same environment
+    r = subprocess.run(
+        [sys.executable, "-c", "from ops.cli import main\nraise SystemExit(main(['ingest']))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert r.returncode == 2
+    assert "db.password" in r.stderr
 
 
 def test_crc32cs_deferred_init_gives_kafka_the_c_function_and_the_rest_on_demand() -> None:

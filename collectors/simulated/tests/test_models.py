@@ -36,6 +36,7 @@ from qilu.contract import Quality, Reading, to_us
 from qilu.devices import KINDS
 from qilu.errors import ConfigError
 from qilu.registry import Device, Registry, generate
+from qilu.schema import build
 
 S = 1_000_000  # microseconds per second
 MIN = 60 * S
@@ -457,7 +458,7 @@ def test_a_feed_refuses_devices_it_cannot_simulate(reg: Registry) -> None:
 
 def _config(reg: Registry, **kw: object) -> SimulatedConfig:
     sites = [s.site_id for s in reg.sites[:2]] + [reg.sites[-1].site_id]
-    return SimulatedConfig.model_validate({"sites": sites, "silence": "none", **kw})
+    return build(SimulatedConfig, {"sites": sites, "silence": "none", **kw}, "sim")
 
 
 def test_the_collector_polls_the_feed_with_its_clock_and_sends_to_the_sink(reg: Registry) -> None:
@@ -537,6 +538,9 @@ def test_from_config_rejects_bad_types_and_unknown_keys(reg: Registry) -> None:
     with pytest.raises(ConfigError) as err:
         SimulatedCollector.from_config("sim", {**base, "colour": "red"}, reg)
     assert err.value.key == "collectors.sim.colour"
+    with pytest.raises(ConfigError) as err:
+        SimulatedCollector.from_config("sim", {"type": "simulated"}, reg)
+    assert (err.value.key, err.value.problem) == ("collectors.sim.sites", "is required")
     assert SimulatedCollector.from_config("sim", base, reg).config.tick_s == 1.0
 
 
