@@ -17,10 +17,22 @@ Two ways to move a batch (docs/adr/0008-ingest-write-path.md has the measurement
   CONFLICT DO NOTHING``. For engines without COPY or with small protocol messages (the
   TimescaleDB test engine).
 
-In the same transaction: ``device_liveness`` (newest reading per device), in postgres
-mode the ranges the rollup refresh must recompute (``rollup_invalidations``), and whatever
-:class:`TransactionPart` the sink was given (``parts``: the dead-letter summary of
-storage/deadletters.py). A batch with nothing but parts to write still gets its transaction.
+In the same transaction: in postgres mode the ranges the rollup refresh must recompute
+(``rollup_invalidations``), whatever :class:`TransactionPart` the sink was given (``parts``:
+the offsets, the dead-letter summary of storage/deadletters.py), and ``device_liveness``
+(newest reading per device). A batch with nothing but parts to write still gets its
+transaction.
+
+Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): the sink
+keeps the newest reading per device of the batches it committed (:class:`PendingLiveness`)
+and writes them all with the first batch at least that long after its last liveness write,
+or on its own with :meth:`ReadingsSink.flush_liveness` (the ingest calls it when a poll
+brings nothing, and forced when it stops). A device seen in many batches in a row (a
+catch-up, a backlog) costs one liveness row per period instead of one per batch. Only
+committed batches are noted, so ``last_seen`` never names a reading that is not stored and
+never moves backwards; a crash loses the pending liveness, never a reading: ``last_seen``
+is then older than the device's newest stored reading by at most the period, until its next
+reading (docs/adr/0008-ingest-write-path.md, "Coalesced liveness").
 
 Errors: a lost connection or a database restart raises RetryableError (the pool replaces the
 broken connection by itself); a saturated database (statement timeout, too many connections,
@@ -29,11 +41,13 @@ no free pooled connection, lock timeout, disk or memory full) raises Backpressur
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import struct
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -177,6 +191,71 @@ _SATURATED = (
 _CONFLICT = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 
 
+@contextlib.contextmanager
+def _translated_errors() -> Iterator[None]:
+    """The database's errors as the caller should act on them (the module docstring)."""
+    try:
+        yield
+    except _SATURATED as exc:
+        raise BackpressureError(f"database saturated: {exc}", retry_after=1.0) from exc
+    except PoolTimeout as exc:
+        raise BackpressureError(f"no database connection free: {exc}", 1.0) from exc
+    except _CONFLICT as exc:
+        raise RetryableError(f"write conflict, retrying: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"database unavailable: {exc}") from exc
+
+
+_NONE = np.iinfo(np.int64).min  # no pending reading for this device
+
+
+class PendingLiveness:
+    """The newest timestamp (µs) per device not written to ``device_liveness`` yet.
+
+    One int64 per device_pk up to the largest seen (device_pk is the registry's serial: 2 MB
+    for a province of 270,000 devices), so noting a batch's devices is one vectorised
+    maximum, with no Python work per device."""
+
+    def __init__(self) -> None:
+        self._ts = np.full(0, _NONE, np.int64)
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def note(self, devs: npt.NDArray[np.int32], last: npt.NDArray[np.int64]) -> None:
+        """Devices (distinct, device_pk >= 0) and their newest timestamps: kept where newer."""
+        if not len(devs):
+            return
+        top = int(devs.max())
+        if top >= len(self._ts):
+            grown = np.full(max(top + 1, 2 * len(self._ts)), _NONE, np.int64)
+            grown[: len(self._ts)] = self._ts
+            self._ts = grown
+        self._ts[devs] = np.maximum(self._ts[devs], last)
+        self._count = int(np.count_nonzero(self._ts != _NONE))
+
+    def merged(
+        self, batch: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """The pending devices with ``batch`` (devices, newest) folded in, in device order;
+        the pending set itself does not change."""
+        pending = np.flatnonzero(self._ts != _NONE)
+        if batch is None or not len(batch[0]):
+            return pending.astype(np.int32), self._ts[pending]
+        devs = np.concatenate([pending.astype(np.int32), batch[0]])
+        ts = np.concatenate([self._ts[pending], batch[1]])
+        order = np.lexsort((ts, devs))
+        devs, ts = devs[order], ts[order]
+        last = np.ones(len(devs), bool)  # the last of each device: its newest
+        last[:-1] = devs[1:] != devs[:-1]
+        return devs[last], ts[last]
+
+    def clear(self) -> None:
+        self._ts.fill(_NONE)
+        self._count = 0
+
+
 class TransactionPart(Protocol):
     """Something written in the same transaction as a batch of readings."""
 
@@ -227,9 +306,13 @@ class ReadingsSink:
         pool_timeout_s: float = 5.0,
         statement_timeout_ms: int = 60_000,
         parts: tuple[TransactionPart, ...] = (),
+        liveness_flush_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode is StorageMode.AUTO:
             raise ValueError("ReadingsSink needs the resolved storage mode, not auto")
+        if liveness_flush_s < 0:
+            raise ValueError("liveness_flush_s must be >= 0 (0: liveness with every batch)")
         self._pool = pool
         self._mode = mode
         self._chunk = max_rows_per_statement if max_rows_per_statement > 0 else 1 << 30
@@ -243,6 +326,12 @@ class ReadingsSink:
         self._staging = False  # the last batch held duplicates: stage until one does not
         self._partition_hours: set[int] = set()  # hours known to have a partition
         self._parts = parts
+        # coalesced liveness: the newest committed reading per device not written yet, and
+        # when liveness was last written (monotonic; -inf: the first batch writes at once)
+        self._liveness_flush_s = liveness_flush_s
+        self._clock = clock  # seconds, monotonic (a test's own clock)
+        self._live = PendingLiveness()
+        self._live_written = float("-inf")
 
     def add(self, rows: Rows | RowArrays) -> None:
         if len(rows):
@@ -258,17 +347,31 @@ class ReadingsSink:
         for part in self._parts:
             part.discard()
 
+    @property
+    def pending_liveness(self) -> int:
+        """Devices whose newest committed reading is not in ``device_liveness`` yet."""
+        return len(self._live)
+
     def flush(self) -> WriteResult:
         """Write the pending rows in one transaction; on success the batch is cleared."""
         start = time.perf_counter()
-        if not self._pending and not any(part.pending for part in self._parts):
+        if (
+            not self._pending
+            and not any(part.pending for part in self._parts)
+            and not (self._live and self._liveness_due(self._clock()))
+        ):
             return WriteResult(0, 0, 0.0)
         rows = RowArrays.concat(self._pending)
-        try:
+        batch_live = newest_per_device(rows) if rows else None
+        now = self._clock()
+        live = batch_live
+        if self._liveness_flush_s > 0:
+            live = self._live.merged(batch_live) if self._liveness_due(now) else None
+        with _translated_errors():
             try:
                 if self._mode is StorageMode.POSTGRES and rows:
                     self._ensure_partitions(rows)
-                inserted = self._write(rows)
+                inserted = self._write(rows, live)
             except pgerrors.CheckViolation as exc:
                 # "no partition of relation readings found for row": retention dropped a
                 # partition this process had seen, and a very late reading arrived for it
@@ -277,19 +380,45 @@ class ReadingsSink:
                 logger.info("creating a missing partition after: %s", str(exc).strip())
                 self._partition_hours.clear()
                 self._ensure_partitions(rows)
-                inserted = self._write(rows)
-        except _SATURATED as exc:
-            raise BackpressureError(f"database saturated: {exc}", retry_after=1.0) from exc
-        except PoolTimeout as exc:
-            raise BackpressureError(f"no database connection free: {exc}", 1.0) from exc
-        except _CONFLICT as exc:
-            raise RetryableError(f"write conflict, retrying: {exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise RetryableError(f"database unavailable: {exc}") from exc
+                inserted = self._write(rows, live)
         self._pending = []
         for part in self._parts:
             part.committed()
+        self._liveness_committed(now, live, batch_live)
         return WriteResult(len(rows), inserted, time.perf_counter() - start)
+
+    def flush_liveness(self, *, force: bool = False) -> int:
+        """Write the pending (coalesced) liveness in a transaction of its own when its period
+        is over, or whatever it is with ``force`` (the ingest stopping); returns the devices
+        written. The pending rows and parts of a batch are left for :meth:`flush`. Raises
+        like :meth:`flush`; on an error the liveness stays pending."""
+        now = self._clock()
+        if not self._live or not (force or self._liveness_due(now)):
+            return 0
+        live = self._live.merged(None)
+        with _translated_errors():
+            self._write(RowArrays.concat([]), live, with_parts=False)
+        self._liveness_committed(now, live, None)
+        return len(live[0])
+
+    def _liveness_due(self, now: float) -> bool:
+        return now - self._live_written >= self._liveness_flush_s
+
+    def _liveness_committed(
+        self,
+        now: float,
+        written: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None,
+        batch: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None,
+    ) -> None:
+        """After a commit: what was written is no longer pending; a committed batch whose
+        liveness was not written is."""
+        if self._liveness_flush_s <= 0:
+            return
+        if written is not None:
+            self._live.clear()
+            self._live_written = now
+        elif batch is not None:
+            self._live.note(*batch)
 
     # -- internals ------------------------------------------------------------------------------
     def _ensure_partitions(self, rows: RowArrays) -> None:
@@ -307,9 +436,16 @@ class ReadingsSink:
                 conn.execute(_ENSURE_PARTITIONS, (h * _HOUR_US, h * _HOUR_US))
         known |= missing
 
-    def _write(self, rows: RowArrays) -> int:
+    def _write(
+        self,
+        rows: RowArrays,
+        live: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None,
+        *,
+        with_parts: bool = True,
+    ) -> int:
         """One transaction in few round trips: the settings (and watermark), the rows, then
-        liveness, invalidations and the parts sent together (pipeline mode)."""
+        liveness (``live``: devices and newest timestamps; None: none this time),
+        invalidations and the parts sent together (pipeline mode)."""
         postgres = self._mode is StorageMode.POSTGRES
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
             with conn.transaction(), conn.cursor() as cur:
@@ -324,13 +460,14 @@ class ReadingsSink:
                     else:
                         inserted = self._write_unnest(cur, rows)
                 with conn.pipeline():
-                    if rows:
-                        self._write_liveness(cur, rows)
-                        if postgres:
-                            self._write_invalidations(cur, rows, watermark)
-                    for part in self._parts:
-                        if part.pending:
-                            part.write(cur)
+                    if live is not None and len(live[0]):
+                        self._write_liveness(cur, *live)
+                    if rows and postgres:
+                        self._write_invalidations(cur, rows, watermark)
+                    if with_parts:
+                        for part in self._parts:
+                            if part.pending:
+                                part.write(cur)
             return inserted
 
     def _write_copy(
@@ -377,8 +514,12 @@ class ReadingsSink:
             inserted += cur.rowcount
         return inserted
 
-    def _write_liveness(self, cur: psycopg.Cursor[TupleRow], rows: RowArrays) -> None:
-        devs, last = newest_per_device(rows)
+    def _write_liveness(
+        self,
+        cur: psycopg.Cursor[TupleRow],
+        devs: npt.NDArray[np.int32],
+        last: npt.NDArray[np.int64],
+    ) -> None:
         for lo in range(0, len(devs), self._chunk):
             hi = lo + self._chunk
             cur.execute(_LIVENESS, (array_literal(devs[lo:hi]), array_literal(last[lo:hi])))

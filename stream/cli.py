@@ -111,6 +111,7 @@ def build_consumer(
         mode=mode,
         max_rows_per_statement=settings.db.max_rows_per_statement,
         parts=(summary, marks, losses),
+        liveness_flush_s=settings.ingest.liveness_flush_s,
     )
 
     def load_offsets(topics: list[str]) -> dict[TopicPartitionKey, int]:

@@ -365,6 +365,10 @@ class IngestConsumer:
         self._close_loss_windows(consumer)
         if self._losses is not None and self._losses.pending:
             self._flush_with_retry(consumer)  # nothing but the report (a sink part)
+        try:  # coalesced liveness whose period is over (storage/writer.py)
+            self._sink.flush_liveness()
+        except RetryableError as exc:  # stays pending: the next round or batch writes it
+            logger.debug("pending liveness not written yet: %s", exc)
         if self._report_lag(consumer):
             # an empty poll is progress only when there is nothing to read: a consumer that
             # holds partitions but never fetches polls empty forever (the stall seen twice:
@@ -586,6 +590,10 @@ class IngestConsumer:
 
     def _close(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
         self.watchdog.stop()  # a process that goes on (a test) must not be ended by it
+        try:  # the coalesced liveness of the stored batches (storage/writer.py)
+            self._sink.flush_liveness(force=True)
+        except RetryableError as exc:  # last_seen stays older, by at most its period
+            logger.warning("the pending liveness was not written at stop: %s", exc)
         consumer.close(autocommit=False)
         producer.close(timeout=10)
         logger.info("ingest stopped")

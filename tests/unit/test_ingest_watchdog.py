@@ -123,9 +123,17 @@ class Partitions:
         return self.marks[tp][0]
 
 
+class NoPendingLiveness:
+    """The sink as the idle round sees it: no coalesced liveness to write."""
+
+    def flush_liveness(self, *, force: bool = False) -> int:
+        return 0
+
+
 def _idle_loop(beats: list[int]) -> IngestConsumer:
     loop = object.__new__(IngestConsumer)  # only the idle round's parts
     loop._losses = None
+    loop._sink = NoPendingLiveness()  # type: ignore[assignment]
     loop.watchdog = Watchdog(
         "loop", 120.0, on_stall=lambda *_: None, on_beat=lambda: beats.append(1)
     )
