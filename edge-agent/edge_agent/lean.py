@@ -3,7 +3,12 @@ an agent never uses, registered without running it (``python -m edge_agent`` doe
 
 - kafka-python 3.0.12 (pinned in pyproject.toml): ``kafka/__init__.py`` imports the admin
   client, the consumer and the group coordinator with their protocol schemas; an agent only
-  produces (:data:`PRODUCER_NAMES`). About 1.2-1.7 MB of RSS.
+  produces (:data:`PRODUCER_NAMES`). About 1.2-1.7 MB of RSS. And the producer's connection
+  (``kafka/protocol/broker_version_data.py``) imports the packages ``kafka.protocol.admin``
+  and ``kafka.protocol.consumer``, every admin and consumer request and response class built
+  from its JSON schema, for one request of each: the probes of brokers older than 0.10, which
+  have no ApiVersions (``VERSION_CHECKS``); their package inits are deferred too
+  (:data:`PROTOCOL_PROBE_NAMES`: only the modules defining those two load). About 1.5 MB.
 - prometheus-client 0.26: ``prometheus_client/__init__.py`` imports its exposition module,
   which imports an HTTP server, WSGI and urllib; the agent needs the metric classes, the
   registry and the process collectors (:data:`PROMETHEUS_NAMES`) and renders what Prometheus
@@ -33,6 +38,11 @@ from typing import Any
 # name -> the submodule that defines it, for the names the agent's path takes from each
 # package itself; any other name runs the package's real ``__init__``
 PRODUCER_NAMES = {"KafkaProducer": "kafka.producer"}
+# kafka-python's protocol packages the producer's connection imports for one class each
+PROTOCOL_PROBE_NAMES = {
+    "kafka.protocol.admin": {"ListGroupsRequest": "kafka.protocol.admin.groups"},
+    "kafka.protocol.consumer": {"OffsetFetchRequest": "kafka.protocol.consumer.group"},
+}
 PROMETHEUS_NAMES = {
     **dict.fromkeys(
         ("Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"), "prometheus_client.metrics"
@@ -70,9 +80,14 @@ def defer_crc32c_init() -> bool:
 
 
 def defer_kafka_init() -> bool:
-    """Register the ``kafka`` package without running its ``__init__`` (see the module
-    docstring). False, doing nothing, when kafka-python is imported already or missing."""
-    return _defer_init("kafka", PRODUCER_NAMES)
+    """Register the ``kafka`` package without running its ``__init__``, and the same for its
+    protocol packages the producer uses one class of (see the module docstring). False, doing
+    nothing, when kafka-python is imported already or missing."""
+    if not _defer_init("kafka", PRODUCER_NAMES):
+        return False
+    for package, names in PROTOCOL_PROBE_NAMES.items():
+        _defer_init(package, names)
+    return True
 
 
 def defer_prometheus_init() -> bool:
@@ -113,6 +128,9 @@ def _defer_init(package: str, names: dict[str, str]) -> bool:
     module.__getattr__ = package_getattr  # type: ignore[method-assign]
     module.__dict__["_qilu_init_deferred"] = lambda: not done
     sys.modules[package] = module
+    parent, _, child = package.rpartition(".")
+    if parent:  # as the import system does: ``kafka.protocol.admin`` is ``kafka.protocol``'s
+        setattr(sys.modules[parent], child, module)
     return True
 
 

@@ -123,6 +123,37 @@ def test_kafkas_deferred_init_loads_the_producer_alone_and_the_rest_on_demand() 
     assert fresh_python(code) == "ok"
 
 
+def test_the_producers_connection_loads_one_admin_and_one_consumer_protocol_module() -> None:
+    # kafka/protocol/broker_version_data.py imports kafka.protocol.admin and .consumer for the
+    # probes of brokers older than 0.10: only the two modules defining those classes load
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "assert lean.defer_kafka_init()\n"
+        "from kafka.net.compat import KafkaNetClient\n"
+        "from kafka.protocol.broker_version_data import VERSION_CHECKS\n"
+        "prefixes = ('kafka.protocol.admin', 'kafka.protocol.consumer')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(prefixes)))\n"
+        "print(sorted(type(r).__name__ for _, r in VERSION_CHECKS))\n"
+        # the rest of either package when asked for, by name, star or attribute, unchanged
+        "from kafka.protocol.admin import CreateTopicsRequest\n"
+        "from kafka.protocol.consumer import *\n"
+        "import kafka.protocol\n"
+        "assert kafka.protocol.admin is sys.modules['kafka.protocol.admin']\n"
+        "assert CreateTopicsRequest.__module__ == 'kafka.protocol.admin.topics'\n"
+        "assert FetchRequest.__module__ == 'kafka.protocol.consumer.fetch'\n"
+        "assert not lean.init_deferred('kafka.protocol.admin')\n"
+        "assert not lean.init_deferred('kafka.protocol.consumer')\n"
+        "print('ok')\n"
+    )
+    assert fresh_python(code).splitlines() == [
+        "['kafka.protocol.admin', 'kafka.protocol.admin.groups', 'kafka.protocol.consumer', "
+        "'kafka.protocol.consumer.group']",
+        "['FindCoordinatorRequest', 'ListGroupsRequest', 'MetadataRequest', 'OffsetFetchRequest']",
+        "ok",
+    ]
+
+
 def test_the_iec104_collector_loads_without_pydantic() -> None:
     # a substation's agent reads its point tables with qilu.inventory's CSV reader; the target
     # catalog (pydantic models, ~9 MB of RSS with their schemas) is for the platform's imports
