@@ -318,7 +318,13 @@ def snapshot(conn: psycopg.Connection[TupleRow], catalog: Catalog, now: datetime
     (a late or repeated run) leaves it alone; so the series keeps each day's last value.
     Returns the number of rows written (targets x (16 cities + province)).
     """
-    figures = compute(conn, catalog, now)
+    return record(conn, compute(conn, catalog, now), now)
+
+
+def record(conn: psycopg.Connection[TupleRow], figures: list[TargetCoverage], now: datetime) -> int:
+    """Record ``figures``, computed as of ``now``, as the rows of that day in coverage_daily
+    (as :func:`snapshot` does; for a caller that keeps the figures itself, like the
+    maintenance loop with :class:`storage.coverage_incremental.IncrementalCoverage`)."""
     rows = [
         (tc.target.id, fig.city_code, fig.numerator, fig.denominator, fig.value(tc.target.kind))
         for tc in figures

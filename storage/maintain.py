@@ -276,7 +276,12 @@ class Maintainer:
 
     Rollups (postgres mode) every ``storage.refresh_interval_s``; partitions, retention and
     the dead-letter summary's retention every ten refresh intervals; the coverage row every
-    ``storage.coverage_snapshot_interval_s``.
+    ``storage.coverage_snapshot_interval_s``, from an
+    :class:`~storage.coverage_incremental.IncrementalCoverage` kept between passes (``coverage``):
+    the registry and every device's liveness are read in full once, then only the liveness
+    changes since the previous pass. A full :func:`storage.coverage.compute` each time is
+    O(devices): at province scale it took longer than the 30 s interval on the cluster
+    profile and kept a PostgreSQL backend busy without a pause (bench/province_live.py).
     A database outage is logged once when it starts and once when it ends.
     """
 
@@ -294,6 +299,8 @@ class Maintainer:
         self._disabled: set[str] = set()
         self._failing: set[tuple[str, str]] = set()  # (relation, policy) of failing jobs
         self.passes = 0
+        # only the maintenance thread uses it; ``coverage.last`` says how the last went
+        self.coverage = coverage_incremental.IncrementalCoverage(catalog)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="storage-maintain", daemon=True)
@@ -358,7 +365,12 @@ class Maintainer:
                     ("liveness changes", lambda: coverage_incremental.prune_changes(conn, now))
                 )
             if coverage_due:
-                tasks.append(("coverage", lambda: coverage.snapshot(conn, self._catalog, now)))
+                tasks.append(
+                    (
+                        "coverage",
+                        lambda: coverage.record(conn, self.coverage.compute(conn, now), now),
+                    )
+                )
             for name, task in tasks:
                 if name in self._disabled:
                     continue
