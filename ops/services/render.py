@@ -267,7 +267,9 @@ def patroni_config(
                 "superuser": {"username": superuser, "password": password},
                 "replication": {"username": replicator, "password": password},
             },
-            "parameters": {"unix_socket_directories": str(run_dir)},
+            # local parameters, not bootstrap.dcs: they reach a cluster bootstrapped before
+            # they were written too (Patroni reads them at every start)
+            "parameters": {"unix_socket_directories": str(run_dir), **PATRONI_TUNING},
             # a new replica's pg_basebackup asks for an immediate checkpoint, not a spread one
             "basebackup": [{"checkpoint": "fast"}],
             "pg_hba": [
@@ -368,6 +370,18 @@ POSTGRES_TUNING: dict[str, str] = {
     "synchronous_commit": "on",
     "full_page_writes": "on",
 }
+
+
+# The cluster profile's nodes, the single node's tuning but max_connections (Patroni keeps
+# that one in its DCS: bootstrap.dcs above). With PostgreSQL's defaults (128MB shared_buffers,
+# 1GB max_wal_size, 5 min checkpoints, no WAL compression) the whole province (37,000
+# readings/s) forced a checkpoint every ~20 s: 3,455 full-page images and 18.9 MB of WAL a
+# second for pg-2 to replay, and the primary's backends wrote ~7,300 buffers a second
+# themselves (bench/province_live.py, issue 18). lz4: the WAL compressed at a fraction of
+# pglz's CPU, on a primary that shares two cores with everything else.
+PATRONI_TUNING: dict[str, str] = {
+    k: v for k, v in POSTGRES_TUNING.items() if k != "max_connections"
+} | {"wal_compression": "lz4"}
 
 
 def postgres_conf(*, host: str, port: int, socket_dir: str) -> str:

@@ -164,6 +164,7 @@ def test_patroni_nodes_and_settings_are_the_local_profiles(services: dict[str, A
     assert params["shared_preload_libraries"] == "timescaledb"  # TimescaleDB in compose
     assert compose_cfg["bootstrap"]["initdb"] == local["bootstrap"]["initdb"]
     assert compose_cfg["postgresql"]["basebackup"] == local["postgresql"]["basebackup"]
+    assert compose_cfg["postgresql"]["parameters"] == render.PATRONI_TUNING
     assert compose_cfg["scope"] == local["scope"]
     for name, svc in nodes.items():
         env = svc["environment"]

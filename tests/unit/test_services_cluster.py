@@ -152,6 +152,13 @@ def test_patroni_node_config() -> None:
     keepalive = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
     idle, interval, count = (params[k] for k in keepalive)
     assert idle + interval * count <= 30
+    # the whole province without a forced checkpoint every ~20 s (issue 18); local parameters,
+    # so a cluster bootstrapped before them gets them at its next start
+    local = cfg["postgresql"]["parameters"]
+    assert (local["shared_buffers"], local["max_wal_size"]) == ("1GB", "4GB")
+    assert local["wal_compression"] == "lz4"
+    assert (local["synchronous_commit"], local["fsync"], local["full_page_writes"]) == ("on",) * 3
+    assert "max_connections" not in local  # Patroni takes that one from the DCS only
     assert cfg["postgresql"]["authentication"]["replication"]["username"] == "replicator"
     assert all("127.0.0.0/8" in line for line in cfg["postgresql"]["pg_hba"][:2])
 
