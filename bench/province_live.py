@@ -1,8 +1,10 @@
 """The whole province, live, on the cluster profile (issue 18): consumer lag and what each
 component costs.
 
-Starts ``qilu run --profile cluster --scale 1.0`` (three Kafka brokers, etcd and two
-PostgreSQL nodes under Patroni, started if they are not running; the ingest, the simulated
+Runs ``qilu services up --profile cluster`` (starts the cluster's servers, three Kafka brokers,
+etcd and two PostgreSQL nodes under Patroni, and restarts one whose configuration changed; the
+nodes' roles go to the result as ``pg_roles``), then ``qilu run --profile cluster --scale 1.0``
+(the ingest, the simulated
 province's edge agents, the API and the simulated T/CEC 102 operators as ``qilu run``'s
 children), waits until the children run, then every ``--every`` seconds for ``--duration``
 seconds samples
@@ -12,7 +14,8 @@ seconds samples
 - **CPU and memory per component** from /proc: CPU seconds per second of wall time (1.0 =
   one core) and PSS (proportional set size: shared pages counted once across a component's
   processes) of each process tree: every broker, etcd, each Patroni node with its
-  PostgreSQL, and ``qilu run``'s children;
+  PostgreSQL, and ``qilu run``'s children (CPU per process between two samples, so a
+  database backend that ends is not counted negative);
 - the readings the ingest stored (its ``qilu_ingest_readings_total{outcome="stored"}``
   counter), hence ``readings_stored_per_s`` against the province's 37,033/s
   (docs/capacity.md);
@@ -107,13 +110,38 @@ def tree(root: int, pp: dict[int, int]) -> list[int]:
     return out
 
 
-def cpu_ticks(pid: int) -> int:
+def cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """The process's CPU time (utime + stime) and its start, both in clock ticks since boot."""
     try:
         text = (Path("/proc") / str(pid) / "stat").read_text()
     except OSError:
-        return 0
+        return None
     fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    return int(fields[11]) + int(fields[12]), int(fields[19])
+
+
+def uptime_ticks() -> int:
+    return int(float(Path("/proc/uptime").read_text().split()[0]) * TICK)
+
+
+def cpu_since(
+    pids: list[int], now: dict[int, tuple[int, int]], prev: dict[int, int], since: int
+) -> int:
+    """CPU ticks of ``pids`` since the previous sample (taken at ``since`` ticks after boot):
+    per process, its ticks now less its ticks then; a process started after that sample
+    counts all of its ticks. Summing the processes' totals instead would count a backend that
+    exits between two samples as negative CPU (the sum drops by all its ticks). A process that
+    exits between two samples loses its last interval."""
+    total = 0
+    for pid in pids:
+        if pid not in now:
+            continue
+        ticks, start = now[pid]
+        if pid in prev:
+            total += max(0, ticks - prev[pid])
+        elif start >= since:
+            total += ticks
+    return total
 
 
 def pss_kb(pid: int) -> int:
@@ -222,6 +250,30 @@ def lag(settings: Settings, group: str) -> tuple[int, float]:
         admin.close()
 
 
+def pg_roles(settings: Settings) -> dict[str, str]:
+    """Which PostgreSQL node is the primary (Patroni's /cluster): name -> role."""
+    s = settings.services
+    url = f"http://{s.cluster_pg_hosts[0]}:{s.cluster_patroni_port}/cluster"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            doc = json.load(resp)
+    except (OSError, ValueError):
+        return {}
+    return {m["name"]: m["role"] for m in doc.get("members", [])}
+
+
+def servers_up(settings: Settings) -> dict[str, str]:
+    """The cluster's servers with their current configuration (``services up`` restarts one
+    whose rendered configuration changed; ``qilu run`` only reports it); the nodes' roles."""
+    say("qilu services up --profile cluster")
+    subprocess.run(
+        [sys.executable, "-m", "ops.cli", "services", "up", "--profile", "cluster"],
+        cwd=REPO,
+        check=True,
+    )
+    return pg_roles(settings)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -288,14 +340,15 @@ def summarise(samples: list[dict[str, Any]], warmup: float, target: float) -> di
 
 
 def sample_once(
-    settings: Settings, run_pid: int, t: float, prev: dict[str, int], dt: float
-) -> tuple[dict[str, Any], dict[str, int]]:
-    """One sample: per component CPU since ``prev`` (``dt`` seconds ago) and PSS; the lag."""
+    settings: Settings, run_pid: int, t: float, prev: dict[int, int] | None, since: int, dt: float
+) -> tuple[dict[str, Any], dict[int, int]]:
+    """One sample: per component CPU since ``prev`` (each process's ticks at the previous
+    sample, ``dt`` seconds ago, ``since`` ticks after boot) and PSS; the lag."""
     comps = components(settings, run_pid)
-    ticks = {n: sum(cpu_ticks(p) for p in ps) for n, ps in comps.items()}
+    now = {p: got for ps in comps.values() for p in ps if (got := cpu_ticks(p)) is not None}
     sample: dict[str, Any] = {"t_s": round(t, 1), "components": {}}
     for name, pids in comps.items():
-        cpu = (ticks[name] - prev[name]) / TICK / dt if name in prev else None
+        cpu = None if prev is None else cpu_since(pids, now, prev, since) / TICK / dt
         sample["components"][name] = {
             "cpu": None if cpu is None else round(cpu, 3),
             "pss_mb": round(sum(pss_kb(p) for p in pids) / 1024, 1),
@@ -310,7 +363,7 @@ def sample_once(
     except Exception as exc:  # noqa: BLE001 - a sample missed, said in the result
         sample["lag_error"] = str(exc)[:200]
     sample["load"] = os.getloadavg()[0]
-    return sample, ticks
+    return sample, {p: got[0] for p, got in now.items()}
 
 
 def arguments() -> argparse.Namespace:
@@ -338,6 +391,7 @@ def main() -> None:
     base = load()
     settings = client_settings(base, "cluster")
     out: dict[str, Any] = {"benchmark": "province_live"} | run_header("bench/province_live.py")
+    out["pg_roles"] = servers_up(base)
     argv = [sys.executable, "-m", "ops.cli", "run", "--profile", "cluster"]
     argv += ["--scale", str(args.scale), "--history-days", str(args.history_days)]
     argv += ["--every", "60"]
@@ -356,15 +410,16 @@ def main() -> None:
         out["prepare_s"] = round(time.monotonic() - began, 1)
         say(f"platform starting after {out['prepare_s']} s of preparation; sampling")
         t_start = time.monotonic()
-        prev: dict[str, int] = {}
-        prev_t = time.monotonic()
+        prev: dict[int, int] | None = None
+        prev_t, since = time.monotonic(), uptime_ticks()
         while time.monotonic() - t_start < args.duration:
             if run.poll() is not None:
                 raise SystemExit(f"qilu run exited ({run.returncode}); see {args.log}")
             time.sleep(args.every)
             now = time.monotonic()
-            sample, prev = sample_once(settings, run.pid, now - t_start, prev, now - prev_t)
-            prev_t = now
+            at = uptime_ticks()
+            sample, prev = sample_once(settings, run.pid, now - t_start, prev, since, now - prev_t)
+            prev_t, since = now, at
             samples.append(sample)
             say(
                 f"t={sample['t_s']:.0f}s lag={sample.get('lag_records')} records "
