@@ -292,7 +292,13 @@ class GapOut(BaseModel):
 
 class PipelineOut(BaseModel):
     newest_reading: datetime | None = Field(description="newest valid reading of any device")
-    freshness_s: float | None = Field(description="seconds between that reading and as_of")
+    freshness_s: float | None = Field(
+        description="seconds between that reading and devices_checked_at"
+    )
+    devices_checked_at: datetime = Field(
+        description="when newest_reading and the device counts were read: every "
+        "api.lag_refresh_s (10 s), as the lag; they read every device"
+    )
     devices: int
     online: int
     never_seen: int

@@ -57,6 +57,9 @@ class PipelineHealth:
     lag_records: int | None
     lag_checked_at: datetime | None
     lag_note: str
+    # when newest_reading and the device counts were read (every api.lag_refresh_s, not with
+    # every snapshot: the query reads every device); None: with the snapshot
+    devices_checked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,12 @@ class Refresher:
             else (None, None, "consumer lag is not measured by this API process")
         )
         self._failing = False
+        # the status page's device counts (queries_api.liveness_summary reads every device:
+        # 0.25-0.75 s at province scale) with when they were read; refreshed every
+        # api.lag_refresh_s like the lag beside them, not with every snapshot (bench/
+        # province_live.py: every 2 s it was a third of the primary's statement time)
+        self._live: tuple[queries_api.Liveness, datetime] | None = None
+        self._live_due = 0.0  # monotonic
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._waiters_lock = threading.Lock()
 
@@ -210,7 +219,10 @@ class Refresher:
                 fractions = trajectories.simulation_fractions(conn)
             except queries_api.RelationMissingError:
                 fractions = {}  # migrated before 052: a real registry as far as anyone knows
-            live = queries_api.liveness_summary(conn, now)
+            if self._live is None or time.monotonic() >= self._live_due:
+                self._live = (queries_api.liveness_summary(conn, now), now)
+                self._live_due = time.monotonic() + self._lag_interval
+            live, live_at = self._live
             try:
                 operators = operator_store.health(conn, now)
             except psycopg.errors.UndefinedTable:
@@ -233,6 +245,7 @@ class Refresher:
                 lag,
                 lag_at,
                 lag_note,
+                live_at,
             ),
         )
         if self._warm is not None:

@@ -290,9 +290,10 @@ def status_out(
         ],
         pipeline=PipelineOut(
             newest_reading=h.newest_reading,
-            freshness_s=(snap.as_of - h.newest_reading).total_seconds()
+            freshness_s=((h.devices_checked_at or snap.as_of) - h.newest_reading).total_seconds()
             if h.newest_reading
             else None,
+            devices_checked_at=h.devices_checked_at or snap.as_of,
             devices=h.devices,
             online=h.online,
             never_seen=h.never_seen,
