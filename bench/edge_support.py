@@ -3,7 +3,10 @@
 ``RateCollector`` produces charging-pile readings at a fixed rate, handing them over every
 ``tick_s``; the agent loads it as ``type = "edge_support:RateCollector"`` with ``bench/`` on
 ``PYTHONPATH``. Its cost (building the Reading objects) is part of what the benchmarks measure:
-a real collector spends at least that much.
+a real collector spends at least that much. What this module imports at the top is loaded
+into the measured agent too: only what the agent loads anyway (the rest, like ``scrape``'s
+urllib.request, which brings http.client and the email package, ~3 MB, inside the function
+that runs in the benchmark's own process; tests/unit/test_edge_lean.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import platform
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -136,6 +138,8 @@ def start_agent(
 
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text -> {metric name: value summed over labels}."""
+    import urllib.request  # the benchmark's process only (see the module docstring)
+
     # as a Prometheus server asks (OpenMetrics first): what the agent answers in production
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics",

@@ -154,6 +154,19 @@ def test_the_producers_connection_loads_one_admin_and_one_consumer_protocol_modu
     ]
 
 
+def test_the_benchmarks_rate_collector_adds_nothing_to_the_agents_imports() -> None:
+    # bench/edge_footprint.py measures the agent with bench/edge_support.py's collector loaded
+    # in it: that module must not bring what the agent would not load (urllib.request with
+    # http.client and the email package was ~3 MB of the measured RSS)
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        f"sys.path.insert(0, {str(REPO / 'bench')!r})\n"
+        "import edge_support\n"
+        "print(sorted(m for m in ('urllib.request', 'http.client', 'email') if m in sys.modules))\n"
+    )
+    assert fresh_python(code) == "[]"
+
+
 def test_the_iec104_collector_loads_without_pydantic() -> None:
     # a substation's agent reads its point tables with qilu.inventory's CSV reader; the target
     # catalog (pydantic models, ~9 MB of RSS with their schemas) is for the platform's imports
