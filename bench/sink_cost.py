@@ -19,12 +19,20 @@ One command, on the local PostgreSQL, in a database of its own:
      figure other work on the machine changes least).
 
 Variants: ``copy`` (the COPY alone: no liveness, no invalidations, no offsets), ``batch``
-(liveness written with every batch: what the sink did before issue 17),
-``batch_no_triggers`` (the same without the change-log triggers of migration 062: their
-share), ``coalesced`` (liveness written at most once per --liveness-flush-s, the default).
+(liveness written with every batch: what the sink did before issue 17, and
+``ingest.liveness_flush_s = 0``), ``batch_no_triggers`` (the same without the change-log
+triggers of migration 062: their share), ``coalesced:S`` (liveness written at most once per
+S seconds, ``ingest.liveness_flush_s``).
 
-    .venv/bin/python bench/sink_cost.py                      # ~5 min on 2 cores
-    .venv/bin/python bench/sink_cost.py --scale 0.2 --seconds 60 --rounds 1
+The sink's clock is the stream's own time divided by --speed, not the machine's: the
+coalescing sees the periods it would see in a pipeline that drains --speed province-seconds
+per second (10: bench/ingest.py's catch-up of 162 province-seconds in ~15 s; 1: real time,
+with --batch-records of what a consumer polls at that rate, one or two envelopes), whatever
+the load of the machine makes of this run's own speed.
+
+    .venv/bin/python bench/sink_cost.py                      # catch-up, ~10 min on 2 cores
+    .venv/bin/python bench/sink_cost.py --speed 1 --batch-records 2 --seconds 30 \
+        --variants batch,coalesced:2 --out bench/results/sink_cost.realtime.json
 
 Writes bench/results/sink_cost.json (--out). Drops its database at the end unless --keep.
 """
@@ -59,7 +67,7 @@ from storage.rows import RowArrays  # noqa: E402
 from storage.writer import ReadingsSink  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-VARIANTS = ("copy", "batch", "batch_no_triggers", "coalesced")
+VARIANTS = ("copy", "batch", "batch_no_triggers", "coalesced:2", "coalesced:5")
 TRIGGERS = ("liveness_logged_insert", "liveness_logged_update")
 
 
@@ -103,7 +111,7 @@ def batches_of(
                     ),
                 )
             )
-    out.sort(key=lambda x: (x[1], x[0]))  # the consumers' batches interleaved
+    out.sort(key=lambda x: int(x[2].ts_us.max()))  # the consumers' batches interleaved
     return out
 
 
@@ -121,8 +129,18 @@ def stats(conn: Any) -> dict[str, float]:
     return {k: float(v or 0) for k, v in zip(keys, row, strict=True)}
 
 
+class StreamClock:
+    """The sink's clock: the stream's time (s) divided by the pipeline's speed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def run_variant(
-    variant: str, db: Any, batches: list[tuple[int, int, RowArrays]], flush_s: float
+    variant: str, db: Any, batches: list[tuple[int, int, RowArrays]], speed: float
 ) -> dict[str, Any]:
     with connect(db, autocommit=True) as conn:
         conn.execute(
@@ -141,12 +159,15 @@ def run_variant(
         time.sleep(1.0)  # the stats of the truncate reach the views
     pool = ConnectionPool(db.conninfo(), min_size=1, max_size=1, kwargs={"prepare_threshold": None})
     marks = OffsetMarks()
+    clock = StreamClock()
     sink = ReadingsSink(
         pool,
         mode=StorageMode.POSTGRES,
         parts=(marks,),
-        liveness_flush_s=flush_s if variant == "coalesced" else 0.0,
+        liveness_flush_s=float(variant.split(":")[1]) if ":" in variant else 0.0,
+        clock=clock,
     )
+    t_first = int(min(int(b.ts_us.min()) for _, _, b in batches))
     if variant == "copy":
         sink._write_liveness = lambda *a: None  # type: ignore[method-assign]
         sink._write_invalidations = lambda *a: None  # type: ignore[method-assign]
@@ -157,13 +178,14 @@ def run_variant(
             before, cpu0, t0 = stats(obs), cpu_s(pid), time.monotonic()
             rows = txns = 0
             for c, b, batch in batches:
+                clock.now = (int(batch.ts_us.max()) - t_first) / 1e6 / speed
                 sink.add(batch)
                 if variant != "copy":
                     marks.note("readings", c, b + 1)
                 sink.flush()
                 rows += len(batch)
                 txns += 1
-            if variant == "coalesced":
+            if sink.pending_liveness:
                 sink.flush_liveness(force=True)
                 txns += 1
             took, cpu1 = time.monotonic() - t0, cpu_s(pid)
@@ -210,10 +232,11 @@ def main() -> int:
         "--batch-records", type=int, default=250, help="envelopes per batch (default 250)"
     )
     ap.add_argument(
-        "--liveness-flush-s",
+        "--speed",
         type=float,
-        default=2.0,
-        help="the coalesced variant's ingest.liveness_flush_s (default 2.0)",
+        default=10.0,
+        help="province-seconds the simulated pipeline drains per second: the sink's clock"
+        " (default 10, bench/ingest.py's catch-up; 1: real time)",
     )
     ap.add_argument("--rounds", type=int, default=2, help="alternations of the variants")
     ap.add_argument(
@@ -230,7 +253,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
+    unknown = {v for v in variants if v.split(":")[0] not in {x.split(":")[0] for x in VARIANTS}}
     if unknown:
         ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
     base = load()
@@ -267,7 +290,7 @@ def main() -> int:
         for r in range(args.rounds):
             for v in variants:
                 load_avg = os.getloadavg()[0]
-                out = run_variant(v, db, batches, args.liveness_flush_s)
+                out = run_variant(v, db, batches, args.speed)
                 out["round"], out["load_before"] = r, round(load_avg, 2)
                 runs.append(out)
                 say(json.dumps(out))

@@ -215,7 +215,7 @@ class IngestSettings(BaseModel):
     # when nothing was polled; all of it when the ingest stops). A crash loses at most this
     # much of last_seen, never a reading. Far below the shortest liveness window (30 s,
     # qilu/devices.py). 0 = with every batch
-    liveness_flush_s: float = Field(default=2.0, ge=0, le=10)
+    liveness_flush_s: float = Field(default=5.0, ge=0, le=10)
 
 
 class AgentSettings(BaseModel):

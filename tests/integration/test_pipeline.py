@@ -214,6 +214,20 @@ def test_coverage_matches_ground_truth_and_survives_redelivery(
     assert (other["numerator"], other["denominator"], other["value"]) == (0, 0, 0)
 
     # --- replay every record of the readings topics: nothing may change ---------------------
+    # liveness is coalesced (ingest.liveness_flush_s): wait until it names every device's
+    # newest stored reading before taking it as the reference
+    wait_for(
+        lambda: (
+            scalar(
+                settings.db,
+                "SELECT count(*) FROM (SELECT device_pk, max(ts) AS ts FROM readings GROUP BY 1) r"
+                " LEFT JOIN device_liveness l USING (device_pk)"
+                " WHERE l.last_seen IS DISTINCT FROM r.ts",
+            )
+            == 0
+        ),
+        what="liveness to reach the newest stored readings",
+    )
     rows_before = scalar(settings.db, "SELECT count(*) FROM readings")
     liveness_before = scalar(
         settings.db, "SELECT sum(extract(epoch FROM last_seen))::bigint FROM device_liveness"
