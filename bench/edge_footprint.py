@@ -10,7 +10,8 @@ machine); peak RSS is the kernel's high-water mark (VmHWM) over the whole run, s
 included.
 
 Also measures what each import costs in RSS (fresh interpreters), because the RSS target is
-mostly interpreter and libraries.
+mostly interpreter and libraries, and where the running agent's RSS is at the end of each
+window (/proc/<pid>/smaps: anonymous memory, the malloc heap, the libraries' pages).
 
 ``--tls``: the agent as a production Pi runs it, over TLS: SASL/SCRAM on a SASL_SSL agents'
 listener, the broker's certificate checked against a CA of ``qilu pki``. That is a private
@@ -18,7 +19,8 @@ broker of the benchmark's own (tests/integration/faults.py ``private_kafka``), s
 removed by it; the shared broker's agents' listener is plaintext SASL. ``--edge-install``: run
 the agent (and the import measurements) in a fresh virtualenv holding only the edge install
 (``pip install qilu-telemetry`` without an extra, as edge-agent/INSTALL-PI.md does on a Pi),
-made and removed by the benchmark; ``--python``: another interpreter of your own.
+made and removed by the benchmark, and record its site-packages' size (disk blocks as ``du``
+counts them, and the files' bytes); ``--python``: another interpreter of your own.
 
     python bench/edge_footprint.py [--rates 1000 10000] [--warmup 10] [--window 30] [--cpu 1]
                                    [--tls] [--edge-install | --python PATH]
@@ -63,6 +65,7 @@ from edge_support import (
 from qilu.ports import free_port
 
 AGENT_ID = "bench-agent"  # edge_support.agent_config's
+MB = 1 << 20
 
 # "!lean": what python -m edge_agent does first (edge_agent/lean.py): kafka-python's,
 # prometheus_client's and crc32c's package __init__ deferred, so only what the agent uses loads
@@ -74,20 +77,34 @@ PROMETHEUS_USED = (
 IMPORT_STEPS = [
     ("python", ""),
     ("asyncio (with ssl)", "asyncio,ssl"),
+    # OpenSSL's SSL initialisation, once per process: what the producer's first TLS connection
+    # costs before its own buffers (a second context adds ~10 KB)
+    ("+ a TLS client context (OpenSSL's SSL init)", "!tls"),
     ("+ sqlite3, msgpack, tomllib", "sqlite3,msgpack,tomllib"),
     (
         "+ prometheus_client's metrics and OpenMetrics (package init deferred)",
         f"!lean,{PROMETHEUS_USED}",
     ),
-    ("+ kafka-python's producer (package init deferred)", "kafka.producer,kafka.net.compat"),
+    (
+        "+ kafka-python's producer (package inits deferred: kafka, kafka.protocol.admin and "
+        ".consumer)",
+        "kafka.producer,kafka.net.compat",
+    ),
     ("+ edge_agent runtime", "edge_agent.runtime"),
     (
-        "+ the package inits (kafka admin and consumer, prometheus exposition, crc32c version "
-        "lookup and CLI: not used)",
-        "kafka.admin,kafka,prometheus_client.exposition,crc32c.__init__",
+        "+ the deferred package inits (kafka's admin and consumer, their protocol schemas, "
+        "prometheus exposition, crc32c's version lookup and CLI: not used)",
+        "!inits",
     ),
-    ("+ pydantic (not on the agent's path)", "pydantic"),
 ]
+# the packages edge_agent/lean.py defers; "!inits" runs their real __init__
+DEFERRED = (
+    "kafka",
+    "kafka.protocol.admin",
+    "kafka.protocol.consumer",
+    "prometheus_client",
+    "crc32c",
+)
 
 
 def import_costs(python: str) -> list[dict[str, object]]:
@@ -98,11 +115,17 @@ def import_costs(python: str) -> list[dict[str, object]]:
     for label, step in IMPORT_STEPS:
         mods += [m for m in step.split(",") if m]
         code = (
-            "import importlib, warnings\nwarnings.simplefilter('ignore')\n"
+            "import importlib, sys, warnings\nwarnings.simplefilter('ignore')\n"
             f"for m in {mods!r}:\n"
             "    if m == '!lean':\n"
             "        from edge_agent import lean\n"
             "        lean.defer_all()\n"
+            "    elif m == '!tls':\n"
+            "        import ssl\n"
+            "        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+            "    elif m == '!inits':\n"
+            f"        for p in {DEFERRED!r}:\n"
+            "            getattr(importlib.import_module(p), '__all__', None)\n"
             "    else:\n"
             "        importlib.import_module(m)\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
@@ -116,6 +139,51 @@ def import_costs(python: str) -> list[dict[str, object]]:
     for prev, cur in zip([None, *out[:-1]], out, strict=True):
         cur["adds_mb"] = round(float(cur["rss_mb"]) - float(prev["rss_mb"]), 1) if prev else None  # type: ignore[arg-type]
     return out
+
+
+def site_packages(python: str) -> dict[str, object]:
+    """The size of ``python``'s site-packages: disk blocks (what ``du`` counts; 4 KiB each on
+    ext4, compiled bytecode included), the files' bytes, and its distributions."""
+    where = subprocess.check_output(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+    ).strip()
+    disk = size = 0
+    for folder, _, files in os.walk(where):
+        disk += os.lstat(folder).st_blocks * 512
+        for name in files:
+            st = (Path(folder) / name).lstat()
+            disk += st.st_blocks * 512
+            size += st.st_size
+    dists = sorted(p.name.split("-")[0].lower() for p in Path(where).glob("*.dist-info"))
+    return {
+        "disk_mb": round(disk / MB, 1),
+        "files_mb": round(size / MB, 1),
+        "distributions": dists,
+    }
+
+
+def rss_breakdown(pid: int) -> dict[str, object]:
+    """Where a process's RSS is (MB): anonymous (the malloc heap, pymalloc's arenas and
+    thread stacks in other anonymous mappings) and file-backed (the libraries' pages), with
+    the largest mappings by name."""
+    by_name: dict[str, int] = {}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if "-" in parts[0] and not parts[0].endswith(":"):
+            name = Path(parts[5]).name if len(parts) > 5 else "[anon]"
+        elif parts[0] == "Rss:":
+            by_name[name] = by_name.get(name, 0) + int(parts[1])
+    rollup = {
+        line.split(":")[0]: int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    }
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "anonymous_mb": round(rollup["Anonymous"] / 1024, 1),
+        "file_backed_mb": round((rollup["Rss"] - rollup["Anonymous"]) / 1024, 1),
+        "largest_mappings_mb": {k: round(v / 1024, 1) for k, v in top},
+    }
 
 
 @dataclass(frozen=True)
@@ -221,6 +289,7 @@ def measure(
             m1, c1, t1 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
             hwm = status_kb(proc.pid, "VmHWM")
             threads = status_kb(proc.pid, "Threads")
+            breakdown = rss_breakdown(proc.pid)
         log = (folder / "agent.log").read_text()[-2000:]
     dt = t1 - t0
     cpu_share = (c1 - c0) / dt * 100
@@ -243,6 +312,7 @@ def measure(
         "peak_rss_mb": round(hwm / 1024, 1),
         "steady_rss_mb": round(peak_rss / 1024, 1),
         "threads": threads,
+        "rss_at_end": breakdown,
     }
     if "Traceback" in log:
         res["agent_log_tail"] = log
@@ -303,6 +373,7 @@ def main() -> None:
         bench_topics(target.internal) as prefix,
     ):
         args.python = python
+        installed = site_packages(python) if args.edge_install else None
         grant(target, prefix)
         for rate in args.rates:
             print(
@@ -334,6 +405,9 @@ def main() -> None:
         "runs": runs,
         "import_rss": imports,
     }
+    if installed:
+        fields["edge_install_site_packages"] = installed
+        fields["targets"]["site_packages_disk_mb"] = 40
     if args.out:
         args.out.write_text(json.dumps({"benchmark": "edge_footprint", **fields}, indent=2) + "\n")
     else:

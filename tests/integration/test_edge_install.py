@@ -43,9 +43,11 @@ def site_packages(venv: Path) -> Path:
 
 
 def sizes(root: Path) -> tuple[int, int]:
-    """(bytes on disk: allocated blocks, bytes of the files) under ``root``."""
+    """(bytes on disk: allocated blocks of the files and folders, as ``du`` counts them; bytes
+    of the files) under ``root``."""
     disk = size = 0
     for folder, _, files in os.walk(root):
+        disk += Path(folder).lstat().st_blocks * 512
         for name in files:
             st = (Path(folder) / name).lstat()
             disk += st.st_blocks * 512
