@@ -27,7 +27,7 @@ from storage.registry_store import load_device_index
 from storage.replay_losses import ReplayLosses
 from storage.writer import ReadingsSink
 from stream.gaps import GapSink
-from stream.ingest import IngestConsumer
+from stream.ingest import IngestConsumer, tune_gc
 from stream.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     if settings.storage.maintain_in_ingest:
         maintainer = maintain.Maintainer(settings.db, settings.storage, mode, load_catalog(), stop)
         maintainer.start()
+    tune_gc()  # after start-up: the device index and the agent directory are loaded
     try:
         consumer.run()
     finally:
