@@ -227,6 +227,8 @@ class PendingLiveness:
         """Devices (distinct, device_pk >= 0) and their newest timestamps: kept where newer."""
         if not len(devs):
             return
+        if int(devs.min()) < 0:  # a negative index would name another device's entry
+            raise ValueError("device_pk must be >= 0")
         top = int(devs.max())
         if top >= len(self._ts):
             grown = np.full(max(top + 1, 2 * len(self._ts)), _NONE, np.int64)

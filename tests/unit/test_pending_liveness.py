@@ -4,6 +4,7 @@ device not written yet, kept without a Python loop per device."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,3 +65,11 @@ def test_noting_batches_equals_the_newest_per_device_of_all_of_them(
     devs, ts = live.merged(None)
     assert dict(zip(devs.tolist(), ts.tolist(), strict=True)) == expected
     assert len(live) == len(expected)
+
+
+def test_a_negative_device_pk_is_refused_not_folded_into_another_device() -> None:
+    live = PendingLiveness()
+    live.note(*arrays({5: 1}))
+    with pytest.raises(ValueError, match="device_pk"):
+        live.note(*arrays({-1: 2}))
+    assert live.merged(None)[1].tolist() == [1]
