@@ -23,12 +23,14 @@ the offsets, the dead-letter summary of storage/deadletters.py), and ``device_li
 (newest reading per device). A batch with nothing but parts to write still gets its
 transaction.
 
-Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): the sink
-keeps the newest reading per device of the batches it committed (:class:`PendingLiveness`)
-and writes them all with the first batch at least that long after its last liveness write,
-or on its own with :meth:`ReadingsSink.flush_liveness` (the ingest calls it when a poll
-brings nothing, and forced when it stops). A device seen in many batches in a row (a
-catch-up, a backlog) costs one liveness row per period instead of one per batch. Only
+Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): a
+device's liveness is written at most once per that period (:class:`LivenessCoalescer`). A
+batch's device not written within the period goes with the batch, as without coalescing
+(real time: devices report every 5-300 s); one written within it is held, its newest
+committed reading kept, and written with the first transaction after its period, or on its
+own with :meth:`ReadingsSink.flush_liveness` (the ingest calls it when a poll brings
+nothing, and forced when it stops). A device seen in many batches in a row (a catch-up, a
+backlog) costs one liveness row per period instead of one per batch. Only
 committed batches are noted, so ``last_seen`` never names a reading that is not stored and
 never moves backwards; a crash loses the pending liveness, never a reading: ``last_seen``
 is then older than the device's newest stored reading by at most the period, until its next
@@ -207,55 +209,109 @@ def _translated_errors() -> Iterator[None]:
 
 
 _NONE = np.iinfo(np.int64).min  # no pending reading for this device
+Liveness = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]  # devices, newest µs
 
 
-class PendingLiveness:
-    """The newest timestamp (µs) per device not written to ``device_liveness`` yet.
+@dataclass(frozen=True, slots=True)
+class LivenessPlan:
+    """What one transaction writes to ``device_liveness`` and what it leaves pending."""
 
-    One int64 per device_pk up to the largest seen (device_pk is the registry's serial: 2 MB
-    for a province of 270,000 devices), so noting a batch's devices is one vectorised
-    maximum, with no Python work per device."""
+    write: Liveness  # distinct devices in ascending order, their newest timestamps
+    hold: Liveness  # the batch's devices written within the period: pending after the commit
 
-    def __init__(self) -> None:
+
+class LivenessCoalescer:
+    """Each device's liveness written at most once per ``period_s`` (coalesced liveness).
+
+    A batch's device not written within the period is written with the batch (real time: a
+    device reports every 5-300 s, so nearly all of them, and ``last_seen`` is as fresh as
+    without coalescing); one written within the period is held, its newest timestamp kept,
+    and written with the first transaction after its period is over (a catch-up: a device
+    recurs in consecutive batches). Pending devices are looked for at most every fifth of the
+    period, so a held device is written at most 1.2 periods after its previous write.
+
+    One int64 (newest pending µs) and one float64 (when last written) per device_pk up to the
+    largest seen (device_pk is the registry's serial: 4 MB for a province of 270,000 devices):
+    a batch costs vectorised gathers over its devices, no Python work per device. Pure: the
+    sink plans, writes, and reports the commit (:meth:`committed`)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
         self._ts = np.full(0, _NONE, np.int64)
+        self._written = np.full(0, -np.inf, np.float64)
         self._count = 0
+        self._scanned = -np.inf  # when pending devices were last looked for
 
     def __len__(self) -> int:
         return self._count
 
-    def note(self, devs: npt.NDArray[np.int32], last: npt.NDArray[np.int64]) -> None:
-        """Devices (distinct, device_pk >= 0) and their newest timestamps: kept where newer."""
-        if not len(devs):
+    def due(self, now: float) -> bool:
+        """Pending devices may have come due (a transaction should look)."""
+        return self._count > 0 and now - self._scanned >= self.period_s / 5
+
+    def plan(self, batch: Liveness | None, now: float, *, force: bool = False) -> LivenessPlan:
+        """What to write now: the batch's devices not written within the period, the pending
+        ones whose period is over (all pending ones with ``force``), in device order."""
+        if batch is not None and len(batch[0]):
+            if int(batch[0].min()) < 0:  # a negative index would name another device
+                raise ValueError("device_pk must be >= 0")
+            self._grow(int(batch[0].max()))
+            devs, ts = batch
+            fresh = self._written[devs] <= now - self.period_s
+            # a fresh device may still hold a newer pending timestamp (late data came after)
+            parts = [(devs[fresh], np.maximum(ts[fresh], self._ts[devs[fresh]]))]
+            hold = (devs[~fresh], ts[~fresh])
+        else:
+            parts, hold = [], _empty()
+        if self._count and (force or self.due(now)):
+            pending = np.flatnonzero(self._ts != _NONE)
+            if not force:
+                pending = pending[self._written[pending] <= now - self.period_s]
+            parts.append((pending.astype(np.int32), self._ts[pending]))
+        return LivenessPlan(_newest(parts), hold)
+
+    def committed(self, plan: LivenessPlan, now: float, *, scanned: bool) -> None:
+        """``plan`` is in the database: its writes are no longer pending, its held devices
+        are (``scanned``: the plan looked for pending devices)."""
+        devs, _ = plan.write
+        if len(devs):
+            self._count -= int(np.count_nonzero(self._ts[devs] != _NONE))
+            self._ts[devs] = _NONE
+            self._written[devs] = now
+        devs, ts = plan.hold
+        if len(devs):
+            self._count += int(np.count_nonzero(self._ts[devs] == _NONE))
+            self._ts[devs] = np.maximum(self._ts[devs], ts)
+        if scanned:
+            self._scanned = now
+
+    def _grow(self, top: int) -> None:
+        if top < len(self._ts):
             return
-        if int(devs.min()) < 0:  # a negative index would name another device's entry
-            raise ValueError("device_pk must be >= 0")
-        top = int(devs.max())
-        if top >= len(self._ts):
-            grown = np.full(max(top + 1, 2 * len(self._ts)), _NONE, np.int64)
-            grown[: len(self._ts)] = self._ts
-            self._ts = grown
-        self._ts[devs] = np.maximum(self._ts[devs], last)
-        self._count = int(np.count_nonzero(self._ts != _NONE))
+        n = max(top + 1, 2 * len(self._ts))
+        ts, written = np.full(n, _NONE, np.int64), np.full(n, -np.inf, np.float64)
+        ts[: len(self._ts)], written[: len(self._written)] = self._ts, self._written
+        self._ts, self._written = ts, written
 
-    def merged(
-        self, batch: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None
-    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
-        """The pending devices with ``batch`` (devices, newest) folded in, in device order;
-        the pending set itself does not change."""
-        pending = np.flatnonzero(self._ts != _NONE)
-        if batch is None or not len(batch[0]):
-            return pending.astype(np.int32), self._ts[pending]
-        devs = np.concatenate([pending.astype(np.int32), batch[0]])
-        ts = np.concatenate([self._ts[pending], batch[1]])
-        order = np.lexsort((ts, devs))
-        devs, ts = devs[order], ts[order]
-        last = np.ones(len(devs), bool)  # the last of each device: its newest
-        last[:-1] = devs[1:] != devs[:-1]
-        return devs[last], ts[last]
 
-    def clear(self) -> None:
-        self._ts.fill(_NONE)
-        self._count = 0
+def _empty() -> Liveness:
+    return np.zeros(0, np.int32), np.zeros(0, np.int64)
+
+
+def _newest(parts: list[Liveness]) -> Liveness:
+    """The devices of ``parts`` in ascending order, each with its newest timestamp."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return _empty()
+    if len(parts) == 1:
+        return parts[0]
+    devs = np.concatenate([p[0] for p in parts])
+    ts = np.concatenate([p[1] for p in parts])
+    order = np.lexsort((ts, devs))
+    devs, ts = devs[order], ts[order]
+    last = np.ones(len(devs), bool)  # the last of each device: its newest
+    last[:-1] = devs[1:] != devs[:-1]
+    return devs[last], ts[last]
 
 
 class TransactionPart(Protocol):
@@ -328,12 +384,10 @@ class ReadingsSink:
         self._staging = False  # the last batch held duplicates: stage until one does not
         self._partition_hours: set[int] = set()  # hours known to have a partition
         self._parts = parts
-        # coalesced liveness: the newest committed reading per device not written yet, and
-        # when liveness was last written (monotonic; -inf: the first batch writes at once)
+        # coalesced liveness (None: every batch writes its devices')
         self._liveness_flush_s = liveness_flush_s
         self._clock = clock  # seconds, monotonic (a test's own clock)
-        self._live = PendingLiveness()
-        self._live_written = float("-inf")
+        self._live = LivenessCoalescer(liveness_flush_s) if liveness_flush_s > 0 else None
 
     def add(self, rows: Rows | RowArrays) -> None:
         if len(rows):
@@ -352,23 +406,29 @@ class ReadingsSink:
     @property
     def pending_liveness(self) -> int:
         """Devices whose newest committed reading is not in ``device_liveness`` yet."""
-        return len(self._live)
+        return len(self._live) if self._live is not None else 0
 
     def flush(self) -> WriteResult:
         """Write the pending rows in one transaction; on success the batch is cleared."""
         start = time.perf_counter()
+        now = self._clock()
         if (
             not self._pending
             and not any(part.pending for part in self._parts)
-            and not (self._live and self._liveness_due(self._clock()))
+            and not (self._live is not None and self._live.due(now))
         ):
             return WriteResult(0, 0, 0.0)
         rows = RowArrays.concat(self._pending)
         batch_live = newest_per_device(rows) if rows else None
-        now = self._clock()
+        plan, scanned = None, False
         live = batch_live
-        if self._liveness_flush_s > 0:
-            live = self._live.merged(batch_live) if self._liveness_due(now) else None
+        if self._live is not None:
+            scanned = self._live.due(now)
+            plan = self._live.plan(batch_live, now)
+            live = plan.write
+            if not rows and not len(live[0]) and not any(p.pending for p in self._parts):
+                self._live.committed(plan, now, scanned=scanned)  # nothing due yet
+                return WriteResult(0, 0, 0.0)
         with _translated_errors():
             try:
                 if self._mode is StorageMode.POSTGRES and rows:
@@ -386,41 +446,24 @@ class ReadingsSink:
         self._pending = []
         for part in self._parts:
             part.committed()
-        self._liveness_committed(now, live, batch_live)
+        if self._live is not None and plan is not None:
+            self._live.committed(plan, now, scanned=scanned)
         return WriteResult(len(rows), inserted, time.perf_counter() - start)
 
     def flush_liveness(self, *, force: bool = False) -> int:
-        """Write the pending (coalesced) liveness in a transaction of its own when its period
-        is over, or whatever it is with ``force`` (the ingest stopping); returns the devices
-        written. The pending rows and parts of a batch are left for :meth:`flush`. Raises
-        like :meth:`flush`; on an error the liveness stays pending."""
+        """Write the pending (coalesced) liveness whose period is over in a transaction of its
+        own, or all of it with ``force`` (the ingest stopping); returns the devices written.
+        The pending rows and parts of a batch are left for :meth:`flush`. Raises like
+        :meth:`flush`; on an error the liveness stays pending."""
         now = self._clock()
-        if not self._live or not (force or self._liveness_due(now)):
+        if self._live is None or not (self._live and (force or self._live.due(now))):
             return 0
-        live = self._live.merged(None)
-        with _translated_errors():
-            self._write(RowArrays.concat([]), live, with_parts=False)
-        self._liveness_committed(now, live, None)
-        return len(live[0])
-
-    def _liveness_due(self, now: float) -> bool:
-        return now - self._live_written >= self._liveness_flush_s
-
-    def _liveness_committed(
-        self,
-        now: float,
-        written: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None,
-        batch: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None,
-    ) -> None:
-        """After a commit: what was written is no longer pending; a committed batch whose
-        liveness was not written is."""
-        if self._liveness_flush_s <= 0:
-            return
-        if written is not None:
-            self._live.clear()
-            self._live_written = now
-        elif batch is not None:
-            self._live.note(*batch)
+        plan = self._live.plan(None, now, force=force)
+        if len(plan.write[0]):
+            with _translated_errors():
+                self._write(RowArrays.concat([]), plan.write, with_parts=False)
+        self._live.committed(plan, now, scanned=True)
+        return len(plan.write[0])
 
     # -- internals ------------------------------------------------------------------------------
     def _ensure_partitions(self, rows: RowArrays) -> None:
@@ -441,7 +484,7 @@ class ReadingsSink:
     def _write(
         self,
         rows: RowArrays,
-        live: tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]] | None,
+        live: Liveness | None,
         *,
         with_parts: bool = True,
     ) -> int:
