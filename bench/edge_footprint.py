@@ -87,13 +87,13 @@ IMPORT_STEPS = [
     ),
     (
         "+ kafka-python's producer (package inits deferred: kafka, kafka.protocol.admin and "
-        ".consumer)",
+        ".consumer; its schemas read without importlib.resources' package)",
         "kafka.producer,kafka.net.compat",
     ),
     ("+ edge_agent runtime", "edge_agent.runtime"),
     (
         "+ the deferred package inits (kafka's admin and consumer, their protocol schemas, "
-        "prometheus exposition, crc32c's version lookup and CLI: not used)",
+        "prometheus exposition, crc32c's version lookup and CLI, importlib.resources: not used)",
         "!inits",
     ),
 ]
@@ -104,6 +104,7 @@ DEFERRED = (
     "kafka.protocol.consumer",
     "prometheus_client",
     "crc32c",
+    "importlib.resources",
 )
 
 

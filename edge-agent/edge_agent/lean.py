@@ -14,6 +14,13 @@ an agent never uses, registered without running it (``python -m edge_agent`` doe
   registry and the process collectors (:data:`PROMETHEUS_NAMES`) and renders what Prometheus
   asks for with ``prometheus_client.openmetrics.exposition`` (edge_agent/metrics.py). About
   1 MB of RSS.
+- the standard library's ``importlib.resources`` (Python 3.11): kafka-python 3.0.12 reads each
+  protocol schema with ``importlib.resources.read_text(package, name)``
+  (``kafka/protocol/schemas/load_json.py``), and that package's ``__init__`` imports tempfile
+  and, through the file reader, zipfile, for plain files of an installed package. Deferred with
+  :func:`read_text` (:data:`RESOURCES_NAMES`): a plain file next to the package's
+  ``__init__`` is read directly; anything else (another signature, a zipped package, another
+  name) runs the real ``__init__``. About 0.7 MB.
 - crc32c 2.9 (kafka-python's C CRC-32C): ``crc32c/__init__.py`` imports importlib.metadata
   (and with it the email package) for its version string and argparse for its command line;
   kafka-python takes the ``crc32c`` function only (:data:`CRC32C_NAMES`). About 1.2 MB.
@@ -31,8 +38,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path  # the agent loads it anyway (its config's paths)
 from typing import Any
 
 # name -> the submodule that defines it, for the names the agent's path takes from each
@@ -67,11 +77,46 @@ CRC32C_NAMES = {
 }
 
 
+RESOURCES = "importlib.resources"
+
+
+def read_text(*args: Any, **kwargs: Any) -> str:
+    """``importlib.resources.read_text(package, resource)`` as kafka-python calls it, for a
+    plain file in a package's folder, without loading the ``importlib.resources`` package; any
+    other call (a module object, more arguments, a zipped package, a missing file) runs the
+    package's real ``__init__`` and its own ``read_text``."""
+    extra = set(kwargs) - {"encoding", "errors"}
+    if len(args) == 2 and all(isinstance(a, str) for a in args) and not extra:
+        package, resource = args
+        module = sys.modules.get(package) or importlib.import_module(package)
+        origin = getattr(module, "__file__", None)
+        path: Path | None = Path(origin).parent / resource if origin else None
+        if path is not None and "/" not in resource and os.sep not in resource and path.is_file():
+            encoding: str = kwargs.get("encoding", "utf-8")
+            errors: str = kwargs.get("errors", "strict")
+            return path.read_text(encoding=encoding, errors=errors)
+    resources = sys.modules[RESOURCES]
+    resources.__dict__.get("_qilu_run_init", lambda: None)()
+    real: Callable[..., str] = resources.__dict__["read_text"]
+    return real(*args, **kwargs)
+
+
+RESOURCES_NAMES: dict[str, str | Callable[..., Any]] = {"read_text": read_text}
+
+
 def defer_all() -> None:
     """What ``python -m edge_agent`` does before anything imports these packages."""
+    defer_resources_init()
     defer_kafka_init()
     defer_prometheus_init()
     defer_crc32c_init()
+
+
+def defer_resources_init() -> bool:
+    """The same for the standard library's ``importlib.resources``: kafka-python's schema
+    reads go through :func:`read_text`; tempfile and zipfile load only when something else
+    asks for the package."""
+    return _defer_init(RESOURCES, RESOURCES_NAMES)
 
 
 def defer_crc32c_init() -> bool:
@@ -96,7 +141,7 @@ def defer_prometheus_init() -> bool:
     return _defer_init("prometheus_client", PROMETHEUS_NAMES)
 
 
-def _defer_init(package: str, names: dict[str, str]) -> bool:
+def _defer_init(package: str, names: dict[str, str] | dict[str, str | Callable[..., Any]]) -> bool:
     if package in sys.modules:
         return False
     spec = importlib.util.find_spec(package)
@@ -116,7 +161,10 @@ def _defer_init(package: str, names: dict[str, str]) -> bool:
 
     def package_getattr(name: str) -> Any:
         if name in names and not done:
-            return getattr(importlib.import_module(names[name]), name)
+            where = names[name]
+            if callable(where):  # a light stand-in (:func:`read_text`)
+                return where
+            return getattr(importlib.import_module(where), name)
         if not done and importlib.util.find_spec(f"{package}.{name}") is not None:
             return importlib.import_module(f"{package}.{name}")  # ``from kafka import errors``
         run_init()
@@ -127,6 +175,7 @@ def _defer_init(package: str, names: dict[str, str]) -> bool:
 
     module.__getattr__ = package_getattr  # type: ignore[method-assign]
     module.__dict__["_qilu_init_deferred"] = lambda: not done
+    module.__dict__["_qilu_run_init"] = run_init
     sys.modules[package] = module
     parent, _, child = package.rpartition(".")
     if parent:  # as the import system does: ``kafka.protocol.admin`` is ``kafka.protocol``'s

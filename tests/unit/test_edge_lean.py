@@ -93,6 +93,8 @@ def test_a_running_agent_defers_kafkas_init_and_imports_no_server_package(
     assert out["kafka_deferred"] is True
     assert out["crc32c_deferred"] is True
     assert out["importlib_metadata"] is False  # crc32c's version lookup stayed out
+    # kafka-python's schemas were read without importlib.resources' package (zipfile, tempfile)
+    assert out["resources_modules"] == []
     assert held.isdisjoint(SERVER_PACKAGES), sorted(held & set(SERVER_PACKAGES))
     assert held.isdisjoint(SERVER_STAGES), sorted(held & set(SERVER_STAGES))
 
@@ -152,6 +154,36 @@ def test_the_producers_connection_loads_one_admin_and_one_consumer_protocol_modu
         "['FindCoordinatorRequest', 'ListGroupsRequest', 'MetadataRequest', 'OffsetFetchRequest']",
         "ok",
     ]
+
+
+def test_kafkas_schemas_are_read_without_importlib_resources_and_it_works_on_demand() -> None:
+    # kafka-python 3.0.12 reads each protocol schema with importlib.resources.read_text
+    # (kafka/protocol/schemas/load_json.py); lean.read_text serves those calls
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "lean.defer_all()\n"
+        "from kafka import KafkaProducer\n"
+        "from kafka.net.compat import KafkaNetClient\n"
+        "from kafka.protocol.metadata import ApiVersionsRequest\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('importlib.re', 'zipfile', "
+        "'tempfile'))))\n"
+        "print(lean.init_deferred('importlib.resources'))\n"
+        "from kafka.protocol.schemas import load_json\n"
+        "light = load_json('ApiVersionsRequest')\n"
+        "assert light['apiKey'] == 18 and light['fields'], light\n"
+        "assert ApiVersionsRequest.API_KEY == 18\n"
+        # a call the light reader does not serve (a module object) runs the real package
+        "import kafka.protocol.schemas.resources as res\n"
+        "import importlib.resources\n"
+        "text = importlib.resources.read_text(res, 'ApiVersionsRequest.json')\n"
+        "print(lean.init_deferred('importlib.resources'))\n"
+        "assert importlib.resources.read_text.__module__ != 'edge_agent.lean'\n"
+        "assert load_json('ApiVersionsRequest') == light and '\"apiKey\": 18' in text\n"
+        "assert importlib.resources.files(res).joinpath('ApiVersionsRequest.json').is_file()\n"
+        "print('ok')\n"
+    )
+    assert fresh_python(code).splitlines() == ["['importlib.resources']", "True", "False", "ok"]
 
 
 def test_the_benchmarks_rate_collector_adds_nothing_to_the_agents_imports() -> None:
