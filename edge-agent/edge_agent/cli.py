@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qilu.contract import Sector
 from qilu.errors import ConfigError
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # the platform's settings (pydantic): only `qilu agent provin
     from qilu.settings import Settings
 
 logger = logging.getLogger(__name__)
+N = TypeVar("N", int, float)
 
 
 def register(sub: Any) -> None:
@@ -126,6 +129,27 @@ def register(sub: Any) -> None:
     )
     v.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9102)")
     v.add_argument(
+        "--tick-s",
+        type=_positive(float),
+        default=None,
+        help="each simulated feed hands its due readings over (one buffer commit) every this "
+        "many seconds; the readings do not depend on it (default 2)",
+    )
+    v.add_argument(
+        "--envelope-readings",
+        type=_positive(int),
+        default=None,
+        help="readings per envelope at most, i.e. per signature and Kafka record (default "
+        "2000; a real agent's delivery.batch_max_readings is 500)",
+    )
+    v.add_argument(
+        "--envelope-delay-s",
+        type=_positive(float),
+        default=None,
+        help="a live envelope that is not full is sent this many seconds after its first "
+        "reading was buffered (default 2)",
+    )
+    v.add_argument(
         "--no-provision",
         action="store_true",
         help="do not register the simulated agents and their signing keys in the database "
@@ -139,6 +163,30 @@ def register(sub: Any) -> None:
         "<services state dir>/agents)",
     )
     v.set_defaults(handler=_province)
+
+
+def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+    """An argparse type: a finite number above zero (argparse names the option on error)."""
+
+    def parse(text: str) -> N:
+        value = kind(text)
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse says "invalid float value" for a non-number
+    return parse
+
+
+def province_delivery(args: argparse.Namespace) -> dict[str, Any]:
+    """The province's hand-over and envelope options that were given (the others keep
+    edge_agent.province's defaults)."""
+    given = {
+        "tick_s": args.tick_s,
+        "envelope_readings": args.envelope_readings,
+        "envelope_delay_s": args.envelope_delay_s,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -203,12 +251,12 @@ def _province(args: argparse.Namespace, settings: Settings) -> int:
         plan,
         producer,
         settings.kafka.topic_prefix,
-        settings.agent,
         state_dir=state,
         seed=args.seed,
         silence=args.silence,
         signers=signers,
         iec104_cities=[c for c in args.iec104_city or ["370100"] if c != "none"],
+        **province_delivery(args),
     )
 
     async def main() -> None:

@@ -18,12 +18,20 @@ from edge_agent.agent import Agent, Delivery, ProducerFactory, Signer
 from edge_agent.buffer import Buffer
 from qilu.contract import Sector
 from qilu.registry import Registry
-from qilu.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
 PROVINCE_BUFFER_BYTES = 64 << 20  # per simulated agent
 PROVINCE_BUFFER_AGE_S = 86_400.0
 PROVINCE_WAL_BYTES = 256 << 10
+# what the simulated agents hand over and send at once (docs/capacity.md, "the agents"): a
+# simulated agent stands for a whole city's sites of one sector (~770 readings/s on average
+# at scale 1), so its feed hands over every 2 s (one buffer commit) and it sends envelopes of
+# up to 2,000 readings, formed at the latest 2 s after their first chunk: a quarter of the
+# signatures, buffer rows and Kafka records of 500-reading envelopes. A reading reaches Kafka
+# at most ~4 s after it was due (1 s tick and 1 s delay before); the ingest's lag target is 10 s
+PROVINCE_TICK_S = 2.0
+PROVINCE_ENVELOPE_READINGS = 2_000
+PROVINCE_ENVELOPE_DELAY_S = 2.0
 
 
 def agent_id_for(sector: Sector, city_code: str) -> str:
@@ -48,21 +56,25 @@ def build_agents(
     plan: dict[str, list[str]],
     producer: ProducerFactory,
     topic_prefix: str,
-    cfg: AgentSettings,
     *,
     state_dir: Path,
     seed: int,
     silence: str = "random",
     signers: Mapping[str, Signer] | None = None,
     iec104_cities: Collection[str] = (),
+    tick_s: float = PROVINCE_TICK_S,
+    envelope_readings: int = PROVINCE_ENVELOPE_READINGS,
+    envelope_delay_s: float = PROVINCE_ENVELOPE_DELAY_S,
 ) -> list[Agent]:
     """``signers``: agent id -> its signer (``stream.provisioning.provision_province``); without
     one an agent sends unsigned envelopes, which an authenticating ingest dead-letters.
     ``iec104_cities``: the substation agents of these cities read their sites over IEC 104
-    from simulated stations (collectors/iec104/simulated.py) instead of the feed directly."""
-    delivery = Delivery(
-        batch_max_readings=cfg.batch_max_readings, batch_max_delay_s=cfg.batch_max_delay_s
-    )
+    from simulated stations (collectors/iec104/simulated.py) instead of the feed directly.
+    ``tick_s``: how often each simulated feed hands its due readings over (one buffer commit
+    each); ``envelope_readings`` / ``envelope_delay_s``: the agents' envelope size and how long
+    a live envelope waits to fill (the province's own values; ``agent.batch_max_*`` are a
+    real agent's, sized for one site)."""
+    delivery = Delivery(batch_max_readings=envelope_readings, batch_max_delay_s=envelope_delay_s)
     agents = []
     iec104 = {agent_id_for(Sector.SUBSTATION, c) for c in iec104_cities}
     for agent_id, sites in sorted(plan.items()):
@@ -75,7 +87,7 @@ def build_agents(
             collectors = [
                 SimulatedCollector(
                     f"{agent_id}-sim",
-                    SimulatedConfig(sites=sites, seed=seed, silence=silence),  # type: ignore[arg-type]
+                    SimulatedConfig(sites=sites, seed=seed, tick_s=tick_s, silence=silence),  # type: ignore[arg-type]
                     reg,
                 )
             ]
