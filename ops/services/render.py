@@ -365,6 +365,10 @@ POSTGRES_TUNING: dict[str, str] = {
     "max_wal_size": "4GB",
     "checkpoint_timeout": "15min",
     "wal_compression": "on",
+    # a statement whose client is gone (a killed `qilu run`, a dropped network) ends within
+    # ~2 s instead of running to its end and rolling back: a restarted run's rollup refresh
+    # went on for 5+ minutes beside the new one's (issue 18). Linux; PostgreSQL 14+
+    "client_connection_check_interval": "2s",
     # durability is a product promise: never turn these off for speed
     "fsync": "on",
     "synchronous_commit": "on",

@@ -173,6 +173,15 @@ def test_patroni_nodes_and_settings_are_the_local_profiles(services: dict[str, A
         assert "./infra/patroni/patroni.yml:/etc/patroni/patroni.yml:ro" in svc["volumes"]
 
 
+def test_the_single_database_ends_a_gone_clients_statement_as_the_local_one(
+    services: dict[str, Any],
+) -> None:
+    command = services["timescaledb"]["command"]
+    key = "client_connection_check_interval"
+    assert command[:2] == ["postgres", "-c"]
+    assert f"{key}={render.POSTGRES_TUNING[key]}" in command
+
+
 def test_the_platform_on_the_cluster_reaches_every_broker_and_the_primary(
     services: dict[str, Any],
 ) -> None:

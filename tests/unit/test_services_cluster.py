@@ -157,6 +157,7 @@ def test_patroni_node_config() -> None:
     local = cfg["postgresql"]["parameters"]
     assert (local["shared_buffers"], local["max_wal_size"]) == ("1GB", "4GB")
     assert local["wal_compression"] == "lz4"
+    assert local["client_connection_check_interval"] == "2s"  # a gone client's statement ends
     assert (local["synchronous_commit"], local["fsync"], local["full_page_writes"]) == ("on",) * 3
     assert "max_connections" not in local  # Patroni takes that one from the DCS only
     assert cfg["postgresql"]["authentication"]["replication"]["username"] == "replicator"

@@ -112,6 +112,8 @@ def test_postgres_conf_tuning_and_durability() -> None:
     assert settings["max_wal_size"] == "4GB"
     assert settings["checkpoint_timeout"] == "15min"
     assert settings["wal_compression"] == "on"
+    # a statement whose client is gone does not run on (test_postgres_settings.py)
+    assert settings["client_connection_check_interval"] == "2s"
     assert settings["max_connections"] == "100"
     # durability is a product promise
     assert settings["fsync"] == "on"
