@@ -481,6 +481,26 @@ BENCHES: tuple[Bench, ...] = (
         timeout_s=3600,
     ),
     Bench(
+        "province_agents",
+        "bench/province_agents.py",
+        "The simulated province's agents: CPU per reading, before and after its own settings",
+        (),
+        ("--cities", "370100", "--warmup", "5", "--window", "20", "--rounds", "1"),
+        (
+            Figure(
+                "agents' CPU per reading (province settings)",
+                "summary.province.cpu_us_per_reading_mean",
+                "us",
+            ),
+            Figure(
+                "agents' CPU per reading (1 s / 500 readings)",
+                "summary.before.cpu_us_per_reading_mean",
+                "us",
+            ),
+        ),
+        timeout_s=1800,
+    ),
+    Bench(
         "restore",
         "bench/restore.py",
         "Point-in-time restore of a province-scale database (pgBackRest)",
