@@ -11,7 +11,6 @@ that runs in the benchmark's own process; tests/unit/test_edge_lean.py).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -23,10 +22,13 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collectors.base import Collector, ReadingSink
 from qilu.contract import Reading
+
+if TYPE_CHECKING:  # argparse is not loaded by an agent (edge_agent/__main__.py)
+    import argparse
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -114,6 +114,8 @@ def main(argv: list[str]) -> int:
         "prometheus_exposition": "prometheus_client.exposition" in agent,
         "crc32c_deferred": lean.init_deferred("crc32c"),
         "importlib_metadata": "importlib.metadata" in agent,
+        # the unit's command line is read without argparse (edge_agent/__main__.py)
+        "argparse": "argparse" in agent,
         # importlib.resources' package init (its file reader imports zipfile): kafka-python's
         # schema reads go through lean.read_text (tempfile is not listed: paho-mqtt's
         # urllib.request imports it in an agent with an MQTT collector)

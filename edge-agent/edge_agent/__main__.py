@@ -8,52 +8,33 @@ loads the server-side settings and costs several MB of RSS). Exit codes: 0 ok, 1
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 logger = logging.getLogger("edge_agent")
 
 
+def unit_command(argv: Sequence[str]) -> SimpleNamespace | None:
+    """The systemd unit's command line, ``[--log-level LEVEL] run --config FILE`` in exactly
+    that form, read without argparse: argparse and its gettext stay out of a running agent
+    (~0.3 MB of RSS; bench/results/edge_footprint.json). None for any other command line:
+    argparse parses it (help, errors, other spellings) as before."""
+    args = list(argv)
+    level = "INFO"
+    if len(args) >= 2 and args[0] == "--log-level" and not args[1].startswith("-"):
+        level, args = args[1], args[2:]
+    if len(args) == 3 and args[:2] == ["run", "--config"] and args[2][:1] not in ("", "-"):
+        return SimpleNamespace(log_level=level, command="run", config=Path(args[2]))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m edge_agent",
-        description="Qilu edge agent: collectors -> durable buffer -> Kafka.",
-    )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    r = sub.add_parser("run", help="run the agent of a configuration file")
-    r.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
-    c = sub.add_parser(
-        "check-config",
-        help="validate a configuration file and print a summary (no network without --online)",
-        description="Validates the file and the QILU_EDGE__* environment overrides without "
-        "network and prints a summary (exit 2 on a bad key, the message names it). Plain "
-        "check-config does not contact the platform, the broker or any device; --online "
-        "also asks the platform's API ([platform] url) about the configured devices.",
-    )
-    c.add_argument("config", type=Path, help="the agent's TOML configuration")
-    c.add_argument(
-        "--online",
-        action="store_true",
-        help="also ask the platform ([platform] url) whether every configured device is "
-        "registered and at the agent's sites (a request signed with the agent's key)",
-    )
-    q = sub.add_parser(
-        "requeue-quarantine",
-        help="send the envelopes the broker refused (not authorised) again from the next start",
-    )
-    q.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
-    q.add_argument(
-        "--sector",
-        action="append",
-        choices=["charging", "substation", "ranch"],
-        default=None,
-        help="only this sector's quarantine (repeatable; default all)",
-    )
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = unit_command(argv) or parse(argv)
 
     from edge_agent import lean
 
@@ -90,6 +71,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def parse(argv: Sequence[str]) -> Any:
+    """The command line by argparse (every command, ``--help``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_agent",
+        description="Qilu edge agent: collectors -> durable buffer -> Kafka.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", help="run the agent of a configuration file")
+    r.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
+    c = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and print a summary (no network without --online)",
+        description="Validates the file and the QILU_EDGE__* environment overrides without "
+        "network and prints a summary (exit 2 on a bad key, the message names it). Plain "
+        "check-config does not contact the platform, the broker or any device; --online "
+        "also asks the platform's API ([platform] url) about the configured devices.",
+    )
+    c.add_argument("config", type=Path, help="the agent's TOML configuration")
+    c.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the platform ([platform] url) whether every configured device is "
+        "registered and at the agent's sites (a request signed with the agent's key)",
+    )
+    q = sub.add_parser(
+        "requeue-quarantine",
+        help="send the envelopes the broker refused (not authorised) again from the next start",
+    )
+    q.add_argument("--config", required=True, type=Path, help="the agent's TOML configuration")
+    q.add_argument(
+        "--sector",
+        action="append",
+        choices=["charging", "substation", "ranch"],
+        default=None,
+        help="only this sector's quarantine (repeatable; default all)",
+    )
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def test_a_running_agent_defers_kafkas_init_and_imports_no_server_package(
     assert out["importlib_metadata"] is False  # crc32c's version lookup stayed out
     # kafka-python's schemas were read without importlib.resources' package (zipfile, tempfile)
     assert out["resources_modules"] == []
+    assert out["argparse"] is False  # the unit's command line, read without argparse
     assert held.isdisjoint(SERVER_PACKAGES), sorted(held & set(SERVER_PACKAGES))
     assert held.isdisjoint(SERVER_STAGES), sorted(held & set(SERVER_STAGES))
 
@@ -186,6 +187,44 @@ def test_kafkas_schemas_are_read_without_importlib_resources_and_it_works_on_dem
     assert fresh_python(code).splitlines() == ["['importlib.resources']", "True", "False", "ok"]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--config", "/etc/qilu-agent/agent.toml"],
+        ["--log-level", "WARNING", "run", "--config", "agent.toml"],
+        ["--log-level", "run", "run", "--config", "run"],
+    ],
+)
+def test_the_units_command_line_reads_as_argparse_reads_it(argv: list[str]) -> None:
+    from edge_agent.__main__ import parse, unit_command
+
+    fast = unit_command(argv)
+    assert fast is not None
+    assert vars(fast) == vars(parse(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["run"],
+        ["run", "--config"],
+        ["run", "--config=agent.toml"],
+        ["run", "--conf", "agent.toml"],
+        ["run", "--config", "-h"],
+        ["run", "--config", ""],
+        ["run", "--config", "a.toml", "--help"],
+        ["--log-level", "-h", "run", "--config", "a.toml"],
+        ["check-config", "agent.toml"],
+        ["requeue-quarantine", "--config", "agent.toml"],
+    ],
+)
+def test_any_other_command_line_goes_to_argparse(argv: list[str]) -> None:
+    from edge_agent.__main__ import unit_command
+
+    assert unit_command(argv) is None
+
+
 def test_the_benchmarks_rate_collector_adds_nothing_to_the_agents_imports() -> None:
     # bench/edge_footprint.py measures the agent with bench/edge_support.py's collector loaded
     # in it: that module must not bring what the agent would not load (urllib.request with
@@ -194,7 +233,8 @@ def test_the_benchmarks_rate_collector_adds_nothing_to_the_agents_imports() -> N
         "import sys, warnings; warnings.simplefilter('ignore')\n"
         f"sys.path.insert(0, {str(REPO / 'bench')!r})\n"
         "import edge_support\n"
-        "print(sorted(m for m in ('urllib.request', 'http.client', 'email') if m in sys.modules))\n"
+        "print(sorted(m for m in ('urllib.request', 'http.client', 'email', 'argparse') "
+        "if m in sys.modules))\n"
     )
     assert fresh_python(code) == "[]"
 
