@@ -211,9 +211,10 @@ class IngestSettings(BaseModel):
     # time out after 60 s, and the dead letters' 30 s acknowledgement wait. 0 = off
     stall_timeout_s: float = Field(default=180.0, ge=0)
     # coalesced liveness (docs/adr/0008-ingest-write-path.md): a device's last_seen is
-    # written at most once per this many seconds, in a batch's transaction (or on its own
-    # when nothing was polled; all of it when the ingest stops). A crash loses at most this
-    # much of last_seen, never a reading. Far below the shortest liveness window (30 s,
+    # written at most once per this many seconds, always in a sink transaction: at once with
+    # its batch when not written within the period, else held for the first transaction
+    # after it (on its own when nothing was polled; all of it when the ingest stops). A crash
+    # loses what is held, never a reading. Far below the shortest liveness window (30 s,
     # qilu/devices.py). 0 = with every batch
     liveness_flush_s: float = Field(default=5.0, ge=0, le=10)
 
