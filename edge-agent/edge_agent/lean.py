@@ -20,7 +20,7 @@ an agent never uses, registered without running it (``python -m edge_agent`` doe
   and, through the file reader, zipfile, for plain files of an installed package. Deferred with
   :func:`read_text` (:data:`RESOURCES_NAMES`): a plain file next to the package's
   ``__init__`` is read directly; anything else (another signature, a zipped package, another
-  name) runs the real ``__init__``. About 0.7 MB.
+  name) runs the real ``__init__``. About 0.6 MB.
 - crc32c 2.9 (kafka-python's C CRC-32C): ``crc32c/__init__.py`` imports importlib.metadata
   (and with it the email package) for its version string and argparse for its command line;
   kafka-python takes the ``crc32c`` function only (:data:`CRC32C_NAMES`). About 1.2 MB.
