@@ -114,6 +114,9 @@ def main(argv: list[str]) -> int:
         "prometheus_exposition": "prometheus_client.exposition" in agent,
         "crc32c_deferred": lean.init_deferred("crc32c"),
         "importlib_metadata": "importlib.metadata" in agent,
+        # urllib.request (http.client, email) registered, not run: paho-mqtt imports it
+        "urllib_request_deferred": lean.init_deferred("urllib.request"),
+        "http_client": "http.client" in agent,
         # the unit's command line is read without argparse (edge_agent/__main__.py)
         "argparse": "argparse" in agent,
         # importlib.resources' package init (its file reader imports zipfile): kafka-python's

@@ -21,6 +21,13 @@ an agent never uses, registered without running it (``python -m edge_agent`` doe
   :func:`read_text` (:data:`RESOURCES_NAMES`): a plain file next to the package's
   ``__init__`` is read directly; anything else (another signature, a zipped package, another
   name) runs the real ``__init__``. About 0.6 MB.
+- the standard library's ``urllib.request`` (with http.client and the email package): paho-mqtt
+  2.1's client imports it at the top for one use, the proxy settings of a connection, which it
+  reads only when PySocks is installed (``_get_proxy``; the edge install has no PySocks).
+  Registered without running it, as the packages above (:func:`defer_urllib_request`; the
+  standard library's ``importlib.util.LazyLoader`` does not do: the next ``import`` statement
+  of the module reads its ``__spec__``, which loads it): the first use of any of its names
+  runs it. About 1.4 MB for an agent with an MQTT collector.
 - crc32c 2.9 (kafka-python's C CRC-32C): ``crc32c/__init__.py`` imports importlib.metadata
   (and with it the email package) for its version string and argparse for its command line;
   kafka-python takes the ``crc32c`` function only (:data:`CRC32C_NAMES`). About 1.2 MB.
@@ -107,6 +114,7 @@ RESOURCES_NAMES: dict[str, str | Callable[..., Any]] = {"read_text": read_text}
 def defer_all() -> None:
     """What ``python -m edge_agent`` does before anything imports these packages."""
     defer_resources_init()
+    defer_urllib_request()
     defer_kafka_init()
     defer_prometheus_init()
     defer_crc32c_init()
@@ -117,6 +125,12 @@ def defer_resources_init() -> bool:
     reads go through :func:`read_text`; tempfile and zipfile load only when something else
     asks for the package."""
     return _defer_init(RESOURCES, RESOURCES_NAMES)
+
+
+def defer_urllib_request() -> bool:
+    """Register ``urllib.request`` without running it (see the module docstring): its first
+    use of any name runs it. False, doing nothing, when it is imported already."""
+    return _defer_init("urllib.request", {})
 
 
 def defer_crc32c_init() -> bool:
@@ -145,7 +159,10 @@ def _defer_init(package: str, names: dict[str, str] | dict[str, str | Callable[.
     if package in sys.modules:
         return False
     spec = importlib.util.find_spec(package)
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+    if spec is None or spec.loader is None:
+        return False
+    is_package = spec.submodule_search_locations is not None
+    if not is_package and names:
         return False
     module = importlib.util.module_from_spec(spec)
     done = False
@@ -165,7 +182,7 @@ def _defer_init(package: str, names: dict[str, str] | dict[str, str | Callable[.
             if callable(where):  # a light stand-in (:func:`read_text`)
                 return where
             return getattr(importlib.import_module(where), name)
-        if not done and importlib.util.find_spec(f"{package}.{name}") is not None:
+        if not done and is_package and importlib.util.find_spec(f"{package}.{name}") is not None:
             return importlib.import_module(f"{package}.{name}")  # ``from kafka import errors``
         run_init()
         try:

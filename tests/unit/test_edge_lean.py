@@ -96,6 +96,9 @@ def test_a_running_agent_defers_kafkas_init_and_imports_no_server_package(
     # kafka-python's schemas were read without importlib.resources' package (zipfile, tempfile)
     assert out["resources_modules"] == []
     assert out["argparse"] is False  # the unit's command line, read without argparse
+    # its MQTT collector's paho-mqtt imports urllib.request: registered, never run
+    assert out["urllib_request_deferred"] is True
+    assert out["http_client"] is False
     assert held.isdisjoint(SERVER_PACKAGES), sorted(held & set(SERVER_PACKAGES))
     assert held.isdisjoint(SERVER_STAGES), sorted(held & set(SERVER_STAGES))
 
@@ -185,6 +188,26 @@ def test_kafkas_schemas_are_read_without_importlib_resources_and_it_works_on_dem
         "print('ok')\n"
     )
     assert fresh_python(code).splitlines() == ["['importlib.resources']", "True", "False", "ok"]
+
+
+def test_paho_mqtt_loads_without_running_urllib_request_and_it_works_on_demand() -> None:
+    # paho-mqtt 2.1 imports urllib.request at the top and reads it only with PySocks installed
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "lean.defer_all()\n"
+        "from paho.mqtt import client as mqtt\n"
+        "c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)\n"
+        "print(c._get_proxy(), lean.init_deferred('urllib.request'))\n"
+        "print(sorted(m for m in ('http.client', 'email') if m in sys.modules))\n"
+        "import urllib.request\n"
+        "from urllib.request import Request\n"
+        "assert Request('http://h/').host == 'h'\n"
+        "assert isinstance(urllib.request.getproxies(), dict)\n"
+        "print(lean.init_deferred('urllib.request'), 'http.client' in sys.modules)\n"
+        "print(lean.defer_urllib_request())  # imported already: left alone\n"
+    )
+    assert fresh_python(code).splitlines() == ["None True", "[]", "False True", "False"]
 
 
 @pytest.mark.parametrize(
