@@ -384,8 +384,7 @@ class ReadingsSink:
         self._staging = False  # the last batch held duplicates: stage until one does not
         self._partition_hours: set[int] = set()  # hours known to have a partition
         self._parts = parts
-        # coalesced liveness (None: every batch writes its devices')
-        self._liveness_flush_s = liveness_flush_s
+        # coalesced liveness (None: every batch writes the liveness of its devices)
         self._clock = clock  # seconds, monotonic (a test's own clock)
         self._live = LivenessCoalescer(liveness_flush_s) if liveness_flush_s > 0 else None
 
