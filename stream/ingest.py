@@ -75,6 +75,9 @@ Record = (
 INDEX_MAX_AGE_S = 300.0
 # an (agent, reason) that keeps being refused is logged at most this often
 REFUSALS_LOG_INTERVAL_S = 300.0
+# the broker is asked for the ends of partitions whose high watermark kafka-python has not
+# learnt (BrokerEnds) at most this often, and at most every half stall timeout
+END_OFFSETS_PERIOD_S = 5.0
 # the cyclic garbage collector's first threshold in an ingest process (CPython's default:
 # 700). Decoding a poll allocates a few containers per envelope, each holding ~370
 # readings: with 700 the young generation was collected ~every 100 envelopes, each
@@ -228,6 +231,34 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
             self._unchecked |= partitions
 
 
+class BrokerEnds:
+    """The ends of the partitions whose high watermark kafka-python has not learnt, asked of
+    the broker at most once per ``period_s`` (a failed question too) and again at once for a
+    partition not asked about before (a rebalance). An end asked earlier may be behind the
+    partition's: records that arrive are fetched, and the fetch tells the high watermark; a
+    consumer that holds partitions but does not fetch is seen at the next question."""
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._period_s, self._clock = period_s, clock
+        self._ends: dict[TopicPartition, int] = {}
+        self._asked: set[TopicPartition] = set()  # in the last question, answered or not
+        self._asked_at: float | None = None
+
+    def ends(
+        self, consumer: KafkaConsumer, unknown: set[TopicPartition], timeout_ms: int
+    ) -> dict[TopicPartition, int]:
+        """The ends of ``unknown``; raises ``KafkaError`` (e.g. ``KafkaTimeoutError`` after
+        ``timeout_ms``) when the broker was asked and did not answer."""
+        if not unknown:
+            return {}
+        now = self._clock()
+        due = self._asked_at is None or now - self._asked_at >= self._period_s
+        if due or not unknown <= self._asked:
+            self._asked_at, self._asked, self._ends = now, set(unknown), {}
+            self._ends = kafka_calls.end_offsets(consumer, unknown, timeout_ms)
+        return {tp: self._ends[tp] for tp in unknown if tp in self._ends}
+
+
 class IngestConsumer:
     def __init__(
         self,
@@ -273,6 +304,10 @@ class IngestConsumer:
             "the ingest's poll loop",
             ingest.stall_timeout_s,
             on_beat=metrics.LOOP_PROGRESS.set_to_current_time,
+        )
+        # well inside the stall timeout: an end asked earlier cannot hide a stall for long
+        self._broker_ends = BrokerEnds(
+            min(END_OFFSETS_PERIOD_S, ingest.stall_timeout_s / 2 or END_OFFSETS_PERIOD_S)
         )
 
     def _new_validator(self) -> Validator:
@@ -823,10 +858,27 @@ class IngestConsumer:
 
     def _report_lag(self, consumer: KafkaConsumer) -> bool:
         """Export each partition's lag; True when every assigned partition is known to be
-        read to its end (a position and a high watermark, nothing between them)."""
+        read to its end (a position and a high watermark, nothing between them). A partition
+        whose high watermark kafka-python has not learnt gets its end from the broker
+        (:class:`BrokerEnds`): after a seek to a partition's end (:meth:`_resume_from_database`
+        for a group without committed offsets) with nothing new arriving, it may never learn
+        it (tests/integration/test_ingest_idle_resume.py)."""
+        assigned = consumer.assignment()
+        highs = {tp: consumer.highwater(tp) for tp in assigned}
+        try:
+            asked = self._broker_ends.ends(
+                consumer,
+                {tp for tp, high in highs.items() if high is None},
+                self._cfg.request_timeout_ms,
+            )
+        except KafkaError as exc:  # the broker away: the partitions stay unknown this round
+            logger.debug("the partitions' ends are not known: %s", exc)
+            asked = {}
         caught_up = True
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
+        for tp in assigned:
+            high = highs[tp]
+            if high is None:
+                high = asked.get(tp)
             if high is None:
                 caught_up = False
                 continue

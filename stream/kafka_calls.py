@@ -9,7 +9,8 @@ the coroutine ends. Whether it ends depends on the call:
   here, so an upgrade that changes the default changes nothing;
 - ``committed(timeout_ms=None)`` retries forever while the group's coordinator is unknown
   (``Timer(None)``): bounded here;
-- ``beginning_offsets`` defaults to ``request_timeout_ms``; passed explicitly;
+- ``beginning_offsets`` and ``end_offsets`` default to ``request_timeout_ms``; passed
+  explicitly;
 - ``partitions_for_topic`` waits for a metadata update with no timeout at all
   (``_fetch_all_topic_metadata``: ``wait_for(future, None)``) and takes none: run on a worker
   thread whose wait is bounded (:func:`partitions_for_topic`);
@@ -48,6 +49,15 @@ def beginning_offsets(
     got: dict[TopicPartition, int] = consumer.beginning_offsets(
         list(partitions), timeout_ms=timeout_ms
     )
+    return got
+
+
+def end_offsets(
+    consumer: KafkaConsumer, partitions: Collection[TopicPartition], timeout_ms: int
+) -> dict[TopicPartition, int]:
+    """Each partition's end (the offset of its next record); raises ``KafkaTimeoutError``
+    after ``timeout_ms``."""
+    got: dict[TopicPartition, int] = consumer.end_offsets(list(partitions), timeout_ms=timeout_ms)
     return got
 
 

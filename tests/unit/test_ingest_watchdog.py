@@ -3,15 +3,18 @@ thread that fires on a loop that blocks, and the exit of a stuck process with it
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
-from typing import Any
+from typing import Any, cast
 
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
-from stream.ingest import IngestConsumer
+from qilu.settings import IngestSettings
+from stream.ingest import BrokerEnds, IngestConsumer
 from stream.watchdog import STALL_EXIT_CODE, Watchdog
 
 
@@ -108,10 +111,23 @@ def test_a_stuck_process_logs_every_stack_and_exits_with_its_code() -> None:
 
 class Partitions:
     """The consumer's view of its partitions: positions and high watermarks (None: unknown,
-    as before the first fetch)."""
+    as before the first fetch), and the ends the broker answers (none: it does not answer)."""
 
-    def __init__(self, marks: dict[TopicPartition, tuple[int | None, int | None]]) -> None:
-        self.marks = marks
+    def __init__(
+        self,
+        marks: dict[TopicPartition, tuple[int | None, int | None]],
+        ends: dict[TopicPartition, int] | None = None,
+    ) -> None:
+        self.marks, self.ends = marks, ends
+        self.asked: list[set[TopicPartition]] = []
+
+    def end_offsets(
+        self, partitions: list[TopicPartition], timeout_ms: int
+    ) -> dict[TopicPartition, int]:
+        self.asked.append(set(partitions))
+        if self.ends is None:
+            raise KafkaTimeoutError("no answer")
+        return {tp: self.ends[tp] for tp in partitions}
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.marks)
@@ -134,6 +150,8 @@ def _idle_loop(beats: list[int]) -> IngestConsumer:
     loop = object.__new__(IngestConsumer)  # only the idle round's parts
     loop._losses = None
     loop._sink = NoPendingLiveness()  # type: ignore[assignment]
+    loop._cfg = IngestSettings()
+    loop._broker_ends = BrokerEnds(5.0)
     loop.watchdog = Watchdog(
         "loop", 120.0, on_stall=lambda *_: None, on_beat=lambda: beats.append(1)
     )
@@ -166,3 +184,47 @@ def test_an_ingest_without_partitions_is_idle_not_stuck() -> None:
     consumer: Any = Partitions({})
     _idle_loop(beats)._idle_round(consumer)
     assert beats == [1]
+
+
+def test_a_partition_without_a_high_watermark_is_read_to_the_end_the_broker_tells() -> None:
+    """After a seek to the database's offsets at the partitions' end, kafka-python may never
+    learn their high watermarks (nothing new arrives): the broker's end offsets decide."""
+    beats: list[int] = []
+    loop = _idle_loop(beats)
+    consumer: Any = Partitions({TP0: (10, None), TP1: (7, 7)}, ends={TP0: 10})
+    loop._idle_round(consumer)
+    assert beats == [1]
+    assert consumer.asked == [{TP0}]  # only what kafka-python does not know
+
+
+def test_a_partition_behind_the_end_the_broker_tells_is_no_progress() -> None:
+    beats: list[int] = []
+    loop = _idle_loop(beats)
+    for consumer in (
+        Partitions({TP0: (4, None)}, ends={TP0: 10}),  # records wait
+        Partitions({TP0: (10, None)}, ends=None),  # the broker does not answer
+    ):
+        loop._broker_ends = BrokerEnds(5.0)
+        loop._idle_round(cast(Any, consumer))
+    assert beats == []
+
+
+def test_the_broker_is_asked_once_per_period_and_at_once_for_a_new_partition() -> None:
+    clock = FakeClock()
+    ends = BrokerEnds(5.0, clock=clock)
+    consumer: Any = Partitions({TP0: (10, None), TP1: (3, None)}, ends={TP0: 10, TP1: 3})
+    for _ in range(3):
+        assert ends.ends(consumer, {TP0}, 1000) == {TP0: 10}
+        clock.now += 1.0
+    assert consumer.asked == [{TP0}]
+    assert ends.ends(consumer, {TP0, TP1}, 1000) == {TP0: 10, TP1: 3}  # a new partition
+    clock.now += 5.0
+    consumer.ends[TP0] = 12  # a record arrived
+    assert ends.ends(consumer, {TP0, TP1}, 1000) == {TP0: 12, TP1: 3}
+    assert consumer.asked == [{TP0}, {TP0, TP1}, {TP0, TP1}]
+    consumer.ends = None  # a failed question is not repeated before the period is over
+    clock.now += 5.0
+    for _ in range(2):
+        with contextlib.suppress(KafkaTimeoutError):
+            ends.ends(consumer, {TP0}, 1000)
+    assert len(consumer.asked) == 4
