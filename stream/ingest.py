@@ -45,6 +45,7 @@ from kafka.structs import TopicPartition
 
 from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
+from qilu.kafka_sockets import close_failed_connections
 from qilu.settings import IngestSettings, KafkaSettings
 from qilu.signing import LOG_APPEND_TIME
 from storage.deadletter_tally import DeadLetterTally
@@ -566,6 +567,7 @@ class IngestConsumer:
             return False
 
     def run(self) -> None:
+        close_failed_connections()  # kafka-python 3.0.12 left refused sockets open
         consumer = KafkaConsumer(
             bootstrap_servers=self._kafka.bootstrap,
             group_id=self._cfg.group_id,

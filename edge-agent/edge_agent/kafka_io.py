@@ -29,6 +29,10 @@ them (tests/unit/test_agent_kafka_io.py fails when one of these names is gone):
    producer is closed and a new one (a new producer id) takes over; no private API is
    involved, only the policy.
 
+5. **Sockets left by failed connection attempts** (:mod:`qilu.kafka_sockets`, shared with
+   the ingest): every refused or timed-out reconnection to a broker that is down left its
+   socket open until the garbage collector found it; the attempt now closes it.
+
 One more measure concerns kafka-python but not the producer's behaviour: the deferral of its
 package ``__init__`` to keep the agent's memory small lives with the other memory measures
 in :mod:`edge_agent.lean`.
@@ -47,6 +51,7 @@ from typing import Any, Protocol, cast
 from edge_agent.sender import Send
 from qilu.contract import Sector
 from qilu.errors import RetryableError
+from qilu.kafka_sockets import close_failed_connections
 
 logger = logging.getLogger(__name__)
 KAFKA_PYTHON_VERSION = "3.0.12"  # the workarounds above were checked against this version
@@ -94,6 +99,8 @@ def new_producer(
     listener (docs/adr/0010); None = PLAINTEXT."""
     from kafka import KafkaProducer
     from kafka.net.compat import KafkaNetClient  # workaround 1: the default client's class
+
+    close_failed_connections()  # workaround 5
 
     # workaround 1: no producer while no broker accepts a connection, and the client of a
     # failed construction is closed

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from ops.cli import main as qilu_main
 from ops.services import Services
+from qilu.kafka_sockets import close_failed_connections
 from qilu.settings import ApiSettings, DatabaseSettings, KafkaSettings, Settings, load
 from storage import migrate
 from storage.db import connect
@@ -24,6 +25,9 @@ from stream.cli import build_consumer
 from stream.topics import deadletter_topic, ensure_topics, readings_topics
 
 pytestmark = pytest.mark.integration
+# the tests' own clients (ledgers, readers) connect to brokers the fault tests stop: their
+# refused attempts close their sockets, as the platform's do (qilu/kafka_sockets.py)
+close_failed_connections()
 
 
 @pytest.fixture(scope="session")
