@@ -119,6 +119,16 @@ def _uncapped(key: str) -> Callable[[Any], Any]:
     return lambda d: next(r[key] for r in d["runs"] if r["backlog_rate_cap"] == "uncapped")
 
 
+def _variant_mean(variant: str) -> Callable[[Any], Any]:
+    """bench/sink_cost.py: a variant's database CPU per row, the mean of its rounds."""
+
+    def mean(d: Any) -> float:
+        runs = [r["backend_us_per_row"] for r in d["runs"] if r["variant"] == variant]
+        return sum(runs) / len(runs)
+
+    return mean
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench(
         "ingest",
@@ -479,6 +489,18 @@ BENCHES: tuple[Bench, ...] = (
             Figure("readings stored", "readings_stored_per_s", "/s", 37033, "higher", "18"),
         ),
         timeout_s=3600,
+    ),
+    Bench(
+        "sink_cost",
+        "bench/sink_cost.py",
+        "The readings sink's database cost per row: COPY, liveness per batch, coalesced",
+        (),
+        ("--scale", "0.1", "--seconds", "30", "--rounds", "1"),
+        (
+            Figure("per batch (liveness with every batch)", _variant_mean("batch"), "us/row"),
+            Figure("coalesced liveness (5 s)", _variant_mean("coalesced:5"), "us/row"),
+        ),
+        timeout_s=1800,
     ),
     Bench(
         "province_agents",
