@@ -11,11 +11,8 @@ resent envelope (same agent, boot and sequence), which the backend drops (ADR 00
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,6 @@ from tests.integration.test_edge_faults import own_kafka  # noqa: F401 - the pri
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(400),
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
 ]
 
 AGENTS = 3
@@ -76,24 +72,6 @@ def private_topics(kafka: KafkaSettings, own_kafka: Any) -> KafkaSettings:  # no
     ks = kafka.model_copy(update={"bootstrap": bootstrap})
     ensure_topics(ks)
     return ks
-
-
-@pytest.fixture(autouse=True)
-def library_sockets() -> Iterator[None]:
-    """kafka-python (3.0.12, ``KafkaNetSocket.sock_connect``) does not close a socket whose
-    connection was refused: every reconnection attempt to the stopped broker leaves one for
-    the garbage collector, which warns (ResourceWarning). The library's, not the agent's: the
-    test ignores that one warning (see ``pytestmark``) and collects them before it ends. Its
-    log records are kept quiet too: pytest keeps captured records (and the exceptions in
-    them, with those sockets) until the session ends, outside this test's warning filter."""
-    kafka_log = logging.getLogger("kafka")
-    level = kafka_log.level
-    kafka_log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        kafka_log.setLevel(level)
-        gc.collect()
 
 
 def consume_all(ks: KafkaSettings, expect: int) -> list[bytes]:
