@@ -19,10 +19,12 @@ One command, on the local PostgreSQL, in a database of its own:
      figure other work on the machine changes least).
 
 Variants: ``copy`` (the COPY alone: no liveness, no invalidations, no offsets), ``batch``
-(liveness written with every batch: what the sink did before issue 17, and
-``ingest.liveness_flush_s = 0``), ``batch_no_triggers`` (the same without the change-log
-triggers of migration 062: their share), ``coalesced:S`` (liveness written at most once per
-S seconds, ``ingest.liveness_flush_s``).
+(liveness written with every batch, ``ingest.liveness_flush_s = 0``, its change-log row
+written by the sink's own statement: migration 067), ``batch_trigger`` (the same logged by
+the statement triggers of migration 062, as before 067), ``batch_no_triggers`` (no change
+log at all: the log's whole share), ``coalesced:S`` and ``coalesced_trigger:S`` (liveness
+written at most once per S seconds, ``ingest.liveness_flush_s``; self-logged or by the
+triggers).
 
 The sink's clock is the stream's own time divided by --speed, not the machine's: the
 coalescing sees the periods it would see in a pipeline that drains --speed province-seconds
@@ -67,7 +69,8 @@ from storage.rows import RowArrays  # noqa: E402
 from storage.writer import ReadingsSink  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-VARIANTS = ("copy", "batch", "batch_no_triggers", "coalesced:2", "coalesced:5")
+VARIANTS = ("copy", "batch_trigger", "batch", "coalesced_trigger:5", "coalesced:5")
+KINDS = ("copy", "batch", "batch_trigger", "batch_no_triggers", "coalesced", "coalesced_trigger")
 TRIGGERS = ("liveness_logged_insert", "liveness_logged_update")
 
 
@@ -147,7 +150,8 @@ def run_variant(
             "TRUNCATE readings, device_liveness, liveness_changes, rollup_invalidations,"
             " ingest_offsets"
         )
-        action = "DISABLE" if variant == "batch_no_triggers" else "ENABLE"
+        kind = variant.split(":", maxsplit=1)[0]
+        action = "DISABLE" if kind == "batch_no_triggers" else "ENABLE"
         for t in TRIGGERS:
             conn.execute(
                 sql.SQL("ALTER TABLE device_liveness {} TRIGGER {}").format(
@@ -167,6 +171,8 @@ def run_variant(
         liveness_flush_s=float(variant.split(":")[1]) if ":" in variant else 0.0,
         clock=clock,
     )
+    # the trigger variants: the sink leaves the change log to migration 062's triggers
+    sink._self_logged = kind in ("batch", "coalesced")
     t_first = int(min(int(b.ts_us.min()) for _, _, b in batches))
     if variant == "copy":
         sink._write_liveness = lambda *a: None  # type: ignore[method-assign]
@@ -253,7 +259,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    unknown = {v for v in variants if v.split(":")[0] not in {x.split(":")[0] for x in VARIANTS}}
+    unknown = {v for v in variants if v.split(":")[0] not in KINDS}
     if unknown:
         ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
     base = load()

@@ -20,8 +20,10 @@ Two ways to move a batch (docs/adr/0008-ingest-write-path.md has the measurement
 In the same transaction: in postgres mode the ranges the rollup refresh must recompute
 (``rollup_invalidations``), whatever :class:`TransactionPart` the sink was given (``parts``:
 the offsets, the dead-letter summary of storage/deadletters.py), and ``device_liveness``
-(newest reading per device). A batch with nothing but parts to write still gets its
-transaction.
+(newest reading per device) with its own row of the coverage's change log
+``liveness_changes``: the statement logs the arrays it writes and the transaction sets
+``qilu.liveness_logged``, so the log triggers of migration 062 skip it (migration 067). A
+batch with nothing but parts to write still gets its transaction.
 
 Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): a
 device's liveness is written at most once per that period (:class:`LivenessCoalescer`). A
@@ -158,11 +160,31 @@ _LIVENESS = (
     " ON CONFLICT (device_pk) DO UPDATE SET last_seen = EXCLUDED.last_seen"
     " WHERE device_liveness.last_seen < EXCLUDED.last_seen"
 )
-# the transaction's statement timeout; in postgres mode with the minute watermark of the
-# rollup refresh (migration 003), which decides the ranges the batch invalidates: one round trip
-_TIMEOUT = "SELECT set_config('statement_timeout', %s, true), NULL::int8"
+# The same, logging its own change for the incremental coverage (migration 067): the arrays
+# go into liveness_changes as they are, in the same statement, and the transaction says so
+# (qilu.liveness_logged), so the change-log trigger of migration 062 returns at once instead
+# of aggregating the moved rows and converting each time back to microseconds. Devices that
+# did not move forward are logged too; the coverage model keeps each device's newest time,
+# so they change nothing.
+_LIVENESS_LOGGED = (
+    "WITH a AS (SELECT %s::int4[] AS d, %s::int8[] AS t),"
+    " logged AS (INSERT INTO liveness_changes (devices, seen_us) SELECT d, t FROM a)"
+    " INSERT INTO device_liveness (device_pk, last_seen)"
+    " SELECT u.d, 'epoch'::timestamptz + u.t * interval '1 microsecond'"
+    " FROM a, unnest(a.d, a.t) AS u(d, t) ORDER BY u.d"
+    " ON CONFLICT (device_pk) DO UPDATE SET last_seen = EXCLUDED.last_seen"
+    " WHERE device_liveness.last_seen < EXCLUDED.last_seen"
+)
+# the transaction's statement timeout and whether its liveness statement logs itself
+# (migration 067); in postgres mode with the minute watermark of the rollup refresh
+# (migration 003), which decides the ranges the batch invalidates: one round trip
+_TIMEOUT = (
+    "SELECT set_config('statement_timeout', %s, true),"
+    " set_config('qilu.liveness_logged', %s, true), NULL::int8"
+)
 _TIMEOUT_AND_WATERMARK = (
     "SELECT set_config('statement_timeout', %s, true),"
+    " set_config('qilu.liveness_logged', %s, true),"
     " (SELECT CASE WHEN isfinite(watermark)"
     " THEN (extract(epoch FROM watermark) * 1000000)::int8 END"
     " FROM rollup_state WHERE name = 'readings_1m')"
@@ -387,6 +409,9 @@ class ReadingsSink:
         # coalesced liveness (None: every batch writes the liveness of its devices)
         self._clock = clock  # seconds, monotonic (a test's own clock)
         self._live = LivenessCoalescer(liveness_flush_s) if liveness_flush_s > 0 else None
+        # the liveness statement writes its own change-log row (migration 067); False: the
+        # triggers of migration 062 log it (bench/sink_cost.py's "trigger" variants)
+        self._self_logged = True
 
     def add(self, rows: Rows | RowArrays) -> None:
         if len(rows):
@@ -494,9 +519,10 @@ class ReadingsSink:
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
             with conn.transaction(), conn.cursor() as cur:
                 row = cur.execute(
-                    _TIMEOUT_AND_WATERMARK if postgres else _TIMEOUT, (self._statement_timeout,)
+                    _TIMEOUT_AND_WATERMARK if postgres else _TIMEOUT,
+                    (self._statement_timeout, "on" if self._self_logged else "off"),
                 ).fetchone()
-                watermark = row[1] if row else None
+                watermark = row[2] if row else None
                 inserted = 0
                 if rows:
                     if self.method is WriteMethod.COPY:
@@ -564,9 +590,10 @@ class ReadingsSink:
         devs: npt.NDArray[np.int32],
         last: npt.NDArray[np.int64],
     ) -> None:
+        statement = _LIVENESS_LOGGED if self._self_logged else _LIVENESS
         for lo in range(0, len(devs), self._chunk):
             hi = lo + self._chunk
-            cur.execute(_LIVENESS, (array_literal(devs[lo:hi]), array_literal(last[lo:hi])))
+            cur.execute(statement, (array_literal(devs[lo:hi]), array_literal(last[lo:hi])))
 
     def _write_invalidations(
         self, cur: psycopg.Cursor[TupleRow], rows: RowArrays, watermark: int | None
