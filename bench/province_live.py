@@ -23,11 +23,18 @@ seconds samples
 and stops ``qilu run`` by itself (SIGINT, as Ctrl-C). The servers keep running
 (``qilu services down --profile cluster`` stops them).
 
+Each run measures a platform of its own (``--reuse`` measures the default one instead): a
+database, a topic prefix, an ingest group and the agents' buffers named after the run
+(``qprov<UTC time>``), dropped when it ends (``--keep`` keeps them; the next run drops what an
+interrupted one left). On the default platform a run starts with whatever the previous one
+left behind (records in the topics, readings not yet acknowledged in the agents' buffers,
+late rollup ranges), so it measures a catch-up under the live load, not the live province.
+
     python bench/province_live.py [--duration 600] [--every 5] [--scale 1.0]
 
 Writes bench/results/province_live.json: the samples, per component the mean and maximum
 CPU and PSS, the lag's maximum and 95th percentile, whether the lag stayed under
-``--lag-target-s`` (10 s) from ``--warmup`` seconds after the ingest's first answer on, the
+``--lag-target-s`` (10 s) from ``--warmup`` seconds after the first reading stored on, the
 readings stored per second and their share of the province's 37,033/s (a lag under target
 means little if the readings do not flow), and the load average.
 """
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -51,6 +59,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
 
 from bench.common import run_header  # noqa: E402
 from ops.services.registry import client_settings  # noqa: E402
@@ -289,9 +299,10 @@ def pump(stream: Any, log: Path, started: threading.Event) -> None:
 
 def summarise(samples: list[dict[str, Any]], warmup: float, target: float) -> dict[str, Any]:
     """The lag after ``warmup`` against ``target``; per component mean and max CPU and PSS."""
-    # the warm-up runs from the ingest's first answer (its start is slow on a loaded machine,
-    # and what earlier runs left in the topics is its backlog, not the live lag)
-    first = next((s["t_s"] for s in samples if "readings_stored_total" in s), None)
+    # the warm-up runs from the first reading stored (the agents' start, simulators and
+    # collectors, takes a minute or two on a loaded machine; with --reuse what earlier runs
+    # left in the topics is its backlog, not the live lag)
+    first = next((s["t_s"] for s in samples if s.get("readings_stored_total", 0) > 0), None)
     begin = (first if first is not None else 0.0) + warmup
     counted = [s for s in samples if s["t_s"] >= begin and "lag_s" in s]
     lags = [s["lag_s"] for s in counted]
@@ -321,8 +332,11 @@ def summarise(samples: list[dict[str, Any]], warmup: float, target: float) -> di
             "pss_mb_max": max(pss) if pss else None,
         }
     out["budget"] = budget
+    # the rate over the same window as the lag (the agents' start would dilute it)
     stored = [
-        (s["t_s"], s["readings_stored_total"]) for s in samples if "readings_stored_total" in s
+        (s["t_s"], s["readings_stored_total"])
+        for s in samples
+        if "readings_stored_total" in s and s["t_s"] >= begin
     ]
     if len(stored) >= 2 and stored[-1][0] > stored[0][0]:
         (t0, n0), (t1, n1) = stored[0], stored[-1]
@@ -376,6 +390,17 @@ def arguments() -> argparse.Namespace:
     ap.add_argument(
         "--history-days", type=int, default=0, help="qilu run --history-days (default 0: none)"
     )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="run on the default platform (database, topics, agents' buffers) instead of one "
+        "of the run's own: what earlier runs left there becomes part of the measurement",
+    )
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the run's own database, topics and buffers at the end (the next run drops them)",
+    )
     ap.add_argument("--out", type=Path, default=RESULT, help="result file")
     ap.add_argument(
         "--log",
@@ -386,12 +411,119 @@ def arguments() -> argparse.Namespace:
     return ap.parse_args()
 
 
+RUN_PREFIX = "qprov"  # the runs' own platforms: databases, topic prefixes, groups
+
+
+def drop_platforms(settings: Settings, keep: str = "") -> list[str]:
+    """Drop the databases and delete the topics of runs' own platforms (names starting with
+    ``qprov``) but ``keep``'s; returns what was dropped."""
+    gone: list[str] = []
+    with psycopg.connect(settings.db.conninfo(dbname="postgres"), autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+            (RUN_PREFIX + "%", keep),
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            gone.append(f"database {name}")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap, client_id="bench-prov")
+    try:
+        topics = [
+            t
+            for t in admin.list_topics()
+            if t.startswith(RUN_PREFIX) and not (keep and t.startswith(keep + "."))
+        ]
+        if topics:
+            admin.delete_topics(topics, timeout_ms=60_000)
+            gone += [f"topic {t}" for t in topics]
+    finally:
+        admin.close()
+    for d in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*"):
+        if d.name != keep:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(f"agents' buffers {d}")
+    return gone
+
+
+def own_platform(settings: Settings) -> str:
+    """Create this run's own platform and point this process (and so ``qilu run`` and the
+    lag's reader) at it through the environment; returns its name."""
+    name = RUN_PREFIX + time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    for line in drop_platforms(settings):
+        say(f"dropped what an earlier run left: {line}")
+    with psycopg.connect(settings.db.conninfo(dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    agents = Path(tempfile.gettempdir()) / name / "agents"
+    agents.mkdir(parents=True)
+    os.environ |= {
+        "QILU_DB__NAME": name,
+        "QILU_KAFKA__TOPIC_PREFIX": name,
+        "QILU_INGEST__GROUP_ID": f"{name}-ingest",
+        "QILU_AGENT__PROVINCE_DIR": str(agents),
+    }
+    say(f"this run's own platform: database, topic prefix and agents' buffers {name}")
+    return name
+
+
+def stop_run(run: subprocess.Popen[str]) -> None:
+    """Stop ``qilu run`` as Ctrl-C does (it stops its children), killing it after 60 s."""
+    if run.poll() is None:
+        run.send_signal(signal.SIGINT)
+        try:
+            run.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
+
+
+def sample_run(
+    args: argparse.Namespace,
+    settings: Settings,
+    run: subprocess.Popen[str],
+    started: threading.Event,
+    began: float,
+    out: dict[str, Any],
+    samples: list[dict[str, Any]],
+) -> None:
+    """Wait for ``qilu run``'s last step, then sample every ``--every`` s for ``--duration``."""
+    while not started.wait(2.0):
+        if run.poll() is not None:
+            raise SystemExit(f"qilu run exited ({run.returncode}) before starting; {args.log}")
+    out["prepare_s"] = round(time.monotonic() - began, 1)
+    say(f"platform starting after {out['prepare_s']} s of preparation; sampling")
+    t_start = time.monotonic()
+    prev: dict[int, int] | None = None
+    prev_t, since = time.monotonic(), uptime_ticks()
+    while time.monotonic() - t_start < args.duration:
+        if run.poll() is not None:
+            raise SystemExit(f"qilu run exited ({run.returncode}); see {args.log}")
+        time.sleep(args.every)
+        now = time.monotonic()
+        at = uptime_ticks()
+        sample, prev = sample_once(settings, run.pid, now - t_start, prev, since, now - prev_t)
+        prev_t, since = now, at
+        samples.append(sample)
+        say(
+            f"t={sample['t_s']:.0f}s lag={sample.get('lag_records')} records "
+            f"{sample.get('lag_s')} s stored={sample.get('readings_stored_total')} "
+            f"load={sample['load']:.1f}"
+        )
+
+
 def main() -> None:
     args = arguments()
+    # a SIGTERM (or a shell that started this in the background, where SIGINT is ignored)
+    # still stops qilu run and drops the run's platform
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = load()
-    settings = client_settings(base, "cluster")
     out: dict[str, Any] = {"benchmark": "province_live"} | run_header("bench/province_live.py")
     out["pg_roles"] = servers_up(base)
+    platform = ""
+    if not args.reuse:
+        platform = own_platform(client_settings(base, "cluster"))
+        base = load()
+    out["platform"] = platform or "default (--reuse: what earlier runs left is its backlog)"
+    settings = client_settings(base, "cluster")
     argv = [sys.executable, "-m", "ops.cli", "run", "--profile", "cluster"]
     argv += ["--scale", str(args.scale), "--history-days", str(args.history_days)]
     argv += ["--every", "60"]
@@ -404,36 +536,12 @@ def main() -> None:
     threading.Thread(target=pump, args=(run.stderr, args.log, started), daemon=True).start()
     samples: list[dict[str, Any]] = []
     try:
-        while not started.wait(2.0):
-            if run.poll() is not None:
-                raise SystemExit(f"qilu run exited ({run.returncode}) before starting; {args.log}")
-        out["prepare_s"] = round(time.monotonic() - began, 1)
-        say(f"platform starting after {out['prepare_s']} s of preparation; sampling")
-        t_start = time.monotonic()
-        prev: dict[int, int] | None = None
-        prev_t, since = time.monotonic(), uptime_ticks()
-        while time.monotonic() - t_start < args.duration:
-            if run.poll() is not None:
-                raise SystemExit(f"qilu run exited ({run.returncode}); see {args.log}")
-            time.sleep(args.every)
-            now = time.monotonic()
-            at = uptime_ticks()
-            sample, prev = sample_once(settings, run.pid, now - t_start, prev, since, now - prev_t)
-            prev_t, since = now, at
-            samples.append(sample)
-            say(
-                f"t={sample['t_s']:.0f}s lag={sample.get('lag_records')} records "
-                f"{sample.get('lag_s')} s stored={sample.get('readings_stored_total')} "
-                f"load={sample['load']:.1f}"
-            )
+        sample_run(args, settings, run, started, began, out, samples)
     finally:
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)
-            try:
-                run.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                run.kill()
-                run.wait()
+        stop_run(run)
+        if platform and not args.keep:
+            for line in drop_platforms(settings):
+                say(f"dropped this run's {line}")
     out["samples"] = samples
     out |= summarise(samples, args.warmup, args.lag_target_s)
     out["duration_s"] = args.duration
