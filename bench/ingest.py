@@ -186,13 +186,16 @@ def machine_busy_s() -> float:
 
 
 def backend_pids(settings: Settings) -> list[int]:
-    """The server processes of the connections to the bench database (the consumers' pools)."""
+    """The server processes of the connections to the bench database (the consumers' pools).
+    Client backends only: an autovacuum worker of the bench database is not the pipeline's
+    work, and the ceilings count only their COPY's own server process (fair_start())."""
     with connect(settings.db, autocommit=True) as conn:
         return [
             int(r[0])
             for r in conn.execute(
                 "SELECT pid FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
             )
         ]
 
@@ -502,6 +505,7 @@ def measure_sustained(
     samples: list[tuple[float, float]] = []
     cpu = CpuSampler().__enter__()
     marks: list[tuple[float, dict[int, float], dict[int, float], float, float]] = []
+    server: list[dict[str, float]] = []  # checkpoints, WAL at each mark (server_activity)
     brokers = broker_pids(settings)
 
     def mark(stored: float) -> None:
@@ -509,6 +513,7 @@ def measure_sustained(
         ours = {p.pid: proc_cpu_s(p.pid) for p in consumers.procs}
         broker_s = sum(map(proc_cpu_s, brokers)) if brokers else float("nan")
         marks.append((stored, ours, db, machine_busy_s(), broker_s))
+        server.append(server_activity(settings))
 
     started = last_say = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -560,6 +565,7 @@ def measure_sustained(
             "brokers": len(brokers),
             "note": "the brokers' processes are shared: other users' topics on them are counted"
             " too (an upper bound for the pipeline's share)",
+            "server": activity_between(server[0], server[1], int(n)),
         }
     return out
 
@@ -630,7 +636,8 @@ def raw_copy(settings: Settings, path: Path) -> dict[str, Any]:
     with connect(settings.db) as conn:
         conn.execute("TRUNCATE readings")
         conn.commit()
-    settle(settings)
+    fair_start(settings)
+    server = server_activity(settings)
     say(
         f"  loading the same rows with psql \\copy into the emptied table"
         f" ({path.stat().st_size / 1e6:,.0f} MB) ..."
@@ -663,6 +670,7 @@ def raw_copy(settings: Settings, path: Path) -> dict[str, Any]:
         "psql_cpu_s": round(psql_s, 2),
         "database_cpu_s": round(backend_s, 2),
         "database_us_per_row": round(backend_s / max(1, loaded) * 1e6, 2),
+        "server": activity_between(server, server_activity(settings), loaded),
     }
 
 
@@ -688,7 +696,8 @@ def parallel_copy(settings: Settings, paths: list[Path]) -> dict[str, Any]:
     with connect(settings.db) as conn:
         conn.execute("TRUNCATE readings")
         conn.commit()
-    settle(settings)
+    fair_start(settings)
+    server = server_activity(settings)
     say(f"  loading the same rows with {len(paths)} binary COPY writers at once ...")
     env = {**os.environ, "PGPASSWORD": settings.db.password.get_secret_value()}
     args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", settings.db.host]
@@ -736,6 +745,7 @@ def parallel_copy(settings: Settings, paths: list[Path]) -> dict[str, Any]:
         "psql_cpu_s": round(psql_s, 2),
         "database_cpu_s": round(backend_s, 2),
         "database_us_per_row": round(backend_s / max(1, loaded) * 1e6, 2),
+        "server": activity_between(server, server_activity(settings), loaded),
     }
 
 
@@ -756,6 +766,52 @@ def settle(settings: Settings, max_s: float = 180) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def fair_start(settings: Settings) -> float:
+    """How every measured write phase starts (the sustained drain and both ceilings): the
+    bench database vacuumed and analysed (what autovacuum would otherwise do within its next
+    naptime, inside one window and not the other), then settle(): a CHECKPOINT (it resets the
+    checkpoint timer, so no timed checkpoint falls in the next checkpoint_timeout, and every
+    page a phase writes for the first time after it costs the same full-page image in each
+    phase) and no autovacuum worker of the bench database left running."""
+    started = time.monotonic()
+    with connect(settings.db, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    settle(settings)
+    return round(time.monotonic() - started, 1)
+
+
+def server_activity(settings: Settings) -> dict[str, float]:
+    """The server's counters that a phase's database CPU per row depends on besides its rows:
+    checkpoints (after one, the first change of each page writes a full-page image, which
+    wal_compression compresses in the writing process: a checkpoint inside one phase and
+    not the other moves its CPU per row), full-page images, WAL records and bytes.
+    Cluster-wide: other databases' writers and their CHECKPOINT, DROP DATABASE add to them;
+    the WAL statistics of a busy process reach pg_stat_wal up to a second late."""
+    with connect(settings.db, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),"
+            " pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0'), wal_fpi, wal_records"
+            " FROM pg_stat_wal"
+        ).fetchone()
+    keys = ("checkpoints", "wal_bytes", "wal_fpi", "wal_records")
+    return {k: float(v) for k, v in zip(keys, row or (0, 0, 0, 0), strict=True)}
+
+
+def activity_between(
+    before: dict[str, float], after: dict[str, float], rows: int
+) -> dict[str, float]:
+    """What the server did between two server_activity() readings, per row written."""
+    d = {k: after[k] - before[k] for k in before}
+    n = max(1, rows)
+    return {
+        "checkpoints": int(d["checkpoints"]),
+        "wal_fpi": int(d["wal_fpi"]),
+        "fpi_per_1000_rows": round(1000 * d["wal_fpi"] / n, 2),
+        "wal_bytes_per_row": round(d["wal_bytes"] / n, 1),
+        "wal_records_per_row": round(d["wal_records"] / n, 3),
+    }
+
+
 def cost_summary(result: dict[str, Any]) -> dict[str, Any]:
     """CPU per reading of the pipeline (consumers + database + broker) against the database's
     CPU per row of each raw COPY, and their ratios (issue 17's target: <= 1.5)."""
@@ -770,6 +826,10 @@ def cost_summary(result: dict[str, Any]) -> dict[str, Any]:
             per_row = result[key]["database_us_per_row"]
             out[f"{key}_database_us_per_row"] = per_row
             out[f"ratio_pipeline_to_{key}"] = round(pipeline / per_row, 2) if per_row else None
+    # the server's activity in each window: the same conditions, or the reason they differ
+    server = {"sustained": window.get("server")}
+    server |= {k: result[k].get("server") for k in ("raw_copy", "parallel_copy") if k in result}
+    out["server"] = {k: v for k, v in server.items() if v}
     return out
 
 
@@ -786,6 +846,17 @@ def cost_lines(cost: dict[str, Any]) -> list[str]:
                 f"{name}: {cost[f'{key}_database_us_per_row']} µs per row (database);"
                 f" cost ratio {cost[f'ratio_pipeline_to_{key}']} (target <= {cost['target_ratio']})"
             )
+    server = cost.get("server", {})
+    for key, s in server.items():
+        lines.append(
+            f"server during {key}: {s['checkpoints']} checkpoints, {s['fpi_per_1000_rows']}"
+            f" full-page images per 1,000 rows, {s['wal_bytes_per_row']} WAL bytes per row"
+        )
+    if len({s["checkpoints"] > 0 for s in server.values()}) > 1:
+        lines.append(
+            "not the same conditions: a checkpoint fell inside some windows and not others"
+            " (its full-page images cost the writers CPU); compare the windows without one"
+        )
     return lines
 
 
@@ -1627,6 +1698,10 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                     conn.execute("TRUNCATE readings, device_liveness, rollup_invalidations")
                     conn.commit()
 
+            say(
+                f"[2/5] the same start as the ceilings (VACUUM (ANALYZE), CHECKPOINT):"
+                f" {fair_start(settings)} s"
+            )
             say(f"[2/5] draining it with {args.consumers} `qilu ingest` processes")
             consumers.start()
             result["sustained"] = measure_sustained(
