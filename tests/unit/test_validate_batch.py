@@ -169,3 +169,22 @@ def test_repeats_are_found_whatever_the_order(keys: list[tuple[str, int]]) -> No
     metric = {"pile-1": "power_kw", "trafo-1": "oil_temp_c"}
     e = env(*[(d, metric[d], NOW - t, float(i), 0) for i, (d, t) in enumerate(keys)])
     assert batched(v, [e], [None]) == exact(v, [e], [None])
+
+
+def test_devices_are_looked_up_among_the_sending_agents_own() -> None:
+    """The batch looks a device up among the devices of the agent's sites only (a smaller
+    dictionary); a device of another site misses there and goes the exact way, which refuses
+    it as foreign_site, as before."""
+    v = validator()
+    a = v._arrays
+    assert set(a.rows_of(frozenset({"s1"}))) == {"pile-1", "pile-old", "trafo-1"}
+    assert set(a.rows_of({"s2"})) == {"pile-2"}  # any set, not only frozensets
+    assert a.rows_of(None) is a.row  # no site check: every device
+    assert not a.rows_of(frozenset())
+    foreign = env(("pile-2", "power_kw", NOW - 1_000_000, 3.0, 0))
+    own = env(("pile-1", "power_kw", NOW - 1_000_000, 3.0, 0))
+    fast, slow = v.validate_batch([foreign, own], NOW, [frozenset({"s1"})] * 2)
+    assert slow == [0]
+    assert fast.device_pk.tolist() == [11]
+    _, rejected = v.validate(foreign, NOW, frozenset({"s1"}))
+    assert [r.reason for r in rejected] == ["foreign_site"]
