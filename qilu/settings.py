@@ -211,12 +211,13 @@ class IngestSettings(BaseModel):
     # time out after 60 s, and the dead letters' 30 s acknowledgement wait. 0 = off
     stall_timeout_s: float = Field(default=180.0, ge=0)
     # coalesced liveness (docs/adr/0008-ingest-write-path.md): a device's last_seen is
-    # written at most once per this many seconds, always in a sink transaction: at once with
-    # its batch when not written within the period, else held for the first transaction
-    # after it (on its own when nothing was polled; all of it when the ingest stops). A crash
-    # loses what is held, never a reading. Far below the shortest liveness window (30 s,
-    # qilu/devices.py). 0 = with every batch
-    liveness_flush_s: float = Field(default=5.0, ge=0, le=10)
+    # written at most once per its period, always in a sink transaction: at once with its
+    # batch when not written within the period, else held for the first transaction after it
+    # (on its own when nothing was polled; all of it when the ingest stops). The period is an
+    # eighth of the device kind's liveness window (expected interval, qilu/devices.py: 3.75 s
+    # for a transformer, 15 s for a charging pile), at most this many seconds. A crash loses
+    # what is held, never a reading. 0 = with every batch
+    liveness_flush_s: float = Field(default=30.0, ge=0, le=120)
 
 
 class AgentSettings(BaseModel):

@@ -26,17 +26,19 @@ the offsets, the dead-letter summary of storage/deadletters.py), and ``device_li
 batch with nothing but parts to write still gets its transaction.
 
 Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): a
-device's liveness is written at most once per that period (:class:`LivenessCoalescer`). A
-batch's device not written within the period goes with the batch, as without coalescing
-(real time: devices report every 5-300 s); one written within it is held, its newest
-committed reading kept, and written with the first transaction after its period, or on its
-own with :meth:`ReadingsSink.flush_liveness` (the ingest calls it when a poll brings
-nothing, and forced when it stops). A device seen in many batches in a row (a catch-up, a
-backlog) costs one liveness row per period instead of one per batch. Only
-committed batches are noted, so ``last_seen`` never names a reading that is not stored and
-never moves backwards; a crash loses the pending liveness, never a reading: ``last_seen``
-is then older than the device's newest stored reading by at most the period, until its next
-reading (docs/adr/0008-ingest-write-path.md, "Coalesced liveness").
+device's liveness is written at most once per its period, an eighth of its kind's liveness
+window (``device_kinds.expected_interval``, looked up by the sink), at most
+``liveness_flush_s`` (:class:`LivenessCoalescer`). A batch's device not written within its
+period goes with the batch, as without coalescing (real time: every kind reports at least
+three times per window, so a device's readings are further apart than its period); one
+written within it is held, its newest committed reading kept, and written with the first
+transaction after its period, or on its own with :meth:`ReadingsSink.flush_liveness` (the
+ingest calls it when a poll brings nothing, and forced when it stops). A device seen in many
+batches in a row (a catch-up, a backlog) costs one liveness row per period instead of one
+per batch. Only committed batches are noted, so ``last_seen`` never names a reading that is
+not stored and never moves backwards; a crash loses the pending liveness, never a reading:
+``last_seen`` is then older than the device's newest stored reading by at most its period,
+until its next reading (docs/adr/0008-ingest-write-path.md, "Coalesced liveness").
 
 Errors: a lost connection or a database restart raises RetryableError (the pool replaces the
 broken connection by itself); a saturated database (statement timeout, too many connections,
@@ -231,6 +233,21 @@ def _translated_errors() -> Iterator[None]:
 
 
 _NONE = np.iinfo(np.int64).min  # no pending reading for this device
+# coalesced liveness per device kind: a device's liveness is written at most once per this
+# fraction of its kind's liveness window (device_kinds.expected_interval), capped by
+# ``liveness_flush_s``. Every kind reports at least 3 times per window (qilu/devices.py), so in
+# real time a device's readings are further apart than its period and none is held
+# (docs/adr/0008-ingest-write-path.md, "Coalesced liveness per kind")
+WINDOW_FRACTION = 8
+# a device's period is looked up again after this long (a kind's interval or a device's kind
+# changed in the registry)
+PERIODS_TTL_S = 600.0
+_PERIODS = (
+    "SELECT u.d, extract(epoch FROM coalesce(k.expected_interval,"
+    " (SELECT min(expected_interval) FROM device_kinds)))::float8"
+    " FROM unnest(%s::int4[]) AS u(d)"
+    " LEFT JOIN devices d ON d.device_pk = u.d LEFT JOIN device_kinds k ON k.kind = d.kind"
+)
 Liveness = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]  # devices, newest µs
 
 
@@ -243,24 +260,30 @@ class LivenessPlan:
 
 
 class LivenessCoalescer:
-    """Each device's liveness written at most once per ``period_s`` (coalesced liveness).
+    """Each device's liveness written at most once per its period (coalesced liveness).
 
-    A batch's device not written within the period is written with the batch (real time: a
-    device reports every 5-300 s, so nearly all of them, and ``last_seen`` is as fresh as
-    without coalescing); one written within the period is held, its newest timestamp kept,
-    and written with the first transaction after its period is over (a catch-up: a device
-    recurs in consecutive batches). Pending devices are looked for at most every fifth of the
-    period, so a held device is written at most 1.2 periods after its previous write.
+    A device's period is ``period_s``, or shorter if :meth:`set_periods` says so (the sink
+    gives each device ``min(its kind's liveness window / WINDOW_FRACTION, period_s)``); a
+    device whose period was not set, or was forgotten, gets the shortest period set so far,
+    never a longer one. A batch's device not written within its period is written with the
+    batch (real time: a device reports less often than its period, so nearly all of them,
+    and ``last_seen`` is as fresh as without coalescing); one written within the period is
+    held, its newest timestamp kept, and written with the first transaction after its
+    period is over (a catch-up: a device recurs in consecutive batches). Pending devices are
+    looked for at most every fifth of the shortest period, so a held device is written at
+    most 1.2 periods after its previous write.
 
-    One int64 (newest pending µs) and one float64 (when last written) per device_pk up to the
-    largest seen (device_pk is the registry's serial: 4 MB for a province of 270,000 devices):
-    a batch costs vectorised gathers over its devices, no Python work per device. Pure: the
-    sink plans, writes, and reports the commit (:meth:`committed`)."""
+    One int64 (newest pending µs) and two float64 (when last written, period) per device_pk
+    up to the largest seen (device_pk is the registry's serial: 6 MB for a province of
+    270,000 devices): a batch costs vectorised gathers over its devices, no Python work per
+    device. Pure: the sink plans, writes, and reports the commit (:meth:`committed`)."""
 
     def __init__(self, period_s: float) -> None:
         self.period_s = period_s
         self._ts = np.full(0, _NONE, np.int64)
         self._written = np.full(0, -np.inf, np.float64)
+        self._period = np.full(0, np.nan, np.float64)  # NaN: not set (the shortest)
+        self._shortest = period_s
         self._count = 0
         self._scanned = -np.inf  # when pending devices were last looked for
 
@@ -269,7 +292,35 @@ class LivenessCoalescer:
 
     def due(self, now: float) -> bool:
         """Pending devices may have come due (a transaction should look)."""
-        return self._count > 0 and now - self._scanned >= self.period_s / 5
+        return self._count > 0 and now - self._scanned >= self._shortest / 5
+
+    def set_periods(self, devs: npt.NDArray[np.int32], periods: npt.NDArray[np.float64]) -> None:
+        """The devices' own periods (seconds; ``period_s`` at most)."""
+        if not len(devs):
+            return
+        if int(devs.min()) < 0:
+            raise ValueError("device_pk must be >= 0")
+        self._grow(int(devs.max()))
+        own = np.minimum(periods, self.period_s)
+        self._period[devs] = own
+        self._shortest = min(self._shortest, float(own.min()))
+
+    def unknown(self, devs: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """Those of ``devs`` whose period is not set."""
+        inside = devs < len(self._period)
+        known = np.zeros(len(devs), bool)
+        known[inside] = ~np.isnan(self._period[devs[inside]])
+        return devs[~known]
+
+    def forget_periods(self) -> None:
+        """Every device's period is to be set again (until then: the shortest)."""
+        self._period[:] = np.nan
+
+    def _periods(
+        self, devs: npt.NDArray[np.int32] | npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.float64]:
+        own = self._period[devs]
+        return np.where(np.isnan(own), self._shortest, own)
 
     def plan(self, batch: Liveness | None, now: float, *, force: bool = False) -> LivenessPlan:
         """What to write now: the batch's devices not written within the period, the pending
@@ -279,7 +330,7 @@ class LivenessCoalescer:
                 raise ValueError("device_pk must be >= 0")
             self._grow(int(batch[0].max()))
             devs, ts = batch
-            fresh = self._written[devs] <= now - self.period_s
+            fresh = self._written[devs] <= now - self._periods(devs)
             # a fresh device may still hold a newer pending timestamp (late data came after)
             parts = [(devs[fresh], np.maximum(ts[fresh], self._ts[devs[fresh]]))]
             hold = (devs[~fresh], ts[~fresh])
@@ -288,7 +339,7 @@ class LivenessCoalescer:
         if self._count and (force or self.due(now)):
             pending = np.flatnonzero(self._ts != _NONE)
             if not force:
-                pending = pending[self._written[pending] <= now - self.period_s]
+                pending = pending[self._written[pending] <= now - self._periods(pending)]
             parts.append((pending.astype(np.int32), self._ts[pending]))
         return LivenessPlan(_newest(parts), hold)
 
@@ -312,8 +363,10 @@ class LivenessCoalescer:
             return
         n = max(top + 1, 2 * len(self._ts))
         ts, written = np.full(n, _NONE, np.int64), np.full(n, -np.inf, np.float64)
+        period = np.full(n, np.nan, np.float64)
         ts[: len(self._ts)], written[: len(self._written)] = self._ts, self._written
-        self._ts, self._written = ts, written
+        period[: len(self._period)] = self._period
+        self._ts, self._written, self._period = ts, written, period
 
 
 def _empty() -> Liveness:
@@ -412,6 +465,7 @@ class ReadingsSink:
         # the liveness statement writes its own change-log row (migration 067); False: the
         # triggers of migration 062 log it (bench/sink_cost.py's "trigger" variants)
         self._self_logged = True
+        self._periods_at = -np.inf  # when the devices' periods were last forgotten
 
     def add(self, rows: Rows | RowArrays) -> None:
         if len(rows):
@@ -444,6 +498,9 @@ class ReadingsSink:
             return WriteResult(0, 0, 0.0)
         rows = RowArrays.concat(self._pending)
         batch_live = newest_per_device(rows) if rows else None
+        if self._live is not None and batch_live is not None:
+            with _translated_errors():
+                self._learn_periods(batch_live[0], now)
         plan, scanned = None, False
         live = batch_live
         if self._live is not None:
@@ -490,6 +547,26 @@ class ReadingsSink:
         return len(plan.write[0])
 
     # -- internals ------------------------------------------------------------------------------
+    def _learn_periods(self, devs: npt.NDArray[np.int32], now: float) -> None:
+        """Give the coalescer the period of each of ``devs`` it has none for: its kind's
+        liveness window / WINDOW_FRACTION (a device the registry does not know: the shortest
+        window's). Looked up once per device and PERIODS_TTL_S."""
+        live = self._live
+        if live is None:
+            return
+        if now - self._periods_at > PERIODS_TTL_S:
+            live.forget_periods()
+            self._periods_at = now
+        unknown = live.unknown(devs)
+        if not len(unknown):
+            return
+        with self._pool.connection(timeout=self._pool_timeout_s) as conn:
+            found = conn.execute(_PERIODS, (array_literal(unknown),)).fetchall()
+        live.set_periods(
+            np.array([r[0] for r in found], np.int32),
+            np.array([r[1] for r in found], np.float64) / WINDOW_FRACTION,
+        )
+
     def _ensure_partitions(self, rows: RowArrays) -> None:
         """Create the partitions of the hours this batch has rows in (not of the hours in
         between: one reading from years ago must not create years of partitions)."""

@@ -232,3 +232,28 @@ def test_the_ingest_writes_all_pending_liveness_when_it_stops(
     running.thread.join(timeout=30)
     assert not running.thread.is_alive()
     assert last_seen(settings.db) == newest_stored(settings.db)
+
+
+def test_each_device_is_coalesced_for_an_eighth_of_its_kinds_window(
+    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+) -> None:
+    """A transformer (30 s window: 3.75 s) and a charging pile (120 s: 15 s), the kinds'
+    windows as device_kinds has them, under a 30 s cap."""
+    clock = Clock()
+    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, liveness_flush_s=30.0, clock=clock)
+    pile, transformer = fleet.pk["CHG-Q-1-01"], fleet.pk["SUB-J-1-01"]
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    devices = ["CHG-Q-1-01", "SUB-J-1-01"]
+    sink.add(batch(fleet, t0, devices))
+    sink.flush()
+    written = last_seen(db)
+    clock.now += 5.0  # past the transformer's period, within the pile's
+    sink.add(batch(fleet, t0 + timedelta(minutes=1), devices))
+    sink.flush()
+    now = last_seen(db)
+    assert now[transformer] == newest_stored(db)[transformer]
+    assert now[pile] == written[pile]
+    clock.now += 10.0  # 15 s since the pile's write
+    sink.add(batch(fleet, t0 + timedelta(minutes=2), devices[1:]))
+    sink.flush()
+    assert last_seen(db) == newest_stored(db)  # the pile's pending one came along

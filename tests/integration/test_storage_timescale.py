@@ -626,3 +626,44 @@ def test_late_data_older_than_a_week_reaches_the_rollups_within_the_raw_retentio
     assert write(engine, later) == len(later)
     run_refresh_job(engine)
     assert_equal_to_recomputation(engine, lo, hi)
+
+
+def test_liveness_coalesced_per_kind_and_self_logged_on_the_engine(engine: Engine) -> None:
+    """Liveness on the engine's row-limited path (storage/writer.py, migrations 067/068):
+    each device's period from its kind (a lookup of its own, one connection at a time), the
+    change log written by the sink's own statement, the triggers of migration 062 out of it."""
+    fleet = EngineFleet(engine)
+    pile, transformer = fleet.pk["CHG-Q-1-01"], fleet.pk["SUB-J-1-01"]
+    clock = [1000.0]
+    devices = ["CHG-Q-1-01", "SUB-J-1-01"]
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    pool = engine.pool()
+    try:
+        sink = ReadingsSink(
+            pool,
+            mode=StorageMode.TIMESCALE,
+            max_rows_per_statement=500,
+            liveness_flush_s=30.0,
+            clock=lambda: clock[0],
+        )
+        sink.add(fleet.rows(devices, t0, minutes=1))
+        sink.flush()
+        clock[0] += 5.0  # past the transformer's 3.75 s, within the pile's 15 s
+        sink.add(fleet.rows(devices, t0 + timedelta(minutes=1), minutes=1))
+        sink.flush()
+        clock[0] += 5.0  # late data of the transformer: nothing moves, the sink logs it anyway
+        sink.add(fleet.rows(devices[1:], t0 - timedelta(minutes=1), minutes=1))
+        sink.flush()
+    finally:
+        pool.close()
+    with engine.connect() as conn:
+        live: dict[int, datetime] = dict(
+            conn.execute("SELECT device_pk, last_seen FROM device_liveness").fetchall()
+        )
+        newest: dict[int, datetime] = dict(
+            conn.execute("SELECT device_pk, max(ts) FROM readings GROUP BY 1").fetchall()
+        )
+        log = [r[0] for r in conn.execute("SELECT devices FROM liveness_changes ORDER BY at")]
+    assert live[transformer] == newest[transformer]
+    assert live[pile] < newest[pile]  # held within its period
+    assert log == [sorted([pile, transformer]), [transformer], [transformer]]

@@ -117,3 +117,44 @@ def test_written_then_forced_equals_the_newest_per_device_and_each_once_per_peri
     assert len(live) == 0
     for times in written_at.values():
         assert all(b - a >= 2.0 for a, b in itertools.pairwise(times))
+
+
+@pytest.mark.parametrize(("now", "written"), [(4.0, {3}), (16.0, {3, 7}), (31.0, {3, 7, 9})])
+def test_each_device_is_held_for_its_own_period_at_most_the_cap(
+    now: float, written: set[int]
+) -> None:
+    live = LivenessCoalescer(30.0)
+    # a transformer's 30 s window / 8, a charging pile's 120 s / 8, a collar's 900 s / 8
+    live.set_periods(np.array([3, 7, 9], np.int32), np.array([3.75, 15.0, 112.5]))
+    live.committed(live.plan(arrays({3: 1, 7: 1, 9: 1}), now=0.0), 0.0, scanned=True)
+    plan = live.plan(arrays({3: 2, 7: 2, 9: 2}), now=now)
+    assert set(as_dict(plan.write)) == written  # the collar's 112.5 s capped at 30 s
+    assert set(as_dict(plan.hold)) == {3, 7, 9} - written
+
+
+def test_a_held_device_is_written_when_its_own_period_is_over() -> None:
+    live = LivenessCoalescer(30.0)
+    live.set_periods(np.array([3, 7], np.int32), np.array([4.0, 20.0]))
+    live.committed(live.plan(arrays({3: 1, 7: 1}), now=0.0), 0.0, scanned=True)
+    plan = live.plan(arrays({3: 2, 7: 2}), now=1.0)  # both held
+    assert as_dict(plan.hold) == {3: 2, 7: 2}
+    live.committed(plan, 1.0, scanned=False)
+    assert live.due(1.8)  # looked for every fifth of the shortest period
+    plan = live.plan(None, now=4.0)
+    assert as_dict(plan.write) == {3: 2}
+    live.committed(plan, 4.0, scanned=True)
+    plan = live.plan(None, now=20.0)
+    assert as_dict(plan.write) == {7: 2}
+
+
+def test_a_device_without_a_period_gets_the_shortest_never_a_longer_one() -> None:
+    live = LivenessCoalescer(30.0)
+    assert live.unknown(np.array([1, 5], np.int32)).tolist() == [1, 5]
+    live.set_periods(np.array([1], np.int32), np.array([10.0]))
+    live.set_periods(np.array([2], np.int32), np.array([60.0]))  # above the cap: 30
+    assert live.unknown(np.array([1, 2, 5, 100], np.int32)).tolist() == [5, 100]
+    live.committed(live.plan(arrays({2: 1, 5: 1}), now=0.0), 0.0, scanned=True)
+    assert set(as_dict(live.plan(arrays({2: 2, 5: 2}), now=10.0).write)) == {5}
+    live.forget_periods()  # every device the shortest until set again
+    assert live.unknown(np.array([1, 2], np.int32)).tolist() == [1, 2]
+    assert set(as_dict(live.plan(arrays({2: 2, 5: 2}), now=10.0).write)) == {2, 5}
