@@ -610,6 +610,45 @@ def measure_sustained(
     return out
 
 
+# a real one-site agent's envelope shape (agent.batch_max_readings, agent.batch_max_delay_s),
+# drained next to the province agents' for the consumers' CPU per reading in each shape
+ONE_SITE_ENVELOPE = (500, 1)
+
+
+def drain_one_site_shape(
+    settings: Settings, reg: Registry, readings: int, consumers: int, batch_records: int
+) -> dict[str, Any]:
+    """The same drain with a real one-site agent's envelopes (:data:`ONE_SITE_ENVELOPE`), for
+    the consumers' CPU per reading side by side with the headline's shape: the readings of
+    the first drain are emptied out (the same fresh inserts), Kafka is filled on topics of
+    their own (``settings``' prefix), drained by consumers of their own group; the first
+    drain's consumers stay idle meanwhile."""
+    with connect(settings.db) as conn:
+        conn.execute("TRUNCATE readings, device_liveness, rollup_invalidations")
+        conn.commit()
+    ensure_topics(settings.kafka)
+    stream = ProvinceStream(
+        reg, envelope_readings=ONE_SITE_ENVELOPE[0], envelope_delay_s=ONE_SITE_ENVELOPE[1]
+    )
+    fill = fill_kafka(settings, stream, readings)
+    say(f"  the same start (VACUUM (ANALYZE), CHECKPOINT): {fair_start(settings)} s")
+    drain = Consumers(settings, consumers, batch_records, f"{settings.kafka.topic_prefix}-one")
+    try:
+        drain.start()
+        out = measure_sustained(
+            drain, settings, fill["readings"], timeout_s=max(600, 1e-3 * readings)
+        )
+    finally:
+        drain.stop()
+    out.pop("samples", None)
+    return {
+        "envelope_readings": ONE_SITE_ENVELOPE[0],
+        "envelope_delay_s": ONE_SITE_ENVELOPE[1],
+        "kafka_fill": fill,
+        **out,
+    }
+
+
 def profile_one_consumer(settings: Settings, group: str, seconds: float) -> str:
     """Run one consumer in this process under cProfile; returns the top of the profile."""
     from stream.cli import build_consumer
@@ -1158,6 +1197,9 @@ def latency(  # noqa: PLR0915 - one linear measurement
         "agents": len(stream.agents),
         "envelope_readings": stream.envelope_readings,
         "envelope_delay_s": stream.envelope_delay_s,
+        "measured_from": "the agent's send of the envelope (the producer's linger included);"
+        " the readings' wait in the agent before it, up to envelope_delay_s (its batching), is"
+        " not included",
         "producer_linger_ms": AGENT_LINGER_MS,
         "watch_interval_ms": WATCH_INTERVAL_S * 1000,
         "warmup_s": warmup_s,
@@ -1785,6 +1827,12 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     ap.add_argument("--query-runs", type=int, default=50, help="timed runs per query")
     ap.add_argument("--skip-copy", action="store_true", help="skip the raw COPY ceilings")
     ap.add_argument(
+        "--skip-one-site-drain",
+        action="store_true",
+        help="skip the second drain with a real one-site agent's envelopes (500 readings,"
+        " 1 s), whose consumer CPU per reading is reported next to the headline's shape",
+    )
+    ap.add_argument(
         "--coverage-seconds",
         type=int,
         default=60,
@@ -1840,6 +1888,9 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     )
     kafka = base.kafka.model_copy(update={"topic_prefix": f"bench{tag}"})
     settings = base.model_copy(update={"db": db, "kafka": kafka})
+    # the second drain's topics (drain_one_site_shape)
+    one_site_kafka = base.kafka.model_copy(update={"topic_prefix": f"bench{tag}one"})
+    one_site = base.model_copy(update={"db": db, "kafka": one_site_kafka})
     result: dict[str, Any] = run_header("bench/ingest.py")
     usage = shutil.disk_usage(ROOT)
     say(f"disk: {usage.free / 1e9:,.0f} GB free of {usage.total / 1e9:,.0f} GB")
@@ -1883,8 +1934,10 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                 say("profiling one consumer in this process for 40 s (a separate consumer group)")
                 result["profile"] = profile_one_consumer(settings, f"{group}-profile", 40)
                 print(result["profile"])
-                with connect(db) as conn:
-                    conn.execute("TRUNCATE readings, device_liveness, rollup_invalidations")
+                with connect(db) as conn:  # the offsets too: the drain starts from the first
+                    conn.execute(
+                        "TRUNCATE readings, device_liveness, rollup_invalidations, ingest_offsets"
+                    )
                     conn.commit()
 
             say(
@@ -1907,6 +1960,22 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                 say(f"  exporting the {result['sustained']['rows_in_table']:,} stored rows (psql)")
                 export_rows(settings, export)
                 parts = export_binary_parts(settings, export.parent, args.consumers)
+
+            if not args.skip_one_site_drain and envelope != ONE_SITE_ENVELOPE:
+                say(
+                    f"[2/5] the same drain with a real one-site agent's envelopes"
+                    f" ({ONE_SITE_ENVELOPE[0]} readings, {ONE_SITE_ENVELOPE[1]} s)"
+                )
+                result["sustained_one_site_envelopes"] = one = drain_one_site_shape(
+                    one_site, reg, args.readings, args.consumers, args.batch_records
+                )
+                window = one.get("cpu_window", {})
+                say(
+                    f"  {one['readings_per_s']:,} readings/s stored; CPU per reading: consumers"
+                    f" {window.get('consumers_us_per_reading')} µs, database"
+                    f" {window.get('database_us_per_reading')} µs"
+                    f" ({one['kafka_fill']['envelopes']:,} envelopes)"
+                )
 
             if not args.skip_latency:
                 if args.latency_no_vacuum:
@@ -1939,7 +2008,9 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                 say(
                     f"  produce -> committed, measured window: p50 {lat['p50_ms']} ms,"
                     f" p99 {lat['p99_ms']} ms (the targets' figures); the whole run with the"
-                    f" warm-up: p50 {whole['p50_ms']} ms, p99 {whole['p99_ms']} ms"
+                    f" warm-up: p50 {whole['p50_ms']} ms, p99 {whole['p99_ms']} ms; from the"
+                    " agent's send (before it, readings waited up to"
+                    f" {lat['envelope_delay_s']} s in the agent: its batching, not included)"
                 )
                 ages = lat["age_since_append_ms"]
                 say(
@@ -2028,6 +2099,10 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
             admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
             try:
                 admin.delete_topics([*readings_topics(kafka), deadletter_topic(kafka)])
+                if "sustained_one_site_envelopes" in result:
+                    admin.delete_topics(
+                        [*readings_topics(one_site_kafka), deadletter_topic(one_site_kafka)]
+                    )
             finally:
                 admin.close()
     result["finished_at"] = datetime.now(UTC).isoformat()
@@ -2073,6 +2148,20 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f" (consumers {window['consumers_us_per_reading']}, database"
             f" {window['database_us_per_reading']}, broker {window['broker_us_per_reading']})"
         )
+    reg = result.get("registry", {})
+    if "envelope_readings" in reg:
+        lines.append(
+            f"  envelopes: up to {reg['envelope_readings']:,} readings, sent at the latest"
+            f" {reg['envelope_delay_s']} s after they opened, from {reg['agents']} agents"
+        )
+    one = (result.get("sustained_one_site_envelopes") or {}).get("cpu_window")
+    if one:
+        lines.append(
+            f"  CPU per reading with a real one-site agent's envelopes (500 readings, 1 s):"
+            f" pipeline {one['pipeline_us_per_reading']} µs (consumers"
+            f" {one['consumers_us_per_reading']}, database {one['database_us_per_reading']},"
+            f" broker {one['broker_us_per_reading']})"
+        )
     lines += ["  " + x for x in cost_lines(result.get("cost", {}))] if "cost" in result else []
     lat = result.get("latency")
     if lat:
@@ -2088,6 +2177,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                 else ""
             )
         )
+        if "envelope_delay_s" in lat:
+            lines.append(
+                "    from the agent's send to the committed offset; before the send, readings"
+                f" waited up to {lat['envelope_delay_s']} s in the agent (its batching into"
+                " envelopes), which the figures do not include"
+            )
     cov = result.get("coverage_incremental")
     if cov:
         lines.append(
