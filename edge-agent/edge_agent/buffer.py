@@ -42,7 +42,6 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-import shutil
 import sqlite3
 import time
 import uuid
@@ -838,6 +837,8 @@ def _salvage(path: Path) -> _Salvage:
     s = _Salvage(problem)
     # work on a copy: the quarantined files stay as they were found, for a post-mortem
     work = path.with_name("salvage-work.db")
+    import shutil  # here: with bz2 and lzma, ~0.2 MB of RSS a running agent need not hold
+
     for suffix in ("", "-wal"):
         src = path.with_name(path.name + suffix)
         if src.exists():
