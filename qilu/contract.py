@@ -31,9 +31,11 @@ An agent sends gaps in envelopes of their own (no readings), so a v1 reader that
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress
+from typing import overload
 
 import msgpack
 
@@ -114,6 +116,115 @@ class Reading:
         quality: Quality = Quality.GOOD,
     ) -> Reading:
         return cls(device_id, metric, to_us(ts), float(value), quality)
+
+
+class ReadingColumns(Sequence[Reading]):
+    """Readings column-wise, as a collector may hand them over: the wire envelope's five
+    columns (device id, metric, ``ts_us``, value, quality as an int; a :class:`Quality`
+    member is one), one entry per reading, all five the same length.
+
+    A ``Sequence[Reading]``: indexing and iterating build each :class:`Reading` on access, so
+    whatever takes readings takes these. A consumer that stores columns (the edge agent's
+    buffer) uses the lists as they are, without an object per reading: a generator of tens of
+    thousands of readings per second (the simulated province) pays ~0.7 us per Reading it
+    builds, several times the cost of appending to five lists. Mutable like :class:`Envelope`
+    (whoever builds one appends, then hands it over and leaves it alone); equal to another
+    ``ReadingColumns`` with the same columns, never to a list of Readings.
+    """
+
+    __slots__ = ("devices", "metrics", "qualities", "ts_us", "values")
+
+    def __init__(
+        self,
+        devices: list[str] | None = None,
+        metrics: list[str] | None = None,
+        ts_us: list[int] | None = None,
+        values: list[float] | None = None,
+        qualities: list[int] | None = None,
+    ) -> None:
+        self.devices: list[str] = [] if devices is None else devices
+        self.metrics: list[str] = [] if metrics is None else metrics
+        self.ts_us: list[int] = [] if ts_us is None else ts_us
+        self.values: list[float] = [] if values is None else values
+        self.qualities: list[int] = [] if qualities is None else qualities
+        n = len(self.devices)
+        if not (
+            len(self.metrics) == len(self.ts_us) == len(self.values) == len(self.qualities) == n
+        ):
+            raise ValueError("reading columns have different lengths")
+
+    @classmethod
+    def of(cls, readings: Iterable[Reading]) -> ReadingColumns:
+        cols = cls()
+        for r in readings:
+            cols.append(r)
+        return cols
+
+    def append(self, r: Reading) -> None:
+        self.devices.append(r.device_id)
+        self.metrics.append(r.metric)
+        self.ts_us.append(r.ts_us)
+        self.values.append(r.value)
+        self.qualities.append(int(r.quality))
+
+    def extend(self, other: ReadingColumns) -> None:
+        """Append another batch's columns (list concatenation, no Reading built)."""
+        self.devices += other.devices
+        self.metrics += other.metrics
+        self.ts_us += other.ts_us
+        self.values += other.values
+        self.qualities += other.qualities
+
+    def where(self, mask: Sequence[bool]) -> ReadingColumns:
+        """The readings whose entry in ``mask`` is true, in order."""
+        return ReadingColumns(
+            list(compress(self.devices, mask)),
+            list(compress(self.metrics, mask)),
+            list(compress(self.ts_us, mask)),
+            list(compress(self.values, mask)),
+            list(compress(self.qualities, mask)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    @overload
+    def __getitem__(self, i: int) -> Reading: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> ReadingColumns: ...
+
+    def __getitem__(self, i: int | slice) -> Reading | ReadingColumns:
+        if isinstance(i, slice):
+            return ReadingColumns(
+                self.devices[i], self.metrics[i], self.ts_us[i], self.values[i], self.qualities[i]
+            )
+        return Reading(
+            self.devices[i], self.metrics[i], self.ts_us[i], self.values[i],
+            Quality(self.qualities[i]),
+        )  # fmt: skip
+
+    def __iter__(self) -> Iterator[Reading]:
+        for d, m, t, v, q in zip(
+            self.devices, self.metrics, self.ts_us, self.values, self.qualities, strict=True
+        ):
+            yield Reading(d, m, t, v, Quality(q))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ReadingColumns):
+            return NotImplemented
+        return (
+            self.devices == other.devices
+            and self.metrics == other.metrics
+            and self.ts_us == other.ts_us
+            and self.values == other.values
+            and self.qualities == other.qualities
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"ReadingColumns(<{len(self)} readings>)"
 
 
 @dataclass(frozen=True, slots=True)

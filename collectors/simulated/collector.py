@@ -122,7 +122,7 @@ class SimulatedCollector(Collector):
             self._feed = self._build()
         feed = self._feed
         while True:
-            readings = feed.poll(self._clock())
+            readings = feed.poll_columns(self._clock())  # no Reading object per row
             if readings:
                 await sink(readings)
             await self._sleep(self.config.tick_s)

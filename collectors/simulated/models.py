@@ -40,7 +40,7 @@ from collectors.simulated.kinds import (
     noise_index,
     unit,
 )
-from qilu.contract import Reading
+from qilu.contract import Reading, ReadingColumns
 from qilu.devices import KINDS
 from qilu.registry import Device, Site
 
@@ -150,11 +150,13 @@ def _random_windows(
 def _gc_paused() -> Iterator[None]:
     """Pause automatic garbage collection while a poll builds its readings.
 
-    A poll allocates one tracked object per reading (the Reading), all alive until it returns
-    and none in a reference cycle. Left on, the cyclic collector re-scans them, and every other
-    live object, several times per large poll: that cost more than generating the readings
-    (throughput x1.5 at 266,000 devices). Reference counting still frees everything; automatic
-    collection resumes afterwards, unless the caller had turned it off itself.
+    :meth:`SimulatedFeed.poll` allocates one tracked object per reading (the Reading), all
+    alive until it returns and none in a reference cycle. Left on, the cyclic collector
+    re-scans them, and every other live object, several times per large poll: that cost more
+    than generating the readings (throughput x1.5 at 266,000 devices). Reference counting
+    still frees everything; automatic collection resumes afterwards, unless the caller had
+    turned it off itself. (:meth:`SimulatedFeed.poll_columns` allocates few tracked objects:
+    its columns hold strings, integers and floats, which the collector does not track.)
     """
     if not gc.isenabled():
         yield
@@ -167,8 +169,9 @@ def _gc_paused() -> Iterator[None]:
 
 
 # One reporting device, as the hot loop wants it (only atomic values, so the garbage collector
-# stops tracking it): (device id, (metric, low, high) per metric, phase, interval, jitter, key)
-_Entry = tuple[str, tuple[tuple[str, float, float], ...], int, int, int, int]
+# stops tracking it): (device id, metric names, ((low, high) per metric), phase, interval,
+# jitter, key)
+_Entry = tuple[str, tuple[str, ...], tuple[tuple[float, float], ...], int, int, int, int]
 
 
 class SimulatedFeed:
@@ -197,7 +200,8 @@ class SimulatedFeed:
         self.start_us = start_us
         plan = silence if silence is not None else SilencePlan()
         anchor_us = start_us - WARMUP_US
-        specs = {k: tuple((m.key, m.low, m.high) for m in v.metrics) for k, v in KINDS.items()}
+        names = {k: tuple(m.key for m in v.metrics) for k, v in KINDS.items()}
+        bounds = {k: tuple((m.low, m.high) for m in v.metrics) for k, v in KINDS.items()}
         self._entries: list[_Entry] = []  # reporting devices, by index
         self._models: list[Model] = []
         self._slot: list[int] = []  # slot number of each device's pending report
@@ -221,7 +225,7 @@ class SimulatedFeed:
             slot_key = key_of(seed, "slot", d.device_id)
             phase = int(unit(slot_key, -1) * interval)
             self._models.append(factory(d, site, seed, anchor_us))
-            self._entries.append((d.device_id, specs[d.kind], phase, interval,
+            self._entries.append((d.device_id, names[d.kind], bounds[d.kind], phase, interval,
                                   int(interval * JITTER_SHARE), slot_key))  # fmt: skip
             self._slot.append(0)
             self._windows.append(plan.windows_of(d) or None)
@@ -239,7 +243,7 @@ class SimulatedFeed:
 
     def _slot_time(self, i: int, k: int) -> int:
         """When device i sends its k-th report (slots counted from the epoch)."""
-        _, _, phase, interval, jitter, key = self._entries[i]
+        _, _, _, phase, interval, jitter, key = self._entries[i]
         return phase + k * interval + int((2.0 * UNIFORM[noise_index(key, k)] - 1.0) * jitter)
 
     def _silent(self, i: int, t_us: int) -> bool:
@@ -257,7 +261,7 @@ class SimulatedFeed:
         """Every device's latest report at or before now (time * n + index, sorted)."""
         n, latest = self._n, []
         for i, entry in enumerate(self._entries):
-            phase, interval = entry[2], entry[3]
+            phase, interval = entry[3], entry[4]
             # |jitter| < interval / 2: the last slot at or before now is k0 + 1, k0 or k0 - 1
             k = (now_us - phase) // interval + 1
             while (t_us := self._slot_time(i, k)) > now_us:
@@ -269,7 +273,13 @@ class SimulatedFeed:
 
     def poll(self, now_us: int) -> list[Reading]:
         """Every reading scheduled in (previous poll, now_us], in time order."""
-        out: list[Reading] = []
+        with _gc_paused():
+            return list(self.poll_columns(now_us))
+
+    def poll_columns(self, now_us: int) -> ReadingColumns:
+        """The same as :meth:`poll`, column-wise: no Reading object built (the collector's
+        hand-over; the edge agent's buffer stores the columns as they are)."""
+        out = ReadingColumns()
         with _gc_paused():
             if self._cursor is None:
                 self._emit(self._prime(now_us), out)
@@ -278,7 +288,7 @@ class SimulatedFeed:
                 self._cursor = max(self._cursor, self._due(self._cursor, now_us, out))
         return out
 
-    def _due(self, bucket_no: int, now_us: int, out: list[Reading]) -> int:
+    def _due(self, bucket_no: int, now_us: int, out: ReadingColumns) -> int:
         """Emit what is due from bucket ``bucket_no`` to ``now_us``; return now's bucket."""
         buckets, last, n = self._buckets, now_us // BUCKET_US, self._n
         while bucket_no <= last:
@@ -294,19 +304,20 @@ class SimulatedFeed:
             bucket_no += 1
         return last
 
-    def _emit(self, due: list[int], out: list[Reading]) -> None:
+    def _emit(self, due: list[int], out: ReadingColumns) -> None:
         """Readings of the reports ``due`` (time * n + index, sorted); schedule the next ones.
 
         The simulator's hot loop: names are bound to locals and the slot-time formula of
-        :meth:`_slot_time` is inlined, on purpose.
+        :meth:`_slot_time` is inlined, on purpose; a report extends each column once.
         """
         n, slots, entries, buckets = self._n, self._slot, self._entries, self._buckets
         windows, silent, models = self._windows, self._silent, self._models
-        reading, append = Reading, out.append
+        devices, metrics = out.devices.extend, out.metrics.extend
+        times, values_of, qualities = out.ts_us.extend, out.values.extend, out.qualities.extend
         uniform, golden, mask, shift = UNIFORM, GOLDEN, M64, NOISE_SHIFT
         for key in due:
             t_us, i = divmod(key, n)
-            device_id, specs, phase, interval, jitter, slot_key = entries[i]
+            device_id, names, bounds, phase, interval, jitter, slot_key = entries[i]
             k = slots[i] + 1
             slots[i] = k
             u = uniform[(((slot_key ^ k) * golden) & mask) >> shift]
@@ -315,6 +326,10 @@ class SimulatedFeed:
             if windows[i] is not None and silent(i, t_us):
                 continue
             values, quality = models[i].sample(t_us)
-            for (metric, low, high), v in zip(specs, values):  # noqa: B905 - same length
-                append(reading(device_id, metric, t_us, low if v < low else high if v > high else v,
-                               quality))  # fmt: skip
+            width = len(names)
+            devices((device_id,) * width)
+            metrics(names)
+            times((t_us,) * width)
+            values_of([low if v < low else high if v > high else v
+                       for (low, high), v in zip(bounds, values)])  # noqa: B905 - same length  # fmt: skip
+            qualities((quality,) * width)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from edge_agent.buffer import AddResult, Buffer
-from edge_agent.chunks import split
+from edge_agent.chunks import joined, split
 from qilu.contract import Reading, Sector
 
 _HandOver = tuple[Sequence[Reading], "asyncio.Future[None]"]
@@ -77,7 +77,7 @@ class GroupCommit:
         batch, self._waiting = self._waiting, []
         if not batch:
             return None
-        readings = [r for rs, _ in batch for r in rs] if len(batch) > 1 else batch[0][0]
+        readings = joined([rs for rs, _ in batch])
         size, default, buffer = self._size, self._default, self.buffer
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(self._db, lambda: buffer.add(split(readings, size, default)))

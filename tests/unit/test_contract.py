@@ -9,6 +9,7 @@ from qilu.contract import (
     Envelope,
     Quality,
     Reading,
+    ReadingColumns,
     decode,
     from_us,
     to_us,
@@ -83,3 +84,53 @@ def test_unknown_keys_are_ignored_for_forward_compatibility() -> None:
     raw = msgpack.unpackb(envelope().encode())
     raw["future_field"] = {"anything": 1}
     assert decode(msgpack.packb(raw)) == envelope()
+
+
+# --------------------------------------------------------------------------- ReadingColumns
+
+
+def some_readings() -> list[Reading]:
+    return [
+        Reading("dev-1", "power_kw", 1_700_000_000_000_000, 7.5),
+        Reading("dev-2", "fault", 1_700_000_000_000_001, 1.0, Quality.BAD),
+        Reading("dev-1", "soc_pct", 1_700_000_000_000_002, 55.0, Quality.UNCERTAIN),
+    ]
+
+
+def test_reading_columns_are_a_sequence_of_the_same_readings() -> None:
+    rs = some_readings()
+    cols = ReadingColumns.of(rs)
+    assert len(cols) == 3
+    assert list(cols) == rs
+    assert [cols[i] for i in range(3)] == rs
+    assert cols[-1] == rs[-1]
+    assert isinstance(cols[1].quality, Quality)
+    assert cols[1].quality is Quality.BAD
+    assert list(cols[1:]) == rs[1:]
+    assert isinstance(cols[1:], ReadingColumns)
+    assert cols.qualities == [0, 2, 1]
+    assert cols.where([True, False, True]) == ReadingColumns.of([rs[0], rs[2]])
+    with pytest.raises(IndexError):
+        cols[3]
+
+
+def test_reading_columns_equality_extend_and_lengths() -> None:
+    rs = some_readings()
+    a, b = ReadingColumns.of(rs[:1]), ReadingColumns.of(rs[1:])
+    a.extend(b)
+    assert a == ReadingColumns.of(rs)
+    assert a != ReadingColumns.of(rs[:2])
+    assert a != rs  # column-wise readings never equal a list of Readings
+    assert not ReadingColumns()
+    with pytest.raises(TypeError):
+        hash(a)
+    with pytest.raises(ValueError, match="different lengths"):
+        ReadingColumns(["d"], ["m"], [1], [1.0], [])
+
+
+def test_reading_columns_travel_like_the_envelope_columns() -> None:
+    rs = some_readings()
+    cols = ReadingColumns.of(rs)
+    env = Envelope("agent-1", "boot-1", 7, 1_700_000_000_000_000)
+    env.extend(cols)
+    assert list(decode(env.encode()).readings()) == rs

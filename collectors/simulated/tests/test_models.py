@@ -32,7 +32,7 @@ from collectors.simulated.kinds import (
     pile_is_dc,
 )
 from collectors.simulated.models import JITTER_SHARE, WARMUP_US, SilencePlan, SimulatedFeed
-from qilu.contract import Quality, Reading, to_us
+from qilu.contract import Quality, Reading, ReadingColumns, to_us
 from qilu.devices import KINDS
 from qilu.errors import ConfigError
 from qilu.registry import Device, Registry, generate
@@ -551,3 +551,19 @@ def test_the_sample_configuration_is_valid_for_the_demo_registry() -> None:
     collector.validate()
     kinds = {d.kind for d in collector.devices()}
     assert kinds == set(KINDS)
+
+
+def test_poll_columns_gives_the_readings_of_poll_column_wise(reg: Registry) -> None:
+    devices = mixed(reg)
+    plan = SilencePlan.random(devices, 1, JULY, 3600, dead_share=0.05, flaky_share=0.3)
+    objects, columns = feed(reg, devices, silence=plan), feed(reg, devices, silence=plan)
+    now, polls = JULY, 0
+    while now <= JULY + 10 * MIN:
+        got = columns.poll_columns(now)
+        assert isinstance(got, ReadingColumns)
+        expected = objects.poll(now)
+        assert list(got) == expected
+        assert got.qualities == [int(r.quality) for r in expected]
+        polls += bool(expected)
+        now += 13 * S
+    assert polls > 20
