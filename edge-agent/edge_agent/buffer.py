@@ -57,7 +57,7 @@ from edge_agent.chunks import (
     Chunk,
     Span,
     chunk_is_intact,
-    envelope_of,
+    encoded_envelope_of,
     gaps_of,
     spans_of,
     summarise,
@@ -509,22 +509,37 @@ class Buffer:
 
     def _insert_outbox(self, sector: Sector, env: Envelope, added_us: int) -> tuple[int, bytes]:
         payload = env.encode()
+        oid = self._insert_payload(
+            sector, env.boot_id, env.seq, len(env), len(env.gaps), added_us, payload
+        )
+        return oid, payload
+
+    def _insert_payload(
+        self,
+        sector: Sector,
+        boot_id: str,
+        seq: int,
+        n: int,
+        gaps: int,
+        added_us: int,
+        payload: bytes,
+    ) -> int:
         cur = self.db.execute(
             "INSERT INTO outbox (sector, boot_id, seq, n, gaps, added_us, bytes, payload)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (
                 SECTOR_INDEX[sector],
-                env.boot_id,
-                env.seq,
-                len(env),
-                len(env.gaps),
+                boot_id,
+                seq,
+                n,
+                gaps,
                 added_us,
                 len(payload) + ROW_OVERHEAD,
                 payload,
             ),
         )
         self._payload += len(payload) + ROW_OVERHEAD
-        return int(cur.lastrowid or 0), payload
+        return int(cur.lastrowid or 0)
 
     # ------------------------------------------------------------------ delivery
 
@@ -586,15 +601,17 @@ class Buffer:
             picked,
         ).fetchall()
         with self._tx(relaxed=True):  # lost to a power cut: the chunks form a new envelope
-            env = envelope_of(
-                self.agent_id, self.boot_id, self._next_seq(), now_us, [b[0] for b in blobs]
+            seq = self._next_seq()
+            # the chunks' packed columns concatenated: no reading decoded and encoded again
+            payload, n = encoded_envelope_of(
+                self.agent_id, self.boot_id, seq, now_us, [b[0] for b in blobs]
             )
             db.execute(f"DELETE FROM chunk WHERE id IN ({marks})", picked)  # noqa: S608
             self._payload -= sum(b[1] for b in blobs)
-            oid, payload = self._insert_outbox(SECTORS[sector], env, oldest)
-        self._chunk_n -= len(env)
+            oid = self._insert_payload(SECTORS[sector], self.boot_id, seq, n, 0, oldest, payload)
+        self._chunk_n -= n
         self._refresh_oldest()
-        return Outgoing(oid, SECTORS[sector], env.boot_id, env.seq, len(env), 0, oldest, payload)
+        return Outgoing(oid, SECTORS[sector], self.boot_id, seq, n, 0, oldest, payload)
 
     def ack(self, outgoing: Sequence[Outgoing]) -> None:
         """The broker acknowledged these envelopes: their readings leave the buffer.
