@@ -46,11 +46,15 @@ Writes bench/results/sink_cost.json (--out). Drops its database at the end unles
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +67,15 @@ from psycopg_pool import ConnectionPool  # noqa: E402
 
 from bench.common import run_header  # noqa: E402
 from bench.ingest import ProvinceStream  # noqa: E402
+from qilu.ports import free_port  # noqa: E402
 from qilu.registry import generate  # noqa: E402
-from qilu.settings import StorageMode, load  # noqa: E402
+from qilu.settings import (  # noqa: E402
+    DatabaseSettings,
+    ServicesSettings,
+    Settings,
+    StorageMode,
+    load,
+)
 from storage import migrate  # noqa: E402
 from storage.db import connect  # noqa: E402
 from storage.offsets import OffsetMarks  # noqa: E402
@@ -313,6 +324,13 @@ def main() -> int:
     )
     ap.add_argument("--keep", action="store_true", help="keep the database")
     ap.add_argument(
+        "--private-server",
+        action="store_true",
+        help="run on a PostgreSQL cluster of its own (initdb on a free port, the settings of"
+        " `qilu services`), started and removed by the bench: other users' checkpoints stay"
+        " out of the windows (default: the local server of `qilu services`)",
+    )
+    ap.add_argument(
         "--out",
         type=Path,
         default=RESULTS / "sink_cost.json",
@@ -324,12 +342,40 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
     base = load()
-    db = base.db.model_copy(
+    with contextlib.ExitStack() as stack:
+        admin = stack.enter_context(private_server(base)) if args.private_server else base.db
+        return run(args, variants, admin)
+
+
+@contextlib.contextmanager
+def private_server(base: Settings) -> Iterator[DatabaseSettings]:
+    """A PostgreSQL cluster of the bench's own: initdb on a free port with the settings of
+    `qilu services` (ops/services), removed at the end. No other database's CHECKPOINT or
+    DROP DATABASE falls in its windows."""
+    from ops.services import Services
+
+    state = Path(tempfile.mkdtemp(prefix="qilu-sink-cost-"))
+    ss = ServicesSettings(state_dir=state, postgres_port=free_port(), start_timeout_s=120.0)
+    db = base.db.model_copy(update={"port": ss.postgres_port})
+    svc = Services(ss, db)
+    try:
+        say(f"starting a private PostgreSQL on port {ss.postgres_port}")
+        svc.up(["postgres"])
+        yield db
+    finally:
+        svc.down(["postgres"])
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, variants: list[str], admin: DatabaseSettings) -> int:
+    """The whole measurement in a database of its own on the server ``admin`` names."""
+    db = admin.model_copy(
         update={"name": f"qilu_bench_sink_{uuid.uuid4().hex[:8]}", "mode": StorageMode.POSTGRES}
     )
     result: dict[str, Any] = run_header("bench/sink_cost.py")
     result["args"] = {k: str(v) for k, v in vars(args).items()}
-    with connect(base.db, autocommit=True) as conn:
+    result["server"] = "private" if args.private_server else "shared"
+    with connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
     try:
         with connect(db) as conn:
@@ -356,7 +402,7 @@ def main() -> int:
         result |= run_rounds(args, variants, db, batches)
     finally:
         if not args.keep:
-            with connect(base.db, autocommit=True) as conn:
+            with connect(admin, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                         sql.Identifier(db.name)
