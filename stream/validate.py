@@ -180,20 +180,20 @@ class Validator:
         lens = [len(e) for e in envs]
         n = sum(lens)
         try:
-            devices = list(chain.from_iterable(e.devices for e in envs))
-            metrics = list(chain.from_iterable(e.metrics for e in envs))
             ts_col = list(chain.from_iterable(e.ts_us for e in envs))
             value_col = list(chain.from_iterable(e.values for e in envs))
             quality_col = list(chain.from_iterable(e.qualities for e in envs))
             value_types = set(map(type, value_col))
             if not (
-                set(map(type, devices)) <= {str}
-                and set(map(type, metrics)) <= {str}
-                and set(map(type, ts_col)) <= {int}
+                set(map(type, ts_col)) <= {int}
                 and value_types <= {float, int}
                 and set(map(type, quality_col)) <= {int}
             ):
                 return RowArrays.of(Rows()), list(range(len(envs)))
+            # device ids and metrics need no type check: a decoded value that is not a string
+            # equals no key of the dictionaries (msgpack gives str, bytes, numbers, None,
+            # lists, maps, extension types), so it is not found (-1) and its envelope goes the
+            # exact way; an unhashable one (a list, a map) raises TypeError, below
             row = np.fromiter(
                 chain.from_iterable(
                     map(a.rows_of(agent_sites).get, e.devices, repeat(-1))
@@ -202,12 +202,16 @@ class Validator:
                 np.intp,
                 n,
             )
-            metric = np.fromiter(map(a.metric_no.get, metrics, repeat(-1)), np.intp, n)
+            metric = np.fromiter(
+                map(a.metric_no.get, chain.from_iterable(e.metrics for e in envs), repeat(-1)),
+                np.intp,
+                n,
+            )
             ts = np.fromiter(ts_col, np.int64, n)
             value = np.fromiter(value_col, np.float64, n)
             quality = np.fromiter(quality_col, np.int64, n)
-        except OverflowError:  # an integer beyond 64 bits: validate() says which
-            return RowArrays.of(Rows()), list(range(len(envs)))
+        except (OverflowError, TypeError):  # an integer beyond 64 bits, an unhashable id:
+            return RowArrays.of(Rows()), list(range(len(envs)))  # validate() says which
         if int in value_types and n and np.abs(value).max() > _EXACT_INT_FLOAT:
             return RowArrays.of(Rows()), list(range(len(envs)))
         ok = (row >= 0) & (metric >= 0)

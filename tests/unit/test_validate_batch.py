@@ -135,8 +135,9 @@ def test_an_empty_batch_and_empty_envelopes() -> None:
     assert (len(fast), slow) == (0, [])
 
 
-_device = st.sampled_from([*DEVICES, "ghost", 7, None])
-_metric = st.sampled_from([*METRICS, "nope", b"power_kw"])
+# what msgpack can decode where a string belongs, unhashable lists and maps included
+_device = st.sampled_from([*DEVICES, "ghost", 7, None, b"pile-1", True, ["pile-1"], {"d": 1}])
+_metric = st.sampled_from([*METRICS, "nope", b"power_kw", 2.0, ["power_kw"], {"m": 1}])
 _ts = st.one_of(
     st.integers(NOW - 2 * 86_400_000_000, NOW + 10**9),
     st.sampled_from([NOW, NOW - 1, MIN_TS_US - 1, RETIRED["pile-old"], float(NOW), True]),
