@@ -28,7 +28,9 @@ log at all: the log's whole share), ``coalesced:S`` (each device's liveness writ
 most once per an eighth of its kind's liveness window, at most S seconds:
 ``ingest.liveness_flush_s``), ``coalesced_trigger:S`` (the same logged by the triggers),
 ``coalesced_global:S`` (every device once per S seconds, the sink's rule before the periods
-per kind).
+per kind); ``batch_before`` and ``coalesced_before:S``: the sink as it was before migrations
+067 and 068 and the periods per kind (logged by the triggers into pglz-compressed arrays,
+one period for every device).
 
 The sink's clock is the stream's own time divided by --speed, not the machine's: the
 coalescing sees the periods it would see in a pipeline that drains --speed province-seconds
@@ -84,7 +86,7 @@ from storage.rows import RowArrays  # noqa: E402
 from storage.writer import ReadingsSink  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-VARIANTS = ("copy", "batch_trigger", "batch", "coalesced_global:5", "coalesced:30")
+VARIANTS = ("copy", "batch_before", "batch", "coalesced_before:5", "coalesced:30")
 KINDS = (
     "copy",
     "batch",
@@ -93,6 +95,8 @@ KINDS = (
     "coalesced",
     "coalesced_trigger",
     "coalesced_global",
+    "batch_before",
+    "coalesced_before",
 )
 TRIGGERS = ("liveness_logged_insert", "liveness_logged_update")
 
@@ -181,6 +185,14 @@ def run_variant(
                     sql.SQL(action), sql.Identifier(t)
                 )
             )
+        # the log's arrays pglz-compressed as before migration 068 (the "_before" variants)
+        storage = "EXTENDED" if kind.endswith("_before") else "EXTERNAL"
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE liveness_changes ALTER COLUMN devices SET STORAGE {0},"
+                " ALTER COLUMN seen_us SET STORAGE {0}"
+            ).format(sql.SQL(storage))
+        )
         conn.execute("CHECKPOINT")
         conn.execute("SELECT pg_stat_clear_snapshot()")
         time.sleep(1.0)  # the stats of the truncate reach the views
@@ -196,7 +208,7 @@ def run_variant(
     )
     # the trigger variants: the sink leaves the change log to migration 062's triggers
     sink._self_logged = kind in ("batch", "coalesced", "coalesced_global")
-    if kind == "coalesced_global":  # one period for every device, whatever its kind
+    if kind in ("coalesced_global", "coalesced_before"):  # one period for every device
         sink._learn_periods = lambda *a: None  # type: ignore[method-assign]
     t_first = int(min(int(b.ts_us.min()) for _, _, b in batches))
     if variant == "copy":
