@@ -15,7 +15,10 @@ One command, everything on 127.0.0.1, in databases and on topics of its own:
      readings/s stored is read from their Prometheus counters over the steady part of the run
      (10 % to 90 % of the readings), with the CPU seconds the consumers and their database
      server processes used in that window (from /proc): the cost per reading, which other
-     work on the machine changes far less than the rate;
+     work on the machine changes far less than the rate; then the same number of readings
+     again in a real one-site agent's envelopes (500 readings, 1 s; its own topics and
+     consumer group, the first drain's rows emptied out), for the CPU per reading in that
+     shape next to the headline's (--skip-one-site-drain leaves it out);
   3. latency: the bench database vacuumed, analysed and checkpointed after the fill (what
      autovacuum would otherwise do within its next naptime, in the window), envelopes
      produced at a fixed --rate readings/s (default 20,000) with current timestamps, a
