@@ -9,6 +9,15 @@ the median of its ``--slice`` parts, less exposed to bursts of other work on a s
 machine); peak RSS is the kernel's high-water mark (VmHWM) over the whole run, start-up
 included.
 
+At low rates the CPU is mostly a cost per wake-up, not per reading: the agent's threads (the
+event loop with the collectors' hand-overs and the group commit, the buffer's and the
+sender's threads, kafka-python's network thread) wake ~100 times a second at 1,000
+readings/s, and the CPU time of a wake-up depends on the core as much as on the agent (on
+this virtual machine: whether the core was idle in between, its caches cold). So the result
+records the wake-ups per second, the CPU time per wake-up and how idle the pinned core was
+otherwise during the window; a CPU figure from a quiet machine and one from a loaded one
+differ for that reason (bench/results/edge_footprint.json, docs/adr/0007).
+
 Also measures what each import costs in RSS (fresh interpreters), because the RSS target is
 mostly interpreter and libraries, and where the running agent's RSS is at the end of each
 window (/proc/<pid>/smaps: anonymous memory, the malloc heap, the libraries' pages).
@@ -87,13 +96,15 @@ IMPORT_STEPS = [
     ),
     (
         "+ kafka-python's producer (package inits deferred: kafka, kafka.protocol.admin and "
-        ".consumer; its schemas read without importlib.resources' package)",
+        ".consumer, kafka.net and kafka.net.sasl; its schemas read without importlib.resources' "
+        "package)",
         "kafka.producer,kafka.net.compat",
     ),
     ("+ edge_agent runtime", "edge_agent.runtime"),
     (
         "+ the deferred package inits (kafka's admin and consumer, their protocol schemas, "
-        "prometheus exposition, crc32c's version lookup and CLI, importlib.resources: not used)",
+        "its proxies and SASL mechanisms, prometheus exposition, crc32c's version lookup and "
+        "CLI, importlib.resources: not used)",
         "!inits",
     ),
 ]
@@ -102,6 +113,8 @@ DEFERRED = (
     "kafka",
     "kafka.protocol.admin",
     "kafka.protocol.consumer",
+    "kafka.net",
+    "kafka.net.sasl",
     "prometheus_client",
     "crc32c",
     "importlib.resources",
@@ -161,6 +174,32 @@ def site_packages(python: str) -> dict[str, object]:
         "files_mb": round(size / MB, 1),
         "distributions": dists,
     }
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all a process's threads: how often they went to sleep
+    waiting for something (a timer, a socket, another thread), i.e. its wake-ups."""
+    n = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        n += sum(
+            int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith("voluntary_ctxt_switches:")
+        )
+    return n
+
+
+def core_ticks(cpu: int) -> tuple[int, int]:
+    """(idle, total) clock ticks of one core so far (/proc/stat; idle includes iowait)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return ticks[3] + ticks[4], sum(ticks[:8])
+    return 0, 0
 
 
 def rss_breakdown(pid: int) -> dict[str, object]:
@@ -280,6 +319,7 @@ def measure(
         ) as proc:
             time.sleep(args.warmup)
             m0, c0, t0 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
+            w0, (i0, k0) = wakeups(proc.pid), core_ticks(args.cpu)
             peak_rss = 0
             marks = [(t0, c0)]  # (time, cpu seconds) every --slice seconds
             while time.monotonic() - t0 < args.window:
@@ -288,6 +328,7 @@ def measure(
                 if time.monotonic() - marks[-1][0] >= args.slice:
                     marks.append((time.monotonic(), cpu_seconds(proc.pid)))
             m1, c1, t1 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
+            w1, (i1, k1) = wakeups(proc.pid), core_ticks(args.cpu)
             hwm = status_kb(proc.pid, "VmHWM")
             threads = status_kb(proc.pid, "Threads")
             breakdown = rss_breakdown(proc.pid)
@@ -310,6 +351,11 @@ def measure(
         "cpu_pct_per_1000_readings_s": round(cpu_share / (rate / 1000), 2),
         "cpu_pct_per_1000_readings_s_median_slice": round(median / (rate / 1000), 2),
         "cpu_pct_slices": [round(x, 2) for x in slices],
+        # the CPU at low rates is mostly a cost per wake-up (timers, hand-overs between the
+        # agent's threads), which depends on the core's state: see the module docstring
+        "wakeups_per_s": round((w1 - w0) / dt),
+        "cpu_us_per_wakeup": round((c1 - c0) / max(1, w1 - w0) * 1e6, 1),
+        "pinned_core_idle_pct": round((i1 - i0) / max(1, k1 - k0) * 100, 1),
         "peak_rss_mb": round(hwm / 1024, 1),
         "steady_rss_mb": round(peak_rss / 1024, 1),
         "threads": threads,

@@ -9,6 +9,14 @@ an agent never uses, registered without running it (``python -m edge_agent`` doe
   from its JSON schema, for one request of each: the probes of brokers older than 0.10, which
   have no ApiVersions (``VERSION_CHECKS``); their package inits are deferred too
   (:data:`PROTOCOL_PROBE_NAMES`: only the modules defining those two load). About 1.5 MB.
+- kafka-python 3.0.12's ``kafka/net/__init__.py`` imports the connection's proxies (SOCKS5,
+  HTTP CONNECT) the agent never configures, and ``kafka/net/sasl/__init__.py`` imports and
+  registers every SASL mechanism (GSSAPI, AWS MSK IAM, OAUTHBEARER, SSPI, PLAIN, SCRAM) for
+  ``get_sasl_mechanism``, the one name the connection takes from it; the agent uses
+  SCRAM-SHA-512 (edge_agent/config.py). Both inits are deferred too: :func:`get_sasl_mechanism`
+  loads the module of a PLAIN or SCRAM mechanism (:data:`SASL_MECHANISMS`) alone and runs
+  the real init for any other name (or once anything else of the package is asked for,
+  e.g. ``register_sasl_mechanism``), whose registry answers from then on. About 0.13 MB.
 - prometheus-client 0.26: ``prometheus_client/__init__.py`` imports its exposition module,
   which imports an HTTP server, WSGI and urllib; the agent needs the metric classes, the
   registry and the process collectors (:data:`PROMETHEUS_NAMES`) and renders what Prometheus
@@ -31,6 +39,15 @@ an agent never uses, registered without running it (``python -m edge_agent`` doe
 - crc32c 2.9 (kafka-python's C CRC-32C): ``crc32c/__init__.py`` imports importlib.metadata
   (and with it the email package) for its version string and argparse for its command line;
   kafka-python takes the ``crc32c`` function only (:data:`CRC32C_NAMES`). About 1.2 MB.
+- the standard library's ``encodings.idna`` (Python 3.11; with stringprep and the unicodedata
+  extension): CPython encodes a host name given as a string with the ``idna`` codec, in
+  ``socket.getaddrinfo`` and in ``ssl``'s ``server_hostname``, both inside kafka-python's
+  connection. :func:`defer_idna` registers a codec search function that answers ``idna``
+  first: a name that is ASCII with every label 1-63 characters (the only case in which the
+  real codec returns the name's ASCII bytes unchanged, as its own fast path does) is encoded
+  without the module; anything else (a non-ASCII name, an empty or long label, another error
+  handler, decoding, the incremental and stream codecs, whose classes are reached through
+  factories) goes to the real ``encodings.idna``, imported then. About 0.15 MB.
 
 A deferred package imports its submodules as usual (``kafka.producer``, ``kafka.errors``); the
 names listed come from the submodule that defines them; the first access to any other name
@@ -43,6 +60,8 @@ tests/unit/test_agent_metrics_endpoint.py fail when a deferral stops working.
 
 from __future__ import annotations
 
+import codecs
+import encodings
 import importlib
 import importlib.util
 import os
@@ -60,6 +79,29 @@ PROTOCOL_PROBE_NAMES = {
     "kafka.protocol.admin": {"ListGroupsRequest": "kafka.protocol.admin.groups"},
     "kafka.protocol.consumer": {"OffsetFetchRequest": "kafka.protocol.consumer.group"},
 }
+# kafka-python 3.0.12's SASL mechanisms an agent may configure -> "module:class"; any other
+# runs kafka/net/sasl/__init__.py, which imports and registers them all
+SASL = "kafka.net.sasl"
+SASL_MECHANISMS = {
+    "PLAIN": "kafka.net.sasl.plain:SaslMechanismPlain",
+    "SCRAM-SHA-256": "kafka.net.sasl.scram:SaslMechanismScram",
+    "SCRAM-SHA-512": "kafka.net.sasl.scram:SaslMechanismScram",
+}
+
+
+def get_sasl_mechanism(name: str) -> Any:
+    """``kafka.net.sasl.get_sasl_mechanism`` as kafka-python's connection calls it: the class
+    of a PLAIN or SCRAM mechanism from its own module while the package's init waits; any
+    other name, or once the init has run, the package's own registry."""
+    if name in SASL_MECHANISMS and init_deferred(SASL):
+        module, _, cls = SASL_MECHANISMS[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+    sasl = sys.modules[SASL]
+    sasl.__dict__.get("_qilu_run_init", lambda: None)()
+    return sasl.__dict__["get_sasl_mechanism"](name)
+
+
+SASL_NAMES: dict[str, str | Callable[..., Any]] = {"get_sasl_mechanism": get_sasl_mechanism}
 PROMETHEUS_NAMES = {
     **dict.fromkeys(
         ("Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"), "prometheus_client.metrics"
@@ -111,8 +153,79 @@ def read_text(*args: Any, **kwargs: Any) -> str:
 RESOURCES_NAMES: dict[str, str | Callable[..., Any]] = {"read_text": read_text}
 
 
+IDNA = "idna"
+_LABEL_MAX = 63  # RFC 1034: a label is 1-63 octets
+
+
+def _real_idna() -> Any:
+    return importlib.import_module("encodings.idna")
+
+
+def _ascii_name(name: str) -> bool:
+    """Whether the real ``idna`` codec encodes ``name`` to its ASCII bytes unchanged: ASCII,
+    not empty, every label 1-63 characters (a final dot allowed)."""
+    if not name or not name.isascii():
+        return False
+    labels = name.split(".")
+    if labels[-1] == "":  # "host." : the root's empty label
+        labels.pop()
+    return bool(labels) and all(0 < len(label) <= _LABEL_MAX for label in labels)
+
+
+def idna_encode(name: str, errors: str = "strict") -> tuple[bytes, int]:
+    """The ``idna`` codec's encoder: an ASCII host name without the module; anything else
+    (and any error) from the real ``encodings.idna``."""
+    if errors == "strict" and isinstance(name, str) and _ascii_name(name):
+        return name.encode("ascii"), len(name)
+    result: tuple[bytes, int] = _real_idna().Codec().encode(name, errors)
+    return result
+
+
+def _idna_decode(data: Any, errors: str = "strict") -> tuple[str, int]:
+    result: tuple[str, int] = _real_idna().Codec().decode(data, errors)
+    return result
+
+
+def _idna_later(attr: str) -> Callable[..., Any]:
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return getattr(_real_idna(), attr)(*args, **kwargs)
+
+    make.__name__ = attr
+    return make
+
+
+def _idna_search(name: str) -> codecs.CodecInfo | None:
+    if name != IDNA:
+        return None
+    return codecs.CodecInfo(
+        name=IDNA,
+        encode=idna_encode,
+        decode=_idna_decode,
+        incrementalencoder=_idna_later("IncrementalEncoder"),
+        incrementaldecoder=_idna_later("IncrementalDecoder"),
+        streamwriter=_idna_later("StreamWriter"),
+        streamreader=_idna_later("StreamReader"),
+    )
+
+
+def defer_idna() -> bool:
+    """Answer the ``idna`` codec's lookup before the standard library's search function (see
+    the module docstring). False, doing nothing, when ``encodings.idna`` is imported already."""
+    if "encodings.idna" in sys.modules:
+        return False
+    # search functions are asked in the order they were registered, the standard library's
+    # first (at start-up): this one goes ahead of it. One registered before this call (none in
+    # a plain interpreter: python -m edge_agent defers first thing) would now be asked before
+    # the standard library's too. Unregistering clears the registry's cache of lookups.
+    codecs.unregister(encodings.search_function)
+    codecs.register(_idna_search)
+    codecs.register(encodings.search_function)
+    return True
+
+
 def defer_all() -> None:
     """What ``python -m edge_agent`` does before anything imports these packages."""
+    defer_idna()
     defer_resources_init()
     defer_urllib_request()
     defer_kafka_init()
@@ -140,12 +253,15 @@ def defer_crc32c_init() -> bool:
 
 def defer_kafka_init() -> bool:
     """Register the ``kafka`` package without running its ``__init__``, and the same for its
-    protocol packages the producer uses one class of (see the module docstring). False, doing
-    nothing, when kafka-python is imported already or missing."""
+    protocol packages the producer uses one class of, ``kafka.net`` and ``kafka.net.sasl``
+    (see the module docstring). False, doing nothing, when kafka-python is imported already
+    or missing."""
     if not _defer_init("kafka", PRODUCER_NAMES):
         return False
     for package, names in PROTOCOL_PROBE_NAMES.items():
         _defer_init(package, names)
+    _defer_init("kafka.net", {})  # its submodules load as usual; its proxies on demand
+    _defer_init(SASL, SASL_NAMES)
     return True
 
 

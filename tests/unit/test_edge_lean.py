@@ -315,3 +315,119 @@ def test_crc32cs_deferred_init_gives_kafka_the_c_function_and_the_rest_on_demand
         "print('ok')\n"
     )
     assert fresh_python(code) == "ok"
+
+
+def test_ascii_host_names_are_encoded_without_encodings_idna_and_the_rest_by_it() -> None:
+    # CPython encodes a str host name with the idna codec in getaddrinfo and in ssl's
+    # server_hostname (kafka-python's connection does both): an ASCII name needs no module
+    code = (
+        "import sys, socket, ssl, codecs\n"
+        "from edge_agent import lean\n"
+        "assert lean.defer_all() is None and 'encodings.idna' not in sys.modules\n"
+        "socket.getaddrinfo('localhost', 9092)\n"
+        "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+        "tls = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname='broker-1.example')\n"
+        "assert tls.server_hostname == 'broker-1.example'\n"
+        "assert 'example.org.'.encode('idna') == b'example.org.'\n"
+        "print(sorted(m for m in ('encodings.idna', 'stringprep', 'unicodedata') "
+        "if m in sys.modules))\n"
+        # a name the real codec must see: it is imported then, and answers
+        "print('bücher.example'.encode('idna'), 'encodings.idna' in sys.modules)\n"
+        "print(b'xn--bcher-kva.example'.decode('idna'))\n"
+        "print(ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname='bücher.example')"
+        ".server_hostname)\n"
+        "print(lean.defer_idna())  # imported already: left alone\n"
+    )
+    assert fresh_python(code).splitlines() == [
+        "[]",
+        "b'xn--bcher-kva.example' True",
+        "bücher.example",
+        "xn--bcher-kva.example",
+        "False",
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "localhost",
+        "broker-1.kafka.example",
+        "example.org.",
+        "127.0.0.1",
+        "::1",
+        "a" * 63 + ".example",
+        "a" * 64 + ".example",
+        "example." + "b" * 64,
+        "a..b",
+        ".example",
+        "example..",
+        ".",
+        "",
+        "UPPER.Example",
+        "under_score.example",
+        "bücher.example",
+        "xn--bcher-kva.example",
+        "例え.テスト",
+    ],
+)
+def test_the_light_idna_encoder_answers_as_the_real_codec(name: str) -> None:
+    import encodings.idna
+
+    from edge_agent import lean
+
+    real = encodings.idna.Codec()
+    try:
+        want: object = real.encode(name)
+    except UnicodeError as e:
+        want = (type(e), str(e))
+    try:
+        got: object = lean.idna_encode(name)
+    except UnicodeError as e:
+        got = (type(e), str(e))
+    assert got == want
+    with pytest.raises(UnicodeError):  # IDNA has no other error handling: the real says so
+        lean.idna_encode(name, "replace")
+
+
+def test_kafkas_connection_loads_the_configured_sasl_mechanism_alone_and_the_rest_on_demand() -> (
+    None
+):
+    # kafka-python 3.0.12: kafka/net/sasl/__init__.py imports every mechanism (GSSAPI, MSK
+    # IAM, OAuth, SSPI...) and kafka/net/__init__.py the SOCKS5 and HTTP CONNECT proxies
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "lean.defer_all()\n"
+        "from kafka import KafkaProducer\n"
+        "from kafka.net.compat import KafkaNetClient\n"
+        "from kafka.net import connection\n"
+        "def held():\n"
+        "    return sorted(m for m in sys.modules if m.startswith('kafka.net.sasl') "
+        "or m in ('kafka.net.socks5', 'kafka.net.http_connect'))\n"
+        "print(held())\n"
+        # what the agent configures (SCRAM-SHA-512), and PLAIN: their own modules, working
+        "scram = connection.get_sasl_mechanism('SCRAM-SHA-512')\n"
+        "m = scram(sasl_plain_username='u', sasl_plain_password='p', "
+        "sasl_mechanism='SCRAM-SHA-512')\n"
+        "assert m.auth_bytes().startswith(b'n,,n=u,r='), m.auth_bytes()\n"
+        "plain = connection.get_sasl_mechanism('PLAIN')\n"
+        "p = plain(sasl_plain_username='u', sasl_plain_password='p')\n"
+        "assert p.auth_bytes() == b'u\\x00u\\x00p'\n"
+        "print(held(), lean.init_deferred('kafka.net.sasl'), lean.init_deferred('kafka.net'))\n"
+        # any other mechanism runs the package's init, whose registry answers from then on
+        "print(connection.get_sasl_mechanism('OAUTHBEARER').__name__, "
+        "lean.init_deferred('kafka.net.sasl'))\n"
+        "from kafka.net.sasl import register_sasl_mechanism\n"
+        "register_sasl_mechanism('X-TEST', plain)\n"
+        "assert connection.get_sasl_mechanism('X-TEST') is plain\n"
+        "assert connection.get_sasl_mechanism('SCRAM-SHA-512') is scram\n"
+        "import kafka.net\n"
+        "print(kafka.net.Socks5Proxy.__module__, lean.init_deferred('kafka.net'))\n"
+    )
+    assert fresh_python(code).splitlines() == [
+        "['kafka.net.sasl']",
+        "['kafka.net.sasl', 'kafka.net.sasl.abc', 'kafka.net.sasl.plain', "
+        "'kafka.net.sasl.scram'] True True",
+        "SaslMechanismOAuth False",
+        "kafka.net.socks5 False",
+    ]
