@@ -27,7 +27,7 @@ batch with nothing but parts to write still gets its transaction.
 
 Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): a
 device's liveness is written at most once per its period, an eighth of its kind's liveness
-window (``device_kinds.expected_interval``, looked up by the sink), at most
+window (``device_kinds.expected_interval``, read by the sink for the whole registry), at most
 ``liveness_flush_s`` (:class:`LivenessCoalescer`). A batch's device not written within its
 period goes with the batch, as without coalescing (real time: every kind reports at least
 three times per window, so a device's readings are further apart than its period); one
@@ -239,14 +239,16 @@ _NONE = np.iinfo(np.int64).min  # no pending reading for this device
 # real time a device's readings are further apart than its period and none is held
 # (docs/adr/0008-ingest-write-path.md, "Coalesced liveness per kind")
 WINDOW_FRACTION = 8
-# a device's period is looked up again after this long (a kind's interval or a device's kind
-# changed in the registry)
+# the devices' periods are read again after this long (a kind's window or a device's kind
+# changed in the registry); a batch with a device the sink has no period for (registered
+# since) has them read again, at most every PERIODS_RETRY_S (until then: the shortest period)
 PERIODS_TTL_S = 600.0
+PERIODS_RETRY_S = 60.0
+# every device of the registry by its kind's liveness window: one scan, an array per window
+# (a lookup per device costs the database about what a liveness write does)
 _PERIODS = (
-    "SELECT u.d, extract(epoch FROM coalesce(k.expected_interval,"
-    " (SELECT min(expected_interval) FROM device_kinds)))::float8"
-    " FROM unnest(%s::int4[]) AS u(d)"
-    " LEFT JOIN devices d ON d.device_pk = u.d LEFT JOIN device_kinds k ON k.kind = d.kind"
+    "SELECT extract(epoch FROM k.expected_interval)::float8, array_agg(d.device_pk)"
+    " FROM devices d JOIN device_kinds k ON k.kind = d.kind GROUP BY k.expected_interval"
 )
 Liveness = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]  # devices, newest µs
 
@@ -465,7 +467,7 @@ class ReadingsSink:
         # the liveness statement writes its own change-log row (migration 067); False: the
         # triggers of migration 062 log it (bench/sink_cost.py's "trigger" variants)
         self._self_logged = True
-        self._periods_at = -np.inf  # when the devices' periods were last forgotten
+        self._periods_at = -np.inf  # when the devices' periods were last read
 
     def add(self, rows: Rows | RowArrays) -> None:
         if len(rows):
@@ -548,24 +550,23 @@ class ReadingsSink:
 
     # -- internals ------------------------------------------------------------------------------
     def _learn_periods(self, devs: npt.NDArray[np.int32], now: float) -> None:
-        """Give the coalescer the period of each of ``devs`` it has none for: its kind's
-        liveness window / WINDOW_FRACTION (a device the registry does not know: the shortest
-        window's). Looked up once per device and PERIODS_TTL_S."""
+        """Give the coalescer every device's period: its kind's liveness window /
+        WINDOW_FRACTION, read for the whole registry at once (:data:`_PERIODS`) when the
+        sink starts, every PERIODS_TTL_S, and when ``devs`` holds a device without one (at
+        most every PERIODS_RETRY_S). A device the registry does not know gets the shortest
+        period."""
         live = self._live
         if live is None:
             return
-        if now - self._periods_at > PERIODS_TTL_S:
-            live.forget_periods()
-            self._periods_at = now
-        unknown = live.unknown(devs)
-        if not len(unknown):
+        age = now - self._periods_at
+        if age <= PERIODS_TTL_S and (age < PERIODS_RETRY_S or not len(live.unknown(devs))):
             return
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
-            found = conn.execute(_PERIODS, (array_literal(unknown),)).fetchall()
-        live.set_periods(
-            np.array([r[0] for r in found], np.int32),
-            np.array([r[1] for r in found], np.float64) / WINDOW_FRACTION,
-        )
+            found = conn.execute(_PERIODS).fetchall()
+        live.forget_periods()
+        for window, pks in found:
+            live.set_periods(np.array(pks, np.int32), np.full(len(pks), window / WINDOW_FRACTION))
+        self._periods_at = now
 
     def _ensure_partitions(self, rows: RowArrays) -> None:
         """Create the partitions of the hours this batch has rows in (not of the hours in
