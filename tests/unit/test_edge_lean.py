@@ -431,3 +431,25 @@ def test_kafkas_connection_loads_the_configured_sasl_mechanism_alone_and_the_res
         "SaslMechanismOAuth False",
         "kafka.net.socks5 False",
     ]
+
+
+def test_locale_stays_unrun_on_the_agents_path_and_works_on_demand() -> None:
+    # subprocess (asyncio imports it) imports locale at the top for a child process's text
+    # pipes, which an agent does not open (edge_agent/lean.py ON_FIRST_USE)
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from edge_agent import lean\n"
+        "lean.defer_all()\n"
+        "import asyncio, ssl, sqlite3, subprocess, logging\n"
+        "import edge_agent.runtime, edge_agent.metrics, edge_agent.kafka_io\n"
+        "from kafka import KafkaProducer\n"
+        "from kafka.net.compat import KafkaNetClient\n"
+        "logging.getLogger('x').error('boom', exc_info=ValueError('v'))\n"  # a traceback
+        "print(lean.init_deferred('locale'))\n"
+        "out = subprocess.run([sys.executable, '-c', 'print(1)'], capture_output=True, "
+        "text=True, check=True).stdout\n"
+        "import locale\n"
+        "assert locale.getencoding()\n"
+        "print(lean.init_deferred('locale'), out.strip())\n"
+    )
+    assert fresh_python(code).splitlines() == ["True", "False 1"]
