@@ -32,7 +32,10 @@ The ``buffer`` thread runs every SQLite call; the ``send`` thread creates the pr
 blocks while no broker answers) and calls ``send`` (which may block on metadata). On a small
 machine every wake-up of a thread costs more than the work it does at 1,000 readings/s, so
 the loop is built to wake rarely: a timer rather than a task per commit, one buffer job per
-sender round, one send job per batch of records, metrics incremented per batch.
+sender round, one send job per batch of records, metrics incremented per batch. The agents of
+one process (the simulated province) share one pair of these threads (:class:`Threads`):
+dozens of threads each waking for a few readings cost more in hand-offs of the interpreter
+lock and kernel wake-ups than the work they did.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from collectors.base import Collector, ReadingSink
@@ -83,6 +87,7 @@ __all__ = [
     "RecordFuture",
     "SharedProducer",
     "Signer",
+    "Threads",
     "close_producer",
     "new_producer",
     "refusal_of",
@@ -90,6 +95,29 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Threads:
+    """An agent's two helper threads: ``buffer`` runs every SQLite call, ``send`` creates the
+    producer and sends. One agent makes its own pair and shuts it down when its run ends;
+    agents of one process may share one pair (province mode: one producer too, so a blocked
+    send blocked them all anyway), which whoever made it shuts down after every run ended.
+    One thread per job kind keeps each agent's jobs in order either way."""
+
+    buffer: ThreadPoolExecutor
+    send: ThreadPoolExecutor
+
+    @classmethod
+    def new(cls, name: str) -> Threads:
+        return cls(
+            ThreadPoolExecutor(1, thread_name_prefix=f"buffer-{name}"),
+            ThreadPoolExecutor(1, thread_name_prefix=f"send-{name}"),
+        )
+
+    def shutdown(self) -> None:
+        self.buffer.shutdown(wait=True)
+        self.send.shutdown(wait=False, cancel_futures=True)
 
 
 class Agent:
@@ -105,19 +133,22 @@ class Agent:
         default_sector: Sector = Sector.CHARGING,
         replace_producer: bool = True,
         signer: Signer | None = None,
+        threads: Threads | None = None,
     ) -> None:
         """``replace_producer``: after a failed record, close the producer and make a new one;
         a :class:`SharedProducer` factory is replaced once for all the agents sharing it
         (False only for a producer that must never be replaced, e.g. a test fake). ``signer``:
         signs every record at send time (docs/adr/0010); None sends unsigned records, which an
-        authenticating ingest dead-letters."""
+        authenticating ingest dead-letters. ``threads``: a pair shared with other agents of
+        the process (the caller shuts it down after every run returned); None: its own."""
         self.agent_id = agent_id
         self.collectors = list(collectors)
         self.buffer = buffer
         self._prefix = topic_prefix
         self.cfg = delivery or Delivery()
-        self._db = ThreadPoolExecutor(1, thread_name_prefix=f"buffer-{agent_id}")
-        self._net = ThreadPoolExecutor(1, thread_name_prefix=f"send-{agent_id}")
+        self.owns_threads = threads is None
+        self.threads = threads or Threads.new(agent_id)
+        self._db, self._net = self.threads.buffer, self.threads.send
         self._sources = Availability(agent_id)
         self._house = Housekeeping(agent_id, buffer, self._in_db)
         self._sending = SendLoop(
@@ -274,8 +305,8 @@ class Agent:
         await asyncio.gather(*tasks[1:], return_exceptions=True)
         left = await self._in_db(lambda: self.buffer.pending)
         await self._in_db(self.buffer.close)
-        self._db.shutdown(wait=True)
-        self._net.shutdown(wait=False, cancel_futures=True)
+        if self.owns_threads:
+            self.threads.shutdown()
         # one line per agent only when something is left for the next start
         logger.log(
             logging.INFO if left else logging.DEBUG,

@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.agent import Agent, Delivery, SharedProducer
+import pytest
+from edge_agent.agent import Agent, Delivery, SharedProducer, Threads
 from edge_agent.buffer import Buffer
+from edge_agent.province import run_agents
 from kafka.errors import KafkaTimeoutError
 
 from collectors.base import Collector, ReadingSink
@@ -204,3 +206,39 @@ def test_a_shared_producer_is_replaced_once_for_all_its_agents(tmp_path: Path) -
         len(e) for e in delivered if e.agent_id == "agent-1"
     )
     assert sum(len(e) for e in delivered) == 27  # each reading once, through the new producer
+
+
+def test_agents_sharing_one_pair_of_threads_each_deliver_everything(tmp_path: Path) -> None:
+    """Province mode: the agents of one process share one buffer and one send thread, and
+    run_agents shuts that pair down after every agent stopped (a lone agent owns its own)."""
+    producer = FakeProducer()
+    threads = Threads.new("shared")
+    agents = []
+    for name in ("agent-a", "agent-b", "agent-c"):
+        buffer = Buffer(tmp_path / f"{name}.db", name, max_bytes=16 << 20, max_age_s=3600,
+                        fsync="os")  # fmt: skip
+        agents.append(
+            Agent(
+                name, [ListCollector(readings(10))], buffer, lambda: producer, "t",
+                Delivery(batch_max_readings=4, batch_max_delay_s=0.05, retry_initial_s=0.05),
+                threads=threads,
+            )
+        )  # fmt: skip
+    assert not any(a.owns_threads for a in agents)
+    assert make(tmp_path / "lone", producer, []).owns_threads
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.8, stop.set)
+        await run_agents(agents, stop)
+
+    asyncio.run(main())
+    for a in agents:
+        assert a.sent_readings == 10
+        envs = [decode(v) for v in producer.acked if decode(v).agent_id == a.agent_id]
+        assert [e.seq for e in envs] == list(range(len(envs)))  # each agent's order kept
+        assert sorted(r.ts_us for e in envs for r in e.readings()) == [
+            r.ts_us for r in readings(10)
+        ]
+    with pytest.raises(RuntimeError, match="shutdown"):
+        threads.buffer.submit(int)
