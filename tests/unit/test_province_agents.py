@@ -13,6 +13,7 @@ from edge_agent.province import (
     PROVINCE_ENVELOPE_DELAY_S,
     PROVINCE_ENVELOPE_READINGS,
     PROVINCE_TICK_S,
+    PROVINCE_WAL_BYTES,
     build_agents,
     plan_agents,
 )
@@ -56,6 +57,18 @@ def test_the_province_hands_over_every_2_s_and_sends_2000_reading_envelopes(
     [feed] = agent.collectors
     assert isinstance(feed, SimulatedCollector)
     assert feed.config.tick_s == 2.0
+
+
+def test_the_province_buffers_checkpoint_their_wal_at_1_mb(reg: Registry, tmp_path: Path) -> None:
+    plan = plan_agents(reg, sectors=[Sector.CHARGING], cities=["370100"])
+    [agent] = build_agents(reg, plan, _no_producer, "t", state_dir=tmp_path, seed=1)
+    agent.buffer.open()
+    try:
+        pages = agent.buffer.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        page_size = agent.buffer.db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        agent.buffer.close()
+    assert pages * page_size == PROVINCE_WAL_BYTES == 1 << 20
 
 
 def test_the_options_replace_the_province_defaults(reg: Registry, tmp_path: Path) -> None:
