@@ -7,8 +7,10 @@ process per variant, variants alternated ``--rounds`` times. Per run: the proces
 (all threads) and the readings the agents stored in their buffers over ``--window`` seconds,
 from ``--warmup`` seconds after every agent stored its first hand-over (the feeds' start-up
 burst of every device's latest report stays out of it), hence microseconds of CPU per reading
-(stable under load, unlike wall time); the same over the whole run (start to drained stop,
-the feeds' start-up included); the process's peak RSS. On stop every agent drains for up to
+(stable under load, unlike wall time), split into user and system (kernel) time and by
+thread kind (the event loop, the shared buffer and send threads, the producer's network
+thread); the same over the whole run (start to drained stop, the feeds' start-up included);
+the process's peak RSS. On stop every agent drains for up to
 10 s; ``delivered`` counts the readings acknowledged by Kafka, ``left_in_buffers`` what a slow
 drain left for a next start.
 
@@ -45,6 +47,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "before": {"tick_s": 1.0, "envelope_readings": 500, "envelope_delay_s": 1.0},
     "province": {},  # edge_agent.province's defaults
 }
+
+
+def _thread_cpu() -> dict[str, tuple[float, float]]:
+    """Thread kind (its name up to the first '-': MainThread, buffer, send, the producer's
+    network thread named after its client id) -> (user, system) CPU seconds, summed over the
+    live threads of that kind (from /proc; empty where there is none)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, tuple[float, float]] = {}
+    tasks = Path("/proc/self/task")
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        kind = names.get(int(task.name), "other").split("-")[0]
+        user, system = out.get(kind, (0.0, 0.0))
+        out[kind] = (user + int(fields[11]) / tick, system + int(fields[12]) / tick)
+    return out
 
 
 def _readings_in(agent_ids: list[str]) -> float:
@@ -91,8 +115,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             out["ready_after_s"] = round(time.monotonic() - began, 1)
             await asyncio.sleep(args.warmup)
             cpu0, n0, t0 = time.process_time(), _readings_in(ids), time.monotonic()
+            times0, threads0 = os.times(), _thread_cpu()
             await asyncio.sleep(args.window)
             cpu1, n1, t1 = time.process_time(), _readings_in(ids), time.monotonic()
+            times1, threads1 = os.times(), _thread_cpu()
             stop.set()
             await task
             ended_cpu, ended = time.process_time(), time.monotonic()
@@ -105,6 +131,17 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 readings=int(readings),
                 readings_per_s=round(readings / (t1 - t0), 1),
                 cpu_us_per_reading=round((cpu1 - cpu0) / readings * 1e6, 2),
+                # of which in the kernel (system time: SQLite's writes and syncs, sockets,
+                # wake-ups) and per thread kind, [user, system] us per reading
+                user_us_per_reading=round((times1.user - times0.user) / readings * 1e6, 2),
+                system_us_per_reading=round((times1.system - times0.system) / readings * 1e6, 2),
+                threads_us_per_reading={
+                    kind: [
+                        round((u - threads0.get(kind, (0.0, 0.0))[0]) / readings * 1e6, 2),
+                        round((s - threads0.get(kind, (0.0, 0.0))[1]) / readings * 1e6, 2),
+                    ]
+                    for kind, (u, s) in sorted(threads1.items())
+                },
                 cores=round((cpu1 - cpu0) / (t1 - t0), 3),
                 # the whole run, start to drained stop: every reading the feeds generated
                 run_cpu_s=round(ended_cpu - began_cpu, 3),
@@ -168,6 +205,9 @@ def main() -> None:
     result["summary"] = {
         v: {
             "cpu_us_per_reading": [r["cpu_us_per_reading"] for r in runs if r["variant"] == v],
+            "system_us_per_reading": [
+                r["system_us_per_reading"] for r in runs if r["variant"] == v
+            ],
             "run_cpu_us_per_reading": [
                 r["run_cpu_us_per_reading"] for r in runs if r["variant"] == v
             ],

@@ -24,7 +24,7 @@ PROVINCE_BUFFER_BYTES = 64 << 20  # per simulated agent
 PROVINCE_BUFFER_AGE_S = 86_400.0
 # each buffer's WAL is checkpointed at 1 MB: a checkpoint copies the hot pages again and syncs
 # twice, which at 256 KB (every hand-over or two) cost 0.5-0.7 us of CPU per reading, half of it
-# in the kernel (bench/province_agents.py); 48 agents keep ~48 MB of WAL on disk
+# in the kernel (A/B in a 9-agent process); 48 agents keep ~48 MB of WAL on disk
 PROVINCE_WAL_BYTES = 1 << 20
 # what the simulated agents hand over and send at once (docs/capacity.md, "the agents"): a
 # simulated agent stands for a whole city's sites of one sector (~770 readings/s on average
