@@ -3,7 +3,8 @@
 Every stage imports these definitions; none redefines them. The wire format and its
 compatibility rules are recorded in docs/adr/0001-wire-format.md.
 
-A reading is (device id, metric, UTC timestamp, value, quality). An envelope is a batch of
+A reading is (device id, metric, UTC timestamp, value, quality); :class:`ReadingColumns` holds
+many column-wise, as a collector may hand them over. An envelope is a batch of
 readings from one edge agent, identified by (agent id, boot id, sequence number): the sequence
 increases by one per envelope within a boot, so the backend can see gaps and duplicates.
 
