@@ -83,8 +83,17 @@ class SummaryWriter:
         parts = sorted({(e.topic, e.partition) for e in entries})
         topics, partitions = [t for t, _ in parts], [p for _, p in parts]
         cur.execute(_ENSURE_MARKS, (topics, partitions))
-        cur.execute(_LOCK_MARKS, (topics, partitions))
-        marks = {(str(t), int(p)): int(o) for t, p, o in cur.fetchall()}
+        # The marks are read from a cursor of their own. The sink sends its statements in
+        # pipeline mode on one shared cursor; psycopg resets a cursor when it executes and sets
+        # an answer on its cursor when the answer arrives, also while a later statement of the
+        # same cursor is being sent. When the server answers each statement at once (the
+        # TimescaleDB test engine does; PostgreSQL holds the answers until the pipeline's sync
+        # or flush, or a full output buffer), the INSERT's answer could so land on ``cur``
+        # after the SELECT's reset, and a fetchall() there took it for the SELECT's and failed:
+        # "the last operation didn't produce records (command status: INSERT 0 0)".
+        with cur.connection.cursor() as locking:
+            locking.execute(_LOCK_MARKS, (topics, partitions))
+            marks = {(str(t), int(p)): int(o) for t, p, o in locking.fetchall()}
         rows, moved = self.tally.rows(marks)
         for lo in range(0, len(rows), self._chunk):
             part = rows[lo : lo + self._chunk]

@@ -18,12 +18,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from psycopg import errors as pgerrors
 from psycopg import pq, sql
+from psycopg.abc import Params
 from psycopg.rows import TupleRow
 from psycopg_pool import NullConnectionPool
 from pydantic import SecretStr
@@ -62,12 +64,15 @@ class Engine:
         conn.autocommit = autocommit
         return conn
 
-    def pool(self) -> NullConnectionPool:
+    def pool(self, cursor_factory: type[psycopg.Cursor[Any]] | None = None) -> NullConnectionPool:
         """Opens a connection per request and closes it after: never two at once."""
+        kwargs: dict[str, Any] = {"prepare_threshold": None, "autocommit": False}
+        if cursor_factory is not None:
+            kwargs["cursor_factory"] = cursor_factory
         return NullConnectionPool(
             self.db.conninfo(),
             max_size=1,
-            kwargs={"prepare_threshold": None, "autocommit": False},
+            kwargs=kwargs,
             configure=self._configure,
             open=True,
         )
@@ -537,13 +542,62 @@ def test_coverage_series_and_roles(engine: Engine) -> None:
             conn.commit()
 
 
+class OneStatementPerFetch(psycopg.Cursor[TupleRow]):
+    """A cursor that refuses to read a result while two or more of its statements are in
+    flight in a pipeline.
+
+    In pipeline mode psycopg resets a cursor when it executes a statement, and sets each
+    answer on its cursor when the answer arrives, also while a later statement of the same
+    cursor is being sent. So a fetch after two statements may read the first one's answer.
+    The engine answers every statement at once (PostgreSQL holds the answers until the
+    pipeline's sync or flush), and the sink's dead-letter summary failed at random there
+    ("the last operation didn't produce records (command status: INSERT 0 0)"); this cursor
+    turns that race into a certain failure."""
+
+    in_flight = 0
+
+    def execute(
+        self,
+        query: Any,  # psycopg's overloads: a query and its parameters, or a template
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        piped = self.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        self.in_flight = self.in_flight + 1 if piped else 0
+        return super().execute(query, params, prepare=prepare, binary=binary)
+
+    def _may_read(self) -> None:
+        assert self.in_flight < 2, (
+            f"a result read from a cursor with {self.in_flight} statements in the pipeline:"
+            " it may be an earlier statement's"
+        )
+        self.in_flight = 0
+
+    def fetchone(self) -> TupleRow | None:
+        self._may_read()
+        return super().fetchone()
+
+    def fetchmany(self, size: int = 0) -> list[TupleRow]:
+        self._may_read()
+        return super().fetchmany(size)
+
+    def fetchall(self) -> list[TupleRow]:
+        self._may_read()
+        return super().fetchall()
+
+
 def test_deadletter_summary_in_the_batch_transaction_counted_once(engine: Engine) -> None:
     """The dead-letter summary (storage/deadletters.py, ADR 0012) on the engine: a batch of
     nothing but refusals still gets its transaction, more summary rows than one statement
-    takes are chunked, and the same records written again (a batch read again) add nothing."""
+    takes are chunked, and the same records written again (a batch read again) add nothing.
+    The sink's parts read no result from the cursor its pipeline shares
+    (:class:`OneStatementPerFetch`), so the summary is written whenever the answers come."""
     from qilu.errors import Rejection
     from storage.deadletter_tally import DeadLetterTally
     from storage.deadletters import SummaryWriter, summary
+    from storage.offsets import OffsetMarks, stored_offsets
 
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     devices = [f"NO-SUCH-{i}" for i in range(700)]
@@ -553,15 +607,21 @@ def test_deadletter_summary_in_the_batch_transaction_counted_once(engine: Engine
         rejected = [Rejection(i, "unknown_device", repr(d)) for i, d in enumerate(devices)]
         tally.add_readings(("r", 1, 9), now_us, "agent-t", devices, rejected)
 
-    pool = engine.pool()
+    pool = engine.pool(cursor_factory=OneStatementPerFetch)
     try:
         for _ in range(2):
             tally = DeadLetterTally()
             part = SummaryWriter(tally, max_rows_per_statement=500)
+            offsets = OffsetMarks()  # the ingest's sink writes the offsets after the summary
             sink = ReadingsSink(
-                pool, mode=StorageMode.TIMESCALE, max_rows_per_statement=500, parts=(part,)
+                pool,
+                mode=StorageMode.TIMESCALE,
+                max_rows_per_statement=500,
+                parts=(part, offsets),
             )
             batch(tally)
+            offsets.note("r", 0, 5)
+            offsets.note("r", 1, 10)
             assert sink.flush().offered == 0
             assert tally.pending == 0
     finally:
@@ -572,6 +632,7 @@ def test_deadletter_summary_in_the_batch_transaction_counted_once(engine: Engine
             start=datetime.now(UTC) - timedelta(hours=1),
             end=datetime.now(UTC) + timedelta(minutes=1),
         )
+        assert stored_offsets(conn, ["r"]) == {("r", 0): 5, ("r", 1): 10}
     assert [(r.reason, r.records, r.readings) for r in got] == [
         ("unknown_device", 700, 700),
         ("malformed", 1, 0),
