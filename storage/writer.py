@@ -400,7 +400,11 @@ class TransactionPart(Protocol):
         ...
 
     def write(self, cur: psycopg.Cursor[TupleRow]) -> None:
-        """Write it, inside the batch's transaction (may run again if the transaction fails)."""
+        """Write it, inside the batch's transaction (may run again if the transaction fails).
+
+        ``cur`` runs in pipeline mode and is shared with the batch's other statements: a
+        result to read must come from a cursor of its own (``cur.connection.cursor()``), as an
+        earlier statement's answer may land on ``cur`` (storage/deadletters.py)."""
         ...
 
     def committed(self) -> None:
