@@ -1,10 +1,11 @@
 """The readings sink's database cost per row, statement by statement (issue 17, database side).
 
-One command, on the local PostgreSQL, in a database of its own:
+One command, on the local PostgreSQL (or, with --private-server, on a cluster of its own),
+in a database of its own:
 
   1. a fresh database (postgres mode), migrated, with a province's registry (--scale);
   2. --seconds of the province stream (bench/ingest.py's ProvinceStream: every device at its
-     kind's interval, agents' envelopes of up to 500 readings), split between --consumers
+     kind's interval, in the envelopes bench/ingest.py forms), split between --consumers
      simulated consumers by agent (as Kafka's key does) and cut into batches of
      --batch-records envelopes, the consumers' batches interleaved;
   3. each variant writes the same batches with ``storage.writer.ReadingsSink`` over one
@@ -38,9 +39,11 @@ per second (10: bench/ingest.py's catch-up of 162 province-seconds in ~15 s; 1: 
 with --batch-records of what a consumer polls at that rate, one or two envelopes), whatever
 the load of the machine makes of this run's own speed.
 
-    .venv/bin/python bench/sink_cost.py                      # catch-up, ~10 min on 2 cores
-    .venv/bin/python bench/sink_cost.py --speed 1 --batch-records 2 --seconds 30 \
-        --variants batch,coalesced:2 --out bench/results/sink_cost.realtime.json
+    .venv/bin/python bench/sink_cost.py --private-server --seconds 90 --rounds 3
+                                              # catch-up, before and after, ~7 min on 2 cores
+    .venv/bin/python bench/sink_cost.py --private-server --speed 1 --batch-records 2 \
+        --seconds 20 --rounds 2 --variants batch,coalesced_before:5,coalesced:30 \
+        --out bench/results/sink_cost.realtime.json                   # real time
 
 Writes bench/results/sink_cost.json (--out). Drops its database at the end unless --keep.
 """
