@@ -27,7 +27,7 @@ batch with nothing but parts to write still gets its transaction.
 
 Liveness is coalesced when ``liveness_flush_s`` > 0 (``ingest.liveness_flush_s``): a
 device's liveness is written at most once per its period, an eighth of its kind's liveness
-window (``device_kinds.expected_interval``, read by the sink for the whole registry), at most
+window (``qilu/devices.py``, as ``device_kinds.expected_interval``), at most
 ``liveness_flush_s`` (:class:`LivenessCoalescer`). A batch's device not written within its
 period goes with the batch, as without coalescing (real time: every kind reports at least
 three times per window, so a device's readings are further apart than its period); one
@@ -64,6 +64,7 @@ from psycopg import errors as pgerrors
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from qilu.devices import KINDS
 from qilu.errors import BackpressureError, RetryableError
 from qilu.settings import StorageMode
 from storage.rows import RowArrays, Rows
@@ -244,12 +245,11 @@ WINDOW_FRACTION = 8
 # since) has them read again, at most every PERIODS_RETRY_S (until then: the shortest period)
 PERIODS_TTL_S = 600.0
 PERIODS_RETRY_S = 60.0
-# every device of the registry by its kind's liveness window: one scan, an array per window
-# (a lookup per device costs the database about what a liveness write does)
-_PERIODS = (
-    "SELECT extract(epoch FROM k.expected_interval)::float8, array_agg(d.device_pk)"
-    " FROM devices d JOIN device_kinds k ON k.kind = d.kind GROUP BY k.expected_interval"
-)
+# every device of the registry by kind: one scan, an array per kind (a lookup per device
+# costs the database about what a liveness write does). The kinds' windows come from the
+# catalog in code (qilu/devices.py), which migrate syncs into device_kinds; the ingest role
+# reads devices, not device_kinds
+_DEVICES_BY_KIND = "SELECT kind, array_agg(device_pk) FROM devices GROUP BY kind"
 Liveness = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]  # devices, newest µs
 
 
@@ -555,7 +555,7 @@ class ReadingsSink:
     # -- internals ------------------------------------------------------------------------------
     def _learn_periods(self, devs: npt.NDArray[np.int32], now: float) -> None:
         """Give the coalescer every device's period: its kind's liveness window /
-        WINDOW_FRACTION, read for the whole registry at once (:data:`_PERIODS`) when the
+        WINDOW_FRACTION, read for the whole registry at once (:data:`_DEVICES_BY_KIND`) when the
         sink starts, every PERIODS_TTL_S, and when ``devs`` holds a device without one (at
         most every PERIODS_RETRY_S). A device the registry does not know gets the shortest
         period."""
@@ -566,10 +566,13 @@ class ReadingsSink:
         if age <= PERIODS_TTL_S and (age < PERIODS_RETRY_S or not len(live.unknown(devs))):
             return
         with self._pool.connection(timeout=self._pool_timeout_s) as conn:
-            found = conn.execute(_PERIODS).fetchall()
+            found = conn.execute(_DEVICES_BY_KIND).fetchall()
         live.forget_periods()
-        for window, pks in found:
-            live.set_periods(np.array(pks, np.int32), np.full(len(pks), window / WINDOW_FRACTION))
+        for kind, pks in found:
+            spec = KINDS.get(kind)
+            if spec is not None:  # a kind the code does not know: the shortest period
+                window = np.full(len(pks), spec.expected_interval_s / WINDOW_FRACTION)
+                live.set_periods(np.array(pks, np.int32), window)
         self._periods_at = now
 
     def _ensure_partitions(self, rows: RowArrays) -> None:

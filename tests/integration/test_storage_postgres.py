@@ -489,8 +489,9 @@ def test_roles_have_least_privilege(db: DatabaseSettings, fleet: Fleet) -> None:
             return True
         return False
 
-    # ingest: the real writer, connected as qilu_ingest, stores a batch (COPY path) and a
-    # redelivery (staging path); it may not read the registry's sites or delete anything
+    # ingest: the real writer, connected as qilu_ingest, stores a batch (COPY path; liveness
+    # coalesced per kind, logged by the sink itself) and a redelivery (staging path); it may
+    # not read the registry's sites or delete anything
     ingest_pool = ConnectionPool(
         db.conninfo(),
         min_size=1,
@@ -501,7 +502,7 @@ def test_roles_have_least_privilege(db: DatabaseSettings, fleet: Fleet) -> None:
     )
     try:
         batch = fleet.rows(["CHG-Q-1-01"], datetime.now(UTC) - timedelta(days=3), minutes=5)
-        assert write(ingest_pool, batch) == len(batch)
+        assert write(ingest_pool, batch, liveness_flush_s=30.0) == len(batch)
         assert write(ingest_pool, batch) == 0
         assert write(ingest_pool, batch, method=WriteMethod.UNNEST) == 0
     finally:
