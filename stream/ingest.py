@@ -185,6 +185,17 @@ def _observe_age(stage: str, appended_s: list[float]) -> None:
             observe(now - t)
 
 
+@dataclass(slots=True)
+class _Reload:
+    """A reload of the device index running on its own thread (:meth:`IngestConsumer.
+    _periodic_reload`)."""
+
+    started: float  # monotonic
+    site_sets: list[frozenset[str]]  # the agents' site sets the current validator has seen
+    validator: Validator | None = None  # set when built; None after a failure
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass(frozen=True, slots=True)
 class _Refused:
     """A record refused whole (undecodable, not authentic)."""
@@ -291,6 +302,7 @@ class IngestConsumer:
         self._topics = topics or readings_topics(kafka)
         self._validator = self._new_validator()
         self._index_loaded = time.monotonic()
+        self._reload: _Reload | None = None  # a periodic reload under way
         # the offsets stored with the rows (the sink must have been given the same marks)
         self._offsets = offsets
         self._load_offsets = load_offsets
@@ -325,6 +337,45 @@ class IngestConsumer:
     def stop(self) -> None:
         self._stop.set()
 
+    def _periodic_reload(self) -> None:
+        """Reload the device index every :data:`INDEX_MAX_AGE_S`, on a thread of its own:
+        loading a province's ~270,000 devices and building the validator held the poll loop
+        for about a second (0.6 s of CPU for the build alone), every record behind it waiting
+        (a latency spike per consumer every 5 minutes). The loop takes the new validator at
+        its first batch after it is ready, unless a reload of its own after an unknown device
+        (:meth:`_revalidate_after_refresh`) is newer; until then it validates with the one it
+        has, and when the reload fails (the database away) it logs that, keeps it, and tries
+        again :data:`INDEX_REFRESH_S` later."""
+        reload = self._reload
+        if reload is not None:
+            if not reload.done.is_set():
+                return
+            self._reload = None
+            if reload.validator is None:  # failed: again INDEX_REFRESH_S from now
+                self._index_loaded = time.monotonic() - INDEX_MAX_AGE_S + INDEX_REFRESH_S
+            elif reload.started > self._index_loaded:
+                self._validator, self._index_loaded = reload.validator, reload.started
+            return
+        if time.monotonic() - self._index_loaded > INDEX_MAX_AGE_S:
+            self._reload = reload = _Reload(time.monotonic(), self._validator.site_sets())
+            threading.Thread(
+                target=self._reload_index, args=(reload,), name="ingest-index", daemon=True
+            ).start()
+
+    def _reload_index(self, reload: _Reload) -> None:
+        """The background part of :meth:`_periodic_reload`: a new validator, its lookups of
+        the agents' site sets seen so far built too."""
+        try:
+            validator = self._new_validator()
+            validator.warm(reload.site_sets)
+            reload.validator = validator
+        # whatever failed (the database away, a query error), the loop goes on with the
+        # index it has and tries again; this thread must not end without saying so
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("the device index was not reloaded, the previous one stays: %s", exc)
+        finally:
+            reload.done.set()
+
     # -- the pure part: records in, rows and dead letters out ---------------------------------
     def process(self, records: list[Record]) -> BatchOutcome:
         """Authenticate, decode and validate records (:data:`Record`) into the sink.
@@ -335,9 +386,7 @@ class IngestConsumer:
         one by one, which gives the reasons. Dead letters come out in the records' order."""
         out = BatchOutcome(records=len(records))
         now_us = time.time_ns() // 1000
-        if time.monotonic() - self._index_loaded > INDEX_MAX_AGE_S:  # decommissionings, moves
-            self._validator = self._new_validator()
-            self._index_loaded = time.monotonic()
+        self._periodic_reload()  # decommissionings, moves
         steps = [self._open(rec, now_us) for rec in records]
         authentic = [s for s in steps if isinstance(s, _Authentic)]
         rows, slow = self._validator.validate_batch(

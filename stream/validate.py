@@ -162,6 +162,16 @@ class Validator:
     def knows(self, device_id: str) -> bool:
         return device_id in self._devices
 
+    def site_sets(self) -> list[frozenset[str]]:
+        """The agents' site sets this validator has looked devices up among (a successor
+        built in the background is given them: :meth:`warm`)."""
+        return list(self._arrays._rows_of)
+
+    def warm(self, site_sets: Sequence[frozenset[str]]) -> None:
+        """Build the device lookups of these site sets now rather than on the first batch."""
+        for sites in site_sets:
+            self._arrays.rows_of(sites)
+
     def validate_batch(
         self,
         envs: Sequence[Envelope],
