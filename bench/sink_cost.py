@@ -207,12 +207,12 @@ def run_variant(
         mode=StorageMode.POSTGRES,
         parts=(marks,),
         liveness_flush_s=float(variant.split(":")[1]) if ":" in variant else 0.0,
+        # the "global" and "before" variants: one period for every device
+        liveness_per_kind=kind not in ("coalesced_global", "coalesced_before"),
+        # the "before" variants leave the change log to migration 062's triggers
+        self_logged_liveness=kind in ("batch", "coalesced", "coalesced_global"),
         clock=clock,
     )
-    # the trigger variants: the sink leaves the change log to migration 062's triggers
-    sink._self_logged = kind in ("batch", "coalesced", "coalesced_global")
-    if kind in ("coalesced_global", "coalesced_before"):  # one period for every device
-        sink._learn_periods = lambda *a: None  # type: ignore[method-assign]
     t_first = int(min(int(b.ts_us.min()) for _, _, b in batches))
     if variant == "copy":
         sink._write_liveness = lambda *a: None  # type: ignore[method-assign]

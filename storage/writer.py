@@ -446,8 +446,14 @@ class ReadingsSink:
         statement_timeout_ms: int = 60_000,
         parts: tuple[TransactionPart, ...] = (),
         liveness_flush_s: float = 0.0,
+        liveness_per_kind: bool = True,
+        self_logged_liveness: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``liveness_per_kind``: coalesce each device per its kind's period (False: one
+        ``liveness_flush_s`` for every device); ``self_logged_liveness``: the liveness statement
+        writes its own change-log row (migration 067; False: migration 062's triggers log it).
+        Both False only to measure the sink as it was (bench/sink_cost.py)."""
         if mode is StorageMode.AUTO:
             raise ValueError("ReadingsSink needs the resolved storage mode, not auto")
         if liveness_flush_s < 0:
@@ -468,9 +474,8 @@ class ReadingsSink:
         # coalesced liveness (None: every batch writes the liveness of its devices)
         self._clock = clock  # seconds, monotonic (a test's own clock)
         self._live = LivenessCoalescer(liveness_flush_s) if liveness_flush_s > 0 else None
-        # the liveness statement writes its own change-log row (migration 067); False: the
-        # triggers of migration 062 log it (bench/sink_cost.py's "trigger" variants)
-        self._self_logged = True
+        self._per_kind = liveness_per_kind
+        self._self_logged = self_logged_liveness
         self._periods_at = -np.inf  # when the devices' periods were last read
 
     def add(self, rows: Rows | RowArrays) -> None:
@@ -560,7 +565,7 @@ class ReadingsSink:
         most every PERIODS_RETRY_S). A device the registry does not know gets the shortest
         period."""
         live = self._live
-        if live is None:
+        if live is None or not self._per_kind:
             return
         age = now - self._periods_at
         if age <= PERIODS_TTL_S and (age < PERIODS_RETRY_S or not len(live.unknown(devs))):

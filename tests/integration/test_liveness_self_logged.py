@@ -78,6 +78,29 @@ def test_one_log_row_per_sink_statement_with_every_device_it_wrote(
     assert len(rows) == 2
     assert set(rows[0]) == {a, b}
     assert rows[1] == {a: stored[a], b: stored[b], c: stored[c]}
+
+
+def test_a_sink_not_logging_itself_leaves_the_log_to_the_triggers(
+    db: DatabaseSettings, pool: ConnectionPool
+) -> None:
+    # self_logged_liveness=False (the sink as it was, for bench/sink_cost.py): the triggers of
+    # migration 062 log what moved, one row per kind of change, the redelivery not at all
+    fleet = Fleet(db)
+    devices = sorted(fleet.pk)[:3]
+    a, b, c = (fleet.pk[d] for d in devices)
+    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, self_logged_liveness=False)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    sink.add(fleet.rows(devices[:2], t0, minutes=1))
+    sink.flush()
+    sink.add(fleet.rows(devices[:1], t0 + timedelta(minutes=1), minutes=1))
+    sink.add(fleet.rows(devices[2:], t0, minutes=1))
+    sink.add(fleet.rows(devices[1:2], t0, minutes=1))
+    sink.flush()
+    stored = newest_stored(db)
+    rows = log_rows(db)
+    assert set(rows[0]) == {a, b}
+    assert sorted(map(sorted, rows[1:])) == sorted([[a], [c]])
+    assert {k: v for r in rows[1:] for k, v in r.items()} == {a: stored[a], c: stored[c]}
     with connect(db) as conn:
         live: dict[int, datetime] = dict(
             conn.execute("SELECT device_pk, last_seen FROM device_liveness").fetchall()
