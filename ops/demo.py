@@ -10,12 +10,14 @@ and marked so (docs/adr/0013-scaled-thresholds.md). A child that fails (a crash,
 ingest's stall watchdog) is started again after a doubling delay, as systemd's
 ``Restart=on-failure`` would (:class:`Restarts`); only a child that keeps failing within a
 minute of its start stops the whole run. Ctrl-C stops the children
-cleanly; the servers keep running (``qilu services down`` stops them).
+cleanly; a ``qilu run`` killed outright takes its children with it (the kernel's parent-death
+signal). The servers keep running (``qilu services down`` stops them).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -25,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -60,6 +63,28 @@ class Restarts:
         return min(self.first_delay_s * (1 << (self.quick - 1)), self.max_delay_s)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """What runs in each child between fork and exec: have the kernel send the child SIGTERM
+    when ``qilu run`` dies, however it dies. Ctrl-C and SIGTERM stop the children in
+    :meth:`_Children.stop`; a SIGKILL (or a crash) of the parent would otherwise leave the
+    ingest, the agents, the API and the operators running and streaming into the servers,
+    unowned. libc is looked up here, in the parent: the child only makes two system calls."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 class _Children:
     """The platform's processes, each started again after a failure (:class:`Restarts`)."""
 
@@ -69,11 +94,16 @@ class _Children:
         self._started: dict[str, float] = {}
         self._restarts = {name: Restarts() for name in commands}
         self._due: dict[str, float] = {}  # name -> when it is started again (monotonic)
+        self._in_child = _parent_death_signal()
         for name in commands:
             self._start(name)
 
     def _start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(self._commands[name], env=self._env)
+        self.procs[name] = subprocess.Popen(
+            self._commands[name],
+            env=self._env,
+            preexec_fn=self._in_child,  # noqa: PLW1509 - qilu run starts no thread of its own
+        )
         self._started[name] = time.monotonic()
 
     def check(self) -> bool:
