@@ -156,6 +156,15 @@ class StorageSettings(BaseModel):
     # (the snapshot storage.coverage.latest serves) are recomputed
     refresh_interval_s: float = Field(default=60.0, gt=0)
     coverage_snapshot_interval_s: float = Field(default=30.0, gt=0)
+    coverage_rebuild_min_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="The incremental coverage models (the API's refresher, the maintenance "
+        "loop) rebuild after a registry change no sooner than the longer of this and 20 times "
+        "their previous build's duration after it; liveness still moves them every "
+        "computation. 0 = rebuild at once (docs/adr/0018-incremental-coverage.md)",
+    )
     # run the maintenance (partitions, rollups, coverage snapshot) inside `qilu ingest` too
     maintain_in_ingest: bool = True
     # dead-letter summary minutes (deadletter_summary) older than this are deleted by the
