@@ -3,9 +3,10 @@
 At province scale a full coverage computation takes seconds; no request may wait for it. A
 :class:`Refresher` thread recomputes a :class:`Snapshot` every ``api.coverage_cache_s`` seconds
 (coverage per target x city, kept incrementally by ``storage.coverage_incremental``: only the
-devices whose liveness changed since the previous snapshot, in full after a registry change;
-docs/adr/0018-incremental-coverage.md), the trajectory baselines from
-``coverage_daily``, a simulated registry's share of the province, pipeline health) and swaps
+devices whose liveness changed since the previous snapshot, in full after a registry change,
+no sooner than ``storage.coverage_rebuild_min_s`` after the previous build;
+docs/adr/0018-incremental-coverage.md), the trajectory baselines from ``coverage_daily``, a
+simulated registry's share of the province, pipeline health) and swaps
 it in atomically. Requests read the newest snapshot and never touch the database for it;
 before the first snapshot exists they answer 503 with ``Retry-After``. Server-sent-event
 streams are woken when a new snapshot is published.
@@ -27,7 +28,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from qilu.catalog import Catalog
@@ -45,6 +46,16 @@ REFRESH_SECONDS = Histogram(
 )
 SNAPSHOT_TIME = Gauge(
     "qilu_api_snapshot_timestamp_seconds", "Unix time the served coverage snapshot was computed"
+)
+COVERAGE_BEHIND = Gauge(
+    "qilu_api_coverage_registry_behind_seconds",
+    "How long the registry has been newer than the coverage model the snapshot counts (its "
+    "rebuild waits, storage.coverage_rebuild_min_s); 0 when up to date",
+)
+COVERAGE_BUILDS = Counter(
+    "qilu_api_coverage_full_builds_total",
+    "Full builds of the incremental coverage model, by reason",
+    ["reason"],
 )
 
 
@@ -126,7 +137,10 @@ class Refresher:
         self._lag_probe = lag_probe
         self._warm = warm
         self._snapshot: Snapshot | None = None
-        self._coverage = IncrementalCoverage(catalog)  # only the refresher thread uses it
+        # only the refresher thread uses it
+        self._coverage = IncrementalCoverage(
+            catalog, rebuild_min_s=settings.storage.coverage_rebuild_min_s
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lag_thread: threading.Thread | None = None
@@ -211,6 +225,11 @@ class Refresher:
         history_note = ""
         with self.pool.connection() as conn:
             rows = self._coverage.compute(conn, now)
+            done = self._coverage.last
+            if done is not None:
+                COVERAGE_BEHIND.set(done.registry_behind_s or 0.0)
+                if done.full:
+                    COVERAGE_BUILDS.labels(done.reason).inc()
             try:
                 baselines = queries_api.first_observations(conn)
             except queries_api.RelationMissingError as exc:

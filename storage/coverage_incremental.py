@@ -18,10 +18,20 @@ only liveness moves (docs/adr/0018-incremental-coverage.md). So:
   (``liveness_changes``, written by triggers on ``device_liveness``), the devices whose
   expected interval ran out since the previous call, and the T/CEC 102 piles whose operator's
   liveness changed (one query over the operators' piles).
+* Registry changes come in bursts (an operator's inventory import moves the version dozens of
+  times in a minute), and a full build costs seconds at province scale. A rebuild caused only
+  by a registry change therefore waits until :func:`rebuild_wait_s` has passed since the last
+  build finished: the longer of ``storage.coverage_rebuild_min_s`` and
+  :data:`REBUILD_DUTY_K` times the last build's duration (0 = at once). Meanwhile the model
+  keeps moving with the liveness of the devices it knows (the others wait for the rebuild,
+  which reads every device's liveness afresh), and :attr:`Refresh.registry_behind_s` says
+  how long the registry has been newer than the model.
 
 The figures are the same as :func:`storage.coverage.compute` at the same ``now`` on the
-same data (tests/integration/test_coverage_incremental.py compares them after random
-changes). A database migrated before 062 gets the full computation every time.
+same data whenever the model is not behind the registry
+(tests/integration/test_coverage_incremental.py compares them after random changes); while
+it is, they are those of the registry as the last build read it, with the liveness of now. A
+database migrated before 062 gets the full computation every time.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -49,6 +59,19 @@ _US = 1_000_000
 # older than this recomputes in full instead of trusting rows that may be gone
 MAX_GAP_S = 300.0
 LOG_RETENTION = timedelta(minutes=10)
+# a rebuild caused only by a registry change waits at least this many times the previous
+# build's duration after it: builds then take at most 1/(K+1), under 5 %, of the process's
+# time however often the registry changes (docs/adr/0018-incremental-coverage.md)
+REBUILD_DUTY_K = 20.0
+
+
+def rebuild_wait_s(min_s: float, last_build_s: float, k: float = REBUILD_DUTY_K) -> float:
+    """How long after a full build finished a rebuild caused only by a registry change waits:
+    0 (at once) when ``min_s`` is 0, else the longer of ``min_s`` and ``k`` times the last
+    build's duration ``last_build_s``."""
+    if min_s <= 0:
+        return 0.0
+    return max(min_s, k * last_build_s)
 
 
 def epoch_us(t: datetime) -> int:
@@ -314,21 +337,40 @@ class Refresh:
     flips: int  # devices that went online or offline
     seconds: float
     apply_seconds: float  # of which in the model (the rest: the database)
+    # how long since the model first saw the registry newer than itself (its rebuild waits:
+    # rebuild_wait_s); None when the model counts the registry as it is
+    registry_behind_s: float | None = None
 
 
 class IncrementalCoverage:
     """:func:`storage.coverage.compute`'s figures, kept by a :class:`CoverageModel`.
 
-    One instance per process that recomputes coverage repeatedly (the API's refresher); not
-    thread-safe (one refresher thread calls it)."""
+    One instance per process that recomputes coverage repeatedly (the API's refresher, the
+    maintenance loop); not thread-safe (one thread calls it). ``rebuild_min_s``: a rebuild
+    caused only by a registry change waits :func:`rebuild_wait_s` after the previous build
+    (``storage.coverage_rebuild_min_s``; 0, the default here, rebuilds at once). ``clock``:
+    monotonic seconds (injectable for tests)."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        rebuild_min_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rebuild_min_s < 0:
+            raise ValueError(f"rebuild_min_s must not be negative, got {rebuild_min_s}")
         self.catalog = catalog
+        self.rebuild_min_s = rebuild_min_s
+        self._clock = clock
         self._model: CoverageModel | None = None
         self._mark = ""  # xmin of the previous snapshot (xid8 as text)
         self._applied: set[int] = set()  # transactions >= the mark whose rows are applied
-        self._version: int | None = None
-        self._last = 0.0  # monotonic time of the previous look at the log
+        self._version: int | None = None  # coverage_registry_version the model was built from
+        self._last = 0.0  # clock time of the previous look at the log
+        self._built_at = 0.0  # clock time the last full build finished
+        self._build_s = 0.0  # how long it took
+        self._behind_since: float | None = None  # clock time the registry was seen newer
         self.last: Refresh | None = None
 
     def invalidate(self) -> None:
@@ -349,7 +391,7 @@ class IncrementalCoverage:
                 assert row is not None  # noqa: S101 - a SELECT without FROM returns one row
                 has_log, has_operators, mark = bool(row[0]), bool(row[1]), str(row[2])
                 if not has_log:
-                    self._model = None
+                    self._model, self._behind_since = None, None
                     result = self._full_compute(conn, now)
                     self._done(True, "migrated before 062", 0, 0, t0)
                     return result
@@ -357,12 +399,21 @@ class IncrementalCoverage:
                 version = int(version_row[0]) if version_row else 0
                 reason = self._why_full(now, version)
                 if reason:
+                    started = self._clock()
                     model = self._build(conn, now, has_operators)
                     self._model, self._version = model, version
-                    self._mark, self._last = mark, time.monotonic()
+                    self._built_at = self._last = self._clock()
+                    self._build_s = self._built_at - started
+                    self._mark, self._behind_since = mark, None
                     self._applied = set()
                     self._done(True, reason, 0, 0, t0)
                     return model.figures(now)
+                if version != self._version and self._behind_since is None:
+                    self._behind_since = self._clock()
+                    logger.debug(
+                        "the registry changed: coverage rebuild in %.0f s",
+                        self._built_at + self._wait_s() - self._behind_since,
+                    )
                 current = self._model
                 assert current is not None  # noqa: S101 - _why_full said it is there
                 applied = [str(x) for x in sorted(self._applied)]
@@ -379,7 +430,7 @@ class IncrementalCoverage:
                 floor = int(mark)
                 self._applied = {x for x in self._applied if x >= floor}
                 self._applied.update(int(x) for x, _, _ in changes if int(x) >= floor)
-                self._mark, self._last = mark, time.monotonic()
+                self._mark, self._last = mark, self._clock()
                 n_seen = sum(len(devs) for _, devs, _ in changes)
                 self._done(False, "", n_seen, flips, t0, time.perf_counter() - t1)
                 return current.figures(now)
@@ -394,13 +445,17 @@ class IncrementalCoverage:
             return "first computation"
         if m.day != coverage.province_day(now):
             return "a new province day"
-        if version != self._version:
-            return "the registry changed"
         if m.now_us is not None and epoch_us(now) < m.now_us:
             return "time went backwards"
-        if time.monotonic() - self._last > MAX_GAP_S:
+        clock = self._clock()
+        if clock - self._last > MAX_GAP_S:
             return "too long since the previous look at the change log"
+        if version != self._version and clock - self._built_at >= self._wait_s():
+            return "the registry changed"
         return ""
+
+    def _wait_s(self) -> float:
+        return rebuild_wait_s(self.rebuild_min_s, self._build_s)
 
     def _full_compute(
         self, conn: psycopg.Connection[TupleRow], now: datetime
@@ -460,7 +515,8 @@ class IncrementalCoverage:
     def _done(
         self, full: bool, reason: str, changed: int, flips: int, t0: float, apply_s: float = 0.0
     ) -> None:
-        self.last = Refresh(full, reason, changed, flips, time.perf_counter() - t0, apply_s)
+        behind = None if self._behind_since is None else self._clock() - self._behind_since
+        self.last = Refresh(full, reason, changed, flips, time.perf_counter() - t0, apply_s, behind)
         if full:
             logger.debug("coverage recomputed in full (%s)", reason)
 

@@ -47,7 +47,7 @@ from psycopg.types.json import Jsonb
 
 from qilu.catalog import Catalog
 from qilu.settings import DatabaseSettings, StorageMode, StorageSettings
-from storage import coverage, coverage_incremental, deadletters, jobs
+from storage import coverage, coverage_incremental, deadletters, jobs, metrics
 from storage.db import connect
 
 logger = logging.getLogger(__name__)
@@ -278,8 +278,10 @@ class Maintainer:
     the dead-letter summary's retention every ten refresh intervals; the coverage row every
     ``storage.coverage_snapshot_interval_s``, from an
     :class:`~storage.coverage_incremental.IncrementalCoverage` kept between passes (``coverage``):
-    the registry and every device's liveness are read in full once, then only the liveness
-    changes since the previous pass. A full :func:`storage.coverage.compute` each time is
+    the registry and every device's liveness are read in full once (again after a registry
+    change, no sooner than ``storage.coverage_rebuild_min_s`` after the previous build), then
+    only the liveness changes since the previous pass; its state goes to the metrics
+    (:mod:`storage.metrics`). A full :func:`storage.coverage.compute` each time is
     O(devices): at province scale it took longer than the 30 s interval on the cluster
     profile and kept a PostgreSQL backend busy without a pause (bench/province_live.py).
     A database outage is logged once when it starts and once when it ends.
@@ -300,7 +302,9 @@ class Maintainer:
         self._failing: set[tuple[str, str]] = set()  # (relation, policy) of failing jobs
         self.passes = 0
         # only the maintenance thread uses it; ``coverage.last`` says how the last went
-        self.coverage = coverage_incremental.IncrementalCoverage(catalog)
+        self.coverage = coverage_incremental.IncrementalCoverage(
+            catalog, rebuild_min_s=storage.coverage_rebuild_min_s
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="storage-maintain", daemon=True)
@@ -365,12 +369,7 @@ class Maintainer:
                     ("liveness changes", lambda: coverage_incremental.prune_changes(conn, now))
                 )
             if coverage_due:
-                tasks.append(
-                    (
-                        "coverage",
-                        lambda: coverage.record(conn, self.coverage.compute(conn, now), now),
-                    )
-                )
+                tasks.append(("coverage", lambda: self._record_coverage(conn, now)))
             for name, task in tasks:
                 if name in self._disabled:
                     continue
@@ -387,6 +386,16 @@ class Maintainer:
                     )
                     continue
                 logger.debug("storage maintenance %s: %s", name, result)
+
+    def _record_coverage(self, conn: Conn, now: datetime) -> int:
+        """Today's ``coverage_daily`` rows from the incremental model; its state to the metrics."""
+        figures = self.coverage.compute(conn, now)
+        done = self.coverage.last
+        if done is not None:
+            metrics.COVERAGE_BEHIND.set(done.registry_behind_s or 0.0)
+            if done.full:
+                metrics.COVERAGE_BUILDS.labels(done.reason).inc()
+        return coverage.record(conn, figures, now)
 
     def _watch_jobs(self, conn: Conn) -> int:
         """Publish the jobs' health; log a job once when it starts failing and once when it

@@ -6,7 +6,7 @@ ingest`` or ``qilu storage maintain --every``), so the process that runs it expo
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 JOB_FAILING = Gauge(
     "qilu_storage_job_failing",
@@ -18,4 +18,14 @@ JOB_BACKOFF = Gauge(
     "qilu_storage_job_backoff_seconds",
     "timescale mode: how much later than its schedule a failing job's next try comes",
     ["relation", "policy"],
+)
+COVERAGE_BEHIND = Gauge(
+    "qilu_storage_coverage_registry_behind_seconds",
+    "How long the registry has been newer than the maintenance loop's coverage model (its "
+    "rebuild waits, storage.coverage_rebuild_min_s); 0 when up to date",
+)
+COVERAGE_BUILDS = Counter(
+    "qilu_storage_coverage_full_builds_total",
+    "Full builds of the maintenance loop's incremental coverage model, by reason",
+    ["reason"],
 )

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from qilu.catalog import load_catalog
-from storage.coverage_incremental import CoverageModel
+from storage.coverage_incremental import REBUILD_DUTY_K, CoverageModel, rebuild_wait_s
 
 S = 1_000_000  # µs
 JINAN, QINGDAO = "370100", "370200"
@@ -91,3 +91,27 @@ def test_a_gated_device_counts_only_while_it_passes_its_gate() -> None:
     assert _cell(m, PILES, JINAN) == (1, 1)
     m.advance(293 * S, [], [])  # 180 s after its last report, interrogated or not
     assert _cell(m, PILES, JINAN) == (0, 1)
+
+
+def test_devices_the_model_does_not_know_change_nothing() -> None:
+    """While a rebuild waits (a registry change: devices the last build did not read), their
+    readings, operator links and gate reports go by without a trace; the rebuild reads them."""
+    m = _model()
+    m.start(120 * S, [])
+    before = [m.figures_at(t) for t in (PILES, SUBSTATIONS)]
+    m.absorb([7, 8], [119 * S, 119 * S])
+    assert m.gated_changed() == []
+    assert m.advance(121 * S, [(9, 120 * S)], [7, 10], gate={8: True}) == 0
+    assert [m.figures_at(t) for t in (PILES, SUBSTATIONS)] == before
+    assert m.devices == 4
+
+
+def test_a_rebuild_for_a_registry_change_waits_the_longer_of_the_minimum_and_k_builds() -> None:
+    assert rebuild_wait_s(0.0, 5.0) == 0.0  # the bound off: at once, however long builds take
+    assert rebuild_wait_s(30.0, 0.5) == 30.0
+    assert rebuild_wait_s(30.0, 4.0) == 4.0 * REBUILD_DUTY_K == 80.0
+    assert rebuild_wait_s(30.0, 4.0, k=5.0) == 30.0
+    # a build and the wait after it: building at most 1/(K+1) of the time (under 5 %)
+    for build in (0.01, 1.5, 4.0, 60.0):
+        share = build / (build + rebuild_wait_s(30.0, build))
+        assert share <= 1 / (REBUILD_DUTY_K + 1) < 0.05
