@@ -19,6 +19,11 @@ seconds samples
 - the readings the ingest stored (its ``qilu_ingest_readings_total{outcome="stored"}``
   counter), hence ``readings_stored_per_s`` against the province's 37,033/s
   (docs/capacity.md);
+- the full builds of the incremental coverage models so far, by reason, and how long each
+  model has counted an older registry: the API's (``qilu_api_coverage_full_builds_total``,
+  ``qilu_api_coverage_registry_behind_seconds``) and the ingest's maintenance loop's
+  (``qilu_storage_coverage_...``; docs/adr/0018-incremental-coverage.md, "Registry changes:
+  bounded rebuilds");
 
 and stops ``qilu run`` by itself (SIGINT, as Ctrl-C). The servers keep running
 (``qilu services down --profile cluster`` stops them).
@@ -208,18 +213,45 @@ def components(settings: Settings, run_pid: int) -> dict[str, list[int]]:
 # ----------------------------------------------------------------------------- lag
 
 
-def readings_stored(settings: Settings) -> float | None:
-    """The ingest's ``qilu_ingest_readings_total{outcome="stored"}`` (its metrics endpoint)."""
-    url = f"http://127.0.0.1:{settings.ingest.metrics_port}/metrics"
+def scrape(url: str) -> list[str] | None:
+    """The lines of a Prometheus text endpoint (None: not reachable)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - http URLs built here
+            return str(resp.read().decode()).splitlines()
     except OSError:
         return None
-    for line in text.splitlines():
+
+
+def ingest_metrics(settings: Settings) -> list[str] | None:
+    return scrape(f"http://127.0.0.1:{settings.ingest.metrics_port}/metrics")
+
+
+def api_metrics(settings: Settings) -> list[str] | None:
+    return scrape(f"http://127.0.0.1:{settings.api.port}/metrics")
+
+
+def readings_stored(lines: list[str] | None) -> float | None:
+    """The ingest's ``qilu_ingest_readings_total{outcome="stored"}`` (its metrics endpoint)."""
+    for line in lines or ():
         if line.startswith('qilu_ingest_readings_total{outcome="stored"}'):
             return float(line.split()[-1])
     return None
+
+
+def coverage_model(lines: list[str] | None, prefix: str) -> dict[str, Any] | None:
+    """A coverage model's full builds so far by reason, and how long it has been behind the
+    registry (``<prefix>_coverage_full_builds_total``, ``..._registry_behind_seconds``)."""
+    if lines is None:
+        return None
+    builds: dict[str, float] = {}
+    behind = None
+    for line in lines:
+        if line.startswith(f"{prefix}_coverage_full_builds_total{{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            builds[reason] = float(line.split()[-1])
+        elif line.startswith(f"{prefix}_coverage_registry_behind_seconds "):
+            behind = float(line.split()[-1])
+    return {"full_builds": builds, "registry_behind_s": behind}
 
 
 def lag(settings: Settings, group: str) -> tuple[int, float]:
@@ -332,6 +364,7 @@ def summarise(samples: list[dict[str, Any]], warmup: float, target: float) -> di
             "pss_mb_max": max(pss) if pss else None,
         }
     out["budget"] = budget
+    out["coverage_full_builds"] = full_builds(samples, first, warmup)
     # the rate over the same window as the lag (the agents' start would dilute it)
     stored = [
         (s["t_s"], s["readings_stored_total"])
@@ -353,6 +386,38 @@ def summarise(samples: list[dict[str, Any]], warmup: float, target: float) -> di
     return out
 
 
+def full_builds(
+    samples: list[dict[str, Any]], first: float | None, warmup: float
+) -> dict[str, Any]:
+    """Per coverage model, its full builds by reason: up to the end of the warm-up (the
+    platform's start) and over the whole run."""
+    out: dict[str, Any] = {}
+    for model in ("api", "ingest"):
+        seen = [
+            (s["t_s"], s["coverage_models"][model]["full_builds"])
+            for s in samples
+            if model in s.get("coverage_models", {})
+        ]
+        if not seen:
+            continue
+        edge = (first if first is not None else 0.0) + warmup
+        early = [b for t, b in seen if t <= edge]
+        out[model] = {
+            "by_the_warmup_edge": early[-1] if early else {},
+            "in_all": seen[-1][1],
+            "registry_changed_in_all": seen[-1][1].get("the registry changed", 0.0),
+            "registry_behind_s_max": max(
+                (
+                    s["coverage_models"][model]["registry_behind_s"] or 0.0
+                    for s in samples
+                    if model in s.get("coverage_models", {})
+                ),
+                default=None,
+            ),
+        }
+    return out
+
+
 def sample_once(
     settings: Settings, run_pid: int, t: float, prev: dict[int, int] | None, since: int, dt: float
 ) -> tuple[dict[str, Any], dict[int, int]]:
@@ -368,9 +433,15 @@ def sample_once(
             "pss_mb": round(sum(pss_kb(p) for p in pids) / 1024, 1),
             "processes": len(pids),
         }
-    stored = readings_stored(settings)
+    ingest = ingest_metrics(settings)
+    stored = readings_stored(ingest)
     if stored is not None:
         sample["readings_stored_total"] = stored
+    models = {
+        "api": coverage_model(api_metrics(settings), "qilu_api"),
+        "ingest": coverage_model(ingest, "qilu_storage"),
+    }
+    sample["coverage_models"] = {k: v for k, v in models.items() if v is not None}
     try:
         records, age = lag(settings, settings.ingest.group_id)
         sample |= {"lag_records": records, "lag_s": round(age, 2)}
@@ -547,7 +618,8 @@ def main() -> None:
     out["duration_s"] = args.duration
     out["machine"]["load_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    say(json.dumps({k: out.get(k) for k in ("lag", "readings_stored_per_s", "budget")}, indent=1))
+    keys = ("lag", "readings_stored_per_s", "coverage_full_builds", "budget")
+    say(json.dumps({k: out.get(k) for k in keys}, indent=1))
     say(f"wrote {args.out}")
 
 
