@@ -46,6 +46,7 @@ from kafka.structs import TopicPartition
 from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.kafka_sockets import close_failed_connections
+from qilu.packed import PackedEnvelope, decode_packed
 from qilu.settings import IngestSettings, KafkaSettings
 from qilu.signing import LOG_APPEND_TIME
 from storage.deadletter_tally import DeadLetterTally
@@ -151,7 +152,7 @@ class BatchOutcome:
 class _Authentic:
     """A record whose envelope decoded and passed authentication, awaiting validation."""
 
-    env: Envelope
+    env: Envelope | PackedEnvelope  # packed: read into arrays (qilu/packed.py)
     sites: frozenset[str] | None
     key: bytes | None
     value: bytes
@@ -401,11 +402,11 @@ class IngestConsumer:
                     out, step.letter, step.agent, step.where, now_us, readings=step.readings
                 )
                 continue
-            env = step.env
             if step.gap_letter is not None:
-                self._refuse(out, step.gap_letter, env.agent_id, step.where, now_us)
+                self._refuse(out, step.gap_letter, step.env.agent_id, step.where, now_us)
             if not step.slow:
                 continue
+            env = step.env if isinstance(step.env, Envelope) else step.env.envelope()
             exact, rejected = self._validate(env, now_us, step.sites)
             self._sink.add(exact)
             out.rejected += len(rejected)
@@ -428,7 +429,8 @@ class IngestConsumer:
             letter = DeadLetter(key, b"", "malformed", "record has no value", source)
             return _Refused(letter, key_agent(key), where, 0)
         try:
-            env = decode(value)
+            # the usual envelope read straight into arrays, any other decoded the general way
+            env: Envelope | PackedEnvelope = decode_packed(value) or decode(value)
         except DecodeError as exc:
             self._observe_after_loss(rec, None)
             letter = DeadLetter(key, value, exc.reason, exc.detail, source)
@@ -447,7 +449,7 @@ class IngestConsumer:
                 return _Refused(letter, env.agent_id, where, len(env))
             sites = verdict.sites
         gap_letter = None
-        if env.gaps and self._gaps is not None:
+        if isinstance(env, Envelope) and env.gaps and self._gaps is not None:
             env.gaps, bad_gaps = validate_gaps(env, now_us, self._cfg.max_future_skew_s)
             self._gaps.add(env)
             if bad_gaps:
@@ -482,7 +484,7 @@ class IngestConsumer:
             # partitions assigned, empty polls, nothing stored, the broker dropping the member)
             self.watchdog.beat()
 
-    def _observe_after_loss(self, rec: Record, env: Envelope | None) -> None:
+    def _observe_after_loss(self, rec: Record, env: Envelope | PackedEnvelope | None) -> None:
         """A record of a partition whose replay started past a loss: who sent it (the
         window that tells which agents lost records, storage/replay_losses.py)."""
         if self._losses is None:
@@ -494,6 +496,8 @@ class IngestConsumer:
         if env is None:
             window.observe(rec[2], None, 0, None, (), appended)
             return
+        if isinstance(env, PackedEnvelope):
+            env = env.envelope()
         window.observe(
             rec[2],
             env.agent_id,

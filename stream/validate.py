@@ -37,6 +37,7 @@ import numpy.typing as npt
 from qilu.contract import Envelope, Gap
 from qilu.devices import KINDS
 from qilu.errors import Rejection
+from qilu.packed import PackedEnvelope, StrColumn, StrTable
 from storage.rows import RowArrays, Rows
 
 MIN_TS_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
@@ -46,7 +47,21 @@ _Entry = tuple[int, str, dict[str, tuple[int, float, float]], str | None, int | 
 _NEVER = np.iinfo(np.int64).max
 _EXACT_INT_FLOAT = 2**53  # ints up to this compare with the float bounds as floats, exactly
 # multipliers of the key hash that tells whether an envelope repeats a (device, metric, time)
+# the batch's columns: device row, metric number, time, value, quality
+_Columns = tuple[
+    npt.NDArray[np.intp],
+    npt.NDArray[np.intp],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+]
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+def _empty_numbers() -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]
+]:
+    return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64)
 
 
 class _Arrays:
@@ -94,6 +109,20 @@ class _Arrays:
             if entry[3] is not None:
                 self._site_devices.setdefault(entry[3], []).append(dev)
         self._rows_of: dict[frozenset[str], dict[str, int]] = {}
+        # the devices' lookups for envelopes decoded into arrays (qilu/packed.py)
+        self._tables: dict[frozenset[str] | None, StrTable] = {}
+
+    def table_of(self, sites: AbstractSet[str] | None) -> StrTable:
+        """:meth:`rows_of` as a :class:`~qilu.packed.StrTable` (device id -> row): an agent's
+        table is small enough to stay in the processor's caches, like its dictionary."""
+        key = sites if sites is None or isinstance(sites, frozenset) else None
+        table = self._tables.get(key) if key is not None or sites is None else None
+        if table is None:
+            rows = self.rows_of(sites)
+            table = StrTable(list(rows), list(rows.values()))
+            if key is not None or sites is None:
+                self._tables[key] = table
+        return table
 
     def rows_of(self, sites: AbstractSet[str] | None) -> Mapping[str, int]:
         """Device id -> row for the devices of ``sites`` (None: every device). A device of
@@ -171,10 +200,11 @@ class Validator:
         """Build the device lookups of these site sets now rather than on the first batch."""
         for sites in site_sets:
             self._arrays.rows_of(sites)
+            self._arrays.table_of(sites)
 
     def validate_batch(
         self,
-        envs: Sequence[Envelope],
+        envs: Sequence[Envelope | PackedEnvelope],
         now_us: int,
         sites: Sequence[AbstractSet[str] | None],
     ) -> tuple[RowArrays, list[int]]:
@@ -182,13 +212,108 @@ class Validator:
         sites of the agent that sent ``envs[i]``, as for :meth:`validate`), and the indexes of
         the other envelopes, for :meth:`validate` to tell what is wrong with them.
 
-        The checks of :meth:`validate`, on the whole batch at once: one dictionary lookup per
-        reading (the device, among the sending agent's devices: :meth:`_Arrays.rows_of`), the
-        rest in numpy. An envelope that repeats a (device, metric,
-        time) goes to :meth:`validate` too (identical repeats are dropped there)."""
-        a = self._arrays
+        The checks of :meth:`validate`, on the whole batch at once: the devices looked up
+        among the sending agent's devices (:meth:`_Arrays.rows_of`; for envelopes decoded
+        into arrays, :class:`~qilu.packed.PackedEnvelope`, in the agent's
+        :class:`~qilu.packed.StrTable`, no Python work per reading), the rest in numpy. An
+        envelope that repeats a (device, metric, time) goes to :meth:`validate` too
+        (identical repeats are dropped there)."""
         lens = [len(e) for e in envs]
         n = sum(lens)
+        packed = [isinstance(e, PackedEnvelope) for e in envs]
+        try:
+            if all(packed):
+                cols = self._packed_columns(envs, sites)  # type: ignore[arg-type]
+            elif not any(packed):
+                got = self._list_columns(envs, sites)  # type: ignore[arg-type]
+                if got is None:
+                    return RowArrays.of(Rows()), list(range(len(envs)))
+                cols = got
+            else:  # both kinds: each its own way, the readings in the batch's order
+                cols = self._mixed_columns(envs, sites, packed, lens)
+        except TypeError:  # an unhashable metric of a packed envelope: validate() says which
+            return RowArrays.of(Rows()), list(range(len(envs)))
+        row, metric, ts, value, quality = cols
+        return self._check_batch(lens, n, now_us, sites, row, metric, ts, value, quality)
+
+    def _mixed_columns(
+        self,
+        envs: Sequence[Envelope | PackedEnvelope],
+        sites: Sequence[AbstractSet[str] | None],
+        packed: list[bool],
+        lens: list[int],
+    ) -> _Columns:
+        """The columns of a batch with envelopes of both kinds; a list envelope's values that
+        cannot be checked in arrays (:meth:`_list_columns` gives up) are marked unknown
+        (row -1), so its envelopes go the exact way."""
+        n = sum(lens)
+        of_packed = np.repeat(np.array(packed, bool), lens)
+        pi = [i for i, p in enumerate(packed) if p]
+        li = [i for i, p in enumerate(packed) if not p]
+        parts = self._packed_columns([envs[i] for i in pi], [sites[i] for i in pi])  # type: ignore[misc]
+        listed = self._list_columns([envs[i] for i in li], [sites[i] for i in li])  # type: ignore[misc]
+        row = np.full(n, -1, np.intp)
+        metric = np.full(n, -1, np.intp)
+        ts = np.zeros(n, np.int64)
+        value = np.zeros(n, np.float64)
+        quality = np.zeros(n, np.int64)
+        for col, part in zip((row, metric, ts, value, quality), parts, strict=True):
+            col[of_packed] = part
+        if listed is not None:
+            for col, part in zip((row, metric, ts, value, quality), listed, strict=True):
+                col[~of_packed] = part
+        return row, metric, ts, value, quality
+
+    def _packed_columns(
+        self, envs: Sequence[PackedEnvelope], sites: Sequence[AbstractSet[str] | None]
+    ) -> _Columns:
+        """The batch's columns from envelopes decoded into arrays: the devices looked up per
+        agent (one :class:`~qilu.packed.StrTable` lookup for each agent's envelopes of the
+        batch), the metrics (Python strings, a handful of names) in the dictionary."""
+        a = self._arrays
+        n = sum(len(e) for e in envs)
+        row = np.empty(n, np.intp)
+        # the envelopes of each site set, with the readings' positions in the batch
+        groups: dict[int, tuple[AbstractSet[str] | None, list[int]]] = {}
+        for i, agent_sites in enumerate(sites):
+            groups.setdefault(id(agent_sites), (agent_sites, []))[1].append(i)
+        starts = np.zeros(len(envs) + 1, np.intp)
+        np.cumsum([len(e) for e in envs], out=starts[1:])
+        for agent_sites, members in groups.values():
+            found = a.table_of(agent_sites).find(
+                StrColumn.concat([envs[i].devices for i in members])
+            )
+            if len(members) == len(envs):
+                row[:] = found
+                break
+            at = 0
+            for i in members:
+                k = len(envs[i])
+                row[starts[i] : starts[i] + k] = found[at : at + k]
+                at += k
+        metric = np.fromiter(
+            map(a.metric_no.get, chain.from_iterable(e.metrics for e in envs), repeat(-1)),
+            np.intp,
+            n,
+        )
+        if not envs:
+            return row, metric, *_empty_numbers()
+        return (
+            row,
+            metric,
+            np.concatenate([e.ts_us for e in envs]),
+            np.concatenate([e.values for e in envs]),
+            np.concatenate([e.qualities for e in envs]),
+        )
+
+    def _list_columns(
+        self, envs: Sequence[Envelope], sites: Sequence[AbstractSet[str] | None]
+    ) -> _Columns | None:
+        """The batch's columns from envelopes of Python lists (:func:`qilu.contract.decode`);
+        None when a value cannot be checked in arrays (a type other than the wire's, an
+        integer beyond 64 bits or beyond a float's exact integers, an unhashable id)."""
+        a = self._arrays
+        n = sum(len(e) for e in envs)
         try:
             ts_col = list(chain.from_iterable(e.ts_us for e in envs))
             value_col = list(chain.from_iterable(e.values for e in envs))
@@ -199,7 +324,7 @@ class Validator:
                 and value_types <= {float, int}
                 and set(map(type, quality_col)) <= {int}
             ):
-                return RowArrays.of(Rows()), list(range(len(envs)))
+                return None
             # device ids and metrics need no type check: a decoded value that is not a string
             # equals no key of the dictionaries (msgpack gives str, bytes, numbers, None,
             # lists, maps, extension types), so it is not found (-1) and its envelope goes the
@@ -221,9 +346,26 @@ class Validator:
             value = np.fromiter(value_col, np.float64, n)
             quality = np.fromiter(quality_col, np.int64, n)
         except (OverflowError, TypeError):  # an integer beyond 64 bits, an unhashable id:
-            return RowArrays.of(Rows()), list(range(len(envs)))  # validate() says which
+            return None  # validate() says which
         if int in value_types and n and np.abs(value).max() > _EXACT_INT_FLOAT:
-            return RowArrays.of(Rows()), list(range(len(envs)))
+            return None
+        return row, metric, ts, value, quality
+
+    def _check_batch(
+        self,
+        lens: list[int],
+        n: int,
+        now_us: int,
+        sites: Sequence[AbstractSet[str] | None],
+        row: npt.NDArray[np.intp],
+        metric: npt.NDArray[np.intp],
+        ts: npt.NDArray[np.int64],
+        value: npt.NDArray[np.float64],
+        quality: npt.NDArray[np.int64],
+    ) -> tuple[RowArrays, list[int]]:
+        """The numpy checks of :meth:`validate_batch` on the batch's columns."""
+        a = self._arrays
+        envs = len(lens)
         ok = (row >= 0) & (metric >= 0)
         row[~ok] = 0
         metric[~ok] = 0
@@ -234,15 +376,15 @@ class Validator:
         ok &= (ts >= min_ts) & (ts <= now_us + self._skew_us) & (ts < a.retired[row])
         ok &= np.isfinite(value) & (value >= a.low[kind, metric]) & (value <= a.high[kind, metric])
         ok &= (quality >= 0) & (quality <= 2)
-        bounds = np.zeros(len(envs) + 1, np.intp)
+        bounds = np.zeros(envs + 1, np.intp)
         np.cumsum(lens, out=bounds[1:])
         site = a.site[row]
         for i, agent_sites in enumerate(sites):
             if agent_sites is not None and lens[i]:
                 lo, hi = bounds[i], bounds[i + 1]
                 ok[lo:hi] &= a.site_mask(agent_sites)[site[lo:hi]]
-        env_of = np.repeat(np.arange(len(envs)), lens)
-        slow = np.zeros(len(envs), bool)
+        env_of = np.repeat(np.arange(envs), lens)
+        slow = np.zeros(envs, bool)
         slow[env_of[~ok]] = True
         pk = a.pk[row]
         metric_id = a.metric_id[kind, metric]

@@ -8,7 +8,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qilu.contract import Envelope
+from qilu.contract import Envelope, decode
+from qilu.packed import PackedEnvelope, decode_packed
 from storage.rows import RowArrays, Rows
 from stream.validate import MIN_TS_US, Validator
 
@@ -189,3 +190,69 @@ def test_devices_are_looked_up_among_the_sending_agents_own() -> None:
     assert fast.device_pk.tolist() == [11]
     _, rejected = v.validate(foreign, NOW, frozenset({"s1"}))
     assert [r.reason for r in rejected] == ["foreign_site"]
+
+
+# -- envelopes read into arrays (qilu/packed.py) -------------------------------------------------
+def packed_or_listed(e: Envelope) -> Envelope | PackedEnvelope:
+    """The envelope as the consumer has it: read into arrays when decode_packed can."""
+    data = e.encode()
+    return decode_packed(data) or decode(data)
+
+
+def batched_any(
+    v: Validator, envs: list[Envelope | PackedEnvelope], sites: list[frozenset[str] | None]
+) -> list[Row]:
+    fast, slow = v.validate_batch(envs, NOW, sites)
+    parts: list[Rows | RowArrays] = [fast]
+    for i in slow:
+        e = envs[i]
+        parts.append(v.validate(e if isinstance(e, Envelope) else e.envelope(), NOW, sites[i])[0])
+    rows = RowArrays.concat(parts)
+    cols = (rows.device_pk, rows.metric_id, rows.ts_us, rows.value, rows.quality)
+    return sorted(zip(*(c.tolist() for c in cols), strict=True))
+
+
+_text_device = st.sampled_from([*DEVICES, "ghost", "", "x" * 31, "pile-1 "])
+_text_metric = st.sampled_from([*METRICS, "nope", ""])
+_wire_value = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, 2**60, 7.5])
+)
+_wire_reading = st.tuples(
+    _text_device,
+    _text_metric,
+    st.one_of(st.integers(NOW - 2 * 86_400_000_000, NOW + 10**9), st.sampled_from([NOW, 5])),
+    _wire_value,
+    st.sampled_from([0, 1, 2, 3, 200]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(_wire_reading, max_size=6), _sites), max_size=6))
+def test_envelopes_read_into_arrays_give_the_same_readings(batch: Batch) -> None:
+    """A batch of envelopes as decode_packed reads them (with those it leaves to decode()
+    mixed in: an integer value sends an envelope that way) accepts exactly the readings
+    validate() accepts, envelope by envelope."""
+    v = validator()
+    listed = [env(*readings) for readings, _ in batch]
+    envs = [packed_or_listed(e) for e in listed]
+    sites = [s for _, s in batch]
+    assert batched_any(v, envs, sites) == exact(v, [decode(e.encode()) for e in listed], sites)
+
+
+def test_a_batch_read_into_arrays_goes_through_whole() -> None:
+    v = validator()
+    envs = [
+        packed_or_listed(
+            env(("pile-1", "power_kw", NOW, 7.5, 0), ("pile-1", "fault", NOW, 1.0, 1))
+        ),
+        packed_or_listed(env(("trafo-1", "oil_temp_c", NOW - 10, 55.0, 2))),
+    ]
+    assert all(isinstance(e, PackedEnvelope) for e in envs)
+    fast, slow = v.validate_batch(envs, NOW, [frozenset({"s1"}), None])
+    assert slow == []
+    assert fast.device_pk.tolist() == [11, 11, 12]
+    assert fast.metric_id.tolist() == [2, 4, 5]
+    # a foreign device misses in its agent's table and goes the exact way
+    foreign = packed_or_listed(env(("pile-2", "power_kw", NOW, 1.0, 0)))
+    _, slow = v.validate_batch([envs[0], foreign], NOW, [frozenset({"s1"})] * 2)
+    assert slow == [1]

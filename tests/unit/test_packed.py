@@ -1,0 +1,186 @@
+"""qilu/packed.py: an envelope read straight into arrays is the envelope qilu.contract.decode
+reads, or None (then decode() decides); StrTable finds what a dictionary finds."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qilu.contract import Envelope, Gap, decode
+from qilu.errors import DecodeError
+from qilu.packed import PackedEnvelope, StrColumn, StrTable, decode_packed
+
+NOW = 1_763_900_000_000_000
+
+
+def as_lists(p: PackedEnvelope) -> Envelope:
+    return Envelope(
+        p.agent_id,
+        p.boot_id,
+        p.seq,
+        p.sent_at_us,
+        p.devices.strings(),
+        list(p.metrics),
+        p.ts_us.tolist(),
+        p.values.tolist(),
+        p.qualities.tolist(),
+    )
+
+
+def agrees(data: bytes) -> PackedEnvelope | None:
+    """decode_packed(data) never raises; when it reads the envelope, decode() reads the
+    same one."""
+    packed = decode_packed(data)
+    if packed is not None:
+        assert as_lists(packed) == decode(data)
+        assert packed.envelope() == decode(data)
+    return packed
+
+
+def province_like(n: int, seed: int = 1) -> Envelope:
+    """What an agent sends: ASCII ids of one format, a few metrics, float values."""
+    rng = random.Random(seed)
+    env = Envelope("agent-370200-charging", "boot-1", 7, NOW)
+    metrics = ["power_kw", "energy_kwh", "connector_status", "oil_temp_c"]
+    for i in range(n):
+        env.devices.append(f"CHG-370200-{rng.randrange(10**5):05d}-{i % 7:04d}")
+        env.metrics.append(metrics[i % len(metrics)])
+        env.ts_us.append(NOW - rng.randrange(10**9))
+        env.values.append(rng.uniform(-50, 500))
+        env.qualities.append(rng.randrange(3))
+    return env
+
+
+def test_the_usual_envelope_is_read_into_arrays() -> None:
+    for n in (0, 1, 15, 16, 500, 2000):
+        env = province_like(n)
+        packed = agrees(env.encode())
+        assert packed is not None, n
+        assert len(packed) == n
+        assert packed.ts_us.dtype == np.int64
+        assert packed.values.dtype == np.float64
+
+
+def test_device_ids_of_varying_length_are_read_too() -> None:
+    env = province_like(300)
+    env.devices = [f"d{'x' * (i % 31)}" for i in range(300)]  # 1 to 31 bytes
+    assert agrees(env.encode()) is not None
+
+
+def test_what_it_does_not_read_is_left_to_decode() -> None:
+    """Integer values, long or non-ASCII ids, gap records, unknown keys, other key orders
+    still decode; decode_packed returns None or the same envelope, never another one."""
+    base = province_like(40)
+    cases: list[bytes] = []
+    e = province_like(40)
+    e.values[3] = 7  # msgpack packs it as an integer
+    cases.append(e.encode())
+    e = province_like(40)
+    e.devices[5] = "d" * 32  # beyond msgpack's fixstr
+    cases.append(e.encode())
+    e = province_like(40)
+    e.devices[5] = "gerät-1"  # not ASCII
+    cases.append(e.encode())
+    e = province_like(40)
+    e.gaps = [Gap("boot-0", 1, None, NOW - 10, NOW, 5, "buffer_full")]
+    cases.append(e.encode())
+    obj = msgpack.unpackb(base.encode())
+    cases.append(msgpack.packb({**obj, "z": [1, 2]}))  # a key this reader does not know
+    cases.append(msgpack.packb(dict(reversed(list(obj.items())))))  # another order
+    cases.append(msgpack.packb({**obj, "ts": [t - NOW for t in obj["ts"]]}))  # small ints
+    cases.append(msgpack.packb({**obj, "q": [0] * 39 + [300]}))  # a quality beyond fixint
+    for data in cases:
+        env = decode(data)
+        packed = agrees(data)
+        if packed is None:
+            continue
+        assert as_lists(packed) == env
+    # reversed keys: the metrics are not where the encoder puts them, and still found
+    assert agrees(cases[5]) is not None
+
+
+def test_broken_envelopes_are_left_to_decode() -> None:
+    data = province_like(50).encode()
+    rng = random.Random(5)
+    for _ in range(3000):
+        b = bytearray(data)
+        kind = rng.randrange(3)
+        if kind == 0:
+            b = b[: rng.randrange(len(b))]
+        elif kind == 1:
+            for _ in range(rng.randrange(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        else:
+            at = rng.randrange(len(b))
+            b[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 5)))
+        blob = bytes(b)
+        try:
+            expected: Envelope | None = decode(blob)
+        except DecodeError:
+            expected = None
+        packed = decode_packed(blob)
+        if packed is not None:  # never an envelope decode() refuses or reads differently
+            assert expected is not None
+            assert as_lists(packed) == expected
+    assert decode_packed(b"") is None
+    assert decode_packed(b"\xc1") is None
+
+
+_text = st.one_of(
+    st.text(alphabet="ABC-0123456789", max_size=33),
+    st.sampled_from(["", "ä", "dev-1", "x" * 31, "y" * 32]),
+)
+_ts = st.one_of(st.integers(-(2**63), 2**64 - 1), st.sampled_from([NOW, 0, 2**63, 2**32]))
+_value = st.one_of(st.floats(allow_nan=True), st.integers(-(2**63), 2**64 - 1))
+_quality = st.one_of(st.integers(0, 2), st.integers(-5, 300))
+_reading = st.tuples(_text, _text, _ts, _value, _quality)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_reading, max_size=40), st.booleans())
+def test_random_envelopes_agree_with_decode(
+    readings: list[tuple[str, str, int, float, int]], gaps: bool
+) -> None:
+    env = Envelope("agent", "boot", 3, NOW)
+    for d, m, t, x, q in readings:
+        env.devices.append(d)
+        env.metrics.append(m)
+        env.ts_us.append(t)
+        env.values.append(x)
+        env.qualities.append(q)
+    if gaps:
+        env.gaps = [Gap("b", 1, None, NOW, NOW, 1, "r")]
+    agrees(env.encode())
+
+
+def test_str_table_finds_what_a_dictionary_finds() -> None:
+    rng = random.Random(3)
+    alphabet = "abcXYZ-_0123456789"
+    strings = sorted({"".join(rng.choices(alphabet, k=rng.randrange(0, 31))) for _ in range(5000)})
+    numbers = [rng.randrange(10**6) for _ in strings]
+    table = StrTable([*strings, "ä-not-ascii", "z" * 40], [*numbers, 1, 2])
+    known = dict(zip(strings, numbers, strict=True))
+    # lookups with runs of the same string, strings absent, and near misses
+    queries: list[str] = []
+    for _ in range(20_000):
+        s = rng.choice(strings) if rng.random() < 0.8 else rng.choice(strings) + "q"
+        queries += [s] * rng.randrange(1, 4)
+    got = table.find(StrColumn.of(queries)).tolist()
+    assert got == [known.get(q, -1) for q in queries]
+    assert table.find(StrColumn.of([])).tolist() == []
+    assert StrTable([]).find(StrColumn.of(["a"])).tolist() == [-1]
+
+
+def test_str_table_when_every_string_collides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every string hashed alike (one home slot for all): linear probing still finds each,
+    and an absent string ends at an empty slot."""
+    monkeypatch.setattr(StrColumn, "hashes", lambda self: np.zeros(len(self), np.uint64))
+    strings = [f"s{i}" for i in range(300)]
+    table = StrTable(strings)
+    queries = [*strings, "nope", "s300", "s1"]
+    assert table.find(StrColumn.of(queries)).tolist() == [*range(300), -1, -1, 1]
