@@ -31,7 +31,10 @@ most once per an eighth of its kind's liveness window, at most S seconds:
 ``coalesced_global:S`` (every device once per S seconds, the sink's rule before the periods
 per kind); ``batch_before`` and ``coalesced_before:S``: the sink as it was before migrations
 067 and 068 and the periods per kind (logged by the triggers into pglz-compressed arrays,
-one period for every device).
+one period for every device). The sink writes each batch in key order (device, metric);
+a kind with ``_arrival`` appended (``copy_arrival``, ``coalesced_arrival:30``, ...) writes it
+in the order the consumers hand it over, as before issue 17's session 6; the ``_before``
+variants do too. Every variant sends the liveness arrays in binary form (storage/writer.py).
 
 The sink's clock is the stream's own time divided by --speed, not the machine's: the
 coalescing sees the periods it would see in a pipeline that drains --speed province-seconds
@@ -41,6 +44,9 @@ the load of the machine makes of this run's own speed.
 
     .venv/bin/python bench/sink_cost.py --private-server --seconds 90 --rounds 3
                                               # catch-up, before and after, ~7 min on 2 cores
+    .venv/bin/python bench/sink_cost.py --private-server --seconds 90 --rounds 3 \
+        --variants copy_arrival,copy,coalesced_arrival:30,coalesced:30 \
+        --out bench/results/sink_cost.key_order.json    # the batch in key order or not
     .venv/bin/python bench/sink_cost.py --private-server --speed 1 --batch-records 2 \
         --seconds 20 --rounds 2 --variants batch,coalesced_before:5,coalesced:30 \
         --out bench/results/sink_cost.realtime.json                   # real time
@@ -102,6 +108,7 @@ KINDS = (
     "coalesced_before",
 )
 TRIGGERS = ("liveness_logged_insert", "liveness_logged_update")
+ARRIVAL = "_arrival"
 
 
 def say(msg: str) -> None:
@@ -181,6 +188,9 @@ def run_variant(
             " ingest_offsets"
         )
         kind = variant.split(":", maxsplit=1)[0]
+        # "_arrival": the batch in the order the consumers hand it over, not in key order
+        arrival = kind.endswith(ARRIVAL)
+        kind = kind.removesuffix(ARRIVAL)
         action = "DISABLE" if kind == "batch_no_triggers" else "ENABLE"
         for t in TRIGGERS:
             conn.execute(
@@ -211,10 +221,11 @@ def run_variant(
         liveness_per_kind=kind not in ("coalesced_global", "coalesced_before"),
         # the "before" variants leave the change log to migration 062's triggers
         self_logged_liveness=kind in ("batch", "coalesced", "coalesced_global"),
+        key_ordered=not arrival and not kind.endswith("_before"),
         clock=clock,
     )
     t_first = int(min(int(b.ts_us.min()) for _, _, b in batches))
-    if variant == "copy":
+    if kind == "copy":
         sink._write_liveness = lambda *a: None  # type: ignore[method-assign]
         sink._write_invalidations = lambda *a: None  # type: ignore[method-assign]
     try:
@@ -226,7 +237,7 @@ def run_variant(
             for c, b, batch in batches:
                 clock.now = (int(batch.ts_us.max()) - t_first) / 1e6 / speed
                 sink.add(batch)
-                if variant != "copy":
+                if kind != "copy":
                     marks.note("readings", c, b + 1)
                 sink.flush()
                 rows += len(batch)
@@ -353,7 +364,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
-    unknown = {v for v in variants if v.split(":")[0] not in KINDS}
+    unknown = {v for v in variants if v.split(":")[0].removesuffix(ARRIVAL) not in KINDS}
     if unknown:
         ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
     base = load()

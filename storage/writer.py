@@ -538,12 +538,14 @@ class ReadingsSink:
         liveness_flush_s: float = 0.0,
         liveness_per_kind: bool = True,
         self_logged_liveness: bool = True,
+        key_ordered: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``liveness_per_kind``: coalesce each device per its kind's period (False: one
         ``liveness_flush_s`` for every device); ``self_logged_liveness``: the liveness statement
-        writes its own change-log row (migration 067; False: migration 062's triggers log it).
-        Both False only to measure the sink as it was (bench/sink_cost.py)."""
+        writes its own change-log row (migration 067; False: migration 062's triggers log it);
+        ``key_ordered``: the batch goes in key order (:func:`key_order`; False: in the order it
+        was added). All three False only to measure the sink as it was (bench/sink_cost.py)."""
         if mode is StorageMode.AUTO:
             raise ValueError("ReadingsSink needs the resolved storage mode, not auto")
         if liveness_flush_s < 0:
@@ -566,6 +568,7 @@ class ReadingsSink:
         self._live = LivenessCoalescer(liveness_flush_s) if liveness_flush_s > 0 else None
         self._per_kind = liveness_per_kind
         self._self_logged = self_logged_liveness
+        self._key_ordered = key_ordered
         self._periods_at = -np.inf  # when the devices' periods were last read
 
     def add(self, rows: Rows | RowArrays) -> None:
@@ -597,7 +600,9 @@ class ReadingsSink:
             and not (self._live is not None and self._live.due(now))
         ):
             return WriteResult(0, 0, 0.0)
-        rows = key_order(RowArrays.concat(self._pending))
+        rows = RowArrays.concat(self._pending)
+        if self._key_ordered:
+            rows = key_order(rows)
         batch_live = newest_per_device(rows) if rows else None
         if self._live is not None and batch_live is not None:
             with _translated_errors():

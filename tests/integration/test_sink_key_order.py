@@ -115,3 +115,37 @@ def test_liveness_from_binary_arrays_is_the_newest_and_moves_only_forward(
     assert {d: to_us(t) for d, t in stored.items()} == newest
     assert logged is not None
     assert dict(zip(logged[0], logged[1], strict=True)) == newest
+
+
+def test_a_sink_not_key_ordered_keeps_the_order_it_was_given(
+    db: DatabaseSettings, pool: ConnectionPool
+) -> None:
+    """``key_ordered=False`` is bench/sink_cost.py's sink as it was (the "_arrival" variants)."""
+    fleet = Fleet(db)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    rows = RowArrays.of(fleet.rows(sorted(fleet.pk), start, minutes=5))
+    order = np.random.default_rng(4).permutation(len(rows))
+    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, key_ordered=False)
+    sink.add(
+        RowArrays(
+            rows.device_pk[order],
+            rows.metric_id[order],
+            rows.ts_us[order],
+            rows.value[order],
+            rows.quality[order],
+        )
+    )
+    sink.flush()
+    with connect(db) as conn:
+        stored = conn.execute(
+            "SELECT device_pk, metric_id, ts FROM readings ORDER BY tableoid, ctid"
+        ).fetchall()
+    given = list(
+        zip(
+            rows.device_pk[order].tolist(),
+            rows.metric_id[order].tolist(),
+            rows.ts_us[order].tolist(),
+            strict=True,
+        )
+    )
+    assert [(d, m, to_us(t)) for d, m, t in stored] == given
