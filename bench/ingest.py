@@ -34,7 +34,9 @@ One command, everything on 127.0.0.1, in databases and on topics of its own:
   4. the raw ceilings: the rows stored in 2, exported with psql, are loaded again with one
      `psql \\copy` into the same (emptied) table with the same partitions and indexes, and
      then with as many binary COPY writers at once as there are consumers (the rows split by
-     device), the fair ceiling; both ratios ingest / COPY are printed, and the CPU per
+     device), the fair ceiling; the export reads the rows in the order they were stored (each
+     batch in key order: storage/writer.py), so the ceilings load the same rows in the same
+     order as the ingest did; both ratios ingest / COPY are printed, and the CPU per
      reading of each side: the pipeline's consumers, their database processes and the
      broker's process (from /proc; the shared local broker, so an upper bound) against each
      COPY's database processes, with the cost ratio (target <= 1.5); before them, the
@@ -676,10 +678,12 @@ def profile_one_consumer(settings: Settings, group: str, seconds: float) -> str:
 
 
 # -- the raw ceiling ----------------------------------------------------------------------------
-def psql(settings: Settings, command: str, *, script: bool = False) -> float:
+def psql(settings: Settings, command: str, *, script: bool = False, options: str = "") -> float:
     """Run one psql command (or, with ``script``, a psql script given as text on stdin);
-    returns the wall time it took."""
+    ``options``: server settings for its session (PGOPTIONS). Returns the wall time it took."""
     env = {**os.environ, "PGPASSWORD": settings.db.password.get_secret_value()}
+    if options:
+        env["PGOPTIONS"] = options
     args = [
         "psql",
         "-X",
@@ -703,12 +707,18 @@ def psql(settings: Settings, command: str, *, script: bool = False) -> float:
     return time.monotonic() - started
 
 
+# the exports read each partition in the order its rows were stored: a parallel scan would
+# interleave blocks of the workers and hand the ceilings a less ordered stream than the ingest's
+SERIAL_SCAN = "-c max_parallel_workers_per_gather=0"
+
+
 def export_rows(settings: Settings, path: Path) -> None:
     """The stored rows, as psql writes them (text COPY), for the raw-ceiling load."""
     psql(
         settings,
         "\\copy (SELECT device_pk, metric_id, ts, value, quality FROM readings)"  # noqa: S608
         f" TO '{path}'",
+        options=SERIAL_SCAN,
     )
 
 
@@ -766,6 +776,7 @@ def export_binary_parts(settings: Settings, folder: Path, n: int) -> list[Path]:
             settings,
             "\\copy (SELECT device_pk, metric_id, ts, value, quality FROM readings"  # noqa: S608
             f" WHERE device_pk % {n} = {i}) TO '{path}' (FORMAT binary)",
+            options=SERIAL_SCAN,
         )
         paths.append(path)
     return paths
