@@ -74,15 +74,13 @@ class StrColumn:
     def of(cls, strings: Sequence[str]) -> StrColumn:
         """Python strings as a column (ValueError for one that is not ASCII or is longer)."""
         n = len(strings)
-        padded = np.zeros((n, 8 * _WORDS), np.uint8)
-        lengths = np.zeros(n, np.int64)
-        for i, s in enumerate(strings):
-            b = s.encode("ascii")
-            if len(b) > _MAX_FIXSTR:
-                raise ValueError(f"{s!r}: over {_MAX_FIXSTR} bytes")
-            padded[i, : len(b)] = np.frombuffer(b, np.uint8)
-            lengths[i] = len(b)
-        return cls(np.ascontiguousarray(padded.view(np.uint64).reshape(n, _WORDS).T), lengths)
+        raw = [s.encode("ascii") for s in strings]  # UnicodeEncodeError is a ValueError
+        lengths = np.fromiter(map(len, raw), np.int64, n)
+        if n and int(lengths.max()) > _MAX_FIXSTR:
+            raise ValueError(f"a string over {_MAX_FIXSTR} bytes")
+        width = 8 * _WORDS
+        padded = np.frombuffer(b"".join(b.ljust(width, b"\0") for b in raw), np.uint64)
+        return cls(np.ascontiguousarray(padded.reshape(n, _WORDS).T), lengths)
 
     @classmethod
     def concat(cls, parts: Sequence[StrColumn]) -> StrColumn:

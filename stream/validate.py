@@ -65,9 +65,10 @@ def _empty_numbers() -> tuple[
 
 
 class _Arrays:
-    """The registry as arrays for :meth:`Validator.validate_batch`: device id -> row, and per
-    row the device's pk, kind, site and decommissioning; per (kind, metric) the metric id and
-    the valid range."""
+    """The registry as arrays for :meth:`Validator.validate_batch`: device id -> row (among
+    the devices of an agent's sites: :meth:`rows_of`, :meth:`table_of`), and per row the
+    device's pk, kind and decommissioning; per (kind, metric) the metric id and the valid
+    range."""
 
     def __init__(
         self,
@@ -93,17 +94,13 @@ class _Arrays:
         self.row: dict[str, int] = {}
         self.pk = np.empty(n, np.int32)
         self.kind = np.empty(n, np.intp)
-        self.site = np.empty(n, np.intp)  # -1: no site
         self.retired = np.full(n, _NEVER, np.int64)
-        self.site_no: dict[str, int] = {}
-        for r, (dev, (pk, kind, _specs, site, retired_from)) in enumerate(index.items()):
+        for r, (dev, (pk, kind, _specs, _site, retired_from)) in enumerate(index.items()):
             self.row[dev] = r
             self.pk[r] = pk
             self.kind[r] = kind_no[kind]
-            self.site[r] = -1 if site is None else self.site_no.setdefault(site, len(self.site_no))
             if retired_from is not None:
                 self.retired[r] = retired_from
-        self._masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}
         self._site_devices: dict[str, list[str]] = {}
         for dev, entry in index.items():
             if entry[3] is not None:
@@ -115,13 +112,13 @@ class _Arrays:
     def table_of(self, sites: AbstractSet[str] | None) -> StrTable:
         """:meth:`rows_of` as a :class:`~qilu.packed.StrTable` (device id -> row): an agent's
         table is small enough to stay in the processor's caches, like its dictionary."""
-        key = sites if sites is None or isinstance(sites, frozenset) else None
-        table = self._tables.get(key) if key is not None or sites is None else None
+        cached = sites is None or isinstance(sites, frozenset)
+        table = self._tables.get(sites) if cached else None  # type: ignore[arg-type]
         if table is None:
             rows = self.rows_of(sites)
             table = StrTable(list(rows), list(rows.values()))
-            if key is not None or sites is None:
-                self._tables[key] = table
+            if cached:
+                self._tables[sites] = table  # type: ignore[index]
         return table
 
     def rows_of(self, sites: AbstractSet[str] | None) -> Mapping[str, int]:
@@ -141,17 +138,6 @@ class _Arrays:
             if isinstance(sites, frozenset):
                 self._rows_of[sites] = rows
         return rows
-
-    def site_mask(self, sites: AbstractSet[str]) -> npt.NDArray[np.bool_]:
-        """Site number -> in ``sites``; the last entry (number -1: no site) is False."""
-        mask = self._masks.get(sites) if isinstance(sites, frozenset) else None
-        if mask is None:
-            mask = np.zeros(len(self.site_no) + 1, bool)
-            numbers = [self.site_no[s] for s in sites if s in self.site_no]
-            mask[numbers] = True
-            if isinstance(sites, frozenset):
-                self._masks[sites] = mask
-        return mask
 
 
 class Validator:
@@ -376,13 +362,9 @@ class Validator:
         ok &= (ts >= min_ts) & (ts <= now_us + self._skew_us) & (ts < a.retired[row])
         ok &= np.isfinite(value) & (value >= a.low[kind, metric]) & (value <= a.high[kind, metric])
         ok &= (quality >= 0) & (quality <= 2)
-        bounds = np.zeros(envs + 1, np.intp)
-        np.cumsum(lens, out=bounds[1:])
-        site = a.site[row]
-        for i, agent_sites in enumerate(sites):
-            if agent_sites is not None and lens[i]:
-                lo, hi = bounds[i], bounds[i + 1]
-                ok[lo:hi] &= a.site_mask(agent_sites)[site[lo:hi]]
+        # no site check here: the devices were looked up among the sending agent's own
+        # (:meth:`_Arrays.rows_of`, :meth:`_Arrays.table_of`), so a device of another site
+        # was not found, and validate() refuses it as foreign_site
         env_of = np.repeat(np.arange(envs), lens)
         slow = np.zeros(envs, bool)
         slow[env_of[~ok]] = True
