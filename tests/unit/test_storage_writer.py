@@ -182,3 +182,28 @@ def test_binary_arrays_are_postgres_binary_array_format() -> None:
     assert struct.unpack_from(">iiIii", data8) == (1, 0, 20, 2, 1)
     assert struct.unpack_from(">iq iq", data8, 20) == (8, 2**62, 8, -1)
     assert int4_array(np.zeros(0, np.int32)) == struct.pack(">iiI", 0, 0, 23)
+
+
+def test_key_order_equals_a_stable_sort_by_device_and_metric_on_both_paths() -> None:
+    import numpy as np
+
+    from storage.rows import RowArrays
+    from storage.writer import key_order
+
+    rng = np.random.default_rng(11)
+    cases = [
+        (0, 50, 0, 4),  # small ids: device, metric and row number packed into one int64
+        (0, 2**31 - 1, 0, 2**15 - 1),  # too wide to pack: the stable argsort
+        (-5, 5, 0, 3),  # a negative device_pk: the stable argsort
+    ]
+    for lo_d, hi_d, lo_m, hi_m in cases:
+        n = 2_000
+        r = RowArrays(
+            rng.integers(lo_d, hi_d, n, endpoint=True).astype(np.int32),
+            rng.integers(lo_m, hi_m, n, endpoint=True).astype(np.int16),
+            np.arange(n, dtype=np.int64),  # the row number: shows the order of equal keys
+            rng.random(n),
+            np.zeros(n, np.int16),
+        )
+        expected = sorted(range(n), key=lambda i: (int(r.device_pk[i]), int(r.metric_id[i])))
+        assert key_order(r).ts_us.tolist() == expected
