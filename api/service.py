@@ -57,6 +57,11 @@ COVERAGE_BUILDS = Counter(
     "Full builds of the incremental coverage model, by reason",
     ["reason"],
 )
+COVERAGE_BUILD_SECONDS = Gauge(
+    "qilu_api_coverage_full_build_seconds",
+    "How long the coverage model's last full build took (a rebuild after a registry change "
+    "waits at least 20 times this, storage.coverage_rebuild_min_s)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +235,7 @@ class Refresher:
                 COVERAGE_BEHIND.set(done.registry_behind_s or 0.0)
                 if done.full:
                     COVERAGE_BUILDS.labels(done.reason).inc()
+                    COVERAGE_BUILD_SECONDS.set(done.seconds)
             try:
                 baselines = queries_api.first_observations(conn)
             except queries_api.RelationMissingError as exc:

@@ -20,8 +20,9 @@ seconds samples
   counter), hence ``readings_stored_per_s`` against the province's 37,033/s
   (docs/capacity.md);
 - the full builds of the incremental coverage models so far, by reason, and how long each
-  model has counted an older registry: the API's (``qilu_api_coverage_full_builds_total``,
-  ``qilu_api_coverage_registry_behind_seconds``) and the ingest's maintenance loop's
+  model has counted an older registry, and how long its last full build took: the API's
+  (``qilu_api_coverage_full_builds_total``, ``qilu_api_coverage_registry_behind_seconds``,
+  ``qilu_api_coverage_full_build_seconds``) and the ingest's maintenance loop's
   (``qilu_storage_coverage_...``; docs/adr/0018-incremental-coverage.md, "Registry changes:
   bounded rebuilds");
 
@@ -244,14 +245,16 @@ def coverage_model(lines: list[str] | None, prefix: str) -> dict[str, Any] | Non
     if lines is None:
         return None
     builds: dict[str, float] = {}
-    behind = None
+    behind = build_s = None
     for line in lines:
         if line.startswith(f"{prefix}_coverage_full_builds_total{{"):
             reason = line.split('reason="', 1)[1].split('"', 1)[0]
             builds[reason] = float(line.split()[-1])
         elif line.startswith(f"{prefix}_coverage_registry_behind_seconds "):
             behind = float(line.split()[-1])
-    return {"full_builds": builds, "registry_behind_s": behind}
+        elif line.startswith(f"{prefix}_coverage_full_build_seconds "):
+            build_s = float(line.split()[-1])
+    return {"full_builds": builds, "registry_behind_s": behind, "last_build_s": build_s}
 
 
 def lag(settings: Settings, group: str) -> tuple[int, float]:
@@ -406,6 +409,14 @@ def full_builds(
             "by_the_warmup_edge": early[-1] if early else {},
             "in_all": seen[-1][1],
             "registry_changed_in_all": seen[-1][1].get("the registry changed", 0.0),
+            "last_build_s_max": max(
+                (
+                    s["coverage_models"][model].get("last_build_s") or 0.0
+                    for s in samples
+                    if model in s.get("coverage_models", {})
+                ),
+                default=None,
+            ),
             "registry_behind_s_max": max(
                 (
                     s["coverage_models"][model]["registry_behind_s"] or 0.0

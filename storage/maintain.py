@@ -395,6 +395,7 @@ class Maintainer:
             metrics.COVERAGE_BEHIND.set(done.registry_behind_s or 0.0)
             if done.full:
                 metrics.COVERAGE_BUILDS.labels(done.reason).inc()
+                metrics.COVERAGE_BUILD_SECONDS.set(done.seconds)
         return coverage.record(conn, figures, now)
 
     def _watch_jobs(self, conn: Conn) -> int:

@@ -29,3 +29,8 @@ COVERAGE_BUILDS = Counter(
     "Full builds of the maintenance loop's incremental coverage model, by reason",
     ["reason"],
 )
+COVERAGE_BUILD_SECONDS = Gauge(
+    "qilu_storage_coverage_full_build_seconds",
+    "How long the maintenance loop's coverage model's last full build took (a rebuild after a "
+    "registry change waits at least 20 times this, storage.coverage_rebuild_min_s)",
+)

@@ -82,6 +82,9 @@ def test_the_api_refresher_waits_for_the_bound_and_exports_it(
     bounded.refresh_once()
     assert _builds("qilu_api", first) == n_first + 1
     assert _behind("qilu_api") == 0.0
+    built_in = REGISTRY.get_sample_value("qilu_api_coverage_full_build_seconds")
+    assert built_in is not None
+    assert built_in > 0.0
     _change_registry(settings.db, ids[0])
     bounded.refresh_once()
     bounded.refresh_once()
@@ -123,6 +126,9 @@ def test_the_maintenance_loop_waits_for_the_bound_and_exports_it(
         worker.join(timeout=30)
     last = worker.coverage.last
     assert last is not None
+    built_in = REGISTRY.get_sample_value("qilu_storage_coverage_full_build_seconds")
+    assert built_in is not None
+    assert built_in > 0.0
     if bound:
         assert not last.full, last.reason
         assert last.registry_behind_s is not None
