@@ -205,7 +205,6 @@ class Validator:
         envelope that repeats a (device, metric, time) goes to :meth:`validate` too
         (identical repeats are dropped there)."""
         lens = [len(e) for e in envs]
-        n = sum(lens)
         packed = [isinstance(e, PackedEnvelope) for e in envs]
         try:
             if all(packed):
@@ -220,7 +219,7 @@ class Validator:
         except TypeError:  # an unhashable metric of a packed envelope: validate() says which
             return RowArrays.of(Rows()), list(range(len(envs)))
         row, metric, ts, value, quality = cols
-        return self._check_batch(lens, n, now_us, sites, row, metric, ts, value, quality)
+        return self._check_batch(lens, now_us, row, metric, ts, value, quality)
 
     def _mixed_columns(
         self,
@@ -340,9 +339,7 @@ class Validator:
     def _check_batch(
         self,
         lens: list[int],
-        n: int,
         now_us: int,
-        sites: Sequence[AbstractSet[str] | None],
         row: npt.NDArray[np.intp],
         metric: npt.NDArray[np.intp],
         ts: npt.NDArray[np.int64],
@@ -353,14 +350,16 @@ class Validator:
         a = self._arrays
         envs = len(lens)
         ok = (row >= 0) & (metric >= 0)
-        row[~ok] = 0
-        metric[~ok] = 0
-        kind = a.kind[row]
+        if not ok.all():
+            row[~ok] = 0
+            metric[~ok] = 0
+        # (kind, metric) as one index into the flattened tables
+        km = a.kind[row] * a.known.shape[1] + metric
         min_ts = MIN_TS_US if self._max_age_us is None else now_us - self._max_age_us
         min_ts = max(min_ts, MIN_TS_US)
-        ok &= a.known[kind, metric]
+        ok &= a.known.ravel()[km]
         ok &= (ts >= min_ts) & (ts <= now_us + self._skew_us) & (ts < a.retired[row])
-        ok &= np.isfinite(value) & (value >= a.low[kind, metric]) & (value <= a.high[kind, metric])
+        ok &= np.isfinite(value) & (value >= a.low.ravel()[km]) & (value <= a.high.ravel()[km])
         ok &= (quality >= 0) & (quality <= 2)
         # no site check here: the devices were looked up among the sending agent's own
         # (:meth:`_Arrays.rows_of`, :meth:`_Arrays.table_of`), so a device of another site
@@ -369,7 +368,7 @@ class Validator:
         slow = np.zeros(envs, bool)
         slow[env_of[~ok]] = True
         pk = a.pk[row]
-        metric_id = a.metric_id[kind, metric]
+        metric_id = a.metric_id.ravel()[km]
         # a repeated (envelope, device, metric, time) has a repeated hash; a hash repeated
         # without one (a collision) only sends its envelopes the exact way
         key = (
@@ -381,6 +380,9 @@ class Validator:
         repeated = ordered[1:][ordered[1:] == ordered[:-1]]
         if len(repeated):
             slow[env_of[np.isin(key, repeated)]] = True
+        if not slow.any():  # the usual batch: every reading stored
+            rows = RowArrays(pk, metric_id, ts, value, quality.astype(np.int16))
+            return rows, []
         keep = ~slow[env_of]
         rows = RowArrays(
             pk[keep],

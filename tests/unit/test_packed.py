@@ -183,7 +183,7 @@ def test_random_envelopes_agree_with_decode(
         and m.isascii()
         and len(d) < 32
         and len(m) < 32
-        and t >= 2**32
+        and 2**32 <= t < 2**63
         and type(x) is float
         and 0 <= q < 128
         for d, m, t, x, q in readings
