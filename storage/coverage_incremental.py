@@ -22,10 +22,10 @@ only liveness moves (docs/adr/0018-incremental-coverage.md). So:
   times in a minute), and a full build costs seconds at province scale. A rebuild caused only
   by a registry change therefore waits until :func:`rebuild_wait_s` has passed since the last
   build finished: the longer of ``storage.coverage_rebuild_min_s`` and
-  :data:`REBUILD_DUTY_K` times the last build's duration (0 = at once). Meanwhile the model
-  keeps moving with the liveness of the devices it knows (the others wait for the rebuild,
-  which reads every device's liveness afresh), and :attr:`Refresh.registry_behind_s` says
-  how long the registry has been newer than the model.
+  :data:`REBUILD_DUTY_K` times the last build's duration, the latter at most five minutes
+  (0 = at once). Meanwhile the model keeps moving with the liveness of the devices it knows
+  (the others wait for the rebuild, which reads every device's liveness afresh), and
+  :attr:`Refresh.registry_behind_s` says how long the registry has been newer than the model.
 
 The figures are the same as :func:`storage.coverage.compute` at the same ``now`` on the
 same data whenever the model is not behind the registry
@@ -59,19 +59,25 @@ _US = 1_000_000
 # older than this recomputes in full instead of trusting rows that may be gone
 MAX_GAP_S = 300.0
 LOG_RETENTION = timedelta(minutes=10)
+# a full build runs its queries without parallel workers (for its transaction only)
+BUILD_SERIAL = "SET LOCAL max_parallel_workers_per_gather = 0"
 # a rebuild caused only by a registry change waits at least this many times the previous
 # build's duration after it: builds then take at most 1/(K+1), under 5 %, of the process's
 # time however often the registry changes (docs/adr/0018-incremental-coverage.md)
 REBUILD_DUTY_K = 20.0
+# ... but never longer than this (unless storage.coverage_rebuild_min_s is longer): a registry
+# change counts within five minutes even after a build slowed by a busy machine, at the price
+# of a higher share for builds slower than 15 s
+REBUILD_WAIT_CAP_S = 300.0
 
 
 def rebuild_wait_s(min_s: float, last_build_s: float, k: float = REBUILD_DUTY_K) -> float:
     """How long after a full build finished a rebuild caused only by a registry change waits:
     0 (at once) when ``min_s`` is 0, else the longer of ``min_s`` and ``k`` times the last
-    build's duration ``last_build_s``."""
+    build's duration ``last_build_s``, the latter capped at :data:`REBUILD_WAIT_CAP_S`."""
     if min_s <= 0:
         return 0.0
-    return max(min_s, k * last_build_s)
+    return max(min_s, min(k * last_build_s, REBUILD_WAIT_CAP_S))
 
 
 def epoch_us(t: datetime) -> int:
@@ -473,6 +479,10 @@ class IncrementalCoverage:
         day = coverage.province_day(now)
         model = CoverageModel(self.catalog, day)
         with conn.cursor() as cur:
+            # background work: one core at most. With parallel workers the build's queries took
+            # both cores of the platform's start (1.3 backends + 1.1 workers on average over its
+            # first 80 s, docs/capacity.md) while the ingest stored the agents' first reports
+            cur.execute(BUILD_SERIAL)
             gated = _GATED_KIND if _GATE_QUERY is not None else None
             cur.execute(_DEVICES, {"day": day, "gated": gated})
             for pk, expected, seen, is_gated in cur:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -302,3 +303,45 @@ def test_gateways_follow_their_latest_reports_incrementally(settings: Settings) 
             assert inc.last is not None
             assert not inc.last.full
             assert _as_tuples(got) == _as_tuples(coverage.compute(conn, catalog, now)), i
+
+
+class _SettingProbe(psycopg.Cursor[TupleRow]):
+    """Records, before each statement, the parallel workers the statement may use."""
+
+    seen: list[str] = []  # noqa: RUF012 - one test reads it
+    _probing = False
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> _SettingProbe:
+        setting = isinstance(query, str) and query.lstrip().upper().startswith("SET")
+        if not (_SettingProbe._probing or setting):
+            _SettingProbe._probing = True
+            try:
+                got = self.connection.execute(
+                    "SELECT current_setting('max_parallel_workers_per_gather')"
+                ).fetchone()
+                assert got is not None
+                _SettingProbe.seen.append(str(got[0]))
+            finally:
+                _SettingProbe._probing = False
+        super().execute(query, params, **kw)
+        return self
+
+
+def test_a_full_build_uses_no_parallel_workers(settings: Settings) -> None:
+    """The build is background work beside the ingest: its membership queries run without
+    parallel workers, and the session's setting is as it was afterwards."""
+    catalog = load_catalog()
+    with connect(settings.db) as conn:
+        load_registry(conn, generate(seed=3, scale=0.01))
+    with psycopg.connect(settings.db.conninfo(), cursor_factory=_SettingProbe) as conn:
+        conn.execute("SET max_parallel_workers_per_gather = 2")
+        conn.commit()
+        _SettingProbe.seen = []
+        inc = IncrementalCoverage(catalog, rebuild_min_s=0)
+        inc.compute(conn, datetime.now(UTC))
+        assert _last(inc).full
+        # every target's membership query ran with the setting at 0
+        assert _SettingProbe.seen.count("0") >= len(catalog.targets)
+        row = conn.execute("SHOW max_parallel_workers_per_gather").fetchone()
+        assert row is not None
+        assert row[0] == "2"

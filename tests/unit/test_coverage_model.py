@@ -7,7 +7,12 @@ from datetime import date
 import pytest
 
 from qilu.catalog import load_catalog
-from storage.coverage_incremental import REBUILD_DUTY_K, CoverageModel, rebuild_wait_s
+from storage.coverage_incremental import (
+    REBUILD_DUTY_K,
+    REBUILD_WAIT_CAP_S,
+    CoverageModel,
+    rebuild_wait_s,
+)
 
 S = 1_000_000  # µs
 JINAN, QINGDAO = "370100", "370200"
@@ -111,7 +116,12 @@ def test_a_rebuild_for_a_registry_change_waits_the_longer_of_the_minimum_and_k_b
     assert rebuild_wait_s(30.0, 0.5) == 30.0
     assert rebuild_wait_s(30.0, 4.0) == 4.0 * REBUILD_DUTY_K == 80.0
     assert rebuild_wait_s(30.0, 4.0, k=5.0) == 30.0
-    # a build and the wait after it: building at most 1/(K+1) of the time (under 5 %)
-    for build in (0.01, 1.5, 4.0, 60.0):
+    # a build slowed by a busy machine does not keep a registry change out for long
+    assert rebuild_wait_s(30.0, 40.0) == REBUILD_WAIT_CAP_S == 300.0
+    assert rebuild_wait_s(600.0, 40.0) == 600.0  # a longer setting still holds
+    # a build and the wait after it: building at most 1/(K+1) of the time (under 5 %) for
+    # builds up to the cap's 15 s; a slower one gets the cap's wait
+    for build in (0.01, 1.5, 4.0, REBUILD_WAIT_CAP_S / REBUILD_DUTY_K):
         share = build / (build + rebuild_wait_s(30.0, build))
         assert share <= 1 / (REBUILD_DUTY_K + 1) < 0.05
+    assert 60.0 / (60.0 + rebuild_wait_s(30.0, 60.0)) == 60.0 / 360.0
