@@ -718,7 +718,10 @@ class ReadingsSink:
         liveness (``live``: devices and newest timestamps; None: none this time),
         invalidations and the parts sent together (pipeline mode)."""
         postgres = self._mode is StorageMode.POSTGRES
-        with self._pool.connection(timeout=self._pool_timeout_s) as conn:
+        with (
+            self._pool.connection(timeout=self._pool_timeout_s) as conn,
+            self._prepared(conn),
+        ):
             with conn.transaction(), conn.cursor() as cur:
                 row = cur.execute(
                     _TIMEOUT_AND_WATERMARK if postgres else _TIMEOUT,
@@ -741,6 +744,25 @@ class ReadingsSink:
                             if part.pending:
                                 part.write(cur)
             return inserted
+
+    @contextlib.contextmanager
+    def _prepared(self, conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+        """The transaction's statements as server-side prepared statements (parsed and planned
+        once per connection, not per batch) where the server is a real PostgreSQL (the COPY
+        method: the TimescaleDB test engine has no COPY and keeps prepared statements across
+        reconnects, so the pool's connections do not prepare: storage/db.py). In real time
+        (~2,100 rows per transaction) the settings, invalidation and offsets statements cost
+        half as much, ~0.15-0.27 µs per row (docs/adr/0008-ingest-write-path.md, "Amended
+        (issue 17, session 6)"); the connection goes back to the pool as it was."""
+        if self.method is not WriteMethod.COPY:
+            yield
+            return
+        before = conn.prepare_threshold
+        conn.prepare_threshold = 0
+        try:
+            yield
+        finally:
+            conn.prepare_threshold = before
 
     def _write_copy(
         self, conn: psycopg.Connection[TupleRow], cur: psycopg.Cursor[TupleRow], rows: RowArrays

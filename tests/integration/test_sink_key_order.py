@@ -149,3 +149,26 @@ def test_a_sink_not_key_ordered_keeps_the_order_it_was_given(
         )
     )
     assert [(d, m, to_us(t)) for d, m, t in stored] == given
+
+
+def test_the_sink_prepares_its_statements_and_gives_the_connection_back_as_it_was(
+    db: DatabaseSettings, pool: ConnectionPool
+) -> None:
+    """With the COPY method (a real PostgreSQL) the batch's statements are prepared once per
+    connection; the pool's connections otherwise do not prepare (storage/db.py)."""
+    fleet = Fleet(db)
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    for minute in range(3):
+        sink.add(fleet.rows(sorted(fleet.pk), start.replace(minute=minute), minutes=1))
+        sink.flush()
+    with pool.connection() as conn:  # the pool's one connection: the sink's
+        assert conn.prepare_threshold is None
+        prepared = [
+            str(q)
+            for (q,) in conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+        ]
+    assert any("INSERT INTO device_liveness" in q for q in prepared)
+    assert any("INSERT INTO rollup_invalidations" in q for q in prepared)
+    assert any("set_config('statement_timeout'" in q for q in prepared)
+    assert sum("INSERT INTO device_liveness" in q for q in prepared) == 1  # once, not per batch
