@@ -22,7 +22,9 @@ key's index takes it page after page: ~18 % less of the database's CPU per row t
 order the consumers hand it over (docs/adr/0008-ingest-write-path.md, "Amended (issue 17,
 session 6)"). The liveness arrays go as binary ``int4[]``/``int8[]`` parameters
 (:func:`int4_array`, :func:`int8_array`), built by numpy, parsed by the server without a
-number per element.
+number per element. With the COPY method (a real PostgreSQL) the transaction's statements are
+server-side prepared, planned once per connection instead of per batch (:meth:`ReadingsSink.
+_prepared`).
 
 In the same transaction: in postgres mode the ranges the rollup refresh must recompute
 (``rollup_invalidations``), whatever :class:`TransactionPart` the sink was given (``parts``:
