@@ -46,7 +46,7 @@ from kafka.structs import TopicPartition
 from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
 from qilu.kafka_sockets import close_failed_connections
-from qilu.packed import PackedEnvelope, decode_packed
+from qilu.packed import PACKED_MIN_BYTES, PackedEnvelope, decode_packed
 from qilu.settings import IngestSettings, KafkaSettings
 from qilu.signing import LOG_APPEND_TIME
 from storage.deadletter_tally import DeadLetterTally
@@ -429,8 +429,10 @@ class IngestConsumer:
             letter = DeadLetter(key, b"", "malformed", "record has no value", source)
             return _Refused(letter, key_agent(key), where, 0)
         try:
-            # the usual envelope read straight into arrays, any other decoded the general way
-            env: Envelope | PackedEnvelope = decode_packed(value) or decode(value)
+            # the usual envelope read straight into arrays, any other (and a small one, which
+            # costs less the general way) decoded the general way
+            packed = decode_packed(value) if len(value) >= PACKED_MIN_BYTES else None
+            env: Envelope | PackedEnvelope = packed or decode(value)
         except DecodeError as exc:
             self._observe_after_loss(rec, None)
             letter = DeadLetter(key, value, exc.reason, exc.detail, source)
