@@ -210,22 +210,22 @@ def int8_array(values: npt.NDArray[np.int64] | list[int]) -> Int8Array:
     return Int8Array(_binary_array(np.asarray(values, np.int64), _INT8_OID, ">i8", 8))
 
 
-class _Int4ArrayDumper(Dumper):
+class _ArrayDumper(Dumper):
+    """Sends an already built binary array (:func:`int4_array`, :func:`int8_array`) as is."""
+
     format = pq.Format.BINARY
+
+    def dump(self, obj: object) -> bytes:
+        assert isinstance(obj, Int4Array | Int8Array)  # noqa: S101 - registered for these only
+        return bytes(obj)
+
+
+class _Int4ArrayDumper(_ArrayDumper):
     oid = 1007  # int4[]
 
-    def dump(self, obj: object) -> bytes:
-        assert isinstance(obj, Int4Array)  # noqa: S101 - registered for Int4Array only
-        return bytes(obj)
 
-
-class _Int8ArrayDumper(Dumper):
-    format = pq.Format.BINARY
+class _Int8ArrayDumper(_ArrayDumper):
     oid = 1016  # int8[]
-
-    def dump(self, obj: object) -> bytes:
-        assert isinstance(obj, Int8Array)  # noqa: S101 - registered for Int8Array only
-        return bytes(obj)
 
 
 # the project's own two types, for every connection (they dump nothing else)

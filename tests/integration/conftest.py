@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from ops.cli import main as qilu_main
 from ops.services import Services
@@ -153,3 +154,13 @@ def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
 
     with private_kafka(base_settings) as broker:
         yield broker.bootstrap, broker.agent_bootstrap
+
+
+@pytest.fixture
+def sink_pool(db: DatabaseSettings) -> Iterator[ConnectionPool]:
+    """One connection to the test's database, unprepared, as a ReadingsSink takes it."""
+    p = ConnectionPool(
+        db.conninfo(), min_size=1, max_size=1, kwargs={"prepare_threshold": None}, open=True
+    )
+    yield p
+    p.close()

@@ -13,7 +13,6 @@ PostgreSQL:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -36,15 +35,6 @@ from tests.integration.test_storage_postgres import Fleet
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def pool(db: DatabaseSettings) -> Iterator[ConnectionPool]:
-    p = ConnectionPool(
-        db.conninfo(), min_size=1, max_size=1, kwargs={"prepare_threshold": None}, open=True
-    )
-    yield p
-    p.close()
-
-
 def log_rows(db: DatabaseSettings) -> list[dict[int, int]]:
     with connect(db) as conn:
         rows = conn.execute("SELECT devices, seen_us FROM liveness_changes ORDER BY at").fetchall()
@@ -58,12 +48,12 @@ def newest_stored(db: DatabaseSettings) -> dict[int, int]:
 
 
 def test_one_log_row_per_sink_statement_with_every_device_it_wrote(
-    db: DatabaseSettings, pool: ConnectionPool
+    db: DatabaseSettings, sink_pool: ConnectionPool
 ) -> None:
     fleet = Fleet(db)
     devices = sorted(fleet.pk)[:3]
     a, b, c = (fleet.pk[d] for d in devices)
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     sink.add(fleet.rows(devices[:2], t0, minutes=1))  # a and b: inserted
     sink.flush()
@@ -81,14 +71,14 @@ def test_one_log_row_per_sink_statement_with_every_device_it_wrote(
 
 
 def test_a_sink_not_logging_itself_leaves_the_log_to_the_triggers(
-    db: DatabaseSettings, pool: ConnectionPool
+    db: DatabaseSettings, sink_pool: ConnectionPool
 ) -> None:
     # self_logged_liveness=False (the sink as it was, for bench/sink_cost.py): the triggers of
     # migration 062 log what moved, one row per kind of change, the redelivery not at all
     fleet = Fleet(db)
     devices = sorted(fleet.pk)[:3]
     a, b, c = (fleet.pk[d] for d in devices)
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, self_logged_liveness=False)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, self_logged_liveness=False)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     sink.add(fleet.rows(devices[:2], t0, minutes=1))
     sink.flush()
@@ -137,14 +127,14 @@ def test_incremental_coverage_from_the_sinks_log_equals_full(settings: Settings)
         load_registry(conn, generate(seed=5, scale=0.01))
         pks = [r[0] for r in conn.execute("SELECT device_pk FROM devices ORDER BY 1")]
         metric = int(conn.execute("SELECT min(metric_id) FROM metrics").fetchone()[0])  # type: ignore[index]
-    pool = ConnectionPool(
+    sink_pool = ConnectionPool(
         settings.db.conninfo(),
         min_size=1,
         max_size=1,
         kwargs={"prepare_threshold": None},
         open=True,
     )
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES)
     now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     redelivery: RowArrays | None = None
 
@@ -186,7 +176,7 @@ def test_incremental_coverage_from_the_sinks_log_equals_full(settings: Settings)
                     (f.target.id, f.province, f.cities) for f in want
                 ], i
     finally:
-        pool.close()
+        sink_pool.close()
     assert incremental >= 23  # the first computation (and a new province day) in full
     # every sink transaction logged itself, the triggers nothing on top
     assert scalar(settings.db, "SELECT count(*) FROM liveness_changes") == 26

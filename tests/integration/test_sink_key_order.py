@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import numpy as np
@@ -26,17 +25,8 @@ from tests.integration.test_storage_postgres import Fleet
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def pool(db: DatabaseSettings) -> Iterator[ConnectionPool]:
-    p = ConnectionPool(
-        db.conninfo(), min_size=1, max_size=1, kwargs={"prepare_threshold": None}, open=True
-    )
-    yield p
-    p.close()
-
-
 def test_a_shuffled_batch_is_stored_in_key_order(
-    db: DatabaseSettings, pool: ConnectionPool
+    db: DatabaseSettings, sink_pool: ConnectionPool
 ) -> None:
     fleet = Fleet(db)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -49,7 +39,7 @@ def test_a_shuffled_batch_is_stored_in_key_order(
         rows.value[order],
         rows.quality[order],
     )
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES)
     sink.add(shuffled)
     assert sink.flush().inserted == len(rows)
     with connect(db) as conn:
@@ -89,12 +79,12 @@ def test_binary_arrays_reach_the_server_exactly(db: DatabaseSettings) -> None:
 
 
 def test_liveness_from_binary_arrays_is_the_newest_and_moves_only_forward(
-    db: DatabaseSettings, pool: ConnectionPool
+    db: DatabaseSettings, sink_pool: ConnectionPool
 ) -> None:
     fleet = Fleet(db)
     start = datetime.now(UTC).replace(second=0, microsecond=0)
     rows = fleet.rows(sorted(fleet.pk), start, minutes=2)
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES)
     sink.add(rows)
     sink.flush()
     newest: dict[int, int] = {}
@@ -118,14 +108,14 @@ def test_liveness_from_binary_arrays_is_the_newest_and_moves_only_forward(
 
 
 def test_a_sink_not_key_ordered_keeps_the_order_it_was_given(
-    db: DatabaseSettings, pool: ConnectionPool
+    db: DatabaseSettings, sink_pool: ConnectionPool
 ) -> None:
     """``key_ordered=False`` is bench/sink_cost.py's sink as it was (the "_arrival" variants)."""
     fleet = Fleet(db)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     rows = RowArrays.of(fleet.rows(sorted(fleet.pk), start, minutes=5))
     order = np.random.default_rng(4).permutation(len(rows))
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, key_ordered=False)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, key_ordered=False)
     sink.add(
         RowArrays(
             rows.device_pk[order],
@@ -152,17 +142,17 @@ def test_a_sink_not_key_ordered_keeps_the_order_it_was_given(
 
 
 def test_the_sink_prepares_its_statements_and_gives_the_connection_back_as_it_was(
-    db: DatabaseSettings, pool: ConnectionPool
+    db: DatabaseSettings, sink_pool: ConnectionPool
 ) -> None:
     """With the COPY method (a real PostgreSQL) the batch's statements are prepared once per
-    connection; the pool's connections otherwise do not prepare (storage/db.py)."""
+    connection; the sink_pool's connections otherwise do not prepare (storage/db.py)."""
     fleet = Fleet(db)
     start = datetime.now(UTC).replace(second=0, microsecond=0)
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES)
     for minute in range(3):
         sink.add(fleet.rows(sorted(fleet.pk), start.replace(minute=minute), minutes=1))
         sink.flush()
-    with pool.connection() as conn:  # the pool's one connection: the sink's
+    with sink_pool.connection() as conn:  # the sink_pool's one connection: the sink's
         assert conn.prepare_threshold is None
         prepared = [
             str(q)
