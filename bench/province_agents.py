@@ -82,6 +82,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from edge_agent.agent import SharedProducer, new_producer
     from edge_agent.province import build_agents, plan_agents, run_agents
 
+    from bench.edge_support import delete_topics
     from qilu.contract import Sector
     from qilu.registry import generate
     from qilu.settings import KafkaSettings
@@ -160,6 +161,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             asyncio.run(main())
         finally:
             producer.close(10.0)
+            delete_topics(kafka.bootstrap, kafka.topic_prefix)  # a run's topics go with it
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
