@@ -66,6 +66,8 @@ the local servers (`qilu services up kafka postgres`) and, to build qilu_bench_b
                                     # on the cluster profile: replication factor 3, acks=all
     .venv/bin/python bench/ingest.py --skip-ingest          # the query figures only
     .venv/bin/python bench/ingest.py --profile              # + a cProfile of one consumer
+    git worktree add ../before <rev> && .venv/bin/python bench/ingest.py --skip-big \\
+      --consumers-from ../before    # the consumers of <rev>, this bench's load and ceilings
     .venv/bin/python bench/ingest.py --mode timescale --scale 0.02 --readings 200000
 
 --mode timescale measures only the writer's cost on the TimescaleDB test engine (port 15433,
@@ -421,8 +423,11 @@ def fill_kafka(settings: Settings, stream: ProvinceStream, readings: int) -> dic
 class Consumers:
     """`qilu ingest` processes on the bench database and topics, scraped for their counters."""
 
-    def __init__(self, settings: Settings, n: int, batch_records: int, group: str) -> None:
+    def __init__(
+        self, settings: Settings, n: int, batch_records: int, group: str, code: Path = ROOT
+    ) -> None:
         self.settings, self.n, self.batch_records, self.group = settings, n, batch_records, group
+        self.code = code  # the checkout whose `qilu ingest` runs (--consumers-from)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
 
@@ -437,6 +442,11 @@ class Consumers:
             "QILU_INGEST__METRICS_PORT": str(port),
             "QILU_STORAGE__MAINTAIN_IN_INGEST": "false",
             "QILU_LOG_LEVEL": "WARNING",
+            **(
+                {"PYTHONPATH": f"{self.code}{os.pathsep}{self.code / 'edge-agent'}"}
+                if self.code != ROOT
+                else {}
+            ),
         }
 
     def start(self) -> None:
@@ -446,7 +456,7 @@ class Consumers:
             self.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "ops.cli", "ingest", "--metrics-port", str(port)],
-                    cwd=ROOT,
+                    cwd=self.code,
                     env=self.env(port),
                 )
             )
@@ -623,7 +633,12 @@ ONE_SITE_ENVELOPE = (500, 1)
 
 
 def drain_one_site_shape(
-    settings: Settings, reg: Registry, readings: int, consumers: int, batch_records: int
+    settings: Settings,
+    reg: Registry,
+    readings: int,
+    consumers: int,
+    batch_records: int,
+    code: Path = ROOT,
 ) -> dict[str, Any]:
     """The same drain with a real one-site agent's envelopes (:data:`ONE_SITE_ENVELOPE`), for
     the consumers' CPU per reading side by side with the headline's shape: the readings of
@@ -639,7 +654,9 @@ def drain_one_site_shape(
     )
     fill = fill_kafka(settings, stream, readings)
     say(f"  the same start (VACUUM (ANALYZE), CHECKPOINT): {fair_start(settings)} s")
-    drain = Consumers(settings, consumers, batch_records, f"{settings.kafka.topic_prefix}-one")
+    drain = Consumers(
+        settings, consumers, batch_records, f"{settings.kafka.topic_prefix}-one", code
+    )
     try:
         drain.start()
         out = measure_sustained(
@@ -1838,6 +1855,17 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
         "--readings", type=int, default=6_000_000, help="readings in Kafka for the sustained run"
     )
     ap.add_argument("--consumers", type=int, default=3, help="ingest processes (default 3)")
+    (
+        ap.add_argument(
+            "--consumers-from",
+            type=Path,
+            default=ROOT,
+            metavar="CHECKOUT",
+            help="run the ingest processes from another checkout of the project (e.g. a git"
+            " worktree of an older commit) with this bench's load, database and ceilings: before"
+            " and after figures side by side (default: this checkout)",
+        ),
+    )
     ap.add_argument(
         "--batch-records", type=int, default=250, help="envelopes per consumer poll (default 250)"
     )
@@ -1957,11 +1985,18 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
     one_site_kafka = base.kafka.model_copy(update={"topic_prefix": f"bench{tag}one"})
     one_site = base.model_copy(update={"db": db, "kafka": one_site_kafka})
     result: dict[str, Any] = run_header("bench/ingest.py")
+    result["consumers_commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=args.consumers_from,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     usage = shutil.disk_usage(ROOT)
     say(f"disk: {usage.free / 1e9:,.0f} GB free of {usage.total / 1e9:,.0f} GB")
     export = Path(tempfile.mkdtemp(prefix="qilu-bench-")) / "readings.tsv"
     group = f"bench-{tag}"
-    consumers = Consumers(settings, args.consumers, args.batch_records, group)
+    consumers = Consumers(settings, args.consumers, args.batch_records, group, args.consumers_from)
     try:
         if not args.skip_ingest:
             say(f"creating {db.name} and loading a registry at scale {args.scale}")
@@ -2032,7 +2067,12 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
                     f" ({ONE_SITE_ENVELOPE[0]} readings, {ONE_SITE_ENVELOPE[1]} s)"
                 )
                 result["sustained_one_site_envelopes"] = one = drain_one_site_shape(
-                    one_site, reg, args.readings, args.consumers, args.batch_records
+                    one_site,
+                    reg,
+                    args.readings,
+                    args.consumers,
+                    args.batch_records,
+                    args.consumers_from,
                 )
                 window = one.get("cpu_window", {})
                 say(
