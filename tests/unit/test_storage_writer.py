@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 from datetime import UTC, datetime
 
@@ -28,8 +29,9 @@ def rows(*items: tuple[int, int, int, float, int]) -> Rows:
     return r
 
 
-def parse_copy(data: bytes) -> list[tuple[int, int, int, float, int]]:
+def parse_copy(stream: bytes | memoryview) -> list[tuple[int, int, int, float, int]]:
     """An independent reader of PostgreSQL's binary COPY format (field by field)."""
+    data = bytes(stream)
     assert data.startswith(COPY_HEADER)
     assert data.endswith(COPY_TRAILER)
     pos, out = len(COPY_HEADER), []
@@ -62,6 +64,28 @@ def test_copy_payload_round_trips_with_the_postgres_epoch() -> None:
 
 def test_copy_payload_of_nothing_is_a_valid_empty_stream() -> None:
     assert parse_copy(payload(Rows())) == []
+
+
+def test_copy_payload_is_one_buffer_psycopg_slices_without_copying() -> None:
+    """Random rows (the types' extremes included) read back field by field; the stream is a
+    memoryview, so psycopg's 128 KB pieces of it are views, not copies of the bytes."""
+    rng = random.Random(17)
+    items = [
+        (
+            rng.choice([0, 1, 2**31 - 1, rng.randrange(2**31)]),
+            rng.choice([0, 2**15 - 1, rng.randrange(2**15)]),
+            rng.choice([PG_EPOCH_US, 0, 2**62, rng.randrange(2**62)]),
+            rng.choice([0.0, -0.0, 1e308, -1e-308, rng.uniform(-1e6, 1e6)]),
+            rng.randrange(3),
+        )
+        for _ in range(3000)
+    ]
+    stream = payload(rows(*items))
+    assert isinstance(stream, memoryview)
+    assert parse_copy(stream) == [(d, m, t - PG_EPOCH_US, v, q) for d, m, t, v, q in items]
+    piece = stream[len(COPY_HEADER) : len(COPY_HEADER) + 2]
+    assert isinstance(piece, memoryview)
+    assert piece.obj is stream.obj  # a view of the same buffer
 
 
 def test_newest_per_device_takes_the_maximum_not_the_last() -> None:
