@@ -78,6 +78,8 @@ class _Arrays:
         kinds = sorted(KINDS)
         kind_no = {k: i for i, k in enumerate(kinds)}
         self.metric_no = {m: i for i, m in enumerate(sorted(metric_ids))}
+        # the same for envelopes decoded into arrays (qilu/packed.py)
+        self.metric_table = StrTable(list(self.metric_no), list(self.metric_no.values()))
         shape = (len(kinds), max(1, len(self.metric_no)))
         self.known = np.zeros(shape, bool)  # the kind has the metric
         self.metric_id = np.zeros(shape, np.int16)
@@ -206,18 +208,15 @@ class Validator:
         (identical repeats are dropped there)."""
         lens = [len(e) for e in envs]
         packed = [isinstance(e, PackedEnvelope) for e in envs]
-        try:
-            if all(packed):
-                cols = self._packed_columns(envs, sites)  # type: ignore[arg-type]
-            elif not any(packed):
-                got = self._list_columns(envs, sites)  # type: ignore[arg-type]
-                if got is None:
-                    return RowArrays.of(Rows()), list(range(len(envs)))
-                cols = got
-            else:  # both kinds: each its own way, the readings in the batch's order
-                cols = self._mixed_columns(envs, sites, packed, lens)
-        except TypeError:  # an unhashable metric of a packed envelope: validate() says which
-            return RowArrays.of(Rows()), list(range(len(envs)))
+        if all(packed):
+            cols = self._packed_columns(envs, sites)  # type: ignore[arg-type]
+        elif not any(packed):
+            got = self._list_columns(envs, sites)  # type: ignore[arg-type]
+            if got is None:
+                return RowArrays.of(Rows()), list(range(len(envs)))
+            cols = got
+        else:  # both kinds: each its own way, the readings in the batch's order
+            cols = self._mixed_columns(envs, sites, packed, lens)
         row, metric, ts, value, quality = cols
         return self._check_batch(lens, now_us, row, metric, ts, value, quality)
 
@@ -254,7 +253,7 @@ class Validator:
     ) -> _Columns:
         """The batch's columns from envelopes decoded into arrays: the devices looked up per
         agent (one :class:`~qilu.packed.StrTable` lookup for each agent's envelopes of the
-        batch), the metrics (Python strings, a handful of names) in the dictionary."""
+        batch), the metrics in the table of metric names (one lookup for the batch)."""
         a = self._arrays
         n = sum(len(e) for e in envs)
         row = np.empty(n, np.intp)
@@ -276,11 +275,8 @@ class Validator:
                 k = len(envs[i])
                 row[starts[i] : starts[i] + k] = found[at : at + k]
                 at += k
-        metric = np.fromiter(
-            map(a.metric_no.get, chain.from_iterable(e.metrics for e in envs), repeat(-1)),
-            np.intp,
-            n,
-        )
+        # the metrics of the whole batch read and looked up at once (a handful of names)
+        metric = a.metric_table.find(StrColumn.read([e.metrics for e in envs]), runs=False)
         if not envs:
             return row, metric, *_empty_numbers()
         return (

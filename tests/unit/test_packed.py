@@ -23,7 +23,7 @@ def same(p: PackedEnvelope, e: Envelope) -> bool:
     values = np.array(e.values, np.float64) if e.values else np.zeros(0)
     return (
         as_lists(p).devices == e.devices
-        and p.metrics == e.metrics
+        and p.metrics.strings() == e.metrics
         and p.ts_us.tolist() == e.ts_us
         and all(type(x) is float for x in e.values)
         and p.values.tobytes() == values.tobytes()
@@ -41,7 +41,7 @@ def as_lists(p: PackedEnvelope) -> Envelope:
         p.seq,
         p.sent_at_us,
         p.devices.strings(),
-        list(p.metrics),
+        p.metrics.strings(),
         p.ts_us.tolist(),
         p.values.tolist(),
         p.qualities.tolist(),
@@ -218,3 +218,60 @@ def test_str_table_when_every_string_collides(monkeypatch: pytest.MonkeyPatch) -
     table = StrTable(strings)
     queries = [*strings, "nope", "s300", "s1"]
     assert table.find(StrColumn.of(queries)).tolist() == [*range(300), -1, -1, 1]
+
+
+def test_metric_columns_of_a_batch_are_read_at_once() -> None:
+    """StrColumn.read of several envelopes' checked metric columns gives their names in
+    order, as decode() gives them (names of 0 to 31 bytes, an empty envelope among them),
+    and the metric table finds each with or without the run detection."""
+    rng = random.Random(11)
+    names = ["", "a", "temp_c", "voltage_kv", "sf6_pressure_mpa", "x" * 24, "y" * 31]
+    packs: list[PackedEnvelope] = []
+    expected: list[str] = []
+    for k in (300, 0, 17, 1, 2000):
+        env = province_like(k, seed=k)
+        env.metrics = [rng.choice(names) for _ in range(k)]
+        data = env.encode()
+        packed = agrees(data)
+        assert packed is not None
+        assert packed.metrics.data is data  # checked in place, not read
+        packs.append(packed)
+        expected += decode(data).metrics
+    col = StrColumn.read([p.metrics for p in packs])
+    assert col.strings() == expected
+    table = StrTable(names[1:])  # "" left out: not found
+    want = [names[1:].index(m) if m else -1 for m in expected]
+    assert table.find(col, runs=False).tolist() == want
+    assert table.find(col).tolist() == want
+    assert StrColumn.read([]).strings() == []
+
+
+def test_a_metric_column_whose_lengths_do_not_chain_is_not_read() -> None:
+    """A header whose length points before or past the next header (the count of header
+    bytes still right): decode_packed leaves the envelope to decode(), which reads other
+    names or refuses it."""
+    env = province_like(60)
+    data = bytearray(env.encode())
+    at = data.index(b"\xa8power_kw")  # a metric's header: 8 bytes follow
+    for wrong in (0xA7, 0xA9, 0xA0, 0xBF):
+        b = bytearray(data)
+        b[at] = wrong
+        assert agrees(bytes(b)) is None
+
+
+def test_a_small_table_is_looked_up_in_one_probe_and_still_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table of a few names (the metrics) looks each string up in its home slot alone;
+    a near miss (same length, one byte off, in any word) is not found. When the names do
+    collide, the table probes as a large one does."""
+    names = ["temp_c", "voltage_kv", "sf6_pressure_mpa", "x" * 31, ""]
+    queries = [*names, "temp_d", "voltage_kw", "sf6_pressure_mpb", "x" * 30 + "y", "nope"]
+    want = [0, 1, 2, 3, 4, -1, -1, -1, -1, -1]
+    table = StrTable(names)
+    assert table._direct
+    assert table.find(StrColumn.of(queries), runs=False).tolist() == want
+    monkeypatch.setattr(StrColumn, "hashes", lambda self: np.zeros(len(self), np.uint64))
+    colliding = StrTable(names)
+    assert not colliding._direct
+    assert colliding.find(StrColumn.of(queries), runs=False).tolist() == want
