@@ -275,3 +275,26 @@ def test_a_small_table_is_looked_up_in_one_probe_and_still_exactly(
     colliding = StrTable(names)
     assert not colliding._direct
     assert colliding.find(StrColumn.of(queries), runs=False).tolist() == want
+
+
+def test_string_columns_at_the_end_of_the_data_are_read_inside_it() -> None:
+    """Words are loaded from the record's bytes themselves (no padded copy): a device or
+    metric column last in the envelope, its strings ending at the data's last byte, short
+    ones after a long one, is read without a load past the end, or left to decode()."""
+    env = province_like(40)
+    env.metrics = ["m" * 31 if i % 3 else "" for i in range(40)]
+    env.metrics[-1] = ""
+    env.devices[-1] = "d"
+    obj = msgpack.unpackb(env.encode())
+    for last in ("d", "m"):
+        data = msgpack.packb({**{k: v for k, v in obj.items() if k != last}, last: obj[last]})
+        assert data.endswith(b"\xa0" if last == "m" else b"\xa1d")
+        agrees(data)
+        for cut in range(1, 12):  # and the same envelope cut short
+            agrees(data[:-cut])
+    # ids of one length, last: their last word would end past the data, so decode() reads
+    # them (an order the encoder never writes)
+    obj = msgpack.unpackb(province_like(40).encode())
+    data = msgpack.packb({**{k: v for k, v in obj.items() if k != "d"}, "d": obj["d"]})
+    assert agrees(data) is None
+    assert len(decode(data)) == 40
