@@ -12,6 +12,7 @@ from storage.writer import (
     COPY_HEADER,
     COPY_TRAILER,
     PG_EPOCH_US,
+    CopyStream,
     newest_per_device,
     touched_ranges,
 )
@@ -231,3 +232,25 @@ def test_key_order_equals_a_stable_sort_by_device_and_metric_on_both_paths() -> 
         )
         expected = sorted(range(n), key=lambda i: (int(r.device_pk[i]), int(r.metric_id[i])))
         assert key_order(r).ts_us.tolist() == expected
+
+
+def test_the_sinks_kept_buffer_gives_each_batch_the_stream_of_its_own() -> None:
+    """One CopyStream for batches of varying size (smaller after larger, the kept buffer's
+    size, larger than it may keep): each stream is exactly copy_payload's, so the trailer
+    of a smaller batch left in the buffer never reaches the next one's rows."""
+    rng = random.Random(23)
+    stream = CopyStream(keep_rows=500)
+
+    def batch(n: int) -> Rows:
+        return rows(
+            *[
+                (rng.randrange(2**31), rng.randrange(2**15), rng.randrange(2**62), 0.5, 1)
+                for _ in range(n)
+            ]
+        )
+
+    for n in (300, 10, 0, 299, 300, 1, 450, 1000, 450, 17, 500, 499):
+        r = batch(n)
+        got = stream.payload(r)
+        assert bytes(got) == bytes(payload(r)), n
+        assert len(parse_copy(got)) == n
