@@ -18,8 +18,9 @@ encode`) without an object per reading:
   matches the wrong string). The metrics' column is only checked here (:class:`FixStrs`)
   and read into words for a whole batch at once (:meth:`StrColumn.read`): numpy's fixed
   cost per call, spread over one envelope's ~1,000 strings, made reading them per envelope
-  cost as much as msgpack and a dictionary lookup per name (~0.15 us per reading); per
-  batch it is ~0.07 (docs/adr/0008-ingest-write-path.md, "Amended (issue 17, session 7)").
+  cost nearly as much as msgpack and a dictionary lookup per name (0.13 against 0.15 us per
+  reading); checked per envelope (~0.02) and read and looked up per batch (~0.06) it is half
+  (docs/adr/0008-ingest-write-path.md, "Amended (issue 17, session 7)").
 
 Anything else (a value sent as an integer, a longer or non-ASCII id, gap records, a key this
 reader does not know, a malformed envelope) makes :func:`decode_packed` return None, and the
