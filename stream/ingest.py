@@ -32,7 +32,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -95,6 +95,15 @@ GC_GEN0_THRESHOLD = 50_000
 CLIENT_ERROR_FRESH_S = 60.0
 # how long the dead letters of a batch may wait for the broker's acknowledgement
 DEAD_LETTER_WAIT_S = 30.0
+# the client's errors that tell a broker (or all) cannot be reached
+_UNREACHABLE = frozenset(
+    {
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TRANSPORT,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+    }
+)
 # an offset commit refused because the group rebalanced meanwhile: the batch is reread by
 # whoever owns its partitions now
 _REBALANCED = frozenset(
@@ -290,11 +299,6 @@ class _Revocations:
     def on_partitions_revoked(self, revoked: object) -> None:
         self.revoked = True
 
-    def on_partitions_assigned(self, assigned: Collection[TopicPartitionKey]) -> None:
-        # one line per rebalance: an ingest that holds no partitions is visible in its log
-        logger.info("partitions assigned: %d", len(assigned))
-        self._unchecked |= set(assigned)
-
     def pending(self) -> bool:
         return bool(self._unchecked)
 
@@ -382,6 +386,9 @@ class IngestConsumer:
         # paused them
         self._owned: set[TopicPartitionKey] = set()
         self._positions: dict[TopicPartitionKey, int] = {}
+        # offsets sought to from the database's (replay_plan) not committed to Kafka yet:
+        # committed with the next batch even when it holds nothing of those partitions
+        self._sought: dict[TopicPartitionKey, int] = {}
         self._paused = False
         self._broker_down_since: float | None = None  # poll failing since (monotonic)
         self._client_error: KafkaError | None = None  # the client's last reported error
@@ -711,6 +718,8 @@ class IngestConsumer:
             "client.id": f"{self._kafka.client_id}-{role}",
             **client_timeouts(self._cfg),
             "error_cb": self._on_client_error,
+            # a connection the broker closes after it was idle is no error: not reported
+            "log.connection.close": False,
             "logger": logging.getLogger(f"{__name__}.{role}"),
         }
 
@@ -722,19 +731,37 @@ class IngestConsumer:
             logger.error("the Kafka client failed for good: %s", err)
             return
         logger.debug("the Kafka client reports %s", err)
+        if err.code() not in _UNREACHABLE:
+            return
         self._client_error, self._client_error_at = err, time.monotonic()
         metrics.RETRIES.labels("poll").inc()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """librdkafka's assignment (eager protocol: the whole of it), inside ``consume``:
-        noted for the comparison with the database's offsets, then taken from Kafka's
-        committed offsets (:meth:`_resume_from_database` seeks where needed)."""
+        """librdkafka's assignment (eager protocol: the whole of it), inside ``consume`` on
+        the loop's thread: each partition starts where :meth:`_starts` says (the comparison
+        with the database's offsets, ADR 0016), given to ``assign`` so nothing is fetched
+        from anywhere else. When the comparison fails (the database or the broker away) the
+        partitions are assigned at Kafka's committed offsets and the loop compares again
+        before it processes anything of them (:meth:`_resume_from_database`)."""
         keys = {(tp.topic, tp.partition) for tp in partitions}
+        # one line per rebalance: an ingest that holds no partitions is visible in its log
+        logger.info("partitions assigned: %d", len(keys))
         self._owned = keys
         for tp in keys:
             self._positions.pop(tp, None)
-        self._listener.on_partitions_assigned(keys)
-        consumer.assign(partitions)
+            self._sought.pop(tp, None)
+        if not keys:
+            consumer.assign(partitions)
+            return
+        try:
+            starts = self._starts(consumer, keys)
+        except (KafkaException, OSError, RetryableError) as exc:
+            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
+            self._listener.put_back(keys)
+            consumer.assign(partitions)
+            return
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+        self._positions.update(starts)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A revocation (or a loss of the partitions: the member was dropped from the
@@ -744,6 +771,7 @@ class IngestConsumer:
             key = (tp.topic, tp.partition)
             self._owned.discard(key)
             self._positions.pop(key, None)
+            self._sought.pop(key, None)
         consumer.unassign()
 
     def _new_consumer(self) -> Consumer:
@@ -815,7 +843,7 @@ class IngestConsumer:
                 if self._cfg.failpoint_after_db_commit_s:
                     self._failpoint_after_db_commit()
                 try:
-                    kafka_calls.commit(consumer, nexts, self._cfg.request_timeout_ms + 1000)
+                    self._commit(consumer, nexts)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
                     if isinstance(err, KafkaError) and err.code() in _REBALANCED:
@@ -838,6 +866,14 @@ class IngestConsumer:
                 self._report_lag(consumer)
         finally:
             self._close(consumer, producer)
+
+    def _commit(self, consumer: Consumer, nexts: dict[TopicPartitionKey, int]) -> None:
+        """Commit the batch's next offsets, and those sought to from the database's for
+        partitions the batch holds nothing of (Kafka's committed offset then agrees with the
+        database's, as the comparison at the next assignment expects)."""
+        offsets = {**self._sought, **nexts} if self._sought else nexts
+        kafka_calls.commit(consumer, offsets, self._cfg.request_timeout_ms + 1000)
+        self._sought.clear()
 
     def _close(self, consumer: Consumer, producer: Producer) -> None:
         self.watchdog.stop()  # a process that goes on (a test) must not be ended by it
@@ -864,48 +900,27 @@ class IngestConsumer:
                 consumer.resume([TopicPartition(t, p) for t, p in self._owned])
             self._paused = False
 
-    def _resume_from_database(
-        self, consumer: Consumer, polled: dict[TopicPartitionKey, list[Message]]
-    ) -> dict[TopicPartitionKey, list[Message]]:
-        """Seek newly assigned partitions to the database's offsets where Kafka's committed
-        ones are ahead or missing (storage/offsets.py :func:`replay_plan`), dropping what the
-        poll returned for them. Until the comparison succeeds (the database or the broker
-        away) nothing of those partitions is processed. Records the broker no longer holds
-        (past its retention) cannot be read again: logged as an error with their count,
-        counted in ``qilu_ingest_replay_lost_records``, and stored per partition and per
-        agent (storage/replay_losses.py). The comparison also tells where each partition
-        starts (its committed offset, the database's, or the oldest the broker holds for a
-        group without one): the loop's position until a record arrives (:meth:`_report_lag`)."""
-        if not self._listener.pending():
-            return polled
-        assigned = self._listener.take() & self._owned
-        if not assigned:
-            return polled
+    def _starts(
+        self, consumer: Consumer, assigned: set[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]:
+        """Where each newly assigned partition starts: the database's offset where Kafka's
+        committed one is ahead or missing (storage/offsets.py :func:`replay_plan`), else
+        Kafka's committed one, else (a group without one) the oldest the broker holds.
+        Records the broker no longer holds (past its retention) cannot be read again: logged
+        as an error with their count, counted in ``qilu_ingest_replay_lost_records``, and
+        stored per partition and per agent (storage/replay_losses.py). Raises
+        ``KafkaException``, ``OSError`` or ``RetryableError`` when the database or the broker
+        does not answer."""
         load = self._load_offsets
-        try:
-            stored = load(sorted({tp[0] for tp in assigned})) if load is not None else {}
-            bound = self._cfg.request_timeout_ms
-            committed = kafka_calls.committed(consumer, assigned, bound)
-            known = [tp for tp in assigned if tp in stored]
-            begins = kafka_calls.beginning_offsets(
-                consumer, sorted({*known, *(tp for tp in assigned if committed[tp] is None)}), bound
-            )
-            plan = replay_plan(
-                stored, {tp: committed[tp] for tp in known}, {tp: begins[tp] for tp in known}
-            )
-        except (KafkaException, OSError, RetryableError) as exc:
-            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
-            self._listener.put_back(assigned)  # again on the next round
-            for tp in assigned:
-                msgs = polled.pop(tp, None)
-                if msgs:
-                    self._seek(consumer, tp, msgs[0].offset() or 0)
-            self._stop.wait(1.0)
-            return polled
-        for tp in assigned:
-            if tp not in polled:  # where it starts (a batch polled for it tells already)
-                start = committed[tp]
-                self._positions[tp] = begins[tp] if start is None else start
+        stored = load(sorted({tp[0] for tp in assigned})) if load is not None else {}
+        bound = self._cfg.request_timeout_ms
+        committed = kafka_calls.committed(consumer, assigned, bound)
+        known = [tp for tp in assigned if tp in stored]
+        asked = {*known, *(tp for tp in assigned if committed[tp] is None)}
+        begins = kafka_calls.beginning_offsets(consumer, asked, bound)
+        plan = replay_plan(
+            stored, {tp: committed[tp] for tp in known}, {tp: begins[tp] for tp in known}
+        )
         for loss in plan.losses:
             if self._losses is not None and not self._losses.lost(loss):
                 continue  # seen at an earlier assignment of this process
@@ -921,8 +936,11 @@ class IngestConsumer:
                 loss.end_offset,
                 loss.records,
             )
+        starts: dict[TopicPartitionKey, int] = {}
+        for tp in assigned:
+            start = committed[tp]
+            starts[tp] = begins[tp] if start is None else start
         for (topic, partition), target in plan.seeks.items():
-            polled.pop((topic, partition), None)
             logger.warning(
                 "%s/%d: Kafka's committed offset is %s, the database's %d: reading from %d "
                 "(a restored database, a failover, or a group without committed offsets)",
@@ -932,7 +950,36 @@ class IngestConsumer:
                 stored[topic, partition],
                 target,
             )
-            self._seek(consumer, (topic, partition), target)
+            starts[topic, partition] = target
+            self._sought[topic, partition] = target  # committed with the next batch
+        return starts
+
+    def _resume_from_database(
+        self, consumer: Consumer, polled: dict[TopicPartitionKey, list[Message]]
+    ) -> dict[TopicPartitionKey, list[Message]]:
+        """The comparison of :meth:`_starts` for partitions whose assignment could not make
+        it (the database or the broker away at the time): until it succeeds nothing of those
+        partitions is processed (what the poll returned for them is dropped and the partition
+        rewound); then each is sought to where it starts."""
+        if not self._listener.pending():
+            return polled
+        assigned = self._listener.take() & self._owned
+        if not assigned:
+            return polled
+        try:
+            starts = self._starts(consumer, assigned)
+        except (KafkaException, OSError, RetryableError) as exc:
+            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
+            self._listener.put_back(assigned)  # again on the next round
+            for tp in assigned:
+                msgs = polled.pop(tp, None)
+                if msgs:
+                    self._seek(consumer, tp, msgs[0].offset() or 0)
+            self._stop.wait(1.0)
+            return polled
+        for tp, start in starts.items():
+            polled.pop(tp, None)
+            self._seek(consumer, tp, start)
         return polled
 
     def _log_refusals(self, outcome: BatchOutcome) -> None:
@@ -976,6 +1023,9 @@ class IngestConsumer:
         try:
             got = _group(consumer.consume(self._cfg.max_batch_records, timeout_ms / 1000))
         except KafkaException as exc:  # nothing was handed to us: polling again is safe
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.fatal():
+                raise  # e.g. another process with this group.instance.id: not to retry
             self._outage(exc)
             self._stop.wait(min(1.0, timeout_ms / 1000 + 0.2))
             return {}

@@ -3,7 +3,7 @@
 librdkafka runs its network I/O on its own threads; the binding's synchronous calls wait for
 an answer on the calling thread with the GIL released. Most take a timeout of their own:
 
-- ``committed(partitions, timeout=)``, ``get_watermark_offsets(partition, timeout=)`` and
+- ``committed(partitions, timeout=)``, ``offsets_for_times(partitions, timeout=)`` and
   ``list_topics(topic, timeout=)`` raise ``KafkaException`` (``_TIMED_OUT``) when the bound
   passes: given ``request_timeout_ms`` here;
 - ``commit(offsets=, asynchronous=False)`` takes none: it waits for the group coordinator's
@@ -110,15 +110,25 @@ def committed(
     return out
 
 
-def _watermarks(
-    consumer: Consumer, partitions: Collection[TopicPartitionKey], timeout_ms: int
-) -> dict[TopicPartitionKey, tuple[int, int]]:
-    out: dict[TopicPartitionKey, tuple[int, int]] = {}
-    for t, p in partitions:  # one ListOffsets round trip per partition, each bounded
-        got = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_ms / 1000)
-        if got is None:
-            raise timed_out(f"the offsets of {t}/{p}", timeout_ms)
-        out[t, p] = got
+# the ListOffsets request's special timestamps: the oldest offset the broker holds, the end
+EARLIEST, LATEST = -2, -1
+
+
+def _list_offsets(
+    consumer: Consumer, partitions: Collection[TopicPartitionKey], at: int, timeout_ms: int
+) -> dict[TopicPartitionKey, int]:
+    """One ListOffsets request per leader for all ``partitions`` (``offsets_for_times`` with
+    the protocol's special timestamps), not one per partition: on a connection the broker
+    answers in order, and each waited behind the long-poll fetch in flight (up to
+    ``fetch.wait.max.ms``, 0.5 s, per partition)."""
+    if not partitions:
+        return {}
+    asked = [TopicPartition(t, p, at) for t, p in partitions]
+    out: dict[TopicPartitionKey, int] = {}
+    for tp in consumer.offsets_for_times(asked, timeout=timeout_ms / 1000):
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        out[tp.topic, tp.partition] = tp.offset
     return out
 
 
@@ -127,7 +137,7 @@ def beginning_offsets(
 ) -> dict[TopicPartitionKey, int]:
     """Each partition's first offset the broker still holds; raises ``KafkaException``
     after ``timeout_ms``."""
-    return {tp: low for tp, (low, _) in _watermarks(consumer, partitions, timeout_ms).items()}
+    return _list_offsets(consumer, partitions, EARLIEST, timeout_ms)
 
 
 def end_offsets(
@@ -135,7 +145,7 @@ def end_offsets(
 ) -> dict[TopicPartitionKey, int]:
     """Each partition's end (the offset of its next record); raises ``KafkaException``
     after ``timeout_ms``."""
-    return {tp: high for tp, (_, high) in _watermarks(consumer, partitions, timeout_ms).items()}
+    return _list_offsets(consumer, partitions, LATEST, timeout_ms)
 
 
 def cached_end(consumer: Consumer, tp: TopicPartitionKey) -> int | None:

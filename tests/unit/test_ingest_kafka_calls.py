@@ -62,16 +62,16 @@ def test_a_refused_commit_reaches_the_caller() -> None:
 class RecordingConsumer:
     def __init__(self) -> None:
         self.timeouts: list[object] = []
+        self.asked: list[list[int]] = []
 
     def committed(self, tps: list[TopicPartition], timeout: object = None) -> Any:
         self.timeouts.append(timeout)
         return [TopicPartition(tp.topic, tp.partition, 7 if tp.partition else -1001) for tp in tps]
 
-    def get_watermark_offsets(
-        self, tp: TopicPartition, timeout: object = None, cached: bool = False
-    ) -> tuple[int, int]:
+    def offsets_for_times(self, tps: list[TopicPartition], timeout: object = None) -> Any:
         self.timeouts.append(timeout)
-        return (3, 11)
+        self.asked.append([tp.offset for tp in tps])  # -2: the oldest, -1: the end
+        return [TopicPartition(tp.topic, tp.partition, 3 if tp.offset == -2 else 11) for tp in tps]
 
     def list_topics(self, topic: str, timeout: object = None) -> Any:
         self.timeouts.append(timeout)
@@ -82,8 +82,9 @@ def test_every_blocking_call_gets_its_bound() -> None:
     consumer: Any = RecordingConsumer()
     tp0, tp1 = ("t.readings", 0), ("t.readings", 1)
     assert kafka_calls.committed(consumer, [tp0, tp1], 6000) == {tp0: None, tp1: 7}
-    assert kafka_calls.beginning_offsets(consumer, [tp0], 6000) == {tp0: 3}
-    assert kafka_calls.end_offsets(consumer, [tp0], 6000) == {tp0: 11}
+    assert kafka_calls.beginning_offsets(consumer, [tp0, tp1], 6000) == {tp0: 3, tp1: 3}
+    assert kafka_calls.end_offsets(consumer, [tp0, tp1], 6000) == {tp0: 11, tp1: 11}
+    assert consumer.asked == [[-2, -2], [-1, -1]]  # one request for all partitions
     with pytest.raises(KafkaException):
         kafka_calls.partitions_for_topic(consumer, "t.readings", 6000)
     assert consumer.timeouts == [6.0, 6.0, 6.0, 6.0]  # librdkafka's -1: no bound
@@ -92,10 +93,10 @@ def test_every_blocking_call_gets_its_bound() -> None:
 def test_an_assignment_during_the_comparison_is_not_lost() -> None:
     listener = _Revocations()
     a, b = ("t", 0), ("t", 1)
-    listener.on_partitions_assigned([a])
+    listener.put_back({a})  # an assignment whose comparison failed
     assert listener.pending()
     taken = listener.take()
-    listener.on_partitions_assigned([b])  # a rebalance while the loop compares
+    listener.put_back({b})  # a rebalance while the loop compares
     assert taken == {a}
     assert listener.take() == {b}
     assert not listener.pending()

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from qilu.settings import IngestSettings
 from storage.offsets import TopicPartitionKey
 from stream.ingest import BrokerEnds, IngestConsumer
-from stream.kafka_calls import OFFSET_INVALID
+from stream.kafka_calls import LATEST, OFFSET_INVALID
 from stream.watchdog import STALL_EXIT_CODE, Watchdog
 
 
@@ -121,19 +121,24 @@ class Partitions:
         ends: dict[TopicPartitionKey, int] | None = None,
     ) -> None:
         self.marks, self.ends = marks, ends
-        self.asked: list[TopicPartitionKey] = []  # each partition whose end the broker is asked
+        self.asked: list[set[TopicPartitionKey]] = []  # the questions to the broker
 
-    def get_watermark_offsets(
-        self, tp: TopicPartition, timeout: float | None = None, cached: bool = False
-    ) -> tuple[int, int] | None:
-        key = (tp.topic, tp.partition)
-        if cached:
-            high = self.marks[key][1]
-            return (OFFSET_INVALID, OFFSET_INVALID if high is None else high)
-        self.asked.append(key)
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        assert cached  # the broker is asked with offsets_for_times
+        high = self.marks[tp.topic, tp.partition][1]
+        return (OFFSET_INVALID, OFFSET_INVALID if high is None else high)
+
+    def offsets_for_times(
+        self, partitions: list[TopicPartition], timeout: float
+    ) -> list[TopicPartition]:
+        assert all(tp.offset == LATEST for tp in partitions)
+        self.asked.append({(tp.topic, tp.partition) for tp in partitions})
         if self.ends is None:
             raise KafkaException("no answer")
-        return (0, self.ends[key])
+        return [
+            TopicPartition(tp.topic, tp.partition, self.ends[tp.topic, tp.partition])
+            for tp in partitions
+        ]
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         out = []
@@ -204,7 +209,7 @@ def test_a_partition_without_a_high_watermark_is_read_to_the_end_the_broker_tell
     consumer = Partitions({TP0: (10, None), TP1: (7, 7)}, ends={TP0: 10})
     idle_round(loop, consumer)
     assert beats == [1]
-    assert consumer.asked == [TP0]  # only what the client does not know
+    assert consumer.asked == [{TP0}]  # only what the client does not know
 
 
 def test_a_partition_without_a_position_of_librdkafkas_has_the_loops() -> None:
@@ -244,16 +249,16 @@ def test_the_broker_is_asked_once_per_period_and_at_once_for_a_new_partition() -
     for _ in range(3):
         assert ends.ends(consumer, {TP0}, 1000) == {TP0: 10}
         clock.now += 1.0
-    assert partitions.asked == [TP0]
+    assert partitions.asked == [{TP0}]
     assert ends.ends(consumer, {TP0, TP1}, 1000) == {TP0: 10, TP1: 3}  # a new partition
     clock.now += 5.0
     assert partitions.ends is not None
     partitions.ends[TP0] = 12  # a record arrived
     assert ends.ends(consumer, {TP0, TP1}, 1000) == {TP0: 12, TP1: 3}
-    assert sorted(partitions.asked[1:3]) == sorted(partitions.asked[3:]) == [TP0, TP1]
+    assert partitions.asked == [{TP0}, {TP0, TP1}, {TP0, TP1}]
     partitions.ends = None  # a failed question is not repeated before the period is over
     clock.now += 5.0
     for _ in range(2):
         with contextlib.suppress(KafkaException):
             ends.ends(consumer, {TP0}, 1000)
-    assert len(partitions.asked) == 6
+    assert len(partitions.asked) == 4
