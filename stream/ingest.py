@@ -239,6 +239,18 @@ def _observe_age(stage: str, appended_s: list[float]) -> None:
             observe(now - t)
 
 
+class _ClientLog:
+    """librdkafka's log lines, at DEBUG below CRITICAL: what an outage looks like reaches the
+    loop through the error callback and is logged there once per outage; librdkafka logs
+    each failed connection attempt (as ERROR), hundreds in a broker's restart."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        self._logger.log(level if level >= logging.CRITICAL else logging.DEBUG, msg, *args)
+
+
 def _produce_acknowledged(producer: Producer, topic: str, letters: list[DeadLetter]) -> None:
     """Produce the dead letters and wait for the broker's acknowledgement of each; raises
     ``KafkaException`` when one was refused or not acknowledged within
@@ -720,7 +732,7 @@ class IngestConsumer:
             "error_cb": self._on_client_error,
             # a connection the broker closes after it was idle is no error: not reported
             "log.connection.close": False,
-            "logger": logging.getLogger(f"{__name__}.{role}"),
+            "logger": _ClientLog(f"{__name__}.{role}"),
         }
 
     def _on_client_error(self, err: KafkaError) -> None:
@@ -802,6 +814,9 @@ class IngestConsumer:
                 "linger.ms": 5,
                 "request.timeout.ms": self._cfg.request_timeout_ms,
                 "message.timeout.ms": int(DEAD_LETTER_WAIT_S * 1000),
+                # a dead letter carries the refused record whole: one the broker took (its
+                # default limit, 1 MiB a request; librdkafka's own default: 1,000,000 bytes)
+                "message.max.bytes": 1_048_576,
             }
         )
 
@@ -820,6 +835,7 @@ class IngestConsumer:
         logger.info("ingest consuming %s as group %s", ", ".join(self._topics), self._cfg.group_id)
         try:
             while not self._stop.is_set():
+                producer.poll(0)  # its queued reports: errors, log lines
                 self._resume_all(consumer)
                 polled = self._resume_from_database(
                     consumer, self._poll(consumer, self._cfg.poll_timeout_ms)
