@@ -190,6 +190,13 @@ class _Authentic:
     slow: bool = False  # a reading refused or a key repeated: validated one by one
 
 
+def _fatal(err: object) -> bool:
+    """A client error after which the consumer cannot go on (e.g. another process took its
+    ``group.instance.id``): librdkafka hands it to ``consume`` as a message whose error is
+    ``_FATAL``, without the fatal flag (that is on the error it stands for)."""
+    return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
+
+
 def _group(messages: list[Message]) -> dict[TopicPartitionKey, list[Message]]:
     """What ``consume`` returned, per partition in the order fetched. A message that carries
     an error instead of a record (a partition the broker does not serve any more, a fetch
@@ -198,7 +205,7 @@ def _group(messages: list[Message]) -> dict[TopicPartitionKey, list[Message]]:
     for m in messages:
         err = m.error()
         if err is not None:
-            if err.fatal():
+            if _fatal(err):
                 raise KafkaException(err)
             logger.warning("the consumer reported %s", err)
             continue
@@ -1039,9 +1046,8 @@ class IngestConsumer:
         try:
             got = _group(consumer.consume(self._cfg.max_batch_records, timeout_ms / 1000))
         except KafkaException as exc:  # nothing was handed to us: polling again is safe
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.fatal():
-                raise  # e.g. another process with this group.instance.id: not to retry
+            if exc.args and _fatal(exc.args[0]):
+                raise  # the process ends; its service manager starts it again
             self._outage(exc)
             self._stop.wait(min(1.0, timeout_ms / 1000 + 0.2))
             return {}

@@ -7,10 +7,10 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from stream import kafka_calls
-from stream.ingest import _Revocations
+from stream.ingest import _group, _Revocations
 
 
 class CommitThatHangs:
@@ -102,3 +102,14 @@ def test_an_assignment_during_the_comparison_is_not_lost() -> None:
     assert not listener.pending()
     listener.put_back({a})  # the comparison failed: again next round
     assert listener.take() == {a}
+
+
+def test_a_fatal_error_in_a_poll_ends_the_loop_other_errors_are_left_out() -> None:
+    """librdkafka hands a fatal error (a static member fenced) to ``consume`` as a message
+    whose code is ``_FATAL`` but whose fatal flag is off: the loop must not poll on."""
+    good = Message(topic="t", partition=0, offset=5, key=b"k", value=b"v", timestamp=(2, 7))
+    other = Message(topic="t", partition=1, error=KafkaError(KafkaError._TRANSPORT))
+    assert list(_group([good, other])) == [("t", 0)]
+    fatal = Message(topic="t", partition=0, error=KafkaError(KafkaError._FATAL, "fenced"))
+    with pytest.raises(KafkaException):
+        _group([good, fatal])
