@@ -778,9 +778,14 @@ class IngestConsumer:
             logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
             self._listener.put_back(keys)
             consumer.assign(partitions)
-            return
-        consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
-        self._positions.update(starts)
+        else:
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+            self._positions.update(starts)
+        # librdkafka keeps a partition's pause across its revocation and a new assignment: a
+        # partition paused by a wait (_idle) when the group took it away came back paused
+        # and was never fetched again (test_faults_broker: a member that lost its session
+        # during the wait after a failed commit)
+        consumer.resume(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A revocation (or a loss of the partitions: the member was dropped from the
