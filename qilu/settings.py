@@ -201,11 +201,14 @@ class IngestSettings(BaseModel):
     #   waits on it. The host's kernel acknowledges even when the broker is busy, so this
     #   tells a silent host from a slow broker; the metadata, fetch or commit on it fails
     #   then and goes to another broker instead of waiting out request_timeout_ms.
-    #   0 = off (the request timeout alone)
+    #   0 = off (the request timeout alone). Without effect since the ingest's clients are
+    #   confluent-kafka's (docs/adr/0020): librdkafka's binding has no socket option hook,
+    #   its request timeout (socket.timeout.ms) closes a silent broker's connections
     broker_silence_ms: int = Field(default=2_500, ge=0, le=300_000)
     # - connect_timeout_ms: a connection attempt (TCP and the Kafka handshake) to a broker
-    #   that does not answer is given up after this long, doubling on each failure up to
-    #   request_timeout_ms (so a slow handshake on a loaded machine costs one retry).
+    #   that does not answer is given up after this long, at most request_timeout_ms
+    #   (librdkafka's socket.connection.setup.timeout.ms; with kafka-python it doubled on
+    #   each failure up to request_timeout_ms).
     #   kafka-python's 10 s, up to 30 s, held the ingest that long on a cut-off broker that
     #   metadata still named, before its fencing: as the group's coordinator, the offset
     #   commit waited on the attempt

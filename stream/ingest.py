@@ -27,28 +27,29 @@ with the next batch).
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import random
-import socket
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.net.compat import KafkaNetClient
-from kafka.structs import TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from qilu.contract import Envelope, decode
 from qilu.errors import DecodeError, Rejection, RetryableError
-from qilu.kafka_sockets import close_failed_connections
 from qilu.packed import PACKED_MIN_BYTES, PackedEnvelope, decode_packed
 from qilu.settings import IngestSettings, KafkaSettings
-from qilu.signing import LOG_APPEND_TIME
 from storage.deadletter_tally import DeadLetterTally
 from storage.offsets import OffsetMarks, TopicPartitionKey, replay_plan
 from storage.registry_store import DeviceIndex
@@ -77,7 +78,7 @@ Record = (
 INDEX_MAX_AGE_S = 300.0
 # an (agent, reason) that keeps being refused is logged at most this often
 REFUSALS_LOG_INTERVAL_S = 300.0
-# the broker is asked for the ends of partitions whose high watermark kafka-python has not
+# the broker is asked for the ends of partitions whose high watermark the client has not
 # learnt (BrokerEnds) at most this often, and at most every half stall timeout
 END_OFFSETS_PERIOD_S = 5.0
 # the cyclic garbage collector's first threshold in an ingest process (CPython's default:
@@ -88,6 +89,31 @@ END_OFFSETS_PERIOD_S = 5.0
 # Nothing in the loop makes reference cycles, so a collection finds no garbage; at 50,000
 # none ran in the same run.
 GC_GEN0_THRESHOLD = 50_000
+# an empty poll this soon after the Kafka client reported an error (a broker unreachable,
+# all of them down) is a handled outage, not a stall: librdkafka reports a failed
+# connection at each reconnection attempt (at most 10 s apart), not at each poll
+CLIENT_ERROR_FRESH_S = 60.0
+# how long the dead letters of a batch may wait for the broker's acknowledgement
+DEAD_LETTER_WAIT_S = 30.0
+# the client's errors that tell a broker (or all) cannot be reached
+_UNREACHABLE = frozenset(
+    {
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TRANSPORT,
+        KafkaError._RESOLVE,
+        KafkaError._TIMED_OUT,
+    }
+)
+# an offset commit refused because the group rebalanced meanwhile: the batch is reread by
+# whoever owns its partitions now
+_REBALANCED = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
 
 
 def tune_gc() -> None:
@@ -104,23 +130,25 @@ def tune_gc() -> None:
 
 
 def client_timeouts(cfg: IngestSettings) -> dict[str, Any]:
-    """kafka-python options of the ingest's clients for a broker that goes silent (its host
-    cut off: connections stall, nothing is refused): request and connection set-up bounds,
-    and TCP_USER_TIMEOUT on every socket (``ingest.broker_silence_ms``, docs/faults.md).
-    The consumer and producer classes take no connection set-up timeout of their own: it
-    goes to the network client they build (``kafka_client``)."""
-    options: list[tuple[int, int, int]] = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
-    if cfg.broker_silence_ms and user_timeout is not None:
-        options.append((socket.IPPROTO_TCP, user_timeout, cfg.broker_silence_ms))
+    """librdkafka properties of the ingest's clients (consumer, dead-letter producer) for a
+    broker that goes silent (its host cut off: connections stall, nothing is refused).
+
+    - ``socket.timeout.ms`` = ``ingest.request_timeout_ms``: a request without an answer
+      fails after it and its connection is closed (librdkafka closes a connection on a
+      request timeout), so the next request goes to another broker;
+    - ``socket.connection.setup.timeout.ms`` = ``ingest.connect_timeout_ms`` (at most the
+      request timeout): a connection attempt (TCP and the Kafka handshake) nobody answers;
+    - ``topic.metadata.refresh.interval.ms`` 1000: a partition's new leader, after its old
+      one went silent, is learnt from a periodic metadata refresh (docs/faults.md).
+
+    ``ingest.broker_silence_ms`` (TCP_USER_TIMEOUT with kafka-python) has no equivalent:
+    the binding exposes no socket option hook (docs/adr/0020-ingest-kafka-client.md); a
+    silent broker's connection is closed by the request timeout instead."""
     return {
-        "request_timeout_ms": cfg.request_timeout_ms,
-        "socket_options": options,
-        "kafka_client": functools.partial(
-            KafkaNetClient,
-            socket_connection_setup_timeout_ms=min(cfg.connect_timeout_ms, cfg.request_timeout_ms),
-            socket_connection_setup_timeout_max_ms=cfg.request_timeout_ms,
-        ),
+        "socket.timeout.ms": cfg.request_timeout_ms,
+        "socket.connection.setup.timeout.ms": min(cfg.connect_timeout_ms, cfg.request_timeout_ms),
+        "topic.metadata.refresh.interval.ms": 1000,
+        "socket.nagle.disable": True,
     }
 
 
@@ -162,17 +190,49 @@ class _Authentic:
     slow: bool = False  # a reading refused or a key repeated: validated one by one
 
 
-def _records(polled: dict[TopicPartition, list[Any]]) -> tuple[list[Record], list[float]]:
+def _fatal(err: object) -> bool:
+    """A client error after which the consumer cannot go on (e.g. another process took its
+    ``group.instance.id``): librdkafka hands it to ``consume`` as a message whose error is
+    ``_FATAL``, without the fatal flag (that is on the error it stands for)."""
+    return isinstance(err, KafkaError) and (err.fatal() or err.code() == KafkaError._FATAL)
+
+
+def _group(messages: list[Message]) -> dict[TopicPartitionKey, list[Message]]:
+    """What ``consume`` returned, per partition in the order fetched. A message that carries
+    an error instead of a record (a partition the broker does not serve any more, a fetch
+    error) is logged and left out: it holds no record to process or commit."""
+    polled: dict[TopicPartitionKey, list[Message]] = {}
+    for m in messages:
+        err = m.error()
+        if err is not None:
+            if _fatal(err):
+                raise KafkaException(err)
+            logger.warning("the consumer reported %s", err)
+            continue
+        key = (m.topic() or "", m.partition() or 0)
+        got = polled.get(key)
+        if got is None:
+            polled[key] = [m]
+        else:
+            got.append(m)
+    return polled
+
+
+def _records(polled: dict[TopicPartitionKey, list[Message]]) -> tuple[list[Record], list[float]]:
     """What the consumer polled as :data:`Record` tuples, and the broker's append time
     (LogAppendTime, in seconds) of those that have one."""
     records: list[Record] = []
     appended_s: list[float] = []
-    for recs in polled.values():
-        for r in recs:
-            appended = r.timestamp * 1000 if r.timestamp_type == LOG_APPEND_TIME else None
-            records.append((r.topic, r.partition, r.offset, r.key, r.value, r.headers, appended))
+    for (topic, partition), msgs in polled.items():
+        for m in msgs:
+            kind, ts = m.timestamp()
+            appended = ts * 1000 if kind == TIMESTAMP_LOG_APPEND_TIME else None
+            headers = cast("Headers | None", m.headers())  # bytes values, as produced
+            records.append(
+                (topic, partition, m.offset() or 0, m.key(), m.value(), headers, appended)
+            )
             if appended is not None:
-                appended_s.append(r.timestamp / 1000)
+                appended_s.append(ts / 1000)
     return records, appended_s
 
 
@@ -184,6 +244,43 @@ def _observe_age(stage: str, appended_s: list[float]) -> None:
         now = time.time()
         for t in appended_s:
             observe(now - t)
+
+
+class _ClientLog:
+    """librdkafka's log lines, at DEBUG below CRITICAL: what an outage looks like reaches the
+    loop through the error callback and is logged there once per outage; librdkafka logs
+    each failed connection attempt (as ERROR), hundreds in a broker's restart."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        self._logger.log(level if level >= logging.CRITICAL else logging.DEBUG, msg, *args)
+
+
+def _produce_acknowledged(producer: Producer, topic: str, letters: list[DeadLetter]) -> None:
+    """Produce the dead letters and wait for the broker's acknowledgement of each; raises
+    ``KafkaException`` when one was refused or not acknowledged within
+    :data:`DEAD_LETTER_WAIT_S`."""
+    failed: list[KafkaError] = []
+    acked = 0
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        nonlocal acked
+        if err is None:
+            acked += 1
+        else:
+            failed.append(err)
+
+    for d in letters:
+        headers: list[tuple[str, str | bytes | None]] = list(d.headers())
+        producer.produce(topic, value=d.value, key=d.key, headers=headers, on_delivery=delivered)
+    left = producer.flush(DEAD_LETTER_WAIT_S)
+    if failed:
+        raise KafkaException(failed[0])
+    if left or acked < len(letters):
+        wait_ms = int(DEAD_LETTER_WAIT_S * 1000)
+        raise kafka_calls.timed_out("the dead letters' acknowledgement", wait_ms)
 
 
 @dataclass(slots=True)
@@ -207,45 +304,35 @@ class _Refused:
     readings: int  # what the envelope held, for the summary (0: not decoded)
 
 
-class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Revocations:
     """Notes revocations and the partitions assigned since the loop last compared their
-    offsets with the database's (the comparison blocks on the broker, which a listener
-    running on kafka-python's I/O thread must not do). The listener runs on that I/O thread,
-    the loop on its own: the set is handed over under a lock (an assignment noted between the
-    loop's read and its clear was lost)."""
+    offsets with the database's. librdkafka calls the rebalance callbacks inside
+    ``consume`` on the poll loop's thread; the comparison itself runs in the loop
+    (:meth:`IngestConsumer._resume_from_database`) so a failed one (the database or the
+    broker away) is retried there, with the records of those partitions held back."""
 
     def __init__(self) -> None:
         self.revoked = False
-        self._lock = threading.Lock()
-        self._unchecked: set[TopicPartition] = set()
+        self._unchecked: set[TopicPartitionKey] = set()
 
     def on_partitions_revoked(self, revoked: object) -> None:
         self.revoked = True
 
-    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        # one line per rebalance: an ingest that holds no partitions is visible in its log
-        logger.info("partitions assigned: %d", len(assigned))
-        with self._lock:
-            self._unchecked |= set(assigned)
-
     def pending(self) -> bool:
-        with self._lock:
-            return bool(self._unchecked)
+        return bool(self._unchecked)
 
-    def take(self) -> set[TopicPartition]:
+    def take(self) -> set[TopicPartitionKey]:
         """The partitions to compare, no longer noted."""
-        with self._lock:
-            taken, self._unchecked = self._unchecked, set()
+        taken, self._unchecked = self._unchecked, set()
         return taken
 
-    def put_back(self, partitions: set[TopicPartition]) -> None:
+    def put_back(self, partitions: set[TopicPartitionKey]) -> None:
         """Compare these again on the next round (the comparison failed)."""
-        with self._lock:
-            self._unchecked |= partitions
+        self._unchecked |= partitions
 
 
 class BrokerEnds:
-    """The ends of the partitions whose high watermark kafka-python has not learnt, asked of
+    """The ends of the partitions whose high watermark the client has not learnt, asked of
     the broker at most once per ``period_s`` (a failed question too) and again at once for a
     partition not asked about before (a rebalance). An end asked earlier may be behind the
     partition's: records that arrive are fetched, and the fetch tells the high watermark; a
@@ -253,14 +340,14 @@ class BrokerEnds:
 
     def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._period_s, self._clock = period_s, clock
-        self._ends: dict[TopicPartition, int] = {}
-        self._asked: set[TopicPartition] = set()  # in the last question, answered or not
+        self._ends: dict[TopicPartitionKey, int] = {}
+        self._asked: set[TopicPartitionKey] = set()  # in the last question, answered or not
         self._asked_at: float | None = None
 
     def ends(
-        self, consumer: KafkaConsumer, unknown: set[TopicPartition], timeout_ms: int
-    ) -> dict[TopicPartition, int]:
-        """The ends of ``unknown``; raises ``KafkaError`` (e.g. ``KafkaTimeoutError`` after
+        self, consumer: Consumer, unknown: set[TopicPartitionKey], timeout_ms: int
+    ) -> dict[TopicPartitionKey, int]:
+        """The ends of ``unknown``; raises ``KafkaException`` (e.g. ``_TIMED_OUT`` after
         ``timeout_ms``) when the broker was asked and did not answer."""
         if not unknown:
             return {}
@@ -311,7 +398,20 @@ class IngestConsumer:
         # been given the same part: storage/replay_losses.py)
         self._losses = losses
         self._listener = _Revocations()
+        # the client's state as the loop knows it: the partitions assigned (librdkafka calls
+        # the rebalance callbacks inside consume, on this thread), the next offset of each
+        # as far as the loop has read or sought (librdkafka tells a position only once a
+        # record has been consumed since the assignment or a seek), and whether the loop
+        # paused them
+        self._owned: set[TopicPartitionKey] = set()
+        self._positions: dict[TopicPartitionKey, int] = {}
+        # offsets sought to from the database's (replay_plan) not committed to Kafka yet:
+        # committed with the next batch even when it holds nothing of those partitions
+        self._sought: dict[TopicPartitionKey, int] = {}
+        self._paused = False
         self._broker_down_since: float | None = None  # poll failing since (monotonic)
+        self._client_error: KafkaError | None = None  # the client's last reported error
+        self._client_error_at: float | None = None  # when (monotonic)
         # beaten on records polled, an empty poll with every partition read to its end, and
         # the waits of handled outages (docs/operations.md section 7)
         self.watchdog = Watchdog(
@@ -462,15 +562,23 @@ class IngestConsumer:
                 )
         return _Authentic(env, sites, key, value, source, where, gap_letter)
 
-    def _note_offsets(self, polled: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, int]:
-        """The batch's first offset per partition; the next ones noted for the database."""
+    def _note_offsets(
+        self, polled: dict[TopicPartitionKey, list[Message]]
+    ) -> tuple[dict[TopicPartitionKey, int], dict[TopicPartitionKey, int]]:
+        """The batch's first offset and next offset per partition; the next ones noted for
+        the database and as the loop's positions."""
+        firsts: dict[TopicPartitionKey, int] = {}
+        nexts: dict[TopicPartitionKey, int] = {}
+        for tp, msgs in polled.items():
+            firsts[tp] = msgs[0].offset() or 0
+            nexts[tp] = (msgs[-1].offset() or 0) + 1
         if self._offsets is not None:
-            for tp, recs in polled.items():
-                if recs:
-                    self._offsets.note(tp.topic, tp.partition, recs[-1].offset + 1)
-        return {tp: recs[0].offset for tp, recs in polled.items() if recs}
+            for (topic, partition), offset in nexts.items():
+                self._offsets.note(topic, partition, offset)
+        self._positions.update(nexts)
+        return firsts, nexts
 
-    def _idle_round(self, consumer: KafkaConsumer) -> None:
+    def _idle_round(self, consumer: Consumer) -> None:
         """Nothing polled: a loss report whose window ended (the partition's end reached)
         is written on its own, then the lag is reported."""
         self._close_loss_windows(consumer)
@@ -509,21 +617,21 @@ class IngestConsumer:
             appended,
         )
 
-    def _close_loss_windows(self, consumer: KafkaConsumer) -> None:
+    def _close_loss_windows(self, consumer: Consumer) -> None:
         """Windows after a loss end when as many records as were lost have been read, or
         the partition's end is reached; a revoked partition's is dropped."""
         if self._losses is None:
             return
-        owned = consumer.assignment()
-        for tp in [tp for tp in owned if self._losses.window(tp.topic, tp.partition)]:
-            window = self._losses.window(tp.topic, tp.partition)
-            high = consumer.highwater(tp)
+        owned = self._owned
+        for tp in [tp for tp in owned if self._losses.window(*tp)]:
+            window = self._losses.window(*tp)
+            high = kafka_calls.cached_end(consumer, tp)
             if window is not None and (
                 window.full or (high is not None and window.next_offset >= high)
             ):
-                self._losses.close(tp.topic, tp.partition)
+                self._losses.close(*tp)
         for topic, partition in self._losses.windows():
-            if TopicPartition(topic, partition) not in owned:
+            if (topic, partition) not in owned:
                 self._losses.forget(topic, partition)
 
     def _refuse(
@@ -583,7 +691,7 @@ class IngestConsumer:
         return self._validator.validate(env, now_us, sites)
 
     # -- the I/O loop ---------------------------------------------------------------------------
-    def _await_topics(self, consumer: KafkaConsumer) -> None:
+    def _await_topics(self, consumer: Consumer) -> None:
         """Join the group only once the broker serves every topic's partitions.
 
         A group formed while brand-new topics had no partition metadata yet was seen to hold
@@ -612,54 +720,135 @@ class IngestConsumer:
         if logged and not waiting:
             logger.info("all topics served; joining group %s", self._cfg.group_id)
 
-    def _served(self, consumer: KafkaConsumer, topic: str) -> bool:
+    def _served(self, consumer: Consumer, topic: str) -> bool:
         try:
             return bool(
                 kafka_calls.partitions_for_topic(consumer, topic, self._cfg.request_timeout_ms)
             )
-        except KafkaError as exc:  # a metadata request without an answer: asked again
+        except KafkaException as exc:  # a metadata request without an answer: asked again
             logger.info("the partitions of %s are not known yet: %s", topic, exc)
             return False
 
-    def run(self) -> None:
-        close_failed_connections()  # kafka-python 3.0.12 left refused sockets open
-        consumer = KafkaConsumer(
-            bootstrap_servers=self._kafka.bootstrap,
-            group_id=self._cfg.group_id,
-            group_instance_id=self._cfg.group_instance_id or None,
+    def _client_config(self, role: str) -> dict[str, Any]:
+        """What the consumer and the dead-letter producer share: the broker, the bounds for a
+        silent one (:func:`client_timeouts`), errors and librdkafka's log reported here."""
+        return {
+            "bootstrap.servers": self._kafka.bootstrap,
+            "client.id": f"{self._kafka.client_id}-{role}",
             **client_timeouts(self._cfg),
-            client_id=f"{self._kafka.client_id}-ingest",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self._cfg.max_batch_records,
-            fetch_max_bytes=16 * 1024 * 1024,
-            # a group that formed before the broker served its topics' metadata holds no
-            # partitions until a metadata refresh notices them (5 minutes by default; seen
-            # in tests/integration/test_faults_corpus.py): notice within seconds. And a
-            # partition's new leader, after its old one went silent, is learnt only from
-            # metadata: the errors on the silent broker's connections (broker_silence_ms)
-            # come before the controllers fence it (~4 s), so the refresh that shows the new
-            # leader is a periodic one; every second, a small request (docs/faults.md)
-            metadata_max_age_ms=1000,
+            "error_cb": self._on_client_error,
+            # a connection the broker closes after it was idle is no error: not reported
+            "log.connection.close": False,
+            "logger": _ClientLog(f"{__name__}.{role}"),
+        }
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        """An error the client reports outside a call (a broker unreachable, all of them
+        down, a connection closed on a request timeout): served inside ``consume`` and
+        ``flush`` on this thread. A fatal one ends the loop at the next call (it raises)."""
+        if err.fatal():
+            logger.error("the Kafka client failed for good: %s", err)
+            return
+        logger.debug("the Kafka client reports %s", err)
+        if err.code() not in _UNREACHABLE:
+            return
+        self._client_error, self._client_error_at = err, time.monotonic()
+        metrics.RETRIES.labels("poll").inc()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """librdkafka's assignment (eager protocol: the whole of it), inside ``consume`` on
+        the loop's thread: each partition starts where :meth:`_starts` says (the comparison
+        with the database's offsets, ADR 0016), given to ``assign`` so nothing is fetched
+        from anywhere else. When the comparison fails (the database or the broker away) the
+        partitions are assigned at Kafka's committed offsets and the loop compares again
+        before it processes anything of them (:meth:`_resume_from_database`)."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        # one line per rebalance: an ingest that holds no partitions is visible in its log
+        logger.info("partitions assigned: %d", len(keys))
+        self._owned = keys
+        for tp in keys:
+            self._positions.pop(tp, None)
+            self._sought.pop(tp, None)
+        if not keys:
+            consumer.assign(partitions)
+            return
+        try:
+            starts = self._starts(consumer, keys)
+        except (KafkaException, OSError, RetryableError) as exc:
+            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
+            self._listener.put_back(keys)
+            consumer.assign(partitions)
+        else:
+            consumer.assign([TopicPartition(t, p, o) for (t, p), o in starts.items()])
+            self._positions.update(starts)
+        # librdkafka keeps a partition's pause across its revocation and a new assignment: a
+        # partition paused by a wait (_idle) when the group took it away came back paused
+        # and was never fetched again (test_faults_broker: a member that lost its session
+        # during the wait after a failed commit)
+        consumer.resume(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A revocation (or a loss of the partitions: the member was dropped from the
+        group), inside ``consume``: the pending batch is discarded by the loop (the flag)."""
+        self._listener.on_partitions_revoked(partitions)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._owned.discard(key)
+            self._positions.pop(key, None)
+            self._sought.pop(key, None)
+        consumer.unassign()
+
+    def _new_consumer(self) -> Consumer:
+        config: dict[str, Any] = {
+            **self._client_config("ingest"),
+            "group.id": self._cfg.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 16 * 1024 * 1024,
+        }
+        if self._cfg.group_instance_id:
+            config["group.instance.id"] = self._cfg.group_instance_id
+        # a group that formed before the broker served its topics' metadata holds no
+        # partitions until a metadata refresh notices them (seen in
+        # tests/integration/test_faults_corpus.py), and a partition's new leader, after its
+        # old one went silent, is learnt only from metadata: refreshed every second
+        # (client_timeouts, docs/faults.md)
+        return Consumer(config)
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            {
+                # the dead letters' flush runs on the poll loop's thread: the same bounds
+                **self._client_config("deadletter"),
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "request.timeout.ms": self._cfg.request_timeout_ms,
+                "message.timeout.ms": int(DEAD_LETTER_WAIT_S * 1000),
+                # a dead letter carries the refused record whole: one the broker took (its
+                # default limit, 1 MiB a request; librdkafka's own default: 1,000,000 bytes)
+                "message.max.bytes": 1_048_576,
+            }
         )
+
+    def run(self) -> None:
+        consumer = self._new_consumer()
         self.watchdog.start()
         self._await_topics(consumer)
-        consumer.subscribe(self._topics, listener=self._listener)
-        producer = KafkaProducer(
-            bootstrap_servers=self._kafka.bootstrap,
-            client_id=f"{self._kafka.client_id}-deadletter",
-            # the dead letters' flush runs on the poll loop's thread: the same bounds
-            **client_timeouts(self._cfg),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+        consumer.subscribe(
+            self._topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
         )
+        producer = self._new_producer()
         dlq = deadletter_topic(self._kafka)
         logger.info("ingest consuming %s as group %s", ", ".join(self._topics), self._cfg.group_id)
         try:
             while not self._stop.is_set():
-                if consumer.paused():
-                    consumer.resume(*consumer.paused())
+                producer.poll(0)  # its queued reports: errors, log lines
+                self._resume_all(consumer)
                 polled = self._resume_from_database(
                     consumer, self._poll(consumer, self._cfg.poll_timeout_ms)
                 )
@@ -669,7 +858,7 @@ class IngestConsumer:
                 self._listener.revoked = False
                 records, appended_s = _records(polled)
                 _observe_age("polled", appended_s)
-                firsts = self._note_offsets(polled)
+                firsts, nexts = self._note_offsets(polled)
                 outcome = self.process(records)
                 self._close_loss_windows(consumer)
                 if not (
@@ -682,12 +871,16 @@ class IngestConsumer:
                 if self._cfg.failpoint_after_db_commit_s:
                     self._failpoint_after_db_commit()
                 try:
-                    kafka_calls.commit(consumer, self._cfg.request_timeout_ms)
-                except CommitFailedError:
-                    logger.warning("offset commit refused after a rebalance; batch will be reread")
-                    self._abort_batch(consumer, firsts)
-                    continue
-                except KafkaError as exc:  # broker unreachable: the stored batch is reread later
+                    self._commit(consumer, nexts)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.code() in _REBALANCED:
+                        logger.warning(
+                            "offset commit refused after a rebalance; batch will be reread"
+                        )
+                        self._abort_batch(consumer, firsts)
+                        continue
+                    # broker unreachable: the stored batch is reread later
                     logger.warning("offset commit failed (%s); batch will be reread", exc)
                     metrics.RETRIES.labels("commit").inc()
                     self._abort_batch(consumer, firsts)
@@ -702,55 +895,60 @@ class IngestConsumer:
         finally:
             self._close(consumer, producer)
 
-    def _close(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
+    def _commit(self, consumer: Consumer, nexts: dict[TopicPartitionKey, int]) -> None:
+        """Commit the batch's next offsets, and those sought to from the database's for
+        partitions the batch holds nothing of (Kafka's committed offset then agrees with the
+        database's, as the comparison at the next assignment expects)."""
+        offsets = {**self._sought, **nexts} if self._sought else nexts
+        kafka_calls.commit(consumer, offsets, self._cfg.request_timeout_ms + 1000)
+        self._sought.clear()
+
+    def _close(self, consumer: Consumer, producer: Producer) -> None:
         self.watchdog.stop()  # a process that goes on (a test) must not be ended by it
         try:  # the coalesced liveness of the stored batches (storage/writer.py)
             self._sink.flush_liveness(force=True)
         except RetryableError as exc:  # last_seen stays older, by at most its period
             logger.warning("the pending liveness was not written at stop: %s", exc)
-        consumer.close(autocommit=False)
-        producer.close(timeout=10)
+        consumer.close()  # nothing committed here (enable.auto.commit off)
+        producer.flush(10)
         logger.info("ingest stopped")
 
-    def _resume_from_database(
-        self, consumer: KafkaConsumer, polled: dict[TopicPartition, list[Any]]
-    ) -> dict[TopicPartition, list[Any]]:
-        """Seek newly assigned partitions to the database's offsets where Kafka's committed
-        ones are ahead or missing (storage/offsets.py :func:`replay_plan`), dropping what the
-        poll returned for them. Until the comparison succeeds (the database or the broker
-        away) nothing of those partitions is processed. Records the broker no longer holds
-        (past its retention) cannot be read again: logged as an error with their count,
-        counted in ``qilu_ingest_replay_lost_records``, and stored per partition and per
-        agent (storage/replay_losses.py)."""
+    def _seek(self, consumer: Consumer, tp: TopicPartitionKey, offset: int) -> None:
+        consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        self._positions[tp] = offset
+
+    def _pause_all(self, consumer: Consumer) -> None:
+        if self._owned:
+            consumer.pause([TopicPartition(t, p) for t, p in self._owned])
+        self._paused = True
+
+    def _resume_all(self, consumer: Consumer) -> None:
+        if self._paused:
+            if self._owned:
+                consumer.resume([TopicPartition(t, p) for t, p in self._owned])
+            self._paused = False
+
+    def _starts(
+        self, consumer: Consumer, assigned: set[TopicPartitionKey]
+    ) -> dict[TopicPartitionKey, int]:
+        """Where each newly assigned partition starts: the database's offset where Kafka's
+        committed one is ahead or missing (storage/offsets.py :func:`replay_plan`), else
+        Kafka's committed one, else (a group without one) the oldest the broker holds.
+        Records the broker no longer holds (past its retention) cannot be read again: logged
+        as an error with their count, counted in ``qilu_ingest_replay_lost_records``, and
+        stored per partition and per agent (storage/replay_losses.py). Raises
+        ``KafkaException``, ``OSError`` or ``RetryableError`` when the database or the broker
+        does not answer."""
         load = self._load_offsets
-        if load is None or not self._listener.pending():
-            return polled
-        assigned = self._listener.take() & consumer.assignment()
-        try:
-            stored = load(sorted({tp.topic for tp in assigned}))
-            committed: dict[TopicPartitionKey, int | None] = {}
-            begins: dict[TopicPartitionKey, int] = {}
-            known = [tp for tp in assigned if (tp.topic, tp.partition) in stored]
-            if known:
-                bound = self._cfg.request_timeout_ms
-                committed = {
-                    (tp.topic, tp.partition): o
-                    for tp, o in kafka_calls.committed(consumer, known, bound).items()
-                }
-                begins = {
-                    (tp.topic, tp.partition): o
-                    for tp, o in kafka_calls.beginning_offsets(consumer, known, bound).items()
-                }
-            plan = replay_plan(stored, committed, begins)
-        except (KafkaError, OSError, RetryableError) as exc:
-            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
-            self._listener.put_back(assigned)  # again on the next round
-            for tp in assigned:
-                recs = polled.pop(tp, None)
-                if recs:
-                    consumer.seek(tp, recs[0].offset)
-            self._stop.wait(1.0)
-            return polled
+        stored = load(sorted({tp[0] for tp in assigned})) if load is not None else {}
+        bound = self._cfg.request_timeout_ms
+        committed = kafka_calls.committed(consumer, assigned, bound)
+        known = [tp for tp in assigned if tp in stored]
+        asked = {*known, *(tp for tp in assigned if committed[tp] is None)}
+        begins = kafka_calls.beginning_offsets(consumer, asked, bound)
+        plan = replay_plan(
+            stored, {tp: committed[tp] for tp in known}, {tp: begins[tp] for tp in known}
+        )
         for loss in plan.losses:
             if self._losses is not None and not self._losses.lost(loss):
                 continue  # seen at an earlier assignment of this process
@@ -766,9 +964,11 @@ class IngestConsumer:
                 loss.end_offset,
                 loss.records,
             )
+        starts: dict[TopicPartitionKey, int] = {}
+        for tp in assigned:
+            start = committed[tp]
+            starts[tp] = begins[tp] if start is None else start
         for (topic, partition), target in plan.seeks.items():
-            tp = TopicPartition(topic, partition)
-            polled.pop(tp, None)
             logger.warning(
                 "%s/%d: Kafka's committed offset is %s, the database's %d: reading from %d "
                 "(a restored database, a failover, or a group without committed offsets)",
@@ -778,7 +978,36 @@ class IngestConsumer:
                 stored[topic, partition],
                 target,
             )
-            consumer.seek(tp, target)
+            starts[topic, partition] = target
+            self._sought[topic, partition] = target  # committed with the next batch
+        return starts
+
+    def _resume_from_database(
+        self, consumer: Consumer, polled: dict[TopicPartitionKey, list[Message]]
+    ) -> dict[TopicPartitionKey, list[Message]]:
+        """The comparison of :meth:`_starts` for partitions whose assignment could not make
+        it (the database or the broker away at the time): until it succeeds nothing of those
+        partitions is processed (what the poll returned for them is dropped and the partition
+        rewound); then each is sought to where it starts."""
+        if not self._listener.pending():
+            return polled
+        assigned = self._listener.take() & self._owned
+        if not assigned:
+            return polled
+        try:
+            starts = self._starts(consumer, assigned)
+        except (KafkaException, OSError, RetryableError) as exc:
+            logger.warning("could not compare the database's offsets with Kafka's: %s", exc)
+            self._listener.put_back(assigned)  # again on the next round
+            for tp in assigned:
+                msgs = polled.pop(tp, None)
+                if msgs:
+                    self._seek(consumer, tp, msgs[0].offset() or 0)
+            self._stop.wait(1.0)
+            return polled
+        for tp, start in starts.items():
+            polled.pop(tp, None)
+            self._seek(consumer, tp, start)
         return polled
 
     def _log_refusals(self, outcome: BatchOutcome) -> None:
@@ -803,56 +1032,64 @@ class IngestConsumer:
         logger.warning("failpoint after_db_commit: pause ends")
         self.watchdog.beat()
 
-    def _abort_batch(self, consumer: KafkaConsumer, firsts: dict[TopicPartition, int]) -> None:
+    def _abort_batch(self, consumer: Consumer, firsts: dict[TopicPartitionKey, int]) -> None:
         """Forget the batch and rewind the partitions we still own to its first record."""
         self._sink.discard()
         if self._gaps is not None:
             self._gaps.discard()
-        owned = consumer.assignment()
         for tp, offset in firsts.items():
-            if tp in owned:
-                consumer.seek(tp, offset)
-        consumer.resume(*consumer.paused())
+            if tp in self._owned:
+                self._seek(consumer, tp, offset)
+        self._resume_all(consumer)
 
-    def _poll(self, consumer: KafkaConsumer, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
-        """``consumer.poll`` that survives the broker going away: kafka-python raises out of
-        poll when a connection is reset while it looks for the group coordinator (found by
-        tests/integration/test_faults_proxy.py). Nothing was handed to us, so waiting and
-        polling again is safe; logged once when it starts failing and once when it recovers."""
+    def _poll(self, consumer: Consumer, timeout_ms: int) -> dict[TopicPartitionKey, list[Message]]:
+        """``consumer.consume`` of up to ``ingest.max_batch_records`` records of any
+        partitions, and the broker going away: librdkafka does not raise out of ``consume``
+        then, it reports the errors (:meth:`_on_client_error`) and reconnects on its own. An
+        empty poll within :data:`CLIENT_ERROR_FRESH_S` of such an error is a handled outage
+        (the watchdog is beaten); logged once when it starts and once when it is over."""
         try:
-            got: dict[TopicPartition, list[Any]] = consumer.poll(timeout_ms=timeout_ms)
-        except KafkaError as exc:
-            self.watchdog.beat()  # a handled outage: the loop goes on
-            if self._broker_down_since is None:
-                self._broker_down_since = time.monotonic()
-                logger.warning("polling the broker failed, retrying until it answers: %s", exc)
-            metrics.RETRIES.labels("poll").inc()
+            got = _group(consumer.consume(self._cfg.max_batch_records, timeout_ms / 1000))
+        except KafkaException as exc:  # nothing was handed to us: polling again is safe
+            if exc.args and _fatal(exc.args[0]):
+                raise  # the process ends; its service manager starts it again
+            self._outage(exc)
             self._stop.wait(min(1.0, timeout_ms / 1000 + 0.2))
+            return {}
+        now = time.monotonic()
+        error_at = self._client_error_at
+        failing = error_at is not None and now - error_at < CLIENT_ERROR_FRESH_S
+        if not got and failing:
+            self._outage(self._client_error)
             return {}
         if self._broker_down_since is not None:
             logger.warning(
-                "polling the broker recovered after %.1f s",
-                time.monotonic() - self._broker_down_since,
+                "polling the broker recovered after %.1f s", now - self._broker_down_since
             )
             self._broker_down_since = None
         if got:
             self.watchdog.beat()
         return got
 
-    def _idle(self, consumer: KafkaConsumer, seconds: float) -> None:
+    def _outage(self, exc: object) -> None:
+        self.watchdog.beat()  # a handled outage: the loop goes on
+        if self._broker_down_since is None:
+            self._broker_down_since = time.monotonic()
+            logger.warning("polling the broker failed, retrying until it answers: %s", exc)
+
+    def _idle(self, consumer: Consumer, seconds: float) -> None:
         """Wait while keeping group membership: poll with every partition paused.
 
         If a rebalance hands us new partitions during the wait, whatever the poll returns for
         them is rewound, so no record is ever skipped.
         """
-        consumer.pause(*consumer.assignment())
+        self._pause_all(consumer)
         got = self._poll(consumer, int(seconds * 1000))
         self.watchdog.beat()  # a handled outage's wait (database, dead letters, commit)
-        for tp, recs in got.items():
-            if recs:
-                consumer.seek(tp, recs[0].offset)
+        for tp, msgs in got.items():
+            self._seek(consumer, tp, msgs[0].offset() or 0)
 
-    def _flush_with_retry(self, consumer: KafkaConsumer) -> bool:
+    def _flush_with_retry(self, consumer: Consumer) -> bool:
         delay, down_since = 0.2, None
         while True:
             try:
@@ -874,7 +1111,7 @@ class IngestConsumer:
                 logger.warning(
                     "database writes recovered after %.1f s", time.monotonic() - down_since
                 )
-                consumer.resume(*consumer.paused())
+                self._resume_all(consumer)
             metrics.FLUSH_SECONDS.observe(result.seconds)
             metrics.READINGS.labels("stored").inc(result.inserted)
             metrics.READINGS.labels("duplicate").inc(result.duplicates)
@@ -882,22 +1119,19 @@ class IngestConsumer:
 
     def _send_dead_letters(
         self,
-        producer: KafkaProducer,
+        producer: Producer,
         topic: str,
         letters: list[DeadLetter],
-        consumer: KafkaConsumer,
+        consumer: Consumer,
     ) -> bool:
         delay = 0.5
         while letters:
             try:
-                futures = [
-                    producer.send(topic, key=d.key, value=d.value, headers=d.headers())
-                    for d in letters
-                ]
-                producer.flush(timeout=30)
-                for f in futures:
-                    f.get(timeout=30)  # raises if this record was not acknowledged
-            except KafkaError as exc:
+                _produce_acknowledged(producer, topic, letters)
+            except (KafkaException, BufferError) as exc:
+                # what was not sent yet is dropped, not sent beside the next attempt
+                producer.purge(in_queue=True, in_flight=False)
+                producer.poll(0)
                 logger.warning("dead-letter produce failed, retrying: %s", exc)
                 metrics.RETRIES.labels("deadletter").inc()
                 self._idle(consumer, delay)
@@ -913,39 +1147,43 @@ class IngestConsumer:
             break
         return not self._listener.revoked
 
-    def _report_lag(self, consumer: KafkaConsumer) -> bool:
+    def _report_lag(self, consumer: Consumer) -> bool:
         """Export each partition's lag; True when every assigned partition is known to be
-        read to its end (a position and a high watermark, nothing between them). A partition
-        whose high watermark kafka-python has not learnt gets its end from the broker
-        (:class:`BrokerEnds`): after a seek to a partition's end (:meth:`_resume_from_database`
-        for a group without committed offsets) with nothing new arriving, it may never learn
-        it (tests/integration/test_ingest_idle_resume.py)."""
-        assigned = consumer.assignment()
-        highs = {tp: consumer.highwater(tp) for tp in assigned}
+        read to its end (a position and a high watermark, nothing between them). The high
+        watermark is the one the client learnt from its last fetch response; a partition
+        whose high watermark it has not learnt yet gets its end from the broker
+        (:class:`BrokerEnds`). The position is librdkafka's where it knows one (a record
+        consumed since the assignment or the last seek), else the loop's own (where the
+        comparison with the database's offsets started it, a seek, a batch's end): after a
+        seek to a partition's end with nothing new arriving, librdkafka has none
+        (tests/integration/test_ingest_idle_resume.py)."""
+        owned = sorted(self._owned)
+        if not owned:
+            return True
+        highs = {tp: kafka_calls.cached_end(consumer, tp) for tp in owned}
         try:
             asked = self._broker_ends.ends(
                 consumer,
                 {tp for tp, high in highs.items() if high is None},
                 self._cfg.request_timeout_ms,
             )
-        except KafkaError as exc:  # the broker away: the partitions stay unknown this round
+        except KafkaException as exc:  # the broker away: the partitions stay unknown this round
             logger.debug("the partitions' ends are not known: %s", exc)
             asked = {}
+        try:
+            told = consumer.position([TopicPartition(t, p) for t, p in owned])
+        except KafkaException:  # the gauge waits for the next batch
+            return False
+        positions = {(tp.topic, tp.partition): tp.offset for tp in told if tp.offset >= 0}
         caught_up = True
-        for tp in assigned:
+        for tp in owned:
             high = highs[tp]
             if high is None:
                 high = asked.get(tp)
-            if high is None:
+            pos = positions.get(tp, self._positions.get(tp))
+            if high is None or pos is None:
                 caught_up = False
                 continue
-            try:
-                pos = consumer.position(tp, timeout_ms=1000)
-            except KafkaError:  # the broker away: the gauge waits for the next batch
-                return False
-            if pos is None:
-                caught_up = False
-                continue
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
+            metrics.LAG.labels(tp[0], str(tp[1])).set(max(0, high - pos))
             caught_up = caught_up and pos >= high
         return caught_up

@@ -1,52 +1,32 @@
 """The ingest's Kafka clients and a broker that goes silent (docs/faults.md, cut off the
-network): the bounds reach kafka-python's network layer, checked without a broker."""
+network): the bounds reach librdkafka's configuration, checked without a broker."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+from confluent_kafka import Consumer, Producer
 from pydantic import ValidationError
 
 from qilu.settings import IngestSettings
 from stream.ingest import client_timeouts
 
-USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+
+def test_the_bounds_are_librdkafka_properties_it_accepts() -> None:
+    got = client_timeouts(IngestSettings())
+    assert got["socket.timeout.ms"] == 6_000  # longer than the controllers' fencing
+    assert got["socket.connection.setup.timeout.ms"] == 1_000  # librdkafka's own: 30 s
+    assert got["topic.metadata.refresh.interval.ms"] == 1_000  # a new leader within 1 s
+    assert got["socket.nagle.disable"] is True
+    # both clients take them as they are (librdkafka refuses an unknown property or value)
+    base = {"bootstrap.servers": "127.0.0.1:9", **got}
+    Consumer({**base, "group.id": "g"}).close()
+    Producer(base).flush(0)
 
 
-def network_config(cfg: IngestSettings) -> dict[str, object]:
-    """The configuration of the network client that a consumer built with
-    ``client_timeouts(cfg)`` would use (as KafkaConsumer builds it: every option passed)."""
-    opts = client_timeouts(cfg)
-    client = opts["kafka_client"](
-        bootstrap_servers="127.0.0.1:9",
-        request_timeout_ms=opts["request_timeout_ms"],
-        socket_options=opts["socket_options"],
-    )
-    try:
-        return dict(client._manager.config)
-    finally:
-        client.close()
-
-
-@pytest.mark.skipif(USER_TIMEOUT is None, reason="TCP_USER_TIMEOUT is Linux's")
-def test_silent_host_bound_is_a_socket_option_of_every_connection() -> None:
-    got = network_config(IngestSettings())
-    assert got["request_timeout_ms"] == 6_000  # longer than the controllers' fencing
-    assert (socket.IPPROTO_TCP, USER_TIMEOUT, 2_500) in got["socket_options"]  # type: ignore[operator]
-    assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in got["socket_options"]  # type: ignore[operator]
-    # kafka-python's own 10 s (doubling up to 30 s) for a connection nobody answers
-    assert got["socket_connection_setup_timeout_ms"] == 1_000
-    assert got["socket_connection_setup_timeout_max_ms"] == 6_000
-
-
-def test_silence_bound_off_leaves_the_request_timeout_alone() -> None:
-    cfg = IngestSettings(broker_silence_ms=0, request_timeout_ms=4_000, connect_timeout_ms=9_000)
-    got = network_config(cfg)
-    assert got["socket_options"] == [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-    # a connection attempt never outlasts a request
-    assert got["socket_connection_setup_timeout_ms"] == 4_000
-    assert got["socket_connection_setup_timeout_max_ms"] == 4_000
+def test_a_connection_attempt_never_outlasts_a_request() -> None:
+    got = client_timeouts(IngestSettings(request_timeout_ms=4_000, connect_timeout_ms=9_000))
+    assert got["socket.timeout.ms"] == 4_000
+    assert got["socket.connection.setup.timeout.ms"] == 4_000
 
 
 @pytest.mark.parametrize(

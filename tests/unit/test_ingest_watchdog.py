@@ -10,11 +10,12 @@ import textwrap
 import threading
 from typing import Any, cast
 
-from kafka.errors import KafkaTimeoutError
-from kafka.structs import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from qilu.settings import IngestSettings
+from storage.offsets import TopicPartitionKey
 from stream.ingest import BrokerEnds, IngestConsumer
+from stream.kafka_calls import LATEST, OFFSET_INVALID
 from stream.watchdog import STALL_EXIT_CODE, Watchdog
 
 
@@ -110,33 +111,42 @@ def test_a_stuck_process_logs_every_stack_and_exits_with_its_code() -> None:
 
 
 class Partitions:
-    """The consumer's view of its partitions: positions and high watermarks (None: unknown,
-    as before the first fetch), and the ends the broker answers (none: it does not answer)."""
+    """The consumer's view of its partitions as librdkafka gives it: positions and high
+    watermarks (None: unknown, as before the first fetch or the first record consumed since
+    the assignment or a seek), and the ends the broker answers (none: it does not answer)."""
 
     def __init__(
         self,
-        marks: dict[TopicPartition, tuple[int | None, int | None]],
-        ends: dict[TopicPartition, int] | None = None,
+        marks: dict[TopicPartitionKey, tuple[int | None, int | None]],
+        ends: dict[TopicPartitionKey, int] | None = None,
     ) -> None:
         self.marks, self.ends = marks, ends
-        self.asked: list[set[TopicPartition]] = []
+        self.asked: list[set[TopicPartitionKey]] = []  # the questions to the broker
 
-    def end_offsets(
-        self, partitions: list[TopicPartition], timeout_ms: int
-    ) -> dict[TopicPartition, int]:
-        self.asked.append(set(partitions))
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        assert cached  # the broker is asked with offsets_for_times
+        high = self.marks[tp.topic, tp.partition][1]
+        return (OFFSET_INVALID, OFFSET_INVALID if high is None else high)
+
+    def offsets_for_times(
+        self, partitions: list[TopicPartition], timeout: float
+    ) -> list[TopicPartition]:
+        assert all(tp.offset == LATEST for tp in partitions)
+        self.asked.append({(tp.topic, tp.partition) for tp in partitions})
         if self.ends is None:
-            raise KafkaTimeoutError("no answer")
-        return {tp: self.ends[tp] for tp in partitions}
+            raise KafkaException("no answer")
+        return [
+            TopicPartition(tp.topic, tp.partition, self.ends[tp.topic, tp.partition])
+            for tp in partitions
+        ]
 
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.marks)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.marks[tp][1]
-
-    def position(self, tp: TopicPartition, timeout_ms: int) -> int | None:
-        return self.marks[tp][0]
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        out = []
+        for tp in partitions:
+            pos = self.marks[tp.topic, tp.partition][0]
+            offset = OFFSET_INVALID if pos is None else pos
+            out.append(TopicPartition(tp.topic, tp.partition, offset))
+        return out
 
 
 class NoPendingLiveness:
@@ -152,49 +162,71 @@ def _idle_loop(beats: list[int]) -> IngestConsumer:
     loop._sink = NoPendingLiveness()  # type: ignore[assignment]
     loop._cfg = IngestSettings()
     loop._broker_ends = BrokerEnds(5.0)
+    loop._positions = {}
     loop.watchdog = Watchdog(
         "loop", 120.0, on_stall=lambda *_: None, on_beat=lambda: beats.append(1)
     )
     return loop
 
 
-TP0, TP1 = TopicPartition("t.readings", 0), TopicPartition("t.readings", 1)
+def idle_round(loop: IngestConsumer, consumer: Partitions) -> None:
+    """The idle round of a loop that holds the consumer's partitions."""
+    loop._owned = set(consumer.marks)
+    loop._idle_round(cast(Any, consumer))
+
+
+TP0, TP1 = ("t.readings", 0), ("t.readings", 1)
 
 
 def test_an_empty_poll_is_progress_when_every_partition_is_read_to_its_end() -> None:
     beats: list[int] = []
-    consumer: Any = Partitions({TP0: (10, 10), TP1: (0, 0)})
-    _idle_loop(beats)._idle_round(consumer)
+    idle_round(_idle_loop(beats), Partitions({TP0: (10, 10), TP1: (0, 0)}))
     assert beats == [1]
 
 
 def test_an_empty_poll_is_no_progress_while_records_wait_or_nothing_is_known() -> None:
     beats: list[int] = []
     loop = _idle_loop(beats)
-    behind: Any = Partitions({TP0: (10, 10), TP1: (3, 9)})
-    never_fetched: Any = Partitions({TP0: (None, None), TP1: (10, 10)})
-    no_watermark: Any = Partitions({TP0: (0, None)})
+    behind = Partitions({TP0: (10, 10), TP1: (3, 9)})
+    never_fetched = Partitions({TP0: (None, None), TP1: (10, 10)})
+    no_watermark = Partitions({TP0: (0, None)})
     for consumer in (behind, never_fetched, no_watermark):
-        loop._idle_round(consumer)
+        idle_round(loop, consumer)
     assert beats == []
 
 
 def test_an_ingest_without_partitions_is_idle_not_stuck() -> None:
     beats: list[int] = []
-    consumer: Any = Partitions({})
-    _idle_loop(beats)._idle_round(consumer)
+    idle_round(_idle_loop(beats), Partitions({}))
     assert beats == [1]
 
 
 def test_a_partition_without_a_high_watermark_is_read_to_the_end_the_broker_tells() -> None:
-    """After a seek to the database's offsets at the partitions' end, kafka-python may never
-    learn their high watermarks (nothing new arrives): the broker's end offsets decide."""
+    """A partition the client has fetched nothing from yet (no high watermark learnt): the
+    broker's end offsets decide."""
     beats: list[int] = []
     loop = _idle_loop(beats)
-    consumer: Any = Partitions({TP0: (10, None), TP1: (7, 7)}, ends={TP0: 10})
-    loop._idle_round(consumer)
+    consumer = Partitions({TP0: (10, None), TP1: (7, 7)}, ends={TP0: 10})
+    idle_round(loop, consumer)
     assert beats == [1]
-    assert consumer.asked == [{TP0}]  # only what kafka-python does not know
+    assert consumer.asked == [{TP0}]  # only what the client does not know
+
+
+def test_a_partition_without_a_position_of_librdkafkas_has_the_loops() -> None:
+    """librdkafka tells a position only after a record consumed since the assignment or a
+    seek: a partition sought to its end (the database's offsets) with nothing new arriving
+    has none; the loop's own (where it started or sought it) decides."""
+    beats: list[int] = []
+    loop = _idle_loop(beats)
+    consumer = Partitions({TP0: (None, 10), TP1: (7, 7)})
+    idle_round(loop, consumer)
+    assert beats == []  # no position known: not caught up
+    loop._positions = {TP0: 10}
+    idle_round(loop, consumer)
+    assert beats == [1]
+    loop._positions = {TP0: 4}
+    idle_round(loop, consumer)
+    assert beats == [1]  # records wait
 
 
 def test_a_partition_behind_the_end_the_broker_tells_is_no_progress() -> None:
@@ -205,26 +237,28 @@ def test_a_partition_behind_the_end_the_broker_tells_is_no_progress() -> None:
         Partitions({TP0: (10, None)}, ends=None),  # the broker does not answer
     ):
         loop._broker_ends = BrokerEnds(5.0)
-        loop._idle_round(cast(Any, consumer))
+        idle_round(loop, consumer)
     assert beats == []
 
 
 def test_the_broker_is_asked_once_per_period_and_at_once_for_a_new_partition() -> None:
     clock = FakeClock()
     ends = BrokerEnds(5.0, clock=clock)
-    consumer: Any = Partitions({TP0: (10, None), TP1: (3, None)}, ends={TP0: 10, TP1: 3})
+    partitions = Partitions({TP0: (10, None), TP1: (3, None)}, ends={TP0: 10, TP1: 3})
+    consumer: Any = partitions
     for _ in range(3):
         assert ends.ends(consumer, {TP0}, 1000) == {TP0: 10}
         clock.now += 1.0
-    assert consumer.asked == [{TP0}]
+    assert partitions.asked == [{TP0}]
     assert ends.ends(consumer, {TP0, TP1}, 1000) == {TP0: 10, TP1: 3}  # a new partition
     clock.now += 5.0
-    consumer.ends[TP0] = 12  # a record arrived
+    assert partitions.ends is not None
+    partitions.ends[TP0] = 12  # a record arrived
     assert ends.ends(consumer, {TP0, TP1}, 1000) == {TP0: 12, TP1: 3}
-    assert consumer.asked == [{TP0}, {TP0, TP1}, {TP0, TP1}]
-    consumer.ends = None  # a failed question is not repeated before the period is over
+    assert partitions.asked == [{TP0}, {TP0, TP1}, {TP0, TP1}]
+    partitions.ends = None  # a failed question is not repeated before the period is over
     clock.now += 5.0
     for _ in range(2):
-        with contextlib.suppress(KafkaTimeoutError):
+        with contextlib.suppress(KafkaException):
             ends.ends(consumer, {TP0}, 1000)
-    assert len(consumer.asked) == 4
+    assert len(partitions.asked) == 4
