@@ -196,15 +196,9 @@ class IngestSettings(BaseModel):
     #   the ISR to shrink, a healthy wait that must not time out; kafka-python's 30 s kept
     #   the data waiting that long behind a metadata request sent to the silent broker
     request_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
-    # - broker_silence_ms: a connection whose sent bytes the broker's host has not
-    #   acknowledged for this long is closed (TCP_USER_TIMEOUT, Linux), whatever request
-    #   waits on it. The host's kernel acknowledges even when the broker is busy, so this
-    #   tells a silent host from a slow broker; the metadata, fetch or commit on it fails
-    #   then and goes to another broker instead of waiting out request_timeout_ms.
-    #   0 = off (the request timeout alone). Without effect since the ingest's clients are
-    #   confluent-kafka's (docs/adr/0020): librdkafka's binding has no socket option hook,
-    #   its request timeout (socket.timeout.ms) closes a silent broker's connections
-    broker_silence_ms: int = Field(default=2_500, ge=0, le=300_000)
+    #   (ingest.broker_silence_ms, kafka-python's TCP_USER_TIMEOUT, is gone since the ingest's
+    #   clients are confluent-kafka's, docs/adr/0020: the request timeout closes a silent
+    #   broker's connections)
     # - connect_timeout_ms: a connection attempt (TCP and the Kafka handshake) to a broker
     #   that does not answer is given up after this long, at most request_timeout_ms
     #   (librdkafka's socket.connection.setup.timeout.ms; with kafka-python it doubled on

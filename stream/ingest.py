@@ -141,7 +141,7 @@ def client_timeouts(cfg: IngestSettings) -> dict[str, Any]:
     - ``topic.metadata.refresh.interval.ms`` 1000: a partition's new leader, after its old
       one went silent, is learnt from a periodic metadata refresh (docs/faults.md).
 
-    ``ingest.broker_silence_ms`` (TCP_USER_TIMEOUT with kafka-python) has no equivalent:
+    kafka-python's TCP_USER_TIMEOUT (the removed ``ingest.broker_silence_ms``) has no equivalent:
     the binding exposes no socket option hook (docs/adr/0020-ingest-kafka-client.md); a
     silent broker's connection is closed by the request timeout instead."""
     return {

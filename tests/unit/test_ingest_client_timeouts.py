@@ -29,9 +29,7 @@ def test_a_connection_attempt_never_outlasts_a_request() -> None:
     assert got["socket.connection.setup.timeout.ms"] == 4_000
 
 
-@pytest.mark.parametrize(
-    "bad", [{"request_timeout_ms": 500}, {"broker_silence_ms": -1}, {"connect_timeout_ms": 0}]
-)
+@pytest.mark.parametrize("bad", [{"request_timeout_ms": 500}, {"connect_timeout_ms": 0}])
 def test_bounds_refused_before_any_connection(bad: dict[str, int]) -> None:
     with pytest.raises(ValidationError, match=next(iter(bad))):
         IngestSettings(**bad)  # type: ignore[arg-type]
