@@ -1043,13 +1043,21 @@ class IngestConsumer:
         self._resume_all(consumer)
 
     def _poll(self, consumer: Consumer, timeout_ms: int) -> dict[TopicPartitionKey, list[Message]]:
-        """``consumer.consume`` of up to ``ingest.max_batch_records`` records of any
-        partitions, and the broker going away: librdkafka does not raise out of ``consume``
-        then, it reports the errors (:meth:`_on_client_error`) and reconnects on its own. An
-        empty poll within :data:`CLIENT_ERROR_FRESH_S` of such an error is a handled outage
-        (the watchdog is beaten); logged once when it starts and once when it is over."""
+        """Up to ``ingest.max_batch_records`` records of any partitions, as soon as one is
+        there: ``poll`` waits up to ``timeout_ms`` for the first, then ``consume`` takes what
+        else librdkafka already fetched without waiting. (``consume`` alone waits until it
+        has them all or the timeout is over: at 20,000 readings/s, ~20 envelopes a second,
+        every batch waited the whole 200 ms, p50 156 ms from send to commit instead of ~25.)
+        The broker going away: librdkafka does not raise out of ``consume`` then, it reports
+        the errors (:meth:`_on_client_error`) and reconnects on its own. An empty poll within
+        :data:`CLIENT_ERROR_FRESH_S` of such an error is a handled outage (the watchdog is
+        beaten); logged once when it starts and once when it is over."""
         try:
-            got = _group(consumer.consume(self._cfg.max_batch_records, timeout_ms / 1000))
+            first = consumer.poll(timeout_ms / 1000)
+            more = self._cfg.max_batch_records - 1
+            got = _group(
+                [] if first is None else [first, *(consumer.consume(more, 0) if more else ())]
+            )
         except KafkaException as exc:  # nothing was handed to us: polling again is safe
             if exc.args and _fatal(exc.args[0]):
                 raise  # the process ends; its service manager starts it again
