@@ -158,9 +158,9 @@ def sasl_kafka(base_settings: Settings) -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def sink_pool(db: DatabaseSettings) -> Iterator[ConnectionPool]:
-    """One connection to the test's database, unprepared, as a ReadingsSink takes it."""
+    """A pool on the test's database, unprepared, as a ReadingsSink takes it."""
     p = ConnectionPool(
-        db.conninfo(), min_size=1, max_size=1, kwargs={"prepare_threshold": None}, open=True
+        db.conninfo(), min_size=1, max_size=2, kwargs={"prepare_threshold": None}, open=True
     )
     yield p
     p.close()

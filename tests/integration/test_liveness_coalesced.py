@@ -14,7 +14,6 @@ a device's last_seen is written at most once per period, in a sink transaction, 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -50,15 +49,6 @@ def fleet(db: DatabaseSettings) -> Fleet:
     return Fleet(db)
 
 
-@pytest.fixture
-def pool(db: DatabaseSettings) -> Iterator[ConnectionPool]:
-    p = ConnectionPool(
-        db.conninfo(), min_size=1, max_size=2, kwargs={"prepare_threshold": None}, open=True
-    )
-    yield p
-    p.close()
-
-
 def last_seen(db: DatabaseSettings) -> dict[int, datetime]:
     with connect(db) as conn:
         return dict(conn.execute("SELECT device_pk, last_seen FROM device_liveness").fetchall())
@@ -84,10 +74,10 @@ def batch(fleet: Fleet, start: datetime, devices: list[str] = DEVICES) -> Rows:
 
 
 def test_liveness_written_once_per_period_every_reading_with_its_batch(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     clock = Clock()
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     first = batch(fleet, t0)
     sink.add(first)
@@ -112,10 +102,10 @@ def test_liveness_written_once_per_period_every_reading_with_its_batch(
 
 
 def test_pending_liveness_is_written_on_its_own_when_due_and_when_forced(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     clock = Clock()
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     for i in range(2):
         sink.add(batch(fleet, t0 + timedelta(minutes=i)))
@@ -133,10 +123,10 @@ def test_pending_liveness_is_written_on_its_own_when_due_and_when_forced(
 
 
 def test_a_crash_between_liveness_writes_loses_no_reading_and_liveness_never_goes_back(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     clock = Clock()
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     sink.add(batch(fleet, t0 + timedelta(minutes=5)))
     sink.flush()
@@ -149,7 +139,7 @@ def test_a_crash_between_liveness_writes_loses_no_reading_and_liveness_never_goe
     assert all(timedelta(0) < s <= timedelta(minutes=1) for s in stale.values())
     # the restarted ingest: late data (older than last_seen) does not move it back, the
     # device's next reading brings it up to date
-    again = ReadingsSink(pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
+    again = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, liveness_flush_s=2.0, clock=clock)
     again.add(batch(fleet, t0))
     again.flush()
     assert last_seen(db) == written
@@ -160,11 +150,11 @@ def test_a_crash_between_liveness_writes_loses_no_reading_and_liveness_never_goe
 
 
 def test_a_failed_transaction_notes_no_liveness_and_keeps_its_batch(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     clock = Clock()
     sink = ReadingsSink(
-        pool,
+        sink_pool,
         mode=StorageMode.POSTGRES,
         liveness_flush_s=2.0,
         clock=clock,
@@ -235,12 +225,12 @@ def test_the_ingest_writes_all_pending_liveness_when_it_stops(
 
 
 def test_each_device_is_coalesced_for_an_eighth_of_its_kinds_window(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     """A transformer (30 s window: 3.75 s) and a charging pile (120 s: 15 s), the kinds'
     windows as device_kinds has them, under a 30 s cap."""
     clock = Clock()
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, liveness_flush_s=30.0, clock=clock)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, liveness_flush_s=30.0, clock=clock)
     pile, transformer = fleet.pk["CHG-Q-1-01"], fleet.pk["SUB-J-1-01"]
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     devices = ["CHG-Q-1-01", "SUB-J-1-01"]

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -135,17 +134,8 @@ def fleet(db: DatabaseSettings) -> Fleet:
     return Fleet(db)
 
 
-@pytest.fixture
-def pool(db: DatabaseSettings) -> Iterator[ConnectionPool]:
-    p = ConnectionPool(
-        db.conninfo(), min_size=1, max_size=2, kwargs={"prepare_threshold": None}, open=True
-    )
-    yield p
-    p.close()
-
-
-def write(pool: ConnectionPool, rows: Rows, **kw: object) -> int:
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, **kw)  # type: ignore[arg-type]
+def write(sink_pool: ConnectionPool, rows: Rows, **kw: object) -> int:
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, **kw)  # type: ignore[arg-type]
     sink.add(rows)
     return sink.flush().inserted
 
@@ -201,13 +191,13 @@ def test_migration_records_the_mode_and_creates_the_logical_relations(
 
 
 def test_partitions_on_demand_for_late_data_and_dropped_by_retention(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     now = datetime.now(UTC)
     old = fleet.rows(["CHG-Q-1-01"], now - timedelta(days=40), minutes=5)
     week = fleet.rows(["CHG-Q-1-01"], now - timedelta(days=6), minutes=5)
-    assert write(pool, old) == len(old)  # no partition existed 40 days back: created
-    assert write(pool, week) == len(week)
+    assert write(sink_pool, old) == len(old)  # no partition existed 40 days back: created
+    assert write(sink_pool, week) == len(week)
     with connect(db) as conn:
         dropped = maintain.drop_expired_partitions(conn, Settings().storage, now)
         left = conn.execute("SELECT min(ts), count(*) FROM readings").fetchone()
@@ -222,18 +212,18 @@ def test_partitions_on_demand_for_late_data_and_dropped_by_retention(
     before = scalar(db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass")
     mixed = fleet.rows(["CHG-Q-1-02"], now - timedelta(minutes=5), minutes=2)
     mixed.extend(fleet.rows(["CHG-Q-1-03"], datetime(2001, 5, 1, tzinfo=UTC), minutes=0.4))
-    assert write(pool, mixed) == len(mixed)
+    assert write(sink_pool, mixed) == len(mixed)
     after = scalar(db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass")
     assert after - before <= 2  # the 2001 hour (and at most one new current hour)
 
 
 def test_redelivery_stores_nothing_twice_and_rollups_do_not_double_count(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     now = datetime.now(UTC)
     start = hour(now) - timedelta(hours=2)
     batch = fleet.rows(["CHG-Q-1-01", "CHG-Q-1-02", "SUB-J-1-01"], start, minutes=90)
-    assert write(pool, batch) == len(batch)
+    assert write(sink_pool, batch) == len(batch)
     refresh(db, now)
     with connect(db) as conn:
         before = conn.execute(
@@ -245,7 +235,7 @@ def test_redelivery_stores_nothing_twice_and_rollups_do_not_double_count(
     again = fleet.rows(["CHG-Q-1-01", "CHG-Q-1-02", "SUB-J-1-01"], start, minutes=90)
     extra = fleet.rows(["CHG-J-1-01"], start + timedelta(minutes=1), minutes=0.4)
     again.extend(extra)
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES)
     sink.add(again)
     result = sink.flush()
     assert (result.inserted, result.duplicates) == (len(extra), len(batch))
@@ -271,7 +261,7 @@ def test_redelivery_stores_nothing_twice_and_rollups_do_not_double_count(
 
 
 def test_rollups_equal_hand_computed_values(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     start = hour(datetime.now(UTC)) - timedelta(hours=3)
     pk = fleet.pk["CHG-Q-1-03"]
@@ -282,7 +272,7 @@ def test_rollups_equal_hand_computed_values(
         rows.ts_us.append(to_us(start + timedelta(seconds=sec)))
         rows.value.append(value)
         rows.quality.append(0)
-    write(pool, rows)
+    write(sink_pool, rows)
     refresh(db)
     with connect(db) as conn:
         m = conn.execute(
@@ -307,7 +297,7 @@ def test_rollups_equal_hand_computed_values(
 
 
 def test_ranged_rollup_reads_equal_the_views_and_plan_only_their_partitions(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     """qilu_readings_1m/1h(from, to) (what the API reads) return the views' rows of the range,
     across the store and the live tail above the watermark, with unaligned bounds; and the
@@ -315,7 +305,7 @@ def test_ranged_rollup_reads_equal_the_views_and_plan_only_their_partitions(
     now = datetime.now(UTC)
     start = hour(now) - timedelta(hours=5)
     devs = ["CHG-Q-1-01", "CHG-J-1-01"]
-    write(pool, fleet.rows(devs, start, minutes=5 * 60, step_s=30))
+    write(sink_pool, fleet.rows(devs, start, minutes=5 * 60, step_s=30))
     refresh(db, start + timedelta(hours=2, minutes=30))  # store below, live tail above
     pk = fleet.pk["CHG-Q-1-01"]
     cases = [
@@ -376,13 +366,13 @@ def test_ranged_rollup_reads_equal_the_views_and_plan_only_their_partitions(
 
 
 def test_late_data_reaches_the_rollups_within_one_refresh(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     now = datetime.now(UTC)
     lo = hour(now) - timedelta(days=7)
     hi = hour(now) + timedelta(hours=1)
     live = ["CHG-Q-1-01", "CHG-Q-1-02", "CHG-J-1-01", "SUB-J-1-01"]
-    write(pool, fleet.rows(live, now - timedelta(hours=3), minutes=170))
+    write(sink_pool, fleet.rows(live, now - timedelta(hours=3), minutes=170))
     first = refresh(db, now)
     assert first["watermark_1m"] is not None
     assert_rollups_equal_raw(db, lo, hi)
@@ -392,7 +382,7 @@ def test_late_data_reaches_the_rollups_within_one_refresh(
     backlog.extend(fleet.rows(["SUB-J-1-02"], now - timedelta(minutes=40), minutes=30))
     # ... partly redelivered, and interleaved with a duplicate of already stored live data
     backlog.extend(fleet.rows(["CHG-Q-1-01"], now - timedelta(hours=3), minutes=5))
-    write(pool, backlog)
+    write(sink_pool, backlog)
     second = refresh(db, now + timedelta(seconds=5))
     # the late data was recomputed per device, not for every device of those hours
     assert second["ranges_one_device_1m"] >= 2
@@ -407,12 +397,12 @@ def test_late_data_reaches_the_rollups_within_one_refresh(
 
 
 def test_rows_committed_while_a_refresh_passes_them_are_picked_up_next_cycle(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     """A writer's transaction is open while the refresher advances the watermark over its
     rows; the invalidation it recorded in the same transaction brings them in next time."""
     t0 = hour(datetime.now(UTC)) - timedelta(hours=1)
-    write(pool, fleet.rows(["CHG-Q-1-01"], t0, minutes=10))
+    write(sink_pool, fleet.rows(["CHG-Q-1-01"], t0, minutes=10))
     refresh(db, t0 + timedelta(minutes=10))  # watermark_1m = t0 + 9 min
     pk = fleet.pk["CHG-Q-1-02"]
     ts = t0 + timedelta(minutes=12)
@@ -431,11 +421,11 @@ def test_rows_committed_while_a_refresh_passes_them_are_picked_up_next_cycle(
 
 
 def test_coverage_daily_is_a_series_one_row_per_target_city_and_day(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     catalog = load_catalog()
     now = datetime.now(UTC)
-    write(pool, fleet.rows(["CHG-Q-1-01", "CHG-Q-1-02", "CHG-J-1-01"], now, minutes=0.5))
+    write(sink_pool, fleet.rows(["CHG-Q-1-01", "CHG-Q-1-02", "CHG-J-1-01"], now, minutes=0.5))
     tomorrow = now + timedelta(days=1)
     with connect(db) as conn:
         assert coverage.latest(conn, catalog) is None
@@ -549,12 +539,12 @@ def test_roles_have_least_privilege(db: DatabaseSettings, fleet: Fleet) -> None:
 
 
 def test_saturated_database_raises_backpressure_and_keeps_the_batch(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     from qilu.errors import BackpressureError
 
     batch = fleet.rows(["CHG-J-1-02"], datetime.now(UTC) - timedelta(minutes=30), minutes=5)
-    sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, statement_timeout_ms=300)
+    sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, statement_timeout_ms=300)
     sink.add(batch)
     with connect(db) as locker:
         locker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
@@ -592,7 +582,7 @@ def test_pool_recovers_from_a_database_restart_by_itself(base_settings: Settings
     Services(svc_settings, db).down()
     shutil.rmtree(state, ignore_errors=True)
     svc = Services(svc_settings, db)
-    pool = None
+    sink_pool = None
     try:
         svc.up(["postgres"])
         with connect(db) as conn:
@@ -600,7 +590,7 @@ def test_pool_recovers_from_a_database_restart_by_itself(base_settings: Settings
 
             migrate.apply(conn)
         fleet = Fleet(db)
-        pool = ConnectionPool(
+        sink_pool = ConnectionPool(
             db.conninfo(),
             min_size=1,
             max_size=2,
@@ -609,7 +599,7 @@ def test_pool_recovers_from_a_database_restart_by_itself(base_settings: Settings
             reconnect_timeout=300,
             open=True,
         )
-        sink = ReadingsSink(pool, mode=StorageMode.POSTGRES, pool_timeout_s=2)
+        sink = ReadingsSink(sink_pool, mode=StorageMode.POSTGRES, pool_timeout_s=2)
         start = datetime.now(UTC) - timedelta(minutes=20)
         sink.add(fleet.rows(["CHG-Q-1-01"], start, minutes=5))
         first = sink.flush().inserted
@@ -636,8 +626,8 @@ def test_pool_recovers_from_a_database_restart_by_itself(base_settings: Settings
         assert stored == len(second)
         assert scalar(db, "SELECT count(*) FROM readings") == first + stored
     finally:
-        if pool is not None:
-            pool.close()
+        if sink_pool is not None:
+            sink_pool.close()
         svc.down()
         shutil.rmtree(state, ignore_errors=True)
 
@@ -706,10 +696,12 @@ def run_qilu(db: DatabaseSettings, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_maintenance_commands_and_the_loop_in_a_thread(
-    db: DatabaseSettings, fleet: Fleet, pool: ConnectionPool
+    db: DatabaseSettings, fleet: Fleet, sink_pool: ConnectionPool
 ) -> None:
     now = datetime.now(UTC)
-    write(pool, fleet.rows(["CHG-Q-1-01", "SUB-J-1-01"], now - timedelta(minutes=20), minutes=18))
+    write(
+        sink_pool, fleet.rows(["CHG-Q-1-01", "SUB-J-1-01"], now - timedelta(minutes=20), minutes=18)
+    )
 
     migrated = run_qilu(db, "migrate")
     assert migrated.returncode == 0, migrated.stderr
