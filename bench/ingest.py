@@ -879,7 +879,7 @@ def ceilings(
     nothing else changed, so the cost ratio takes each ceiling's median round."""
     raw: list[dict[str, Any]] = []
     par: list[dict[str, Any]] = []
-    for i in range(1, max(1, rounds) + 1):
+    for i in range(1, rounds + 1):
         say(f"[4/5] raw ceiling, round {i} of {rounds}: the same rows with psql \\copy")
         raw.append(raw_copy(settings, export))
         say(
@@ -1971,6 +1971,14 @@ def main() -> int:  # noqa: PLR0912, PLR0915 - one linear script, phase after ph
         " next to it as .png): a short trial run should not replace the recorded results",
     )
     args = ap.parse_args()
+    if args.ceiling_rounds < 1:
+        ap.error(f"--ceiling-rounds must be at least 1, not {args.ceiling_rounds}")
+    args.consumers_from = args.consumers_from.resolve()
+    if not (args.consumers_from / "ops" / "cli.py").is_file():
+        ap.error(
+            f"--consumers-from {args.consumers_from}: not a checkout of this project"
+            " (no ops/cli.py there to run `qilu ingest` from)"
+        )
 
     base = load()
     tag = uuid.uuid4().hex[:8]
